@@ -1,0 +1,245 @@
+"""The .tflite reader: the real MLPerf VWW model against LiteRT's view of it, crafted bad files
+(via the schema object API) and fuzzed bytes."""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+import pytest
+
+from edgeq.errors import TFLiteFormatError, UnsupportedOpError
+from edgeq.tflite.model import SUPPORTED_OPS
+from edgeq.tflite.read import read_model, unpack_int4
+from edgeq.tflite.schema import schema
+
+
+@pytest.fixture(scope="module")
+def vww_bytes(vww_int8_path) -> bytes:
+    return vww_int8_path.read_bytes()
+
+
+def _object_model(data: bytes):
+    return schema.ModelT.InitFromPackedBuf(data, 0)
+
+
+def _pack(model_t) -> bytes:
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _pack_int4_reference(values: np.ndarray) -> bytes:
+    """Independent packer: first value in the low nibble, two's complement nibbles."""
+    flat = [int(v) & 0xF for v in values.ravel()]
+    if len(flat) % 2:
+        flat.append(0)
+    return bytes(lo | (hi << 4) for lo, hi in zip(flat[0::2], flat[1::2], strict=True))
+
+
+def test_vww_matches_litert_view(vww_int8_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = read_model(vww_int8_path)
+    kinds = [op.kind for op in model.ops]
+    assert kinds.count("CONV_2D") == 14 and kinds.count("DEPTHWISE_CONV_2D") == 13
+    assert kinds[-1] == "SOFTMAX"
+    assert model.input_tensors[0].shape == (1, 96, 96, 3)
+    assert model.output_tensors[0].shape == (1, 2)
+    assert model.ops[0].options["padding"] == "SAME"
+    assert model.ops[0].options["fused_activation_function"] == "RELU"
+    assert "min_runtime_version" in model.metadata
+
+    litert = Interpreter(model_path=str(vww_int8_path))
+    details = {d["index"]: d for d in litert.get_tensor_details()}
+    assert len(details) == len(model.tensors)
+    constants = 0
+    for index, tensor in enumerate(model.tensors):
+        d = details[index]
+        assert tuple(d["shape"]) == tensor.shape, tensor.name
+        assert np.dtype(d["dtype"]).name == tensor.dtype, tensor.name
+        q = d["quantization_parameters"]
+        if tensor.scale is None:
+            assert len(q["scales"]) == 0
+        else:
+            np.testing.assert_array_equal(q["scales"], tensor.scale)
+            np.testing.assert_array_equal(q["zero_points"], tensor.zero_point)
+            assert q["quantized_dimension"] == tensor.quantized_dimension
+        if tensor.is_constant:
+            constants += 1
+            np.testing.assert_array_equal(litert.get_tensor(index), tensor.data)
+    assert constants >= 2 * 27  # every conv has weights and bias
+
+
+def test_bytes_and_path_read_the_same(vww_int8_path, vww_bytes):
+    a, b = read_model(vww_int8_path), read_model(vww_bytes)
+    assert [op.kind for op in a.ops] == [op.kind for op in b.ops]
+    np.testing.assert_array_equal(a.tensors[44].data, b.tensors[44].data)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 8, 33])
+def test_int4_unpack_roundtrip(count):
+    rng = np.random.default_rng(count)
+    values = rng.integers(-8, 8, size=count).astype(np.int8)
+    packed = _pack_int4_reference(values)
+    assert len(packed) == (count + 1) // 2
+    np.testing.assert_array_equal(unpack_int4(packed, count), values)
+
+
+def test_int4_unpack_nibble_order():
+    # 0x8F: low nibble 0xF = -1 comes first, high nibble 0x8 = -8 second.
+    np.testing.assert_array_equal(unpack_int4(b"\x8f\x07", 3), [-1, -8, 7])
+    with pytest.raises(ValueError):
+        unpack_int4(b"\x00", 3)
+
+
+def _conv_weights_index(model_t) -> int:
+    return model_t.subgraphs[0].operators[0].inputs[1]
+
+
+def test_int4_constant_in_model(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    index = _conv_weights_index(model_t)
+    tensor = model_t.subgraphs[0].tensors[index]
+    shape = tuple(int(d) for d in tensor.shape)
+    values = np.random.default_rng(0).integers(-8, 8, size=shape).astype(np.int8)
+    tensor.type = schema.TensorType.INT4
+    model_t.buffers[tensor.buffer].data = np.frombuffer(_pack_int4_reference(values), np.uint8)
+    model = read_model(_pack(model_t))
+    assert model.tensors[index].dtype == "int4"
+    np.testing.assert_array_equal(model.tensors[index].data, values)
+    assert model.tensors[index].nbytes == (values.size + 1) // 2
+
+
+def test_bad_identifier(vww_bytes):
+    with pytest.raises(TFLiteFormatError, match="file identifier"):
+        read_model(vww_bytes[:4] + b"XXXX" + vww_bytes[8:])
+    with pytest.raises(TFLiteFormatError):
+        read_model(b"")
+
+
+def test_missing_file(tmp_path):
+    from edgeq.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="nope.tflite"):
+        read_model(tmp_path / "nope.tflite")
+
+
+def test_unsupported_op_is_named(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    code = model_t.operatorCodes[model_t.subgraphs[0].operators[0].opcodeIndex]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.TANH
+    with pytest.raises(UnsupportedOpError) as info:
+        read_model(_pack(model_t))
+    text = str(info.value)
+    assert "operator 0 is TANH" in text and all(op in text for op in SUPPORTED_OPS)
+
+
+def test_custom_op_is_named(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    code = model_t.operatorCodes[model_t.subgraphs[0].operators[0].opcodeIndex]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = "MyOp"
+    with pytest.raises(UnsupportedOpError, match="CUSTOM \\(MyOp\\)"):
+        read_model(_pack(model_t))
+
+
+def test_opcode_takes_max_of_deprecated_and_new_field(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    for code in model_t.operatorCodes:  # an old file: only the deprecated int8 field is set
+        code.deprecatedBuiltinCode, code.builtinCode = code.builtinCode, 0
+    model = read_model(_pack(model_t))
+    assert [op.kind for op in model.ops] == [op.kind for op in read_model(vww_bytes).ops]
+
+
+def test_unsupported_tensor_type(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    model_t.subgraphs[0].tensors[5].type = schema.TensorType.FLOAT16
+    with pytest.raises(UnsupportedOpError, match="tensor 5 .* FLOAT16"):
+        read_model(_pack(model_t))
+
+
+def test_two_subgraphs_rejected(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    model_t.subgraphs.append(model_t.subgraphs[0])
+    with pytest.raises(UnsupportedOpError, match="2 subgraphs"):
+        read_model(_pack(model_t))
+
+
+def test_buffer_size_mismatch(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    index = _conv_weights_index(model_t)
+    tensor = model_t.subgraphs[0].tensors[index]
+    model_t.buffers[tensor.buffer].data = model_t.buffers[tensor.buffer].data[:-1]
+    with pytest.raises(TFLiteFormatError, match=f"tensor {index} .*needs \\d+ bytes"):
+        read_model(_pack(model_t))
+
+
+def test_scale_count_must_match_quantized_dimension(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    index = _conv_weights_index(model_t)
+    quant = model_t.subgraphs[0].tensors[index].quantization
+    quant.scale, quant.zeroPoint = quant.scale[:-1], quant.zeroPoint[:-1]
+    with pytest.raises(TFLiteFormatError, match=f"tensor {index} .*quantized dimension"):
+        read_model(_pack(model_t))
+    quant.zeroPoint = quant.zeroPoint[:-1]
+    with pytest.raises(TFLiteFormatError, match="zero points"):
+        read_model(_pack(model_t))
+
+
+def test_int4_per_channel_fully_connected_rejected(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    graph = model_t.subgraphs[0]
+    fc = next(op for op in graph.operators
+              if model_t.operatorCodes[op.opcodeIndex].builtinCode
+              == schema.BuiltinOperator.FULLY_CONNECTED)
+    weights = graph.tensors[fc.inputs[1]]
+    units = int(weights.shape[0])
+    values = np.zeros(int(np.prod(weights.shape)), np.int8)
+    weights.type = schema.TensorType.INT4
+    model_t.buffers[weights.buffer].data = np.frombuffer(_pack_int4_reference(values), np.uint8)
+    weights.quantization.scale = np.full(units, 0.01, np.float32)
+    weights.quantization.zeroPoint = np.zeros(units, np.int64)
+    weights.quantization.quantizedDimension = 0
+    with pytest.raises(UnsupportedOpError, match="FULLY_CONNECTED.*TFLM"):
+        read_model(_pack(model_t))
+
+
+def _assert_clean_failure_or_model(data: bytes):
+    try:
+        read_model(data)
+    except (TFLiteFormatError, UnsupportedOpError):
+        pass
+
+
+def test_fuzz_truncated(vww_bytes):
+    rng = np.random.default_rng(1)
+    lengths = set(range(0, 64)) | set(rng.integers(0, len(vww_bytes), 200).tolist())
+    for length in sorted(lengths):
+        with pytest.raises((TFLiteFormatError, UnsupportedOpError)):
+            read_model(vww_bytes[:length])
+
+
+def test_fuzz_bit_flips(vww_bytes):
+    rng = np.random.default_rng(2)
+    # The flatbuffer tables (not the weight bytes) are where flips hurt: favour the file's
+    # start and end, where the converter puts vtables, offsets and the subgraph.
+    size = len(vww_bytes)
+    for _ in range(400):
+        data = bytearray(vww_bytes)
+        for _flip in range(int(rng.integers(1, 4))):
+            region = rng.integers(0, 3)
+            pos = (int(rng.integers(0, 4096)) if region == 0 else
+                   size - 1 - int(rng.integers(0, 16384)) if region == 1 else
+                   int(rng.integers(0, size)))
+            data[pos] ^= 1 << int(rng.integers(0, 8))
+        _assert_clean_failure_or_model(bytes(data))
+
+
+def test_fuzz_random_words_in_tables(vww_bytes):
+    rng = np.random.default_rng(3)
+    size = len(vww_bytes)
+    for trial in range(300):
+        data = bytearray(vww_bytes)
+        pos = int(rng.integers(0, 4096)) if trial % 2 else size - 4 - int(rng.integers(0, 16384))
+        data[pos:pos + 4] = int(rng.integers(0, 2**32)).to_bytes(4, "little")
+        _assert_clean_failure_or_model(bytes(data))
