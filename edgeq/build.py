@@ -1,0 +1,246 @@
+"""The pipeline behind `edgeq build`: BuildConfig -> stages -> outputs + report.
+
+Stages: load -> data -> (train) -> quantize -> C arrays -> fit check -> on-device checks ->
+report. Everything is written into a temporary folder beside the output folder and renamed into
+place at the end, so a failed or interrupted build leaves the previous output as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .boards import Board, load_board
+from .datasets import fashion_mnist, load_dataset
+from .errors import BoardFitError, DataError, EdgeqError, OutputError
+from .zoo import ModelCard, load_card
+
+DEMO_MODEL = "fmnist"
+MIN_CALIBRATION = 8
+
+
+@dataclass
+class BuildConfig:
+    board: str = "cortex-m7"
+    model: str | None = None  # zoo model name
+    keras_model: str | None = None  # path to .h5 / .keras / SavedModel
+    weights: str | None = None
+    data: str | None = None
+    out: str = "out"
+    epochs: int | None = None  # train a zoo model first (the demo trains briefly)
+    calib_samples: int = 256
+    eval_limit: int | None = 2000
+    seed: int = 0
+    unsafe: bool = False
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict
+    tflite_path: Path
+    stages: list = field(default_factory=list)
+
+
+class Stages:
+    """Times each stage for the report and shows it on the console."""
+
+    def __init__(self, console=None):
+        self.console = console
+        self.records: list[dict] = []
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        if self.console:
+            self.console.log(f"[bold]{name}[/bold] …")
+        yield
+        self.records.append({"name": name, "seconds": round(time.perf_counter() - start, 2)})
+
+
+def _check_output_writable(out: Path) -> None:
+    parent = out.resolve().parent
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder", "choose another --out")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as e:
+            raise OutputError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{parent}: not writable, so {out.name} cannot be written there",
+                          "choose a writable --out folder")
+
+
+def _commit_output(tmp: Path, out: Path) -> None:
+    """Replace `out` by `tmp` with renames only: at any moment one complete folder exists."""
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(backup)
+    tmp.rename(out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _resolve_model(cfg: BuildConfig):
+    """(keras model, card or None, name). The demo (no model given) builds `fmnist`."""
+    from .modelio import load_keras_model, load_weights
+    from .zoo import build_model
+
+    if cfg.keras_model and cfg.model:
+        raise EdgeqError("pass either --model or --keras-model, not both")
+    if cfg.keras_model:
+        loaded = load_keras_model(cfg.keras_model, unsafe=cfg.unsafe)
+        card = load_card(cfg.model) if cfg.model else None
+        if cfg.weights:
+            load_weights(loaded.model, cfg.weights)
+        return loaded.model, card, Path(cfg.keras_model).stem
+    card = load_card(cfg.model or DEMO_MODEL)
+    model = build_model(card)
+    if cfg.weights:
+        load_weights(model, cfg.weights, card.name)
+    return model, card, card.name
+
+
+def _input_spec(model, card: ModelCard | None):
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    if card is not None:
+        if tuple(card.input_shape) != shape:
+            raise DataError(f"model input {shape} does not match the {card.name} card's {card.input_shape}")
+        return shape, card.preprocess.color, card.preprocess.scale, card.labels
+    color = "grayscale" if shape[-1] == 1 else "rgb"
+    return shape, color, 255.0, None
+
+
+def load_build_data(cfg: BuildConfig, card: ModelCard | None, shape, color, scale, labels):
+    """(train, calibration, evaluation) datasets. Image folders with COCO-style names are split
+    by their prefix (train2017_* to calibrate, val2017_* to evaluate); otherwise a seeded split."""
+    if cfg.data is None:
+        if card is None or card.name != DEMO_MODEL:
+            name = card.name if card else "this model"
+            raise DataError(f"{name} needs data: no --data given",
+                            "pass --data with an image folder (one sub-folder per class), an .npz or IDX files")
+        train, test = fashion_mnist(shape)
+    else:
+        ds = load_dataset(cfg.data, shape, color, scale, labels)
+        if ds.names and any(n.startswith("train2017_") for n in ds.names) \
+                and any(n.startswith("val2017_") for n in ds.names):
+            train, test = ds.by_prefix("train2017_"), ds.by_prefix("val2017_")
+        elif _is_fashion_folder(cfg.data):
+            train = ds
+            test = load_dataset(cfg.data, shape, color, scale, labels, split="test")
+        else:
+            train, test = ds.split(0.5, cfg.seed)
+    if len(train) < MIN_CALIBRATION:
+        raise DataError(f"{cfg.data}: only {len(train)} calibration samples",
+                        f"give at least {MIN_CALIBRATION} (64 or more recommended)")
+    order = np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.calib_samples]
+    calib = train.subset(np.sort(order))
+    return train, calib, test.take(cfg.eval_limit)
+
+
+def _is_fashion_folder(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and any(f.name.startswith("t10k-images") for f in p.iterdir())
+
+
+def fit_check(board: Board, model_bytes: int, arena_bytes: int) -> dict:
+    """Flash for the model, RAM for the TFLM arena; raise BoardFitError with the shortfall."""
+    fit = {"flash_bytes": model_bytes, "flash_budget": board.flash_bytes,
+           "arena_bytes": arena_bytes, "arena_budget": board.arena_bytes}
+    problems = []
+    if model_bytes > board.flash_bytes:
+        problems.append(f"the model needs {model_bytes:,} bytes of flash, {model_bytes - board.flash_bytes:,} "
+                        f"more than the {board.flash_bytes:,} of {board.name}")
+    if arena_bytes > board.arena_bytes:
+        problems.append(f"the TFLM arena needs {arena_bytes:,} bytes of RAM, {arena_bytes - board.arena_bytes:,} "
+                        f"more than the {board.arena_bytes:,} usable on {board.name}")
+    if problems:
+        raise BoardFitError("; ".join(problems),
+                            "use a board with more memory (`edgeq boards`), a smaller model, "
+                            "or lower-bit weights once available")
+    return fit
+
+
+def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildResult:
+    from .check import check_model
+    from .convert import tflite_int8_ptq
+    from .deploy.carray import write_c_arrays
+    from .deploy.tflm import measure_arena
+    from .report import write_report
+    from .train import evaluate_float, train
+
+    out = Path(cfg.out)
+    _check_output_writable(out)
+    board = load_board(cfg.board)
+    st = Stages(console)
+    with st.stage("load model"):
+        model, card, name = _resolve_model(cfg)
+        shape, color, scale, labels = _input_spec(model, card)
+    with st.stage("load data"):
+        train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
+    epochs = cfg.epochs
+    if epochs is None and card is not None and not cfg.weights and not cfg.keras_model:
+        epochs = card.train.get("demo_epochs", 3)
+    trained = None
+    if epochs:
+        with st.stage(f"train {epochs} epoch(s)"):
+            tc = card.train if card else {}
+            progress = progress_factory() if progress_factory else None
+            with progress or _null():
+                trained = train(model, train_ds, test, epochs, tc.get("batch_size", 128),
+                                tc.get("learning_rate", 1e-3), cfg.seed, progress)
+    with st.stage("float accuracy"):
+        float_acc, float_out = evaluate_float(model, test)
+    with st.stage("quantize INT8 (TensorFlow converter, full integer)"):
+        tflite = tflite_int8_ptq(model, calib.x)
+    with st.stage("measure TFLM arena"):
+        arena = measure_arena(tflite)
+    fit = fit_check(board, len(tflite), arena)
+    with st.stage("on-device checks (LiteRT, TFLM)"):
+        checked = check_model(tflite, test.x, test.y, float_outputs=float_out)
+
+    report = {
+        "edgeq_version": __version__,
+        "model": {"name": name, "card": card.to_dict() if card else None, "input_shape": list(shape),
+                  "params": int(model.count_params()), "tflite_bytes": len(tflite),
+                  "quantization": "INT8 full-integer, TensorFlow converter PTQ",
+                  "trained_epochs": epochs or 0,
+                  "train_seconds": round(trained.seconds, 1) if trained else 0.0},
+        "board": board.to_dict(),
+        "fit": fit,
+        "data": {"source": cfg.data or "Fashion-MNIST (IDX)", "calibration_samples": len(calib),
+                 "evaluation_samples": len(test)},
+        "accuracy": [{"name": "float (Keras)", "accuracy": float_acc, "samples": len(test)}]
+        + checked.accuracy_rows(),
+        "check": checked.to_dict(),
+        "stages": st.records,
+        "config": asdict(cfg),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    try:
+        stem = "model_int8"
+        (tmp / f"{stem}.tflite").write_bytes(tflite)
+        write_c_arrays(tflite, tmp, name="model_data")
+        if trained is not None:  # keep the trained float model so it can be rebuilt without training
+            model.save(tmp / "model_float.h5")
+        write_report(report, tmp)
+        _commit_output(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+@contextmanager
+def _null():
+    yield None

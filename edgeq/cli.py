@@ -1,0 +1,298 @@
+"""The `edgeq` command: a thin click layer over the modules; all logic lives there.
+
+Heavy modules (TensorFlow) are imported inside the commands that need them, so `edgeq check`,
+`edgeq boards` and `edgeq models` work where only numpy and a TFLite runtime are installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import EdgeqError
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+def expected_errors(fn):
+    """Print EdgeqError as a message with its hint (no traceback) and exit non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeqError as e:
+            console.print(f"[bold red]error:[/bold red] {e.message}", highlight=False)
+            if e.hint:
+                console.print(f"  [yellow]→ {e.hint}[/yellow]", highlight=False)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/bold red]: nothing was written to the output folder")
+            sys.exit(130)
+
+    return wrapper
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+def main():
+    """edgeq: put a Keras model on a microcontroller, and prove what runs there.
+
+    \b
+    Example (the embedded demo: trains a small Fashion-MNIST model and builds it):
+      edgeq build --board cortex-m7
+    """
+
+
+# ---------------------------------------------------------------------------------------- boards
+@main.group(invoke_without_command=True)
+@click.pass_context
+@expected_errors
+def boards(ctx):
+    """List the boards edgeq knows (edgeq/resources/boards/*.yaml).
+
+    \b
+    Example:
+      edgeq boards
+      edgeq boards show cortex-m7
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .boards import aliases, list_boards
+
+    table = Table(title="boards")
+    for col in ("name", "core", "MHz", "flash KiB", "RAM KiB", "arena KiB", "FPU", "DSP", "flash with"):
+        table.add_column(col)
+    for b in list_boards():
+        tool = (b.flasher or {}).get("tool", "—") if b.flasher else "emulated only"
+        table.add_row(b.name, b.core, f"{b.clock_mhz:g}", str(b.flash_kib), str(b.ram_kib),
+                      str(b.arena_kib), b.fpu or "none", "yes" if b.dsp else "no", tool)
+    out_console.print(table)
+    out_console.print("aliases: " + ", ".join(f"{k} → {v}" for k, v in sorted(aliases().items())))
+
+
+@boards.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the board as JSON.")
+@expected_errors
+def boards_show(name, as_json):
+    """Show one board (a name, an alias such as cortex-m7, or a board YAML file).
+
+    \b
+    Example:
+      edgeq boards show stm32h743
+    """
+    from .boards import load_board
+
+    board = load_board(name)
+    if as_json:
+        click.echo(json.dumps(board.to_dict(), indent=2))
+        return
+    table = Table(title=f"{board.name}: {board.description}", show_header=False)
+    for k, v in board.to_dict().items():
+        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    out_console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- models
+@main.group(invoke_without_command=True)
+@click.pass_context
+@expected_errors
+def models(ctx):
+    """List the model zoo (edgeq/resources/models/*.yaml).
+
+    \b
+    Example:
+      edgeq models
+      edgeq models show person_detect
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .zoo import list_cards
+
+    table = Table(title="models")
+    for col in ("name", "input", "classes", "description"):
+        table.add_column(col)
+    for c in list_cards():
+        table.add_row(c.name, "×".join(map(str, c.input_shape)), str(c.num_classes), c.description)
+    out_console.print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@expected_errors
+def models_show(name, as_json):
+    """Show one model card.
+
+    \b
+    Example:
+      edgeq models show fmnist
+    """
+    from .zoo import load_card
+
+    card = load_card(name)
+    if as_json:
+        click.echo(json.dumps(card.to_dict(), indent=2))
+        return
+    table = Table(title=f"{card.name}", show_header=False)
+    for k, v in card.to_dict().items():
+        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    out_console.print(table)
+
+
+# ----------------------------------------------------------------------------------------- train
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@main.command()
+@click.option("--model", "model_name", default="fmnist", show_default=True, help="Zoo model to train.")
+@click.option("--data", type=click.Path(), help="Training data (image folder, .npz or IDX). "
+              "Default for fmnist: Fashion-MNIST from /usr/share/datasets/fashion-mnist.")
+@click.option("--epochs", type=int, help="Epochs (default: the model card's).")
+@click.option("--batch-size", type=int, help="Batch size (default: the model card's).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the model card's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", default=None, help="Where to save the Keras model [default: NAME.h5].")
+@expected_errors
+def train(model_name, data, epochs, batch_size, lr, seed, out_path):
+    """Train a zoo model (float) on its data and save it as a Keras model.
+
+    \b
+    Example:
+      edgeq train --model fmnist --epochs 12 --out fmnist.h5
+    """
+    _quiet_tensorflow()
+    from .build import BuildConfig, load_build_data
+    from .train import train as run_train
+    from .zoo import build_model, load_card
+
+    card = load_card(model_name)
+    model = build_model(card)
+    cfg = BuildConfig(model=model_name, data=data, seed=seed, eval_limit=None)
+    train_ds, _, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
+                                        card.preprocess.scale, card.labels)
+    epochs = epochs or card.train.get("epochs", 10)
+    with _progress() as progress:
+        result = run_train(model, train_ds, test, epochs, batch_size or card.train.get("batch_size", 128),
+                           lr or card.train.get("learning_rate", 1e-3), seed, progress)
+    out_path = out_path or f"{model_name}.h5"
+    _save_model(model, out_path)
+    console.print(f"trained {model_name} for {epochs} epochs in {result.seconds:.0f} s: "
+                  f"validation accuracy {result.val_accuracy:.4f}; saved {out_path}")
+
+
+def _save_model(model, path: str) -> None:
+    from .errors import OutputError
+
+    try:
+        model.save(path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot save the model ({e.strerror or e})",
+                          "choose a writable --out path") from None
+
+
+# ----------------------------------------------------------------------------------------- build
+@main.command()
+@click.option("--board", default="cortex-m7", show_default=True, help="Board name, alias or YAML file.")
+@click.option("--model", "model_name", help="Zoo model name (see `edgeq models`).")
+@click.option("--keras-model", type=click.Path(), help="Your Keras model: .h5, .keras or SavedModel folder.")
+@click.option("--weights", type=click.Path(), help="Weights to load into the model.")
+@click.option("--data", type=click.Path(), help="Calibration/evaluation data: image folder, .npz or IDX.")
+@click.option("--out", default="out", show_default=True, help="Output folder (replaced atomically).")
+@click.option("--epochs", type=int, help="Train the zoo model this many epochs first.")
+@click.option("--calib-samples", type=int, default=256, show_default=True)
+@click.option("--eval-limit", type=int, default=2000, show_default=True,
+              help="Evaluate on at most this many samples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
+@click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
+@expected_errors
+def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
+          seed, unsafe, json_out):
+    """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
+
+    With no model it runs the embedded demo: train `fmnist` briefly and build it.
+
+    \b
+    Examples:
+      edgeq build --board cortex-m7
+      edgeq build --board stm32h743 --model person_detect_rgb --weights vww_96.h5 --data photos/
+      edgeq build --board nrf52840 --keras-model my_model.keras --data calib.npz --out build/
+    """
+    _quiet_tensorflow()
+    from .build import BuildConfig, run_build
+
+    cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
+                      data=data, out=out, epochs=epochs, calib_samples=calib_samples,
+                      eval_limit=eval_limit, seed=seed, unsafe=unsafe)
+    result = run_build(cfg, console=console, progress_factory=_progress)
+    if json_out:
+        click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
+        return
+    _print_build_summary(result)
+
+
+def _print_build_summary(result) -> None:
+    r = result.report
+    table = Table(title=f"{r['model']['name']} on {r['board']['name']}: accuracy "
+                        f"({r['data']['evaluation_samples']} evaluation samples)")
+    table.add_column("model")
+    table.add_column("top-1", justify="right")
+    table.add_column("agreement", justify="right")
+    for row in r["accuracy"]:
+        agree = row.get("agreement")
+        table.add_row(row["name"], f"{100 * row['accuracy']:.2f}%",
+                      "" if agree is None else f"{100 * agree:.2f}%")
+    out_console.print(table)
+    fit = r["fit"]
+    out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
+                      f"RAM (TFLM arena): {fit['arena_bytes']:,} of {fit['arena_budget']:,} bytes")
+    out_console.print(f"outputs in {result.out_dir}/: model_int8.tflite, model_data.h/.c, "
+                      "report.json, report.html")
+
+
+# ----------------------------------------------------------------------------------------- check
+@main.command()
+@click.argument("model_path", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Image folder, .npz or IDX files.")
+@click.option("--limit", type=int, help="Use at most this many samples.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON here ('-' = stdout).")
+@expected_errors
+def check(model_path, data, limit, json_path):
+    """Top-1 accuracy of an integer .tflite through LiteRT and TFLM, and their agreement.
+
+    Needs only numpy and a TFLite runtime (no TensorFlow).
+
+    \b
+    Example:
+      edgeq check out/model_int8.tflite --data photos/ --json check.json
+    """
+    from .check import check_command
+
+    result = check_command(model_path, data, limit, None if json_path == "-" else json_path)
+    if json_path == "-":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        out_console.print(result.table())
+
+
+if __name__ == "__main__":
+    main()
