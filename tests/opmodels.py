@@ -1,0 +1,347 @@
+"""Builders of single-op (or tiny multi-op) integer Model IRs with seeded random shapes,
+scales, zero points and weights, for the op-level exactness tests (TFLM vs LiteRT vs edgeq's
+interpreter vs the generated C engine).
+
+Every builder takes a numpy Generator and keyword options and returns an edgeq Model whose
+input is int8 (float32 for `quantize`). `random_input(model, rng)` makes a matching input.
+`CASES` lists (name, builder, options) for the sweeps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.quant import grid
+from edgeq.tflite.model import Model, Op, Tensor
+
+
+class _Builder:
+    """Collects tensors and ops of one small model."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.tensors: list[Tensor] = []
+        self.ops: list[Op] = []
+
+    def add(self, tensor: Tensor) -> int:
+        self.tensors.append(tensor)
+        return len(self.tensors) - 1
+
+    def activation(self, name: str, shape, lo: float | None = None, hi: float | None = None,
+                   scale: float | None = None, zero_point: int | None = None) -> int:
+        """An int8 activation with a random range (or the given one)."""
+        if scale is None:
+            lo = -self.rng.uniform(0.0, 3.0) if lo is None else lo
+            hi = self.rng.uniform(0.5, 4.0) if hi is None else hi
+            scale, zero_point = grid.activation_qparams(lo, hi)
+        return self.add(Tensor(name, tuple(int(d) for d in shape), "int8",
+                               scale=np.array([scale], dtype=np.float32),
+                               zero_point=np.array([zero_point], dtype=np.int64)))
+
+    def like(self, name: str, shape, index: int) -> int:
+        """An int8 activation with the same scale and zero point as tensor `index`."""
+        ref = self.tensors[index]
+        return self.activation(name, shape, scale=float(ref.scale[0]),
+                               zero_point=int(ref.zero_point[0]))
+
+    def weights(self, name: str, shape, bits: int, axis: int | None) -> int:
+        w = self.rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+        w *= self.rng.uniform(0.2, 2.0, size=[1] * (len(shape) - 1) + [1]).astype(np.float32)
+        scales = grid.weight_scales(w, bits, axis)
+        q = grid.quantize_weights(w, scales, bits, axis)
+        if bits == 4:
+            # Reach -8 too (learned rounding can), so the packed low nibble's sign is tested.
+            q.reshape(-1)[self.rng.integers(q.size)] = -8
+        return self.add(Tensor(name, tuple(shape), "int8" if bits == 8 else "int4",
+                               scale=scales, zero_point=np.zeros(len(scales), dtype=np.int64),
+                               quantized_dimension=0 if axis is None else axis % len(shape),
+                               data=q))
+
+    def bias(self, name: str, input_index: int, weights_index: int, channels: int,
+             magnitude: float) -> int:
+        """int32 bias with scale s_in * s_w (one scale per tensor when the weights have one)."""
+        in_scale = float(self.tensors[input_index].scale[0])
+        w_scales = self.tensors[weights_index].scale
+        b = self.rng.normal(0.0, magnitude, size=channels)
+        q = grid.quantize_bias(b, in_scale, np.broadcast_to(w_scales, (channels,)))
+        scales = grid.bias_scales(in_scale, w_scales)
+        return self.add(Tensor(name, (channels,), "int32", scale=scales,
+                               zero_point=np.zeros(len(scales), dtype=np.int64), data=q))
+
+    def const_int32(self, name: str, values) -> int:
+        values = np.asarray(values, dtype=np.int32)
+        return self.add(Tensor(name, values.shape, "int32", data=values))
+
+    def op(self, kind: str, inputs: list[int], output: int, **options) -> None:
+        self.ops.append(Op(kind, list(inputs), [output], options))
+
+    def model(self, inputs: list[int], outputs: list[int], description: str) -> Model:
+        return Model(self.tensors, self.ops, inputs, outputs, description=description)
+
+    def output_scale(self, input_index: int, weights_index: int, fan_in: int) -> float:
+        """A plausible output range for a conv/dense: ~3 std of the float result, jittered so
+        that some cases saturate."""
+        x = self.tensors[input_index]
+        w = self.tensors[weights_index]
+        x_std = float(x.scale[0]) * 74.0
+        w_std = float(np.mean(w.scale)) * float(np.std(w.data))
+        std = x_std * w_std * np.sqrt(fan_in)
+        return float(6 * std / 255 * self.rng.uniform(0.5, 2.0))
+
+    def out_activation(self, name: str, shape, scale: float) -> int:
+        zero_point = int(self.rng.integers(-40, 41))
+        return self.activation(name, shape, scale=scale, zero_point=zero_point)
+
+
+def _spatial(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    if padding == "SAME":
+        return -(-size // stride)
+    return (size - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def conv2d(rng, weight_bits=8, padding="SAME", stride=1, dilation=1, activation="NONE",
+           per_channel=True) -> Model:
+    b = _Builder(rng)
+    h, w = (int(v) for v in rng.integers(5, 12, size=2))
+    cin, cout = int(rng.integers(1, 9)), int(rng.integers(1, 13))
+    kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
+    x = b.activation("input", (1, h, w, cin))
+    wt = b.weights("weights", (cout, kh, kw, cin), weight_bits, 0 if per_channel else None)
+    scale = b.output_scale(x, wt, kh * kw * cin)
+    bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
+    oh = _spatial(h, kh, stride, dilation, padding)
+    ow = _spatial(w, kw, stride, dilation, padding)
+    y = b.out_activation("output", (1, oh, ow, cout), scale)
+    b.op("CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=stride,
+         dilation_w_factor=dilation, dilation_h_factor=dilation,
+         fused_activation_function=activation)
+    return b.model([x], [y], f"conv2d int{weight_bits} {padding} s{stride} d{dilation} "
+                   f"{activation}")
+
+
+def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, dilation=1,
+              activation="NONE") -> Model:
+    b = _Builder(rng)
+    h, w = (int(v) for v in rng.integers(5, 12, size=2))
+    cin = int(rng.integers(1, 9))
+    cout = cin * depth_multiplier
+    kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
+    x = b.activation("input", (1, h, w, cin))
+    wt = b.weights("weights", (1, kh, kw, cout), weight_bits, 3)
+    scale = b.output_scale(x, wt, kh * kw)
+    bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
+    oh = _spatial(h, kh, stride, dilation, padding)
+    ow = _spatial(w, kw, stride, dilation, padding)
+    y = b.out_activation("output", (1, oh, ow, cout), scale)
+    b.op("DEPTHWISE_CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride,
+         stride_h=stride, dilation_w_factor=dilation, dilation_h_factor=dilation,
+         depth_multiplier=depth_multiplier, fused_activation_function=activation)
+    return b.model([x], [y], f"depthwise int{weight_bits} dm{depth_multiplier} {padding} "
+                   f"s{stride} d{dilation} {activation}")
+
+
+def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
+                    with_bias=True) -> Model:
+    b = _Builder(rng)
+    depth, units = int(rng.integers(4, 65)), int(rng.integers(2, 33))
+    x = b.activation("input", (1, depth))
+    wt = b.weights("weights", (units, depth), weight_bits, 0 if per_channel else None)
+    scale = b.output_scale(x, wt, depth)
+    inputs = [x, wt, b.bias("bias", x, wt, units, magnitude=scale * 20) if with_bias else -1]
+    y = b.out_activation("output", (1, units), scale)
+    b.op("FULLY_CONNECTED", inputs, y, fused_activation_function=activation,
+         keep_num_dims=False)
+    return b.model([x], [y], f"fully_connected int{weight_bits} "
+                   f"{'per-channel' if per_channel else 'per-tensor'} {activation}")
+
+
+def add(rng, activation="NONE") -> Model:
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
+    x1 = b.activation("input_a", shape)
+    # ADD takes its second input from a constant-free path too: the model has two inputs.
+    x2 = b.activation("input_b", shape)
+    y = b.activation("output", shape, lo=-rng.uniform(0, 5), hi=rng.uniform(0.5, 6))
+    b.op("ADD", [x1, x2], y, fused_activation_function=activation)
+    return b.model([x1, x2], [y], f"add {activation}")
+
+
+def _pool(rng, kind, padding="VALID", stride=2, size=2) -> Model:
+    b = _Builder(rng)
+    h, w = (int(v) for v in rng.integers(size, 12, size=2))
+    c = int(rng.integers(1, 9))
+    x = b.activation("input", (1, h, w, c))
+    oh, ow = _spatial(h, size, stride, 1, padding), _spatial(w, size, stride, 1, padding)
+    y = b.like("output", (1, oh, ow, c), x)
+    b.op(kind, [x], y, padding=padding, stride_w=stride, stride_h=stride, filter_width=size,
+         filter_height=size, fused_activation_function="NONE")
+    return b.model([x], [y], f"{kind.lower()} {padding} s{stride} k{size}")
+
+
+def avg_pool(rng, padding="VALID", stride=2, size=2) -> Model:
+    return _pool(rng, "AVERAGE_POOL_2D", padding, stride, size)
+
+
+def max_pool(rng, padding="VALID", stride=2, size=2) -> Model:
+    return _pool(rng, "MAX_POOL_2D", padding, stride, size)
+
+
+def mean(rng, keep_dims=True, same_qparams=False) -> Model:
+    b = _Builder(rng)
+    h, w, c = int(rng.integers(1, 10)), int(rng.integers(1, 10)), int(rng.integers(1, 17))
+    x = b.activation("input", (1, h, w, c))
+    axes = b.const_int32("axes", [1, 2])
+    shape = (1, 1, 1, c) if keep_dims else (1, c)
+    y = b.like("output", shape, x) if same_qparams else b.activation("output", shape)
+    b.op("MEAN", [x, axes], y, keep_dims=keep_dims)
+    return b.model([x], [y], f"mean keep_dims={keep_dims}")
+
+
+def pad(rng) -> Model:
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 5)))
+    pads = [[0, 0], *rng.integers(0, 3, size=(2, 2)).tolist(), [0, 0]]
+    x = b.activation("input", shape)
+    paddings = b.const_int32("paddings", pads)
+    out = tuple(d + p[0] + p[1] for d, p in zip(shape, pads, strict=True))
+    y = b.like("output", out, x)
+    b.op("PAD", [x, paddings], y)
+    return b.model([x], [y], "pad")
+
+
+def reshape(rng) -> Model:
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    new_shape = [1, int(np.prod(shape))]
+    x = b.activation("input", shape)
+    target = b.const_int32("shape", new_shape)
+    y = b.like("output", tuple(new_shape), x)
+    b.op("RESHAPE", [x, target], y, new_shape=new_shape)
+    return b.model([x], [y], "reshape")
+
+
+def concatenation(rng, same_scales=True, count=2) -> Model:
+    """Concatenate `count` inputs along the channels. With different input scales each input is
+    first requantized to the output's scale by a QUANTIZE (int8 -> int8), as the converter
+    does: the int8 CONCATENATION kernels of TFLite and TFLM copy bytes and do not rescale."""
+    b = _Builder(rng)
+    h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+    channels = [int(c) for c in rng.integers(1, 6, size=count)]
+    y = b.activation("output", (1, h, w, sum(channels)))
+    inputs, parts = [], []
+    for i, c in enumerate(channels):
+        if same_scales:
+            x = b.like(f"input_{i}", (1, h, w, c), y)
+            part = x
+        else:
+            x = b.activation(f"input_{i}", (1, h, w, c))
+            part = b.like(f"requantized_{i}", (1, h, w, c), y)
+            b.op("QUANTIZE", [x], part)
+        inputs.append(x)
+        parts.append(part)
+    b.op("CONCATENATION", parts, y, axis=3, fused_activation_function="NONE")
+    return b.model(inputs, [y], f"concatenation {'same' if same_scales else 'different'} scales")
+
+
+def softmax(rng, beta=1.0) -> Model:
+    b = _Builder(rng)
+    n = int(rng.integers(2, 33))
+    x = b.activation("input", (1, n), lo=-rng.uniform(2, 12), hi=rng.uniform(0.5, 12))
+    y = b.activation("output", (1, n), scale=1.0 / 256, zero_point=-128)
+    b.op("SOFTMAX", [x], y, beta=beta)
+    return b.model([x], [y], f"softmax beta={beta}")
+
+
+def quantize(rng) -> Model:
+    """float32 -> int8 at the model input."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 5)))
+    x = b.add(Tensor("input", shape, "float32"))
+    y = b.activation("output", shape)
+    b.op("QUANTIZE", [x], y)
+    return b.model([x], [y], "quantize float32->int8")
+
+
+def dequantize(rng) -> Model:
+    """int8 -> float32 at the model output."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 33)))
+    x = b.activation("input", shape)
+    y = b.add(Tensor("output", shape, "float32"))
+    b.op("DEQUANTIZE", [x], y)
+    return b.model([x], [y], "dequantize int8->float32")
+
+
+def conv_pool_fc(rng, weight_bits=8) -> Model:
+    """A tiny multi-op chain: CONV_2D -> MAX_POOL_2D -> RESHAPE -> FULLY_CONNECTED -> SOFTMAX."""
+    b = _Builder(rng)
+    x = b.activation("input", (1, 8, 8, 3))
+    wt = b.weights("conv/weights", (4, 3, 3, 3), weight_bits, 0)
+    s1 = b.output_scale(x, wt, 27)
+    bias = b.bias("conv/bias", x, wt, 4, s1 * 20)
+    c = b.out_activation("conv", (1, 8, 8, 4), s1)
+    b.op("CONV_2D", [x, wt, bias], c, padding="SAME", stride_w=1, stride_h=1,
+         fused_activation_function="RELU")
+    p = b.like("pool", (1, 4, 4, 4), c)
+    b.op("MAX_POOL_2D", [c], p, padding="VALID", stride_w=2, stride_h=2, filter_width=2,
+         filter_height=2, fused_activation_function="NONE")
+    r = b.like("flatten", (1, 64), p)
+    b.op("RESHAPE", [p, b.const_int32("flatten/shape", [1, 64])], r, new_shape=[1, 64])
+    fw = b.weights("fc/weights", (10, 64), weight_bits, None if weight_bits == 4 else 0)
+    s2 = min(b.output_scale(r, fw, 64), 12.0 / 255)  # logits within +-12: softmax not one-hot
+    fb = b.bias("fc/bias", r, fw, 10, s2 * 20)
+    logits = b.out_activation("logits", (1, 10), s2)
+    b.op("FULLY_CONNECTED", [r, fw, fb], logits, fused_activation_function="NONE")
+    y = b.activation("probs", (1, 10), scale=1.0 / 256, zero_point=-128)
+    b.op("SOFTMAX", [logits], y, beta=1.0)
+    return b.model([x], [y], f"conv_pool_fc int{weight_bits}")
+
+
+def random_input(model: Model, rng: np.random.Generator, index: int = 0) -> np.ndarray:
+    """A random input for model input `index`: int8 over the full range, or float32 values
+    spanning a little beyond the quantized output range of a QUANTIZE."""
+    tensor = model.tensors[model.inputs[index]]
+    if tensor.dtype == "float32":
+        return rng.uniform(-5.0, 5.0, size=tensor.shape).astype(np.float32)
+    return rng.integers(-128, 128, size=tensor.shape, dtype=np.int64).astype(np.int8)
+
+
+# (name, builder, options) for the sweeps; ids are "name-options".
+CASES = [
+    ("conv2d", conv2d, {"weight_bits": 8}),
+    ("conv2d", conv2d, {"weight_bits": 4}),
+    ("conv2d", conv2d, {"weight_bits": 8, "padding": "VALID", "stride": 2}),
+    ("conv2d", conv2d, {"weight_bits": 4, "padding": "VALID", "stride": 2}),
+    ("conv2d", conv2d, {"weight_bits": 8, "dilation": 2, "activation": "RELU6"}),
+    ("conv2d", conv2d, {"weight_bits": 4, "dilation": 2, "activation": "RELU"}),
+    ("conv2d", conv2d, {"weight_bits": 8, "per_channel": False, "activation": "RELU"}),
+    ("depthwise", depthwise, {"weight_bits": 8}),
+    ("depthwise", depthwise, {"weight_bits": 4}),
+    ("depthwise", depthwise, {"weight_bits": 8, "depth_multiplier": 2, "stride": 2,
+                              "padding": "VALID"}),
+    ("depthwise", depthwise, {"weight_bits": 4, "depth_multiplier": 2, "activation": "RELU6"}),
+    ("depthwise", depthwise, {"weight_bits": 8, "dilation": 2, "activation": "RELU"}),
+    ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": True}),
+    ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": False}),
+    ("fully_connected", fully_connected, {"weight_bits": 4, "per_channel": False}),
+    ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": False,
+                                          "activation": "RELU", "with_bias": False}),
+    ("add", add, {}),
+    ("add", add, {"activation": "RELU"}),
+    ("avg_pool", avg_pool, {}),
+    ("avg_pool", avg_pool, {"padding": "SAME", "stride": 1, "size": 3}),
+    ("max_pool", max_pool, {}),
+    ("max_pool", max_pool, {"padding": "SAME", "stride": 1, "size": 3}),
+    ("mean", mean, {"keep_dims": True}),
+    ("mean", mean, {"keep_dims": False}),
+    ("mean", mean, {"keep_dims": True, "same_qparams": True}),
+    ("pad", pad, {}),
+    ("reshape", reshape, {}),
+    ("concatenation", concatenation, {"same_scales": True}),
+    ("concatenation", concatenation, {"same_scales": False, "count": 3}),
+    ("softmax", softmax, {}),
+    ("quantize", quantize, {}),
+    ("dequantize", dequantize, {}),
+    ("conv_pool_fc", conv_pool_fc, {"weight_bits": 8}),
+    ("conv_pool_fc", conv_pool_fc, {"weight_bits": 4}),
+]
