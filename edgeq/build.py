@@ -207,7 +207,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
     with st.stage("on-device checks (LiteRT, TFLM)"):
-        checked = check_model(tflite, test.x, test.y, float_outputs=float_out)
+        checked = check_model(tflite, test.x, test.y, float_model_predict=float_out)
 
     report = {
         "edgeq_version": __version__,
@@ -220,8 +220,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "fit": fit,
         "data": {"source": cfg.data or "Fashion-MNIST (IDX)", "calibration_samples": len(calib),
                  "evaluation_samples": len(test)},
-        "accuracy": [{"name": "float (Keras)", "accuracy": float_acc, "samples": len(test)}]
-        + checked.accuracy_rows(),
+        "accuracy": checked.accuracy_rows(),
         "check": checked.to_dict(),
         "stages": st.records,
         "config": asdict(cfg),

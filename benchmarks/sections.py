@@ -1,0 +1,125 @@
+"""Benchmark sections. Each takes the shared/ folder and returns a JSON-able dict with "rows"
+(a list of dicts with the same keys) and "notes"; `render` turns it into markdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.check import check_model
+from edgeq.datasets import fashion_mnist, load_dataset
+from edgeq.deploy.tflm import measure_arena
+
+FMNIST_EPOCHS = 10
+
+
+def _evaluate_tflite(name: str, tflite: bytes, x, y, seconds: float, float_out=None) -> dict:
+    checked = check_model(tflite, x, y, float_model_predict=float_out)
+    litert, tflm = checked.runtime("litert"), checked.runtime("tflm")
+    return {"model": name, "top1_litert": litert.accuracy, "top1_tflm": tflm.accuracy,
+            "tflm_litert_agreement": checked.tflm_litert_agreement,
+            "max_lsb": checked.max_abs_diff, "bytes": len(tflite),
+            "arena_bytes": measure_arena(tflite), "seconds": round(seconds, 1)}
+
+
+def foundation_fmnist(shared: Path) -> dict:
+    """fmnist float vs TensorFlow INT8 PTQ vs tfmot QAT INT8 on the 10,000 test images."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    from edgeq.convert import tflite_int8_ptq
+    from edgeq.train import evaluate_float, train
+    from edgeq.zoo import build_model, load_card
+
+    card = load_card("fmnist")
+    tr, te = fashion_mnist(card.input_shape)
+    model = build_model(card)
+    t = time.perf_counter()
+    trained = train(model, tr, te, FMNIST_EPOCHS, card.train["batch_size"], card.train["learning_rate"], seed=0)
+    train_s = time.perf_counter() - t
+    float_acc, float_out = evaluate_float(model, te)
+    calib = tr.x[np.random.default_rng(0).permutation(len(tr))[:256]]
+    rows = [{"model": "float (Keras)", "top1_litert": float_acc, "top1_tflm": None,
+             "tflm_litert_agreement": None, "max_lsb": None,
+             "bytes": int(model.count_params()) * 4, "arena_bytes": None, "seconds": round(train_s, 1)}]
+    t = time.perf_counter()
+    ptq = tflite_int8_ptq(model, calib)
+    rows.append(_evaluate_tflite("TensorFlow INT8 PTQ (256 calibration images)", ptq, te.x, te.y,
+                                 time.perf_counter() - t, float_out))
+    t = time.perf_counter()
+    qat = tfmot.quantization.keras.quantize_model(model)
+    qat.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
+    qat.fit(tr.x, tr.y, batch_size=128, epochs=1, verbose=0)
+    qat_bytes = tflite_int8_ptq(qat, calib)
+    rows.append(_evaluate_tflite("tfmot QAT INT8 (1 epoch fine-tune)", qat_bytes, te.x, te.y,
+                                 time.perf_counter() - t, float_out))
+    return {"rows": rows, "notes": [
+        f"fmnist (MobileNetV1 family, {int(model.count_params()):,} parameters) trained "
+        f"{FMNIST_EPOCHS} epochs from scratch in {train_s / 60:.1f} min on 2 cores "
+        f"(Adam, cosine decay, batch {card.train['batch_size']}); evaluated on all {len(te):,} test images.",
+        "float bytes = parameters × 4 (the Keras weights in float32); INT8 bytes = the .tflite file.",
+        f"final validation accuracy while training: {trained.val_accuracy:.4f}"]}
+
+
+def foundation_vww(shared: Path) -> dict:
+    """vww_96.h5 float vs TensorFlow INT8 PTQ vs the MLPerf reference INT8 file, on coco-vww-256."""
+    import tf_keras as keras
+
+    from edgeq.convert import tflite_int8_ptq
+    from edgeq.train import evaluate_float
+
+    data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
+                        ["no_person", "person"])
+    calib, test = data.by_prefix("train2017_"), data.by_prefix("val2017_")
+    model = keras.models.load_model(shared / "models" / "vww_96.h5", compile=False)
+    float_acc, float_out = evaluate_float(model, test)
+    float_all, _ = evaluate_float(model, data)
+    rows = [{"model": "float (vww_96.h5)", "top1_litert": float_acc, "top1_tflm": None,
+             "tflm_litert_agreement": None, "max_lsb": None, "bytes": int(model.count_params()) * 4,
+             "arena_bytes": None, "seconds": None}]
+    t = time.perf_counter()
+    ptq = tflite_int8_ptq(model, calib.x)
+    rows.append(_evaluate_tflite("TensorFlow INT8 PTQ (128 train2017 photos)", ptq, test.x, test.y,
+                                 time.perf_counter() - t, float_out))
+    mlperf = (shared / "models" / "vww_96_int8.tflite").read_bytes()
+    rows.append(_evaluate_tflite("MLPerf Tiny vww_96_int8.tflite", mlperf, test.x, test.y, 0.0, float_out))
+    return {"rows": rows, "notes": [
+        f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos, evaluate on the {len(test)} "
+        "val2017_* photos (RGB, bilinear 96×96, /255).",
+        f"float on all 256 photos: {float_all:.4f}.",
+        "arena = TFLM's tensor arena measured with tflite_micro's RecordingMicroAllocator."]}
+
+
+REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation_vww}
+ORDER = list(REGISTRY)
+
+TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float and INT8 baselines",
+          "foundation_vww": "Person detection (vww_96 on coco-vww-256 val2017): float and INT8 baselines"}
+
+
+def _fmt(v, kind):
+    if v is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * v:.2f}%"
+    if kind == "int":
+        return f"{int(v):,}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def render(name: str, result: dict, cmd: str) -> str:
+    cols = [("model", "model", "str"), ("top-1 LiteRT (Keras for float)", "top1_litert", "pct"),
+            ("top-1 TFLM", "top1_tflm", "pct"), ("TFLM=LiteRT labels", "tflm_litert_agreement", "pct"),
+            ("max Δ LSB", "max_lsb", "str"), ("bytes", "bytes", "int"),
+            ("TFLM arena", "arena_bytes", "int"), ("seconds", "seconds", "str")]
+    lines = [f"## {TITLES.get(name, name)}", "", f"Command: `{cmd}` (section wall time "
+             f"{result['wall_seconds']} s; {result['machine']})", "",
+             "| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for row in result["rows"]:
+        lines.append("| " + " | ".join(_fmt(row.get(k), kind) for _, k, kind in cols) + " |")
+    lines.append("")
+    lines += [f"- {n}" for n in result.get("notes", [])]
+    return "\n".join(lines) + "\n"
