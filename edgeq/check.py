@@ -103,10 +103,12 @@ class CheckResult:
             return None
         return self.max_abs_diff <= MAX_LSB and self.tflm_litert_agreement >= MIN_AGREEMENT
 
-    def accuracy_rows(self) -> list[dict]:
-        """Rows for report["accuracy"]: float first, then each runtime that ran."""
+    def accuracy_rows(self, include_float: bool = False) -> list[dict]:
+        """Rows for report["accuracy"], one per runtime that ran (and the float model first
+        with include_float). `agreement` is the label agreement with the float model when its
+        outputs were given, else (for TFLM) with LiteRT; `agreement_with` names which."""
         rows = []
-        if self.float_accuracy is not None or any(r.float_agreement is not None for r in self.runtimes):
+        if include_float and self.float_accuracy is not None:
             rows.append({"name": "float", "accuracy": self.float_accuracy, "agreement": None,
                          "agreement_with": None, "samples": self.samples})
         for r in self.runtimes:
@@ -309,14 +311,19 @@ def model_input_spec(model) -> TensorSpec:
 
 
 def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
-                float_model_predict: np.ndarray | Callable | None = None) -> CheckResult:
+                float_model_predict: np.ndarray | Callable | None = None, *,
+                float_outputs: np.ndarray | None = None) -> CheckResult:
     """Run every sample of `x` through LiteRT and TFLM and compare.
 
     model: a .tflite path or its bytes. x: N samples, float in the model's input domain (they
     are quantized with the input tensor's scale and zero point) or already of the input tensor's
     integer type. y: int labels (-1 = unknown) or None. float_model_predict: the float model's
-    outputs for x (N x classes array), or a function x_float -> that array.
+    outputs for x (N x classes array), or a function x_float -> that array; `float_outputs`
+    is the same as an array.
     """
+    if float_model_predict is not None and float_outputs is not None:
+        raise ValueError("pass either float_model_predict or float_outputs, not both")
+    float_model_predict = float_outputs if float_outputs is not None else float_model_predict
     model_bytes, name = _read_model(model)
     opened = _open_runtimes(model_bytes)
     first = next(v for v in opened.values() if not isinstance(v, EdgeqError))

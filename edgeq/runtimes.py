@@ -67,7 +67,8 @@ def litert_interpreter(model_bytes: bytes):
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise TFLiteFormatError(f"LiteRT cannot load the model: {e}",
-                                "check that the file is a complete, valid .tflite flatbuffer") from None
+                                "the model uses an operator LiteRT lacks (a custom op?), or the "
+                                "file is not a complete .tflite flatbuffer") from None
     return interpreter
 
 

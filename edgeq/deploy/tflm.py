@@ -75,7 +75,7 @@ def fit_arena(model_bytes: bytes):
             # Not a matter of size: an unsupported operator or type, or a broken model.
             raise TFLiteFormatError(f"TFLM cannot prepare the model ({error}): {said[:400]}",
                                     "the model uses an operator or tensor type TFLM does not "
-                                    "support, or it is invalid; TFLM's message above names it")
+                                    "support, or it is invalid; TFLM's message names which")
         size *= 2
 
 
