@@ -1,0 +1,119 @@
+"""edgeq's reference integer interpreter: runs a Model (edgeq/tflite/model.py) with numpy only,
+bit-exact with TFLM's reference kernels (double-rounding MultiplyByQuantizedMultiplier).
+
+    from edgeq.tflite.read import read_model
+    from edgeq.deploy.interp import Interpreter, run
+    outputs = run(read_model("model.tflite"), x_int8)
+
+Like TFLM, every op is prepared once (multipliers, shifts, clamp ranges, shape checks) when the
+Interpreter is built, then `invoke` only does the integer arithmetic. Inputs are the model's own
+input types: int8 for an int8 input tensor, float32 when the model starts with QUANTIZE from a
+float32 input. `quantize_input` / `dequantize_output` convert with a tensor's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from edgeq.deploy import interp_conv, interp_ops
+from edgeq.deploy.interp_common import OpContext
+from edgeq.errors import DataError, UnsupportedOpError
+from edgeq.quant.grid import round_half_away
+from edgeq.tflite.model import SUPPORTED_OPS, Model, Tensor
+
+Kernel = Callable[[list[np.ndarray]], np.ndarray]
+
+# One prepare function per operator; each returns the kernel that runs it.
+PREPARE: dict[str, Callable[[OpContext], Kernel]] = {
+    "CONV_2D": interp_conv.prepare_conv_2d,
+    "DEPTHWISE_CONV_2D": interp_conv.prepare_depthwise_conv_2d,
+    "FULLY_CONNECTED": interp_conv.prepare_fully_connected,
+    "ADD": interp_ops.prepare_add,
+    "AVERAGE_POOL_2D": interp_ops.prepare_average_pool_2d,
+    "MAX_POOL_2D": interp_ops.prepare_max_pool_2d,
+    "MEAN": interp_ops.prepare_mean,
+    "PAD": interp_ops.prepare_pad,
+    "RESHAPE": interp_ops.prepare_reshape,
+    "CONCATENATION": interp_ops.prepare_concatenation,
+    "SOFTMAX": interp_ops.prepare_softmax,
+    "QUANTIZE": interp_ops.prepare_quantize,
+    "DEQUANTIZE": interp_ops.prepare_dequantize,
+}
+assert set(PREPARE) == set(SUPPORTED_OPS)
+
+# Tensor.dtype -> numpy dtype of the values the interpreter holds (INT4 is held unpacked).
+_NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32, "int16": np.int16, "int8": np.int8,
+                 "uint8": np.uint8, "int4": np.int8, "int64": np.int64}
+
+
+class Interpreter:
+    """A prepared model; `invoke(inputs)` returns the output arrays. After an invoke,
+    `values[i]` holds tensor i (activations and constants), for inspecting intermediates."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.kernels: list[Kernel] = []
+        for index, op in enumerate(model.ops):
+            if op.kind not in PREPARE:
+                raise UnsupportedOpError(
+                    f"operator {index} is {op.kind}, which the reference interpreter cannot run",
+                    hint="supported operators: " + ", ".join(SUPPORTED_OPS))
+            self.kernels.append(PREPARE[op.kind](OpContext(model, op, index)))
+        self.constants = {i: t.data.astype(_NUMPY_DTYPES[t.dtype])
+                          for i, t in enumerate(model.tensors) if t.data is not None}
+        self.values: dict[int, np.ndarray] = {}
+
+    def invoke(self, inputs: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        if len(inputs) != len(self.model.inputs):
+            raise DataError(f"the model has {len(self.model.inputs)} inputs, got {len(inputs)}",
+                            hint="pass one array per model input, in order")
+        values = dict(self.constants)
+        for position, (index, array) in enumerate(zip(self.model.inputs, inputs, strict=True)):
+            values[index] = _check_input(self.model.tensors[index], np.asarray(array), position)
+        for op, kernel in zip(self.model.ops, self.kernels, strict=True):
+            args = [values[i] if i >= 0 else None for i in op.inputs]
+            missing = [i for i, v in zip(op.inputs, args, strict=True) if i >= 0 and v is None]
+            if missing:
+                raise DataError(f"{op.kind} reads tensor {missing[0]} before it is computed",
+                                hint="the operators are not in execution order")
+            values[op.outputs[0]] = kernel(args)
+        self.values = values
+        return [values[i] for i in self.model.outputs]
+
+
+def _check_input(tensor: Tensor, array: np.ndarray, position: int) -> np.ndarray:
+    expected = np.dtype(_NUMPY_DTYPES[tensor.dtype])
+    if array.dtype != expected:
+        raise DataError(
+            f"input {position} '{tensor.name}' must be {expected.name}, got {array.dtype.name}",
+            hint="quantize float data first: edgeq.deploy.interp.quantize_input(tensor, x)"
+            if tensor.dtype == "int8" else "pass float32 data")
+    if tuple(array.shape) != tuple(tensor.shape):
+        raise DataError(f"input {position} '{tensor.name}' must have shape {tensor.shape}, "
+                        f"got {array.shape}", hint="reshape or resize the input")
+    return array
+
+
+def run(model: Model, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run the model once on `x` (one array, or one per input); returns the outputs."""
+    return Interpreter(model).invoke(x)
+
+
+def quantize_input(tensor: Tensor, x: np.ndarray) -> np.ndarray:
+    """float data -> the tensor's int8 values (round half away from zero, clamp), as TFLite's
+    QUANTIZE computes it."""
+    scale, zero_point = np.float32(tensor.scale[0]), int(tensor.zero_point[0])
+    quotient = np.asarray(x, dtype=np.float32) / scale
+    return np.clip(round_half_away(quotient) + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize_output(tensor: Tensor, q: np.ndarray) -> np.ndarray:
+    """int8 values -> float32 real values of the tensor."""
+    if tensor.scale is None:
+        return np.asarray(q, dtype=np.float32)
+    scale, zero_point = float(tensor.scale[0]), int(tensor.zero_point[0])
+    return (scale * (np.asarray(q, dtype=np.float64) - zero_point)).astype(np.float32)
