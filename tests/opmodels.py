@@ -58,11 +58,12 @@ class _Builder:
                                data=q))
 
     def bias(self, name: str, input_index: int, weights_index: int, channels: int,
-             magnitude: float) -> int:
-        """int32 bias with scale s_in * s_w (one scale per tensor when the weights have one)."""
+             magnitude: float = 0.0, values: np.ndarray | None = None) -> int:
+        """int32 bias with scale s_in * s_w (one scale per tensor when the weights have one),
+        from float `values` or random ones of the given magnitude."""
         in_scale = float(self.tensors[input_index].scale[0])
         w_scales = self.tensors[weights_index].scale
-        b = self.rng.normal(0.0, magnitude, size=channels)
+        b = self.rng.normal(0.0, magnitude, size=channels) if values is None else values
         q = grid.quantize_bias(b, in_scale, np.broadcast_to(w_scales, (channels,)))
         scales = grid.bias_scales(in_scale, w_scales)
         return self.add(Tensor(name, (channels,), "int32", scale=scales,
@@ -272,28 +273,47 @@ def dequantize(rng) -> Model:
     return b.model([x], [y], "dequantize int8->float32")
 
 
+def _real(b: _Builder, index: int, q: np.ndarray) -> np.ndarray:
+    t = b.tensors[index]
+    scale = t.scale if len(t.scale) == 1 else t.scale.reshape(-1, *[1] * (q.ndim - 1))
+    return (q.astype(np.float64) - t.zero_point.reshape(scale.shape)) * scale
+
+
 def conv_pool_fc(rng, weight_bits=8) -> Model:
-    """A tiny multi-op chain: CONV_2D -> MAX_POOL_2D -> RESHAPE -> FULLY_CONNECTED -> SOFTMAX."""
+    """A tiny multi-op chain: CONV_2D(3x3, SAME, RELU) -> MAX_POOL_2D -> RESHAPE ->
+    FULLY_CONNECTED -> SOFTMAX. Its intermediate scales are calibrated with a float forward
+    pass on random inputs, so that the chain neither saturates nor collapses."""
     b = _Builder(rng)
     x = b.activation("input", (1, 8, 8, 3))
     wt = b.weights("conv/weights", (4, 3, 3, 3), weight_bits, 0)
-    s1 = b.output_scale(x, wt, 27)
-    bias = b.bias("conv/bias", x, wt, 4, s1 * 20)
-    c = b.out_activation("conv", (1, 8, 8, 4), s1)
-    b.op("CONV_2D", [x, wt, bias], c, padding="SAME", stride_w=1, stride_h=1,
+    fw = b.weights("fc/weights", (10, 64), weight_bits, None if weight_bits == 4 else 0)
+    # Float forward pass on a few random int8 inputs.
+    xs = _real(b, x, rng.integers(-128, 128, size=(4, 8, 8, 3)))
+    kernel = _real(b, wt, b.tensors[wt].data)  # [out, 3, 3, in]
+    padded = np.pad(xs, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = sum(np.einsum("nhwc,oc->nhwo", padded[:, i:i + 8, j:j + 8, :], kernel[:, i, j, :])
+               for i in range(3) for j in range(3))
+    s1 = float(np.abs(conv).max()) / 127
+    conv_bias = b.bias("conv/bias", x, wt, 4, s1 * 10)
+    conv = np.maximum(conv + _real(b, conv_bias, b.tensors[conv_bias].data), 0)
+    pooled = conv.reshape(4, 4, 2, 4, 2, 4).max(axis=(2, 4)).reshape(4, 64)
+    c = b.activation("conv", (1, 8, 8, 4), lo=0.0, hi=float(conv.max()))
+    b.op("CONV_2D", [x, wt, conv_bias], c, padding="SAME", stride_w=1, stride_h=1,
          fused_activation_function="RELU")
     p = b.like("pool", (1, 4, 4, 4), c)
     b.op("MAX_POOL_2D", [c], p, padding="VALID", stride_w=2, stride_h=2, filter_width=2,
          filter_height=2, fused_activation_function="NONE")
     r = b.like("flatten", (1, 64), p)
     b.op("RESHAPE", [p, b.const_int32("flatten/shape", [1, 64])], r, new_shape=[1, 64])
-    fw = b.weights("fc/weights", (10, 64), weight_bits, None if weight_bits == 4 else 0)
-    s2 = min(b.output_scale(r, fw, 64), 12.0 / 255)  # logits within +-12: softmax not one-hot
-    fb = b.bias("fc/bias", r, fw, 10, s2 * 20)
-    logits = b.out_activation("logits", (1, 10), s2)
-    b.op("FULLY_CONNECTED", [r, fw, fb], logits, fused_activation_function="NONE")
+    raw = pooled @ _real(b, fw, b.tensors[fw].data).T
+    fc_bias = b.bias("fc/bias", r, fw, 10, values=-raw.mean(axis=0))  # centres the logits
+    logits = raw - raw.mean(axis=0)
+    y_logits = b.activation("logits", (1, 10), lo=float(logits.min()), hi=float(logits.max()))
+    b.op("FULLY_CONNECTED", [r, fw, fc_bias], y_logits, fused_activation_function="NONE")
     y = b.activation("probs", (1, 10), scale=1.0 / 256, zero_point=-128)
-    b.op("SOFTMAX", [logits], y, beta=1.0)
+    # beta scales the logits into a range where softmax is neither flat nor one-hot.
+    beta = float(4.0 / max(np.abs(logits).max(), 1e-3))
+    b.op("SOFTMAX", [y_logits], y, beta=beta)
     return b.model([x], [y], f"conv_pool_fc int{weight_bits}")
 
 
