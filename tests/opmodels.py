@@ -312,7 +312,7 @@ def conv_pool_fc(rng, weight_bits=8) -> Model:
     b.op("FULLY_CONNECTED", [r, fw, fc_bias], y_logits, fused_activation_function="NONE")
     y = b.activation("probs", (1, 10), scale=1.0 / 256, zero_point=-128)
     # beta scales the logits into a range where softmax is neither flat nor one-hot.
-    beta = float(4.0 / max(np.abs(logits).max(), 1e-3))
+    beta = float(np.float32(4.0 / max(np.abs(logits).max(), 1e-3)))  # as stored (float32)
     b.op("SOFTMAX", [y_logits], y, beta=beta)
     return b.model([x], [y], f"conv_pool_fc int{weight_bits}")
 

@@ -1,0 +1,186 @@
+"""edgeq.tflite.write: round trip with the reader, determinism, layout, validation errors."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import opmodels
+import pytest
+
+from edgeq.errors import TFLiteFormatError, UnsupportedOpError
+from edgeq.tflite.model import Model, Tensor
+from edgeq.tflite.read import read_model
+from edgeq.tflite.schema import schema
+from edgeq.tflite.write import BUFFER_ALIGNMENT, write_model
+
+# Schema defaults the reader fills in for options the writer was not given.
+_DEFAULTS = {"dilation_w_factor": 1, "dilation_h_factor": 1, "fused_activation_function": "NONE",
+             "keep_num_dims": False, "keep_dims": False}
+
+
+def _case_id(case) -> str:
+    name, _, options = case
+    return name + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+def assert_same_model(a: Model, b: Model) -> None:
+    assert (a.inputs, a.outputs, a.description, a.metadata) == (
+        b.inputs, b.outputs, b.description, b.metadata)
+    assert len(a.tensors) == len(b.tensors)
+    for x, y in zip(a.tensors, b.tensors, strict=True):
+        assert (x.name, tuple(x.shape), x.dtype) == (y.name, tuple(y.shape), y.dtype), x.name
+        assert (x.scale is None) == (y.scale is None), x.name
+        if x.scale is not None:
+            np.testing.assert_array_equal(np.float32(x.scale), y.scale, err_msg=x.name)
+            np.testing.assert_array_equal(x.zero_point, y.zero_point, err_msg=x.name)
+            if x.per_channel:
+                assert x.quantized_dimension == y.quantized_dimension, x.name
+        assert (x.data is None) == (y.data is None), x.name
+        if x.data is not None:
+            np.testing.assert_array_equal(np.reshape(x.data, x.shape), y.data, err_msg=x.name)
+    assert [(o.kind, o.inputs, o.outputs) for o in a.ops] == [
+        (o.kind, o.inputs, o.outputs) for o in b.ops]
+    for x, y in zip(a.ops, b.ops, strict=True):
+        for key, value in y.options.items():
+            assert x.options.get(key, _DEFAULTS.get(key)) == value, (x.kind, key)
+
+
+@pytest.mark.parametrize("case", opmodels.CASES, ids=_case_id)
+def test_round_trip_through_the_reader(case):
+    _, build, options = case
+    model = build(np.random.default_rng(11), **options)
+    model.metadata = {"edgeq": b'{"version": "0.1"}'}
+    data = write_model(model)
+    assert data[4:8] == b"TFL3"
+    again = read_model(data)
+    assert_same_model(model, again)
+    assert write_model(again) == data  # byte for byte
+
+
+def test_deterministic_output():
+    a = write_model(opmodels.conv_pool_fc(np.random.default_rng(3), weight_bits=4))
+    b = write_model(opmodels.conv_pool_fc(np.random.default_rng(3), weight_bits=4))
+    assert a == b
+    model = opmodels.conv2d(np.random.default_rng(3))
+    model.metadata = {"b": b"2", "a": b"1"}
+    swapped = copy.deepcopy(model)
+    swapped.metadata = {"a": b"1", "b": b"2"}
+    assert write_model(model) == write_model(swapped)
+
+
+def test_layout_opcodes_versions_buffers_int4_packing():
+    model = opmodels.conv_pool_fc(np.random.default_rng(5), weight_bits=4)
+    model.metadata = {"edgeq": b"{}"}
+    data = write_model(model)
+    fb = schema.Model.GetRootAs(data, 0)
+    assert fb.Version() == 3
+    codes = [fb.OperatorCodes(i) for i in range(fb.OperatorCodesLength())]
+    B = schema.BuiltinOperator
+    assert [(c.BuiltinCode(), c.DeprecatedBuiltinCode(), c.Version()) for c in codes] == [
+        (B.CONV_2D, B.CONV_2D, 7), (B.MAX_POOL_2D, B.MAX_POOL_2D, 2), (B.RESHAPE, B.RESHAPE, 1),
+        (B.FULLY_CONNECTED, B.FULLY_CONNECTED, 10), (B.SOFTMAX, B.SOFTMAX, 2)]
+    assert fb.Buffers(0).DataLength() == 0
+    graph = fb.Subgraphs(0)
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        buffer = fb.Buffers(tensor.Buffer())
+        if model.tensors[i].is_constant:
+            start = buffer.DataAsNumpy().ctypes.data - np.frombuffer(data, np.uint8).ctypes.data
+            assert start % BUFFER_ALIGNMENT == 0
+            assert buffer.DataLength() == model.tensors[i].nbytes
+        else:
+            assert tensor.Buffer() == 0
+    weights = model.tensors[model.ops[0].inputs[1]]
+    raw = fb.Buffers(graph.Tensors(model.ops[0].inputs[1]).Buffer()).DataAsNumpy()
+    assert graph.Tensors(model.ops[0].inputs[1]).Type() == schema.TensorType.INT4
+    flat = weights.data.reshape(-1)
+    assert int(raw[0]) == (int(flat[0]) & 0xF) | ((int(flat[1]) & 0xF) << 4)
+    assert fb.Metadata(0).Name() == b"edgeq"
+    # Opcodes are shared: a second CONV_2D of the same version reuses opcode 0.
+    twice = opmodels.conv2d(np.random.default_rng(1))
+    twice.ops.append(copy.deepcopy(twice.ops[0]))
+    out = twice.tensors[twice.ops[0].outputs[0]]
+    twice.tensors.append(Tensor("second", out.shape, "int8", out.scale, out.zero_point))
+    twice.ops[1].outputs = [len(twice.tensors) - 1]
+    twice.outputs = [len(twice.tensors) - 1]
+    assert schema.Model.GetRootAs(write_model(twice), 0).OperatorCodesLength() == 1
+
+
+def test_reference_model_round_trips_and_runs_identically(vww_int8_path):
+    from tflite_micro.python.tflite_micro import runtime
+
+    original = vww_int8_path.read_bytes()
+    written = write_model(read_model(original))
+    assert write_model(read_model(written)) == written
+    x = np.random.default_rng(0).integers(-128, 128, size=(1, 96, 96, 3), dtype=np.int8)
+    outputs = []
+    for data in (original, written):
+        interpreter = runtime.Interpreter.from_bytes(data, arena_size=400_000)
+        interpreter.set_input(x, 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _broken(build, change, **options):
+    model = build(np.random.default_rng(2), **options)
+    change(model)
+    return model
+
+
+def _set(obj, **fields):
+    for key, value in fields.items():
+        setattr(obj, key, value)
+
+
+@pytest.mark.parametrize(
+    ("build", "options", "change", "error", "match"),
+    [
+        (opmodels.conv2d, {}, lambda m: _set(m.ops[0], kind="GELU"), UnsupportedOpError,
+         "operator 0 \\(GELU\\) is not supported"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[0], dtype="float16"), UnsupportedOpError,
+         "tensor 0 'input' has type 'float16'"),
+        (opmodels.fully_connected, {"weight_bits": 4, "per_channel": True}, lambda m: None,
+         UnsupportedOpError, "INT4 weights 'weights' are quantized per channel"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[1], scale=m.tensors[1].scale[:-1],
+                                             zero_point=m.tensors[1].zero_point[:-1]),
+         TFLiteFormatError, "'weights' .* per-channel scales|'weights' .* scales"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[1], scale=m.tensors[1].scale[:1]),
+         TFLiteFormatError, "'weights' has 1 scales and"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[2], scale=m.tensors[2].scale * 2),
+         TFLiteFormatError, "bias 'bias' scale is not input scale \\* weight scale"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[2], dtype="int8",
+                                             data=m.tensors[2].data.astype(np.int8)),
+         TFLiteFormatError, "bias 'bias' must be a constant int32"),
+        (opmodels.conv2d, {}, lambda m: _set(m.tensors[3], shape=(1, 1, 1, 1)),
+         TFLiteFormatError, "operator 0 \\(CONV_2D\\): output"),
+        (opmodels.conv2d, {}, lambda m: m.ops[0].options.pop("padding"), TFLiteFormatError,
+         "option 'padding' is missing"),
+        (opmodels.conv2d, {}, lambda m: m.ops[0].options.update(paddding="SAME"),
+         TFLiteFormatError, "unknown options \\['paddding'\\]"),
+        (opmodels.conv2d, {"weight_bits": 4},
+         lambda m: m.tensors[1].data.__setitem__((0, 0, 0, 0), 9), TFLiteFormatError,
+         "INT4 but holds values outside"),
+        (opmodels.softmax, {}, lambda m: _set(m.tensors[1], zero_point=np.array([0])),
+         TFLiteFormatError, "scale 1/256 and zero point -128"),
+        (opmodels.concatenation, {"same_scales": True},
+         lambda m: _set(m.tensors[1], scale=m.tensors[1].scale * 2), TFLiteFormatError,
+         "same scale and zero point"),
+        (opmodels.mean, {"keep_dims": True}, lambda m: _set(m.tensors[2], shape=(1, 1)),
+         TFLiteFormatError, "keep_dims=True"),
+        (opmodels.reshape, {}, lambda m: _set(m, outputs=[7]), TFLiteFormatError,
+         "model output refers to tensor 7"),
+        (opmodels.add, {}, lambda m: _set(m.ops[0], inputs=[0, -1]), TFLiteFormatError,
+         "input 1 refers to tensor -1"),
+        (opmodels.dequantize, {}, lambda m: _set(m.tensors[1], dtype="int8"), UnsupportedOpError,
+         "output 'output' is int8, expected float32"),
+    ],
+)
+def test_validation_names_the_op_and_tensor(build, options, change, error, match):
+    model = _broken(build, change, **options)
+    with pytest.raises(error, match=match):
+        write_model(model)
