@@ -85,7 +85,8 @@ class _Builder:
         x = self.tensors[input_index]
         w = self.tensors[weights_index]
         x_std = float(x.scale[0]) * 74.0
-        w_std = float(np.mean(w.scale)) * float(np.std(w.data))
+        w_rms = float(np.sqrt(np.mean(np.square(w.data, dtype=np.float64))))
+        w_std = float(np.mean(w.scale)) * w_rms
         std = x_std * w_std * np.sqrt(fan_in)
         return float(6 * std / 255 * self.rng.uniform(0.5, 2.0))
 
