@@ -1,0 +1,147 @@
+"""report.json and report.html from a build-like dict."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.boards import load_board
+from edgeq.errors import OutputError
+from edgeq.report import generic_section, render_html, to_jsonable, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def build_like_report(arena: int = 103_680) -> dict:
+    board = load_board("stm32h743")
+    return {
+        "edgeq_version": "0.1.0",
+        "model": {"name": "person_detect", "input_shape": (96, 96, 3), "params": np.int64(221_794),
+                  "tflite_bytes": 333_288, "quantization": "INT8 full-integer"},
+        "board": board.to_dict(),
+        "fit": {"flash_bytes": 333_288, "flash_budget": board.flash_bytes,
+                "arena_bytes": np.int64(arena), "arena_budget": board.arena_bytes},
+        "accuracy": [
+            {"name": "float (Keras)", "accuracy": np.float32(0.859375), "samples": 128},
+            {"name": "TFLite INT8 via LiteRT", "accuracy": 0.8671875, "agreement": 0.984375,
+             "agreement_with": "float", "samples": 128},
+            {"name": "TFLM", "accuracy": 0.8671875, "agreement": 1.0, "agreement_with": "LiteRT",
+             "samples": 128},
+        ],
+        "check": {"samples": 128, "tflm_litert_agreement": 1.0, "max_abs_diff": 0.0,
+                  "diff_unit": "LSB", "fidelity_ok": True, "arena_bytes": arena,
+                  "runtimes": [{"key": "tflm", "name": "TFLM", "available": False,
+                                "reason": "pip install tflite-micro"}]},
+        "stages": [{"name": "load model", "seconds": 1.25}, {"name": "quantize", "seconds": 9.5}],
+        "data": {"source": Path("/data/photos"), "evaluation_samples": 128},
+        "qemu": [{"test": "person", "cycles": np.int32(123), "ok": True}],
+        "notes": "free <text> & more",
+        "config": {"seed": 0, "bad": float("nan"), "kinds": {"b", "a"}},
+    }
+
+
+class _Collector(html.parser.HTMLParser):
+    """Headings, table cells and image sources of an HTML page (also proves it parses)."""
+
+    def __init__(self):
+        super().__init__()
+        self.headings, self.cells, self.images, self._tag = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        if self._tag == "h2" and data.strip():
+            self.headings.append(data.strip())
+        elif self._tag in ("td", "th", "span") and data.strip():
+            self.cells.append(data.strip())
+
+    def handle_endtag(self, tag):
+        self._tag = None
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "nested" / "out"
+    json_path, html_path = write_report(build_like_report(), out)
+    return json_path, html_path
+
+
+def test_json_holds_the_dict_with_plain_types(written):
+    data = json.loads(written[0].read_text())
+    assert data["model"]["params"] == 221_794 and data["model"]["input_shape"] == [96, 96, 3]
+    assert data["fit"]["arena_bytes"] == 103_680
+    assert data["accuracy"][0]["accuracy"] == pytest.approx(0.859375)
+    assert data["data"]["source"] == "/data/photos"
+    assert data["config"] == {"seed": 0, "bad": None, "kinds": ["a", "b"]}
+    assert data["qemu"][0]["cycles"] == 123
+
+
+def test_html_has_the_tables(written):
+    page = _Collector()
+    page.feed(written[1].read_text())
+    assert page.headings[:3] == ["Board fit", "Accuracy", "LiteRT and TFLM on the same inputs"]
+    # flash 333,288 B of 2 MiB and arena 103,680 B of 512 KiB, both fit
+    assert "333,288 B (325.5 KiB)" in page.cells and "103,680 B (101.2 KiB)" in page.cells
+    assert "15.9%" in page.cells and "19.8%" in page.cells
+    assert page.cells.count("fits") == 2
+    assert "86.7%" in page.cells and "98.4% vs float" in page.cells
+    assert "100.0% vs LiteRT" in page.cells
+    assert "unavailable: pip install tflite-micro" in page.cells
+    assert "yes" in page.cells  # within the LiteRT/TFLM contract
+    # unknown sections rendered generically
+    assert {"data", "qemu", "notes", "config"} <= set(page.headings)
+    assert "cycles" in page.cells and "/data/photos" in page.cells
+
+
+def test_html_embeds_real_png_plots(written):
+    page = _Collector()
+    page.feed(written[1].read_text())
+    assert len(page.images) == 3  # fit, accuracy, stages
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png.startswith(PNG_MAGIC) and len(png) > 2000
+
+
+def test_html_escapes_user_text(written):
+    text = written[1].read_text()
+    assert "free &lt;text&gt; &amp; more" in text and "<text>" not in text
+
+
+def test_over_budget_is_marked():
+    page = render_html(build_like_report(arena=600 * 1024))
+    assert re.search(r'class="bad">does not fit', page)
+    assert page.count('class="ok">fits') == 1
+
+
+def test_minimal_dict_renders():
+    page = render_html({"model": {"name": "m"}})
+    assert "edgeq report: m" in page and "<img" not in page
+
+
+def test_generic_section_forms():
+    assert generic_section({"a": 1.23456, "b": None})["rows"] == [("a", "1.235"), ("b", "–")]
+    table = generic_section([{"x": 1}, {"x": 2, "y": "z"}])
+    assert table["columns"] == ["x", "y"] and table["rows"] == [["1", "–"], ["2", "z"]]
+    assert generic_section("plain") == {"kind": "text", "text": "plain"}
+
+
+def test_to_jsonable_numpy_arrays():
+    assert to_jsonable({"a": np.arange(3, dtype=np.int8), 1: np.float64(np.inf)}) == \
+        {"a": [0, 1, 2], "1": None}
+
+
+def test_unwritable_output_is_an_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot write the report"):
+        write_report({"model": {"name": "m"}}, blocker / "sub")
