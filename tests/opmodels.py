@@ -102,14 +102,16 @@ def _spatial(size: int, kernel: int, stride: int, dilation: int, padding: str) -
 
 
 def conv2d(rng, weight_bits=8, padding="SAME", stride=1, dilation=1, activation="NONE",
-           per_channel=True) -> Model:
+           per_channel=True, out_scale_factor=1.0) -> Model:
+    """out_scale_factor < 1 shrinks the output scale: effective multipliers above 1 (a left
+    shift in TFLM's requantization) and saturation."""
     b = _Builder(rng)
     h, w = (int(v) for v in rng.integers(5, 12, size=2))
     cin, cout = int(rng.integers(1, 9)), int(rng.integers(1, 13))
     kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
     x = b.activation("input", (1, h, w, cin))
     wt = b.weights("weights", (cout, kh, kw, cin), weight_bits, 0 if per_channel else None)
-    scale = b.output_scale(x, wt, kh * kw * cin)
+    scale = b.output_scale(x, wt, kh * kw * cin) * out_scale_factor
     bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
     oh = _spatial(h, kh, stride, dilation, padding)
     ow = _spatial(w, kw, stride, dilation, padding)
@@ -143,12 +145,19 @@ def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, 
 
 
 def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
-                    with_bias=True) -> Model:
+                    with_bias=True, input_4d=False, out_scale_factor=1.0) -> Model:
+    """input_4d feeds a [1, h, w, c] tensor, which FULLY_CONNECTED flattens itself."""
     b = _Builder(rng)
-    depth, units = int(rng.integers(4, 65)), int(rng.integers(2, 33))
-    x = b.activation("input", (1, depth))
+    units = int(rng.integers(2, 33))
+    if input_4d:
+        in_shape = (1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 9)))
+        depth = int(np.prod(in_shape))
+    else:
+        depth = int(rng.integers(4, 65))
+        in_shape = (1, depth)
+    x = b.activation("input", in_shape)
     wt = b.weights("weights", (units, depth), weight_bits, 0 if per_channel else None)
-    scale = b.output_scale(x, wt, depth)
+    scale = b.output_scale(x, wt, depth) * out_scale_factor
     inputs = [x, wt, b.bias("bias", x, wt, units, magnitude=scale * 20) if with_bias else -1]
     y = b.out_activation("output", (1, units), scale)
     b.op("FULLY_CONNECTED", inputs, y, fused_activation_function=activation,
@@ -157,15 +166,15 @@ def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
                    f"{'per-channel' if per_channel else 'per-tensor'} {activation}")
 
 
-def add(rng, activation="NONE") -> Model:
+def add(rng, activation="NONE", broadcast=False) -> Model:
+    """Two model inputs with different scales; `broadcast` makes the second [1, 1, 1, c]."""
     b = _Builder(rng)
     shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
     x1 = b.activation("input_a", shape)
-    # ADD takes its second input from a constant-free path too: the model has two inputs.
-    x2 = b.activation("input_b", shape)
+    x2 = b.activation("input_b", (1, 1, 1, shape[3]) if broadcast else shape)
     y = b.activation("output", shape, lo=-rng.uniform(0, 5), hi=rng.uniform(0.5, 6))
     b.op("ADD", [x1, x2], y, fused_activation_function=activation)
-    return b.model([x1, x2], [y], f"add {activation}")
+    return b.model([x1, x2], [y], f"add {activation}{' broadcast' if broadcast else ''}")
 
 
 def _pool(rng, kind, padding="VALID", stride=2, size=2) -> Model:
@@ -245,11 +254,13 @@ def concatenation(rng, same_scales=True, count=2) -> Model:
     return b.model(inputs, [y], f"concatenation {'same' if same_scales else 'different'} scales")
 
 
-def softmax(rng, beta=1.0) -> Model:
+def softmax(rng, beta=1.0, rank=2) -> Model:
+    """SOFTMAX over the last axis of a [1, n] or [1, h, w, n] input."""
     b = _Builder(rng)
     n = int(rng.integers(2, 33))
-    x = b.activation("input", (1, n), lo=-rng.uniform(2, 12), hi=rng.uniform(0.5, 12))
-    y = b.activation("output", (1, n), scale=1.0 / 256, zero_point=-128)
+    shape = (1, n) if rank == 2 else (1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), n)
+    x = b.activation("input", shape, lo=-rng.uniform(2, 12), hi=rng.uniform(0.5, 12))
+    y = b.activation("output", shape, scale=1.0 / 256, zero_point=-128)
     b.op("SOFTMAX", [x], y, beta=beta)
     return b.model([x], [y], f"softmax beta={beta}")
 
@@ -262,6 +273,16 @@ def quantize(rng) -> Model:
     y = b.activation("output", shape)
     b.op("QUANTIZE", [x], y)
     return b.model([x], [y], "quantize float32->int8")
+
+
+def requantize(rng) -> Model:
+    """int8 -> int8 QUANTIZE (what the converter inserts to change scale and zero point)."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 5)))
+    x = b.activation("input", shape)
+    y = b.activation("output", shape)
+    b.op("QUANTIZE", [x], y)
+    return b.model([x], [y], "quantize int8->int8")
 
 
 def dequantize(rng) -> Model:
@@ -336,19 +357,28 @@ CASES = [
     ("conv2d", conv2d, {"weight_bits": 8, "dilation": 2, "activation": "RELU6"}),
     ("conv2d", conv2d, {"weight_bits": 4, "dilation": 2, "activation": "RELU"}),
     ("conv2d", conv2d, {"weight_bits": 8, "per_channel": False, "activation": "RELU"}),
+    ("conv2d", conv2d, {"weight_bits": 4, "per_channel": False}),
+    ("conv2d", conv2d, {"weight_bits": 8, "stride": 2, "activation": "RELU6"}),
+    ("conv2d", conv2d, {"weight_bits": 4, "stride": 2, "dilation": 2}),
+    ("conv2d", conv2d, {"weight_bits": 8, "out_scale_factor": 0.002}),
     ("depthwise", depthwise, {"weight_bits": 8}),
     ("depthwise", depthwise, {"weight_bits": 4}),
     ("depthwise", depthwise, {"weight_bits": 8, "depth_multiplier": 2, "stride": 2,
                               "padding": "VALID"}),
     ("depthwise", depthwise, {"weight_bits": 4, "depth_multiplier": 2, "activation": "RELU6"}),
     ("depthwise", depthwise, {"weight_bits": 8, "dilation": 2, "activation": "RELU"}),
+    ("depthwise", depthwise, {"weight_bits": 4, "stride": 2, "padding": "SAME"}),
     ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": True}),
     ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": False}),
     ("fully_connected", fully_connected, {"weight_bits": 4, "per_channel": False}),
     ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": False,
                                           "activation": "RELU", "with_bias": False}),
+    ("fully_connected", fully_connected, {"weight_bits": 4, "per_channel": False,
+                                          "input_4d": True, "activation": "RELU6"}),
+    ("fully_connected", fully_connected, {"weight_bits": 8, "out_scale_factor": 0.002}),
     ("add", add, {}),
     ("add", add, {"activation": "RELU"}),
+    ("add", add, {"broadcast": True}),
     ("avg_pool", avg_pool, {}),
     ("avg_pool", avg_pool, {"padding": "SAME", "stride": 1, "size": 3}),
     ("max_pool", max_pool, {}),
@@ -361,7 +391,9 @@ CASES = [
     ("concatenation", concatenation, {"same_scales": True}),
     ("concatenation", concatenation, {"same_scales": False, "count": 3}),
     ("softmax", softmax, {}),
+    ("softmax", softmax, {"beta": 0.5, "rank": 4}),
     ("quantize", quantize, {}),
+    ("requantize", requantize, {}),
     ("dequantize", dequantize, {}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 4}),
