@@ -176,6 +176,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     from .convert import tflite_int8_ptq
     from .deploy.carray import write_c_arrays
     from .deploy.tflm import measure_arena
+    from .graph import capture
     from .report import write_report
     from .train import evaluate_float, train
 
@@ -186,6 +187,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("load model"):
         model, card, name = _resolve_model(cfg)
         shape, color, scale, labels = _input_spec(model, card)
+        capture(model)  # names any layer the integer pipeline cannot take, before any work
     with st.stage("load data"):
         train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
     epochs = cfg.epochs

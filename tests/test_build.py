@@ -1,0 +1,129 @@
+"""`edgeq build` end to end on small models, and its failure modes: nothing half-written."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.build import BuildConfig, run_build
+from edgeq.cli import main
+from edgeq.errors import BoardFitError, OutputError, UnsupportedLayerError
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A small trained-ish Keras 2 model and an .npz of inputs it separates."""
+    import tf_keras as keras
+
+    d = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 16, 16, 1), np.float32)
+    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, verbose=0)
+    model.save(d / "small.h5")
+    np.savez(d / "data.npz", x=x, y=y)
+    return d
+
+
+def test_build_writes_every_output(small, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", "--board", "cortex-m7", "--keras-model",
+                                       str(small / "small.h5"), "--data", str(small / "data.npz"),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"model_int8.tflite", "model_data.h", "model_data.c", "report.json", "report.html"} <= names
+    report = json.loads((out / "report.json").read_text())
+    tflite = (out / "model_int8.tflite").read_bytes()
+    assert report["fit"]["flash_bytes"] == len(tflite)
+    assert 0 < report["fit"]["arena_bytes"] < report["fit"]["arena_budget"]
+    rows = {r["name"]: r for r in report["accuracy"]}
+    assert any("TFLM" in n for n in rows) and any("LiteRT" in n for n in rows)
+    assert report["check"]["max_abs_diff"] <= 1
+    assert f"{len(tflite)}" in (out / "model_data.c").read_text().replace(",", "") or \
+        str(len(tflite)) in (out / "model_data.h").read_text() + (out / "model_data.c").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def _board_file(tmp_path, flash_kib, arena_kib):
+    path = tmp_path / "tiny_board.yaml"
+    path.write_text(f"schema: 1\nname: tiny\ndescription: t\ncore: cortex-m4\nclock_mhz: 48\nfpu: null\n"
+                    f"dsp: false\nflash_kib: {flash_kib}\nram_kib: {arena_kib}\narena_kib: {arena_kib}\n"
+                    "memory: {flash: {origin: '0x0', kib: 1}}\n")
+    return str(path)
+
+
+def test_a_failed_build_leaves_the_previous_output_as_it_was(small, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous build")
+    cfg = BuildConfig(board=_board_file(tmp_path, 1, 1), keras_model=str(small / "small.h5"),
+                      data=str(small / "data.npz"), out=str(out))
+    with pytest.raises(BoardFitError) as e:
+        run_build(cfg)
+    assert "more than the 1,024" in e.value.message and "bytes of flash" in e.value.message
+    assert (out / "keep.txt").read_text() == "previous build"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny_board.yaml"]
+
+
+def test_an_interrupted_build_leaves_the_previous_output(small, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous build")
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgeq.report.write_report", interrupt)
+    cfg = BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"), out=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        run_build(cfg)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_unwritable_output(small, tmp_path):
+    (tmp_path / "file").write_text("x")  # a parent that is a file cannot hold a folder, even for root
+    with pytest.raises(OutputError, match="cannot create"):
+        run_build(BuildConfig(keras_model=str(small / "small.h5"), out=str(tmp_path / "file" / "out")))
+
+
+def test_output_path_that_is_a_file(small, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        run_build(BuildConfig(keras_model=str(small / "small.h5"), out=str(tmp_path / "file")))
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    import tf_keras as keras
+
+    inp = keras.Input((8, 4))
+    model = keras.Model(inp, keras.layers.LSTM(2)(inp))
+    model.save(tmp_path / "lstm.h5")
+    with pytest.raises(UnsupportedLayerError) as e:
+        run_build(BuildConfig(keras_model=str(tmp_path / "lstm.h5"), out=str(tmp_path / "o")))
+    assert "lstm" in e.value.message.lower() and "Conv2D" in str(e.value)
+
+
+def test_input_shape_mismatch(small, tmp_path):
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((16, 8, 8, 1), np.float32), y=np.zeros(16))
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--data",
+                                       str(tmp_path / "wrong.npz"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "the model wants (16, 16, 1)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_too_few_calibration_samples(small, tmp_path):
+    np.savez(tmp_path / "few.npz", x=np.zeros((6, 16, 16, 1), np.float32), y=np.zeros(6))
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--data",
+                                       str(tmp_path / "few.npz"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "calibration samples" in result.output
