@@ -42,7 +42,11 @@ def test_quantize_multiplier_represents_the_real_value():
     assert np.all((mult >= 1 << 30) & (mult.astype(np.int64) < 1 << 31))
     approx = mult.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)
     assert np.all(np.abs(approx - reals) <= reals * 2.0**-31)
-    assert (mult[7], shift[7]) == grid.quantize_multiplier(reals[7])
+    assert list(zip(mult.tolist(), shift.tolist(), strict=True)) == [
+        grid.quantize_multiplier(r) for r in reals]
+    edge = np.array([0.0, 2.0**-33, 2.0**-32, 0.5 - 1e-10, 1 - 1e-9, 3.0])
+    assert list(zip(*map(np.ndarray.tolist, grid.quantize_multipliers(edge)), strict=True)) == [
+        grid.quantize_multiplier(r) for r in edge]
 
 
 # --- MultiplyByQuantizedMultiplier ----------------------------------------------------------

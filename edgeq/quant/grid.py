@@ -205,12 +205,17 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorized quantize_multiplier: (int32 multipliers, int32 shifts)."""
-    flat = np.asarray(reals, dtype=np.float64).reshape(-1)
-    pairs = [quantize_multiplier(r) for r in flat]
-    mult = np.array([m for m, _ in pairs], dtype=np.int32).reshape(np.shape(reals))
-    shift = np.array([s for _, s in pairs], dtype=np.int32).reshape(np.shape(reals))
-    return mult, shift
+    """Vectorized quantize_multiplier: (int32 multipliers, int32 shifts), same shape as reals."""
+    reals = np.asarray(reals, dtype=np.float64)
+    mantissa, shift = np.frexp(reals)
+    q_fixed = round_half_away(mantissa * float(1 << 31)).astype(np.int64)
+    shift = shift.astype(np.int64)
+    carry = q_fixed == 1 << 31
+    q_fixed = np.where(carry, q_fixed // 2, q_fixed)
+    shift = np.where(carry, shift + 1, shift)
+    flush = (reals == 0) | (shift < -31)
+    return (np.where(flush, 0, q_fixed).astype(np.int32),
+            np.where(flush, 0, shift).astype(np.int32))
 
 
 def _wrap_int32(x: np.ndarray) -> np.ndarray:
