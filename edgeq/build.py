@@ -70,6 +70,9 @@ def _check_output_writable(out: Path) -> None:
     parent = out.resolve().parent
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder", "choose another --out")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{parent}: is a file, so {out.name} cannot be created in it",
+                          "choose another --out")
     if not parent.exists():
         try:
             parent.mkdir(parents=True)

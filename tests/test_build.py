@@ -93,7 +93,7 @@ def test_an_interrupted_build_leaves_the_previous_output(small, tmp_path, monkey
 
 def test_unwritable_output(small, tmp_path):
     (tmp_path / "file").write_text("x")  # a parent that is a file cannot hold a folder, even for root
-    with pytest.raises(OutputError, match="cannot create"):
+    with pytest.raises(OutputError, match="cannot be created"):
         run_build(BuildConfig(keras_model=str(small / "small.h5"), out=str(tmp_path / "file" / "out")))
 
 
