@@ -304,8 +304,12 @@ def _open_runtimes(model_bytes: bytes) -> dict:
 
 
 def model_input_spec(model) -> TensorSpec:
-    """The input tensor of a .tflite (path or bytes), as the first available runtime reads it."""
+    """The input tensor of a .tflite (path or bytes), as LiteRT reads it, else TFLM."""
     model_bytes, _ = _read_model(model)
+    try:
+        return _open_litert(model_bytes)[2]
+    except EdgeqError:
+        pass  # LiteRT missing or unable: ask TFLM, and fail with both runtimes' reasons
     opened = _open_runtimes(model_bytes)
     return next(v for v in opened.values() if not isinstance(v, EdgeqError))[2]
 
