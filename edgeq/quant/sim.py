@@ -160,24 +160,64 @@ def round_ste(x):
     return x + tf.stop_gradient(round_half_away(x) - x)
 
 
-def fake_quant(x, scale, zero_point, qmin, qmax):
+def fake_quant(x, scale, zero_point, qmin, qmax, zero_point_inside: bool = False):
     """Quantize to [qmin, qmax] and back (straight-through rounding; the clamp passes no
-    gradient outside the range)."""
+    gradient outside the range). TFLite rounds round(x / s) + zp after a requantizing op, but
+    round(x / s + zp) in AVERAGE_POOL_2D, which averages the raw int8 values."""
     import tensorflow as tf
 
-    q = tf.clip_by_value(round_ste(x / scale) + zero_point, float(qmin), float(qmax))
+    if zero_point_inside:
+        q = round_ste(x / scale + zero_point)
+    else:
+        q = round_ste(x / scale) + zero_point
+    q = tf.clip_by_value(q, float(qmin), float(qmax))
     return (q - zero_point) * scale
 
 
-class SimModel:
-    """The simulated integer model. Variables: `kernels[name]` (float, initialized to the
-    dequantized integer weights), `weight_scales[name]`, `act_scales[tensor]`; biases stay
-    float constants quantized on the fly at s_in * s_w."""
+def tf_multiply_by_quantized_multiplier(x, multiplier, shift):
+    """grid.multiply_by_quantized_multiplier (TFLM's double rounding) in TensorFlow int64 ops;
+    multiplier and shift are numpy arrays broadcasting against x's last axis."""
+    import tensorflow as tf
 
-    def __init__(self, qgraph: QuantizedGraph):
+    shift = np.asarray(shift, np.int64)
+    left = tf.constant(np.left_shift(np.int64(1), np.maximum(shift, 0)))
+    right = tf.constant(np.maximum(-shift, 0))
+    ab = x * left * tf.constant(np.asarray(multiplier, np.int64))
+    nudge = tf.where(ab >= 0, tf.constant(1 << 30, tf.int64), tf.constant(1 - (1 << 30), tf.int64))
+    total = ab + nudge
+    high = tf.sign(total) * tf.bitwise.right_shift(tf.abs(total), tf.constant(31, tf.int64))
+    mask = tf.bitwise.left_shift(tf.ones_like(right), right) - 1
+    remainder = tf.bitwise.bitwise_and(high, mask)
+    threshold = tf.bitwise.right_shift(mask, tf.ones_like(mask)) + tf.cast(high < 0, tf.int64)
+    return tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
+
+
+def exact_forward(approx, exact):
+    """`exact` values forward, `approx`'s gradient backward."""
+    import tensorflow as tf
+
+    return approx + tf.stop_gradient(tf.cast(exact, approx.dtype) - approx)
+
+
+class SimModel:
+    """The simulated integer model. Variables: `kernels[name]` (float32, initialized to the
+    dequantized integer weights), `weight_scales[name]`, `act_scales[tensor]`; biases stay
+    constants quantized on the fly at s_in * s_w.
+
+    `dtype` is the compute precision. float64 (the default) makes the simulation follow the
+    integer model almost bit for bit (the int32 accumulators and the requantization are exact
+    in double; float32 loses ties and the errors snowball through deep networks); float32 is
+    about twice as fast for training. `exact` (the default) computes the forward values of
+    conv, depthwise, dense, add and average pool with TFLM's integer arithmetic (int32
+    accumulator, fixed-point multiplier with double rounding) and takes the gradient from the
+    float path; MEAN and SOFTMAX stay float, so they can differ from TFLM by an LSB."""
+
+    def __init__(self, qgraph: QuantizedGraph, dtype: str = "float64", exact: bool = True):
         import tensorflow as tf
 
         self.qgraph = qgraph
+        self.exact = exact
+        self.dtype = tf.as_dtype(dtype)
         graph = qgraph.graph
         self.kernels, self.weight_scales, self.biases = {}, {}, {}
         for name, layer in qgraph.layers.items():
@@ -190,33 +230,109 @@ class SimModel:
         self.act_scales = {t: tf.Variable(np.float32(s), name=f"{t}/act_scale")
                            for t, (s, _) in qgraph.act.items()}
 
+    def _cast(self, x):
+        import tensorflow as tf
+
+        return tf.cast(x, self.dtype)
+
     def quantized_kernel(self, name: str):
         layer = self.qgraph.layers[name]
         qmin, qmax = grid.weight_qrange(layer.bits)
-        return fake_quant(self.kernels[name], self.weight_scales[name], 0, qmin, qmax)
+        return fake_quant(self._cast(self.kernels[name]), self._cast(self.weight_scales[name]),
+                          0.0, qmin, qmax)
 
     def quantized_bias(self, name: str):
+        """int32 bias on the grid s_in * s_w. The integer is rounded with the float32 product
+        (as grid.quantize_bias and the converter do) but scaled back with the exact product,
+        which is what adding it to the int32 accumulator means."""
         import tensorflow as tf
 
         node = self.qgraph.graph.node(name)
-        s_bias = self.act_scales[node.inputs[0]] * tf.reshape(self.weight_scales[name], [-1])
-        return fake_quant(self.biases[name], s_bias, 0, *grid.BIAS_RANGE)
+        s_in = self.act_scales[node.inputs[0]]
+        s_w = tf.reshape(self.weight_scales[name], [-1])
+        s_bias32 = self._cast(s_in * s_w)
+        q = tf.clip_by_value(round_ste(self._cast(self.biases[name]) / s_bias32),
+                             *map(float, grid.BIAS_RANGE))
+        return q * (self._cast(s_in) * self._cast(s_w))
 
-    def quantize_tensor(self, name: str, x, activation: str = "NONE"):
+    def quantize_tensor(self, name: str, x, activation: str = "NONE",
+                        zero_point_inside: bool = False):
         zp = self.qgraph.act[name][1]
         scale = self.act_scales[name]
         lo, hi = activation_range(activation, float(scale.numpy()), zp)
-        return fake_quant(x, scale, float(zp), lo, hi)
+        return fake_quant(x, self._cast(scale), float(zp), lo, hi, zero_point_inside)
+
+    def quantize_input(self, name: str, x):
+        """TFLite's QUANTIZE divides in float32: round(x / s) + zp."""
+        import tensorflow as tf
+
+        zp = self.qgraph.act[name][1]
+        x32 = tf.cast(x, tf.float32)
+        q = tf.clip_by_value(round_ste(x32 / self.act_scales[name]) + zp, -128.0, 127.0)
+        return (self._cast(q) - zp) * self._cast(self.act_scales[name])
+
+    def _integer_output(self, node: Node, inputs: list, y):
+        """The op's int8 output computed as the TFLM reference kernel does (int32 accumulator,
+        fixed-point multiplier with double rounding), dequantized; the gradient is the float
+        path's. Requires the scales to be what the integer model will use."""
+        import tensorflow as tf
+
+        s_out, zp = float(self.act_scales[node.name].numpy()), self.qgraph.act[node.name][1]
+        lo, hi = activation_range(node.attrs["activation"], s_out, zp)
+        approx = y / s_out + zp  # the float path, for the gradient only
+        if node.kind == "avg_pool":
+            # TFLM sums the raw int8 values over the valid window and divides rounding half
+            # away from zero; the window size varies at SAME-padded borders.
+            s_in = float(self.act_scales[node.inputs[0]].numpy())
+            count = self._pool_counts(node, inputs[0])
+            total = tf.cast(tf.round(y / s_in * tf.cast(count, y.dtype)), tf.int64) + zp * count
+            half = count // 2
+            q = tf.where(total >= 0, (total + half) // count, -((-total + half) // count))
+        elif node.kind == "add":
+            q = self._integer_add(node, inputs, s_out, zp)
+        else:
+            s_in = np.float64(self.act_scales[node.inputs[0]].numpy())
+            s_w = self.weight_scales[node.name].numpy().reshape(-1).astype(np.float64)
+            mult, shift = grid.quantize_multipliers(s_in * s_w / np.float64(s_out))
+            acc = tf.cast(tf.round(y / tf.constant(s_in * s_w, y.dtype)), tf.int64)
+            q = tf_multiply_by_quantized_multiplier(acc, mult, shift) + zp
+        q = tf.clip_by_value(q, lo, hi)
+        return (exact_forward(approx, q) - zp) * s_out
+
+    def _pool_counts(self, node: Node, x):
+        import tensorflow as tf
+
+        a = node.attrs
+        ones = tf.ones(tf.concat([[1], tf.shape(x)[1:3], [1]], 0), tf.float64)
+        kernel = tf.ones((*a["pool_size"], 1, 1), tf.float64)
+        counts = tf.nn.conv2d(ones, kernel, [1, *a["strides"], 1], a["padding"])
+        return tf.cast(tf.round(counts), tf.int64)
+
+    def _integer_add(self, node: Node, inputs: list, s_out: float, zp: int):
+        """TFLM's int8 ADD: inputs shifted left by 20, each rescaled to twice the larger input
+        scale, summed, rescaled to the output."""
+        import tensorflow as tf
+
+        scales = [np.float64(self.act_scales[i].numpy()) for i in node.inputs]
+        if len(scales) != 2:
+            raise DataError(f"add {node.name!r} has {len(scales)} inputs; TFLite ADD takes 2",
+                            "split it into a chain of two-input Add layers")
+        twice_max = 2 * max(scales)
+        total = 0
+        for x, s in zip(inputs, scales, strict=True):
+            m, sh = grid.quantize_multiplier(s / twice_max)
+            q_in = tf.cast(tf.round(x / s), tf.int64) * (1 << 20)
+            total = total + tf_multiply_by_quantized_multiplier(q_in, m, sh)
+        m, sh = grid.quantize_multiplier(twice_max / ((1 << 20) * np.float64(s_out)))
+        return tf_multiply_by_quantized_multiplier(total, m, sh) + zp
 
     def tensors(self, x) -> dict:
         """Every tensor of the simulated model (dequantized values) for one batch."""
-        import tensorflow as tf
-
         graph = self.qgraph.graph
         values = {}
         for node in graph.nodes:
             if node.kind == "input":
-                values[node.name] = self.quantize_tensor(node.name, tf.cast(x, tf.float32))
+                values[node.name] = self.quantize_input(node.name, x)
                 continue
             inputs = [values[i] for i in node.inputs]
             weights = None
@@ -224,8 +340,13 @@ class SimModel:
                 weights = {"kernel": self.quantized_kernel(node.name),
                            "bias": self.quantized_bias(node.name)}
             y = apply_node(node, inputs, weights, activation=False)
-            values[node.name] = self.quantize_tensor(node.name, y,
-                                                     node.attrs.get("activation", "NONE"))
+            if self.exact and node.kind in ("conv2d", "depthwise_conv2d", "dense", "add",
+                                            "avg_pool"):
+                values[node.name] = self._integer_output(node, inputs, y)
+                continue
+            values[node.name] = self.quantize_tensor(
+                node.name, y, node.attrs.get("activation", "NONE"),
+                zero_point_inside=node.kind == "avg_pool")
         return values
 
     def __call__(self, x):
@@ -263,7 +384,8 @@ class SimModel:
         return QuantizedGraph(self.qgraph.graph, layers, act, dict(self.qgraph.plan))
 
 
-def simulate(qgraph: QuantizedGraph, x, batch_size: int = 64, integer: bool = False):
+def simulate(qgraph: QuantizedGraph, x, batch_size: int = 64, integer: bool = False,
+             dtype: str = "float64"):
     """Run the simulated quantized model on all samples of `x`: logits/probabilities (float),
     or the int8 output values with integer=True."""
-    return SimModel(qgraph).run(x, batch_size, integer)
+    return SimModel(qgraph, dtype).run(x, batch_size, integer)
