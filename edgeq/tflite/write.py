@@ -469,7 +469,7 @@ class _OpCheck:
         w_scale = np.asarray(weights.scale, dtype=np.float64).reshape(-1)
         b_scale = np.asarray(bias.scale, dtype=np.float64).reshape(-1)
         expected = float(self.t(0).scale[0]) * w_scale
-        if len(b_scale) not in (1, len(expected)) or len(b_scale) != len(w_scale):
+        if len(b_scale) != len(w_scale):
             raise self.fail(f"{where} has {len(b_scale)} scales, the weights {len(w_scale)}")
         if not np.allclose(b_scale, expected, rtol=1e-5, atol=0):
             raise self.fail(f"{where} scale is not input scale * weight scale",
