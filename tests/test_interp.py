@@ -94,3 +94,281 @@ def test_input_checks(vww_bytes):
         run(model, np.zeros((1, 96, 96, 3), np.float32))
     with pytest.raises(DataError, match="shape"):
         run(model, np.zeros((96, 96, 3), np.int8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-op sweeps: small float Keras models, converted by TF's full-integer converter, each branch
+# of a model one op configuration. Every op output is compared with TFLM's.
+
+
+@pytest.fixture(scope="module")
+def tfk():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("tf_keras")
+    return tf, keras
+
+
+def convert(tfk, model, seed: int, float_io: bool = False, per_channel_dense: bool = True):
+    tf, _ = tfk
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in model.inputs]
+
+    def representative():
+        rng = np.random.default_rng(seed)
+        for _ in range(16):
+            yield [rng.normal(0.0, 1.0, size=(1, *s)).astype(np.float32) for s in shapes]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = (
+        not per_channel_dense)
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def int8_inputs(model_bytes: bytes, seed: int, count: int = 3) -> list[np.ndarray]:
+    """Full-range random int8 inputs and quantized normal data (the calibrated range)."""
+    tensor = read_model(model_bytes).input_tensors[0]
+    rng = np.random.default_rng(seed)
+    full = [rng.integers(-128, 128, size=tensor.shape, dtype=np.int8) for _ in range(count)]
+    normal = [quantize_input(tensor, rng.normal(0.0, 1.0, size=tensor.shape))
+              for _ in range(count)]
+    return full + normal
+
+
+def check_keras(tfk, model, seed: int, expect_ops: set[str], **convert_args) -> bytes:
+    model_bytes = convert(tfk, model, seed, **convert_args)
+    kinds = {op.kind for op in read_model(model_bytes).ops}
+    assert expect_ops <= kinds, f"the converter produced {kinds}, expected {expect_ops}"
+    assert_same_as_tflm(model_bytes, int8_inputs(model_bytes, seed))
+    return model_bytes
+
+
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_conv2d_sweep(tfk, seed):
+    _, keras = tfk
+    rng = np.random.default_rng(100 + seed)
+    h, w, c = (int(v) for v in rng.integers([5, 5, 1], [15, 15, 9]))
+    inp = keras.Input((h, w, c), batch_size=1)
+    branches = []
+    for _ in range(5):
+        kernel = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+        dilated = rng.random() < 0.3
+        strides = (1, 1) if dilated else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        padding = str(rng.choice(["same", "valid"]))
+        if padding == "valid":
+            kernel = (min(kernel[0], h // 2), min(kernel[1], w // 2))
+        branches.append(keras.layers.Conv2D(
+            int(rng.integers(1, 10)), kernel, strides=strides, padding=padding,
+            dilation_rate=2 if dilated else 1, use_bias=bool(rng.random() < 0.8),
+            activation=ACTIVATIONS[int(rng.integers(0, 3))])(inp))
+    check_keras(tfk, keras.Model(inp, branches), seed, {"CONV_2D"})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_depthwise_sweep(tfk, seed):
+    _, keras = tfk
+    rng = np.random.default_rng(200 + seed)
+    h, w, c = (int(v) for v in rng.integers([5, 5, 1], [15, 15, 7]))
+    inp = keras.Input((h, w, c), batch_size=1)
+    branches = []
+    for _ in range(4):  # (a dilated depthwise converts to SPACE_TO_BATCH_ND; see below)
+        branches.append(keras.layers.DepthwiseConv2D(
+            (int(rng.integers(1, 5)), int(rng.integers(1, 5))),
+            strides=(int(rng.integers(1, 4)), int(rng.integers(1, 3))),
+            padding=str(rng.choice(["same", "valid"])), depth_multiplier=int(rng.integers(1, 4)),
+            activation=ACTIVATIONS[int(rng.integers(0, 3))])(inp))
+    check_keras(tfk, keras.Model(inp, branches), seed, {"DEPTHWISE_CONV_2D"})
+
+
+def _edit(model_bytes: bytes, edit) -> bytes:
+    """Apply edit(model_t, schema) to the flatbuffer's object form and re-pack it."""
+    import flatbuffers
+
+    from edgeq.tflite.schema import schema
+
+    model_t = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
+    edit(model_t, schema)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_dilated_depthwise_and_conv(tfk):
+    """The converter never emits a dilated DEPTHWISE_CONV_2D, so set the dilation in the file:
+    with SAME padding the output shape does not change."""
+    _, keras = tfk
+    inp = keras.Input((11, 9, 3), batch_size=1)
+    outs = [keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inp),
+            keras.layers.Conv2D(4, (3, 2), padding="same", activation="relu")(inp)]
+    model_bytes = convert(tfk, keras.Model(inp, outs), 10)
+
+    def dilate(model_t, schema):
+        for op in model_t.subgraphs[0].operators:
+            op.builtinOptions.dilationHFactor = 2
+            op.builtinOptions.dilationWFactor = 3
+
+    dilated = _edit(model_bytes, dilate)
+    assert all(op.options["dilation_w_factor"] == 3 for op in read_model(dilated).ops)
+    assert_same_as_tflm(dilated, int8_inputs(dilated, 10))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fully_connected(tfk, per_channel):
+    _, keras = tfk
+    inp = keras.Input((24,), batch_size=1)
+    hidden = keras.layers.Dense(17, activation="relu")(inp)
+    out = keras.layers.Dense(5)(hidden)
+    model_bytes = check_keras(tfk, keras.Model(inp, [out]), 3, {"FULLY_CONNECTED"},
+                              per_channel_dense=per_channel)
+    weights = [t for t in read_model(model_bytes).tensors if t.dtype == "int8" and t.is_constant]
+    assert any(t.per_channel for t in weights) == per_channel
+
+
+def test_fully_connected_on_sequence(tfk):
+    _, keras = tfk
+    inp = keras.Input((6, 10), batch_size=1)
+    out = keras.layers.Dense(4, activation="relu6")(inp)  # FC over the last axis, 6 rows
+    check_keras(tfk, keras.Model(inp, [out]), 4, {"FULLY_CONNECTED"})
+
+
+def test_add_and_broadcast_add(tfk):
+    tf, keras = tfk
+    inp = keras.Input((9, 7, 6), batch_size=1)
+    a = keras.layers.Conv2D(6, 3, padding="same")(inp)
+    b = keras.layers.Conv2D(6, 1, activation="relu")(inp)
+    added = keras.layers.Activation("relu")(keras.layers.Add()([a, b]))
+    summed = keras.layers.Add()([inp, added])
+    pooled = keras.layers.Lambda(lambda t: tf.reduce_mean(t, axis=[1, 2], keepdims=True))(a)
+    broadcast = keras.layers.Lambda(lambda t: t[0] + t[1])([b, pooled])
+    check_keras(tfk, keras.Model(inp, [summed, broadcast]), 5, {"ADD", "MEAN"})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooling_sweep(tfk, seed):
+    _, keras = tfk
+    rng = np.random.default_rng(300 + seed)
+    h, w, c = (int(v) for v in rng.integers([6, 6, 1], [16, 16, 6]))
+    inp = keras.Input((h, w, c), batch_size=1)
+    act = keras.layers.Conv2D(c, 1)(inp)  # a realistic, non-input scale to pool
+    branches = []
+    for layer in (keras.layers.AveragePooling2D, keras.layers.MaxPooling2D) * 3:
+        pool = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+        strides = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        branches.append(layer(pool, strides=strides,
+                              padding=str(rng.choice(["same", "valid"])))(act))
+    check_keras(tfk, keras.Model(inp, branches), seed, {"AVERAGE_POOL_2D", "MAX_POOL_2D"})
+
+
+def test_mean_over_axes(tfk):
+    tf, keras = tfk
+    inp = keras.Input((7, 5, 6), batch_size=1)
+    act = keras.layers.Conv2D(6, 1, activation="relu")(inp)
+    outs = [keras.layers.GlobalAveragePooling2D()(act),
+            keras.layers.GlobalAveragePooling2D(keepdims=True)(act)]
+    for axes, keep in (([1], False), ([3], True), ([2, 3], False), ([1, 2, 3], True)):
+        outs.append(keras.layers.Lambda(
+            lambda t, axes=axes, keep=keep: tf.reduce_mean(t, axis=axes, keepdims=keep))(act))
+    check_keras(tfk, keras.Model(inp, outs), 6, {"MEAN"})
+
+
+def test_pad_reshape_concatenation(tfk):
+    _, keras = tfk
+    inp = keras.Input((6, 5, 3), batch_size=1)
+    padded = keras.layers.ZeroPadding2D(((1, 2), (0, 3)))(inp)
+    conv = keras.layers.Conv2D(4, 3, activation="relu")(padded)
+    other = keras.layers.Conv2D(2, 3)(padded)
+    joined = keras.layers.Concatenate()([conv, other])  # different scales: requantized inputs
+    flat = keras.layers.Flatten()(joined)
+    reshaped = keras.layers.Reshape((-1, 6))(joined)
+    check_keras(tfk, keras.Model(inp, [flat, reshaped]), 7,
+                {"PAD", "CONCATENATION", "RESHAPE"})
+
+
+@pytest.mark.parametrize("units", [2, 10, 37])
+def test_softmax(tfk, units):
+    _, keras = tfk
+    inp = keras.Input((12,), batch_size=1)
+    logits = keras.layers.Dense(units)(inp)
+    wide = keras.layers.Dense(units)(keras.layers.Lambda(lambda t: t * 8.0)(inp))
+    outs = [keras.layers.Softmax()(logits), keras.layers.Softmax()(wide)]
+    check_keras(tfk, keras.Model(inp, outs), 8 + units, {"SOFTMAX"})
+
+
+def test_float_io_quantize_dequantize(tfk):
+    _, keras = tfk
+    inp = keras.Input((5, 5, 2), batch_size=1)
+    out = keras.layers.Conv2D(3, 3, activation="relu")(inp)
+    model_bytes = convert(tfk, keras.Model(inp, [out]), 9, float_io=True)
+    kinds = [op.kind for op in read_model(model_bytes).ops]
+    assert kinds[0] == "QUANTIZE" and kinds[-1] == "DEQUANTIZE"
+    rng = np.random.default_rng(9)
+    inputs = [rng.normal(0, s, size=(1, 5, 5, 2)).astype(np.float32) for s in (0.5, 1, 4)]
+    inputs.append(np.array([[-1.5, 1.5], [2.5, -2.5]] * 12 + [[0, 0]], np.float32)
+                  .reshape(1, 5, 5, 2) * read_model(model_bytes).tensors[
+                      read_model(model_bytes).ops[0].outputs[0]].scale[0])  # exact halves
+    assert_same_as_tflm(model_bytes, inputs)
+
+
+def test_relu_n1_to_1_and_int8_requantize(tfk):
+    tf, keras = tfk
+    inp = keras.Input((12,), batch_size=1)
+    probs = keras.layers.Softmax()(keras.layers.Dense(5)(inp))
+    # softmax's fixed 1/256 scale differs from the input's: a QUANTIZE int8 -> int8 requantizes
+    joined = keras.layers.Concatenate()([inp, probs])
+    clipped = keras.layers.Lambda(lambda t: tf.clip_by_value(t, -1.0, 1.0))(
+        keras.layers.Dense(7)(inp))
+    model_bytes = check_keras(tfk, keras.Model(inp, [joined, clipped]), 11,
+                              {"QUANTIZE", "CONCATENATION", "SOFTMAX"})
+    model = read_model(model_bytes)
+    assert any(op.options.get("fused_activation_function") == "RELU_N1_TO_1"
+               for op in model.ops)
+    assert any(op.kind == "QUANTIZE" and model.tensors[op.inputs[0]].dtype == "int8"
+               for op in model.ops)
+
+
+def _to_int4(model_t, schema):
+    """Turn every int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weight tensor into INT4:
+    values rescaled into [-8, 7] (scale x 127/7), packed two per byte; the bias scale follows."""
+    from edgeq.quant.grid import pack_int4
+
+    graph = model_t.subgraphs[0]
+    factor = np.float32(127.0 / 7.0)
+    for op in graph.operators:
+        name = [k for k, v in vars(schema.BuiltinOperator).items()
+                if v == model_t.operatorCodes[op.opcodeIndex].builtinCode][0]
+        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        weights = graph.tensors[op.inputs[1]]
+        buffer = model_t.buffers[weights.buffer]
+        values = np.asarray(buffer.data, dtype=np.uint8).view(np.int8).astype(np.float64)
+        quantized = np.clip(np.round(values / float(factor)), -8, 7).astype(np.int8)
+        buffer.data = pack_int4(quantized)
+        weights.type = schema.TensorType.INT4
+        weights.quantization.scale = (np.asarray(weights.quantization.scale, np.float32)
+                                      * factor).astype(np.float32)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            bias_q = graph.tensors[op.inputs[2]].quantization
+            bias_q.scale = (np.asarray(bias_q.scale, np.float32) * factor).astype(np.float32)
+
+
+def test_int4_weights_match_tflm(tfk):
+    """INT4 weights (per channel for convolutions, per tensor for FULLY_CONNECTED, as TFLM
+    accepts them) give TFLM's results too."""
+    _, keras = tfk
+    inp = keras.Input((9, 8, 3), batch_size=1)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    out = keras.layers.Dense(4)(keras.layers.Flatten()(x))
+    model_bytes = _edit(convert(tfk, keras.Model(inp, [out]), 12, per_channel_dense=False),
+                        _to_int4)
+    model = read_model(model_bytes)
+    int4 = [t for t in model.tensors if t.dtype == "int4"]
+    assert len(int4) == 3 and all(t.data.min() >= -8 and t.data.max() <= 7 for t in int4)
+    assert_same_as_tflm(model_bytes, int8_inputs(model_bytes, 12))
