@@ -1,0 +1,599 @@
+"""The C inference engine generated from an integer Model: weights and requantization
+parameters as const arrays (flash), one static arena laid out by the memory planner (no
+malloc), and one kernel call per op. The kernels (edgeq/resources/kernels) are copied beside it.
+
+Requantization parameters are computed here exactly as TFLM computes them at Prepare time
+(QuantizeMultiplier on double-precision ratios of the float32 scales), so the engine's results
+are bit-exact with TFLM's reference kernels.
+
+`generate_engine(model, out_dir)` writes:
+    <name>_model.h / <name>_model.c   the model (API: int <name>_invoke(const int8_t *in,
+                                     int8_t *out), macros <NAME>_ARENA_SIZE, _INPUT_SIZE, ...)
+    edgeq_kernels.h / edgeq_kernels.c
+The default name "edgeq" gives `edgeq_invoke` and EDGEQ_* macros; another name lets several
+models share one firmware. Several graph inputs (outputs) are packed back to back in `in` (`out`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from edgeq import __version__
+from edgeq.deploy.carray import is_reserved_identifier
+from edgeq.deploy.plan import ARENA, INPUT, MemoryPlan, plan_memory
+from edgeq.deploy.qmath import activation_range, leading_padding, softmax_scaling
+from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
+from edgeq.quant.grid import pack_int4, quantize_multiplier
+from edgeq.tflite.model import Model, Op, Tensor
+
+KERNEL_FILES = ("edgeq_kernels.h", "edgeq_kernels.c")
+VALUES_PER_LINE = 16
+
+
+# ---- C identifiers and comments ----------------------------------------------------------------
+
+def sanitize_identifier(name: str, prefix: str = "x") -> str:
+    """Any string (a layer name such as 'model/conv 1;Relu') as a C identifier: other
+    characters become '_', runs of '_' collapse; a leading digit, an empty result or a name C
+    reserves (keywords, '__x', '_X') gets `prefix` + '_' in front."""
+    cleaned = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", str(name))).strip("_")
+    if not cleaned or cleaned[0].isdigit() or is_reserved_identifier(cleaned):
+        cleaned = f"{prefix}_{cleaned}".rstrip("_")
+    return cleaned
+
+
+def c_comment(text: str, limit: int = 100) -> str:
+    """Text safe inside /* ... */: one line, no comment terminator, printable ASCII only."""
+    text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in str(text))
+    text = text.replace("*/", "* /").replace("/*", "/ *")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _float_literal(value: float) -> str:
+    text = repr(float(np.float32(value)))
+    return text + ("f" if any(c in text for c in ".e") else ".0f")
+
+
+def _int_lines(values, per_line: int = VALUES_PER_LINE) -> list[str]:
+    flat = [int(v) for v in np.asarray(values).reshape(-1)]
+    return [", ".join(str(v) for v in flat[i:i + per_line]) + ","
+            for i in range(0, len(flat), per_line)] or ["0,"]
+
+
+# ---- lowering: one Model op -> declarations + one C statement ---------------------------------
+
+@dataclass
+class Array:
+    name: str
+    ctype: str  # int8_t | int32_t
+    values: np.ndarray
+    comment: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+
+
+@dataclass
+class Step:
+    comment: str
+    params_type: str | None
+    params_name: str | None
+    fields: list[tuple[str, str]]
+    call: str
+
+
+@dataclass
+class Engine:
+    """Everything the templates need, plus facts for reports."""
+
+    name: str
+    model: Model
+    plan: MemoryPlan
+    arrays: list[Array] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    macs: int = 0
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+
+def _scale(t: Tensor) -> float:
+    return float(np.float32(t.scale[0]))
+
+
+def _zp(t: Tensor) -> int:
+    return int(t.zero_point[0])
+
+
+def _dims4(shape: tuple[int, ...], what: str) -> list[int]:
+    if len(shape) > 4:
+        raise UnsupportedOpError(f"{what}: tensors of rank {len(shape)} are not supported",
+                                 "the engine handles tensors of rank up to 4")
+    return [1] * (4 - len(shape)) + [int(d) for d in shape]
+
+
+class _Lowering:
+    def __init__(self, model: Model, plan: MemoryPlan):
+        self.model = model
+        self.plan = plan
+        self.arrays: list[Array] = []
+        self.macs = 0
+
+    # pointers -----------------------------------------------------------------------------------
+    def pointer(self, t: int, writable: bool = False) -> str:
+        tensor = self.model.tensors[t]
+        if tensor.is_constant:
+            if writable:
+                raise UnsupportedOpError(f"tensor {tensor.name!r} is constant but written")
+            name = self.array(f"c{t}_{sanitize_identifier(tensor.name)[:40]}", "int8_t",
+                              np.asarray(tensor.data).astype(np.int8), tensor.name)
+            return name
+        where, offset = self.plan.location[t]
+        base = {INPUT: "in", ARENA: "edgeq_arena"}.get(where, "out")
+        if where == INPUT and writable:
+            raise UnsupportedOpError(f"tensor {tensor.name!r} is a graph input but written")
+        return base if offset == 0 else f"({base} + {offset})"
+
+    def array(self, name: str, ctype: str, values: np.ndarray, comment: str = "") -> str:
+        if not any(a.name == name for a in self.arrays):
+            self.arrays.append(Array(name, ctype, np.asarray(values), c_comment(comment)))
+        return name
+
+    def weights(self, index: int, t: int) -> tuple[str, int]:
+        tensor = self.model.tensors[t]
+        if tensor.dtype not in ("int8", "int4"):
+            raise UnsupportedOpError(
+                f"op {index}: weights {tensor.name!r} are {tensor.dtype}",
+                "the engine runs int8 and int4 weights; quantize the model to integers")
+        data = np.asarray(tensor.data)
+        bits = 4 if tensor.dtype == "int4" else 8
+        packed = pack_int4(data).view(np.int8) if bits == 4 else data.astype(np.int8)
+        name = self.array(f"op{index}_weights", "int8_t", packed,
+                          f"{tensor.name} {tensor.shape} int{bits}")
+        return name, bits
+
+    def bias(self, index: int, t: int) -> str:
+        if t < 0:
+            return "0"
+        tensor = self.model.tensors[t]
+        if tensor.dtype != "int32":
+            raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
+                                     "int8 models have int32 biases")
+        return self.array(f"op{index}_bias", "int32_t", np.asarray(tensor.data, np.int64),
+                          tensor.name)
+
+    def multipliers(self, index: int, reals: list[float]) -> tuple[str, str]:
+        pairs = [quantize_multiplier(r) for r in reals]
+        m = self.array(f"op{index}_multiplier", "int32_t", np.array([p[0] for p in pairs]))
+        s = self.array(f"op{index}_shift", "int32_t", np.array([p[1] for p in pairs]))
+        return m, s
+
+    # per op ------------------------------------------------------------------------------------
+    def lower(self, index: int, op: Op) -> Step:
+        for t in op.outputs + [op.inputs[0]]:
+            tensor = self.model.tensors[t]
+            if tensor.dtype != "int8" and not tensor.is_constant:
+                raise UnsupportedOpError(
+                    f"op {index} ({op.kind}): tensor {tensor.name!r} is {tensor.dtype}; the "
+                    "engine runs int8 activations only",
+                    "convert with int8 input and output types "
+                    "(inference_input_type/inference_output_type = tf.int8)")
+        handler = getattr(self, f"_{op.kind.lower()}", None)
+        if handler is None:
+            raise UnsupportedOpError(
+                f"op {index}: {op.kind} is not supported by the C engine",
+                "supported: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, "
+                "MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION, SOFTMAX, QUANTIZE (int8)")
+        step = handler(index, op)
+        name = self.model.tensors[op.outputs[0]].name
+        step.comment = c_comment(f"{index}: {op.kind} -> {name}")
+        return step
+
+    def _step(self, index, kind, params_type, fields, call_args) -> Step:
+        pname = f"op{index}_{kind}"
+        call = f"eq_{kind}(&{pname}, {', '.join(call_args)});"
+        return Step("", params_type, pname, fields, call)
+
+    def _act(self, op: Op, out: Tensor) -> tuple[int, int]:
+        return activation_range(op.options.get("fused_activation_function", "NONE"),
+                                np.float32(out.scale[0]), _zp(out))
+
+    def _spatial(self, op, in_hw, filter_hw, out_hw):
+        sh, sw = int(op.options.get("stride_h", 1)), int(op.options.get("stride_w", 1))
+        dh = int(op.options.get("dilation_h_factor", 1))
+        dw = int(op.options.get("dilation_w_factor", 1))
+        if op.options.get("padding", "VALID") == "SAME":
+            ph = leading_padding(in_hw[0], filter_hw[0], sh, dh, out_hw[0])
+            pw = leading_padding(in_hw[1], filter_hw[1], sw, dw, out_hw[1])
+        else:
+            ph = pw = 0
+        return [("stride_h", sh), ("stride_w", sw), ("dilation_h", dh), ("dilation_w", dw),
+                ("pad_h", ph), ("pad_w", pw)]
+
+    def _channel_reals(self, x: Tensor, w: Tensor, y: Tensor, channels: int) -> list[float]:
+        scales = np.asarray(w.scale, dtype=np.float32)
+        return [float(x.scale[0]) * float(scales[c if len(scales) > 1 else 0])
+                / float(y.scale[0]) for c in range(channels)]
+
+    def _conv_2d(self, index, op):
+        m = self.model
+        x, w, y = m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]]
+        b, ih, iw, ic = x.shape
+        oc, fh, fw, fic = w.shape
+        _, oh, ow, _ = y.shape
+        wname, bits = self.weights(index, op.inputs[1])
+        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        lo, hi = self._act(op, y)
+        self.macs += b * oh * ow * oc * fh * fw * fic
+        fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
+                  ("out_w", ow), ("out_c", oc), ("filter_h", fh), ("filter_w", fw),
+                  ("filter_in_c", fic), *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
+                  ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
+                  ("act_max", hi), ("weight_bits", bits), ("weights", wname),
+                  ("bias", self.bias(index, self._opt_input(op, 2))),
+                  ("multiplier", mult), ("shift", shift)]
+        return self._step(index, "conv2d", "eq_conv_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _depthwise_conv_2d(self, index, op):
+        m = self.model
+        x, w, y = m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]]
+        b, ih, iw, ic = x.shape
+        _, fh, fw, oc = w.shape
+        _, oh, ow, _ = y.shape
+        wname, bits = self.weights(index, op.inputs[1])
+        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        lo, hi = self._act(op, y)
+        self.macs += b * oh * ow * oc * fh * fw
+        fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
+                  ("out_w", ow), ("out_c", oc), ("depth_multiplier", oc // ic),
+                  ("filter_h", fh), ("filter_w", fw),
+                  *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
+                  ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
+                  ("act_max", hi), ("weight_bits", bits), ("weights", wname),
+                  ("bias", self.bias(index, self._opt_input(op, 2))),
+                  ("multiplier", mult), ("shift", shift)]
+        return self._step(index, "depthwise_conv2d", "eq_depthwise_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _fully_connected(self, index, op):
+        m = self.model
+        x, w, y = m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]]
+        out_depth, accum = w.shape[0], w.shape[-1]
+        batches = x.num_elements // accum
+        per_channel = len(w.scale) > 1
+        wname, bits = self.weights(index, op.inputs[1])
+        if per_channel:
+            reals = self._channel_reals(x, w, y, out_depth)
+        else:  # GetQuantizedConvolutionMultipler
+            reals = [float(x.scale[0]) * float(w.scale[0]) / float(y.scale[0])]
+        mult, shift = self.multipliers(index, reals)
+        lo, hi = self._act(op, y)
+        self.macs += batches * out_depth * accum
+        fields = [("batches", batches), ("accum_depth", accum), ("out_depth", out_depth),
+                  ("in_offset", -_zp(x)), ("weight_offset", -int(w.zero_point[0])),
+                  ("out_offset", _zp(y)), ("act_min", lo), ("act_max", hi),
+                  ("weight_bits", bits), ("per_channel", int(per_channel)),
+                  ("weights", wname), ("bias", self.bias(index, self._opt_input(op, 2))),
+                  ("multiplier", mult), ("shift", shift)]
+        return self._step(index, "fully_connected", "eq_fully_connected_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _add(self, index, op):
+        m = self.model
+        a, c, y = (m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]])
+        out_dims = _dims4(y.shape, f"op {index} ADD")
+        left_shift = 20
+        twice_max = 2 * max(float(a.scale[0]), float(c.scale[0]))
+        m1, s1 = quantize_multiplier(float(a.scale[0]) / twice_max)
+        m2, s2 = quantize_multiplier(float(c.scale[0]) / twice_max)
+        mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * float(y.scale[0])))
+        lo, hi = self._act(op, y)
+        fields = [("out_dims", out_dims),
+                  ("in1_strides", self._broadcast_strides(a, out_dims, index)),
+                  ("in2_strides", self._broadcast_strides(c, out_dims, index)),
+                  ("in1_offset", -_zp(a)), ("in2_offset", -_zp(c)), ("out_offset", _zp(y)),
+                  ("left_shift", left_shift), ("in1_multiplier", m1), ("in1_shift", s1),
+                  ("in2_multiplier", m2), ("in2_shift", s2), ("out_multiplier", mo),
+                  ("out_shift", so), ("act_min", lo), ("act_max", hi)]
+        return self._step(index, "add", "eq_add_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.inputs[1]),
+                           self.pointer(op.outputs[0], True)])
+
+    def _broadcast_strides(self, t: Tensor, out_dims: list[int], index: int) -> list[int]:
+        dims = _dims4(t.shape, f"op {index} ADD")
+        strides, step = [0] * 4, 1
+        for d in range(3, -1, -1):
+            if dims[d] != out_dims[d] and dims[d] != 1:
+                raise UnsupportedOpError(f"op {index} ADD: shape {t.shape} does not broadcast "
+                                         f"to {tuple(out_dims)}")
+            strides[d] = step if dims[d] == out_dims[d] and dims[d] > 1 else 0
+            step *= dims[d]
+        return strides
+
+    def _pool(self, index, op, kind):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        b, ih, iw, c = x.shape
+        _, oh, ow, _ = y.shape
+        fh, fw = int(op.options["filter_height"]), int(op.options["filter_width"])
+        spatial = dict(self._spatial(op, (ih, iw), (fh, fw), (oh, ow)))
+        lo, hi = self._act(op, y)
+        fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("channels", c), ("out_h", oh),
+                  ("out_w", ow), ("filter_h", fh), ("filter_w", fw),
+                  ("stride_h", spatial["stride_h"]), ("stride_w", spatial["stride_w"]),
+                  ("pad_h", spatial["pad_h"]), ("pad_w", spatial["pad_w"]),
+                  ("act_min", lo), ("act_max", hi)]
+        return self._step(index, kind, "eq_pool_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _average_pool_2d(self, index, op):
+        return self._pool(index, op, "average_pool")
+
+    def _max_pool_2d(self, index, op):
+        return self._pool(index, op, "max_pool")
+
+    def _mean(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        rank = len(x.shape)
+        dims = _dims4(x.shape, f"op {index} MEAN")
+        axes = {int(a) % rank + (4 - rank) for a in np.asarray(
+            self.model.tensors[op.inputs[1]].data).reshape(-1)}
+        reduce = [int(d in axes) for d in range(4)]
+        count = int(np.prod([dims[d] for d in axes]))
+        multiplier, shift = quantize_multiplier(float(x.scale[0]) / float(y.scale[0]))
+        # QuantizedMeanOrSum folds 1/count into the multiplier with integer arithmetic.
+        extra = min(63 - _clz64(count), 32, 31 + shift)
+        multiplier = int((multiplier << extra) // count)
+        shift -= extra
+        fields = [("in_dims", dims), ("reduce", reduce), ("in_zero_point", _zp(x)),
+                  ("out_zero_point", _zp(y)), ("multiplier", multiplier), ("shift", shift),
+                  ("count", count)]
+        return self._step(index, "mean", "eq_mean_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _pad(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            raise UnsupportedOpError(f"op {index} PAD: constant pad values are not supported")
+        pads = np.asarray(self.model.tensors[op.inputs[1]].data).reshape(-1, 2)
+        before = [0] * (4 - len(pads)) + [int(p) for p in pads[:, 0]]
+        after = [0] * (4 - len(pads)) + [int(p) for p in pads[:, 1]]
+        fields = [("in_dims", _dims4(x.shape, f"op {index} PAD")), ("before", before),
+                  ("after", after), ("value", _zp(y))]
+        return self._step(index, "pad", "eq_pad_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _reshape(self, index, op):
+        src, dst = self.pointer(op.inputs[0]), self.pointer(op.outputs[0])
+        if src == dst:
+            return Step("", None, None, [], "/* alias: no data moves */")
+        nbytes = self.model.tensors[op.outputs[0]].nbytes
+        return Step("", None, None, [], f"eq_copy({src}, {dst}, {nbytes});")
+
+    def _concatenation(self, index, op):
+        m = self.model
+        y = m.tensors[op.outputs[0]]
+        axis = int(op.options.get("axis", 0)) % len(y.shape)
+        for t in op.inputs:
+            x = m.tensors[t]
+            if _scale(x) != _scale(y) or _zp(x) != _zp(y):
+                raise UnsupportedOpError(
+                    f"op {index} CONCATENATION: input {x.name!r} has another scale or zero "
+                    "point than the output (TFLM rejects this too)",
+                    "requantize the inputs with QUANTIZE first, as the TFLite converter does")
+        outer = int(np.prod(y.shape[:axis], dtype=np.int64))
+        copies = [int(np.prod(m.tensors[t].shape[axis:], dtype=np.int64)) for t in op.inputs]
+        copy = self.array(f"op{index}_copy", "int32_t", np.array(copies))
+        pointers = ", ".join(self.pointer(t) for t in op.inputs)
+        fields = [("outer", outer), ("num_inputs", len(op.inputs)), ("copy", copy)]
+        step = self._step(index, "concat", "eq_concat_t", fields, [])
+        step.call = ("{\n        const int8_t *const ins[] = {" + pointers + "};\n"
+                     f"        eq_concat(&op{index}_concat, ins, "
+                     f"{self.pointer(op.outputs[0], True)});\n    }}")
+        return step
+
+    def _softmax(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        if _zp(y) != -128 or np.float32(y.scale[0]) != np.float32(1.0 / 256):
+            raise UnsupportedOpError(
+                f"op {index} SOFTMAX: output {y.name!r} must have scale 1/256 and zero point "
+                "-128 (TFLM requires it)", "convert the model with the TFLite converter")
+        multiplier, left_shift, diff_min = softmax_scaling(float(op.options.get("beta", 1.0)),
+                                                           np.float32(x.scale[0]))
+        depth = x.shape[-1]
+        fields = [("outer", x.num_elements // depth), ("depth", depth),
+                  ("input_multiplier", multiplier), ("input_left_shift", left_shift),
+                  ("diff_min", diff_min)]
+        return self._step(index, "softmax", "eq_softmax_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _quantize(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        multiplier, shift = quantize_multiplier(float(x.scale[0]) / float(y.scale[0]))
+        fields = [("count", x.num_elements), ("in_zero_point", _zp(x)),
+                  ("out_zero_point", _zp(y)), ("multiplier", multiplier), ("shift", shift)]
+        return self._step(index, "requantize", "eq_requantize_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    @staticmethod
+    def _opt_input(op: Op, position: int) -> int:
+        return op.inputs[position] if len(op.inputs) > position else -1
+
+
+def _clz64(value: int) -> int:
+    return 64 - int(value).bit_length()
+
+
+def _field_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "{" + ", ".join(str(int(v)) for v in value) + "}"
+    return str(value)
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+def _environment() -> jinja2.Environment:
+    root = resources.files("edgeq") / "resources" / "firmware_templates" / "engine"
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(
+        lambda name: (root / name).read_text()), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["ints"] = _int_lines
+    env.filters["field"] = _field_value
+    env.filters["comment"] = c_comment
+    env.filters["float"] = _float_literal
+    return env
+
+
+def lower_model(model: Model, name: str = "edgeq") -> Engine:
+    """Plan the memory and lower every op; raises UnsupportedOpError naming the first op the
+    engine cannot run."""
+    if not model.inputs or not model.outputs:
+        raise UnsupportedOpError("the model has no input or no output tensor")
+    plan = plan_memory(model)
+    lowering = _Lowering(model, plan)
+    steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
+    for t in model.outputs:  # an output that aliases an input still has to reach `out`
+        where, offset = plan.location[t]
+        if where == INPUT:
+            nbytes = model.tensors[t].nbytes
+            steps.append(Step(c_comment(f"copy output {model.tensors[t].name}"), None, None, [],
+                              f"eq_copy({lowering.pointer(t)}, out + {offset}, {nbytes});"))
+    return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
+                  macs=lowering.macs)
+
+
+def _check_name(name: str) -> str:
+    prefix = sanitize_identifier(name, "m")
+    if prefix != name:
+        raise OutputError(f"engine name {name!r} is not a C identifier",
+                          f"use {prefix!r} or another plain name")
+    return prefix
+
+
+def _render(engine: Engine, source: str) -> dict[str, str]:
+    model, prefix = engine.model, engine.name
+    ins, outs = model.input_tensors, model.output_tensors
+    context = {
+        "version": __version__, "source": source or model.description or "a Model",
+        "prefix": prefix, "PREFIX": prefix.upper(), "engine": engine,
+        "arena_size": engine.plan.arena_size,
+        "inputs": [{"tensor": t, "size": t.nbytes, "scale": _scale(t), "zp": _zp(t)}
+                   for t in ins],
+        "outputs": [{"tensor": t, "size": t.nbytes, "scale": _scale(t), "zp": _zp(t)}
+                    for t in outs],
+        "input_size": sum(t.nbytes for t in ins), "output_size": sum(t.nbytes for t in outs),
+    }
+    env = _environment()
+    return {f"{prefix}_model.h": env.get_template("model.h.j2").render(**context),
+            f"{prefix}_model.c": env.get_template("model.c.j2").render(**context)}
+
+
+def render_engine(model: Model, name: str = "edgeq", source: str = "") -> dict[str, str]:
+    """{file name: text} of the model's .h and .c (the kernels are separate files)."""
+    return _render(lower_model(model, _check_name(name)), source)
+
+
+def kernel_dir() -> Path:
+    return Path(str(resources.files("edgeq") / "resources" / "kernels"))
+
+
+@dataclass
+class EngineFiles:
+    out_dir: Path
+    header: Path
+    source: Path
+    kernels: list[Path]
+    arena_size: int
+    weight_bytes: int
+    macs: int
+    plan: MemoryPlan
+
+    @property
+    def sources(self) -> list[Path]:
+        return [self.source] + [k for k in self.kernels if k.suffix == ".c"]
+
+
+def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = "") -> EngineFiles:
+    """Write the engine for `model` into `out_dir` (created if needed); returns the paths and
+    the arena size, weight bytes and multiply-accumulate count."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out}: {e.strerror}", "choose a writable folder") from None
+    engine = lower_model(model, _check_name(name))
+    files = _render(engine, source)
+    for file_name, text in files.items():
+        (out / file_name).write_text(text)
+    kernels = []
+    for file_name in KERNEL_FILES:
+        shutil.copyfile(kernel_dir() / file_name, out / file_name)
+        kernels.append(out / file_name)
+    header, src = (out / n for n in files)
+    return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,
+                       engine.macs, engine.plan)
+
+
+def count_macs(model: Model) -> int:
+    """Multiply-accumulates of one inference (convolutions and fully connected layers)."""
+    return lower_model(model).macs
+
+
+# ---- the engine on the host (tests, `edgeq check --target host`) ---------------------------------
+
+HOST_CFLAGS = ("-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wshadow",
+               "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+               "-fno-omit-frame-pointer")
+
+
+def write_host_runner(engine: EngineFiles, name: str = "edgeq") -> Path:
+    """host_main.c beside the engine: reads inputs from a file, writes outputs to a file."""
+    env = _environment()
+    template = env.get_template("../host/main.c.j2")
+    path = engine.out_dir / "host_main.c"
+    path.write_text(template.render(version=__version__, prefix=name, PREFIX=name.upper()))
+    return path
+
+
+def build_host_runner(engine: EngineFiles, exe=None, name: str = "edgeq",
+                      cflags=HOST_CFLAGS, timeout: float = 300) -> Path:
+    """Compile the engine and host_main.c with the host gcc (warnings are errors, ASan and
+    UBSan on by default); returns the executable's path."""
+    main = write_host_runner(engine, name)
+    exe = Path(exe) if exe else engine.out_dir / "host_runner"
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise ToolchainError("no host C compiler (gcc) found", "install it: apt-get install gcc")
+    cmd = [compiler, *cflags, "-I", str(engine.out_dir), str(main),
+           *[str(p) for p in engine.sources], "-o", str(exe)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise ToolchainError(f"gcc failed on the generated engine in {engine.out_dir}:\n"
+                             f"{result.stderr[-3000:]}", "report this as an edgeq bug")
+    return exe
+
+
+def run_host(exe, inputs: np.ndarray, output_size: int, timeout: float = 120) -> np.ndarray:
+    """Run the host runner on int8 inputs [n, ...]; returns int8 outputs [n, output_size]."""
+    inputs = np.ascontiguousarray(inputs, dtype=np.int8)
+    with tempfile.TemporaryDirectory(prefix="edgeq_host_") as tmp:
+        src, dst = Path(tmp) / "inputs.bin", Path(tmp) / "outputs.bin"
+        src.write_bytes(inputs.tobytes())
+        result = subprocess.run([str(exe), str(src), str(dst)], capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            raise ToolchainError(f"{exe} failed (exit {result.returncode}):\n"
+                                 f"{result.stderr[-3000:]}", "report this as an edgeq bug")
+        out = np.frombuffer(dst.read_bytes(), dtype=np.int8)
+    return out.reshape(len(inputs), output_size)

@@ -1,0 +1,209 @@
+"""The generated C engine (contract 1): compiled on the host with warnings as errors and
+AddressSanitizer/UBSan, it gives int8 outputs identical to TFLM's for every supported op (INT8 and
+INT4 weights, seeded random shapes, scales and inputs) and for the MLPerf vww_96_int8.tflite; it
+also compiles warning-free for Cortex-M7 and Cortex-M4 with arm-none-eabi-gcc."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import opmodels
+import pytest
+
+from edgeq.deploy import cgen
+from edgeq.errors import OutputError, UnsupportedOpError
+from edgeq.tflite.model import Model, Op, Tensor
+from edgeq.tflite.read import read_model
+from edgeq.tflite.write import write_model
+
+SEEDS = (0, 1)
+INPUTS_PER_MODEL = 3
+FLOAT_IO = ("quantize", "dequantize")  # float32 graph inputs/outputs: the engine is int8-only
+ARM_TARGETS = {
+    "cortex-m7": ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"],
+    "cortex-m4": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+}
+
+
+def _tflm_outputs(model_bytes: bytes, inputs: list[list[np.ndarray]]) -> list[np.ndarray]:
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=512 * 1024)
+    outputs = []
+    for xs in inputs:
+        for i, x in enumerate(xs):
+            interpreter.set_input(x, i)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0).copy())
+    return outputs
+
+
+def _dispatcher(names: list[str]) -> str:
+    """One host program for many engines: `runner K in.bin out.bin` runs engine K."""
+    includes = "\n".join(f'#include "{n}_model.h"' for n in names)
+    table = ",\n".join(f"    {{{n}_invoke, {n.upper()}_INPUT_SIZE, {n.upper()}_OUTPUT_SIZE}}"
+                       for n in names)
+    return f"""#include <stdio.h>
+#include <stdlib.h>
+{includes}
+typedef int (*invoke_fn)(const int8_t *, int8_t *);
+static const struct {{ invoke_fn invoke; size_t in_size, out_size; }} engines[] = {{
+{table}
+}};
+int main(int argc, char **argv)
+{{
+    FILE *fin, *fout;
+    int8_t *in, *out;
+    int k;
+    if (argc != 4) return 2;
+    k = atoi(argv[1]);
+    fin = fopen(argv[2], "rb");
+    fout = fopen(argv[3], "wb");
+    if (fin == NULL || fout == NULL) return 2;
+    in = (int8_t *)malloc(engines[k].in_size);
+    out = (int8_t *)malloc(engines[k].out_size);
+    if (in == NULL || out == NULL) return 2;
+    while (fread(in, 1, engines[k].in_size, fin) == engines[k].in_size) {{
+        if (engines[k].invoke(in, out) != 0) return 1;
+        fwrite(out, 1, engines[k].out_size, fout);
+    }}
+    free(in);
+    free(out);
+    fclose(fin);
+    fclose(fout);
+    return 0;
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def op_engines(tmp_path_factory):
+    """Every op case x seed as an engine named caseK, all linked into one sanitized runner."""
+    work = tmp_path_factory.mktemp("op_engines")
+    cases = []
+    for case in opmodels.CASES:
+        name, build, options = case
+        if name in FLOAT_IO:
+            continue
+        for seed in SEEDS:
+            rng = np.random.default_rng(seed)
+            model = build(rng, **options)
+            inputs = [[opmodels.random_input(model, rng, i) for i in range(len(model.inputs))]
+                      for _ in range(INPUTS_PER_MODEL)]
+            engine_name = f"case{len(cases)}"
+            files = cgen.generate_engine(model, work, name=engine_name)
+            cases.append((f"{model.description} seed {seed}", model, inputs, engine_name, files))
+    (work / "dispatch.c").write_text(_dispatcher([c[3] for c in cases]))
+    sources = [work / "dispatch.c", work / "edgeq_kernels.c"] + [c[4].source for c in cases]
+    exe = work / "runner"
+    subprocess.run(["gcc", *cgen.HOST_CFLAGS, "-I", str(work), *map(str, sources), "-o",
+                    str(exe)], check=True, timeout=240)
+    return work, exe, cases
+
+
+def test_every_op_matches_tflm_exactly(op_engines):
+    work, exe, cases = op_engines
+    distinct_per_kind: dict[str, set] = {}
+    for k, (where, model, inputs, _, _) in enumerate(cases):
+        expected = _tflm_outputs(write_model(model), inputs)
+        flat = b"".join(b"".join(x.astype(np.int8).tobytes() for x in xs) for xs in inputs)
+        (work / "in.bin").write_bytes(flat)
+        subprocess.run([str(exe), str(k), str(work / "in.bin"), str(work / "out.bin")],
+                       check=True, timeout=60)
+        got = np.frombuffer((work / "out.bin").read_bytes(), dtype=np.int8)
+        got = got.reshape(len(inputs), -1)
+        for trial, want in enumerate(expected):
+            mismatch = np.flatnonzero(got[trial] != want.reshape(-1))
+            assert mismatch.size == 0, (
+                f"{where}, input {trial}: C engine differs from TFLM at {mismatch.size} of "
+                f"{want.size} values, first at {mismatch[0]}: {got[trial][mismatch[0]]} vs "
+                f"{want.reshape(-1)[mismatch[0]]}")
+            kind = where.split()[0]
+            distinct_per_kind.setdefault(kind, set()).update(np.unique(want).tolist())
+    # The sweep must exercise each op, not compare constant outputs.
+    for kind, values in distinct_per_kind.items():
+        assert len(values) > 4, f"{kind}: outputs take only {sorted(values)}"
+
+
+@pytest.fixture(scope="module")
+def vww_engine(vww_int8_path, tmp_path_factory):
+    model = read_model(vww_int8_path)
+    files = cgen.generate_engine(model, tmp_path_factory.mktemp("vww"),
+                                 source=vww_int8_path.name)
+    return model, files
+
+
+def test_vww_plan_reaches_the_layer_by_layer_bound(vww_engine):
+    _, files = vww_engine
+    assert files.arena_size == 55_296 == files.plan.lower_bound
+    assert files.macs == 7_489_664
+
+
+def test_vww_host_engine_matches_tflm(vww_engine, vww_int8_path, coco_vww_dir):
+    from PIL import Image
+
+    model, files = vww_engine
+    exe = cgen.build_host_runner(files)
+    rng = np.random.default_rng(7)
+    images = sorted(coco_vww_dir.rglob("*.jpg"))[:3]
+    real = [np.asarray(Image.open(p).convert("RGB").resize((96, 96)), dtype=np.int16) - 128
+            for p in images]
+    noise = [rng.integers(-128, 128, size=(96, 96, 3)) for _ in range(2)]
+    inputs = np.stack([x.astype(np.int8).reshape(1, 96, 96, 3) for x in real + noise])
+    got = cgen.run_host(exe, inputs, output_size=2)
+    expected = _tflm_outputs(vww_int8_path.read_bytes(), [[x] for x in inputs])
+    np.testing.assert_array_equal(got, np.stack([e.reshape(-1) for e in expected]))
+    assert len(images) == 3 and len(np.unique(got[:, 0])) > 1
+
+
+@pytest.mark.parametrize("target", sorted(ARM_TARGETS))
+def test_engine_cross_compiles_without_warnings(vww_engine, target):
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.fail("arm-none-eabi-gcc is required (apt-get install gcc-arm-none-eabi)")
+    _, files = vww_engine
+    for source in files.sources:
+        subprocess.run(["arm-none-eabi-gcc", *ARM_TARGETS[target], "-std=c99", "-O2", "-Wall",
+                        "-Wextra", "-Werror", "-c", str(source), "-o",
+                        str(source.with_suffix(f".{target}.o"))],
+                       check=True, timeout=120, capture_output=True)
+
+
+def test_sanitize_identifier_and_comment():
+    assert cgen.sanitize_identifier("model/conv 1;Relu") == "model_conv_1_Relu"
+    assert cgen.sanitize_identifier("3x3") == "x_3x3"
+    assert cgen.sanitize_identifier("int") == "x_int"
+    assert cgen.sanitize_identifier("__secret") == "secret"
+    assert cgen.sanitize_identifier("while", "t") == "t_while"
+    assert cgen.sanitize_identifier("_Bool") == "Bool"
+    assert cgen.sanitize_identifier("") == "x"
+    assert cgen.c_comment("a */ b\nc") == "a * / b?c"
+    with pytest.raises(OutputError, match="not a C identifier"):
+        cgen.render_engine(opmodels.reshape(np.random.default_rng(0)), name="my model")
+
+
+def test_hostile_names_compile(tmp_path):
+    """Tensor names and a description with C syntax in them end up as safe identifiers and
+    comments."""
+    model = opmodels.conv2d(np.random.default_rng(3), weight_bits=8)
+    for i, t in enumerate(model.tensors):
+        t.name = f"*/ int main(void) {{ return {i}; }} /* ;\n#define"
+    model.description = "evil */ #include <stdio.h> /*"
+    files = cgen.generate_engine(model, tmp_path, source=model.description)
+    exe = cgen.build_host_runner(files)
+    x = opmodels.random_input(model, np.random.default_rng(0))[None]
+    got = cgen.run_host(exe, x, output_size=model.output_tensors[0].nbytes)
+    expected = _tflm_outputs(write_model(model), [[x[0]]])[0]
+    np.testing.assert_array_equal(got[0], expected.reshape(-1))
+
+
+def test_unsupported_op_and_float_io_are_named():
+    rng = np.random.default_rng(0)
+    with pytest.raises(UnsupportedOpError, match=r"op 0 \(QUANTIZE\).*float32"):
+        cgen.lower_model(opmodels.quantize(rng))
+    t = [Tensor("x", (1, 4), "int8", np.array([0.1], np.float32), np.array([0])),
+         Tensor("y", (1, 4), "int8", np.array([0.1], np.float32), np.array([0]))]
+    model = Model(t, [Op("TANH", [0], [1])], [0], [1])
+    with pytest.raises(UnsupportedOpError, match="op 0: TANH is not supported"):
+        cgen.lower_model(model)
