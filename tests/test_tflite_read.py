@@ -186,6 +186,13 @@ def test_scale_count_must_match_quantized_dimension(vww_bytes):
         read_model(_pack(model_t))
 
 
+def test_zero_point_outside_type_range(vww_bytes):
+    model_t = _object_model(vww_bytes)
+    model_t.subgraphs[0].tensors[0].quantization.zeroPoint = np.array([200], np.int64)
+    with pytest.raises(TFLiteFormatError, match="tensor 0 'input_1_int8' has a zero point"):
+        read_model(_pack(model_t))
+
+
 def test_int4_per_channel_fully_connected_rejected(vww_bytes):
     model_t = _object_model(vww_bytes)
     graph = model_t.subgraphs[0]

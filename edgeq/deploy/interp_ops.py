@@ -130,6 +130,10 @@ def prepare_max_pool_2d(ctx: OpContext):
 
 
 def prepare_mean(ctx: OpContext):
+    """int8 MEAN over any axes. TFLM (since 2023, "Align mean kernel to TFL") always takes
+    QuantizedMeanOrSum for int8: sum in int32, fold 1/count into the multiplier, requantize.
+    Its special case for axes (1, 2) with keep_dims exists only for float32 inputs, and the
+    older same-scale integer shortcut is gone, so there is one integer path here."""
     x, out = ctx.input(0), ctx.output
     ctx.expect_dtype(x, "input", "int8")
     ctx.expect_dtype(out, "output", "int8")

@@ -30,6 +30,10 @@ _TENSOR_TYPES = {
     "INT64": ("int64", "<i8"),
 }
 
+# A zero point must be a value of the tensor's own type.
+_ZERO_POINT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7),
+                      "int16": (-32768, 32767)}
+
 # Per op: the schema options class and (schema field, Model option name, enum class or None).
 _OPTIONS = {
     "CONV_2D": ("Conv2DOptions", [
@@ -265,6 +269,11 @@ class _Reader:
                                 f"quantized dimension {qdim} has {shape[qdim]} channels")
         if dtype != "float32" and not np.all(np.isfinite(scale) & (scale > 0)):
             raise self.fail(f"{where} has a zero, negative or non-finite scale")
+        if dtype in _ZERO_POINT_RANGES:
+            low, high = _ZERO_POINT_RANGES[dtype]
+            if np.any((zero_point < low) | (zero_point > high)):
+                raise self.fail(f"{where} has a zero point outside the {dtype} range "
+                                f"[{low}, {high}]")
         return scale, zero_point, qdim
 
     def op(self, fb_op, index: int, opcodes: list[str], tensors: list[Tensor]) -> Op:
