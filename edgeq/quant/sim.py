@@ -28,6 +28,9 @@ from . import grid
 
 SOFTMAX_QPARAMS = (np.float32(1.0 / 256.0), -128)
 ACT_QMIN, ACT_QMAX = -128, 127
+# Ops whose forward values the exact simulation computes with TFLM's integer arithmetic.
+INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool",
+                 "softmax")
 # Ops whose output the TFLite integer kernels write without requantizing: they share their
 # input's qparams (pools, pad and reshape copy or average int8 values as they are).
 SAME_AS_INPUT = ("avg_pool", "max_pool", "pad", "reshape")
@@ -192,6 +195,25 @@ def tf_multiply_by_quantized_multiplier(x, multiplier, shift):
     return tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
 
 
+def integer_softmax(q: np.ndarray, input_scale: float, beta: float = 1.0) -> np.ndarray:
+    """TFLM's int8 SOFTMAX (gemmlowp fixed-point exp and reciprocal, output 1/256, -128) on
+    the last axis of int8 values held in an int64 array."""
+    from ..deploy import qmath
+
+    multiplier, left_shift, diff_min = qmath.softmax_scaling(beta, np.float32(input_scale))
+    rows = q.reshape(-1, q.shape[-1])
+    diff = rows - rows.max(axis=1, keepdims=True)
+    used = diff >= diff_min
+    exps = qmath.exp_on_negative_values(
+        qmath.srdhm(qmath.wrap_int32(diff << left_shift), multiplier), 5)
+    sums = qmath.wrap_int32(np.where(used, grid.rounding_divide_by_pot(exps, 12), 0).sum(axis=1))
+    scale, bits_over_unit = qmath.reciprocal(sums, 12)
+    exponent = bits_over_unit + 31 - 8
+    probs = grid.rounding_divide_by_pot(qmath.srdhm(scale[:, None], exps), exponent[:, None])
+    out = np.where(used, np.clip(probs - 128, ACT_QMIN, ACT_QMAX), ACT_QMIN)
+    return out.reshape(q.shape).astype(np.int64)
+
+
 def exact_forward(approx, exact):
     """`exact` values forward, `approx`'s gradient backward."""
     import tensorflow as tf
@@ -204,13 +226,15 @@ class SimModel:
     dequantized integer weights), `weight_scales[name]`, `act_scales[tensor]`; biases stay
     constants quantized on the fly at s_in * s_w.
 
-    `dtype` is the compute precision. float64 (the default) makes the simulation follow the
-    integer model almost bit for bit (the int32 accumulators and the requantization are exact
-    in double; float32 loses ties and the errors snowball through deep networks); float32 is
-    about twice as fast for training. `exact` (the default) computes the forward values of
-    conv, depthwise, dense, add and average pool with TFLM's integer arithmetic (int32
-    accumulator, fixed-point multiplier with double rounding) and takes the gradient from the
-    float path; MEAN and SOFTMAX stay float, so they can differ from TFLM by an LSB."""
+    `exact` (the default) computes the forward values of conv, depthwise, dense, add, average
+    pool, mean and softmax with TFLM's integer arithmetic (int32 accumulator, fixed-point
+    multiplier with double rounding, gemmlowp exp) and takes the gradient from the float path
+    (straight-through), so the simulation is bit-exact with TFLM's reference kernels (max pool,
+    pad, reshape and concatenation copy int8 values anyway). With exact=False every tensor is
+    fake-quantized in float: faster, differentiable everywhere, but 1-LSB differences from
+    rounding ties snowball through deep networks. `dtype` is the compute precision (float64
+    keeps the int32 accumulators exact; float32 is about twice as fast for training).
+    The exact path reads scales with .numpy(), so it runs eagerly (no tf.function)."""
 
     def __init__(self, qgraph: QuantizedGraph, dtype: str = "float64", exact: bool = True):
         import tensorflow as tf
@@ -278,9 +302,16 @@ class SimModel:
         import tensorflow as tf
 
         s_out, zp = float(self.act_scales[node.name].numpy()), self.qgraph.act[node.name][1]
-        lo, hi = activation_range(node.attrs["activation"], s_out, zp)
+        lo, hi = activation_range(node.attrs.get("activation", "NONE"), s_out, zp)
         approx = y / s_out + zp  # the float path, for the gradient only
-        if node.kind == "avg_pool":
+        if node.kind == "global_avg_pool":
+            q = self._integer_mean(node, inputs[0], y, zp)
+        elif node.kind == "softmax":
+            s_in, zp_in = self.qgraph.act[node.inputs[0]]
+            q_in = np.round(inputs[0].numpy() / np.float64(self.act_scales[node.inputs[0]]
+                                                           .numpy())).astype(np.int64) + zp_in
+            q = tf.constant(integer_softmax(q_in, s_in))
+        elif node.kind == "avg_pool":
             # TFLM sums the raw int8 values over the valid window and divides rounding half
             # away from zero; the window size varies at SAME-padded borders.
             s_in = float(self.act_scales[node.inputs[0]].numpy())
@@ -298,6 +329,20 @@ class SimModel:
             q = tf_multiply_by_quantized_multiplier(acc, mult, shift) + zp
         q = tf.clip_by_value(q, lo, hi)
         return (exact_forward(approx, q) - zp) * s_out
+
+    def _integer_mean(self, node: Node, x, y, zp: int):
+        """TFLM's int8 MEAN over H and W: the centered int32 sum times a multiplier with
+        1/count folded in (QuantizedMeanOrSum)."""
+        import tensorflow as tf
+
+        s_in = np.float64(self.act_scales[node.inputs[0]].numpy())
+        s_out = np.float64(self.act_scales[node.name].numpy())
+        count = int(x.shape[1]) * int(x.shape[2])
+        multiplier, shift = grid.quantize_multiplier(s_in / s_out)
+        extra = min(count.bit_length() - 1, 32, 31 + shift)
+        multiplier, shift = (multiplier << extra) // count, shift - extra
+        total = tf.cast(tf.round(y * count / s_in), tf.int64)
+        return tf_multiply_by_quantized_multiplier(total, multiplier, shift) + zp
 
     def _pool_counts(self, node: Node, x):
         import tensorflow as tf
@@ -340,8 +385,7 @@ class SimModel:
                 weights = {"kernel": self.quantized_kernel(node.name),
                            "bias": self.quantized_bias(node.name)}
             y = apply_node(node, inputs, weights, activation=False)
-            if self.exact and node.kind in ("conv2d", "depthwise_conv2d", "dense", "add",
-                                            "avg_pool"):
+            if self.exact and node.kind in INTEGER_KINDS:
                 values[node.name] = self._integer_output(node, inputs, y)
                 continue
             values[node.name] = self.quantize_tensor(
