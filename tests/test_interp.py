@@ -429,3 +429,35 @@ def test_wrong_number_of_inputs():
     assert run(model, np.arange(4, dtype=np.int8).reshape(1, 4))[0].shape == (2, 2)
     with pytest.raises(DataError, match="1 inputs, got 2"):
         Interpreter(model).invoke([np.zeros((1, 4), np.int8)] * 2)
+
+
+def test_softmax_beta_rows_and_batch(tfk):
+    """SOFTMAX over rows of a 4-D tensor, batch 2, and betas (set in the file) that exercise
+    PreprocessSoftmaxScaling's cap and diff_min."""
+    _, keras = tfk
+    inp = keras.Input((3, 4, 5), batch_size=2)
+    act = keras.layers.Conv2D(6, 1)(inp)
+    outs = [keras.layers.Softmax()(act), keras.layers.Softmax()(keras.layers.Conv2D(9, 2)(inp))]
+    model_bytes = convert(tfk, keras.Model(inp, outs), 13)
+    for beta in (1.0, 0.3, 7.5, 5000.0):
+        def set_beta(model_t, schema, beta=beta):
+            for op in model_t.subgraphs[0].operators:
+                if isinstance(op.builtinOptions, schema.SoftmaxOptionsT):
+                    op.builtinOptions.beta = beta
+
+        edited = _edit(model_bytes, set_beta)
+        assert [op.options["beta"] for op in read_model(edited).ops if op.kind == "SOFTMAX"] \
+            == [pytest.approx(beta)] * 2
+        assert_same_as_tflm(edited, int8_inputs(edited, 13, count=2))
+
+
+def test_add_with_constant_operand(tfk):
+    tf, keras = tfk
+    inp = keras.Input((4, 5, 3), batch_size=1)
+    act = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(3, 1)(inp))  # no bias to fold into
+    bias = np.linspace(-2.0, 3.0, 3).astype(np.float32)
+    shifted = keras.layers.Lambda(lambda t: t + tf.constant(bias))(act)
+    model_bytes = check_keras(tfk, keras.Model(inp, [shifted]), 14, {"ADD"})
+    model = read_model(model_bytes)
+    add = next(op for op in model.ops if op.kind == "ADD")
+    assert any(model.tensors[i].is_constant for i in add.inputs)
