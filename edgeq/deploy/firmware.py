@@ -1,0 +1,221 @@
+"""A firmware project for a board: the generated engine, startup code and vector table, a linker
+script from the board's memory map, a main.c that runs test inputs and prints labels and timing,
+and a plain Makefile, all rendered from edgeq/resources/firmware_templates/<board>/. Then the ELF
+is built with arm-none-eabi-gcc and measured with arm-none-eabi-size.
+
+`build_firmware(model, board, out_dir)` checks the memory plan against the board *before*
+writing anything, builds in a sibling temporary folder and only then replaces `out_dir`, so a
+failed build leaves the previous output intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from edgeq import __version__
+from edgeq.boards import Board, load_board
+from edgeq.deploy import cgen
+from edgeq.errors import BoardFitError, OutputError, ToolchainError, UnknownBoardError
+from edgeq.tflite.model import Model
+from edgeq.tflite.read import read_model
+
+TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
+TEMPLATE_FILES = ("startup.c", "link.ld", "main.c", "Makefile")
+STACK_BYTES = 16 * 1024  # kept free above the heap; the kernels use well under 1 KiB
+OPT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections")
+QEMU_NS_PER_TICK = 40  # mps2 SysTick runs at 25 MHz; with -icount shift=0, 1 ns = 1 instruction
+
+
+def core_flags(board: Board) -> list[str]:
+    """-mcpu/-mthumb/-mfloat-abi/-mfpu for the board's core."""
+    flags = [f"-mcpu={board.core}", "-mthumb"]
+    if board.fpu:
+        flags += ["-mfloat-abi=hard", f"-mfpu={board.fpu}"]
+    else:
+        flags += ["-mfloat-abi=soft"]
+    return flags
+
+
+def qemu_command(board: Board) -> list[str]:
+    """qemu-system-arm arguments (without -kernel) for a board that QEMU emulates."""
+    if not board.emulate:
+        raise UnknownBoardError(f"board {board.name} has no emulator",
+                                "use --board mps2-an500 (QEMU's Cortex-M7) to run under QEMU")
+    return [board.emulate.get("tool", "qemu-system-arm"), "-machine", board.emulate["machine"],
+            "-nographic", "-monitor", "none", "-semihosting-config", "enable=on,target=native",
+            "-icount", "shift=0"]
+
+
+def find_tool(name: str, package: str = TOOLCHAIN_PACKAGES) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ToolchainError(f"{name} is not installed (or not on PATH)",
+                             f"install it: sudo apt-get install {package}")
+    return path
+
+
+def template_dir(board_name: str) -> Path:
+    root = Path(str(resources.files("edgeq") / "resources" / "firmware_templates"))
+    folder = root / board_name
+    if not (folder / "main.c.j2").is_file():
+        known = sorted(p.name for p in root.iterdir()
+                       if (p / "main.c.j2").is_file() and (p / "link.ld.j2").is_file())
+        raise UnknownBoardError(f"no firmware project template for board {board_name!r}",
+                                f"firmware templates exist for: {', '.join(known)}")
+    return folder
+
+
+@dataclass
+class FirmwareResult:
+    elf: Path
+    sizes: dict[str, int]  # flash, ram, text, data, bss, model_flash, engine_flash, arena
+    out_dir: Path
+    board: Board
+    engine: cgen.EngineFiles | None = None
+    commands: list[list[str]] = field(default_factory=list)
+
+
+def _load(model_or_path) -> tuple[Model, str]:
+    if isinstance(model_or_path, Model):
+        return model_or_path, model_or_path.description or "a Model"
+    path = Path(model_or_path)
+    return read_model(path), path.name
+
+
+def check_fit(model: Model, board: Board, arena_size: int, weight_bytes: int) -> None:
+    """BoardFitError when the arena or the weights cannot fit the board (before any build)."""
+    if arena_size > board.arena_bytes:
+        raise BoardFitError(
+            f"the tensor arena needs {arena_size:,} bytes but {board.name} has "
+            f"{board.arena_bytes:,} for it ({arena_size - board.arena_bytes:,} too many)",
+            "use a smaller input resolution or model width, or a board with more RAM")
+    # the engine code and libc take roughly 40 KiB of flash besides the weights
+    need = weight_bytes + 40 * 1024
+    if need > board.flash_bytes:
+        raise BoardFitError(
+            f"the weights take {weight_bytes:,} bytes; with the engine that is about {need:,} "
+            f"bytes, {need - board.flash_bytes:,} more than {board.name}'s "
+            f"{board.flash_bytes:,} bytes of flash",
+            "quantize the weights to fewer bits (e.g. `--bits 4`, or a mixed-precision plan)")
+
+
+def _size(objects: list[Path]) -> dict[str, tuple[int, int, int]]:
+    tool = find_tool("arm-none-eabi-size")
+    out = subprocess.run([tool, *map(str, objects)], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    result = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        result[Path(parts[-1]).name] = (int(parts[0]), int(parts[1]), int(parts[2]))
+    return result
+
+
+def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
+                    ldflags: list[str], sources: list[str]) -> None:
+    templates = template_dir(board.name)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    qemu = qemu_command(board) if board.emulate else []
+    context = {"version": __version__, "board": board, "prefix": prefix,
+               "PREFIX": prefix.upper(), "stack_bytes": STACK_BYTES, "cflags": cflags,
+               "ldflags": ldflags, "sources": sources, "qemu": qemu,
+               "ns_per_tick": QEMU_NS_PER_TICK}
+    for name in TEMPLATE_FILES:
+        if (templates / f"{name}.j2").is_file():
+            (folder / name).write_text(env.get_template(f"{name}.j2").render(**context))
+
+
+def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
+                   extra_cflags=(), timeout: float = 600) -> FirmwareResult:
+    """Generate, build and measure the firmware for `board` (a name or Board).
+
+    tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, ...] written
+    to inputs.bin for `make run`. portable=True disables the DSP fast paths.
+    """
+    board = load_board(board) if isinstance(board, str) else board
+    model, source = _load(tflite_path)
+    template_dir(board.name)  # fail early on a board without templates
+    engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
+    check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
+    gcc = find_tool("arm-none-eabi-gcc")
+
+    out = Path(out_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise OutputError(f"cannot write {out}: {e.strerror}", "choose a writable folder") from None
+    try:
+        files = cgen.generate_engine(model, work, source=source)
+        cflags = [*core_flags(board), *OPT_FLAGS, *(["-DEDGEQ_PORTABLE"] if portable else []),
+                  *extra_cflags]
+        ldflags = ["-T", "link.ld", "--specs=rdimon.specs", "-Wl,--gc-sections",
+                   "-Wl,-Map=fw.map"]
+        sources = ["startup.c", "main.c", files.source.name, "edgeq_kernels.c"]
+        _render_project(board, work, "edgeq", cflags, ldflags, sources)
+        if test_inputs is not None:
+            np.ascontiguousarray(test_inputs, dtype=np.int8).tofile(work / "inputs.bin")
+        commands = []
+        objects = []
+        for src in sources:
+            obj = work / (Path(src).stem + ".o")
+            commands.append([gcc, *cflags, "-c", src, "-o", obj.name])
+            objects.append(obj)
+        commands.append([gcc, *cflags, *[o.name for o in objects], *ldflags, "-o", "fw.elf"])
+        for cmd in commands:
+            result = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
+                                    timeout=timeout)
+            if result.returncode != 0:
+                raise ToolchainError(
+                    f"building the firmware for {board.name} failed:\n"
+                    f"{' '.join(cmd)}\n{result.stderr[-3000:]}",
+                    _link_hint(result.stderr))
+        sizes = _measure(work, objects, files.arena_size)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _replace(work, out)
+    files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
+                             [out / k.name for k in files.kernels], files.arena_size,
+                             files.weight_bytes, files.macs, files.plan)
+    return FirmwareResult(out / "fw.elf", sizes, out, board, files, commands)
+
+
+def _link_hint(stderr: str) -> str:
+    if "rdimon" in stderr or "cannot find -l" in stderr:
+        return "install newlib for arm-none-eabi: sudo apt-get install libnewlib-arm-none-eabi"
+    if "overflow" in stderr or "will not fit" in stderr:
+        return "the model does not fit the board's memory: quantize to fewer bits"
+    return "report this as an edgeq bug, with the command above"
+
+
+def _measure(work: Path, objects: list[Path], arena: int) -> dict[str, int]:
+    sizes = _size([work / "fw.elf", *objects])
+    text, data, bss = sizes["fw.elf"]
+    model = sizes["edgeq_model.o"]
+    kernels = sizes["edgeq_kernels.o"]
+    return {"flash": text + data, "ram": data + bss, "text": text, "data": data, "bss": bss,
+            "model_flash": model[0] + model[1], "engine_flash": kernels[0] + kernels[1],
+            "arena": arena}
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Move the finished build to `out`; the previous `out` is removed only afterwards."""
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(out, backup)
+    os.replace(work, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)

@@ -1,0 +1,83 @@
+"""Run a firmware ELF under QEMU's Cortex-M7 (mps2-an500): inputs go in through semihosting
+file I/O (inputs.bin in the emulator's working folder), raw outputs come back in outputs.bin,
+and main.c prints one line per inference with its SysTick ticks.
+
+QEMU runs with `-icount shift=0`: the virtual clock advances exactly 1 ns per instruction, and
+SysTick ticks at 25 MHz, so instructions = ticks * 40 (resolution: 40 instructions).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.boards import load_board
+from edgeq.deploy.firmware import QEMU_NS_PER_TICK, qemu_command
+from edgeq.errors import ToolchainError
+
+_RESULT = re.compile(r"EDGEQ_RESULT (\d+) label=(\d+) ticks=(\d+)")
+_DONE = re.compile(r"EDGEQ_DONE count=(\d+) checksum=([0-9a-f]{8})")
+
+
+@dataclass
+class QemuResult:
+    outputs: np.ndarray  # int8 [n, output_size]
+    labels: list[int]
+    instructions: list[int]  # per inference
+    checksum: str
+    stdout: str
+
+    @property
+    def instructions_per_inference(self) -> int:
+        return int(np.median(self.instructions)) if self.instructions else 0
+
+
+def run_qemu(elf, inputs: np.ndarray, timeout: float = 120,
+             board: str = "mps2-an500") -> QemuResult:
+    """Run `elf` on int8 `inputs` [n, ...] (each one whole model input) and collect the outputs,
+    labels and instructions per inference. Raises ToolchainError when QEMU is missing, fails,
+    or takes longer than `timeout` seconds."""
+    spec = load_board(board)
+    command = qemu_command(spec)
+    if shutil.which(command[0]) is None:
+        package = (spec.emulate or {}).get("package", "qemu-system-arm")
+        raise ToolchainError(f"{command[0]} is not installed",
+                             f"install it: sudo apt-get install {package}")
+    elf = Path(elf).resolve()
+    if not elf.is_file():
+        raise ToolchainError(f"firmware {elf} does not exist", "build it first")
+    inputs = np.ascontiguousarray(inputs, dtype=np.int8)
+    with tempfile.TemporaryDirectory(prefix="edgeq_qemu_") as tmp:
+        work = Path(tmp)
+        inputs.tofile(work / "inputs.bin")
+        try:
+            # A list of arguments, never a shell string: paths come from users.
+            run = subprocess.run([*command, "-kernel", str(elf)], cwd=work, capture_output=True,
+                                 text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise ToolchainError(
+                f"QEMU did not finish {len(inputs)} inference(s) within {timeout:g} s "
+                f"({elf.name})", "raise the timeout, or pass fewer inputs") from None
+        stdout = run.stdout
+        done = _DONE.search(stdout)
+        if run.returncode != 0 or done is None:
+            raise ToolchainError(
+                f"the firmware {elf.name} failed under QEMU (exit {run.returncode}):\n"
+                f"{(stdout + run.stderr)[-2000:]}",
+                "check that it was built for mps2-an500 and that inputs match the model")
+        raw = np.fromfile(work / "outputs.bin", dtype=np.int8)
+    count = int(done.group(1))
+    if count != len(inputs):
+        raise ToolchainError(f"the firmware ran {count} of {len(inputs)} inputs",
+                             "each input must have exactly the model's input size")
+    results = [tuple(int(v) for v in m.groups()) for m in _RESULT.finditer(stdout)]
+    return QemuResult(outputs=raw.reshape(count, -1) if count else raw.reshape(0, 0),
+                      labels=[r[1] for r in results],
+                      instructions=[r[2] * QEMU_NS_PER_TICK for r in results],
+                      checksum=done.group(2), stdout=stdout)
