@@ -87,7 +87,7 @@ def test_vww_is_fast(vww_bytes):
         start = time.perf_counter()
         interp.invoke(x)
         timings.append(time.perf_counter() - start)
-    assert min(timings) < 1.0
+    assert min(timings) < 0.5  # about 0.03 s on one core
 
 
 def test_input_checks(vww_bytes):

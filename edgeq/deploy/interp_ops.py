@@ -197,7 +197,7 @@ def prepare_reshape(ctx: OpContext):
                           f"{out.dtype}{list(out.shape)}")
 
     def run(inputs):
-        return inputs[0].reshape(out.shape)
+        return inputs[0].reshape(out.shape).copy()  # never a view of a constant
 
     return run
 
