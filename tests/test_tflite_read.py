@@ -250,3 +250,21 @@ def test_fuzz_random_words_in_tables(vww_bytes):
         pos = int(rng.integers(0, 4096)) if trial % 2 else size - 4 - int(rng.integers(0, 16384))
         data[pos:pos + 4] = int(rng.integers(0, 2**32)).to_bytes(4, "little")
         _assert_clean_failure_or_model(bytes(data))
+
+
+def test_reader_and_interpreter_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgeq.tflite.read, edgeq.deploy.interp; "
+            "sys.exit(1 if 'tensorflow' in sys.modules or 'keras' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_missing_schema_module_is_a_clear_error(monkeypatch):
+    from edgeq.errors import RuntimeMissingError
+    from edgeq.tflite import schema as schema_module
+
+    monkeypatch.setattr(schema_module, "_CANDIDATES", ("no_such_package.schema_py_generated",))
+    with pytest.raises(RuntimeMissingError, match="pip install ai-edge-litert"):
+        schema_module._load_schema()
