@@ -77,6 +77,30 @@ def test_every_layer_model_sim_equals_tflm(every_layer, bits):
     assert_sim_matches_tflm(quantize_minmax(graph, calib, bits), test, interp_samples=20)
 
 
+def test_fusions_into_pools_depth_multiplier_and_dilation():
+    import tf_keras as k
+
+    k.utils.set_random_seed(7)
+    L = k.layers
+    inputs = k.Input((10, 10, 3))
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(inputs)
+    x = L.MaxPooling2D(2, name="max")(x)
+    x = L.ReLU(name="relu_after_max")(x)
+    x = L.Conv2D(4, 3, dilation_rate=2, padding="same", name="dilated")(x)
+    x = L.AveragePooling2D(2, strides=1, name="avg")(x)
+    x = L.ReLU(6.0, name="relu6_after_avg")(x)
+    x = L.Flatten()(x)
+    outputs = L.Dense(3, name="logits")(x)
+    graph = capture(k.Model(inputs, outputs))
+    assert graph.node("max").attrs["activation"] == "RELU"
+    assert graph.node("avg").attrs["activation"] == "RELU6"
+    rng = np.random.default_rng(8)
+    calib = rng.normal(0, 1, (32, 10, 10, 3)).astype(np.float32)
+    test = rng.normal(0, 1, (200, 10, 10, 3)).astype(np.float32)
+    for bits in (8, 4):
+        assert_sim_matches_tflm(quantize_minmax(graph, calib, bits), test, interp_samples=10)
+
+
 def test_model_ir_follows_tflite_conventions(every_layer):
     graph, calib, _ = every_layer
     qgraph = quantize_minmax(graph, calib, 4)
@@ -236,14 +260,20 @@ def _zoo_graph(name: str):
     return capture(model)
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_fmnist_zoo_model_sim_equals_tflm(bits):
+@pytest.fixture(scope="module")
+def fmnist_data():
     from edgeq.datasets import fashion_mnist
 
     train, test = fashion_mnist((32, 32, 1))
+    return train.take(64), test.take(200)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fmnist_zoo_model_sim_equals_tflm(bits, fmnist_data):
+    train, test = fmnist_data
     graph = _zoo_graph("fmnist")
     qgraph = quantize_minmax(graph, train.x[:64], bits)
-    assert_sim_matches_tflm(qgraph, test.x[:200], interp_samples=4)
+    assert_sim_matches_tflm(qgraph, test.x, interp_samples=4)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
