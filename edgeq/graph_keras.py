@@ -47,6 +47,14 @@ def keras_version_of(model) -> int:
 
 def read_keras(model) -> KerasModel:
     version = keras_version_of(model)
+    try:
+        built = bool(model.inputs)
+    except (AttributeError, ValueError):
+        built = False
+    if not built:
+        raise ModelLoadError(f"model {model.name!r} has no defined input shape",
+                             "build it with keras.Input(shape=...) as its first layer, or call "
+                             "it once on data")
     config = model.get_config()
     if "layers" not in config:
         raise ModelLoadError(f"model {model.name!r} ({type(model).__name__}) is a subclassed model",

@@ -238,3 +238,18 @@ def test_dense_on_unflattened_input_is_rejected():
     inputs = k.Input((4, 4, 2))
     with pytest.raises(UnsupportedLayerError, match="Flatten"):
         capture(k.Model(inputs, k.layers.Dense(3)(inputs)))
+
+
+def test_models_that_cannot_be_read_are_rejected_clearly():
+    import tf_keras as k
+
+    from edgeq.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="no defined input shape"):
+        capture(k.Sequential([k.layers.Dense(3)]))
+    with pytest.raises(ModelLoadError, match="not a Keras model"):
+        capture(object())
+    inner = k.Sequential([k.Input((4,)), k.layers.Dense(2)])
+    inputs = k.Input((4,))
+    with pytest.raises(UnsupportedLayerError, match="nested model"):
+        capture(k.Model(inputs, inner(inputs)))
