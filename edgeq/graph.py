@@ -191,10 +191,11 @@ def validate(graph: Graph) -> None:
             raise UnsupportedLayerError(f"node {node.name!r} reads {missing} before they exist",
                                         "this is an edgeq bug: please report it")
         names.add(node.name)
-    if node_dense_inputs_bad := [n.name for n in graph.nodes if n.kind == "dense"
-                                 and len(graph.node(n.inputs[0]).output_shape) != 1]:
+    unflattened = [n.name for n in graph.nodes if n.kind == "dense"
+                   and len(graph.node(n.inputs[0]).output_shape) != 1]
+    if unflattened:
         raise UnsupportedLayerError(
-            f"Dense layer(s) {node_dense_inputs_bad} read a tensor of rank > 2",
+            f"Dense layer(s) {unflattened} read a tensor of rank > 2",
             "add Flatten() or GlobalAveragePooling2D() before the Dense layer")
 
 
@@ -222,21 +223,26 @@ def capture(model) -> Graph:
 
 
 def _toposort(nodes: list[Node]) -> list[Node]:
-    by_name = {n.name: n for n in nodes}
-    done: dict[str, Node] = {}
-
-    def visit(node, stack=()):
-        if node.name in done:
-            return
-        if node.name in stack:
-            raise UnsupportedLayerError(f"layer {node.name!r} is part of a cycle")
-        for i in node.inputs:
-            visit(by_name[i], (*stack, node.name))
-        done[node.name] = node
-
+    """Kahn's algorithm, keeping the given order among ready nodes (no recursion, so deep
+    models are fine)."""
+    waiting = {n.name: len(set(n.inputs)) for n in nodes}
+    readers: dict[str, list[Node]] = {n.name: [] for n in nodes}
     for n in nodes:
-        visit(n)
-    return list(done.values())
+        for i in set(n.inputs):
+            readers[i].append(n)
+    ready = [n for n in nodes if not waiting[n.name]]
+    ordered = []
+    while ready:
+        node = ready.pop(0)
+        ordered.append(node)
+        for reader in readers[node.name]:
+            waiting[reader.name] -= 1
+            if not waiting[reader.name]:
+                ready.append(reader)
+    if len(ordered) != len(nodes):
+        stuck = [n.name for n in nodes if waiting[n.name]]
+        raise UnsupportedLayerError(f"layers {stuck} form a cycle", "edgeq needs an acyclic model")
+    return ordered
 
 
 def _activation_name(value) -> str:
