@@ -168,9 +168,16 @@ class _Reader:
                 f"{self.origin}: {fb.SubgraphsLength()} subgraphs; edgeq supports exactly one",
                 hint="control flow (WHILE/IF/CALL_ONCE) is not supported; export a plain "
                      "feed-forward model")
+        graph = fb.Subgraphs(0)
+        counts = {"buffers": fb.BuffersLength(), "operator codes": fb.OperatorCodesLength(),
+                  "tensors": graph.TensorsLength(), "operators": graph.OperatorsLength(),
+                  "metadata entries": fb.MetadataLength()}
+        for what, count in counts.items():
+            if count * 4 > len(self.data):  # each entry is at least a 4-byte offset
+                raise self.fail(f"claims {count} {what}, more than a {len(self.data)}-byte "
+                                "file can hold")
         self.buffers = [fb.Buffers(i) for i in range(fb.BuffersLength())]
         opcodes = [self.opcode_name(fb.OperatorCodes(i)) for i in range(fb.OperatorCodesLength())]
-        graph = fb.Subgraphs(0)
         tensors = [self.tensor(graph.Tensors(i), i) for i in range(graph.TensorsLength())]
         ops = [self.op(graph.Operators(i), i, opcodes, tensors)
                for i in range(graph.OperatorsLength())]
