@@ -176,10 +176,12 @@ def validate_node(node: Node) -> None:
             raise UnsupportedLayerError(
                 f"node {node.name!r} ({node.kind}): kernel {kernel.shape} and bias {bias.shape} "
                 "do not match", "this is an edgeq bug: please report it")
-    arity = {"input": 0, "add": None, "concat": None}.get(node.kind, 1)
+    arity = {"input": 0, "add": 2, "concat": None}.get(node.kind, 1)
     if arity is not None and len(node.inputs) != arity:
         raise UnsupportedLayerError(f"node {node.name!r} ({node.kind}) has {len(node.inputs)} "
-                                    f"inputs, expected {arity}")
+                                    f"inputs, expected {arity}",
+                                    "TFLite ADD takes two inputs: chain two-input Add layers"
+                                    if node.kind == "add" else "")
 
 
 def validate(graph: Graph) -> None:

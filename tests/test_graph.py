@@ -253,3 +253,12 @@ def test_models_that_cannot_be_read_are_rejected_clearly():
     inputs = k.Input((4,))
     with pytest.raises(UnsupportedLayerError, match="nested model"):
         capture(k.Model(inputs, inner(inputs)))
+
+
+def test_add_of_three_inputs_is_rejected():
+    import tf_keras as k
+
+    inputs = k.Input((4, 4, 2))
+    a, b = k.layers.Conv2D(2, 1)(inputs), k.layers.Conv2D(2, 1)(inputs)
+    with pytest.raises(UnsupportedLayerError, match="chain two-input Add"):
+        capture(k.Model(inputs, k.layers.Add()([inputs, a, b])))
