@@ -53,6 +53,15 @@ class QuantLayer:
 
 @dataclass
 class QuantizedGraph:
+    """The quantized model as plain data: the folded float graph, each weighted node's integer
+    weights and scales, and every tensor's activation (scale, zero point).
+
+    edgeq.export.quantize_minmax makes one; an engine improves it, typically by
+    `sim = SimModel(qgraph)`, optimizing `sim.kernels` / `sim.weight_scales` /
+    `sim.act_scales` with tf.GradientTape on `sim(x)`, then `sim.to_qgraph()`; and
+    edgeq.export.to_tflite_model writes it. Biases stay float and are quantized with the
+    current input and weight scales wherever they are used, so they always match."""
+
     graph: Graph
     layers: dict[str, QuantLayer]  # weighted node name -> its integer weights
     act: dict[str, tuple[np.float32, int]]  # tensor (node) name -> (scale, zero point)
