@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,7 +226,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "fit": fit,
         "data": {"source": cfg.data or "Fashion-MNIST (IDX)", "calibration_samples": len(calib),
                  "evaluation_samples": len(test)},
-        "accuracy": checked.accuracy_rows(),
+        "accuracy": checked.accuracy_rows(include_float=True),
         "check": checked.to_dict(),
         "stages": st.records,
         "config": asdict(cfg),
@@ -234,9 +235,11 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     try:
         stem = "model_int8"
         (tmp / f"{stem}.tflite").write_bytes(tflite)
-        write_c_arrays(tflite, tmp, name="model_data")
+        write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
         if trained is not None:  # keep the trained float model so it can be rebuilt without training
-            model.save(tmp / "model_float.h5")
+            with warnings.catch_warnings():  # tf_keras calls .h5 "legacy"; it is what tfmot reads
+                warnings.simplefilter("ignore")
+                model.save(tmp / "model_float.h5")
         write_report(report, tmp)
         _commit_output(tmp, out)
     except BaseException:

@@ -6,7 +6,9 @@ This is the baseline edgeq measures itself against (contract 4), and the INT8 pa
 
 from __future__ import annotations
 
+import os
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,8 +30,30 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_saved_model(folder)
 
 
+@contextmanager
+def _quiet_native_output():
+    """The converter prints calibration chatter from C++ straight to fd 1/2; hide it (errors
+    still surface as Python exceptions)."""
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "wb") as devnull:
+        try:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _convert(conv) -> bytes:
+    with _quiet_native_output():
+        return _convert(conv)
+
+
 def tflite_float(model) -> bytes:
-    return _converter(model).convert()
+    return _convert(_converter(model))
 
 
 def tflite_int8_ptq(model, calib_x: np.ndarray, io_int8: bool = True) -> bytes:
@@ -44,4 +68,4 @@ def tflite_int8_ptq(model, calib_x: np.ndarray, io_int8: bool = True) -> bytes:
     if io_int8:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    return conv.convert()
+    return _convert(conv)
