@@ -312,7 +312,8 @@ class SimModel:
 
         s_out, zp = float(self.act_scales[node.name].numpy()), self.qgraph.act[node.name][1]
         lo, hi = activation_range(node.attrs.get("activation", "NONE"), s_out, zp)
-        approx = y / s_out + zp  # the float path, for the gradient only
+        # The float path, clamped like the output, gives the gradient only.
+        approx = tf.clip_by_value(y / s_out + zp, float(lo), float(hi))
         if node.kind == "global_avg_pool":
             q = self._integer_mean(node, inputs[0], y, zp)
         elif node.kind == "softmax":
