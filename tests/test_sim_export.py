@@ -155,6 +155,25 @@ def test_float_io_adds_quantize_and_dequantize(every_layer):
         assert np.abs(interpreter.get_tensor(out["index"])[0] - tflm[i]).max() <= 1 / 256 + 1e-7
 
 
+def test_observed_ranges_are_min_max_over_all_batches(every_layer):
+    from edgeq.graph import run_tf
+    from edgeq.quant.observe import observe_ranges
+
+    graph, calib, _ = every_layer
+    by_batch = observe_ranges(graph, [calib[:10], calib[10:40], calib[40:]])
+    other = observe_ranges(graph, calib, batch_size=7)
+    assert by_batch.keys() == other.keys()
+    for name, span in by_batch.items():  # equal up to float noise of batch-size-dependent kernels
+        assert span == pytest.approx(other[name], abs=1e-5)
+    values = run_tf(graph, calib)
+    for name in ("conv", "add", "head/softmax"):
+        assert by_batch[name] == pytest.approx((float(np.min(values[name])),
+                                                float(np.max(values[name]))), abs=1e-6)
+    assert by_batch["conv"][0] == 0.0  # after the fused ReLU
+    with pytest.raises(DataError, match="no calibration samples"):
+        observe_ranges(graph, [])
+
+
 def test_sim_gradients_and_weights_round_trip(every_layer):
     import tensorflow as tf
 
