@@ -120,6 +120,11 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
     if io_dtype not in IO_DTYPES:
         raise DataError(f"io_dtype {io_dtype!r} is not supported", f"use one of {IO_DTYPES}")
     graph = qgraph.graph
+    missing = [n.name for n in graph.weighted_nodes if n.name not in qgraph.layers]
+    missing += [n.name for n in graph.nodes if n.name not in qgraph.act]
+    if missing:
+        raise DataError(f"quantized graph {graph.name!r} lacks weights or qparams for {missing}",
+                        "make it with quantize_minmax (or SimModel.to_qgraph) on this graph")
     b = _ModelBuilder()
     index: dict[str, int] = {}
     model_inputs = []
