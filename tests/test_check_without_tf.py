@@ -59,3 +59,14 @@ def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
     assert 0.5 <= litert["accuracy"] <= 1.0
     assert not tflm["available"] and "pip install tflite-micro" in tflm["reason"]
     assert result["tflm_litert_agreement"] is None and result["arena_bytes"] is None
+
+    # The installed console script, with the data files (boards, model cards) from the wheel.
+    edgeq = str(venv / "bin" / "edgeq")
+    cli = _run([edgeq, "check", str(vww_int8_path), "--data", str(data), "--json", "-"], cwd=tmp_path, env=env)
+    assert json.loads(cli.stdout)["samples"] == 8
+    assert "stm32h743" in _run([edgeq, "boards"], cwd=tmp_path, env=env).stdout
+    card = json.loads(_run([edgeq, "models", "show", "person_detect", "--json"], cwd=tmp_path, env=env).stdout)
+    assert card["input_shape"] == [96, 96, 1]
+    assert "#ifndef" in _run(
+        [str(python), "-c", "from importlib import resources; print((resources.files('edgeq') / "
+         "'resources/templates/model_data.h.j2').read_text())"], cwd=tmp_path, env=env).stdout
