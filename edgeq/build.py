@@ -232,6 +232,9 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "config": asdict(cfg),
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     try:
         stem = "model_int8"
         (tmp / f"{stem}.tflite").write_bytes(tflite)
