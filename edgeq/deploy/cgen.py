@@ -243,8 +243,11 @@ class _Lowering:
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
                   ("bias", self.bias(index, self._opt_input(op, 2))),
                   ("multiplier", mult), ("shift", shift)]
+        scratch = self.plan.scratch.get(index)
+        scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
         return self._step(index, "conv2d", "eq_conv_t", fields,
-                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True),
+                           scratch_ptr])
 
     def _depthwise_conv_2d(self, index, op):
         m = self.model
@@ -431,6 +434,18 @@ class _Lowering:
         return op.inputs[position] if len(op.inputs) > position else -1
 
 
+def scratch_bytes(model: Model) -> dict[int, int]:
+    """Arena scratch per op for the fast paths: CONV_2D with int8 weights and one group gets
+    two int16 im2col columns (4 bytes per filter element)."""
+    scratch = {}
+    for index, op in enumerate(model.ops):
+        if op.kind == "CONV_2D":
+            x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
+            if w.dtype == "int8" and w.shape[3] == x.shape[3]:
+                scratch[index] = 4 * w.shape[1] * w.shape[2] * w.shape[3]
+    return scratch
+
+
 def _clz64(value: int) -> int:
     return 64 - int(value).bit_length()
 
@@ -460,7 +475,7 @@ def lower_model(model: Model, name: str = "edgeq") -> Engine:
     engine cannot run."""
     if not model.inputs or not model.outputs:
         raise UnsupportedOpError("the model has no input or no output tensor")
-    plan = plan_memory(model)
+    plan = plan_memory(model, scratch_bytes(model))
     lowering = _Lowering(model, plan)
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
     for t in model.outputs:  # an output that aliases an input still has to reach `out`

@@ -44,6 +44,7 @@ class MemoryPlan:
     # tensor index -> (where, byte offset): where is INPUT, OUTPUT or ARENA
     location: dict[int, tuple[str, int]] = field(default_factory=dict)
     lower_bound: int = 0  # largest sum of arena bytes any single op needs at once
+    scratch: dict[int, int] = field(default_factory=dict)  # op index -> offset of its scratch
 
     def check(self) -> None:
         """Raise AssertionError if two buffers alive at the same time share bytes."""
@@ -94,8 +95,9 @@ def _in_place_pairs(model: Model, last_use: dict[int, int], root: dict[int, int]
     return pairs
 
 
-def plan_memory(model: Model) -> MemoryPlan:
-    """Lifetimes and arena offsets of every non-constant tensor of `model`."""
+def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPlan:
+    """Lifetimes and arena offsets of every non-constant tensor of `model`, plus `scratch`
+    bytes that op i needs during its own run (scratch[i], e.g. for im2col columns)."""
     root = _roots(model)
     # Several graph inputs (outputs) sit back to back in the caller's `in` (`out`) buffer.
     external: dict[int, tuple[str, int]] = {}
@@ -135,6 +137,9 @@ def plan_memory(model: Model) -> MemoryPlan:
 
     buffers = [Buffer(root=s, size=_align(model.tensors[s].nbytes), first=lo, last=hi)
                for s, (lo, hi) in sorted(spans.items())]
+    # Scratch buffers are named by -(op index + 1), so they never clash with tensor roots.
+    buffers += [Buffer(root=-(op + 1), size=_align(n), first=op, last=op)
+                for op, n in sorted((scratch or {}).items()) if n > 0]
     arena_size = _place(buffers)
 
     by_root = {b.root: b for b in buffers}
@@ -150,11 +155,14 @@ def plan_memory(model: Model) -> MemoryPlan:
             owner[t] = storage(r)
             location[t] = (ARENA, by_root[owner[t]].offset)
     bound = 0
-    for op in model.ops:
+    for index, op in enumerate(model.ops):
         live = {owner[t] for t in op.inputs + op.outputs if t in owner}
+        if -(index + 1) in by_root:
+            live.add(-(index + 1))
         bound = max(bound, sum(by_root[r].size for r in live))
     return MemoryPlan(arena_size=arena_size, buffers=buffers, location=location,
-                      lower_bound=bound)
+                      lower_bound=bound,
+                      scratch={-b.root - 1: b.offset for b in buffers if b.root < 0})
 
 
 def _place(buffers: list[Buffer]) -> int:

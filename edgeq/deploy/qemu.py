@@ -22,6 +22,7 @@ from edgeq.deploy.firmware import QEMU_NS_PER_TICK, qemu_command
 from edgeq.errors import ToolchainError
 
 _RESULT = re.compile(r"EDGEQ_RESULT (\d+) label=(\d+) ticks=(\d+)")
+_OP = re.compile(r"EDGEQ_OP (\d+) ticks=(\d+)")
 _DONE = re.compile(r"EDGEQ_DONE count=(\d+) checksum=([0-9a-f]{8})")
 
 
@@ -32,6 +33,7 @@ class QemuResult:
     instructions: list[int]  # per inference
     checksum: str
     stdout: str
+    op_instructions: list[int] | None = None  # per op, first inference (EDGEQ_PROFILE builds)
 
     @property
     def instructions_per_inference(self) -> int:
@@ -77,7 +79,11 @@ def run_qemu(elf, inputs: np.ndarray, timeout: float = 120,
         raise ToolchainError(f"the firmware ran {count} of {len(inputs)} inputs",
                              "each input must have exactly the model's input size")
     results = [tuple(int(v) for v in m.groups()) for m in _RESULT.finditer(stdout)]
+    ops: dict[int, int] = {}
+    for m in _OP.finditer(stdout):
+        ops.setdefault(int(m.group(1)), int(m.group(2)) * QEMU_NS_PER_TICK)
     return QemuResult(outputs=raw.reshape(count, -1) if count else raw.reshape(0, 0),
                       labels=[r[1] for r in results],
                       instructions=[r[2] * QEMU_NS_PER_TICK for r in results],
-                      checksum=done.group(2), stdout=stdout)
+                      checksum=done.group(2), stdout=stdout,
+                      op_instructions=[ops[i] for i in sorted(ops)] or None)

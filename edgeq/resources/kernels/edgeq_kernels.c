@@ -59,13 +59,275 @@ static int32_t eq_weight(const int8_t *w, int32_t i, int32_t bits)
     return w[i];
 }
 
+/* ---- fast paths (Armv7E-M DSP extension) --------------------------------------------------- */
+
+#if !defined(EDGEQ_PORTABLE) && (defined(__ARM_FEATURE_DSP) || defined(EDGEQ_FAST_EMULATED))
+#define EQ_FAST 1
+#else
+#define EQ_FAST 0
+#endif
+
+#if EQ_FAST
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#include <arm_acle.h>
+#define EQ_SXTB16(x) ((uint32_t)__sxtb16(x))
+#define EQ_SXTAB16(a, x) ((uint32_t)__sxtab16((a), (x)))
+/* The rotation is part of the instruction; ACLE of GCC 12 has no __ror to express it. */
+static inline uint32_t EQ_SXTB16_ROR8(uint32_t x)
+{
+    uint32_t r;
+    __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t EQ_SXTAB16_ROR8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+#define EQ_SMLAD(a, b, acc) __smlad((a), (b), (acc))
+#define EQ_SMLABB(a, b, acc) __smlabb((int32_t)(a), (int32_t)(b), (acc))
+#define EQ_SMLATT(a, b, acc) __smlatt((int32_t)(a), (int32_t)(b), (acc))
+#else
+/* The same instructions in C, for testing the fast paths on any host. */
+static int32_t eq_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xFFFFu); }
+static int32_t eq_hi16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x >> 16); }
+static uint32_t eq_pack16(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16);
+}
+static uint32_t EQ_SXTB16(uint32_t x)
+{
+    return eq_pack16((int8_t)(uint8_t)(x & 0xFFu), (int8_t)(uint8_t)((x >> 16) & 0xFFu));
+}
+static uint32_t EQ_SXTB16_ROR8(uint32_t x) { return EQ_SXTB16((x >> 8) | (x << 24)); }
+static uint32_t EQ_SXTAB16(uint32_t a, uint32_t x)
+{
+    const uint32_t e = EQ_SXTB16(x);
+    return eq_pack16(eq_lo16(a) + eq_lo16(e), eq_hi16(a) + eq_hi16(e));
+}
+static uint32_t EQ_SXTAB16_ROR8(uint32_t a, uint32_t x)
+{
+    return EQ_SXTAB16(a, (x >> 8) | (x << 24));
+}
+static int32_t EQ_SMLAD(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + eq_lo16(a) * eq_lo16(b) + eq_hi16(a) * eq_hi16(b);
+}
+static int32_t EQ_SMLABB(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + eq_lo16(a) * eq_lo16(b);
+}
+static int32_t EQ_SMLATT(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + eq_hi16(a) * eq_hi16(b);
+}
+#endif
+
+static uint32_t eq_load32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v); /* one LDR on Cortex-M7/M4, which allow unaligned words */
+    return v;
+}
+
+/* MultiplyByQuantizedMultiplier for multipliers in [2^30, 2^31) (all of them; 0 aside):
+ * (x * m + 2^30) >> 31 equals SaturatingRoundingDoublingHighMul for m > 0 (one SMLAL). */
+static int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t high = (int32_t)(((int64_t)eq_shl(acc, left) * multiplier
+                                    + ((int64_t)1 << 30)) >> 31);
+    return eq_rdbpot(high, right);
+}
+
+static int8_t eq_output(const eq_conv_t *p, int32_t acc, int32_t oc)
+{
+    acc = eq_requantize_fast(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
+    return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
+}
+
+/* Where value k of column j (0 or 1) goes in the two-column scratch: runs of four values are
+ * stored x0 x2 x1 x3 (so that a word pair matches SXTB16(w) = w0 w2 and SXTB16(w ror 8) =
+ * w1 w3), column 0's run then column 1's; the K % 4 tail values follow, column by column. */
+static int32_t eq_col_index(int32_t k, int32_t j, int32_t k_vec, int32_t k_total)
+{
+    static const int8_t order[4] = {0, 2, 1, 3};
+    if (k < k_vec) {
+        return (k >> 2) * 8 + j * 4 + order[k & 3];
+    }
+    return 2 * k_vec + j * (k_total - k_vec) + (k - k_vec);
+}
+
+/* Column j: the receptive field of output pixel (oy, ox) as int16 values with the input
+ * offset added (0 in the padding, where TFLM skips the taps). */
+static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t oy, int32_t ox,
+                      int16_t *cols, int32_t j)
+{
+    const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+    const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+    const int32_t depth = p->in_c;
+    const int32_t k_total = p->filter_h * p->filter_w * depth;
+    const int32_t k_vec = k_total & ~3;
+    int32_t fy, fx, c, k = 0;
+    for (fy = 0; fy < p->filter_h; ++fy) {
+        const int32_t iy = in_y0 + p->dilation_h * fy;
+        for (fx = 0; fx < p->filter_w; ++fx) {
+            const int32_t ix = in_x0 + p->dilation_w * fx;
+            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
+            const int8_t *src = inside ? in + ((b * p->in_h + iy) * p->in_w + ix) * depth : in;
+            for (c = 0; c < depth; ++c, ++k) {
+                cols[eq_col_index(k, j, k_vec, k_total)] =
+                    (int16_t)(inside ? src[c] + p->in_offset : 0);
+            }
+        }
+    }
+}
+
+/* CONV_2D with int8 weights as a matrix product: two output pixels x two output channels per
+ * step, eight SMLADs per four input values. */
+static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
+{
+    const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
+    const int32_t k_vec = k_total & ~3;
+    const int32_t tail = k_total - k_vec;
+    const int32_t pixels = p->out_h * p->out_w;
+    int32_t b, pix, oc, k;
+    for (b = 0; b < p->batches; ++b) {
+        int8_t *dst = out + b * pixels * p->out_c;
+        for (pix = 0; pix < pixels; pix += 2) {
+            const int32_t two = pix + 1 < pixels;
+            eq_im2col(p, in, b, pix / p->out_w, pix % p->out_w, cols, 0);
+            eq_im2col(p, in, b, (pix + two) / p->out_w, (pix + two) % p->out_w, cols, 1);
+            for (oc = 0; oc < p->out_c; oc += 2) {
+                const int32_t pair = oc + 1 < p->out_c;
+                const int8_t *w0 = p->weights + oc * k_total;
+                const int8_t *w1 = pair ? w0 + k_total : w0;
+                const int16_t *col = cols;
+                const int16_t *t0 = cols + 2 * k_vec, *t1 = t0 + tail;
+                int32_t a00 = p->bias ? p->bias[oc] : 0, a10 = a00;
+                int32_t a01 = p->bias && pair ? p->bias[oc + 1] : 0, a11 = a01;
+                for (k = 0; k < k_vec; k += 4, col += 8) {
+                    const uint32_t x02 = eq_load32(col), x13 = eq_load32(col + 2);
+                    const uint32_t y02 = eq_load32(col + 4), y13 = eq_load32(col + 6);
+                    uint32_t w = eq_load32(w0 + k);
+                    uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
+                    a00 = EQ_SMLAD(x02, w02, a00);
+                    a00 = EQ_SMLAD(x13, w13, a00);
+                    a10 = EQ_SMLAD(y02, w02, a10);
+                    a10 = EQ_SMLAD(y13, w13, a10);
+                    w = eq_load32(w1 + k);
+                    w02 = EQ_SXTB16(w);
+                    w13 = EQ_SXTB16_ROR8(w);
+                    a01 = EQ_SMLAD(x02, w02, a01);
+                    a01 = EQ_SMLAD(x13, w13, a01);
+                    a11 = EQ_SMLAD(y02, w02, a11);
+                    a11 = EQ_SMLAD(y13, w13, a11);
+                }
+                for (k = 0; k < tail; ++k) {
+                    a00 += w0[k_vec + k] * t0[k];
+                    a01 += w1[k_vec + k] * t0[k];
+                    a10 += w0[k_vec + k] * t1[k];
+                    a11 += w1[k_vec + k] * t1[k];
+                }
+                dst[pix * p->out_c + oc] = eq_output(p, a00, oc);
+                if (pair) {
+                    dst[pix * p->out_c + oc + 1] = eq_output(p, a01, oc + 1);
+                }
+                if (two) {
+                    dst[(pix + 1) * p->out_c + oc] = eq_output(p, a10, oc);
+                    if (pair) {
+                        dst[(pix + 1) * p->out_c + oc + 1] = eq_output(p, a11, oc + 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* DEPTHWISE_CONV_2D 3x3, depth multiplier 1, int8 weights: four channels at once with
+ * SXTAB16 (sign-extend and add the input offset) and SMLABB/SMLATT; border pixels and odd
+ * channels take the generic path per channel. */
+static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
+                                int32_t oy, int32_t ox, int32_t c);
+
+static int8_t eq_dw_output(const eq_depthwise_t *p, int32_t acc, int32_t c)
+{
+    acc = eq_requantize_fast(acc, p->multiplier[c], p->shift[c]) + p->out_offset;
+    return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
+}
+
+static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
+{
+    const int32_t depth = p->in_c;
+    const int32_t c_vec = depth & ~3;
+    const int32_t row_step = p->in_w * depth;
+    const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
+                             | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
+    int32_t b, oy, ox, c, fy, fx;
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+            const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+                const int32_t fx0 = EQ_MAX(0, -in_x0), fx1 = EQ_MIN(3, p->in_w - in_x0);
+                int8_t *dst = out + ((b * p->out_h + oy) * p->out_w + ox) * depth;
+                /* the window's top-left tap, which may lie in the padding (never read) */
+                const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
+                for (c = 0; c < c_vec; c += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    if (p->bias) {
+                        a0 = p->bias[c];
+                        a1 = p->bias[c + 1];
+                        a2 = p->bias[c + 2];
+                        a3 = p->bias[c + 3];
+                    }
+                    for (fy = fy0; fy < fy1; ++fy) {
+                        const int8_t *row = in + (origin + fy * row_step + c);
+                        const int8_t *wrow = p->weights + fy * 3 * depth + c;
+                        for (fx = fx0; fx < fx1; ++fx) {
+                            const uint32_t x = eq_load32(row + fx * depth);
+                            const uint32_t w = eq_load32(wrow + fx * depth);
+                            const uint32_t x02 = EQ_SXTAB16(offset2, x);
+                            const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);
+                            const uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
+                            a0 = EQ_SMLABB(x02, w02, a0);
+                            a2 = EQ_SMLATT(x02, w02, a2);
+                            a1 = EQ_SMLABB(x13, w13, a1);
+                            a3 = EQ_SMLATT(x13, w13, a3);
+                        }
+                    }
+                    dst[c] = eq_dw_output(p, a0, c);
+                    dst[c + 1] = eq_dw_output(p, a1, c + 1);
+                    dst[c + 2] = eq_dw_output(p, a2, c + 2);
+                    dst[c + 3] = eq_dw_output(p, a3, c + 3);
+                }
+                for (; c < depth; ++c) {
+                    dst[c] = eq_dw_output(p, eq_depthwise_one(p, in, b, oy, ox, c), c);
+                }
+            }
+        }
+    }
+}
+#endif /* EQ_FAST */
+
 /* ---- CONV_2D: reference_integer_ops::ConvPerChannel ----------------------------------- */
 
-void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out)
+void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
     const int32_t groups = p->in_c / p->filter_in_c;
     const int32_t filters_per_group = p->out_c / groups;
     int32_t b, oy, ox, oc, fy, fx, ic;
+#if EQ_FAST
+    if (scratch != NULL && p->weight_bits == 8 && groups == 1) {
+        eq_conv2d_fast(p, in, out, scratch);
+        return;
+    }
+#else
+    (void)scratch;
+#endif
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t in_y0 = oy * p->stride_h - p->pad_h;
@@ -109,43 +371,51 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out)
 
 /* ---- DEPTHWISE_CONV_2D: reference_integer_ops::DepthwiseConvPerChannel ----------------- */
 
+/* The accumulator of one output channel at one pixel, bias included. */
+static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
+                                int32_t oy, int32_t ox, int32_t oc)
+{
+    const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+    const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+    const int32_t ic = oc / p->depth_multiplier;
+    int32_t acc = p->bias ? p->bias[oc] : 0, fy, fx;
+    for (fy = 0; fy < p->filter_h; ++fy) {
+        const int32_t iy = in_y0 + p->dilation_h * fy;
+        if (iy < 0 || iy >= p->in_h) {
+            continue;
+        }
+        for (fx = 0; fx < p->filter_w; ++fx) {
+            const int32_t ix = in_x0 + p->dilation_w * fx;
+            int32_t v;
+            if (ix < 0 || ix >= p->in_w) {
+                continue;
+            }
+            v = in[((b * p->in_h + iy) * p->in_w + ix) * p->in_c + ic];
+            acc += eq_weight(p->weights, (fy * p->filter_w + fx) * p->out_c + oc,
+                             p->weight_bits) * (v + p->in_offset);
+        }
+    }
+    return acc;
+}
+
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
-    int32_t b, oy, ox, ic, m, fy, fx;
+    int32_t b, oy, ox, oc;
+#if EQ_FAST
+    if (p->weight_bits == 8 && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
+        && p->dilation_h == 1 && p->dilation_w == 1) {
+        eq_depthwise3x3_fast(p, in, out);
+        return;
+    }
+#endif
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
-            const int32_t in_y0 = oy * p->stride_h - p->pad_h;
             for (ox = 0; ox < p->out_w; ++ox) {
-                const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-                for (ic = 0; ic < p->in_c; ++ic) {
-                    for (m = 0; m < p->depth_multiplier; ++m) {
-                        const int32_t oc = m + ic * p->depth_multiplier;
-                        int32_t acc = 0;
-                        for (fy = 0; fy < p->filter_h; ++fy) {
-                            const int32_t iy = in_y0 + p->dilation_h * fy;
-                            if (iy < 0 || iy >= p->in_h) {
-                                continue;
-                            }
-                            for (fx = 0; fx < p->filter_w; ++fx) {
-                                const int32_t ix = in_x0 + p->dilation_w * fx;
-                                int32_t v;
-                                if (ix < 0 || ix >= p->in_w) {
-                                    continue;
-                                }
-                                v = in[((b * p->in_h + iy) * p->in_w + ix) * p->in_c + ic];
-                                acc += eq_weight(p->weights,
-                                                 (fy * p->filter_w + fx) * p->out_c + oc,
-                                                 p->weight_bits)
-                                       * (v + p->in_offset);
-                            }
-                        }
-                        if (p->bias) {
-                            acc += p->bias[oc];
-                        }
-                        acc = eq_mbqm(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
-                        out[((b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
-                            (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
-                    }
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    int32_t acc = eq_depthwise_one(p, in, b, oy, ox, oc);
+                    acc = eq_mbqm(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
+                    out[((b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
+                        (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
                 }
             }
         }

@@ -1,7 +1,10 @@
 /* edgeq kernels: int8 operators that are bit-exact with TFLite Micro's reference kernels.
  *
- * Part of edgeq (Apache-2.0). Portable C99; the Cortex-M DSP paths are selected at compile time
- * when the compiler defines __ARM_FEATURE_DSP (and EDGEQ_PORTABLE is not defined).
+ * Part of edgeq (Apache-2.0). Portable C99; the fast paths (SMLAD on pairs of 16-bit values,
+ * im2col into int16 columns, 3x3 depthwise on four channels at once) are selected at compile
+ * time when the compiler defines __ARM_FEATURE_DSP and EDGEQ_PORTABLE is not defined. Defining
+ * EDGEQ_FAST_EMULATED selects them on any host, with the DSP instructions emulated in C, so
+ * that they can be tested there. Both paths give identical results.
  * Tensors are NHWC int8. Weights are int8, or int4 packed two per byte (first value in the low
  * nibble) and unpacked inside the kernel. Requantization is TFLite's fixed-point
  * MultiplyByQuantizedMultiplier with double rounding.
@@ -91,7 +94,9 @@ typedef struct {
 /* TFLite's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
-void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out);
+/* scratch: 4 * filter_h * filter_w * filter_in_c bytes (2-byte aligned) for the fast path's
+ * two int16 im2col columns, or NULL (the portable path needs none). */
+void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out);
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
 void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
