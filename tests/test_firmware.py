@@ -152,7 +152,75 @@ def test_qemu_timeout_is_bounded_and_clear(vww_firmware):
 
 
 def test_board_without_template_or_emulator(tmp_path):
-    with pytest.raises(UnknownBoardError, match="(?s)no firmware project template.*mps2-an500"):
+    with pytest.raises(UnknownBoardError, match="(?s)no firmware project template.*stm32h743"):
         build_firmware(opmodels.reshape(np.random.default_rng(0)), "nrf52840", tmp_path / "x")
     with pytest.raises(UnknownBoardError, match="has no emulator"):
         firmware.qemu_command(load_board("stm32h743"))
+
+
+# ---- stm32h743 project and flashing ------------------------------------------------------------
+
+
+def test_stm32h743_project_builds_with_the_board_memory_map(tmp_path):
+    import subprocess
+
+    model = opmodels.conv_pool_fc(np.random.default_rng(2))
+    vectors = np.stack([opmodels.random_input(model, np.random.default_rng(i)).reshape(-1)
+                        for i in range(2)])
+    fw = build_firmware(model, "stm32h743", tmp_path / "h7", test_inputs=vectors,
+                        extra_cflags=WERROR)
+    symbols = dict((line.split()[2], int(line.split()[0], 16)) for line in subprocess.run(
+        ["arm-none-eabi-nm", str(fw.elf)], capture_output=True, text=True,
+        check=True).stdout.splitlines() if len(line.split()) == 3)
+    assert symbols["edgeq_vectors"] == 0x08000000  # flash
+    assert 0x24000000 <= symbols["edgeq_arena"] < 0x24080000  # AXI SRAM
+    assert symbols["__stack_top"] == 0x20000000 + 128 * 1024  # DTCM
+    assert fw.sizes["flash"] > fw.sizes["model_flash"] + vectors.size  # vectors are in flash
+    header = (fw.out_dir / "test_vectors.h").read_text()
+    assert "#define EDGEQ_TEST_COUNT 2" in header
+    assert ", ".join(str(v) for v in vectors[1][:8]) in header
+    makefile = (fw.out_dir / "Makefile").read_text()
+    assert ("openocd -f interface/stlink.cfg -f target/stm32h7x.cfg -c "
+            "'program {fw.elf} verify reset exit'") in makefile
+    assert "--specs=nosys.specs" in makefile and "rdimon" not in makefile
+
+
+@pytest.mark.parametrize("board, expected", [
+    ("stm32h743", [["openocd", "-f", "interface/stlink.cfg", "-f", "target/stm32h7x.cfg",
+                    "-c", "program {DIR/fw.elf} verify reset exit"]]),
+    ("stm32f746", [["openocd", "-f", "interface/stlink.cfg", "-f", "target/stm32f7x.cfg",
+                    "-c", "program {DIR/fw.elf} verify reset exit"]]),
+    ("nrf52840", [["openocd", "-f", "interface/cmsis-dap.cfg", "-f", "target/nrf52.cfg",
+                   "-c", "program {DIR/fw.elf} verify reset exit"]]),
+    ("teensy40", [["arm-none-eabi-objcopy", "-O", "ihex", "DIR/fw.elf", "DIR/fw.hex"],
+                  ["teensy_loader_cli", "--mcu=TEENSY40", "-w", "-v", "DIR/fw.hex"]]),
+])
+def test_flash_command_for_each_board(board, expected, tmp_path):
+    from edgeq.deploy.flash import flash_command
+
+    plan = flash_command(board, tmp_path / "fw.elf", dry_run=True)
+    directory = str(tmp_path.resolve())
+    assert plan.commands == [[a.replace("DIR", directory) for a in c] for c in expected]
+    assert plan.describe().splitlines()[0].startswith(expected[0][0])
+
+
+def test_flash_command_options_and_refusals(tmp_path, monkeypatch):
+    from edgeq.deploy import flash
+    from edgeq.errors import OutputError
+
+    plan = flash.flash_command("stm32h743", tmp_path / "fw.elf", tool="pyocd")
+    assert plan.commands == [["pyocd", "flash", "--target", "stm32h743zitx",
+                              str((tmp_path / "fw.elf").resolve())]]
+    spaced = tmp_path / "my build; rm -rf" / "fw.elf"
+    plan = flash.flash_command("stm32h743", spaced)
+    assert plan.commands[0][-1] == "program {" + str(spaced.resolve()) + "} verify reset exit"
+    with pytest.raises(OutputError, match="openocd cannot take"):
+        flash.flash_command("stm32h743", tmp_path / "a}b[exit]" / "fw.elf")
+    with pytest.raises(UnknownBoardError, match="(?s)mps2-an500 has no flasher.*qemu"):
+        flash.flash_command("mps2-an500", tmp_path / "fw.elf")
+    with pytest.raises(OutputError, match="does not exist"):
+        flash.flash_command("stm32h743", tmp_path / "missing.elf", dry_run=False)
+    (tmp_path / "fw.elf").write_bytes(b"\x7fELF")
+    monkeypatch.setattr(flash.shutil, "which", lambda name: None)
+    with pytest.raises(ToolchainError, match="apt-get install openocd"):
+        flash.flash_command("stm32h743", tmp_path / "fw.elf", dry_run=False)

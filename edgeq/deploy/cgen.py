@@ -63,7 +63,8 @@ def _float_literal(value: float) -> str:
     return text + ("f" if any(c in text for c in ".e") else ".0f")
 
 
-def _int_lines(values, per_line: int = VALUES_PER_LINE) -> list[str]:
+def int_lines(values, per_line: int = VALUES_PER_LINE) -> list[str]:
+    """Integers as lines of C initializer text, each ending with a comma."""
     flat = [int(v) for v in np.asarray(values).reshape(-1)]
     return [", ".join(str(v) for v in flat[i:i + per_line]) + ","
             for i in range(0, len(flat), per_line)] or ["0,"]
@@ -463,7 +464,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FunctionLoader(
         lambda name: (root / name).read_text()), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["ints"] = _int_lines
+    env.filters["ints"] = int_lines
     env.filters["field"] = _field_value
     env.filters["comment"] = c_comment
     env.filters["float"] = _float_literal

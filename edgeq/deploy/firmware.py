@@ -11,6 +11,7 @@ failed build leaves the previous output intact.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +30,6 @@ from edgeq.tflite.model import Model
 from edgeq.tflite.read import read_model
 
 TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
-TEMPLATE_FILES = ("startup.c", "link.ld", "main.c", "Makefile")
 STACK_BYTES = 16 * 1024  # kept free above the heap; the kernels use well under 1 KiB
 OPT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections")
 QEMU_NS_PER_TICK = 40  # mps2 SysTick runs at 25 MHz; with -icount shift=0, 1 ns = 1 instruction
@@ -120,19 +120,28 @@ def _size(objects: list[Path]) -> dict[str, tuple[int, int, int]]:
 
 
 def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
-                    ldflags: list[str], sources: list[str]) -> None:
+                    ldflags: list[str], sources: list[str], test_inputs: np.ndarray) -> None:
+    """Every <name>.j2 of the board's template folder becomes <name> in `folder`."""
+    from edgeq.deploy.flash import flash_command  # flash imports nothing from here
+
     templates = template_dir(board.name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    qemu = qemu_command(board) if board.emulate else []
+    env.filters["ints"] = cgen.int_lines
+    flash = []
+    if board.flasher:
+        plan = flash_command(board, "fw.elf", dry_run=True, resolve=False)
+        flash = [shlex.join(c) for c in plan.commands]
     context = {"version": __version__, "board": board, "prefix": prefix,
                "PREFIX": prefix.upper(), "stack_bytes": STACK_BYTES, "cflags": cflags,
-               "ldflags": ldflags, "sources": sources, "qemu": qemu,
-               "ns_per_tick": QEMU_NS_PER_TICK}
-    for name in TEMPLATE_FILES:
-        if (templates / f"{name}.j2").is_file():
-            (folder / name).write_text(env.get_template(f"{name}.j2").render(**context))
+               "ldflags": ldflags, "sources": sources,
+               "qemu": qemu_command(board) if board.emulate else [],
+               "flash": flash, "ns_per_tick": QEMU_NS_PER_TICK,
+               "test_inputs": [x.reshape(-1) for x in test_inputs],
+               "input_size": int(test_inputs[0].size)}
+    for path in sorted(templates.glob("*.j2")):
+        (folder / path.stem).write_text(env.get_template(path.name).render(**context))
 
 
 def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
@@ -159,12 +168,17 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
         files = cgen.generate_engine(model, work, source=source)
         cflags = [*core_flags(board), *OPT_FLAGS, *(["-DEDGEQ_PORTABLE"] if portable else []),
                   *extra_cflags]
-        ldflags = ["-T", "link.ld", "--specs=rdimon.specs", "-Wl,--gc-sections",
-                   "-Wl,-Map=fw.map"]
+        # Under QEMU the C library talks to the host by semihosting; a real board has none.
+        specs = (["--specs=rdimon.specs"] if board.emulate
+                 else ["--specs=nano.specs", "--specs=nosys.specs"])
+        ldflags = ["-T", "link.ld", *specs, "-Wl,--gc-sections", "-Wl,-Map=fw.map"]
         sources = ["startup.c", "main.c", files.source.name, "edgeq_kernels.c"]
-        _render_project(board, work, "edgeq", cflags, ldflags, sources)
+        size = sum(t.nbytes for t in model.input_tensors)
+        vectors = (np.zeros((1, size), dtype=np.int8) if test_inputs is None
+                   else np.ascontiguousarray(test_inputs, dtype=np.int8).reshape(-1, size))
+        _render_project(board, work, "edgeq", cflags, ldflags, sources, vectors)
         if test_inputs is not None:
-            np.ascontiguousarray(test_inputs, dtype=np.int8).tofile(work / "inputs.bin")
+            vectors.tofile(work / "inputs.bin")
         commands = []
         objects = []
         for src in sources:
