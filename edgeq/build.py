@@ -41,6 +41,8 @@ class BuildConfig:
     eval_limit: int | None = 2000
     seed: int = 0
     unsafe: bool = False
+    bits: int = 8  # weight bits of the inner layers (first and last stay at 8)
+    baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
 
 
 @dataclass
@@ -180,8 +182,11 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     from .convert import tflite_int8_ptq
     from .deploy.carray import write_c_arrays
     from .deploy.tflm import measure_arena
+    from .export import quantize_minmax, to_tflite_model
     from .graph import capture
+    from .quant.sim import simulate
     from .report import write_report
+    from .tflite.write import write_model
     from .train import evaluate_float, train
 
     out = Path(cfg.out)
@@ -191,7 +196,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("load model"):
         model, card, name = _resolve_model(cfg)
         shape, color, scale, labels = _input_spec(model, card)
-        capture(model)  # names any layer the integer pipeline cannot take, before any work
+        graph = capture(model)  # names any layer the integer pipeline cannot take, before any work
     with st.stage("load data"):
         train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
     epochs = cfg.epochs
@@ -207,26 +212,46 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                                 tc.get("learning_rate", 1e-3), cfg.seed, progress)
     with st.stage("float accuracy"):
         float_acc, float_out = evaluate_float(model, test)
-    with st.stage("quantize INT8 (TensorFlow converter, full integer)"):
-        tflite = tflite_int8_ptq(model, calib.x)
+    if epochs:  # training changed the weights: capture the trained model
+        graph = capture(model)
+    with st.stage(f"quantize W{cfg.bits}A8 (min-max, edgeq writer)"):
+        qgraph = quantize_minmax(graph, calib.x, cfg.bits)
+        tflite = write_model(to_tflite_model(qgraph))
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
     with st.stage("on-device checks (LiteRT, TFLM)"):
         checked = check_model(tflite, test.x, test.y, float_model_predict=float_out)
+    with st.stage("simulated quantized model (Keras side)"):
+        sim_labels = simulate(qgraph, test.x).argmax(-1)
+        tflm_labels = checked.runtime("tflm").labels
+    accuracy_rows = checked.accuracy_rows(include_float=True)
+    accuracy_rows.insert(1, {"name": f"edgeq simulated W{cfg.bits}A8 (Keras side)",
+                             "accuracy": float((sim_labels == test.y).mean()),
+                             "agreement": float((sim_labels == tflm_labels).mean()),
+                             "agreement_with": "TFLM", "samples": len(test)})
+    if cfg.baseline:
+        with st.stage("baseline: TensorFlow converter INT8 PTQ"):
+            tf_ptq = tflite_int8_ptq(model, calib.x)
+            base = check_model(tf_ptq, test.x, test.y, float_model_predict=float_out)
+        accuracy_rows.append({"name": f"baseline: TensorFlow INT8 PTQ via LiteRT ({len(tf_ptq):,} bytes)",
+                              "accuracy": base.runtime("litert").accuracy,
+                              "agreement": base.runtime("litert").float_agreement,
+                              "agreement_with": "float", "samples": len(test)})
 
     report = {
         "edgeq_version": __version__,
         "model": {"name": name, "card": card.to_dict() if card else None, "input_shape": list(shape),
                   "params": int(model.count_params()), "tflite_bytes": len(tflite),
-                  "quantization": "INT8 full-integer, TensorFlow converter PTQ",
+                  "quantization": f"W{cfg.bits}A8 full-integer, min-max, written by edgeq",
+                  "bits": qgraph.plan,
                   "trained_epochs": epochs or 0,
                   "train_seconds": round(trained.seconds, 1) if trained else 0.0},
         "board": board.to_dict(),
         "fit": fit,
         "data": {"source": cfg.data or "Fashion-MNIST (IDX)", "calibration_samples": len(calib),
                  "evaluation_samples": len(test)},
-        "accuracy": checked.accuracy_rows(include_float=True),
+        "accuracy": accuracy_rows,
         "check": checked.to_dict(),
         "stages": st.records,
         "config": asdict(cfg),
@@ -236,7 +261,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     try:
-        stem = "model_int8"
+        stem = "model"
         (tmp / f"{stem}.tflite").write_bytes(tflite)
         write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
         if trained is not None:  # keep the trained float model so it can be rebuilt without training

@@ -221,12 +221,15 @@ def _save_model(model, path: str) -> None:
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--eval-limit", type=int, default=2000, show_default=True,
               help="Evaluate on at most this many samples.")
+@click.option("--bits", type=click.Choice(["8", "4"]), default="8", show_default=True,
+              help="Weight bits of the inner layers (first and last layer stay at 8).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
+@click.option("--no-baseline", is_flag=True, help="Skip measuring TensorFlow's own INT8 PTQ beside edgeq.")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
-          seed, unsafe, json_out):
+          bits, seed, unsafe, no_baseline, json_out):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -236,13 +239,15 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
       edgeq build --board cortex-m7
       edgeq build --board stm32h743 --model person_detect_rgb --weights vww_96.h5 --data photos/
       edgeq build --board nrf52840 --keras-model my_model.keras --data calib.npz --out build/
+      edgeq build --board stm32f746 --model person_detect --weights pd.h5 --data photos/ --bits 4
     """
     _quiet_tensorflow()
     from .build import BuildConfig, run_build
 
     cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
-                      eval_limit=eval_limit, seed=seed, unsafe=unsafe)
+                      eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=int(bits),
+                      baseline=not no_baseline)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
@@ -265,8 +270,46 @@ def _print_build_summary(result) -> None:
     fit = r["fit"]
     out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
                       f"RAM (TFLM arena): {fit['arena_bytes']:,} of {fit['arena_budget']:,} bytes")
-    out_console.print(f"outputs in {result.out_dir}/: model_int8.tflite, model_data.h/.c, "
+    out_console.print(f"outputs in {result.out_dir}/: model.tflite, model_data.h/.c, "
                       "report.json, report.html")
+
+
+# ---------------------------------------------------------------------------------------- export
+@main.command()
+@click.argument("keras_model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
+@click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
+@click.option("--bits", type=click.Choice(["8", "4"]), default="8", show_default=True,
+              help="Weight bits of the inner layers (first and last layer stay at 8).")
+@click.option("--io", "io_dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
+              help="Type of the model's input and output tensors.")
+@click.option("--calib-samples", type=int, default=256, show_default=True)
+@click.option("--weights", type=click.Path(), help="Weights to load into the model.")
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
+@expected_errors
+def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, unsafe):
+    """Quantize a Keras model (min-max) and write it with edgeq's own TFLite writer.
+
+    INT8 activations; INT8 or INT4 weights (per channel; per tensor for fully connected).
+
+    \b
+    Example:
+      edgeq export model.h5 --data photos/ --bits 4 --out model_w4.tflite
+    """
+    _quiet_tensorflow()
+    from .build import BuildConfig, load_build_data
+    from .export import export_tflite
+    from .modelio import load_keras_model, load_weights
+
+    loaded = load_keras_model(keras_model, unsafe=unsafe)
+    if weights:
+        load_weights(loaded.model, weights)
+    shape = loaded.input_shape
+    color = "grayscale" if shape[-1] == 1 else "rgb"
+    cfg = BuildConfig(data=data, calib_samples=calib_samples)
+    _, calib, _ = load_build_data(cfg, None, shape, color, 255.0, None)
+    data_bytes = export_tflite(loaded.model, calib.x, int(bits), out_path, io_dtype)
+    console.print(f"wrote {out_path}: {len(data_bytes):,} bytes, W{bits}A8, {len(calib)} calibration samples")
 
 
 # ----------------------------------------------------------------------------------------- check
@@ -283,7 +326,7 @@ def check(model_path, data, limit, json_path):
 
     \b
     Example:
-      edgeq check out/model_int8.tflite --data photos/ --json check.json
+      edgeq check out/model.tflite --data photos/ --json check.json
     """
     from .check import check_command
 

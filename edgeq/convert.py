@@ -49,7 +49,7 @@ def _quiet_native_output():
 
 def _convert(conv) -> bytes:
     with _quiet_native_output():
-        return _convert(conv)
+        return conv.convert()
 
 
 def tflite_float(model) -> bytes:

@@ -41,9 +41,9 @@ def test_build_writes_every_output(small, tmp_path):
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
-    assert {"model_int8.tflite", "model_data.h", "model_data.c", "report.json", "report.html"} <= names
+    assert {"model.tflite", "model_data.h", "model_data.c", "report.json", "report.html"} <= names
     report = json.loads((out / "report.json").read_text())
-    tflite = (out / "model_int8.tflite").read_bytes()
+    tflite = (out / "model.tflite").read_bytes()
     assert report["fit"]["flash_bytes"] == len(tflite)
     assert 0 < report["fit"]["arena_bytes"] < report["fit"]["arena_budget"]
     rows = {r["name"]: r for r in report["accuracy"]}
@@ -127,3 +127,43 @@ def test_too_few_calibration_samples(small, tmp_path):
     result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--data",
                                        str(tmp_path / "few.npz"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "calibration samples" in result.output
+
+
+def test_build_int4_with_edgeq_writer_keeps_the_contracts(small, tmp_path):
+    out = tmp_path / "out4"
+    result = run_build(BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"),
+                                   out=str(out), bits=4))
+    report = result.report
+    bits = list(report["model"]["bits"].values())
+    assert bits == [8, 4, 8]  # conv, depthwise, dense: the first and last layer stay at 8 bits
+    rows = {r["name"]: r for r in report["accuracy"]}
+    sim = rows["edgeq simulated W4A8 (Keras side)"]
+    assert sim["agreement_with"] == "TFLM" and sim["agreement"] >= 0.995  # contract 2
+    assert any(n.startswith("baseline: TensorFlow INT8 PTQ") for n in rows)  # contract 4
+    assert report["check"]["max_abs_diff"] <= 1  # contract 1 (LiteRT side)
+
+
+def test_keras3_model_builds(tmp_path, small):
+    import keras
+
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.save(tmp_path / "k3.keras")
+    result = run_build(BuildConfig(keras_model=str(tmp_path / "k3.keras"), data=str(small / "data.npz"),
+                                   out=str(tmp_path / "o")))
+    assert (tmp_path / "o" / "model.tflite").stat().st_size == result.report["fit"]["flash_bytes"]
+    assert any(r["name"].startswith("baseline") for r in result.report["accuracy"])
+
+
+def test_export_command_writes_int4(small, tmp_path):
+    from edgeq.tflite.read import read_model
+
+    out = tmp_path / "m4.tflite"
+    result = CliRunner().invoke(main, ["export", str(small / "small.h5"), "--data", str(small / "data.npz"),
+                                       "--bits", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = read_model(out.read_bytes())
+    assert json.loads(model.metadata["edgeq"])["io_dtype"] == "int8"
