@@ -284,3 +284,36 @@ def test_missing_schema_module_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(schema_module, "_CANDIDATES", ("no_such_package.schema_py_generated",))
     with pytest.raises(RuntimeMissingError, match="pip install ai-edge-litert"):
         schema_module._load_schema()
+
+
+def test_fuzzed_models_prepare_and_run_cleanly(vww_bytes):
+    """A corrupt file that still reads either prepares in the reference interpreter and runs, or
+    is refused with one of edgeq's errors; never a numpy/Python error."""
+    from edgeq.deploy.interp import Interpreter
+    from edgeq.errors import EdgeqError
+
+    rng = np.random.default_rng(4)
+    positions = _table_positions(vww_bytes)
+    ran = 0
+    for _ in range(120):
+        data = bytearray(vww_bytes)
+        data[int(rng.choice(positions))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            model = read_model(bytes(data))
+            interpreter = Interpreter(model)
+        except EdgeqError:
+            continue
+        inputs = [np.zeros(t.shape, np.float32 if t.dtype == "float32" else np.int8)
+                  for t in model.input_tensors]
+        interpreter.invoke(inputs)
+        ran += 1
+    assert ran > 10
+
+
+def test_operators_out_of_order_are_refused(vww_bytes):
+    from edgeq.deploy.interp import Interpreter
+
+    model = read_model(vww_bytes)
+    model.ops[0], model.ops[1] = model.ops[1], model.ops[0]
+    with pytest.raises(TFLiteFormatError, match="operator 0 \\(DEPTHWISE_CONV_2D\\) reads"):
+        Interpreter(model)

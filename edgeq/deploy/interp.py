@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeq.deploy import interp_conv, interp_ops
 from edgeq.deploy.interp_common import OpContext
-from edgeq.errors import DataError, UnsupportedOpError
+from edgeq.errors import DataError, EdgeqError, TFLiteFormatError, UnsupportedOpError
 from edgeq.quant.grid import round_half_away
 from edgeq.tflite.model import SUPPORTED_OPS, Model, Tensor
 
@@ -55,12 +55,21 @@ class Interpreter:
     def __init__(self, model: Model):
         self.model = model
         self.kernels: list[Kernel] = []
+        _check_execution_order(model)
         for index, op in enumerate(model.ops):
             if op.kind not in PREPARE:
                 raise UnsupportedOpError(
                     f"operator {index} is {op.kind}, which the reference interpreter cannot run",
                     hint="supported operators: " + ", ".join(SUPPORTED_OPS))
-            self.kernels.append(PREPARE[op.kind](OpContext(model, op, index)))
+            try:
+                self.kernels.append(PREPARE[op.kind](OpContext(model, op, index)))
+            except EdgeqError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - inconsistent shapes/options of a bad file
+                raise TFLiteFormatError(
+                    f"operator {index} ({op.kind}) cannot be prepared: "
+                    f"{type(exc).__name__}: {exc}",
+                    hint="the model's shapes or options are inconsistent; re-export it") from exc
         self.constants = {i: t.data.astype(_NUMPY_DTYPES[t.dtype])
                           for i, t in enumerate(model.tensors) if t.data is not None}
         self.values: dict[int, np.ndarray] = {}
@@ -75,14 +84,26 @@ class Interpreter:
         for position, (index, array) in enumerate(zip(self.model.inputs, inputs, strict=True)):
             values[index] = _check_input(self.model.tensors[index], np.asarray(array), position)
         for op, kernel in zip(self.model.ops, self.kernels, strict=True):
-            args = [values[i] if i >= 0 else None for i in op.inputs]
-            missing = [i for i, v in zip(op.inputs, args, strict=True) if i >= 0 and v is None]
-            if missing:
-                raise DataError(f"{op.kind} reads tensor {missing[0]} before it is computed",
-                                hint="the operators are not in execution order")
-            values[op.outputs[0]] = kernel(args)
+            values[op.outputs[0]] = kernel([values[i] if i >= 0 else None for i in op.inputs])
         self.values = values
         return [values[i] for i in self.model.outputs]
+
+
+def _check_execution_order(model: Model) -> None:
+    """Every operator reads only model inputs, constants and earlier operators' outputs."""
+    available = set(model.inputs) | {i for i, t in enumerate(model.tensors) if t.is_constant}
+    for index, op in enumerate(model.ops):
+        for tensor in op.inputs:
+            if tensor >= 0 and tensor not in available:
+                raise TFLiteFormatError(
+                    f"operator {index} ({op.kind}) reads tensor {tensor} "
+                    f"'{model.tensors[tensor].name}', which nothing computes before it",
+                    hint="the operators are not in execution order, or an input is missing")
+        available.update(op.outputs)
+    for tensor in model.outputs:
+        if tensor not in available:
+            raise TFLiteFormatError(f"model output tensor {tensor} is never computed",
+                                    hint="re-export the model")
 
 
 def _check_input(tensor: Tensor, array: np.ndarray, position: int) -> np.ndarray:

@@ -25,7 +25,9 @@ def _channel_multipliers(ctx: OpContext, input_scale: np.float32, filter_scales:
                          output_scale: np.float32, channels: int):
     """Per-output-channel (multiplier, shift) from s_in * s_w / s_out in double, as
     PopulateConvolutionQuantizationParams does (a per-tensor filter scale is broadcast)."""
-    scales = np.asarray(filter_scales, dtype=np.float32).astype(np.float64)
+    if filter_scales is None or len(filter_scales) == 0:
+        raise ctx.invalid("the filter has no quantization parameters")
+    scales = np.asarray(filter_scales, dtype=np.float32).astype(np.float64).reshape(-1)
     if scales.size == 1:
         scales = np.full(channels, scales[0])
     elif scales.size != channels:
