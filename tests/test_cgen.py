@@ -27,13 +27,14 @@ ARM_TARGETS = {
 }
 
 
-def _depthwise3x3(rng, channels=12, stride=1, padding="SAME", activation="RELU6") -> Model:
+def _depthwise3x3(rng, channels=12, stride=1, padding="SAME", activation="RELU6",
+                  bits=8) -> Model:
     """A 3x3 depthwise convolution with a given channel count: the shape of the DSP fast path
     (four channels at once, the rest one by one, border pixels included)."""
     b = opmodels._Builder(rng)
     h, w = (int(v) for v in rng.integers(5, 10, size=2))
     x = b.activation("input", (1, h, w, channels))
-    wt = b.weights("weights", (1, 3, 3, channels), 8, 3)
+    wt = b.weights("weights", (1, 3, 3, channels), bits, 3)
     scale = b.output_scale(x, wt, 9)
     bias = b.bias("bias", x, wt, channels, magnitude=scale * 20)
     oh, ow = (opmodels._spatial(n, 3, stride, 1, padding) for n in (h, w))
@@ -41,10 +42,31 @@ def _depthwise3x3(rng, channels=12, stride=1, padding="SAME", activation="RELU6"
     b.op("DEPTHWISE_CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride,
          stride_h=stride, dilation_w_factor=1, dilation_h_factor=1, depth_multiplier=1,
          fused_activation_function=activation)
-    return b.model([x], [y], f"depthwise3x3 c{channels} s{stride} {padding}")
+    return b.model([x], [y], f"depthwise3x3 int{bits} c{channels} s{stride} {padding}")
+
+
+def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME") -> Model:
+    """A convolution with chosen depth and kernel: K = kernel^2 * cin a multiple of 8 takes the
+    INT4 fast path (nibbles unpacked in registers), an odd cout and pixel count the tails."""
+    b = opmodels._Builder(rng)
+    h, w = 5, 7
+    x = b.activation("input", (1, h, w, cin))
+    wt = b.weights("weights", (cout, kernel, kernel, cin), bits, 0)
+    scale = b.output_scale(x, wt, kernel * kernel * cin)
+    bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
+    oh, ow = (opmodels._spatial(n, kernel, stride, 1, padding) for n in (h, w))
+    y = b.out_activation("output", (1, oh, ow, cout), scale)
+    b.op("CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=stride,
+         dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="RELU")
+    return b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {padding}")
 
 
 EXTRA_CASES = [
+    ("conv", _conv, {"cin": 16, "kernel": 1, "bits": 4}),
+    ("conv", _conv, {"cin": 8, "kernel": 3, "bits": 4, "stride": 2}),
+    ("conv", _conv, {"cin": 12, "kernel": 1, "bits": 8}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 12, "bits": 4}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 6, "bits": 4, "stride": 2}),
     ("depthwise3x3", _depthwise3x3, {"channels": 12}),
     ("depthwise3x3", _depthwise3x3, {"channels": 7, "stride": 2}),
     ("depthwise3x3", _depthwise3x3, {"channels": 4, "padding": "VALID", "activation": "NONE"}),

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import opmodels
 import pytest
+from test_cgen import _conv, _depthwise3x3
 
 from edgeq.boards import load_board
 from edgeq.deploy import firmware
@@ -90,6 +91,10 @@ def test_vww_sizes_come_from_the_elf(vww_firmware):
 
 
 OP_CASES = [
+    # the INT4 DSP paths, with the real instructions (the host tests emulate them)
+    ("conv", _conv, {"cin": 16, "kernel": 1, "bits": 4}),
+    ("conv", _conv, {"cin": 8, "kernel": 3, "bits": 4, "stride": 2}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 12, "bits": 4}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 4}),
     ("depthwise", opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),

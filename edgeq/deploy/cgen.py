@@ -436,14 +436,16 @@ class _Lowering:
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
-    """Arena scratch per op for the fast paths: CONV_2D with int8 weights and one group gets
-    two int16 im2col columns (4 bytes per filter element)."""
+    """Arena scratch per op for the fast paths: CONV_2D with one group and int8 weights (or
+    int4 weights and a multiple of 8 values per filter) gets two int16 im2col columns (4 bytes
+    per filter element)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
             x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
-            if w.dtype == "int8" and w.shape[3] == x.shape[3]:
-                scratch[index] = 4 * w.shape[1] * w.shape[2] * w.shape[3]
+            k = w.shape[1] * w.shape[2] * w.shape[3]
+            if w.shape[3] == x.shape[3] and (w.dtype == "int8" or k % 8 == 0):
+                scratch[index] = 4 * k
     return scratch
 
 

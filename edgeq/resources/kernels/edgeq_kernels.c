@@ -9,6 +9,12 @@
 
 #include <string.h>
 
+#if defined(__GNUC__)
+#define EQ_INLINE static inline __attribute__((always_inline))
+#else
+#define EQ_INLINE static inline
+#endif
+
 #define EQ_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define EQ_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define EQ_CLAMP(x, lo, hi) EQ_MIN(EQ_MAX((x), (lo)), (hi))
@@ -133,7 +139,7 @@ static uint32_t eq_load32(const void *p)
 
 /* MultiplyByQuantizedMultiplier for multipliers in [2^30, 2^31) (all of them; 0 aside):
  * (x * m + 2^30) >> 31 equals SaturatingRoundingDoublingHighMul for m > 0 (one SMLAL). */
-static int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift)
+EQ_INLINE int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
@@ -142,20 +148,25 @@ static int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift
     return eq_rdbpot(high, right);
 }
 
-static int8_t eq_output(const eq_conv_t *p, int32_t acc, int32_t oc)
+EQ_INLINE int8_t eq_output(const eq_conv_t *p, int32_t acc, int32_t oc)
 {
     acc = eq_requantize_fast(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
     return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
 }
 
-/* Where value k of column j (0 or 1) goes in the two-column scratch: runs of four values are
- * stored x0 x2 x1 x3 (so that a word pair matches SXTB16(w) = w0 w2 and SXTB16(w ror 8) =
- * w1 w3), column 0's run then column 1's; the K % 4 tail values follow, column by column. */
-static int32_t eq_col_index(int32_t k, int32_t j, int32_t k_vec, int32_t k_total)
+/* The two-column im2col scratch. Values come in runs of R (4 for int8 weights, 8 for int4):
+ * column 0's run, then column 1's. Inside a run the values are ordered so that word pairs match
+ * what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3), so x0 x2 x1 x3; int4
+ * nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. The K % R
+ * tail values (int8 only) follow, column by column, in plain order. */
+static const int8_t eq_order4[4] = {0, 2, 1, 3};
+static const int8_t eq_order8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+
+static int32_t eq_col_index(int32_t k, int32_t j, int32_t run, int32_t k_vec, int32_t k_total)
 {
-    static const int8_t order[4] = {0, 2, 1, 3};
     if (k < k_vec) {
-        return (k >> 2) * 8 + j * 4 + order[k & 3];
+        return run == 4 ? (k >> 2) * 8 + j * 4 + eq_order4[k & 3]
+                        : (k >> 3) * 16 + j * 8 + eq_order8[k & 7];
     }
     return 2 * k_vec + j * (k_total - k_vec) + (k - k_vec);
 }
@@ -163,14 +174,43 @@ static int32_t eq_col_index(int32_t k, int32_t j, int32_t k_vec, int32_t k_total
 /* Column j: the receptive field of output pixel (oy, ox) as int16 values with the input
  * offset added (0 in the padding, where TFLM skips the taps). */
 static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t oy, int32_t ox,
-                      int16_t *cols, int32_t j)
+                      int16_t *cols, int32_t j, int32_t run)
 {
     const int32_t in_y0 = oy * p->stride_h - p->pad_h;
     const int32_t in_x0 = ox * p->stride_w - p->pad_w;
     const int32_t depth = p->in_c;
     const int32_t k_total = p->filter_h * p->filter_w * depth;
-    const int32_t k_vec = k_total & ~3;
+    const int32_t k_vec = k_total - k_total % run;
     int32_t fy, fx, c, k = 0;
+    if (p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0) {
+        /* 1x1: the column is the input pixel itself; SXTAB16 extends, adds the offset and
+         * puts the values in the run order directly. */
+        const uint32_t off2 = ((uint32_t)p->in_offset & 0xFFFFu) << 16
+                              | ((uint32_t)p->in_offset & 0xFFFFu);
+        const int8_t *src = in + ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
+        uint32_t *dst = (uint32_t *)(void *)cols;
+        for (k = 0; k < k_vec; k += run) {
+            const uint32_t a = eq_load32(src + k);
+            const uint32_t a02 = EQ_SXTAB16(off2, a), a13 = EQ_SXTAB16_ROR8(off2, a);
+            if (run == 4) {
+                uint32_t *d = dst + (k >> 2) * 4 + j * 2;
+                d[0] = a02;
+                d[1] = a13;
+            } else {
+                const uint32_t c4 = eq_load32(src + k + 4);
+                const uint32_t b02 = EQ_SXTAB16(off2, c4), b13 = EQ_SXTAB16_ROR8(off2, c4);
+                uint32_t *d = dst + (k >> 3) * 8 + j * 4;
+                d[0] = (a02 & 0xFFFFu) | (b02 << 16);
+                d[1] = (b02 & 0xFFFF0000u) | (a02 >> 16);
+                d[2] = (a13 & 0xFFFFu) | (b13 << 16);
+                d[3] = (b13 & 0xFFFF0000u) | (a13 >> 16);
+            }
+        }
+        for (; k < k_total; ++k) {
+            cols[eq_col_index(k, j, run, k_vec, k_total)] = (int16_t)(src[k] + p->in_offset);
+        }
+        return;
+    }
     for (fy = 0; fy < p->filter_h; ++fy) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
         for (fx = 0; fx < p->filter_w; ++fx) {
@@ -178,19 +218,47 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
             const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
             const int8_t *src = inside ? in + ((b * p->in_h + iy) * p->in_w + ix) * depth : in;
             for (c = 0; c < depth; ++c, ++k) {
-                cols[eq_col_index(k, j, k_vec, k_total)] =
+                cols[eq_col_index(k, j, run, k_vec, k_total)] =
                     (int16_t)(inside ? src[c] + p->in_offset : 0);
             }
         }
     }
 }
 
-/* CONV_2D with int8 weights as a matrix product: two output pixels x two output channels per
- * step, eight SMLADs per four input values. */
+static void eq_conv_store(const eq_conv_t *p, int8_t *dst, int32_t pix, int32_t oc, int32_t two,
+                          int32_t pair, int32_t a00, int32_t a01, int32_t a10, int32_t a11)
+{
+    dst[pix * p->out_c + oc] = eq_output(p, a00, oc);
+    if (pair) {
+        dst[pix * p->out_c + oc + 1] = eq_output(p, a01, oc + 1);
+    }
+    if (two) {
+        dst[(pix + 1) * p->out_c + oc] = eq_output(p, a10, oc);
+        if (pair) {
+            dst[(pix + 1) * p->out_c + oc + 1] = eq_output(p, a11, oc + 1);
+        }
+    }
+}
+
+/* Eight int4 weights (one word) as four pairs, each value times 16 (exact; divided out after
+ * the sum): (v0 v4) (v2 v6) (v1 v5) (v3 v7). */
+#define EQ_INT4_PAIRS(w, p04, p26, p15, p37)           \
+    do {                                               \
+        const uint32_t lo_ = ((w) << 4) & 0xF0F0F0F0u; \
+        const uint32_t hi_ = (w) & 0xF0F0F0F0u;        \
+        (p04) = EQ_SXTB16(lo_);                        \
+        (p26) = EQ_SXTB16_ROR8(lo_);                   \
+        (p15) = EQ_SXTB16(hi_);                        \
+        (p37) = EQ_SXTB16_ROR8(hi_);                   \
+    } while (0)
+
+/* CONV_2D as a matrix product: two output pixels x two output channels per step, SMLAD on
+ * pairs of 16-bit values. int8 weights: any K; int4 weights: K a multiple of 8. */
 static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
 {
     const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
-    const int32_t k_vec = k_total & ~3;
+    const int32_t run = p->weight_bits == 4 ? 8 : 4;
+    const int32_t k_vec = k_total - k_total % run;
     const int32_t tail = k_total - k_vec;
     const int32_t pixels = p->out_h * p->out_w;
     int32_t b, pix, oc, k;
@@ -198,49 +266,72 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
         int8_t *dst = out + b * pixels * p->out_c;
         for (pix = 0; pix < pixels; pix += 2) {
             const int32_t two = pix + 1 < pixels;
-            eq_im2col(p, in, b, pix / p->out_w, pix % p->out_w, cols, 0);
-            eq_im2col(p, in, b, (pix + two) / p->out_w, (pix + two) % p->out_w, cols, 1);
+            eq_im2col(p, in, b, pix / p->out_w, pix % p->out_w, cols, 0, run);
+            eq_im2col(p, in, b, (pix + two) / p->out_w, (pix + two) % p->out_w, cols, 1, run);
             for (oc = 0; oc < p->out_c; oc += 2) {
                 const int32_t pair = oc + 1 < p->out_c;
-                const int8_t *w0 = p->weights + oc * k_total;
-                const int8_t *w1 = pair ? w0 + k_total : w0;
+                const int32_t b0 = p->bias ? p->bias[oc] : 0;
+                const int32_t b1 = p->bias && pair ? p->bias[oc + 1] : 0;
                 const int16_t *col = cols;
-                const int16_t *t0 = cols + 2 * k_vec, *t1 = t0 + tail;
-                int32_t a00 = p->bias ? p->bias[oc] : 0, a10 = a00;
-                int32_t a01 = p->bias && pair ? p->bias[oc + 1] : 0, a11 = a01;
-                for (k = 0; k < k_vec; k += 4, col += 8) {
-                    const uint32_t x02 = eq_load32(col), x13 = eq_load32(col + 2);
-                    const uint32_t y02 = eq_load32(col + 4), y13 = eq_load32(col + 6);
-                    uint32_t w = eq_load32(w0 + k);
-                    uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
-                    a00 = EQ_SMLAD(x02, w02, a00);
-                    a00 = EQ_SMLAD(x13, w13, a00);
-                    a10 = EQ_SMLAD(y02, w02, a10);
-                    a10 = EQ_SMLAD(y13, w13, a10);
-                    w = eq_load32(w1 + k);
-                    w02 = EQ_SXTB16(w);
-                    w13 = EQ_SXTB16_ROR8(w);
-                    a01 = EQ_SMLAD(x02, w02, a01);
-                    a01 = EQ_SMLAD(x13, w13, a01);
-                    a11 = EQ_SMLAD(y02, w02, a11);
-                    a11 = EQ_SMLAD(y13, w13, a11);
-                }
-                for (k = 0; k < tail; ++k) {
-                    a00 += w0[k_vec + k] * t0[k];
-                    a01 += w1[k_vec + k] * t0[k];
-                    a10 += w0[k_vec + k] * t1[k];
-                    a11 += w1[k_vec + k] * t1[k];
-                }
-                dst[pix * p->out_c + oc] = eq_output(p, a00, oc);
-                if (pair) {
-                    dst[pix * p->out_c + oc + 1] = eq_output(p, a01, oc + 1);
-                }
-                if (two) {
-                    dst[(pix + 1) * p->out_c + oc] = eq_output(p, a10, oc);
-                    if (pair) {
-                        dst[(pix + 1) * p->out_c + oc + 1] = eq_output(p, a11, oc + 1);
+                int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+                if (run == 4) {
+                    const int8_t *w0 = p->weights + oc * k_total;
+                    const int8_t *w1 = pair ? w0 + k_total : w0;
+                    const int16_t *t0 = cols + 2 * k_vec, *t1 = t0 + tail;
+                    for (k = 0; k < k_vec; k += 4, col += 8) {
+                        const uint32_t x02 = eq_load32(col), x13 = eq_load32(col + 2);
+                        const uint32_t y02 = eq_load32(col + 4), y13 = eq_load32(col + 6);
+                        uint32_t w = eq_load32(w0 + k);
+                        uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
+                        a00 = EQ_SMLAD(x02, w02, a00);
+                        a00 = EQ_SMLAD(x13, w13, a00);
+                        a10 = EQ_SMLAD(y02, w02, a10);
+                        a10 = EQ_SMLAD(y13, w13, a10);
+                        w = eq_load32(w1 + k);
+                        w02 = EQ_SXTB16(w);
+                        w13 = EQ_SXTB16_ROR8(w);
+                        a01 = EQ_SMLAD(x02, w02, a01);
+                        a01 = EQ_SMLAD(x13, w13, a01);
+                        a11 = EQ_SMLAD(y02, w02, a11);
+                        a11 = EQ_SMLAD(y13, w13, a11);
                     }
+                    for (k = 0; k < tail; ++k) {
+                        a00 += w0[k_vec + k] * t0[k];
+                        a01 += w1[k_vec + k] * t0[k];
+                        a10 += w0[k_vec + k] * t1[k];
+                        a11 += w1[k_vec + k] * t1[k];
+                    }
+                } else {
+                    const int8_t *w0 = p->weights + oc * k_total / 2;
+                    const int8_t *w1 = pair ? w0 + k_total / 2 : w0;
+                    for (k = 0; k < k_vec; k += 8, col += 16) {
+                        uint32_t p04, p26, p15, p37;
+                        EQ_INT4_PAIRS(eq_load32(w0 + k / 2), p04, p26, p15, p37);
+                        a00 = EQ_SMLAD(eq_load32(col), p04, a00);
+                        a00 = EQ_SMLAD(eq_load32(col + 2), p26, a00);
+                        a00 = EQ_SMLAD(eq_load32(col + 4), p15, a00);
+                        a00 = EQ_SMLAD(eq_load32(col + 6), p37, a00);
+                        a10 = EQ_SMLAD(eq_load32(col + 8), p04, a10);
+                        a10 = EQ_SMLAD(eq_load32(col + 10), p26, a10);
+                        a10 = EQ_SMLAD(eq_load32(col + 12), p15, a10);
+                        a10 = EQ_SMLAD(eq_load32(col + 14), p37, a10);
+                        EQ_INT4_PAIRS(eq_load32(w1 + k / 2), p04, p26, p15, p37);
+                        a01 = EQ_SMLAD(eq_load32(col), p04, a01);
+                        a01 = EQ_SMLAD(eq_load32(col + 2), p26, a01);
+                        a01 = EQ_SMLAD(eq_load32(col + 4), p15, a01);
+                        a01 = EQ_SMLAD(eq_load32(col + 6), p37, a01);
+                        a11 = EQ_SMLAD(eq_load32(col + 8), p04, a11);
+                        a11 = EQ_SMLAD(eq_load32(col + 10), p26, a11);
+                        a11 = EQ_SMLAD(eq_load32(col + 12), p15, a11);
+                        a11 = EQ_SMLAD(eq_load32(col + 14), p37, a11);
+                    }
+                    a00 /= 16;
+                    a01 /= 16;
+                    a10 /= 16;
+                    a11 /= 16;
                 }
+                eq_conv_store(p, dst, pix, oc, two, pair, a00 + b0, a01 + b1, a10 + b0,
+                              a11 + b1);
             }
         }
     }
@@ -252,17 +343,36 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
-static int8_t eq_dw_output(const eq_depthwise_t *p, int32_t acc, int32_t c)
+EQ_INLINE int8_t eq_dw_output(const eq_depthwise_t *p, int32_t acc, int32_t c)
 {
     acc = eq_requantize_fast(acc, p->multiplier[c], p->shift[c]) + p->out_offset;
     return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
 }
+
+/* The valid taps of one pixel for channels c..c+3; LOAD_WEIGHTS sets w02 and w13. */
+#define EQ_DW_TAPS(LOAD_WEIGHTS)                                                     \
+    for (fy = fy0; fy < fy1; ++fy) {                                                 \
+        const int8_t *row = in + (origin + fy * row_step + c);                       \
+        const int32_t wrow = fy * 3 * depth + c;                                     \
+        for (fx = fx0; fx < fx1; ++fx) {                                             \
+            const uint32_t x = eq_load32(row + fx * depth);                          \
+            const uint32_t x02 = EQ_SXTAB16(offset2, x);                             \
+            const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);                        \
+            uint32_t w02, w13;                                                       \
+            LOAD_WEIGHTS                                                             \
+            a0 = EQ_SMLABB(x02, w02, a0);                                            \
+            a2 = EQ_SMLATT(x02, w02, a2);                                            \
+            a1 = EQ_SMLABB(x13, w13, a1);                                            \
+            a3 = EQ_SMLATT(x13, w13, a3);                                            \
+        }                                                                            \
+    }
 
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
     const int32_t depth = p->in_c;
     const int32_t c_vec = depth & ~3;
     const int32_t row_step = p->in_w * depth;
+    const int int4 = p->weight_bits == 4;
     const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
                              | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
     int32_t b, oy, ox, c, fy, fx;
@@ -278,26 +388,33 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
                 for (c = 0; c < c_vec; c += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    if (p->bias) {
-                        a0 = p->bias[c];
-                        a1 = p->bias[c + 1];
-                        a2 = p->bias[c + 2];
-                        a3 = p->bias[c + 3];
+                    if (int4) {
+                        EQ_DW_TAPS({
+                            /* nibbles c0..c3 -> (c0 c2) (c1 c3), times 16 */
+                            const uint8_t *wb = (const uint8_t *)p->weights
+                                                + (wrow + fx * depth) / 2;
+                            const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;
+                            w02 = EQ_SXTB16((w << 4) & 0x00F000F0u);
+                            w13 = EQ_SXTB16(w & 0x00F000F0u);
+                        });
+                    } else {
+                        EQ_DW_TAPS({
+                            const uint32_t w = eq_load32(p->weights + wrow + fx * depth);
+                            w02 = EQ_SXTB16(w);
+                            w13 = EQ_SXTB16_ROR8(w);
+                        });
                     }
-                    for (fy = fy0; fy < fy1; ++fy) {
-                        const int8_t *row = in + (origin + fy * row_step + c);
-                        const int8_t *wrow = p->weights + fy * 3 * depth + c;
-                        for (fx = fx0; fx < fx1; ++fx) {
-                            const uint32_t x = eq_load32(row + fx * depth);
-                            const uint32_t w = eq_load32(wrow + fx * depth);
-                            const uint32_t x02 = EQ_SXTAB16(offset2, x);
-                            const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);
-                            const uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
-                            a0 = EQ_SMLABB(x02, w02, a0);
-                            a2 = EQ_SMLATT(x02, w02, a2);
-                            a1 = EQ_SMLABB(x13, w13, a1);
-                            a3 = EQ_SMLATT(x13, w13, a3);
-                        }
+                    if (int4) {
+                        a0 /= 16;
+                        a1 /= 16;
+                        a2 /= 16;
+                        a3 /= 16;
+                    }
+                    if (p->bias) {
+                        a0 += p->bias[c];
+                        a1 += p->bias[c + 1];
+                        a2 += p->bias[c + 2];
+                        a3 += p->bias[c + 3];
                     }
                     dst[c] = eq_dw_output(p, a0, c);
                     dst[c + 1] = eq_dw_output(p, a1, c + 1);
@@ -321,7 +438,9 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
     const int32_t filters_per_group = p->out_c / groups;
     int32_t b, oy, ox, oc, fy, fx, ic;
 #if EQ_FAST
-    if (scratch != NULL && p->weight_bits == 8 && groups == 1) {
+    if (scratch != NULL && groups == 1
+        && (p->weight_bits == 8
+            || (p->weight_bits == 4 && (p->filter_h * p->filter_w * p->in_c) % 8 == 0))) {
         eq_conv2d_fast(p, in, out, scratch);
         return;
     }
@@ -402,7 +521,8 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
     int32_t b, oy, ox, oc;
 #if EQ_FAST
-    if (p->weight_bits == 8 && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
+    if ((p->weight_bits == 8 || (p->weight_bits == 4 && p->in_c % 2 == 0))
+        && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
         && p->dilation_h == 1 && p->dilation_w == 1) {
         eq_depthwise3x3_fast(p, in, out);
         return;
