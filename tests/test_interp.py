@@ -96,6 +96,8 @@ def test_input_checks(vww_bytes):
         run(model, np.zeros((1, 96, 96, 3), np.float32))
     with pytest.raises(DataError, match="shape"):
         run(model, np.zeros((96, 96, 3), np.int8))
+    with pytest.raises(DataError, match="NaN"):
+        quantize_input(model.input_tensors[0], np.full((1, 96, 96, 3), np.nan))
 
 
 # ---------------------------------------------------------------------------------------------

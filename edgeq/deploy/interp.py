@@ -116,6 +116,10 @@ def _check_input(tensor: Tensor, array: np.ndarray, position: int) -> np.ndarray
     if tuple(array.shape) != tuple(tensor.shape):
         raise DataError(f"input {position} '{tensor.name}' must have shape {tensor.shape}, "
                         f"got {array.shape}", hint="reshape or resize the input")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        # C's float->int conversion of NaN/Inf differs between x86 and Arm: no defined answer
+        raise DataError(f"input {position} '{tensor.name}' contains NaN or Inf",
+                        hint="clean the data before running the model")
     return array
 
 
@@ -127,8 +131,15 @@ def run(model: Model, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
 def quantize_input(tensor: Tensor, x: np.ndarray) -> np.ndarray:
     """float data -> the tensor's int8 values (round half away from zero, clamp), as TFLite's
     QUANTIZE computes it."""
+    if tensor.scale is None or tensor.dtype != "int8":
+        raise DataError(f"tensor '{tensor.name}' is not an int8 quantized tensor",
+                        hint="pass the model's int8 input tensor")
+    x = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"data for '{tensor.name}' contains NaN or Inf",
+                        hint="clean the data before quantizing it")
     scale, zero_point = np.float32(tensor.scale[0]), int(tensor.zero_point[0])
-    quotient = np.asarray(x, dtype=np.float32) / scale
+    quotient = x / scale
     return np.clip(round_half_away(quotient) + zero_point, -128, 127).astype(np.int8)
 
 

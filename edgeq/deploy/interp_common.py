@@ -54,6 +54,9 @@ class OpContext:
         """(scale, zero point) of a per-tensor quantized tensor."""
         if tensor.scale is None or len(tensor.scale) == 0:
             raise self.invalid(f"{role} '{tensor.name}' has no quantization parameters")
+        if len(tensor.scale) > 1:
+            raise self.unsupported(f"{role} '{tensor.name}' is quantized per channel; this "
+                                   "operator needs per-tensor parameters")
         zero_point = int(tensor.zero_point[0]) if len(tensor.zero_point) else 0
         return np.float32(tensor.scale[0]), zero_point
 
