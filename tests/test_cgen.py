@@ -61,7 +61,19 @@ def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME") -> Mo
     return b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {padding}")
 
 
+def _add_constant(rng) -> Model:
+    """ADD of an activation and a broadcast constant (a per-channel int8 tensor in flash)."""
+    b = opmodels._Builder(rng)
+    x = b.activation("input", (1, 4, 5, 6))
+    c = b.activation("constant", (1, 1, 1, 6))
+    b.tensors[c].data = rng.integers(-128, 128, size=(1, 1, 1, 6)).astype(np.int8)
+    y = b.activation("output", (1, 4, 5, 6))
+    b.op("ADD", [x, c], y, fused_activation_function="NONE")
+    return b.model([x], [y], "add of a constant")
+
+
 EXTRA_CASES = [
+    ("add_constant", _add_constant, {}),
     ("conv", _conv, {"cin": 16, "kernel": 1, "bits": 4}),
     ("conv", _conv, {"cin": 8, "kernel": 3, "bits": 4, "stride": 2}),
     ("conv", _conv, {"cin": 12, "kernel": 1, "bits": 8}),

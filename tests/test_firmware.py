@@ -229,3 +229,17 @@ def test_flash_command_options_and_refusals(tmp_path, monkeypatch):
     monkeypatch.setattr(flash.shutil, "which", lambda name: None)
     with pytest.raises(ToolchainError, match="apt-get install openocd"):
         flash.flash_command("stm32h743", tmp_path / "fw.elf", dry_run=False)
+
+
+def test_check_on_qemu_reports_tflm_agreement_and_costs(vww_int8_path, coco_vww_dir, tmp_path):
+    from PIL import Image
+
+    from edgeq.deploy.qemu import check_on_qemu
+
+    images = sorted(coco_vww_dir.rglob("*.jpg"))[-3:]
+    inputs = np.stack([(np.asarray(Image.open(p).convert("RGB").resize((96, 96)), np.int16)
+                        - 128).astype(np.int8).reshape(-1) for p in images])
+    check = check_on_qemu(vww_int8_path, inputs, tmp_path / "fw", timeout=120)
+    assert check.identical and check.mismatches == 0 and check.label_agreement == 1.0
+    assert check.tflm_arena == 103_680 and check.sizes["arena"] < check.tflm_arena // 1.8
+    assert check.macs == 7_489_664 and 1.0 < check.instructions_per_mac < 10.0

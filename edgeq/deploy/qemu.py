@@ -87,3 +87,53 @@ def run_qemu(elf, inputs: np.ndarray, timeout: float = 120,
                       instructions=[r[2] * QEMU_NS_PER_TICK for r in results],
                       checksum=done.group(2), stdout=stdout,
                       op_instructions=[ops[i] for i in sorted(ops)] or None)
+
+
+@dataclass
+class QemuCheck:
+    """The firmware under QEMU next to TFLM on the same int8 inputs (contract 1)."""
+
+    outputs: np.ndarray  # firmware, int8 [n, output_size]
+    tflm_outputs: np.ndarray  # TFLM, same shape
+    mismatches: int  # output values that differ (must be 0)
+    label_agreement: float  # fraction of inputs whose arg max agrees
+    instructions_per_inference: int
+    macs: int
+    sizes: dict[str, int]  # from arm-none-eabi-size, plus the planned arena
+    tflm_arena: int  # bytes TFLM's allocator reports for the same file
+
+    @property
+    def identical(self) -> bool:
+        return self.mismatches == 0
+
+    @property
+    def instructions_per_mac(self) -> float:
+        return self.instructions_per_inference / self.macs if self.macs else 0.0
+
+
+def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300,
+                  portable: bool = False) -> QemuCheck:
+    """Build the mps2-an500 firmware for `tflite_path` into `out_dir`, run it under QEMU on the
+    int8 `inputs` [n, ...] and compare with TFLM (tflite_micro) on the same file: what
+    `edgeq check MODEL --target qemu` reports."""
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.deploy.tflm import fit_arena
+
+    model_bytes = Path(tflite_path).read_bytes()
+    firmware = build_firmware(tflite_path, "mps2-an500", out_dir, portable=portable)
+    inputs = np.ascontiguousarray(inputs, dtype=np.int8)
+    result = run_qemu(firmware.elf, inputs, timeout=timeout)
+    interpreter, tflm_arena = fit_arena(model_bytes)
+    shape = interpreter.get_input_details(0)["shape"]
+    expected = []
+    for x in inputs:
+        interpreter.set_input(x.reshape(shape), 0)
+        interpreter.invoke()
+        expected.append(np.asarray(interpreter.get_output(0)).reshape(-1))
+    tflm = np.stack(expected) if expected else np.zeros_like(result.outputs)
+    agree = (np.argmax(result.outputs, axis=1) == np.argmax(tflm, axis=1)) if len(tflm) else []
+    return QemuCheck(outputs=result.outputs, tflm_outputs=tflm,
+                     mismatches=int(np.count_nonzero(result.outputs != tflm)),
+                     label_agreement=float(np.mean(agree)) if len(agree) else 1.0,
+                     instructions_per_inference=result.instructions_per_inference,
+                     macs=firmware.engine.macs, sizes=firmware.sizes, tflm_arena=tflm_arena)
