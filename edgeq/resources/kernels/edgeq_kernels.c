@@ -148,10 +148,17 @@ EQ_INLINE int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t sh
     return eq_rdbpot(high, right);
 }
 
-EQ_INLINE int8_t eq_output(const eq_conv_t *p, int32_t acc, int32_t oc)
+/* The output stage's parameters, copied out of the (flash) parameter struct into locals: the
+ * compiler must otherwise reload them after every int8 store, which may alias anything. */
+typedef struct {
+    const int32_t *multiplier, *shift;
+    int32_t offset, lo, hi;
+} eq_out_t;
+
+EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
 {
-    acc = eq_requantize_fast(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
-    return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
+    acc = eq_requantize_fast(acc, o.multiplier[channel], o.shift[channel]) + o.offset;
+    return (int8_t)EQ_CLAMP(acc, o.lo, o.hi);
 }
 
 /* The two-column im2col scratch. Values come in runs of R (4 for int8 weights, 8 for int4):
@@ -225,17 +232,18 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
     }
 }
 
-static void eq_conv_store(const eq_conv_t *p, int8_t *dst, int32_t pix, int32_t oc, int32_t two,
-                          int32_t pair, int32_t a00, int32_t a01, int32_t a10, int32_t a11)
+EQ_INLINE void eq_conv_store(eq_out_t o, int8_t *dst, int32_t out_c, int32_t oc,
+                             int32_t two, int32_t pair, int32_t a00, int32_t a01,
+                             int32_t a10, int32_t a11)
 {
-    dst[pix * p->out_c + oc] = eq_output(p, a00, oc);
+    dst[oc] = eq_output(o, a00, oc);
     if (pair) {
-        dst[pix * p->out_c + oc + 1] = eq_output(p, a01, oc + 1);
+        dst[oc + 1] = eq_output(o, a01, oc + 1);
     }
     if (two) {
-        dst[(pix + 1) * p->out_c + oc] = eq_output(p, a10, oc);
+        dst[out_c + oc] = eq_output(o, a10, oc);
         if (pair) {
-            dst[(pix + 1) * p->out_c + oc + 1] = eq_output(p, a11, oc + 1);
+            dst[out_c + oc + 1] = eq_output(o, a11, oc + 1);
         }
     }
 }
@@ -261,6 +269,8 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     const int32_t k_vec = k_total - k_total % run;
     const int32_t tail = k_total - k_vec;
     const int32_t pixels = p->out_h * p->out_w;
+    const int32_t out_c = p->out_c;
+    const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
     int32_t b, pix, oc, k;
     for (b = 0; b < p->batches; ++b) {
         int8_t *dst = out + b * pixels * p->out_c;
@@ -330,8 +340,8 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
                     a10 /= 16;
                     a11 /= 16;
                 }
-                eq_conv_store(p, dst, pix, oc, two, pair, a00 + b0, a01 + b1, a10 + b0,
-                              a11 + b1);
+                eq_conv_store(o, dst + pix * out_c, out_c, oc, two, pair, a00 + b0, a01 + b1,
+                              a10 + b0, a11 + b1);
             }
         }
     }
@@ -343,18 +353,22 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
-EQ_INLINE int8_t eq_dw_output(const eq_depthwise_t *p, int32_t acc, int32_t c)
-{
-    acc = eq_requantize_fast(acc, p->multiplier[c], p->shift[c]) + p->out_offset;
-    return (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
-}
 
-/* The valid taps of one pixel for channels c..c+3; LOAD_WEIGHTS sets w02 and w13. */
-#define EQ_DW_TAPS(LOAD_WEIGHTS)                                                     \
-    for (fy = fy0; fy < fy1; ++fy) {                                                 \
+
+/* Taps [Y0, Y1) x [X0, X1) of one pixel for channels c..c+3; LOAD_WEIGHTS sets w02 and w13.
+ * Interior pixels pass the constants 0, 3, 0, 3 so that the compiler unrolls all nine. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EQ_UNROLL3 _Pragma("GCC unroll 3")
+#else
+#define EQ_UNROLL3
+#endif
+#define EQ_DW_TAPS(Y0, Y1, X0, X1, LOAD_WEIGHTS)                                     \
+    EQ_UNROLL3                                                                       \
+    for (fy = (Y0); fy < (Y1); ++fy) {                                               \
         const int8_t *row = in + (origin + fy * row_step + c);                       \
         const int32_t wrow = fy * 3 * depth + c;                                     \
-        for (fx = fx0; fx < fx1; ++fx) {                                             \
+        EQ_UNROLL3                                                                   \
+        for (fx = (X0); fx < (X1); ++fx) {                                           \
             const uint32_t x = eq_load32(row + fx * depth);                          \
             const uint32_t x02 = EQ_SXTAB16(offset2, x);                             \
             const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);                        \
@@ -367,12 +381,28 @@ EQ_INLINE int8_t eq_dw_output(const eq_depthwise_t *p, int32_t acc, int32_t c)
         }                                                                            \
     }
 
+/* nibbles c0..c3 -> (c0 c2) (c1 c3), times 16 */
+#define EQ_DW_INT4_WEIGHTS                                                             \
+    {                                                                                  \
+        const uint8_t *wb = (const uint8_t *)p->weights + (wrow + fx * depth) / 2;     \
+        const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;                    \
+        w02 = EQ_SXTB16((w << 4) & 0x00F000F0u);                                       \
+        w13 = EQ_SXTB16(w & 0x00F000F0u);                                              \
+    }
+#define EQ_DW_INT8_WEIGHTS                                                             \
+    {                                                                                  \
+        const uint32_t w = eq_load32(p->weights + wrow + fx * depth);                  \
+        w02 = EQ_SXTB16(w);                                                            \
+        w13 = EQ_SXTB16_ROR8(w);                                                       \
+    }
+
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
     const int32_t depth = p->in_c;
     const int32_t c_vec = depth & ~3;
     const int32_t row_step = p->in_w * depth;
     const int int4 = p->weight_bits == 4;
+    const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
     const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
                              | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
     int32_t b, oy, ox, c, fy, fx;
@@ -384,25 +414,21 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 const int32_t in_x0 = ox * p->stride_w - p->pad_w;
                 const int32_t fx0 = EQ_MAX(0, -in_x0), fx1 = EQ_MIN(3, p->in_w - in_x0);
                 int8_t *dst = out + ((b * p->out_h + oy) * p->out_w + ox) * depth;
+                const int interior = fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3;
                 /* the window's top-left tap, which may lie in the padding (never read) */
                 const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
                 for (c = 0; c < c_vec; c += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                     if (int4) {
-                        EQ_DW_TAPS({
-                            /* nibbles c0..c3 -> (c0 c2) (c1 c3), times 16 */
-                            const uint8_t *wb = (const uint8_t *)p->weights
-                                                + (wrow + fx * depth) / 2;
-                            const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;
-                            w02 = EQ_SXTB16((w << 4) & 0x00F000F0u);
-                            w13 = EQ_SXTB16(w & 0x00F000F0u);
-                        });
+                        if (interior) {
+                            EQ_DW_TAPS(0, 3, 0, 3, EQ_DW_INT4_WEIGHTS)
+                        } else {
+                            EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT4_WEIGHTS)
+                        }
+                    } else if (interior) {
+                        EQ_DW_TAPS(0, 3, 0, 3, EQ_DW_INT8_WEIGHTS)
                     } else {
-                        EQ_DW_TAPS({
-                            const uint32_t w = eq_load32(p->weights + wrow + fx * depth);
-                            w02 = EQ_SXTB16(w);
-                            w13 = EQ_SXTB16_ROR8(w);
-                        });
+                        EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT8_WEIGHTS)
                     }
                     if (int4) {
                         a0 /= 16;
@@ -416,13 +442,13 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                         a2 += p->bias[c + 2];
                         a3 += p->bias[c + 3];
                     }
-                    dst[c] = eq_dw_output(p, a0, c);
-                    dst[c + 1] = eq_dw_output(p, a1, c + 1);
-                    dst[c + 2] = eq_dw_output(p, a2, c + 2);
-                    dst[c + 3] = eq_dw_output(p, a3, c + 3);
+                    dst[c] = eq_output(o, a0, c);
+                    dst[c + 1] = eq_output(o, a1, c + 1);
+                    dst[c + 2] = eq_output(o, a2, c + 2);
+                    dst[c + 3] = eq_output(o, a3, c + 3);
                 }
                 for (; c < depth; ++c) {
-                    dst[c] = eq_dw_output(p, eq_depthwise_one(p, in, b, oy, ox, c), c);
+                    dst[c] = eq_output(o, eq_depthwise_one(p, in, b, oy, ox, c), c);
                 }
             }
         }
