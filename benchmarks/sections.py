@@ -13,6 +13,44 @@ from edgeq.datasets import fashion_mnist, load_dataset
 from edgeq.deploy.tflm import measure_arena
 
 FMNIST_EPOCHS = 10
+CACHE = Path(__file__).resolve().parents[1] / "bench_out"
+
+
+def trained_fmnist():
+    """(model, train, test, train seconds, val accuracy): fmnist trained FMNIST_EPOCHS epochs,
+    cached in bench_out/ so that later sections measure the very same float model."""
+    import json
+
+    import tf_keras as keras
+
+    from edgeq.train import train
+    from edgeq.zoo import build_model, load_card
+
+    card = load_card("fmnist")
+    tr, te = fashion_mnist(card.input_shape)
+    path, info = CACHE / f"fmnist_e{FMNIST_EPOCHS}.h5", CACHE / f"fmnist_e{FMNIST_EPOCHS}.json"
+    if path.is_file() and info.is_file():
+        meta = json.loads(info.read_text())
+        return keras.models.load_model(path, compile=False), tr, te, meta["seconds"], meta["val_accuracy"]
+    model = build_model(card)
+    result = train(model, tr, te, FMNIST_EPOCHS, card.train["batch_size"], card.train["learning_rate"], seed=0)
+    CACHE.mkdir(exist_ok=True)
+    model.save(path)
+    info.write_text(json.dumps({"seconds": result.seconds, "val_accuracy": result.val_accuracy}))
+    return model, tr, te, result.seconds, result.val_accuracy
+
+
+def edgeq_minmax_rows(model, calib_x, x, y, float_out, bits_list=(8, 4)) -> list[dict]:
+    """edgeq's own writer, naive min-max (first and last layer at 8 bits)."""
+    from edgeq.export import export_tflite
+
+    rows = []
+    for bits in bits_list:
+        t = time.perf_counter()
+        tflite = export_tflite(model, calib_x, bits)
+        rows.append(_evaluate_tflite(f"edgeq min-max W{bits}A8 (edgeq writer)", tflite, x, y,
+                                     time.perf_counter() - t, float_out))
+    return rows
 
 
 def _evaluate_tflite(name: str, tflite: bytes, x, y, seconds: float, float_out=None) -> dict:
@@ -30,15 +68,11 @@ def foundation_fmnist(shared: Path) -> dict:
     import tf_keras as keras
 
     from edgeq.convert import tflite_int8_ptq
-    from edgeq.train import evaluate_float, train
-    from edgeq.zoo import build_model, load_card
+    from edgeq.train import evaluate_float
+    from edgeq.zoo import load_card
 
     card = load_card("fmnist")
-    tr, te = fashion_mnist(card.input_shape)
-    model = build_model(card)
-    t = time.perf_counter()
-    trained = train(model, tr, te, FMNIST_EPOCHS, card.train["batch_size"], card.train["learning_rate"], seed=0)
-    train_s = time.perf_counter() - t
+    model, tr, te, train_s, val_acc = trained_fmnist()
     float_acc, float_out = evaluate_float(model, te)
     calib = tr.x[np.random.default_rng(0).permutation(len(tr))[:256]]
     rows = [{"model": "float (Keras)", "top1_litert": float_acc, "top1_tflm": None,
@@ -56,12 +90,15 @@ def foundation_fmnist(shared: Path) -> dict:
     qat_bytes = tflite_int8_ptq(qat, calib)
     rows.append(_evaluate_tflite("tfmot QAT INT8 (1 epoch fine-tune)", qat_bytes, te.x, te.y,
                                  time.perf_counter() - t, float_out))
+    rows += edgeq_minmax_rows(model, calib, te.x, te.y, float_out)
     return {"rows": rows, "notes": [
         f"fmnist (MobileNetV1 family, {int(model.count_params()):,} parameters) trained "
         f"{FMNIST_EPOCHS} epochs from scratch in {train_s / 60:.1f} min on 2 cores "
         f"(Adam, cosine decay, batch {card.train['batch_size']}); evaluated on all {len(te):,} test images.",
         "float bytes = parameters × 4 (the Keras weights in float32); INT8 bytes = the .tflite file.",
-        f"final validation accuracy while training: {trained.val_accuracy:.4f}"]}
+        f"final validation accuracy while training: {val_acc:.4f}",
+        "edgeq min-max: weights per channel from their own range (per tensor for fully connected), "
+        "activations from the calibration range, first and last layer at 8 bits."]}
 
 
 def foundation_vww(shared: Path) -> dict:
@@ -86,6 +123,7 @@ def foundation_vww(shared: Path) -> dict:
                                  time.perf_counter() - t, float_out))
     mlperf = (shared / "models" / "vww_96_int8.tflite").read_bytes()
     rows.append(_evaluate_tflite("MLPerf Tiny vww_96_int8.tflite", mlperf, test.x, test.y, 0.0, float_out))
+    rows += edgeq_minmax_rows(model, calib.x, test.x, test.y, float_out)
     return {"rows": rows, "notes": [
         f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos, evaluate on the {len(test)} "
         "val2017_* photos (RGB, bilinear 96×96, /255).",
@@ -96,8 +134,9 @@ def foundation_vww(shared: Path) -> dict:
 REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation_vww}
 ORDER = list(REGISTRY)
 
-TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float and INT8 baselines",
-          "foundation_vww": "Person detection (vww_96 on coco-vww-256 val2017): float and INT8 baselines"}
+TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
+          "foundation_vww": "Person detection (vww_96 on coco-vww-256 val2017): float, INT8 baselines, "
+                            "edgeq min-max W8/W4"}
 
 
 def _fmt(v, kind):

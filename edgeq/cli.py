@@ -196,6 +196,7 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path):
     out_path = out_path or f"{model_name}.h5"
     _save_model(model, out_path)
     console.print(f"trained {model_name} for {epochs} epochs in {result.seconds:.0f} s: "
+                  f"training accuracy {result.history['accuracy'][-1]:.4f}; "
                   f"validation accuracy {result.val_accuracy:.4f}; saved {out_path}")
 
 
