@@ -463,3 +463,32 @@ def test_add_with_constant_operand(tfk):
     model = read_model(model_bytes)
     add = next(op for op in model.ops if op.kind == "ADD")
     assert any(model.tensors[i].is_constant for i in add.inputs)
+
+
+def test_fully_connected_multiplier_is_the_double_product(tfk):
+    """Per-tensor FULLY_CONNECTED: TFLM's source reads as if s_in * s_w were multiplied in
+    float32 before the division by s_out, but tflite_micro computes the double product (as for
+    convolutions). These scales and this accumulator are one of the rare cases where the two
+    differ: float32 would give -39, TFLM gives -40."""
+    _, keras = tfk
+    inp = keras.Input((4,), batch_size=1)
+    dense = keras.layers.Dense(2, bias_initializer="ones")  # a zero bias would be dropped
+    model_bytes = convert(tfk, keras.Model(inp, [dense(inp)]), 15, per_channel_dense=False)
+    s_in, s_w, s_out = np.float32(0.030472865), np.float32(0.009554173), np.float32(8.603991)
+
+    def set_scales(model_t, schema):
+        graph = model_t.subgraphs[0]
+        fc = graph.operators[0]
+        x, w, b = (graph.tensors[i] for i in fc.inputs)
+        out = graph.tensors[fc.outputs[0]]
+        for tensor, scale in ((x, s_in), (w, s_w), (b, s_in * s_w), (out, s_out)):
+            tensor.quantization.scale = np.array([scale], np.float32)
+            tensor.quantization.zeroPoint = np.array([0], np.int64)
+        model_t.buffers[w.buffer].data = np.zeros(8, np.uint8)  # acc = bias exactly
+        model_t.buffers[b.buffer].data = np.array([-1167321, 1167321], "<i4").view(np.uint8)
+
+    edited = _edit(model_bytes, set_scales)
+    assert read_model(edited).ops[0].kind == "FULLY_CONNECTED"
+    x = np.zeros((1, 4), np.int8)
+    np.testing.assert_array_equal(run(read_model(edited), x)[0], [[-40, 40]])
+    assert_same_as_tflm(edited, [x])

@@ -197,9 +197,12 @@ def prepare_fully_connected(ctx: OpContext):
         multiplier, shift = _channel_multipliers(ctx, in_scale, w.scale, out_scale, units)
     else:
         w_scale, w_zp = ctx.per_tensor(w, "weights")
-        # FullyConnected multiplies the two float scales in float32 first (unlike conv).
-        real = float(np.float32(in_scale * w_scale)) / float(out_scale)
-        multiplier, shift = quantize_multipliers(np.array([real]))
+        # TFLM's source (GetQuantizedConvolutionMultipler) reads as if s_in * s_w were
+        # multiplied in float32, but the tflite_micro build this contract is measured against
+        # gives the double product, like convolutions: measured on scales where the two differ
+        # (see test_fully_connected_multiplier_is_the_double_product).
+        multiplier, shift = _channel_multipliers(ctx, in_scale, np.array([w_scale]),
+                                                 out_scale, 1)
         weights = weights - w_zp
     bias = _bias(ctx, units)
     act_min, act_max = activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
