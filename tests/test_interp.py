@@ -492,3 +492,13 @@ def test_fully_connected_multiplier_is_the_double_product(tfk):
     x = np.zeros((1, 4), np.int8)
     np.testing.assert_array_equal(run(read_model(edited), x)[0], [[-40, 40]])
     assert_same_as_tflm(edited, [x])
+
+
+def test_grouped_conv(tfk):
+    _, keras = tfk
+    inp = keras.Input((7, 6, 4), batch_size=1)
+    outs = [keras.layers.Conv2D(6, 3, groups=2, padding="same", activation="relu")(inp),
+            keras.layers.Conv2D(8, (1, 2), groups=4, strides=2)(inp)]
+    model_bytes = check_keras(tfk, keras.Model(inp, outs), 16, {"CONV_2D"})
+    model = read_model(model_bytes)
+    assert {model.tensors[op.inputs[1]].shape[3] for op in model.ops} == {1, 2}  # grouped
