@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.errors import EdgeqError, ModelLoadError, TFLiteFormatError, UnsupportedOpError
+from edgeq.quant import grid
 from edgeq.tflite.model import SUPPORTED_OPS, Model, Op, Tensor
 from edgeq.tflite.schema import schema
 
@@ -100,15 +101,12 @@ _OPTION_TYPE_NAMES = _enum_names(schema.BuiltinOptions)
 
 def unpack_int4(packed: bytes | np.ndarray, count: int) -> np.ndarray:
     """INT4 bytes (two values per byte, the first in the low nibble) -> `count` int8 values in
-    [-8, 7]."""
-    raw = np.frombuffer(bytes(packed), dtype=np.uint8) if not isinstance(packed, np.ndarray) \
-        else packed.astype(np.uint8).ravel()
+    [-8, 7]; the byte count must be exactly ceil(count / 2)."""
+    data = packed.tobytes() if isinstance(packed, np.ndarray) else bytes(packed)
+    raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size != (count + 1) // 2:
         raise ValueError(f"{count} INT4 values need {(count + 1) // 2} bytes, got {raw.size}")
-    nibbles = np.empty(raw.size * 2, dtype=np.int16)
-    nibbles[0::2] = raw & 0x0F
-    nibbles[1::2] = raw >> 4
-    return ((nibbles[:count] ^ 8) - 8).astype(np.int8)  # sign-extend 4-bit two's complement
+    return grid.unpack_int4(raw, count)
 
 
 def read_model(source: bytes | bytearray | str | Path) -> Model:
