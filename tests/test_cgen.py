@@ -5,6 +5,7 @@ also compiles warning-free for Cortex-M7 and Cortex-M4 with arm-none-eabi-gcc.""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 
@@ -14,6 +15,7 @@ import pytest
 
 from edgeq.deploy import cgen
 from edgeq.errors import OutputError, UnsupportedOpError
+from edgeq.quant import grid
 from edgeq.tflite.model import Model, Op, Tensor
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
@@ -83,6 +85,28 @@ EXTRA_CASES = [
     ("depthwise3x3", _depthwise3x3, {"channels": 7, "stride": 2}),
     ("depthwise3x3", _depthwise3x3, {"channels": 4, "padding": "VALID", "activation": "NONE"}),
 ]
+
+
+def int4_variant(model: Model) -> Model:
+    """The same network with every convolution but the first requantized to INT4 weights (per
+    channel; biases to the new scales): a whole INT4 model to check exactness, flash and speed
+    on. Its accuracy is beside the point here."""
+    m = copy.deepcopy(model)
+    convs = [op for op in m.ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    for op in convs[1:]:
+        x, w, b = (m.tensors[i] for i in op.inputs[:3])
+        axis = 0 if op.kind == "CONV_2D" else 3
+        shape = [1] * w.data.ndim
+        shape[axis] = -1
+        real = w.data.astype(np.float32) * w.scale.reshape(shape)
+        scales = grid.weight_scales(real, 4, axis)
+        w.data = grid.quantize_weights(real, scales, 4, axis)
+        b.data = grid.quantize_bias(b.data.astype(np.float64) * b.scale.astype(np.float64),
+                                    float(x.scale[0]), scales)
+        b.scale = grid.bias_scales(float(x.scale[0]), scales)
+        w.scale, w.dtype = scales, "int4"
+    m.description = "vww_96 with INT4 weights"
+    return m
 
 
 def _tflm_outputs(model_bytes: bytes, inputs: list[list[np.ndarray]]) -> list[np.ndarray]:
@@ -233,6 +257,19 @@ def test_vww_host_engine_matches_tflm(vww_engine, vww_int8_path, coco_vww_dir):
                                   cflags=(*cgen.HOST_CFLAGS, "-DEDGEQ_FAST_EMULATED"))
     got = cgen.run_host(fast, inputs, output_size=2)
     np.testing.assert_array_equal(got, np.stack([e.reshape(-1) for e in expected]))
+
+
+def test_int4_vww_host_engine_matches_tflm(vww_int8_path, tmp_path):
+    """A whole INT4 model: portable kernels and the (emulated) DSP paths, both exact."""
+    model = int4_variant(read_model(vww_int8_path))
+    files = cgen.generate_engine(model, tmp_path)
+    assert files.weight_bytes < 140_000  # INT4 weights stay packed in flash
+    inputs = np.random.default_rng(3).integers(-128, 128, size=(2, 1, 96, 96, 3), dtype=np.int8)
+    expected = np.stack([e.reshape(-1) for e in _tflm_outputs(write_model(model),
+                                                               [[x] for x in inputs])])
+    for name, flags in (("portable", ()), ("fast", ("-DEDGEQ_FAST_EMULATED",))):
+        exe = cgen.build_host_runner(files, tmp_path / name, cflags=(*cgen.HOST_CFLAGS, *flags))
+        np.testing.assert_array_equal(cgen.run_host(exe, inputs, output_size=2), expected)
 
 
 @pytest.mark.parametrize("target", sorted(ARM_TARGETS))

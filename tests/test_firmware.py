@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import opmodels
 import pytest
-from test_cgen import _conv, _depthwise3x3
+from test_cgen import _conv, _depthwise3x3, int4_variant
 
 from edgeq.boards import load_board
 from edgeq.deploy import firmware
@@ -243,3 +243,18 @@ def test_check_on_qemu_reports_tflm_agreement_and_costs(vww_int8_path, coco_vww_
     assert check.identical and check.mismatches == 0 and check.label_agreement == 1.0
     assert check.tflm_arena == 103_680 and check.sizes["arena"] < check.tflm_arena // 1.8
     assert check.macs == 7_489_664 and 1.0 < check.instructions_per_mac < 10.0
+
+
+def test_int4_vww_under_qemu_is_exact_and_fits_160_kib(vww_int8_path, tmp_path):
+    from edgeq.tflite.read import read_model
+
+    model = int4_variant(read_model(vww_int8_path))
+    inputs = np.random.default_rng(4).integers(-128, 128, size=(2, 96 * 96 * 3), dtype=np.int8)
+    fw = build_firmware(model, BOARD, tmp_path / "w4", extra_cflags=WERROR)
+    result = run_qemu(fw.elf, inputs, timeout=120)
+    np.testing.assert_array_equal(result.outputs,
+                                  _tflm(write_model(model), inputs.reshape(2, 1, 96, 96, 3)))
+    # measured: flash 155,056 bytes (model 132,377, engine 10,308), ~4.6 instructions per MAC
+    assert fw.sizes["flash"] <= 160 * 1024
+    assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 150_000
+    assert result.instructions[0] < 6 * fw.engine.macs

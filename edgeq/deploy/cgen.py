@@ -177,7 +177,8 @@ class _Lowering:
     def multipliers(self, index: int, reals: list[float]) -> tuple[str, str]:
         pairs = [quantize_multiplier(r) for r in reals]
         m = self.array(f"op{index}_multiplier", "int32_t", np.array([p[0] for p in pairs]))
-        s = self.array(f"op{index}_shift", "int32_t", np.array([p[1] for p in pairs]))
+        # shifts fit int8 (QuantizeMultiplier gives [-31, 30]); 3 bytes less per channel
+        s = self.array(f"op{index}_shift", "int8_t", np.array([p[1] for p in pairs]))
         return m, s
 
     # per op ------------------------------------------------------------------------------------

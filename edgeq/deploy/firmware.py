@@ -169,7 +169,8 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
         cflags = [*core_flags(board), *OPT_FLAGS, *(["-DEDGEQ_PORTABLE"] if portable else []),
                   *extra_cflags]
         # Under QEMU the C library talks to the host by semihosting; a real board has none.
-        specs = (["--specs=rdimon.specs"] if board.emulate
+        # newlib-nano either way: a far smaller printf.
+        specs = (["--specs=nano.specs", "--specs=rdimon.specs"] if board.emulate
                  else ["--specs=nano.specs", "--specs=nosys.specs"])
         ldflags = ["-T", "link.ld", *specs, "-Wl,--gc-sections", "-Wl,-Map=fw.map"]
         sources = ["startup.c", "main.c", files.source.name, "edgeq_kernels.c"]

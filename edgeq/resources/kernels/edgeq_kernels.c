@@ -151,7 +151,8 @@ EQ_INLINE int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t sh
 /* The output stage's parameters, copied out of the (flash) parameter struct into locals: the
  * compiler must otherwise reload them after every int8 store, which may alias anything. */
 typedef struct {
-    const int32_t *multiplier, *shift;
+    const int32_t *multiplier;
+    const int8_t *shift;
     int32_t offset, lo, hi;
 } eq_out_t;
 

@@ -26,7 +26,8 @@ typedef struct {
     int32_t weight_bits; /* 8 or 4 */
     const int8_t *weights; /* [out_c][filter_h][filter_w][filter_in_c] */
     const int32_t *bias;   /* [out_c] or NULL */
-    const int32_t *multiplier, *shift; /* [out_c] */
+    const int32_t *multiplier; /* [out_c] */
+    const int8_t *shift;       /* [out_c], in [-31, 30] */
 } eq_conv_t;
 
 typedef struct {
@@ -37,7 +38,8 @@ typedef struct {
     int32_t weight_bits;
     const int8_t *weights; /* [1][filter_h][filter_w][out_c] */
     const int32_t *bias;
-    const int32_t *multiplier, *shift; /* [out_c] */
+    const int32_t *multiplier; /* [out_c] */
+    const int8_t *shift;       /* [out_c], in [-31, 30] */
 } eq_depthwise_t;
 
 typedef struct {
@@ -47,7 +49,8 @@ typedef struct {
     int32_t per_channel; /* multiplier/shift have out_depth entries, else one */
     const int8_t *weights; /* [out_depth][accum_depth] */
     const int32_t *bias;
-    const int32_t *multiplier, *shift;
+    const int32_t *multiplier;
+    const int8_t *shift;
 } eq_fully_connected_t;
 
 typedef struct {
