@@ -317,3 +317,23 @@ def test_operators_out_of_order_are_refused(vww_bytes):
     model.ops[0], model.ops[1] = model.ops[1], model.ops[0]
     with pytest.raises(TFLiteFormatError, match="operator 0 \\(DEPTHWISE_CONV_2D\\) reads"):
         Interpreter(model)
+
+
+def test_buffer_stored_after_the_flatbuffer(vww_bytes):
+    """Large models keep buffer data after the flatbuffer (Buffer.offset/size); the reader
+    takes it from there, and refuses an offset that runs past the end of the file."""
+    model_t = _object_model(vww_bytes)
+    index = _conv_weights_index(model_t)
+    buffer = model_t.buffers[model_t.subgraphs[0].tensors[index].buffer]
+    payload = bytes(np.asarray(buffer.data, dtype=np.uint8))
+    buffer.data, buffer.offset, buffer.size = None, 2, len(payload)
+    first = _pack(model_t)
+    buffer.offset = (len(first) + 15) // 16 * 16  # a fixed-width field: the layout stays
+    packed = _pack(model_t)
+    assert len(packed) == len(first)
+    data = packed + bytes(buffer.offset - len(packed)) + payload
+    model = read_model(data)
+    np.testing.assert_array_equal(model.tensors[index].data,
+                                  read_model(vww_bytes).tensors[index].data)
+    with pytest.raises(TFLiteFormatError, match="runs past the end"):
+        read_model(data[:-1])
