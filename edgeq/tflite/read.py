@@ -161,6 +161,8 @@ class _Reader:
         fb = schema.Model.GetRootAs(self.data, 0)
         if fb.Version() != SCHEMA_VERSION:
             raise self.fail(f"schema version {fb.Version()}, expected {SCHEMA_VERSION}")
+        if fb.SubgraphsLength() * 4 > len(self.data):
+            raise self.fail(f"claims {fb.SubgraphsLength()} subgraphs, more than the file holds")
         if fb.SubgraphsLength() != 1:
             raise UnsupportedOpError(
                 f"{self.origin}: {fb.SubgraphsLength()} subgraphs; edgeq supports exactly one",
