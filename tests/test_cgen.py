@@ -321,3 +321,25 @@ def test_unsupported_op_and_float_io_are_named():
     model = Model(t, [Op("TANH", [0], [1])], [0], [1])
     with pytest.raises(UnsupportedOpError, match="op 0: TANH is not supported"):
         cgen.lower_model(model)
+
+
+def test_reshaped_constant_operand_stays_in_flash(tmp_path):
+    """ADD(x, RESHAPE(constant)): the reshaped constant is read from flash, not planned."""
+    rng = np.random.default_rng(8)
+    b = opmodels._Builder(rng)
+    x = b.activation("input", (1, 3, 4, 5))
+    c = b.activation("constant", (60,))
+    b.tensors[c].data = rng.integers(-128, 128, size=(60,)).astype(np.int8)
+    shape = b.const_int32("shape", [1, 3, 4, 5])
+    r = b.like("reshaped", (1, 3, 4, 5), c)
+    b.op("RESHAPE", [c, shape], r, new_shape=[1, 3, 4, 5])
+    y = b.activation("output", (1, 3, 4, 5))
+    b.op("ADD", [x, r], y, fused_activation_function="RELU")
+    model = b.model([x], [y], "add of a reshaped constant")
+    files = cgen.generate_engine(model, tmp_path)
+    assert files.arena_size == 0
+    inputs = np.stack([opmodels.random_input(model, rng) for _ in range(2)])
+    expected = np.stack([e.reshape(-1) for e in _tflm_outputs(write_model(model),
+                                                               [[v] for v in inputs])])
+    got = cgen.run_host(cgen.build_host_runner(files), inputs, output_size=60)
+    np.testing.assert_array_equal(got, expected)

@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeq import __version__
 from edgeq.deploy.carray import is_reserved_identifier
-from edgeq.deploy.plan import ARENA, INPUT, MemoryPlan, plan_memory
+from edgeq.deploy.plan import ARENA, CONSTANT, INPUT, MemoryPlan, plan_memory
 from edgeq.deploy.qmath import activation_range, leading_padding, softmax_scaling
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
 from edgeq.quant.grid import pack_int4, quantize_multiplier
@@ -141,6 +141,8 @@ class _Lowering:
                               np.asarray(tensor.data).astype(np.int8), tensor.name)
             return name
         where, offset = self.plan.location[t]
+        if where == CONSTANT:
+            return self.pointer(offset, writable)
         base = {INPUT: "in", ARENA: "edgeq_arena"}.get(where, "out")
         if where == INPUT and writable:
             raise UnsupportedOpError(f"tensor {tensor.name!r} is a graph input but written")

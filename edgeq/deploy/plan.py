@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from edgeq.tflite.model import Model
 
 ALIGNMENT = 16  # bytes; enough for any SIMD load the kernels do
-INPUT, OUTPUT, ARENA = "input", "output", "arena"
+INPUT, OUTPUT, ARENA, CONSTANT = "input", "output", "arena", "constant"
 _ALIAS_OPS = ("RESHAPE",)
 
 
@@ -41,7 +41,8 @@ class Buffer:
 class MemoryPlan:
     arena_size: int
     buffers: list[Buffer]
-    # tensor index -> (where, byte offset): where is INPUT, OUTPUT or ARENA
+    # tensor index -> (where, byte offset): where is INPUT, OUTPUT or ARENA; (CONSTANT, tensor)
+    # for an alias of a constant tensor
     location: dict[int, tuple[str, int]] = field(default_factory=dict)
     lower_bound: int = 0  # largest sum of arena bytes any single op needs at once
     scratch: dict[int, int] = field(default_factory=dict)  # op index -> offset of its scratch
@@ -129,7 +130,7 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
 
     spans: dict[int, tuple[int, int]] = {}
     for r in first.keys() | last.keys():
-        if r in external:
+        if r in external or model.tensors[r].is_constant:
             continue
         s = storage(r)
         lo, hi = spans.get(s, (first.get(r, 0), last[r]))
@@ -149,7 +150,9 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
         if tensor.is_constant:
             continue
         r = root.get(t, t)
-        if r in external:
+        if model.tensors[r].is_constant:  # e.g. a RESHAPE of a constant: read it in flash
+            location[t] = (CONSTANT, r)
+        elif r in external:
             location[t] = external[r]
         elif storage(r) in by_root:
             owner[t] = storage(r)
