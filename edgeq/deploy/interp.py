@@ -128,6 +128,23 @@ def run(model: Model, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     return Interpreter(model).invoke(x)
 
 
+def run_batch(model: Model, xs: np.ndarray) -> list[np.ndarray]:
+    """Run a single-input model whose input has batch 1 on each sample of `xs` (shape
+    [N, *input shape without the batch]); returns each output stacked to [N, ...]."""
+    if len(model.inputs) != 1 or not model.input_tensors[0].shape:
+        raise DataError("run_batch needs a model with one batched input",
+                        hint="call Interpreter(model).invoke(...) per sample instead")
+    tensor = model.input_tensors[0]
+    xs = np.asarray(xs)
+    if tuple(xs.shape[1:]) != tuple(tensor.shape[1:]) or tensor.shape[0] != 1 or not len(xs):
+        raise DataError(f"{len(xs)} samples of shape {xs.shape[1:]} do not fit input "
+                        f"'{tensor.name}' of shape {tensor.shape}",
+                        hint="stack one or more samples along a first axis")
+    interpreter = Interpreter(model)
+    per_sample = [interpreter.invoke(sample[None]) for sample in xs]
+    return [np.concatenate(outputs) for outputs in zip(*per_sample, strict=True)]
+
+
 def quantize_input(tensor: Tensor, x: np.ndarray) -> np.ndarray:
     """float data -> the tensor's int8 values (round half away from zero, clamp), as TFLite's
     QUANTIZE computes it."""
