@@ -3,7 +3,8 @@ bit-exact with TFLM's reference kernels (double-rounding MultiplyByQuantizedMult
 
     from edgeq.tflite.read import read_model
     from edgeq.deploy.interp import Interpreter, run
-    outputs = run(read_model("model.tflite"), x_int8)
+    outputs = run(read_model("model.tflite"), x_int8)            # one sample
+    scores = run_batch(model, xs_int8)[0]                        # [N, ...] samples
 
 Like TFLM, every op is prepared once (multipliers, shifts, clamp ranges, shape checks) when the
 Interpreter is built, then `invoke` only does the integer arithmetic. Inputs are the model's own
