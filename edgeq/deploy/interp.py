@@ -2,9 +2,10 @@
 bit-exact with TFLM's reference kernels (double-rounding MultiplyByQuantizedMultiplier).
 
     from edgeq.tflite.read import read_model
-    from edgeq.deploy.interp import Interpreter, run
-    outputs = run(read_model("model.tflite"), x_int8)            # one sample
-    scores = run_batch(model, xs_int8)[0]                        # [N, ...] samples
+    from edgeq.deploy.interp import run, run_batch
+    model = read_model("model.tflite")
+    outputs = run(model, x_int8)              # one sample: a list, one array per output
+    scores = run_batch(model, xs_int8)[0]     # N stacked samples: first output, [N, ...]
 
 Like TFLM, every op is prepared once (multipliers, shifts, clamp ranges, shape checks) when the
 Interpreter is built, then `invoke` only does the integer arithmetic. Inputs are the model's own
