@@ -52,10 +52,12 @@ def quantized_bias(bias, s_in, s_w):
 
 
 def node_forward(qgraph: QuantizedGraph, node: Node, inputs: list, kernel=None,
-                 scales: dict | None = None, quantize_output: bool = True, bias=None):
+                 scales: dict | None = None, quantize_output: bool = True, bias=None,
+                 weight_scales=None, activation: bool = True):
     """One node of the quantized model in TensorFlow (float32). `kernel` overrides the node's
     dequantized integer weights (e.g. AdaRound's soft weights), `bias` its float bias,
-    `scales` some activation scales. With quantize_output=False the output is the float value
+    `weight_scales` its weight scales (flat, for the bias grid), `scales` some activation
+    scales; activation=False (with quantize_output=False) leaves out the fused activation. With quantize_output=False the output is the float value
     after the fused activation (what block reconstruction compares to the float model)."""
     import tensorflow as tf
 
@@ -68,13 +70,14 @@ def node_forward(qgraph: QuantizedGraph, node: Node, inputs: list, kernel=None,
         layer = qgraph.layers[node.name]
         if kernel is None:
             kernel = tf.constant(layer.dequantized(node))
-        s_w = tf.constant(layer.scales.astype(np.float32))
+        s_w = tf.constant(layer.scales.astype(np.float32)) if weight_scales is None \
+            else weight_scales
         b = tf.constant(layer.bias) if bias is None else bias
         weights = {"kernel": kernel,
                    "bias": quantized_bias(b, scale_of(qgraph, scales, node.inputs[0]), s_w)}
     activation = node.attrs.get("activation", "NONE")
     if not quantize_output:
-        return apply_node(node, inputs, weights, activation=True)
+        return apply_node(node, inputs, weights, activation=activation)
     y = apply_node(node, inputs, weights, activation=False)
     if node.kind == "softmax":
         s, zp = SOFTMAX_QPARAMS

@@ -273,6 +273,11 @@ def _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, lo
     err["minmax"] = output_error(block_outputs(with_layers(qg, fallback), nodes, inputs,
                                                batch_size=cfg.eval_batch), target)
     record.error_minmax, record.error_start = err["minmax"], err["start"]
+    if err["minmax"] < err["start"]:  # the Lp-optimal weight grid is not always the best start
+        start_layers, err["start"] = fallback, err["minmax"]
+        qg.layers.update(fallback)
+        out_start = block_outputs(qg, nodes, inputs, batch_size=cfg.eval_batch)
+        record.note = "started from the min-max grid (lower block error than MSE)"
     fisher = None
     if cfg.fisher and logits is not None:
         fisher = _fisher_weights(qg, walker, nodes, out_start, logits, cfg.eval_batch)

@@ -1,0 +1,202 @@
+"""Reconstruction engines (edgeq.quant.recon / adaquant) and the quantize() facade: block errors
+below min-max, the exported .tflite bit-exact with TFLM (contracts 1 and 2), and bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from test_graph import _every_layer_model, _randomize_bn
+from test_sim_export import assert_sim_matches_tflm
+
+from edgeq.errors import DataError, EdgeqError
+from edgeq.export import bit_plan, to_tflite_model
+from edgeq.graph import capture, run_tf
+from edgeq.quant import adaquant, ranges, recon
+from edgeq.quant.sim import SimModel
+from edgeq.quantize import METHODS, quantize
+from edgeq.tflite.read import read_model
+from edgeq.tflite.write import write_model
+
+ITERS = 60
+
+
+def _small_mobilenet(k, seed):
+    """conv → dw+pw → dw+pw → GAP → dense: three kinds of blocks in a few thousand weights."""
+    k.utils.set_random_seed(seed)
+    L = k.layers
+    inputs = k.Input((10, 10, 3))
+    x = L.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    for i, width in enumerate((16, 16)):
+        x = L.DepthwiseConv2D(3, strides=1 + i, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU(6.0)(x)
+        x = L.Conv2D(width, 1, use_bias=False, name=f"pw{i}")(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(5, activation="softmax", name="head")(x)
+    model = k.Model(inputs, outputs, name=f"small{seed}")
+    _randomize_bn(model, seed=seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def every_layer():
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(3)
+    model = _every_layer_model(tf_keras)
+    _randomize_bn(model, seed=3)
+    rng = np.random.default_rng(4)
+    calib = rng.normal(0.5, 0.5, (96, 12, 12, 3)).astype(np.float32)
+    test = rng.normal(0.5, 0.5, (200, 12, 12, 3)).astype(np.float32)
+    return capture(model), calib, test
+
+
+def _block_output_mse(qgraph, x) -> dict[str, float]:
+    """MSE of every tensor of the bit-exact simulated model (== TFLM) against the float model."""
+    sim = SimModel(qgraph).tensors(x)
+    ref = run_tf(qgraph.graph, x)
+    return {name: float(np.mean((sim[name].numpy() - ref[name].numpy()) ** 2)) for name in ref}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("engine", ["brecq", "adaround", "adaquant"])
+def test_reconstruction_lowers_block_error_below_minmax(seed, engine):
+    import tf_keras
+
+    graph = capture(_small_mobilenet(tf_keras, seed))
+    rng = np.random.default_rng(seed)
+    calib = rng.uniform(0, 1, (64, 10, 10, 3)).astype(np.float32)
+    plan = bit_plan(graph, 4, edge_bits=4)  # every layer at 4 bits, first and last too
+    minmax = ranges.quantize_ranges(graph, calib, plan, "minmax", "minmax")
+    start = ranges.quantize_ranges(graph, calib, plan, "mse", "minmax")
+    if engine == "adaquant":
+        res = adaquant.adaquant(start, calib, minmax.layers,
+                                adaquant.AdaQuantConfig(iters=ITERS, seed=seed))
+    else:
+        blocks = graph.blocks if engine == "brecq" else recon.layer_blocks(graph)
+        cfg = recon.ReconConfig(iters=ITERS, act_iters=20, seed=seed)
+        res = recon.reconstruct(start, calib, blocks, minmax.layers, cfg)
+    assert len(res.blocks) == (4 if engine == "brecq" else 6)
+    for block in res.blocks:  # the engine's own measurement, on identical block inputs
+        assert block.error_final < block.error_minmax, block
+    # The learned weights really changed the integers, not only kept a start point.
+    assert any(b.kept not in ("start", "minmax") for b in res.blocks)
+    # Independently, in the bit-exact simulated model: every block's output (with all the
+    # blocks before it quantized too) is closer to the float model than with min-max.
+    after, before = _block_output_mse(res.qgraph, calib), _block_output_mse(minmax, calib)
+    for block in graph.blocks:
+        out = block.nodes[-1]
+        assert after[out] < before[out], (out, after[out], before[out])
+
+
+def test_fisher_weighting_runs_and_lowers_error():
+    import tf_keras
+
+    graph = capture(_small_mobilenet(tf_keras, 5))
+    calib = np.random.default_rng(5).uniform(0, 1, (48, 10, 10, 3)).astype(np.float32)
+    plan = bit_plan(graph, 2, edge_bits=8)
+    minmax = ranges.quantize_ranges(graph, calib, plan, "minmax", "minmax")
+    start = ranges.quantize_ranges(graph, calib, plan, "mse", "minmax")
+    cfg = recon.ReconConfig(iters=ITERS, act_iters=0, fisher=True)
+    res = recon.reconstruct(start, calib, graph.blocks, minmax.layers, cfg)
+    for block in res.blocks:
+        assert block.error_final <= block.error_minmax
+
+
+@pytest.mark.parametrize("method,bits", [("brecq", 4), ("adaquant", 4), ("mse", 8)])
+def test_exported_tflite_keeps_contracts(every_layer, method, bits):
+    graph, calib, test = every_layer
+    qgraph, report = quantize(graph, calib, method, bits, iters=30, act_iters=20,
+                              progress=False)
+    assert report.method == method and len(report.layers) == len(graph.weighted_nodes)
+    assert all(r["sqnr_db"] is not None for r in report.layers)
+    assert_sim_matches_tflm(qgraph, test, interp_samples=10)
+
+
+def test_two_bit_layers_are_int4_tensors_with_the_plan_in_metadata(every_layer):
+    graph, calib, test = every_layer
+    qgraph, report = quantize(graph, calib, "brecq", 2, iters=30, act_iters=0, progress=False)
+    low = [n for n, b in report.plan.items() if b == 2]
+    assert low and report.weight_bytes < report.stored_weight_bytes
+    for name in low:  # 2-bit integers, stored as INT4
+        assert qgraph.layers[name].bits == 4
+        assert qgraph.layers[name].qweight.min() >= -2 and qgraph.layers[name].qweight.max() <= 1
+    model_bytes = assert_sim_matches_tflm(qgraph, test, interp_samples=5)
+    model = read_model(model_bytes)
+    kernels = {t.name: t for t in model.tensors if t.name.endswith("/kernel")}
+    assert all(kernels[f"{n}/kernel"].dtype == "int4" for n in low)
+    meta = json.loads(to_tflite_model(qgraph).metadata["edgeq"])
+    assert meta["bits"] == report.plan
+
+
+def test_facade_report_and_progress(every_layer):
+    graph, calib, _ = every_layer
+    calls = []
+
+    class Recorder(recon.NullProgress):
+        def start(self, label, total):
+            calls.append(("start", label, total))
+
+        def advance(self, steps):
+            calls.append(("advance", steps))
+
+    qgraph, report = quantize(graph, calib, None, 4, iters=10, act_iters=0, progress=Recorder())
+    assert report.method == "brecq"  # the default below 8 bits
+    starts = [c for c in calls if c[0] == "start"]
+    assert len(starts) == len(graph.blocks) and all(c[2] == 10 for c in starts)
+    first, last = graph.weighted_nodes[0].name, graph.weighted_nodes[-1].name
+    assert report.plan[first] == report.plan[last] == 8
+    assert {r["name"] for r in report.layers} == set(report.plan)
+    assert report.to_dict()["calibration_samples"] == len(calib)
+    assert "brecq at 4 bits" in report.summary()
+    _, report8 = quantize(graph, calib, None, 8, progress=False)
+    assert report8.method == "minmax"
+
+
+def test_unknown_method_lists_the_known_ones(every_layer):
+    graph, calib, _ = every_layer
+    with pytest.raises(EdgeqError) as info:
+        quantize(graph, calib, "gptq", 4, progress=False)
+    assert "gptq" in str(info.value)
+    assert all(name in str(info.value) for name in METHODS)
+
+
+def test_too_few_calibration_samples(every_layer):
+    graph, calib, _ = every_layer
+    with pytest.raises(DataError, match="only 7 calibration"):
+        quantize(graph, calib[:7], "brecq", 4, progress=False)
+    with pytest.warns(UserWarning, match="only 20 calibration samples"):
+        _, report = quantize(graph, calib[:20], "minmax", 4, progress=False)
+    assert report.calibration_samples == 20 and "only 20" in report.warnings[0]
+    with pytest.raises(EdgeqError, match="bits"):
+        quantize(graph, calib, "minmax", 5, progress=False)
+
+
+def test_nan_loss_falls_back_to_minmax_weights(every_layer, monkeypatch):
+    graph, calib, _ = every_layer
+    monkeypatch.setattr(recon, "_finite", lambda loss: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qgraph, report = quantize(graph, calib, "brecq", 4, iters=5, act_iters=0,
+                                  progress=False)
+    assert any("NaN" in str(w.message) for w in caught)
+    assert len(report.warnings) == len(graph.blocks)
+    assert all(b["kept"] == "minmax" and "NaN" in b["note"] for b in report.blocks)
+    minmax = ranges.quantize_ranges(graph, calib, report.plan, "minmax", "minmax")
+    for name, layer in minmax.layers.items():
+        np.testing.assert_array_equal(qgraph.layers[name].qweight, layer.qweight)
+
+
+def test_recon_artifacts_write(every_layer):
+    """The returned QuantizedGraph goes straight to edgeq's writer (nothing else needed)."""
+    graph, calib, _ = every_layer
+    qgraph, _ = quantize(graph, calib, "adaround", 3, iters=5, act_iters=0, progress=False)
+    data = write_model(to_tflite_model(qgraph))
+    assert read_model(data).tensors
