@@ -231,9 +231,9 @@ def vww_engine(vww_int8_path, tmp_path_factory):
 
 def test_vww_plan_reaches_the_layer_by_layer_bound(vww_engine):
     _, files = vww_engine
-    # 55,296 bytes of tensors (see test_plan) + the first pointwise convolution's 32-byte
+    # 55,296 bytes of tensors (see test_plan) + the first pointwise convolution's 64-byte
     # im2col scratch: still the layer-by-layer bound, and well under TFLM's 103,680
-    assert files.arena_size == 55_296 + 32 == files.plan.lower_bound
+    assert files.arena_size == 55_296 + 64 == files.plan.lower_bound
     assert files.plan.scratch[2] >= 0
     assert files.macs == 7_489_664
 

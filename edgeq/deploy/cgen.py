@@ -440,7 +440,7 @@ class _Lowering:
 
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and int8 weights (or
-    int4 weights and a multiple of 8 values per filter) gets two int16 im2col columns (4 bytes
+    int4 weights and a multiple of 8 values per filter) gets four int16 im2col columns (8 bytes
     per filter element)."""
     scratch = {}
     for index, op in enumerate(model.ops):
@@ -448,7 +448,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
             k = w.shape[1] * w.shape[2] * w.shape[3]
             if w.shape[3] == x.shape[3] and (w.dtype == "int8" or k % 8 == 0):
-                scratch[index] = 4 * k
+                scratch[index] = 8 * k  # four int16 columns
     return scratch
 
 

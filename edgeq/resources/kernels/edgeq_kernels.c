@@ -137,17 +137,6 @@ static uint32_t eq_load32(const void *p)
     return v;
 }
 
-/* MultiplyByQuantizedMultiplier for multipliers in [2^30, 2^31) (all of them; 0 aside):
- * (x * m + 2^30) >> 31 equals SaturatingRoundingDoublingHighMul for m > 0 (one SMLAL). */
-EQ_INLINE int32_t eq_requantize_fast(int32_t acc, int32_t multiplier, int32_t shift)
-{
-    const int32_t left = shift > 0 ? shift : 0;
-    const int32_t right = shift > 0 ? 0 : -shift;
-    const int32_t high = (int32_t)(((int64_t)eq_shl(acc, left) * multiplier
-                                    + ((int64_t)1 << 30)) >> 31);
-    return eq_rdbpot(high, right);
-}
-
 /* The output stage's parameters, copied out of the (flash) parameter struct into locals: the
  * compiler must otherwise reload them after every int8 store, which may alias anything. */
 typedef struct {
@@ -156,27 +145,55 @@ typedef struct {
     int32_t offset, lo, hi;
 } eq_out_t;
 
-EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
+/* One channel's requantization, prepared once and applied to several accumulators:
+ * (x * m + 2^30) >> 31 equals SaturatingRoundingDoublingHighMul for m > 0 (one SMLAL), and
+ * (x >> r) + ((x & mask) > (mask >> 1) + (x < 0)) is RoundingDivideByPOT. */
+typedef struct {
+    int32_t multiplier, left, right, mask, half;
+} eq_rq_t;
+
+EQ_INLINE eq_rq_t eq_rq_prepare(int32_t multiplier, int32_t shift)
 {
-    acc = eq_requantize_fast(acc, o.multiplier[channel], o.shift[channel]) + o.offset;
-    return (int8_t)EQ_CLAMP(acc, o.lo, o.hi);
+    eq_rq_t r;
+    r.multiplier = multiplier;
+    r.left = shift > 0 ? shift : 0;
+    r.right = shift > 0 ? 0 : -shift;
+    r.mask = (int32_t)(((uint32_t)1 << r.right) - 1u);
+    r.half = r.mask >> 1;
+    return r;
 }
 
-/* The two-column im2col scratch. Values come in runs of R (4 for int8 weights, 8 for int4):
- * column 0's run, then column 1's. Inside a run the values are ordered so that word pairs match
- * what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3), so x0 x2 x1 x3; int4
- * nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. The K % R
- * tail values (int8 only) follow, column by column, in plain order. */
+EQ_INLINE int8_t eq_rq_output(eq_rq_t r, eq_out_t o, int32_t acc)
+{
+    const int32_t high = (int32_t)(((int64_t)eq_shl(acc, r.left) * r.multiplier
+                                    + ((int64_t)1 << 30)) >> 31);
+    int32_t v = (high >> r.right) + ((high & r.mask) > r.half + (high < 0 ? 1 : 0) ? 1 : 0);
+    v += o.offset;
+    v = v < o.lo ? o.lo : v;
+    return (int8_t)(v > o.hi ? o.hi : v);
+}
+
+EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
+{
+    return eq_rq_output(eq_rq_prepare(o.multiplier[channel], o.shift[channel]), o, acc);
+}
+
+/* The im2col scratch holds EQ_COLS columns (output pixels). Values come in runs of R (4 for
+ * int8 weights, 8 for int4): column 0's run, column 1's, ... Inside a run the values are ordered
+ * so that word pairs match what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2)
+ * (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so
+ * x0 x4 x2 x6 x1 x5 x3 x7. The K % R tail values (int8 only) follow, column by column. */
+#define EQ_COLS 4
 static const int8_t eq_order4[4] = {0, 2, 1, 3};
 static const int8_t eq_order8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
 
 static int32_t eq_col_index(int32_t k, int32_t j, int32_t run, int32_t k_vec, int32_t k_total)
 {
     if (k < k_vec) {
-        return run == 4 ? (k >> 2) * 8 + j * 4 + eq_order4[k & 3]
-                        : (k >> 3) * 16 + j * 8 + eq_order8[k & 7];
+        return run == 4 ? (k >> 2) * (4 * EQ_COLS) + j * 4 + eq_order4[k & 3]
+                        : (k >> 3) * (8 * EQ_COLS) + j * 8 + eq_order8[k & 7];
     }
-    return 2 * k_vec + j * (k_total - k_vec) + (k - k_vec);
+    return EQ_COLS * k_vec + j * (k_total - k_vec) + (k - k_vec);
 }
 
 /* Column j: the receptive field of output pixel (oy, ox) as int16 values with the input
@@ -201,13 +218,13 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
             const uint32_t a = eq_load32(src + k);
             const uint32_t a02 = EQ_SXTAB16(off2, a), a13 = EQ_SXTAB16_ROR8(off2, a);
             if (run == 4) {
-                uint32_t *d = dst + (k >> 2) * 4 + j * 2;
+                uint32_t *d = dst + (k >> 2) * (2 * EQ_COLS) + j * 2;
                 d[0] = a02;
                 d[1] = a13;
             } else {
                 const uint32_t c4 = eq_load32(src + k + 4);
                 const uint32_t b02 = EQ_SXTAB16(off2, c4), b13 = EQ_SXTAB16_ROR8(off2, c4);
-                uint32_t *d = dst + (k >> 3) * 8 + j * 4;
+                uint32_t *d = dst + (k >> 3) * (4 * EQ_COLS) + j * 4;
                 d[0] = (a02 & 0xFFFFu) | (b02 << 16);
                 d[1] = (b02 & 0xFFFF0000u) | (a02 >> 16);
                 d[2] = (a13 & 0xFFFFu) | (b13 << 16);
@@ -233,22 +250,6 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
     }
 }
 
-EQ_INLINE void eq_conv_store(eq_out_t o, int8_t *dst, int32_t out_c, int32_t oc,
-                             int32_t two, int32_t pair, int32_t a00, int32_t a01,
-                             int32_t a10, int32_t a11)
-{
-    dst[oc] = eq_output(o, a00, oc);
-    if (pair) {
-        dst[oc + 1] = eq_output(o, a01, oc + 1);
-    }
-    if (two) {
-        dst[out_c + oc] = eq_output(o, a10, oc);
-        if (pair) {
-            dst[out_c + oc + 1] = eq_output(o, a11, oc + 1);
-        }
-    }
-}
-
 /* Eight int4 weights (one word) as four pairs, each value times 16 (exact; divided out after
  * the sum): (v0 v4) (v2 v6) (v1 v5) (v3 v7). */
 #define EQ_INT4_PAIRS(w, p04, p26, p15, p37)           \
@@ -261,8 +262,92 @@ EQ_INLINE void eq_conv_store(eq_out_t o, int8_t *dst, int32_t out_c, int32_t oc,
         (p37) = EQ_SXTB16_ROR8(hi_);                   \
     } while (0)
 
-/* CONV_2D as a matrix product: two output pixels x two output channels per step, SMLAD on
- * pairs of 16-bit values. int8 weights: any K; int4 weights: K a multiple of 8. */
+/* Four output pixels of one int8 filter row: acc[j] += sum_k w[k] * column j[k], over the
+ * k_vec / 4 runs. One weight word, extended once, feeds eight SMLADs. */
+static void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+    if (runs > 0) {
+        uint32_t x02, x13, w02, w13;
+        __asm volatile(
+            "1:\n\t"
+            "ldr     %[w13], [%[w]], #4\n\t"
+            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
+            "sxtb16  %[w02], %[w13]\n\t"
+            "sxtb16  %[w13], %[w13], ror #8\n\t"
+            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
+            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
+            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
+            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
+            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
+            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
+            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
+            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
+            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
+            "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"
+            "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"
+            "subs    %[runs], %[runs], #1\n\t"
+            "bne     1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
+              [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13),
+              [w02] "=&r"(w02), [w13] "=&r"(w13)
+            :
+            : "cc", "memory");
+    }
+#else
+    for (; runs > 0; --runs, w += 4, col += 16) {
+        const uint32_t wv = eq_load32(w);
+        const uint32_t w02 = EQ_SXTB16(wv), w13 = EQ_SXTB16_ROR8(wv);
+        a0 = EQ_SMLAD(eq_load32(col), w02, a0);
+        a0 = EQ_SMLAD(eq_load32(col + 2), w13, a0);
+        a1 = EQ_SMLAD(eq_load32(col + 4), w02, a1);
+        a1 = EQ_SMLAD(eq_load32(col + 6), w13, a1);
+        a2 = EQ_SMLAD(eq_load32(col + 8), w02, a2);
+        a2 = EQ_SMLAD(eq_load32(col + 10), w13, a2);
+        a3 = EQ_SMLAD(eq_load32(col + 12), w02, a3);
+        a3 = EQ_SMLAD(eq_load32(col + 14), w13, a3);
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* The same for int4 weights: runs of 8 (one packed word), products times 16. */
+static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t acc[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (; runs > 0; --runs, w += 4, col += 32) {
+        uint32_t p04, p26, p15, p37;
+        EQ_INT4_PAIRS(eq_load32(w), p04, p26, p15, p37);
+        a0 = EQ_SMLAD(eq_load32(col), p04, a0);
+        a0 = EQ_SMLAD(eq_load32(col + 2), p26, a0);
+        a0 = EQ_SMLAD(eq_load32(col + 4), p15, a0);
+        a0 = EQ_SMLAD(eq_load32(col + 6), p37, a0);
+        a1 = EQ_SMLAD(eq_load32(col + 8), p04, a1);
+        a1 = EQ_SMLAD(eq_load32(col + 10), p26, a1);
+        a1 = EQ_SMLAD(eq_load32(col + 12), p15, a1);
+        a1 = EQ_SMLAD(eq_load32(col + 14), p37, a1);
+        a2 = EQ_SMLAD(eq_load32(col + 16), p04, a2);
+        a2 = EQ_SMLAD(eq_load32(col + 18), p26, a2);
+        a2 = EQ_SMLAD(eq_load32(col + 20), p15, a2);
+        a2 = EQ_SMLAD(eq_load32(col + 22), p37, a2);
+        a3 = EQ_SMLAD(eq_load32(col + 24), p04, a3);
+        a3 = EQ_SMLAD(eq_load32(col + 26), p26, a3);
+        a3 = EQ_SMLAD(eq_load32(col + 28), p15, a3);
+        a3 = EQ_SMLAD(eq_load32(col + 30), p37, a3);
+    }
+    acc[0] += a0 / 16;
+    acc[1] += a1 / 16;
+    acc[2] += a2 / 16;
+    acc[3] += a3 / 16;
+}
+
+/* CONV_2D as a matrix product: four output pixels at a time (im2col into int16 columns), one
+ * filter row against all four, SMLAD on pairs of 16-bit values. int8 weights: any K; int4
+ * weights: K a multiple of 8. */
 static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
 {
     const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
@@ -272,77 +357,34 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
     const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
-    int32_t b, pix, oc, k;
+    int32_t b, pix, oc, j, k;
     for (b = 0; b < p->batches; ++b) {
-        int8_t *dst = out + b * pixels * p->out_c;
-        for (pix = 0; pix < pixels; pix += 2) {
-            const int32_t two = pix + 1 < pixels;
-            eq_im2col(p, in, b, pix / p->out_w, pix % p->out_w, cols, 0, run);
-            eq_im2col(p, in, b, (pix + two) / p->out_w, (pix + two) % p->out_w, cols, 1, run);
-            for (oc = 0; oc < p->out_c; oc += 2) {
-                const int32_t pair = oc + 1 < p->out_c;
-                const int32_t b0 = p->bias ? p->bias[oc] : 0;
-                const int32_t b1 = p->bias && pair ? p->bias[oc + 1] : 0;
-                const int16_t *col = cols;
-                int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        int8_t *dst = out + b * pixels * out_c;
+        for (pix = 0; pix < pixels; pix += EQ_COLS) {
+            const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
+            for (j = 0; j < EQ_COLS; ++j) { /* missing pixels repeat the last one */
+                const int32_t q = pix + EQ_MIN(j, n - 1);
+                eq_im2col(p, in, b, q / p->out_w, q % p->out_w, cols, j, run);
+            }
+            for (oc = 0; oc < out_c; ++oc) {
+                const int32_t bias = p->bias ? p->bias[oc] : 0;
+                const eq_rq_t rq = eq_rq_prepare(o.multiplier[oc], o.shift[oc]);
+                int32_t acc[EQ_COLS] = {0, 0, 0, 0};
                 if (run == 4) {
-                    const int8_t *w0 = p->weights + oc * k_total;
-                    const int8_t *w1 = pair ? w0 + k_total : w0;
-                    const int16_t *t0 = cols + 2 * k_vec, *t1 = t0 + tail;
-                    for (k = 0; k < k_vec; k += 4, col += 8) {
-                        const uint32_t x02 = eq_load32(col), x13 = eq_load32(col + 2);
-                        const uint32_t y02 = eq_load32(col + 4), y13 = eq_load32(col + 6);
-                        uint32_t w = eq_load32(w0 + k);
-                        uint32_t w02 = EQ_SXTB16(w), w13 = EQ_SXTB16_ROR8(w);
-                        a00 = EQ_SMLAD(x02, w02, a00);
-                        a00 = EQ_SMLAD(x13, w13, a00);
-                        a10 = EQ_SMLAD(y02, w02, a10);
-                        a10 = EQ_SMLAD(y13, w13, a10);
-                        w = eq_load32(w1 + k);
-                        w02 = EQ_SXTB16(w);
-                        w13 = EQ_SXTB16_ROR8(w);
-                        a01 = EQ_SMLAD(x02, w02, a01);
-                        a01 = EQ_SMLAD(x13, w13, a01);
-                        a11 = EQ_SMLAD(y02, w02, a11);
-                        a11 = EQ_SMLAD(y13, w13, a11);
-                    }
+                    const int8_t *w = p->weights + oc * k_total;
+                    eq_dot4_int8(cols, w, k_vec / 4, acc);
                     for (k = 0; k < tail; ++k) {
-                        a00 += w0[k_vec + k] * t0[k];
-                        a01 += w1[k_vec + k] * t0[k];
-                        a10 += w0[k_vec + k] * t1[k];
-                        a11 += w1[k_vec + k] * t1[k];
+                        const int16_t *t = cols + EQ_COLS * k_vec + k;
+                        for (j = 0; j < EQ_COLS; ++j) {
+                            acc[j] += w[k_vec + k] * t[j * tail];
+                        }
                     }
                 } else {
-                    const int8_t *w0 = p->weights + oc * k_total / 2;
-                    const int8_t *w1 = pair ? w0 + k_total / 2 : w0;
-                    for (k = 0; k < k_vec; k += 8, col += 16) {
-                        uint32_t p04, p26, p15, p37;
-                        EQ_INT4_PAIRS(eq_load32(w0 + k / 2), p04, p26, p15, p37);
-                        a00 = EQ_SMLAD(eq_load32(col), p04, a00);
-                        a00 = EQ_SMLAD(eq_load32(col + 2), p26, a00);
-                        a00 = EQ_SMLAD(eq_load32(col + 4), p15, a00);
-                        a00 = EQ_SMLAD(eq_load32(col + 6), p37, a00);
-                        a10 = EQ_SMLAD(eq_load32(col + 8), p04, a10);
-                        a10 = EQ_SMLAD(eq_load32(col + 10), p26, a10);
-                        a10 = EQ_SMLAD(eq_load32(col + 12), p15, a10);
-                        a10 = EQ_SMLAD(eq_load32(col + 14), p37, a10);
-                        EQ_INT4_PAIRS(eq_load32(w1 + k / 2), p04, p26, p15, p37);
-                        a01 = EQ_SMLAD(eq_load32(col), p04, a01);
-                        a01 = EQ_SMLAD(eq_load32(col + 2), p26, a01);
-                        a01 = EQ_SMLAD(eq_load32(col + 4), p15, a01);
-                        a01 = EQ_SMLAD(eq_load32(col + 6), p37, a01);
-                        a11 = EQ_SMLAD(eq_load32(col + 8), p04, a11);
-                        a11 = EQ_SMLAD(eq_load32(col + 10), p26, a11);
-                        a11 = EQ_SMLAD(eq_load32(col + 12), p15, a11);
-                        a11 = EQ_SMLAD(eq_load32(col + 14), p37, a11);
-                    }
-                    a00 /= 16;
-                    a01 /= 16;
-                    a10 /= 16;
-                    a11 /= 16;
+                    eq_dot4_int4(cols, p->weights + oc * k_total / 2, k_vec / 8, acc);
                 }
-                eq_conv_store(o, dst + pix * out_c, out_c, oc, two, pair, a00 + b0, a01 + b1,
-                              a10 + b0, a11 + b1);
+                for (j = 0; j < n; ++j) {
+                    dst[(pix + j) * out_c + oc] = eq_rq_output(rq, o, acc[j] + bias);
+                }
             }
         }
     }

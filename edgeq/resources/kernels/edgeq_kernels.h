@@ -97,8 +97,8 @@ typedef struct {
 /* TFLite's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
-/* scratch: 4 * filter_h * filter_w * filter_in_c bytes (2-byte aligned) for the fast path's
- * two int16 im2col columns, or NULL (the portable path needs none). */
+/* scratch: 8 * filter_h * filter_w * filter_in_c bytes (4-byte aligned) for the fast path's
+ * four int16 im2col columns, or NULL (the portable path needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out);
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
