@@ -184,6 +184,7 @@ EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
  * (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so
  * x0 x4 x2 x6 x1 x5 x3 x7. The K % R tail values (int8 only) follow, column by column. */
 #define EQ_COLS 4
+#define EQ_GATHER_MAX 256 /* filter sizes up to this are gathered on the stack (512 bytes) */
 static const int8_t eq_order4[4] = {0, 2, 1, 3};
 static const int8_t eq_order8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
 
@@ -233,6 +234,54 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
         }
         for (; k < k_total; ++k) {
             cols[eq_col_index(k, j, run, k_vec, k_total)] = (int16_t)(src[k] + p->in_offset);
+        }
+        return;
+    }
+    if (k_total <= EQ_GATHER_MAX) {
+        /* Gather in natural order first, then reorder whole runs: much cheaper than placing
+         * each value on its own. */
+        int16_t tmp[EQ_GATHER_MAX];
+        for (fy = 0; fy < p->filter_h; ++fy) {
+            const int32_t iy = in_y0 + p->dilation_h * fy;
+            for (fx = 0; fx < p->filter_w; ++fx) {
+                const int32_t ix = in_x0 + p->dilation_w * fx;
+                if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+                    const int8_t *src = in + ((b * p->in_h + iy) * p->in_w + ix) * depth;
+                    for (c = 0; c < depth; ++c) {
+                        tmp[k++] = (int16_t)(src[c] + p->in_offset);
+                    }
+                } else {
+                    for (c = 0; c < depth; ++c) {
+                        tmp[k++] = 0;
+                    }
+                }
+            }
+        }
+        {
+            int16_t *d = cols + j * run;
+            const int16_t *t = tmp;
+            if (run == 4) {
+                for (k = 0; k < k_vec; k += 4, t += 4, d += 4 * EQ_COLS) {
+                    d[0] = t[0];
+                    d[1] = t[2];
+                    d[2] = t[1];
+                    d[3] = t[3];
+                }
+            } else {
+                for (k = 0; k < k_vec; k += 8, t += 8, d += 8 * EQ_COLS) {
+                    d[0] = t[0];
+                    d[1] = t[4];
+                    d[2] = t[2];
+                    d[3] = t[6];
+                    d[4] = t[1];
+                    d[5] = t[5];
+                    d[6] = t[3];
+                    d[7] = t[7];
+                }
+            }
+        }
+        for (; k < k_total; ++k) {
+            cols[eq_col_index(k, j, run, k_vec, k_total)] = tmp[k];
         }
         return;
     }
@@ -450,17 +499,25 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                              | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
     int32_t b, oy, ox, c, fy, fx;
     for (b = 0; b < p->batches; ++b) {
-        for (oy = 0; oy < p->out_h; ++oy) {
-            const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-            const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
-            for (ox = 0; ox < p->out_w; ++ox) {
-                const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-                const int32_t fx0 = EQ_MAX(0, -in_x0), fx1 = EQ_MIN(3, p->in_w - in_x0);
-                int8_t *dst = out + ((b * p->out_h + oy) * p->out_w + ox) * depth;
-                const int interior = fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3;
-                /* the window's top-left tap, which may lie in the padding (never read) */
-                const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
-                for (c = 0; c < c_vec; c += 4) {
+        /* Four channels at a time over the whole image, so that their requantization is
+         * prepared once; the remaining channels one by one. */
+        for (c = 0; c < c_vec; c += 4) {
+            const eq_rq_t r0 = eq_rq_prepare(o.multiplier[c], o.shift[c]);
+            const eq_rq_t r1 = eq_rq_prepare(o.multiplier[c + 1], o.shift[c + 1]);
+            const eq_rq_t r2 = eq_rq_prepare(o.multiplier[c + 2], o.shift[c + 2]);
+            const eq_rq_t r3 = eq_rq_prepare(o.multiplier[c + 3], o.shift[c + 3]);
+            const int32_t b0 = p->bias ? p->bias[c] : 0, b1 = p->bias ? p->bias[c + 1] : 0;
+            const int32_t b2 = p->bias ? p->bias[c + 2] : 0, b3 = p->bias ? p->bias[c + 3] : 0;
+            for (oy = 0; oy < p->out_h; ++oy) {
+                const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+                const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
+                int8_t *dst = out + ((b * p->out_h + oy) * p->out_w) * depth + c;
+                for (ox = 0; ox < p->out_w; ++ox, dst += depth) {
+                    const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+                    const int32_t fx0 = EQ_MAX(0, -in_x0), fx1 = EQ_MIN(3, p->in_w - in_x0);
+                    const int interior = fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3;
+                    /* the window's top-left tap, which may lie in the padding (never read) */
+                    const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                     if (int4) {
                         if (interior) {
@@ -468,30 +525,27 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                         } else {
                             EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT4_WEIGHTS)
                         }
+                        a0 /= 16;
+                        a1 /= 16;
+                        a2 /= 16;
+                        a3 /= 16;
                     } else if (interior) {
                         EQ_DW_TAPS(0, 3, 0, 3, EQ_DW_INT8_WEIGHTS)
                     } else {
                         EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT8_WEIGHTS)
                     }
-                    if (int4) {
-                        a0 /= 16;
-                        a1 /= 16;
-                        a2 /= 16;
-                        a3 /= 16;
-                    }
-                    if (p->bias) {
-                        a0 += p->bias[c];
-                        a1 += p->bias[c + 1];
-                        a2 += p->bias[c + 2];
-                        a3 += p->bias[c + 3];
-                    }
-                    dst[c] = eq_output(o, a0, c);
-                    dst[c + 1] = eq_output(o, a1, c + 1);
-                    dst[c + 2] = eq_output(o, a2, c + 2);
-                    dst[c + 3] = eq_output(o, a3, c + 3);
+                    dst[0] = eq_rq_output(r0, o, a0 + b0);
+                    dst[1] = eq_rq_output(r1, o, a1 + b1);
+                    dst[2] = eq_rq_output(r2, o, a2 + b2);
+                    dst[3] = eq_rq_output(r3, o, a3 + b3);
                 }
-                for (; c < depth; ++c) {
-                    dst[c] = eq_output(o, eq_depthwise_one(p, in, b, oy, ox, c), c);
+            }
+        }
+        for (c = c_vec; c < depth; ++c) {
+            for (oy = 0; oy < p->out_h; ++oy) {
+                for (ox = 0; ox < p->out_w; ++ox) {
+                    out[((b * p->out_h + oy) * p->out_w + ox) * depth + c] =
+                        eq_output(o, eq_depthwise_one(p, in, b, oy, ox, c), c);
                 }
             }
         }
