@@ -220,8 +220,9 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
-    with st.stage("on-device checks (LiteRT, TFLM)"):
-        checked = check_model(tflite, test.x, test.y, float_model_predict=float_out)
+    with st.stage("on-device checks (LiteRT, TFLM)"), _bar(progress_factory, "LiteRT + TFLM",
+                                                             2 * len(test)) as advance:
+        checked = check_model(tflite, test.x, test.y, float_model_predict=float_out, advance=advance)
     with st.stage("simulated quantized model (Keras side)"):
         sim_labels = simulate(qgraph, test.x).argmax(-1)
         tflm_labels = checked.runtime("tflm").labels
@@ -279,3 +280,14 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
 @contextmanager
 def _null():
     yield None
+
+
+@contextmanager
+def _bar(progress_factory, description: str, total: int):
+    """A rich progress bar when the caller gave a factory; yields the advance callable."""
+    if progress_factory is None:
+        yield None
+        return
+    with progress_factory() as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)

@@ -234,7 +234,7 @@ def _check_shape(x: np.ndarray, spec: TensorSpec) -> None:
 
 
 # Runners: each takes a prepared interpreter and a batch, returns stacked raw outputs.
-def _run_litert(interpreter, q: np.ndarray) -> np.ndarray:
+def _run_litert(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     outputs = []
@@ -242,15 +242,19 @@ def _run_litert(interpreter, q: np.ndarray) -> np.ndarray:
         interpreter.set_tensor(input_index, sample[None])
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(output_index)[0].copy())
+        if advance:
+            advance()
     return np.stack(outputs)
 
 
-def _run_tflm(interpreter, q: np.ndarray) -> np.ndarray:
+def _run_tflm(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
     outputs = []
     for sample in q:
         interpreter.set_input(sample[None], 0)
         interpreter.invoke()
         outputs.append(interpreter.get_output(0)[0].copy())
+        if advance:
+            advance()
     return np.stack(outputs)
 
 
@@ -316,14 +320,15 @@ def model_input_spec(model) -> TensorSpec:
 
 def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
                 float_model_predict: np.ndarray | Callable | None = None, *,
-                float_outputs: np.ndarray | None = None) -> CheckResult:
+                float_outputs: np.ndarray | None = None,
+                advance: Callable[[], None] | None = None) -> CheckResult:
     """Run every sample of `x` through LiteRT and TFLM and compare.
 
     model: a .tflite path or its bytes. x: N samples, float in the model's input domain (they
     are quantized with the input tensor's scale and zero point) or already of the input tensor's
     integer type. y: int labels (-1 = unknown) or None. float_model_predict: the float model's
     outputs for x (N x classes array), or a function x_float -> that array; `float_outputs`
-    is the same as an array.
+    is the same as an array. advance: called after each sample of each runtime (progress bars).
     """
     if float_model_predict is not None and float_outputs is not None:
         raise ValueError("pass either float_model_predict or float_outputs, not both")
@@ -351,7 +356,7 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
         if key == "tflm":
             arena = value[4]
         start = time.perf_counter()
-        outputs = runners[key](value[0], q)
+        outputs = runners[key](value[0], q, advance)
         run = RuntimeRun(key, value[1], True, seconds=time.perf_counter() - start, outputs=outputs)
         run.accuracy = accuracy(run.labels, y)
         if float_labels is not None:
