@@ -173,6 +173,20 @@ EQ_INLINE int8_t eq_rq_output(eq_rq_t r, eq_out_t o, int32_t acc)
     return (int8_t)(v > o.hi ? o.hi : v);
 }
 
+/* The same when the channel has no left shift and the clamp is the whole int8 range (the
+ * usual case): fewer live values, and SSAT for the clamp on the DSP path. */
+EQ_INLINE int8_t eq_rq_output_plain(eq_rq_t r, int32_t offset, int32_t acc)
+{
+    const int32_t high = (int32_t)(((int64_t)acc * r.multiplier + ((int64_t)1 << 30)) >> 31);
+    const int32_t v = (high >> r.right) + ((high & r.mask) > r.half + (high < 0 ? 1 : 0) ? 1 : 0)
+                      + offset;
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+    return (int8_t)__ssat(v, 8);
+#else
+    return (int8_t)EQ_CLAMP(v, -128, 127);
+#endif
+}
+
 EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
 {
     return eq_rq_output(eq_rq_prepare(o.multiplier[channel], o.shift[channel]), o, acc);
@@ -406,6 +420,7 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
     const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
+    const int full_range = o.lo == -128 && o.hi == 127;
     int32_t b, pix, oc, j, k;
     for (b = 0; b < p->batches; ++b) {
         int8_t *dst = out + b * pixels * out_c;
@@ -431,8 +446,15 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
                 } else {
                     eq_dot4_int4(cols, p->weights + oc * k_total / 2, k_vec / 8, acc);
                 }
-                for (j = 0; j < n; ++j) {
-                    dst[(pix + j) * out_c + oc] = eq_rq_output(rq, o, acc[j] + bias);
+                if (rq.left == 0 && full_range) {
+                    for (j = 0; j < n; ++j) {
+                        dst[(pix + j) * out_c + oc] =
+                            eq_rq_output_plain(rq, o.offset, acc[j] + bias);
+                    }
+                } else {
+                    for (j = 0; j < n; ++j) {
+                        dst[(pix + j) * out_c + oc] = eq_rq_output(rq, o, acc[j] + bias);
+                    }
                 }
             }
         }
@@ -508,6 +530,8 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
             const eq_rq_t r3 = eq_rq_prepare(o.multiplier[c + 3], o.shift[c + 3]);
             const int32_t b0 = p->bias ? p->bias[c] : 0, b1 = p->bias ? p->bias[c + 1] : 0;
             const int32_t b2 = p->bias ? p->bias[c + 2] : 0, b3 = p->bias ? p->bias[c + 3] : 0;
+            const int plain = o.lo == -128 && o.hi == 127
+                              && (r0.left | r1.left | r2.left | r3.left) == 0;
             for (oy = 0; oy < p->out_h; ++oy) {
                 const int32_t in_y0 = oy * p->stride_h - p->pad_h;
                 const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
@@ -534,10 +558,17 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                     } else {
                         EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT8_WEIGHTS)
                     }
-                    dst[0] = eq_rq_output(r0, o, a0 + b0);
-                    dst[1] = eq_rq_output(r1, o, a1 + b1);
-                    dst[2] = eq_rq_output(r2, o, a2 + b2);
-                    dst[3] = eq_rq_output(r3, o, a3 + b3);
+                    if (plain) {
+                        dst[0] = eq_rq_output_plain(r0, o.offset, a0 + b0);
+                        dst[1] = eq_rq_output_plain(r1, o.offset, a1 + b1);
+                        dst[2] = eq_rq_output_plain(r2, o.offset, a2 + b2);
+                        dst[3] = eq_rq_output_plain(r3, o.offset, a3 + b3);
+                    } else {
+                        dst[0] = eq_rq_output(r0, o, a0 + b0);
+                        dst[1] = eq_rq_output(r1, o, a1 + b1);
+                        dst[2] = eq_rq_output(r2, o, a2 + b2);
+                        dst[3] = eq_rq_output(r3, o, a3 + b3);
+                    }
                 }
             }
         }
