@@ -220,8 +220,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
-    with st.stage("on-device checks (LiteRT, TFLM)"), _bar(progress_factory, "LiteRT + TFLM",
-                                                             2 * len(test)) as advance:
+    with st.stage("on-device checks (LiteRT, TFLM, edgeq reference)"), \
+            _bar(progress_factory, "LiteRT + TFLM + reference", 3 * len(test)) as advance:
         checked = check_model(tflite, test.x, test.y, float_model_predict=float_out, advance=advance)
     with st.stage("simulated quantized model (Keras side)"):
         sim_labels = simulate(qgraph, test.x).argmax(-1)

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import DataError, EdgeqError, ModelLoadError, OutputError, RuntimeMissingError
+from .errors import (
+    DataError,
+    EdgeqError,
+    ModelLoadError,
+    OutputError,
+    RuntimeMissingError,
+    UnsupportedOpError,
+)
 from .runtimes import litert_interpreter, litert_module, tflm_module
 
 MAX_LSB = 1  # LiteRT vs TFLM, DESIGN.md contract 1
@@ -59,7 +66,7 @@ class TensorSpec:
 class RuntimeRun:
     """One runtime's pass over the data."""
 
-    key: str  # "litert" | "tflm"
+    key: str  # "litert" | "tflm" | "edgeq"
     name: str  # e.g. "TFLite INT8 via LiteRT (ai-edge-litert 2.3.0)"
     available: bool
     reason: str = ""  # why it did not run
@@ -91,6 +98,7 @@ class CheckResult:
     diff_unit: str = "LSB"  # "LSB" for integer outputs, "float" otherwise
     float_accuracy: float | None = None
     arena_bytes: int | None = None  # TFLM tensor arena actually used
+    reference_equals_tflm: bool | None = None  # edgeq's numpy reference == TFLM, every output
     edgeq_version: str = __version__
 
     def runtime(self, key: str) -> RuntimeRun | None:
@@ -140,6 +148,7 @@ class CheckResult:
             "fidelity_ok": self.fidelity_ok,
             "float_accuracy": self.float_accuracy,
             "arena_bytes": self.arena_bytes,
+            "reference_equals_tflm": self.reference_equals_tflm,
         }
 
     def table(self):
@@ -173,6 +182,10 @@ class CheckResult:
             table.caption = (f"TFLM vs LiteRT: labels agree on {_pct(self.tflm_litert_agreement)}, "
                              f"max |Δ| of raw outputs {diff} ({verdict}: ≤ {MAX_LSB} LSB, "
                              f"≥ {MIN_AGREEMENT:.1%})")
+        if self.reference_equals_tflm is not None:
+            same = ("[green]identical[/]" if self.reference_equals_tflm
+                    else "[red]DIFFERENT (contract 1 broken: please report)[/]")
+            table.caption = (table.caption or "") + f"\nedgeq reference vs TFLM raw outputs: {same}"
         if self.arena_bytes is not None:
             table.caption = (table.caption or "") + f"\nTFLM arena used: {self.arena_bytes:,} bytes"
         return table
@@ -279,6 +292,34 @@ def _open_tflm(model_bytes: bytes):
     return interpreter, f"TFLM ({version})", spec_in, spec_out, arena
 
 
+def _run_reference(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
+    outputs = []
+    for sample in q:
+        outputs.append(interpreter.invoke(sample[None])[0][0].copy())
+        if advance:
+            advance()
+    return np.stack(outputs)
+
+
+def _spec_of(tensor) -> TensorSpec:
+    quantized = tensor.scale is not None and float(tensor.scale[0]) != 0.0
+    return TensorSpec(tensor.dtype, tuple(tensor.shape), float(tensor.scale[0]) if quantized else None,
+                      int(tensor.zero_point[0]) if quantized else None)
+
+
+def _open_reference(model_bytes: bytes):
+    """edgeq's numpy reference interpreter (bit-exact with TFLM's reference kernels): needs
+    nothing but numpy and the flatbuffer schema."""
+    from .deploy.interp import Interpreter
+    from .tflite.read import read_model
+
+    model = read_model(model_bytes)
+    if len(model.outputs) != 1:
+        raise UnsupportedOpError("the reference check handles models with one output")
+    return (Interpreter(model), f"edgeq reference (numpy, edgeq {__version__})",
+            _spec_of(model.input_tensors[0]), _spec_of(model.output_tensors[0]))
+
+
 def _read_model(model) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
@@ -293,13 +334,13 @@ def _read_model(model) -> tuple[bytes, str]:
 def _open_runtimes(model_bytes: bytes) -> dict:
     """Open every runtime that can be opened; record why the others cannot."""
     opened: dict = {}
-    for key, opener in (("litert", _open_litert), ("tflm", _open_tflm)):
+    for key, opener in (("litert", _open_litert), ("tflm", _open_tflm), ("edgeq", _open_reference)):
         try:
             opened[key] = opener(model_bytes)
         except EdgeqError as e:
             opened[key] = e
-    if all(isinstance(v, EdgeqError) for v in opened.values()):
-        errors = list(opened.values())
+    if all(isinstance(opened[k], EdgeqError) for k in ("litert", "tflm")):
+        errors = [opened["litert"], opened["tflm"]]
         if all(isinstance(e, RuntimeMissingError) for e in errors):
             raise RuntimeMissingError("no TFLite runtime is installed: neither LiteRT nor TFLM",
                                       "pip install ai-edge-litert tflite-micro")
@@ -345,12 +386,12 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
         raise DataError(f"{len(x)} inputs but {len(y)} labels")
 
     float_labels = _float_labels(float_model_predict, x, q, spec_in)
-    runners = {"litert": _run_litert, "tflm": _run_tflm}
+    runners = {"litert": _run_litert, "tflm": _run_tflm, "edgeq": _run_reference}
     runs: list[RuntimeRun] = []
     arena = None
     for key, value in opened.items():
         if isinstance(value, EdgeqError):
-            default = "TFLite via LiteRT" if key == "litert" else "TFLM"
+            default = {"litert": "TFLite via LiteRT", "tflm": "TFLM", "edgeq": "edgeq reference"}[key]
             runs.append(RuntimeRun(key, default, False, reason=_one_line(value)))
             continue
         if key == "tflm":
@@ -367,7 +408,9 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
                          spec_in, spec_out, runs, arena_bytes=arena)
     if float_labels is not None:
         result.float_accuracy = accuracy(float_labels, y)
-    litert, tflm = result.runtime("litert"), result.runtime("tflm")
+    litert, tflm, reference = result.runtime("litert"), result.runtime("tflm"), result.runtime("edgeq")
+    if reference.available and tflm.available:
+        result.reference_equals_tflm = bool(np.array_equal(reference.outputs, tflm.outputs))
     if litert.available and tflm.available:
         result.tflm_litert_agreement = float(np.mean(litert.labels == tflm.labels))
         diff = np.abs(litert.outputs.astype(np.float64) - tflm.outputs.astype(np.float64))

@@ -115,14 +115,16 @@ def test_result_to_dict_is_json_and_table_renders(val_result):
     payload = json.loads(json.dumps(val_result.to_dict()))
     assert payload["input"] == {"dtype": "int8", "shape": [1, 96, 96, 3],
                                 "scale": pytest.approx(1 / 255), "zero_point": -128}
-    assert [r["key"] for r in payload["runtimes"]] == ["litert", "tflm"]
+    assert [r["key"] for r in payload["runtimes"]] == ["litert", "tflm", "edgeq"]
     assert payload["fidelity_ok"] is True
+    assert payload["reference_equals_tflm"] is True  # contract 1 on the MLPerf file
     from rich.console import Console
 
     console = Console(record=True, width=120)
     console.print(val_result.table())
     text = console.export_text()
     assert "86.7%" in text and "103,680" in text and "LiteRT" in text
+    assert "edgeq reference vs TFLM raw outputs: identical" in text
 
 
 def test_already_int8_inputs_give_the_same_result(vww_int8_path, val_photos, val_result):
@@ -151,7 +153,7 @@ def test_float_agreement_from_outputs_and_from_callable(vww_int8_path, val_photo
     assert seen["x"].dtype == np.float32 and seen["x"].max() <= 1.0
     assert by_callable.runtime("tflm").float_agreement == by_array.runtime("tflm").float_agreement
     rows = by_callable.accuracy_rows(include_float=True)
-    assert [r["agreement_with"] for r in rows] == [None, "float", "float"]
+    assert [r["agreement_with"] for r in rows] == [None, "float", "float", "float"]
 
 
 def test_quantize_inputs_rounds_and_clips():

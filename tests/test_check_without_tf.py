@@ -54,7 +54,9 @@ def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
     assert str(venv) in report["edgeq"]
     result = report["result"]
     assert result["samples"] == result["labelled"] == 8
-    litert, tflm = result["runtimes"]
+    litert, tflm, reference = result["runtimes"]
+    # edgeq's own reference interpreter needs only numpy: it runs here and agrees with LiteRT.
+    assert reference["available"] and reference["accuracy"] == litert["accuracy"]
     assert litert["available"] and litert["name"].startswith("TFLite INT8 via LiteRT")
     assert 0.5 <= litert["accuracy"] <= 1.0
     assert not tflm["available"] and "pip install tflite-micro" in tflm["reason"]
