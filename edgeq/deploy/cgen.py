@@ -153,13 +153,18 @@ class _Lowering:
             self.arrays.append(Array(name, ctype, np.asarray(values), c_comment(comment)))
         return name
 
-    def weights(self, index: int, t: int) -> tuple[str, int]:
+    def weights(self, index: int, t: int, row_stride: int | None = None) -> tuple[str, int]:
+        """The weights as a const array (INT4 packed); with row_stride, each of the first
+        dimension's rows is padded with zeros to that many values."""
         tensor = self.model.tensors[t]
         if tensor.dtype not in ("int8", "int4"):
             raise UnsupportedOpError(
                 f"op {index}: weights {tensor.name!r} are {tensor.dtype}",
                 "the engine runs int8 and int4 weights; quantize the model to integers")
         data = np.asarray(tensor.data)
+        if row_stride is not None:
+            rows = data.reshape(data.shape[0], -1)
+            data = np.pad(rows, ((0, 0), (0, row_stride - rows.shape[1])))
         bits = 4 if tensor.dtype == "int4" else 8
         packed = pack_int4(data).view(np.int8) if bits == 4 else data.astype(np.int8)
         name = self.array(f"op{index}_weights", "int8_t", packed,
@@ -236,13 +241,15 @@ class _Lowering:
         b, ih, iw, ic = x.shape
         oc, fh, fw, fic = w.shape
         _, oh, ow, _ = y.shape
-        wname, bits = self.weights(index, op.inputs[1])
+        stride = filter_stride(x, w)
+        wname, bits = self.weights(index, op.inputs[1], stride)
         mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw * fic
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
                   ("out_w", ow), ("out_c", oc), ("filter_h", fh), ("filter_w", fw),
-                  ("filter_in_c", fic), *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
+                  ("filter_in_c", fic), ("filter_stride", stride),
+                  *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
                   ("bias", self.bias(index, self._opt_input(op, 2))),
@@ -438,17 +445,29 @@ class _Lowering:
         return op.inputs[position] if len(op.inputs) > position else -1
 
 
+FAST_MAX_FILTER = 512  # EQ_GATHER_MAX in the kernels: longer filters take the portable path
+
+
+def filter_stride(x: Tensor, w: Tensor) -> int:
+    """Values per stored CONV_2D filter row: h * w * in_c, padded with zeros to a multiple of
+    the fast path's run (4 for int8, 8 for int4) when the fast path can take the op."""
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    run = 8 if w.dtype == "int4" else 4
+    padded = -(-k // run) * run
+    return padded if w.shape[3] == x.shape[3] and padded <= FAST_MAX_FILTER else k
+
+
 def scratch_bytes(model: Model) -> dict[int, int]:
-    """Arena scratch per op for the fast paths: CONV_2D with one group and int8 weights (or
-    int4 weights and a multiple of 8 values per filter) gets four int16 im2col columns (8 bytes
-    per filter element)."""
+    """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
+    of at most FAST_MAX_FILTER values gets four int16 im2col columns (8 bytes per value)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
             x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
-            k = w.shape[1] * w.shape[2] * w.shape[3]
-            if w.shape[3] == x.shape[3] and (w.dtype == "int8" or k % 8 == 0):
-                scratch[index] = 8 * k  # four int16 columns
+            stride = filter_stride(x, w)
+            run = 8 if w.dtype == "int4" else 4
+            if w.shape[3] == x.shape[3] and stride % run == 0 and stride <= FAST_MAX_FILTER:
+                scratch[index] = 8 * stride  # four int16 columns
     return scratch
 
 

@@ -192,23 +192,39 @@ EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
     return eq_rq_output(eq_rq_prepare(o.multiplier[channel], o.shift[channel]), o, acc);
 }
 
-/* The im2col scratch holds EQ_COLS columns (output pixels). Values come in runs of R (4 for
- * int8 weights, 8 for int4): column 0's run, column 1's, ... Inside a run the values are ordered
- * so that word pairs match what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2)
- * (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so
- * x0 x4 x2 x6 x1 x5 x3 x7. The K % R tail values (int8 only) follow, column by column. */
+/* The im2col scratch holds EQ_COLS columns (output pixels) of filter_stride values each: the
+ * receptive field, then zeros up to the padded filter row. Values come in runs of R (4 for int8
+ * weights, 8 for int4): column 0's run, column 1's, ... Inside a run the values are ordered so
+ * that word pairs match what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3),
+ * so x0 x2 x1 x3; int4 nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so
+ * x0 x4 x2 x6 x1 x5 x3 x7. */
 #define EQ_COLS 4
-#define EQ_GATHER_MAX 256 /* filter sizes up to this are gathered on the stack (512 bytes) */
-static const int8_t eq_order4[4] = {0, 2, 1, 3};
-static const int8_t eq_order8[8] = {0, 4, 2, 6, 1, 5, 3, 7};
+#define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack (1 KiB) */
 
-static int32_t eq_col_index(int32_t k, int32_t j, int32_t run, int32_t k_vec, int32_t k_total)
+/* Reorder the natural-order values t[0 .. k_pad) into column j's runs. */
+static void eq_place_runs(const int16_t *t, int16_t *cols, int32_t j, int32_t run, int32_t k_pad)
 {
-    if (k < k_vec) {
-        return run == 4 ? (k >> 2) * (4 * EQ_COLS) + j * 4 + eq_order4[k & 3]
-                        : (k >> 3) * (8 * EQ_COLS) + j * 8 + eq_order8[k & 7];
+    int16_t *d = cols + j * run;
+    int32_t k;
+    if (run == 4) {
+        for (k = 0; k < k_pad; k += 4, t += 4, d += 4 * EQ_COLS) {
+            d[0] = t[0];
+            d[1] = t[2];
+            d[2] = t[1];
+            d[3] = t[3];
+        }
+    } else {
+        for (k = 0; k < k_pad; k += 8, t += 8, d += 8 * EQ_COLS) {
+            d[0] = t[0];
+            d[1] = t[4];
+            d[2] = t[2];
+            d[3] = t[6];
+            d[4] = t[1];
+            d[5] = t[5];
+            d[6] = t[3];
+            d[7] = t[7];
+        }
     }
-    return EQ_COLS * k_vec + j * (k_total - k_vec) + (k - k_vec);
 }
 
 /* Column j: the receptive field of output pixel (oy, ox) as int16 values with the input
@@ -220,16 +236,18 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
     const int32_t in_x0 = ox * p->stride_w - p->pad_w;
     const int32_t depth = p->in_c;
     const int32_t k_total = p->filter_h * p->filter_w * depth;
-    const int32_t k_vec = k_total - k_total % run;
+    const int32_t k_pad = p->filter_stride;
+    int16_t tmp[EQ_GATHER_MAX];
     int32_t fy, fx, c, k = 0;
-    if (p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0) {
+    if (p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0
+        && k_total == k_pad) {
         /* 1x1: the column is the input pixel itself; SXTAB16 extends, adds the offset and
          * puts the values in the run order directly. */
         const uint32_t off2 = ((uint32_t)p->in_offset & 0xFFFFu) << 16
                               | ((uint32_t)p->in_offset & 0xFFFFu);
         const int8_t *src = in + ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
         uint32_t *dst = (uint32_t *)(void *)cols;
-        for (k = 0; k < k_vec; k += run) {
+        for (k = 0; k < k_pad; k += run) {
             const uint32_t a = eq_load32(src + k);
             const uint32_t a02 = EQ_SXTAB16(off2, a), a13 = EQ_SXTAB16_ROR8(off2, a);
             if (run == 4) {
@@ -246,71 +264,29 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
                 d[3] = (b13 & 0xFFFF0000u) | (a13 >> 16);
             }
         }
-        for (; k < k_total; ++k) {
-            cols[eq_col_index(k, j, run, k_vec, k_total)] = (int16_t)(src[k] + p->in_offset);
-        }
         return;
     }
-    if (k_total <= EQ_GATHER_MAX) {
-        /* Gather in natural order first, then reorder whole runs: much cheaper than placing
-         * each value on its own. */
-        int16_t tmp[EQ_GATHER_MAX];
-        for (fy = 0; fy < p->filter_h; ++fy) {
-            const int32_t iy = in_y0 + p->dilation_h * fy;
-            for (fx = 0; fx < p->filter_w; ++fx) {
-                const int32_t ix = in_x0 + p->dilation_w * fx;
-                if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
-                    const int8_t *src = in + ((b * p->in_h + iy) * p->in_w + ix) * depth;
-                    for (c = 0; c < depth; ++c) {
-                        tmp[k++] = (int16_t)(src[c] + p->in_offset);
-                    }
-                } else {
-                    for (c = 0; c < depth; ++c) {
-                        tmp[k++] = 0;
-                    }
-                }
-            }
-        }
-        {
-            int16_t *d = cols + j * run;
-            const int16_t *t = tmp;
-            if (run == 4) {
-                for (k = 0; k < k_vec; k += 4, t += 4, d += 4 * EQ_COLS) {
-                    d[0] = t[0];
-                    d[1] = t[2];
-                    d[2] = t[1];
-                    d[3] = t[3];
-                }
-            } else {
-                for (k = 0; k < k_vec; k += 8, t += 8, d += 8 * EQ_COLS) {
-                    d[0] = t[0];
-                    d[1] = t[4];
-                    d[2] = t[2];
-                    d[3] = t[6];
-                    d[4] = t[1];
-                    d[5] = t[5];
-                    d[6] = t[3];
-                    d[7] = t[7];
-                }
-            }
-        }
-        for (; k < k_total; ++k) {
-            cols[eq_col_index(k, j, run, k_vec, k_total)] = tmp[k];
-        }
-        return;
-    }
+    /* Gather in natural order on the stack, then reorder whole runs. */
     for (fy = 0; fy < p->filter_h; ++fy) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
         for (fx = 0; fx < p->filter_w; ++fx) {
             const int32_t ix = in_x0 + p->dilation_w * fx;
-            const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-            const int8_t *src = inside ? in + ((b * p->in_h + iy) * p->in_w + ix) * depth : in;
-            for (c = 0; c < depth; ++c, ++k) {
-                cols[eq_col_index(k, j, run, k_vec, k_total)] =
-                    (int16_t)(inside ? src[c] + p->in_offset : 0);
+            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+                const int8_t *src = in + ((b * p->in_h + iy) * p->in_w + ix) * depth;
+                for (c = 0; c < depth; ++c) {
+                    tmp[k++] = (int16_t)(src[c] + p->in_offset);
+                }
+            } else {
+                for (c = 0; c < depth; ++c) {
+                    tmp[k++] = 0;
+                }
             }
         }
     }
+    for (; k < k_pad; ++k) {
+        tmp[k] = 0;
+    }
+    eq_place_runs(tmp, cols, j, run, k_pad);
 }
 
 /* Eight int4 weights (one word) as four pairs, each value times 16 (exact; divided out after
@@ -413,15 +389,13 @@ static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int3
  * weights: K a multiple of 8. */
 static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
 {
-    const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
+    const int32_t k_pad = p->filter_stride;
     const int32_t run = p->weight_bits == 4 ? 8 : 4;
-    const int32_t k_vec = k_total - k_total % run;
-    const int32_t tail = k_total - k_vec;
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
     const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
     const int full_range = o.lo == -128 && o.hi == 127;
-    int32_t b, pix, oc, j, k;
+    int32_t b, pix, oc, j;
     for (b = 0; b < p->batches; ++b) {
         int8_t *dst = out + b * pixels * out_c;
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
@@ -435,16 +409,9 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
                 const eq_rq_t rq = eq_rq_prepare(o.multiplier[oc], o.shift[oc]);
                 int32_t acc[EQ_COLS] = {0, 0, 0, 0};
                 if (run == 4) {
-                    const int8_t *w = p->weights + oc * k_total;
-                    eq_dot4_int8(cols, w, k_vec / 4, acc);
-                    for (k = 0; k < tail; ++k) {
-                        const int16_t *t = cols + EQ_COLS * k_vec + k;
-                        for (j = 0; j < EQ_COLS; ++j) {
-                            acc[j] += w[k_vec + k] * t[j * tail];
-                        }
-                    }
+                    eq_dot4_int8(cols, p->weights + oc * k_pad, k_pad / 4, acc);
                 } else {
-                    eq_dot4_int4(cols, p->weights + oc * k_total / 2, k_vec / 8, acc);
+                    eq_dot4_int4(cols, p->weights + oc * k_pad / 2, k_pad / 8, acc);
                 }
                 if (rq.left == 0 && full_range) {
                     for (j = 0; j < n; ++j) {
@@ -592,9 +559,8 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
     const int32_t filters_per_group = p->out_c / groups;
     int32_t b, oy, ox, oc, fy, fx, ic;
 #if EQ_FAST
-    if (scratch != NULL && groups == 1
-        && (p->weight_bits == 8
-            || (p->weight_bits == 4 && (p->filter_h * p->filter_w * p->in_c) % 8 == 0))) {
+    if (scratch != NULL && groups == 1 && p->filter_stride % (p->weight_bits == 4 ? 8 : 4) == 0
+        && p->filter_stride <= EQ_GATHER_MAX) {
         eq_conv2d_fast(p, in, out, scratch);
         return;
     }
@@ -623,7 +589,7 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
                             }
                             ip = in + ((b * p->in_h + iy) * p->in_w + ix) * p->in_c
                                  + group * p->filter_in_c;
-                            wi = ((oc * p->filter_h + fy) * p->filter_w + fx) * p->filter_in_c;
+                            wi = oc * p->filter_stride + (fy * p->filter_w + fx) * p->filter_in_c;
                             for (ic = 0; ic < p->filter_in_c; ++ic) {
                                 acc += eq_weight(p->weights, wi + ic, p->weight_bits)
                                        * (ip[ic] + p->in_offset);

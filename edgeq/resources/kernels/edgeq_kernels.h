@@ -21,10 +21,11 @@ extern "C" {
 typedef struct {
     int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
     int32_t filter_h, filter_w, filter_in_c; /* filter_in_c < in_c for grouped convolutions */
+    int32_t filter_stride; /* values per stored filter row: h * w * in_c, padded with zeros */
     int32_t stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
     int32_t weight_bits; /* 8 or 4 */
-    const int8_t *weights; /* [out_c][filter_h][filter_w][filter_in_c] */
+    const int8_t *weights; /* [out_c][filter_stride]: [filter_h][filter_w][filter_in_c] + 0s */
     const int32_t *bias;   /* [out_c] or NULL */
     const int32_t *multiplier; /* [out_c] */
     const int8_t *shift;       /* [out_c], in [-31, 30] */
@@ -97,8 +98,8 @@ typedef struct {
 /* TFLite's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
-/* scratch: 8 * filter_h * filter_w * filter_in_c bytes (4-byte aligned) for the fast path's
- * four int16 im2col columns, or NULL (the portable path needs none). */
+/* scratch: 8 * filter_stride bytes (4-byte aligned) for the fast path's four int16 im2col
+ * columns, or NULL (the portable path needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out);
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
