@@ -98,11 +98,16 @@ def boards_show(name, as_json):
     from .boards import load_board
 
     board = load_board(name)
+    _show_fields(f"{board.name}: {board.description}", board.to_dict(), as_json)
+
+
+def _show_fields(title: str, fields: dict, as_json: bool) -> None:
+    """One record as JSON, or as a two-column table."""
     if as_json:
-        click.echo(json.dumps(board.to_dict(), indent=2))
+        click.echo(json.dumps(fields, indent=2))
         return
-    table = Table(title=f"{board.name}: {board.description}", show_header=False)
-    for k, v in board.to_dict().items():
+    table = Table(title=title, show_header=False)
+    for k, v in fields.items():
         table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
     out_console.print(table)
 
@@ -145,13 +150,7 @@ def models_show(name, as_json):
     from .zoo import load_card
 
     card = load_card(name)
-    if as_json:
-        click.echo(json.dumps(card.to_dict(), indent=2))
-        return
-    table = Table(title=f"{card.name}", show_header=False)
-    for k, v in card.to_dict().items():
-        table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-    out_console.print(table)
+    _show_fields(card.name, card.to_dict(), as_json)
 
 
 # ----------------------------------------------------------------------------------------- train
