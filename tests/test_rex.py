@@ -1,0 +1,123 @@
+"""REx residual expansion: orders reduce the weight error, group sparsity keeps the chosen
+channels, and the exported branches run in TFLM exactly as in edgeq's interpreter, with an
+output error that falls as the order grows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_graph import _every_layer_model, _randomize_bn
+
+from edgeq.deploy import interp
+from edgeq.errors import DataError
+from edgeq.graph import Node, capture
+from edgeq.quant import rex
+from edgeq.quant.sim import output_channels
+from edgeq.runtimes import tflm_interpreter
+from edgeq.tflite.read import read_model
+from edgeq.tflite.write import write_model
+
+
+def _conv_node(seed=0, channels=16):
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 1, (3, 3, 8, channels)).astype(np.float32)
+    kernel *= rng.uniform(0.1, 2.0, channels).astype(np.float32)  # uneven channel norms
+    attrs = {"strides": (1, 1), "padding": "SAME", "dilation": (1, 1), "activation": "RELU"}
+    return Node("conv", "conv2d", ["in"], attrs,
+                {"kernel": kernel, "bias": rng.normal(0, 1, channels).astype(np.float32)},
+                (6, 6, channels))
+
+
+def _relative_error(node, orders):
+    flat = output_channels(node)
+    approx = sum(output_channels(Node("x", node.kind, [], {}, {"kernel": o.dequantized(node)}))
+                 for o in orders)
+    return np.linalg.norm(flat - approx) / np.linalg.norm(flat)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_each_order_reduces_the_weight_error(bits):
+    node = _conv_node()
+    errors = [_relative_error(node, rex.expand_weights(node, bits, k, 1.0)) for k in (1, 2, 3, 4)]
+    assert all(b < 0.6 * a for a, b in zip(errors, errors[1:], strict=False)), errors
+    orders = rex.expand_weights(node, bits, 3, 1.0)
+    np.testing.assert_array_equal(orders[0].bias, node.weights["bias"])  # bias in order 0 only
+    assert not orders[1].bias.any() and not orders[2].bias.any()
+
+
+def test_group_sparsity_expands_the_channels_with_the_largest_residual():
+    node = _conv_node(1, channels=16)
+    orders = rex.expand_weights(node, 4, 2, 0.25)
+    first_residual = output_channels(node) - output_channels(
+        Node("x", "conv2d", [], {}, {"kernel": orders[0].dequantized(node)}))
+    expected = set(np.argsort(-np.linalg.norm(first_residual, axis=0))[:4])
+    used = set(np.flatnonzero(np.abs(orders[1].qweight).reshape(-1, 16).sum(axis=0)))
+    assert used <= expected and len(used) >= 3  # a kept channel may round to all zeros
+    full = _relative_error(node, rex.expand_weights(node, 4, 2, 1.0))
+    sparse = _relative_error(node, orders)
+    plain = _relative_error(node, orders[:1])
+    assert full < sparse < plain
+
+
+def _run_interp(model_bytes, x):
+    model = read_model(model_bytes)
+    q = interp.quantize_input(model.input_tensors[0], x)
+    out = interp.run_batch(model, q)[0]
+    tensor = model.output_tensors[0]
+    return q, out, (out.astype(np.float32) - tensor.zero_point[0]) * tensor.scale[0]
+
+
+def test_rex_branches_export_exactly_and_error_falls_with_the_order():
+    import tf_keras
+
+    from edgeq.export import to_tflite_model
+
+    tf_keras.utils.set_random_seed(3)
+    model = _every_layer_model(tf_keras)
+    _randomize_bn(model, seed=3)
+    graph = capture(model)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (48, 12, 12, 3)).astype(np.float32)
+    ref = graph.run_float(x)
+    errors, sizes = [], []
+    for order in (1, 2, 3):
+        qgraph, info = rex.rex_quantize(graph, bits=2, expansion=order, sparsity=1.0, calib_x=x,
+                                        edge_bits=2)
+        model_bytes = write_model(rex.rex_tflite_model(qgraph))
+        ir = read_model(model_bytes)
+        kinds = [op.kind for op in ir.ops]
+        # 7 weighted layers (bn_in, conv, dw, pw, conv3, dense, head), each with `order`
+        # branches and order - 1 ADDs, beside the model's own ADD
+        assert kinds.count("ADD") == 1 + 7 * (order - 1)
+        assert kinds.count("FULLY_CONNECTED") == 2 * order
+        q, out, deq = _run_interp(model_bytes, x)
+        tflm = tflm_interpreter(model_bytes, 1 << 20)
+        for i in range(len(x)):  # contract 1: TFLM == edgeq's interpreter, bit for bit
+            tflm.set_input(q[i:i + 1], 0)
+            tflm.invoke()
+            np.testing.assert_array_equal(tflm.get_output(0)[0], out[i])
+        errors.append(float(np.sqrt(np.mean((deq - ref) ** 2))))
+        sizes.append(ir.weight_bytes)
+        assert model_bytes == write_model(to_tflite_model(qgraph))
+        if order > 1:
+            assert info.layers["conv"]["orders"] == order
+    assert errors[1] < 0.9 * errors[0] and errors[2] < 0.9 * errors[1], errors
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_rex_needs_calibration_inputs_and_a_valid_sparsity():
+    node = _conv_node()
+    with pytest.raises(DataError, match="calibration"):
+        rex.rex_quantize(capture_small(), bits=4, expansion=2)
+    with pytest.raises(DataError, match="sparsity"):
+        rex.expand_weights(node, 4, 2, 0.0)
+    with pytest.raises(DataError, match="expansion"):
+        rex.expand_weights(node, 4, 0, 1.0)
+
+
+def capture_small():
+    import tf_keras
+
+    inputs = tf_keras.Input((8, 8, 1))
+    y = tf_keras.layers.Conv2D(4, 3, name="c")(inputs)
+    return capture(tf_keras.Model(inputs, tf_keras.layers.Flatten()(y)))
