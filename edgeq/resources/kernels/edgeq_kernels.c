@@ -443,18 +443,16 @@ static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32
 #else
 #define EQ_UNROLL3
 #endif
-#define EQ_DW_TAPS(Y0, Y1, X0, X1, LOAD_WEIGHTS)                                     \
+#define EQ_DW_TAPS(Y0, Y1, X0, X1)                                                   \
     EQ_UNROLL3                                                                       \
     for (fy = (Y0); fy < (Y1); ++fy) {                                               \
         const int8_t *row = in + (origin + fy * row_step + c);                       \
-        const int32_t wrow = fy * 3 * depth + c;                                     \
         EQ_UNROLL3                                                                   \
         for (fx = (X0); fx < (X1); ++fx) {                                           \
             const uint32_t x = eq_load32(row + fx * depth);                          \
             const uint32_t x02 = EQ_SXTAB16(offset2, x);                             \
             const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);                        \
-            uint32_t w02, w13;                                                       \
-            LOAD_WEIGHTS                                                             \
+            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1]; \
             a0 = EQ_SMLABB(x02, w02, a0);                                            \
             a2 = EQ_SMLATT(x02, w02, a2);                                            \
             a1 = EQ_SMLABB(x13, w13, a1);                                            \
@@ -462,20 +460,25 @@ static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32
         }                                                                            \
     }
 
-/* nibbles c0..c3 -> (c0 c2) (c1 c3), times 16 */
-#define EQ_DW_INT4_WEIGHTS                                                             \
-    {                                                                                  \
-        const uint8_t *wb = (const uint8_t *)p->weights + (wrow + fx * depth) / 2;     \
-        const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;                    \
-        w02 = EQ_SXTB16((w << 4) & 0x00F000F0u);                                       \
-        w13 = EQ_SXTB16(w & 0x00F000F0u);                                              \
+/* The nine taps' weights of channels c..c+3 as (c0 c2) (c1 c3) pairs of 16-bit values, once
+ * per channel quad (INT4: times 16). */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[18])
+{
+    const int32_t depth = p->in_c;
+    int32_t t;
+    for (t = 0; t < 9; ++t) {
+        if (p->weight_bits == 4) {
+            const uint8_t *wb = (const uint8_t *)p->weights + (t * depth + c) / 2;
+            const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;
+            wq[2 * t] = EQ_SXTB16((w << 4) & 0x00F000F0u);
+            wq[2 * t + 1] = EQ_SXTB16(w & 0x00F000F0u);
+        } else {
+            const uint32_t w = eq_load32(p->weights + t * depth + c);
+            wq[2 * t] = EQ_SXTB16(w);
+            wq[2 * t + 1] = EQ_SXTB16_ROR8(w);
+        }
     }
-#define EQ_DW_INT8_WEIGHTS                                                             \
-    {                                                                                  \
-        const uint32_t w = eq_load32(p->weights + wrow + fx * depth);                  \
-        w02 = EQ_SXTB16(w);                                                            \
-        w13 = EQ_SXTB16_ROR8(w);                                                       \
-    }
+}
 
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
@@ -499,6 +502,8 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
             const int32_t b2 = p->bias ? p->bias[c + 2] : 0, b3 = p->bias ? p->bias[c + 3] : 0;
             const int plain = o.lo == -128 && o.hi == 127
                               && (r0.left | r1.left | r2.left | r3.left) == 0;
+            uint32_t wq[18];
+            eq_dw_quad_weights(p, c, wq);
             for (oy = 0; oy < p->out_h; ++oy) {
                 const int32_t in_y0 = oy * p->stride_h - p->pad_h;
                 const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
@@ -510,20 +515,16 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                     /* the window's top-left tap, which may lie in the padding (never read) */
                     const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    if (interior) {
+                        EQ_DW_TAPS(0, 3, 0, 3)
+                    } else {
+                        EQ_DW_TAPS(fy0, fy1, fx0, fx1)
+                    }
                     if (int4) {
-                        if (interior) {
-                            EQ_DW_TAPS(0, 3, 0, 3, EQ_DW_INT4_WEIGHTS)
-                        } else {
-                            EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT4_WEIGHTS)
-                        }
                         a0 /= 16;
                         a1 /= 16;
                         a2 /= 16;
                         a3 /= 16;
-                    } else if (interior) {
-                        EQ_DW_TAPS(0, 3, 0, 3, EQ_DW_INT8_WEIGHTS)
-                    } else {
-                        EQ_DW_TAPS(fy0, fy1, fx0, fx1, EQ_DW_INT8_WEIGHTS)
                     }
                     if (plain) {
                         dst[0] = eq_rq_output_plain(r0, o.offset, a0 + b0);
