@@ -1,0 +1,139 @@
+"""Genie-D synthesis: the unfolded model taps the same BN inputs as Keras, optimisation lowers the
+BN-statistics loss at least 10x, models without (trained) BN statistics are clear errors, and
+the outputs are files every command reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_graph import _every_layer_model, _randomize_bn
+
+from edgeq import genie
+from edgeq.datasets import load_npz
+from edgeq.errors import DataError
+
+
+def _bn_layers(model):
+    return [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+
+
+def _smooth_images(n, shape, seed=0):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    low = rng.uniform(0, 1, (n, max(2, h // 4), max(2, w // 4), c)).astype(np.float32)
+    return tf.image.resize(low, (h, w)).numpy()
+
+
+def _set_bn_statistics(model, x):
+    """BN statistics that images can reach: each BN's moving mean/variance are the moments of
+    its input over x, with the earlier BN layers normalizing by batch statistics (training)."""
+    import tensorflow as tf
+    import tf_keras
+
+    bns = _bn_layers(model)
+    taps = tf_keras.Model(model.inputs, [b.input for b in bns])(x, training=True)
+    for bn, tap in zip(bns, taps, strict=True):
+        mean, var = tf.nn.moments(tap, list(range(len(tap.shape) - 1)))
+        gamma, beta, _, _ = bn.get_weights()
+        bn.set_weights([gamma, beta, mean.numpy(), var.numpy()])
+
+
+@pytest.fixture(scope="module")
+def fmnist_model():
+    import tf_keras
+
+    from edgeq import zoo
+
+    tf_keras.utils.set_random_seed(0)
+    model = zoo.build_model(zoo.load_card("fmnist"))
+    _set_bn_statistics(model, _smooth_images(64, (32, 32, 1)))
+    return model
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_unfolded_model_taps_what_keras_feeds_its_batchnorms(version):
+    import importlib
+
+    k = importlib.import_module("tf_keras" if version == 2 else "keras")
+    model = _every_layer_model(k)
+    _randomize_bn(model, seed=version)
+    unfolded = genie.read_unfolded(model)
+    bns = _bn_layers(model)
+    assert [t.layer for t in unfolded.targets] == [b.name for b in bns]
+    x = np.random.default_rng(1).uniform(0, 1, (4, 12, 12, 3)).astype(np.float32)
+    ours = genie.bn_inputs(unfolded, x)
+    theirs = k.Model(model.inputs, [b.input for b in bns])(x, training=False)
+    for bn, want in zip(bns, theirs, strict=True):
+        np.testing.assert_allclose(ours[bn.name].numpy(), np.asarray(want), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(unfolded.targets[bns.index(bn)].std ** 2,
+                                   bn.get_weights()[-1], rtol=1e-5)
+    swung = genie.bn_inputs(unfolded, x, swing_rng=_tf_rng())
+    assert all(swung[b.name].shape == ours[b.name].shape for b in bns)
+
+
+def _tf_rng():
+    import tensorflow as tf
+
+    return tf.random.Generator.from_seed(0)
+
+
+def test_synthesis_lowers_the_bn_statistics_loss_tenfold(fmnist_model):
+    synth = genie.Synthesizer(fmnist_model, width=16)
+    result = synth.batch(16, 60, seed=0)
+    start, end = result.losses[0], min(result.losses[-5:])
+    assert end <= start / 10, (start, end)
+    assert result.x.shape == (16, 32, 32, 1) and result.x.dtype == np.float32
+    assert result.x.min() >= 0.0 and result.x.max() <= 1.0 and result.x.std() > 0.01
+    # Different seeds give different images, the same seed the same ones.
+    again = synth.batch(16, 3, seed=5).x
+    assert not np.allclose(again, result.x)
+    np.testing.assert_array_equal(again, synth.batch(16, 3, seed=5).x)
+
+
+def test_synthesize_batches_and_counts_progress(fmnist_model):
+    ticks = []
+    x = genie.synthesize(fmnist_model, n=8, batch_size=4, iterations=2,
+                         progress=lambda done, total: ticks.append((done, total)), width=8)
+    assert x.shape == (8, 32, 32, 1)
+    assert ticks[-1] == (4, 4) and len(ticks) == 4
+
+
+def test_vww_smoke(vww_h5_path, tmp_path):
+    from edgeq.modelio import load_keras_model
+
+    model = load_keras_model(vww_h5_path).model
+    x = genie.synthesize(model, n=4, batch_size=4, iterations=2, width=8)
+    assert x.shape == (4, 96, 96, 3) and np.isfinite(x).all()
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    path = genie.save_npz(x, tmp_path / "synthetic.npz")
+    ds = load_npz(path, (96, 96, 3))
+    np.testing.assert_array_equal(ds.x, x)
+    png = genie.preview_png(x, tmp_path / "preview.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_models_without_batchnorm_statistics_are_clear_errors():
+    import tf_keras
+
+    inputs = tf_keras.Input((8, 8, 1))
+    y = tf_keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    plain = tf_keras.Model(inputs, tf_keras.layers.Flatten()(y), name="plain")
+    with pytest.raises(DataError, match="no BatchNormalization layer") as err:
+        genie.synthesize(plain, n=2, iterations=1)
+    assert "--data" in err.value.hint
+    z = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3)(inputs))
+    fresh = tf_keras.Model(inputs, z, name="fresh")
+    with pytest.raises(DataError, match="initial statistics"):
+        genie.synthesize(fresh, n=2, iterations=1)
+
+
+def test_bad_arguments_and_outputs(fmnist_model, tmp_path):
+    with pytest.raises(DataError, match="iterations"):
+        genie.synthesize(fmnist_model, n=4, iterations=0)
+    with pytest.raises(DataError, match="input range"):
+        genie.Synthesizer(fmnist_model, input_range=(1.0, 1.0))
+    with pytest.raises(DataError, match="NaN"):
+        genie.save_npz(np.full((1, 2, 2, 1), np.nan, np.float32), tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
