@@ -254,7 +254,7 @@ def test_int4_vww_under_qemu_is_exact_and_fits_160_kib(vww_int8_path, tmp_path):
     result = run_qemu(fw.elf, inputs, timeout=120)
     np.testing.assert_array_equal(result.outputs,
                                   _tflm(write_model(model), inputs.reshape(2, 1, 96, 96, 3)))
-    # measured: flash 155,056 bytes (model 132,377, engine 10,308), ~4.6 instructions per MAC
+    # measured: flash 153,508 bytes (model 132,441, engine ~9 KB), ~3.0 instructions per MAC
     assert fw.sizes["flash"] <= 160 * 1024
     assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 150_000
-    assert result.instructions[0] < 6 * fw.engine.macs
+    assert result.instructions[0] < 4 * fw.engine.macs

@@ -358,6 +358,52 @@ static void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int3
 static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t acc[4])
 {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+    if (runs > 0) {
+        uint32_t x0, x1, p04, p26, p15, p37;
+        __asm volatile(
+            "1:\n\t"
+            "ldr     %[p15], [%[w]], #4\n\t"
+            "lsl     %[p04], %[p15], #4\n\t"
+            "and     %[p04], %[p04], #0xF0F0F0F0\n\t"
+            "and     %[p15], %[p15], #0xF0F0F0F0\n\t"
+            "sxtb16  %[p26], %[p04], ror #8\n\t"
+            "sxtb16  %[p04], %[p04]\n\t"
+            "sxtb16  %[p37], %[p15], ror #8\n\t"
+            "sxtb16  %[p15], %[p15]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a0], %[x0], %[p04], %[a0]\n\t"
+            "smlad   %[a0], %[x1], %[p26], %[a0]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a0], %[x0], %[p15], %[a0]\n\t"
+            "smlad   %[a0], %[x1], %[p37], %[a0]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a1], %[x0], %[p04], %[a1]\n\t"
+            "smlad   %[a1], %[x1], %[p26], %[a1]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a1], %[x0], %[p15], %[a1]\n\t"
+            "smlad   %[a1], %[x1], %[p37], %[a1]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a2], %[x0], %[p04], %[a2]\n\t"
+            "smlad   %[a2], %[x1], %[p26], %[a2]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a2], %[x0], %[p15], %[a2]\n\t"
+            "smlad   %[a2], %[x1], %[p37], %[a2]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a3], %[x0], %[p04], %[a3]\n\t"
+            "smlad   %[a3], %[x1], %[p26], %[a3]\n\t"
+            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
+            "smlad   %[a3], %[x0], %[p15], %[a3]\n\t"
+            "smlad   %[a3], %[x1], %[p37], %[a3]\n\t"
+            "subs    %[runs], %[runs], #1\n\t"
+            "bne     1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
+              [w] "+r"(w), [runs] "+r"(runs), [x0] "=&r"(x0), [x1] "=&r"(x1),
+              [p04] "=&r"(p04), [p26] "=&r"(p26), [p15] "=&r"(p15), [p37] "=&r"(p37)
+            :
+            : "cc", "memory");
+    }
+#else
     for (; runs > 0; --runs, w += 4, col += 32) {
         uint32_t p04, p26, p15, p37;
         EQ_INT4_PAIRS(eq_load32(w), p04, p26, p15, p37);
@@ -378,6 +424,7 @@ static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int3
         a3 = EQ_SMLAD(eq_load32(col + 28), p15, a3);
         a3 = EQ_SMLAD(eq_load32(col + 30), p37, a3);
     }
+#endif
     acc[0] += a0 / 16;
     acc[1] += a1 / 16;
     acc[2] += a2 / 16;
