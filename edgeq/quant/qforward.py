@@ -45,6 +45,19 @@ def requantize(y, scale, zero_point: int, activation: str = "NONE",
     return (q - zero_point) * scale
 
 
+def clamp(y, scale, zero_point: int, activation: str = "NONE"):
+    """The output range the integer model can represent (the fused activation included),
+    without rounding: what block reconstruction compares with the float model, since the
+    device clips there too."""
+    import tensorflow as tf
+
+    lo = max(ACT_QMIN, float(zero_point)) if activation in ("RELU", "RELU6") else ACT_QMIN
+    hi = ACT_QMAX
+    if activation == "RELU6":
+        hi = tf.minimum(ACT_QMAX, zero_point + round_half_away(6.0 / scale))
+    return tf.clip_by_value(y, (lo - zero_point) * scale, (hi - zero_point) * scale)
+
+
 def quantized_bias(bias, s_in, s_w):
     """The bias on its int32 grid s_in * s_w (straight-through rounding)."""
     step = s_in * s_w
@@ -57,8 +70,9 @@ def node_forward(qgraph: QuantizedGraph, node: Node, inputs: list, kernel=None,
     """One node of the quantized model in TensorFlow (float32). `kernel` overrides the node's
     dequantized integer weights (e.g. AdaRound's soft weights), `bias` its float bias,
     `weight_scales` its weight scales (flat, for the bias grid), `scales` some activation
-    scales; activation=False (with quantize_output=False) leaves out the fused activation. With quantize_output=False the output is the float value
-    after the fused activation (what block reconstruction compares to the float model)."""
+    scales. quantize_output=False gives the output clamped to the int8 range (fused
+    activation included) but not rounded: what block reconstruction compares with the float
+    model; adding activation=False gives the raw pre-activation output."""
     import tensorflow as tf
 
     if node.kind == "input":
@@ -75,15 +89,19 @@ def node_forward(qgraph: QuantizedGraph, node: Node, inputs: list, kernel=None,
         b = tf.constant(layer.bias) if bias is None else bias
         weights = {"kernel": kernel,
                    "bias": quantized_bias(b, scale_of(qgraph, scales, node.inputs[0]), s_w)}
-    activation = node.attrs.get("activation", "NONE")
-    if not quantize_output:
-        return apply_node(node, inputs, weights, activation=activation)
+    act = node.attrs.get("activation", "NONE")
     y = apply_node(node, inputs, weights, activation=False)
+    if not quantize_output:
+        if not activation:
+            return y
+        if node.kind == "softmax":
+            return y
+        return clamp(y, scale_of(qgraph, scales, node.name), qgraph.act[node.name][1], act)
     if node.kind == "softmax":
         s, zp = SOFTMAX_QPARAMS
         return requantize(y, float(s), zp)
     return requantize(y, scale_of(qgraph, scales, node.name), qgraph.act[node.name][1],
-                      activation, zero_point_inside=node.kind == "avg_pool")
+                      act, zero_point_inside=node.kind == "avg_pool")
 
 
 def run_nodes(nodes: list[Node], values: dict[str, np.ndarray], fn, batch_size: int = 64

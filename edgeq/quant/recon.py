@@ -8,10 +8,11 @@ layer, as edgeq.graph.mark_blocks marks them; AdaRound = every weighted layer al
 1. inputs: the block's input tensors from the model quantized so far (earlier blocks already
    reconstructed), over all calibration samples; target: the float model's block output.
 2. weights: AdaRound soft rounding (edgeq.quant.adaround) of every weighted layer in the
-   block, Adam on V, loss = mean over samples/positions of Σ_channels w·(out_q - out_f)²
-   + λ·Σ(1 - |2h - 1|^β). The block runs as the integer model will (edgeq.quant.qforward):
-   inner tensors requantized to int8, bias on its int32 grid, fused ReLU/ReLU6; the output is
-   compared after its activation, before its own requantization. With `fisher=True`,
+   block, Adam on V, loss = mean over samples/positions of Σ_channels w·(out_q - out_f)²,
+   divided by the target's mean square, + λ·Σ(1 - |2h - 1|^β). The block runs as the integer
+   model will (edgeq.quant.qforward): inner tensors requantized to int8, bias on its int32
+   grid, fused ReLU/ReLU6; the output is compared clamped to its int8 range (as the device
+   clips it) but not rounded. With `fisher=True`,
    w = g²/mean(g²) + 1 where g is the gradient of KL(float outputs ‖ outputs of the model
    quantized up to this block) with respect to the block output (BRECQ's diagonal Fisher,
    with damping 1); otherwise w = 1.
@@ -42,7 +43,9 @@ from .sim import SAME_AS_INPUT, QuantizedGraph, QuantLayer, kernel_scale_shape
 class ReconConfig:
     iters: int = 1000  # weight iterations per block (BRECQ: 20,000; see quantize.py)
     batch_size: int = 32
-    lr: float = 3e-3  # Adam on V (BRECQ: 1e-3 with 20x the iterations)
+    # Adam on V; None: max(1e-2, 8 / iters), so that V can travel far enough to settle to 0
+    # or 1 in short schedules (BRECQ: 1e-3 with 20,000 iterations).
+    lr: float | None = None
     fisher: bool = False
     act_iters: int = 200  # LSQ iterations per block (0: no activation learning)
     act_lr: float = 5e-3  # Adam on log(step)
@@ -331,11 +334,14 @@ def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, 
         vs[node.name] = tf.Variable(v)
         bounds[node.name] = grid.weight_qrange(layer.bits)
     variables = list(vs.values())
-    opt = Adam(variables, cfg.lr)
+    opt = Adam(variables, cfg.lr or max(1e-2, 8.0 / max(cfg.iters, 1)))
     x_all = {e: tf.constant(v) for e, v in inputs.items()}
     t_all = tf.constant(target)
     w_all = tf.constant(fisher) if fisher is not None else None
     names = list(vs)
+    # The target's mean square normalizes the loss, so that λ weighs the same against it at
+    # every activation scale (BRECQ tuned λ on BN-normalized activations, mean square ≈ 1).
+    energy = float(np.mean(np.square(target, dtype=np.float64))) or 1.0
 
     @tf.function(reduce_retracing=True)
     def step(idx, beta, reg_w):
@@ -347,7 +353,7 @@ def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, 
             d2 = tf.square(out - tf.gather(t_all, idx))
             if w_all is not None:
                 d2 = d2 * tf.gather(w_all, idx)
-            rec = tf.reduce_mean(tf.reduce_sum(d2, axis=-1))
+            rec = tf.reduce_mean(tf.reduce_sum(d2, axis=-1)) / energy
             reg = tf.add_n([adaround.regularizer(vs[n], beta) for n in names])
             loss = rec + reg_w * reg
         opt.apply(tape.gradient(loss, variables))
