@@ -1,0 +1,330 @@
+"""Quantization Guided Training (QGT): the regularizer that pulls weights onto their low-bit grid,
+its schedule, the grid scales, and the search for compression bottlenecks.
+
+The training loop is edgeq.qgt_train.train_qgt; this module holds the pieces it is built from,
+each usable and testable alone.
+
+What is regularized: the FOLDED weights (edgeq.graph.capture folds BatchNorm into the conv or
+dense before it). Those are the weights the exporter quantizes, so pulling the Keras kernels of a
+conv+BN pair onto a grid would be pointless: the BN scale γ/√(var+ε) multiplies them afterwards.
+QGT therefore trains the folded graph itself (BN frozen into the conv, as quantization-aware
+training does in its final phase) and starts from a trained float model.
+
+Grid (the TFLite one, edgeq.quant.grid): symmetric per output channel (per tensor for dense,
+as TFLM needs for INT4 fully connected), integers in WEIGHT_RANGES[bits] ([-2, 1] at 2 bits,
+[-8, 7] at 4). Write u = w / s for the weight in units of its step s (LSB).
+
+Regularizers (REGULARIZERS, the ablation switch):
+
+- `l2grid` (default): mean over a layer of (u − clip(round(u)))², then averaged over layers. The
+  nearest grid point is held constant (stop-gradient), so the gradient 2(u − q)/s points
+  straight at it, with no dead zone. Measured in LSB it is scale-free: every layer, whatever
+  its weight magnitude, weighs the same, and its value says how far the model is from its grid
+  (1/12 ≈ 0.083 for weights spread uniformly, 0 on the grid). Weights beyond the clamp range are
+  pulled back to the end points, so clipping is part of the target. This is the "bin
+  regularization" idea of Han et al. (ICCV 2021: make each bin's weights collapse onto its
+  target value) in its per-weight form, without the per-bin mean/variance bookkeeping.
+- `sin2`: sin²(πu)/π² inside the range plus (u − clip(u))² outside: the periodic regularizer
+  of Naumov et al. (2018), in the same units (≈ (u − round u)² near the grid). It is smooth but
+  its gradient vanishes at the midpoints between grid points, so weights sitting there are
+  pulled slowly; kept for the ablation.
+- `none`: task loss only (the float fine-tune baseline of the ablation).
+
+The QGT paper (Ghamari et al., TinyML Summit 2021, arXiv 2103.06231) adds such a
+quantization-error regularizer to the task loss and reads compression bottlenecks from it; it
+does not publish its exact form, so edgeq uses the one above, whose value is also the reported
+distance to the grid.
+
+Schedule: λ(t) = strength · ramp(t), zero until `start` (a fraction of training), rising along
+a half cosine (or linearly) to `strength` at `end`, then held. The network first adapts to the
+task, then settles onto the grid; a step change of λ would knock a trained model off its
+minimum.
+
+Scales (SCALE_MODES): the grid's step s is re-estimated every few steps from the current
+weights, not learned by gradient. `mse` (default) takes the per-channel step minimizing
+Σ(w − s·q(w/s))² over clip ratios (edgeq.quant.ranges.mse_weight_scales with p = 2): the
+closed-form optimum of the same squared error in real units, which a gradient-learned step
+would only approach. (Learning s on the LSB-normalized regularizer would be wrong: growing s
+sends every weight to 0 and the distance to 0.) `minmax` re-estimates max|w|/qmax, what naive
+export uses; `fixed` keeps the step found at the start.
+
+Bottlenecks (`find_bottlenecks`): per weighted layer, the weight quantization error (relative
+MSE, SQNR, mean distance in LSB) and the task-loss increase when that layer alone is quantized
+(all others float, float activations); layers are ranked by loss increase, those well above
+the rest are marked, and `suggest_plan` lifts each marked layer to the smallest wider width
+that is no longer a bottleneck, as a {layer: bits} plan for edgeq.export / edgeq.quantize.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from ..graph import Graph, Node, apply_node, check_input
+from . import grid
+from .ranges import mse_weight_scales
+from .sim import kernel_scale_shape, output_channels
+
+REGULARIZERS = ("l2grid", "sin2", "none")
+SCALE_MODES = ("mse", "minmax", "fixed")
+RAMPS = ("cosine", "linear")
+WIDTHS = (2, 4, 8)
+
+
+def check_choice(kind: str, value: str, known: tuple[str, ...]) -> str:
+    if value not in known:
+        raise DataError(f"unknown {kind} {value!r}", f"use one of {', '.join(known)}")
+    return value
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Regularizer weight λ as a function of training progress p in [0, 1]."""
+
+    strength: float = 1.0
+    start: float = 0.1
+    end: float = 0.6
+    ramp: str = "cosine"
+
+    def __post_init__(self):
+        check_choice("schedule ramp", self.ramp, RAMPS)
+        if not (0.0 <= self.start <= self.end <= 1.0) or self.strength < 0:
+            raise DataError(f"schedule start={self.start}, end={self.end}, "
+                            f"strength={self.strength} is not valid",
+                            "use 0 <= start <= end <= 1 and strength >= 0")
+
+    def __call__(self, progress: float) -> float:
+        if progress <= self.start:
+            return 0.0 if self.end > self.start else self.strength
+        if progress >= self.end:
+            return self.strength
+        t = (progress - self.start) / (self.end - self.start)
+        rise = t if self.ramp == "linear" else 0.5 - 0.5 * math.cos(math.pi * t)
+        return self.strength * rise
+
+
+# --------------------------------------------------------------------------- grid geometry
+
+
+def per_tensor(node: Node) -> bool:
+    """Dense layers are quantized per tensor (TFLM's INT4 FULLY_CONNECTED), the rest per
+    output channel."""
+    return node.kind == "dense"
+
+
+def flat_weights(node: Node, kernel: np.ndarray | None = None) -> np.ndarray:
+    """The kernel as (everything else, output channels) in TFLite channel order."""
+    kernel = node.weights["kernel"] if kernel is None else kernel
+    return output_channels(Node(node.name, node.kind, [], {}, {"kernel": kernel}))
+
+
+def estimate_scales(node: Node, bits: int, mode: str = "mse",
+                    kernel: np.ndarray | None = None) -> np.ndarray:
+    """float32 grid steps of one layer: one per output channel (one for dense)."""
+    check_choice("scale mode", mode, SCALE_MODES)
+    flat = flat_weights(node, kernel)
+    if mode == "minmax":
+        axis = None if per_tensor(node) else 1
+        return grid.weight_scales(flat, bits, axis).astype(np.float32)
+    return mse_weight_scales(flat, bits, not per_tensor(node), p=2.0).astype(np.float32)
+
+
+def scale_shape(node: Node, scales: np.ndarray) -> tuple[int, ...]:
+    return kernel_scale_shape(node, int(np.size(scales)))
+
+
+def grid_distance(kernel: np.ndarray, scales: np.ndarray, node: Node, bits: int) -> np.ndarray:
+    """|u − clip(round(u))| per weight, in LSB (u = w / s); 0 means on the grid."""
+    qmin, qmax = grid.weight_qrange(bits)
+    u = np.asarray(kernel, np.float64) / np.reshape(scales, scale_shape(node, scales))
+    return np.abs(u - np.clip(grid.round_half_away(u), qmin, qmax))
+
+
+def on_grid(kernel: np.ndarray, scales: np.ndarray, node: Node, bits: int) -> np.ndarray:
+    """The kernel rounded onto its grid (float32, the values the integer model uses)."""
+    qmin, qmax = grid.weight_qrange(bits)
+    s = np.reshape(scales, scale_shape(node, scales)).astype(np.float64)
+    q = np.clip(grid.round_half_away(np.asarray(kernel, np.float64) / s), qmin, qmax)
+    return (q * s).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- TensorFlow side
+
+
+def layer_penalty(kernel, scale, bits: int, form: str = "l2grid"):
+    """Mean regularizer of one layer in LSB² (a scalar tensor). `scale` broadcasts against
+    `kernel` and is treated as a constant."""
+    import tensorflow as tf
+
+    from .sim import round_half_away
+
+    check_choice("regularizer", form, REGULARIZERS)
+    if form == "none":
+        return tf.zeros((), kernel.dtype)
+    qmin, qmax = (float(v) for v in grid.weight_qrange(bits))
+    u = kernel / tf.stop_gradient(tf.cast(scale, kernel.dtype))
+    if form == "l2grid":
+        target = tf.stop_gradient(tf.clip_by_value(round_half_away(u), qmin, qmax))
+        return tf.reduce_mean(tf.square(u - target))
+    inside = tf.clip_by_value(u, qmin, qmax)
+    periodic = tf.square(tf.sin(math.pi * inside)) / (math.pi ** 2)
+    return tf.reduce_mean(periodic + tf.square(u - inside))
+
+
+def fake_quant_kernel(kernel, scale, bits: int):
+    """Kernel rounded onto its grid with a straight-through gradient (for evaluating or
+    fine-tuning the on-grid model)."""
+    import tensorflow as tf
+
+    from .sim import round_ste
+
+    qmin, qmax = (float(v) for v in grid.weight_qrange(bits))
+    s = tf.cast(scale, kernel.dtype)
+    return tf.clip_by_value(round_ste(kernel / s), qmin, qmax) * s
+
+
+# --------------------------------------------------------------------------- bottlenecks
+
+
+def _outputs_and_logits(graph: Graph, x, kernels: dict | None = None):
+    """Probabilities of the graph's (single) output, with `kernels` {name: array} overriding
+    the folded kernels; a final softmax is applied to logits when the graph has none."""
+    import tensorflow as tf
+
+    values = {graph.inputs[0]: tf.convert_to_tensor(x, tf.float32)}
+    for node in graph.nodes:
+        if node.kind == "input":
+            continue
+        weights = None
+        if kernels and node.name in kernels:
+            weights = {"kernel": kernels[node.name], "bias": node.weights["bias"]}
+        values[node.name] = apply_node(node, [values[i] for i in node.inputs], weights)
+    out = values[graph.outputs[0]]
+    if graph.node(graph.outputs[0]).kind != "softmax":
+        out = tf.nn.softmax(out, axis=-1)
+    return out.numpy().astype(np.float64)
+
+
+def _probabilities(graph: Graph, x: np.ndarray, kernels: dict | None,
+                   batch_size: int) -> np.ndarray:
+    return np.concatenate([_outputs_and_logits(graph, x[i:i + batch_size], kernels)
+                           for i in range(0, len(x), batch_size)])
+
+
+def _loss(probs: np.ndarray, y: np.ndarray | None, reference: np.ndarray) -> float:
+    """Cross-entropy with labels, else KL(reference ‖ probs)."""
+    eps = 1e-12
+    if y is not None:
+        return float(-np.mean(np.log(probs[np.arange(len(y)), y] + eps)))
+    return float(np.mean(np.sum(reference * (np.log(reference + eps) - np.log(probs + eps)),
+                                axis=-1)))
+
+
+def _calibration(calib, samples: int, seed: int):
+    x = getattr(calib, "x", calib)
+    y = getattr(calib, "y", None)
+    x = np.asarray(x, np.float32)
+    if len(x) == 0:
+        raise DataError("bottleneck search got no calibration samples",
+                        "pass a Dataset or an array of at least a few dozen inputs")
+    if len(x) > samples:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:samples])
+        x, y = x[keep], (None if y is None else np.asarray(y)[keep])
+    return x, (None if y is None else np.asarray(y, np.int64))
+
+
+def _resolve(model):
+    """(graph, scales or None, plan or None) from a QGTResult, a Graph or a Keras model."""
+    from ..graph import capture
+
+    if hasattr(model, "graph") and hasattr(model, "scales"):
+        return model.graph, model.scales, getattr(model, "plan", None)
+    if isinstance(model, Graph):
+        return model, None, None
+    return capture(model), None, None
+
+
+def find_bottlenecks(model, calib, bits: int | dict[str, int] = 2, *, scale_mode: str = "mse",
+                     samples: int = 512, batch_size: int = 128, ratio: float = 3.0,
+                     min_increase: float = 0.01, seed: int = 0) -> list[dict]:
+    """Per weighted layer, quantized alone (everything else float): the weight error and the
+    task-loss increase; ranked, bottlenecks marked, a higher width suggested for them.
+
+    model: a Keras model, a captured Graph, or a QGTResult (its trained graph and grid steps).
+    calib: an edgeq Dataset (cross-entropy on its labels) or an array of inputs (KL divergence
+    from the float outputs). bits: one width for every layer (first and last included: whether
+    they need more is what this measures) or a {layer: bits} plan.
+    A layer is a bottleneck when its loss increase is at least `min_increase` and `ratio`
+    times the median increase. Rows (dicts, best-ranked first): name, kind, params, bits,
+    weight_rel_mse, sqnr_db, grid_distance_lsb, loss_increase, accuracy_drop (None without
+    labels), rank, bottleneck, suggested_bits."""
+    graph, learned, _ = _resolve(model)
+    weighted = graph.weighted_nodes
+    if isinstance(bits, dict):
+        unknown = sorted(set(bits) - {n.name for n in weighted})
+        if unknown:
+            raise DataError(f"bit plan names layers the model does not have: {unknown}",
+                            f"weighted layers are: {', '.join(n.name for n in weighted)}")
+        plan = {n.name: int(bits.get(n.name, 8)) for n in weighted}
+    else:
+        plan = {n.name: int(bits) for n in weighted}
+    x, y = _calibration(calib, samples, seed)
+    x = check_input(graph, x)
+    reference = _probabilities(graph, x, None, batch_size)
+    base_loss = _loss(reference, y, reference)
+    base_acc = None if y is None else float(np.mean(reference.argmax(-1) == y))
+
+    def measure(node: Node, b: int, scales: np.ndarray | None = None) -> dict:
+        if scales is None or np.size(scales) == 0:
+            scales = estimate_scales(node, b, scale_mode)
+        kernel = node.weights["kernel"]
+        q = on_grid(kernel, scales, node, b)
+        probs = _probabilities(graph, x, {node.name: q}, batch_size)
+        err = float(np.sum((kernel.astype(np.float64) - q) ** 2))
+        energy = float(np.sum(kernel.astype(np.float64) ** 2))
+        return {"weight_rel_mse": err / max(energy, 1e-30),
+                "sqnr_db": float(10 * np.log10(max(energy, 1e-30) / max(err, 1e-30))),
+                "grid_distance_lsb": float(grid_distance(kernel, scales, node, b).mean()),
+                "loss_increase": _loss(probs, y, reference) - base_loss,
+                "accuracy_drop": None if y is None else
+                base_acc - float(np.mean(probs.argmax(-1) == y))}
+
+    rows = []
+    for node in weighted:
+        b = plan[node.name]
+        scales = learned.get(node.name) if learned and plan_matches(model, node.name, b) else None
+        rows.append({"name": node.name, "kind": node.kind,
+                     "params": int(node.weights["kernel"].size), "bits": b,
+                     **measure(node, b, scales)})
+    threshold = max(min_increase, ratio * float(np.median([r["loss_increase"] for r in rows])))
+    rows.sort(key=lambda r: -r["loss_increase"])
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+        row["bottleneck"] = row["loss_increase"] >= threshold
+        row["suggested_bits"] = row["bits"]
+        if row["bottleneck"]:
+            node = graph.node(row["name"])
+            wider = [w for w in WIDTHS if w > row["bits"]]
+            for w in wider:
+                row["suggested_bits"] = w
+                if measure(node, w)["loss_increase"] < threshold:
+                    break
+    return rows
+
+
+def plan_matches(model, name: str, bits: int) -> bool:
+    """A QGTResult's learned step is valid only for the width it was trained for."""
+    plan = getattr(model, "plan", None) or {}
+    return plan.get(name) == bits
+
+
+def suggest_plan(rows: list[dict]) -> dict[str, int]:
+    """{layer: bits} from find_bottlenecks rows: bottlenecks at their suggested width, the
+    rest at the width they were measured at (usable as edgeq.export / quantize bits)."""
+    return {r["name"]: int(r["suggested_bits"]) for r in rows}
