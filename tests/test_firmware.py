@@ -69,7 +69,8 @@ def test_portable_and_dsp_paths_agree_and_dsp_is_faster(vww_firmware, vww_int8_p
     np.testing.assert_array_equal(fast.outputs, slow.outputs)
     np.testing.assert_array_equal(fast.outputs, _tflm(vww_int8_path.read_bytes(), inputs))
     # measured: ~15.8 instructions per MAC portable, ~2.8 with the DSP paths
-    assert fast.instructions[0] < 0.5 * slow.instructions[0]
+    assert fast.instructions[0] < 0.25 * slow.instructions[0]
+    assert fast.instructions[0] < 3.2 * vww_firmware.engine.macs
     assert portable.sizes["engine_flash"] < vww_firmware.sizes["engine_flash"]
 
 

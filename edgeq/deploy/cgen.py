@@ -12,6 +12,14 @@ are bit-exact with TFLM's reference kernels.
     edgeq_kernels.h / edgeq_kernels.c
 The default name "edgeq" gives `edgeq_invoke` and EDGEQ_* macros; another name lets several
 models share one firmware. Several graph inputs (outputs) are packed back to back in `in` (`out`).
+
+Layout choices made here for the kernels' fast paths (identical results either way): CONV_2D
+filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (filter_stride),
+convolutions get an im2col scratch in the arena (scratch_bytes), and requantization shifts are
+stored as int8. Build with -DEDGEQ_PORTABLE to force the portable kernels.
+
+Host side: build_host_runner / run_host compile the engine with gcc (warnings as errors,
+AddressSanitizer, UBSan) and run it on inputs passed through a file.
 """
 
 from __future__ import annotations
