@@ -1,6 +1,7 @@
 """Genie-D synthesis: the unfolded model taps the same BN inputs as Keras, optimisation lowers the
 BN-statistics loss at least 10x, models without (trained) BN statistics are clear errors, and
-the outputs are files every command reads."""
+the outputs are files every command reads. Genie-M on synthetic data: block errors below
+min-max, and the result exports to a .tflite that TFLM runs exactly as edgeq's interpreter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from test_graph import _every_layer_model, _randomize_bn
 
 from edgeq import genie
 from edgeq.datasets import load_npz
+from edgeq.deploy import interp
 from edgeq.errors import DataError
+from edgeq.export import bit_plan, to_tflite_model
+from edgeq.graph import capture
+from edgeq.quant import genie_m, ranges
+from edgeq.runtimes import tflm_interpreter
+from edgeq.tflite.read import read_model
+from edgeq.tflite.write import write_model
 
 
 def _bn_layers(model):
@@ -137,3 +145,34 @@ def test_bad_arguments_and_outputs(fmnist_model, tmp_path):
     with pytest.raises(DataError, match="NaN"):
         genie.save_npz(np.full((1, 2, 2, 1), np.nan, np.float32), tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
+
+
+def test_genie_m_on_synthetic_data_beats_minmax_and_exports_exactly():
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(4)
+    model = _every_layer_model(tf_keras)
+    _set_bn_statistics(model, _smooth_images(64, (12, 12, 3), seed=4))
+    x = genie.synthesize(model, n=64, batch_size=64, iterations=40, width=16)
+    graph = capture(model)
+    plan = bit_plan(graph, 4)
+    minmax = ranges.quantize_ranges(graph, x, plan, "minmax", "minmax")
+    start = ranges.quantize_ranges(graph, x, plan, "mse", "minmax")
+    result = genie_m.genie_m(start, x, graph.blocks, minmax.layers,
+                             genie_m.GenieMConfig(iters=80))
+    low_bit = [b for b in result.blocks if any(plan.get(n, 8) < 8 for n in b.nodes)]
+    assert low_bit
+    for record in low_bit:
+        assert record.error_final <= min(record.error_start, record.error_minmax) + 1e-12
+    assert sum(r.error_final for r in low_bit) < 0.9 * sum(r.error_minmax for r in low_bit)
+    assert any(r.kept == "reconstructed" for r in low_bit)
+
+    model_bytes = write_model(to_tflite_model(result.qgraph))
+    ir = read_model(model_bytes)
+    q = interp.quantize_input(ir.input_tensors[0], x[:8])
+    ours = interp.run_batch(ir, q)[0]
+    tflm = tflm_interpreter(model_bytes, 1 << 20)
+    for i in range(len(q)):
+        tflm.set_input(q[i:i + 1], 0)
+        tflm.invoke()
+        np.testing.assert_array_equal(tflm.get_output(0)[0], ours[i])
