@@ -343,3 +343,32 @@ def test_reshaped_constant_operand_stays_in_flash(tmp_path):
                                                                [[v] for v in inputs])])
     got = cgen.run_host(cgen.build_host_runner(files), inputs, output_size=60)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_two_outputs_are_packed_back_to_back(tmp_path):
+    """A model with two outputs (a max pool and an average pool of the same input): `out`
+    holds the first output's bytes, then the second's, each identical to TFLM's."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    rng = np.random.default_rng(9)
+    b = opmodels._Builder(rng)
+    x = b.activation("input", (1, 6, 6, 3))
+    y1 = b.like("max", (1, 3, 3, 3), x)
+    y2 = b.like("avg", (1, 3, 3, 3), x)
+    pool = dict(padding="VALID", stride_w=2, stride_h=2, filter_width=2, filter_height=2,
+                fused_activation_function="NONE")
+    b.op("MAX_POOL_2D", [x], y1, **pool)
+    b.op("AVERAGE_POOL_2D", [x], y2, **pool)
+    model = b.model([x], [y1, y2], "two outputs")
+    files = cgen.generate_engine(model, tmp_path)
+    header = files.header.read_text()
+    assert "#define EDGEQ_OUTPUT_SIZE 54" in header and "#define EDGEQ_OUTPUT1_SIZE 27" in header
+    inputs = np.stack([opmodels.random_input(model, rng) for _ in range(2)])
+    got = cgen.run_host(cgen.build_host_runner(files), inputs, output_size=54)
+    interpreter = runtime.Interpreter.from_bytes(write_model(model), arena_size=64 * 1024)
+    for k, xk in enumerate(inputs):
+        interpreter.set_input(xk, 0)
+        interpreter.invoke()
+        want = np.concatenate([interpreter.get_output(0).reshape(-1),
+                               interpreter.get_output(1).reshape(-1)])
+        np.testing.assert_array_equal(got[k], want)

@@ -24,6 +24,7 @@ AddressSanitizer, UBSan) and run it on inputs passed through a file.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -583,14 +584,25 @@ def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = ""
     engine = lower_model(model, _check_name(name))
     files = _render(engine, source)
     for file_name, text in files.items():
-        (out / file_name).write_text(text)
+        _write_atomic(out / file_name, text)
     kernels = []
     for file_name in KERNEL_FILES:
-        shutil.copyfile(kernel_dir() / file_name, out / file_name)
+        _write_atomic(out / file_name, (kernel_dir() / file_name).read_text())
         kernels.append(out / file_name)
     header, src = (out / n for n in files)
     return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,
                        engine.macs, engine.plan)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside the target, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror}", "choose a writable folder") from None
 
 
 def count_macs(model: Model) -> int:
