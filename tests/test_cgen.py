@@ -26,6 +26,9 @@ FLOAT_IO = ("quantize", "dequantize")  # float32 graph inputs/outputs: the engin
 ARM_TARGETS = {
     "cortex-m7": ["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"],
     "cortex-m4": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+    # no DSP extension (portable kernels only) and Armv8-M
+    "cortex-m0plus": ["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"],
+    "cortex-m33": ["-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=soft"],
 }
 
 
