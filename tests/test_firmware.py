@@ -240,8 +240,12 @@ def test_check_on_qemu_reports_tflm_agreement_and_costs(vww_int8_path, coco_vww_
     images = sorted(coco_vww_dir.rglob("*.jpg"))[-3:]
     inputs = np.stack([(np.asarray(Image.open(p).convert("RGB").resize((96, 96)), np.int16)
                         - 128).astype(np.int8).reshape(-1) for p in images])
-    check = check_on_qemu(vww_int8_path, inputs, tmp_path / "fw", timeout=120)
+    labels = [int(p.parent.name == "person") for p in images]  # class 1 = person
+    check = check_on_qemu(vww_int8_path, inputs, tmp_path / "fw", timeout=120, labels=labels,
+                          litert=True)
     assert check.identical and check.mismatches == 0 and check.label_agreement == 1.0
+    assert check.accuracy is not None and 0.0 <= check.accuracy <= 1.0
+    assert check.litert_label_agreement == 1.0 and check.litert_max_difference <= 1
     assert check.tflm_arena == 103_680 and check.sizes["arena"] < check.tflm_arena // 1.8
     assert check.macs == 7_489_664 and 1.0 < check.instructions_per_mac < 10.0
 

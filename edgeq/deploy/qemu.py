@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeq.boards import load_board
 from edgeq.deploy.firmware import QEMU_NS_PER_TICK, qemu_command
-from edgeq.errors import ToolchainError
+from edgeq.errors import DataError, ToolchainError
 
 _RESULT = re.compile(r"EDGEQ_RESULT (\d+) label=(\d+) ticks=(\d+)")
 _OP = re.compile(r"EDGEQ_OP (\d+) ticks=(\d+)")
@@ -101,6 +101,9 @@ class QemuCheck:
     macs: int
     sizes: dict[str, int]  # from arm-none-eabi-size, plus the planned arena
     tflm_arena: int  # bytes TFLM's allocator reports for the same file
+    accuracy: float | None = None  # on-device, when labels were given
+    litert_label_agreement: float | None = None  # with LiteRT (no delegates), when asked
+    litert_max_difference: int | None = None  # largest |firmware - LiteRT| in LSB
 
     @property
     def identical(self) -> bool:
@@ -112,10 +115,11 @@ class QemuCheck:
 
 
 def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300,
-                  portable: bool = False) -> QemuCheck:
+                  portable: bool = False, labels=None, litert: bool = False) -> QemuCheck:
     """Build the mps2-an500 firmware for `tflite_path` into `out_dir`, run it under QEMU on the
     int8 `inputs` [n, ...] and compare with TFLM (tflite_micro) on the same file: what
-    `edgeq check MODEL --target qemu` reports."""
+    `edgeq check MODEL --target qemu` reports. `labels` (n class indices) adds the on-device
+    accuracy; litert=True adds the agreement with LiteRT (close to TFLM, not always exact)."""
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.tflm import fit_arena
 
@@ -131,9 +135,39 @@ def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300
         interpreter.invoke()
         expected.append(np.asarray(interpreter.get_output(0)).reshape(-1))
     tflm = np.stack(expected) if expected else np.zeros_like(result.outputs)
-    agree = (np.argmax(result.outputs, axis=1) == np.argmax(tflm, axis=1)) if len(tflm) else []
-    return QemuCheck(outputs=result.outputs, tflm_outputs=tflm,
+    predicted = np.argmax(result.outputs, axis=1) if len(result.outputs) else np.zeros(0)
+    agree = (predicted == np.argmax(tflm, axis=1)) if len(tflm) else []
+    accuracy = None
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(predicted):
+            raise DataError(f"{len(labels)} labels for {len(predicted)} inputs",
+                            "pass one label per input")
+        accuracy = float(np.mean(predicted == labels)) if len(labels) else None
+    lite_agree = lite_diff = None
+    if litert:
+        lite = _litert_outputs(model_bytes, inputs)
+        lite_agree = float(np.mean(np.argmax(lite, axis=1) == predicted)) if len(lite) else 1.0
+        lite_diff = int(np.abs(lite.astype(np.int32) - result.outputs.astype(np.int32)).max(
+            initial=0))
+    return QemuCheck(accuracy=accuracy, litert_label_agreement=lite_agree,
+                     litert_max_difference=lite_diff,
+                     outputs=result.outputs, tflm_outputs=tflm,
                      mismatches=int(np.count_nonzero(result.outputs != tflm)),
                      label_agreement=float(np.mean(agree)) if len(agree) else 1.0,
                      instructions_per_inference=result.instructions_per_inference,
                      macs=firmware.engine.macs, sizes=firmware.sizes, tflm_arena=tflm_arena)
+
+
+def _litert_outputs(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
+    from edgeq.runtimes import litert_interpreter
+
+    interpreter = litert_interpreter(model_bytes)
+    detail = interpreter.get_input_details()[0]
+    output = interpreter.get_output_details()[0]["index"]
+    results = []
+    for x in inputs:
+        interpreter.set_tensor(detail["index"], x.reshape(detail["shape"]).astype(np.int8))
+        interpreter.invoke()
+        results.append(np.asarray(interpreter.get_tensor(output)).reshape(-1))
+    return np.stack(results) if results else np.zeros((0, 0), dtype=np.int8)
