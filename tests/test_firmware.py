@@ -157,9 +157,22 @@ def test_qemu_timeout_is_bounded_and_clear(vww_firmware):
         run_qemu(vww_firmware.elf, inputs, timeout=1)
 
 
-def test_board_without_template_or_emulator(tmp_path):
-    with pytest.raises(UnknownBoardError, match="(?s)no firmware project template.*stm32h743"):
-        build_firmware(opmodels.reshape(np.random.default_rng(0)), "nrf52840", tmp_path / "x")
+def test_boards_without_their_own_template_get_the_generic_project(tmp_path):
+    import subprocess
+
+    model = opmodels.conv_pool_fc(np.random.default_rng(6))
+    nrf = build_firmware(model, "nrf52840", tmp_path / "nrf", extra_cflags=WERROR)
+    m0 = dataclasses.replace(load_board("nrf52840"), name="m0-board", core="cortex-m0plus",
+                             fpu=None, dsp=False, flasher=None)
+    plain = build_firmware(model, m0, tmp_path / "m0", extra_cflags=WERROR)
+    for fw in (nrf, plain):
+        symbols = subprocess.run(["arm-none-eabi-nm", str(fw.elf)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "00000000 T edgeq_vectors" in symbols and " edgeq_results" in symbols
+        assert fw.sizes["flash"] > fw.sizes["model_flash"] > 0
+    assert "openocd -f interface/cmsis-dap.cfg" in (nrf.out_dir / "Makefile").read_text()
+    assert "flash:" not in (plain.out_dir / "Makefile").read_text()
+    assert "DWT_CYCCNT" not in (plain.out_dir / "main.c").read_text()  # ARMv6-M has none
     with pytest.raises(UnknownBoardError, match="has no emulator"):
         firmware.qemu_command(load_board("stm32h743"))
 

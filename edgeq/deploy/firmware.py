@@ -63,14 +63,15 @@ def find_tool(name: str, package: str = TOOLCHAIN_PACKAGES) -> str:
     return path
 
 
+GENERIC = "generic"  # any Cortex-M board: results left in RAM for a debugger, no console
+
+
 def template_dir(board_name: str) -> Path:
+    """The board's own firmware templates, else the generic Cortex-M ones."""
     root = Path(str(resources.files("edgeq") / "resources" / "firmware_templates"))
     folder = root / board_name
-    if not (folder / "main.c.j2").is_file():
-        known = sorted(p.name for p in root.iterdir()
-                       if (p / "main.c.j2").is_file() and (p / "link.ld.j2").is_file())
-        raise UnknownBoardError(f"no firmware project template for board {board_name!r}",
-                                f"firmware templates exist for: {', '.join(known)}")
+    if not (folder / "main.c.j2").is_file() or not (folder / "link.ld.j2").is_file():
+        folder = root / GENERIC
     return folder
 
 
@@ -138,6 +139,7 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
                "ldflags": ldflags, "sources": sources,
                "qemu": qemu_command(board) if board.emulate else [],
                "flash": flash, "ns_per_tick": QEMU_NS_PER_TICK,
+               "has_dwt": board.core not in ("cortex-m0plus",),  # ARMv6-M has no cycle counter
                "test_inputs": [x.reshape(-1) for x in test_inputs],
                "input_size": int(test_inputs[0].size)}
     for path in sorted(templates.glob("*.j2")):
@@ -153,7 +155,6 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
     """
     board = load_board(board) if isinstance(board, str) else board
     model, source = _load(tflite_path)
-    template_dir(board.name)  # fail early on a board without templates
     engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
     check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
     gcc = find_tool("arm-none-eabi-gcc")
