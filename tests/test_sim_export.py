@@ -403,9 +403,12 @@ def test_vww_int4_is_about_half_the_size(vww_bytes):
     int8, int4 = (read_model(vww_bytes[b]) for b in (8, 4))
     # Weight payload (kernels + int32 biases) roughly halves ...
     assert int4.weight_bytes <= 0.55 * int8.weight_bytes
-    # ... the file less so: per-channel scales (float32) and zero points (int64) on every
-    # kernel and bias cost ~72 KB that INT4 does not shrink.
-    assert len(vww_bytes[4]) <= 0.67 * len(vww_bytes[8])
+    # ... the file less so: per-channel float32 scales, int64 zero points (shared by the
+    # writer, one vector per channel count) and int32 biases do not shrink. 0.597 measured
+    # (256,832 and 153,216 bytes); 0.55 is out of reach for any file LiteRT loads (the
+    # arithmetic is in edgeq/tflite/write.py: 0.557 with zero structure bytes).
+    assert len(vww_bytes[4]) <= 0.60 * len(vww_bytes[8])
+    assert len(vww_bytes[8]) < 260_000 and len(vww_bytes[4]) < 155_000
 
 
 def _zoo_graph(name: str):
