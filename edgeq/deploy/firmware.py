@@ -1,7 +1,9 @@
 """A firmware project for a board: the generated engine, startup code and vector table, a linker
-script from the board's memory map, a main.c that runs test inputs and prints labels and timing,
-and a plain Makefile, all rendered from edgeq/resources/firmware_templates/<board>/. Then the ELF
-is built with arm-none-eabi-gcc and measured with arm-none-eabi-size.
+script from the board's memory map, a main.c that runs test inputs and reports labels and timing,
+and a plain Makefile, all rendered from edgeq/resources/firmware_templates/<board>/ (mps2-an500:
+QEMU, semihosting file I/O, SysTick; stm32h743: USART3 console, DWT cycles; any other board: the
+generic/ project, which leaves its results in RAM for a debugger). Then the ELF is built with
+arm-none-eabi-gcc and measured with arm-none-eabi-size.
 
 `build_firmware(model, board, out_dir)` checks the memory plan against the board *before*
 writing anything, builds in a sibling temporary folder and only then replaces `out_dir`, so a
