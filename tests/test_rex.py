@@ -67,7 +67,7 @@ def _run_interp(model_bytes, x):
     return q, out, (out.astype(np.float32) - tensor.zero_point[0]) * tensor.scale[0]
 
 
-def test_rex_branches_export_exactly_and_error_falls_with_the_order():
+def test_rex_branches_export_exactly_and_error_falls_with_the_order(tmp_path):
     import tf_keras
 
     from edgeq.export import to_tflite_model
@@ -99,6 +99,9 @@ def test_rex_branches_export_exactly_and_error_falls_with_the_order():
         errors.append(float(np.sqrt(np.mean((deq - ref) ** 2))))
         sizes.append(ir.weight_bytes)
         assert model_bytes == write_model(to_tflite_model(qgraph))
+        if order == 2:
+            path = tmp_path / "rex.tflite"
+            assert rex.export_rex(qgraph, path) == model_bytes == path.read_bytes()
         if order > 1:
             assert info.layers["conv"]["orders"] == order
     assert errors[1] < 0.9 * errors[0] and errors[2] < 0.9 * errors[1], errors

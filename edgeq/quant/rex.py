@@ -1,7 +1,7 @@
 """REx: data-free residual expansion of low-bit weights (Yvinec et al., "REx", 2023).
 
     qgraph, info = rex_quantize(model, bits=4, expansion=2, sparsity=0.5, calib_x=x)
-    model_ir = rex_tflite_model(qgraph)            # = edgeq.export.to_tflite_model(qgraph)
+    data = export_rex(qgraph, "model.tflite")      # bytes, also written atomically
 
 A weight W is approximated by a sum of K quantized terms, each quantizing what the previous
 ones left:  R_0 = W,  W_k = Q_b(R_k),  R_{k+1} = R_k − deq(W_k),  W ≈ Σ_k deq(W_k).
@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from ..export import bit_plan, quantize_minmax, to_tflite_model
+from ..export import bit_plan, quantize_minmax, to_tflite_model, write_atomically
 from ..graph import Graph, Node, capture, mark_blocks, validate
 from .sim import QuantizedGraph, QuantLayer, output_channels, quantize_layer
 
@@ -173,3 +174,13 @@ def rex_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8"):
     """The REx model as edgeq's TFLite Model IR (branches as CONV_2D/DEPTHWISE_CONV_2D/
     FULLY_CONNECTED ops on one input, summed by ADD); write it with edgeq.tflite.write."""
     return to_tflite_model(qgraph, io_dtype)
+
+
+def export_rex(qgraph: QuantizedGraph, path=None, io_dtype: str = "int8") -> bytes:
+    """The REx model's .tflite bytes (also written atomically to `path` when given)."""
+    from ..tflite.write import write_model
+
+    data = write_model(rex_tflite_model(qgraph, io_dtype))
+    if path is not None:
+        write_atomically(Path(path), data)
+    return data
