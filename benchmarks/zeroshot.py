@@ -1,0 +1,147 @@
+"""Zero-shot benchmark sections (issue 5): Genie-D synthetic calibration + Genie-M, REx, against
+no-data floors and real-data brecq, measured side by side in one run.
+
+Each function takes the shared/ folder and returns {"rows", "notes"} like benchmarks/sections.py
+(the lead registers them in sections.REGISTRY):
+
+    zeroshot_fmnist   fmnist (the cached trained model of sections.trained_fmnist): float,
+                      min-max W4A8 on Gaussian noise (the floor), Genie W4A8 (zero-shot),
+                      brecq W4A8 on real images, REx W4 (orders 1, 2) and W2 (orders 2, 3).
+    zeroshot_vww      vww_96.h5 with no images at all, evaluated on all 256 coco-vww-256 photos:
+                      float, brecq W4A8 on Gaussian noise, Genie W4A8, brecq W4A8 on real
+                      train2017 photos (evaluated on the same 256 photos, so it has seen half).
+
+Iteration counts are the module constants below, the same for brecq and Genie-M so that the
+comparison is about the data and the method, not the budget; the synthesis and reconstruction
+wall times are rows/notes of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.sections import _evaluate_tflite, trained_fmnist
+from edgeq import genie
+from edgeq.datasets import load_dataset
+from edgeq.export import bit_plan, to_tflite_model
+from edgeq.graph import capture
+from edgeq.quant import genie_m, ranges, rex
+from edgeq.quantize import calibration_set, quantize, storable
+from edgeq.tflite.write import write_model
+from edgeq.train import evaluate_float
+
+SYNTH_SAMPLES = 256
+SYNTH_BATCH = 64
+SYNTH_ITERS = {"fmnist": 150, "vww": 100}
+RECON_ITERS = 300  # per block, brecq and Genie-M alike
+NOISE_MEAN, NOISE_STD = 0.5, 0.25  # Gaussian-noise calibration, clipped to [0, 1]
+
+
+def _noise(n: int, shape, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(NOISE_MEAN, NOISE_STD, (n, *shape)), 0, 1).astype(np.float32)
+
+
+def _synthesize(model, iterations: int) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    x = genie.synthesize(model, n=SYNTH_SAMPLES, batch_size=SYNTH_BATCH, iterations=iterations)
+    return x, time.perf_counter() - t
+
+
+def _genie_m_qgraph(graph, calib: np.ndarray, bits: int = 4):
+    calib, _ = calibration_set(graph, calib)
+    plan = bit_plan(graph, bits)
+    minmax = ranges.quantize_ranges(graph, calib, plan, "minmax", "minmax")
+    qgraph, _, _ = genie_m.run_method(graph, calib, plan, minmax,
+                                      {"iters": RECON_ITERS, "batch_size": 32, "seed": 0}, None)
+    return storable(qgraph)
+
+
+def _row(name, qgraph, x, y, seconds, float_out) -> dict:
+    tflite = write_model(to_tflite_model(qgraph))
+    return _evaluate_tflite(name, tflite, x, y, seconds, float_out)
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _common_rows(model, graph, synth, synth_s, calib_real, x, y, float_out, label) -> list[dict]:
+    shape = graph.node(graph.inputs[0]).output_shape
+    noise = _noise(len(synth), shape)
+    rows = []
+    qg, s = _timed(lambda: quantize(graph, noise, "minmax", 4, progress=False)[0])
+    rows.append(_row("min-max W4A8, Gaussian-noise calibration (no data: the floor)", qg, x, y,
+                     s, float_out))
+    qg, s = _timed(lambda: quantize(graph, noise, "brecq", 4, iters=RECON_ITERS,
+                                    progress=False)[0])
+    rows.append(_row("brecq W4A8 on Gaussian noise (no data)", qg, x, y, s, float_out))
+    qg, s = _timed(lambda: _genie_m_qgraph(graph, synth))
+    rows.append(_row(f"Genie W4A8: Genie-D ({len(synth)} synthetic) + Genie-M (zero-shot)", qg,
+                     x, y, s + synth_s, float_out))
+    qg, s = _timed(lambda: quantize(graph, calib_real, "brecq", 4, iters=RECON_ITERS,
+                                    progress=False)[0])
+    rows.append(_row(f"brecq W4A8 on {len(calib_real)} real {label} images", qg, x, y, s,
+                     float_out))
+    return rows
+
+
+def zeroshot_fmnist(shared: Path) -> dict:
+    model, tr, te, _, _ = trained_fmnist()
+    float_acc, float_out = evaluate_float(model, te)
+    graph = capture(model)
+    synth, synth_s = _synthesize(model, SYNTH_ITERS["fmnist"])
+    calib_real = tr.x[np.random.default_rng(0).permutation(len(tr))[:SYNTH_SAMPLES]]
+    rows = [{"model": "float (Keras)", "top1_litert": float_acc, "top1_tflm": None,
+             "tflm_litert_agreement": None, "max_lsb": None,
+             "bytes": int(model.count_params()) * 4, "arena_bytes": None, "seconds": None}]
+    rows += _common_rows(model, graph, synth, synth_s, calib_real, te.x, te.y, float_out,
+                         "Fashion-MNIST")
+    for bits, orders in ((4, (1, 2)), (2, (2, 3))):
+        for order in orders:
+            (qg, info), s = _timed(lambda b=bits, k=order: rex.rex_quantize(
+                graph, b, k, 1.0, calib_x=synth))
+            rows.append(_row(f"REx W{bits}A8 order {order} (Genie-D activation ranges)", qg,
+                             te.x, te.y, s, float_out))
+    return {"rows": rows, "notes": [
+        f"Genie-D: {SYNTH_SAMPLES} images, batch {SYNTH_BATCH}, {SYNTH_ITERS['fmnist']} "
+        f"iterations per batch, {synth_s:.0f} s; its time is included in the Genie row.",
+        f"brecq and Genie-M: {RECON_ITERS} iterations per block; first and last layer at 8 bits.",
+        f"Gaussian noise: N({NOISE_MEAN}, {NOISE_STD}²) per pixel, clipped to [0, 1].",
+        "REx: weights data-free (orders on every output channel, G = 1), branch activation "
+        "ranges from the Genie-D images; bytes include the K branches (stored dense)."]}
+
+
+def zeroshot_vww(shared: Path) -> dict:
+    import tf_keras as keras
+
+    data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
+                        ["no_person", "person"])
+    real = data.by_prefix("train2017_")
+    model = keras.models.load_model(shared / "models" / "vww_96.h5", compile=False)
+    float_acc, float_out = evaluate_float(model, data)
+    graph = capture(model)
+    synth, synth_s = _synthesize(model, SYNTH_ITERS["vww"])
+    rows = [{"model": "float (vww_96.h5)", "top1_litert": float_acc, "top1_tflm": None,
+             "tflm_litert_agreement": None, "max_lsb": None,
+             "bytes": int(model.count_params()) * 4, "arena_bytes": None, "seconds": None}]
+    rows += _common_rows(model, graph, synth, synth_s, real.x, data.x, data.y, float_out,
+                         "train2017")
+    return {"rows": rows, "notes": [
+        f"Evaluated on all {len(data)} coco-vww-256 photos (RGB, bilinear 96×96, /255); the "
+        f"real-data brecq row calibrates on the {len(real)} train2017_* photos among them.",
+        f"Genie-D: {SYNTH_SAMPLES} images, batch {SYNTH_BATCH}, {SYNTH_ITERS['vww']} iterations "
+        f"per batch, {synth_s:.0f} s (2 shared cores); included in the Genie row's seconds.",
+        f"brecq and Genie-M: {RECON_ITERS} iterations per block; first and last layer at 8 bits."]}
+
+
+SECTIONS = {"zeroshot_fmnist": zeroshot_fmnist, "zeroshot_vww": zeroshot_vww}
+TITLES = {"zeroshot_fmnist": "Zero-shot on Fashion-MNIST (`fmnist`): Genie, REx, noise floor, "
+                             "real-data brecq",
+          "zeroshot_vww": "Zero-shot person detection (vww_96.h5, no images; all 256 "
+                          "coco-vww-256 photos)"}
