@@ -72,7 +72,7 @@ def test_unfolded_model_taps_what_keras_feeds_its_batchnorms(version):
     assert [t.layer for t in unfolded.targets] == [b.name for b in bns]
     x = np.random.default_rng(1).uniform(0, 1, (4, 12, 12, 3)).astype(np.float32)
     ours = genie.bn_inputs(unfolded, x)
-    theirs = k.Model(model.inputs, [b.input for b in bns])(x, training=False)
+    theirs = k.Model(model.inputs, [b.input for b in bns])([x], training=False)
     for bn, want in zip(bns, theirs, strict=True):
         np.testing.assert_allclose(ours[bn.name].numpy(), np.asarray(want), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(unfolded.targets[bns.index(bn)].std ** 2,

@@ -188,7 +188,7 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
     variables = [*vs.values(), *sigma.values(), *log_a.values()]
     nv, ns = len(vs), len(sigma)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def step(idx, beta, reg_w, cosine):
         with tf.GradientTape() as tape:
             out = forward({e: tf.gather(v, idx) for e, v in xq.items()},
