@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -317,17 +318,28 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 @click.argument("model_path", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Image folder, .npz or IDX files.")
 @click.option("--limit", type=int, help="Use at most this many samples.")
+@click.option("--target", type=click.Choice(["host", "qemu"]), default="host", show_default=True,
+              help="host: LiteRT, TFLM and edgeq's reference; qemu: edgeq's firmware on an emulated "
+                   "Cortex-M7 (mps2-an500) compared with TFLM and LiteRT.")
+@click.option("--out", "out_dir", default="firmware-check", show_default=True,
+              help="Where the QEMU firmware is built (--target qemu).")
+@click.option("--timeout", type=float, default=600, show_default=True, help="QEMU time limit in seconds.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON here ('-' = stdout).")
 @expected_errors
-def check(model_path, data, limit, json_path):
-    """Top-1 accuracy of an integer .tflite through LiteRT and TFLM, and their agreement.
-
-    Needs only numpy and a TFLite runtime (no TensorFlow).
+def check(model_path, data, limit, target, out_dir, timeout, json_path):
+    """Top-1 accuracy of an integer .tflite on-device: through LiteRT, TFLM and edgeq's reference
+    interpreter (host, needs no TensorFlow), or as edgeq's firmware under QEMU.
 
     \b
-    Example:
+    Examples:
       edgeq check out/model.tflite --data photos/ --json check.json
+      edgeq check vww_96_int8.tflite --data photos/ --target qemu --limit 32
     """
+    if target == "qemu":
+        payload = _check_qemu(model_path, data, limit, out_dir, timeout)
+        if json_path:
+            _write_json(payload, json_path)
+        return
     from .check import check_command
 
     result = check_command(model_path, data, limit, None if json_path == "-" else json_path)
@@ -335,6 +347,97 @@ def check(model_path, data, limit, json_path):
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         out_console.print(result.table())
+
+
+def _write_json(payload: dict, json_path: str) -> None:
+    text = json.dumps(payload, indent=2)
+    if json_path == "-":
+        click.echo(text)
+        return
+    from .export import write_atomically
+
+    write_atomically(Path(json_path), text.encode())
+
+
+def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
+    from .check import model_input_spec, quantize_inputs
+    from .datasets import load_dataset
+    from .deploy.qemu import check_on_qemu
+
+    spec = model_input_spec(model_path)
+    shape = spec.shape[1:]
+    ds = load_dataset(data, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0)
+    if limit:
+        ds = ds.split(min(1.0, limit / len(ds)), seed=0)[0]
+    q = quantize_inputs(ds.x, spec)
+    labels = ds.y if (ds.y >= 0).all() else None
+    result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True)
+    payload = {"model": str(model_path), "samples": len(ds), "target": "qemu mps2-an500",
+               "accuracy": result.accuracy, "identical_to_tflm": result.identical,
+               "mismatched_values": result.mismatches, "label_agreement_tflm": result.label_agreement,
+               "label_agreement_litert": result.litert_label_agreement,
+               "max_lsb_litert": result.litert_max_difference,
+               "instructions_per_inference": result.instructions_per_inference, "macs": result.macs,
+               "instructions_per_mac": round(result.instructions_per_mac, 3),
+               "sizes": result.sizes, "tflm_arena": result.tflm_arena}
+    table = Table(title=f"edgeq firmware under QEMU (mps2-an500): {Path(model_path).name}, "
+                        f"{len(ds)} samples", show_header=False)
+    for k, v in payload.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    out_console.print(table)
+    if not result.identical:
+        console.print(f"[bold red]firmware outputs differ from TFLM in {result.mismatches} values[/]")
+    return payload
+
+
+# -------------------------------------------------------------------------------------- firmware
+@main.command()
+@click.argument("model_path", type=click.Path())
+@click.option("--board", default="mps2-an500", show_default=True, help="Board name, alias or YAML file.")
+@click.option("--out", "out_dir", default="firmware", show_default=True, help="Project folder (replaced atomically).")
+@click.option("--portable", is_flag=True, help="Portable C kernels only (no DSP fast paths).")
+@expected_errors
+def firmware(model_path, board, out_dir, portable):
+    """Generate the C engine for an integer .tflite and build a firmware project for a board
+    (arm-none-eabi-gcc); report flash and RAM from arm-none-eabi-size.
+
+    \b
+    Examples:
+      edgeq firmware out/model.tflite --board mps2-an500 --out fw/
+      edgeq firmware vww_96_int8.tflite --board stm32h743 --out fw-h7/
+    """
+    from .deploy.firmware import build_firmware
+
+    result = build_firmware(model_path, board, out_dir, portable=portable)
+    table = Table(title=f"firmware for {result.board.name}: {result.elf}", show_header=False)
+    for k, v in result.sizes.items():
+        table.add_row(k, f"{v:,} bytes")
+    out_console.print(table)
+
+
+@main.command()
+@click.option("--board", required=True, help="Board name, alias or YAML file.")
+@click.option("--elf", "elf_path", default="firmware/fw.elf", show_default=True,
+              help="The firmware to flash (from `edgeq firmware`).")
+@click.option("--tool", type=click.Choice(["openocd", "pyocd", "teensy_loader_cli"]),
+              help="Override the board's flasher.")
+@click.option("--dry-run", is_flag=True, help="Print the commands instead of running them.")
+@expected_errors
+def flash(board, elf_path, tool, dry_run):
+    """Flash a firmware to a board with the flasher its board file names (openocd, pyocd,
+    teensy_loader_cli).
+
+    \b
+    Example:
+      edgeq flash --board stm32h743 --elf fw-h7/fw.elf --dry-run
+    """
+    from .deploy.flash import flash_command
+
+    plan = flash_command(board, elf_path, dry_run=dry_run, tool=tool)
+    if dry_run:
+        click.echo(plan.describe())
+    else:
+        console.print(f"flashed {elf_path} to {plan.board} with {plan.tool}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""The firmware commands of the CLI: firmware, check --target qemu, flash --dry-run."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("board, words", [
+    ("stm32h743", ["openocd", "interface/stlink.cfg", "target/stm32h7x.cfg", "program"]),
+    ("stm32f746", ["openocd", "target/stm32f7x.cfg"]),
+    ("nrf52840", ["openocd", "interface/cmsis-dap.cfg", "target/nrf52.cfg"]),
+    ("imxrt1062", ["teensy_loader_cli", "TEENSY40"]),
+])
+def test_flash_dry_run_prints_the_board_command(board, words, tmp_path):
+    result = run("flash", "--board", board, "--elf", tmp_path / "fw.elf", "--dry-run")
+    assert result.exit_code == 0, result.output
+    for w in words:
+        assert w in result.output
+
+
+def test_flash_on_an_emulated_board_says_use_qemu():
+    result = run("flash", "--board", "mps2-an500", "--dry-run")
+    assert result.exit_code == 2 and "--target qemu" in result.output
+
+
+@pytest.fixture(scope="module")
+def small_tflite(tmp_path_factory):
+    import tf_keras as keras
+
+    from edgeq.export import export_tflite
+
+    d = tmp_path_factory.mktemp("fw")
+    rng = np.random.default_rng(1)
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(6, 3, strides=2, padding="same", activation="relu")(inp)
+    h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+    x = rng.random((40, 12, 12, 1), np.float32)
+    export_tflite(model, x, 4, d / "m.tflite")
+    np.savez(d / "data.npz", x=x[:12], y=rng.integers(0, 3, 12))
+    return d
+
+
+def test_firmware_and_qemu_check_match_tflm(small_tflite, tmp_path):
+    fw = run("firmware", small_tflite / "m.tflite", "--board", "mps2-an500", "--out", tmp_path / "fw")
+    assert fw.exit_code == 0, fw.output
+    assert (tmp_path / "fw" / "fw.elf").is_file() and "model_flash" in fw.output
+    out = tmp_path / "check.json"
+    result = run("check", small_tflite / "m.tflite", "--data", small_tflite / "data.npz",
+                 "--target", "qemu", "--out", tmp_path / "qemu", "--json", out)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["samples"] == 12 and payload["identical_to_tflm"] is True
+    assert payload["label_agreement_tflm"] == 1.0 and payload["max_lsb_litert"] <= 1
+    assert payload["instructions_per_inference"] > payload["macs"] > 0
