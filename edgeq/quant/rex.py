@@ -19,8 +19,14 @@ Activation quantization (needs calibration inputs, real or Genie-synthetic): eve
 gets its own int8 (scale, zero point) from its observed min/max, and each ADD requantizes the
 sum. Branch 0 spans the whole pre-activation range, so its int8 rounding is about one output
 LSB; higher orders have small ranges and fine steps. The error therefore falls with K until it
-reaches that activation floor (≈ the 8-bit error of the layer): measured numbers in
-BENCHMARKS.md / tests/test_rex.py.
+reaches that activation floor (≈ the 8-bit error of the layer). Measured on the 7-layer test
+model of tests/test_rex.py (every layer expanded, G = 1, RMS error of the dequantized int8
+output of edgeq's interpreter against the float model, 64 random inputs):
+
+    W4: K=1 0.0107, K=2 0.0018, K=3 0.0020   (K=3 is at the activation floor)
+    W2: K=1 0.0404, K=2 0.0288, K=3 0.0132   (the weight error still dominates)
+
+so beyond 4 bits × 2 orders extra orders buy nothing while activations stay at 8 bits.
 
 Size: the branches are stored dense, at the layer's width: the channels an order leaves out
 hold zero weights. G therefore trades accuracy (which channels get more orders) but not yet
