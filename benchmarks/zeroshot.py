@@ -62,7 +62,9 @@ def _genie_m_qgraph(graph, calib: np.ndarray, bits: int = 4):
 
 def _row(name, qgraph, x, y, seconds, float_out) -> dict:
     tflite = write_model(to_tflite_model(qgraph))
-    return _evaluate_tflite(name, tflite, x, y, seconds, float_out)
+    row = _evaluate_tflite(name, tflite, x, y, seconds, float_out)
+    print(f"  {name}: TFLM top-1 {row['top1_tflm']:.4f}, {seconds:.0f} s", flush=True)
+    return row
 
 
 def _timed(fn):
