@@ -3,9 +3,9 @@
 - `bit_plan(graph, bits)`: weight bits per weighted layer (first and last stay at 8 bits).
 - `quantize_minmax(graph, calib_x, bits)`: min-max PTQ → QuantizedGraph (the object that
   reconstruction engines improve and the exporter writes).
-- `nonnegative_logits(graph, ranges)`: the softmax-input shift that keeps LiteRT bit-exact
-  with TFLM on classifier heads (see its docstring); quantize_minmax applies it.
-- `to_tflite_model(qgraph, io_dtype)`: QuantizedGraph → edgeq's TFLite Model IR.
+- `to_tflite_model(qgraph, io_dtype)`: QuantizedGraph → edgeq's TFLite Model IR. A softmax's
+  input is stored with zero point -128 (bias offsets instead), so that LiteRT's x86 kernels
+  round exactly as TFLM's (edgeq.quant.sim.logit_offsets explains why).
 - `export_tflite(keras_model, calib_x, bits, path)`: the whole way to .tflite bytes.
 
 Layout conversions (Keras → TFLite): conv kernels HWIO → OHWI, depthwise HWC·M → 1HW(C·M),
@@ -15,7 +15,6 @@ for FULLY_CONNECTED (TFLM rejects per-channel INT4 there), so dense is always pe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -25,10 +24,17 @@ import numpy as np
 
 from . import __version__
 from .errors import DataError, OutputError, UnsupportedLayerError
-from .graph import WEIGHTED_KINDS, Graph, Node, capture
+from .graph import Graph, Node, capture
 from .quant import grid
 from .quant.observe import observe_ranges
-from .quant.sim import QuantizedGraph, assign_activation_qparams, quantize_layer
+from .quant.sim import (
+    STORED_LOGIT_ZERO_POINT,
+    QuantizedGraph,
+    assign_activation_qparams,
+    logit_offsets,
+    quantize_layer,
+    shifted_logit_tensors,
+)
 from .tflite.model import Model, Op, Tensor
 
 EXPORT_BITS = (8, 4)  # weight widths TFLite / TFLM can store and run
@@ -56,65 +62,14 @@ def bit_plan(graph: Graph, bits: int | dict[str, int] = 8, edge_bits: int = 8) -
 
 
 def quantize_minmax(graph: Graph, calib_x, bits: int | dict[str, int] = 8,
-                    batch_size: int = 64, shift_logits: bool = True) -> QuantizedGraph:
+                    batch_size: int = 64) -> QuantizedGraph:
     """Min-max post-training quantization: weights per channel from their own range,
-    activations from the range observed on `calib_x` (an array of samples or batches).
-    With `shift_logits` (the default) the inputs of a softmax are made non-negative first
-    (`nonnegative_logits`); the QuantizedGraph then holds that shifted graph."""
+    activations from the range observed on `calib_x` (an array of samples or batches)."""
     plan = bit_plan(graph, bits)
     ranges = observe_ranges(graph, calib_x, batch_size)
-    if shift_logits:
-        graph, ranges = nonnegative_logits(graph, ranges)
     act = assign_activation_qparams(graph, ranges)
     layers = {name: quantize_layer(graph.node(name), b) for name, b in plan.items()}
     return QuantizedGraph(graph, layers, act, plan)
-
-
-def nonnegative_logits(graph: Graph, ranges: dict[str, tuple[float, float]]
-                       ) -> tuple[Graph, dict[str, tuple[float, float]]]:
-    """Shift the logits of every softmax so that their calibrated range starts at 0: the
-    producing conv/dense (no fused activation, read only by the softmax, possibly through
-    reshapes) gets `-lo` added to its bias, its range becomes [0, hi - lo] (same width, so the
-    same scale) and its zero point therefore -128. Returns a new graph and ranges; the inputs
-    are not changed. A softmax is invariant to adding one constant to all its inputs, and
-    TFLite's int8 SOFTMAX never reads its input zero point (it subtracts the row maximum), so
-    the model computes the same probabilities.
-
-    Why: LiteRT on x86 runs int8 FULLY_CONNECTED and CONV_2D through ruy, whose requantization
-    rounds ties toward +infinity in both fixed-point steps ((acc*M + 2^30) >> 31, then
-    (x + 2^(r-1)) >> r); TFLM's MultiplyByQuantizedMultiplier rounds them away from zero. The
-    two differ by 1 LSB exactly when a negative value lands on a tie. Behind a ReLU that never
-    shows (negative values clamp to the zero point), but a classifier head has no ReLU, and the
-    softmax after it turns 1 LSB of logit into up to 64 * s_logit LSB of probability
-    (d p / d z <= 1/4, output step 1/256): 2 LSB on vww_96. With zero point -128 every
-    negative requantized value clamps to -128 in both runtimes, so they agree exactly."""
-    new_nodes = {}
-    ranges = dict(ranges)
-    for node in graph.nodes:
-        if node.kind != "softmax":
-            continue
-        chain = []  # reshapes between the producer and the softmax share its qparams
-        name = node.inputs[0]
-        while graph.node(name).kind == "reshape" and graph.uses(name) == 1:
-            chain.append(name)
-            name = graph.node(name).inputs[0]
-        producer = graph.node(name)
-        if (producer.kind not in WEIGHTED_KINDS or graph.uses(name) != 1
-                or producer.attrs.get("activation", "NONE") != "NONE"):
-            continue
-        lo, hi = ranges[name]
-        if lo >= 0:
-            continue
-        bias = np.asarray(producer.weights["bias"], np.float32)
-        new_nodes[name] = dataclasses.replace(
-            producer, weights={**producer.weights, "bias": (bias - np.float32(lo))})
-        for tensor in (name, *chain):
-            ranges[tensor] = (0.0, float(hi) - float(lo))
-    if not new_nodes:
-        return graph, ranges
-    nodes = [dataclasses.replace(new_nodes.get(n.name, n), inputs=list(n.inputs))
-             for n in graph.nodes]
-    return dataclasses.replace(graph, nodes=nodes), ranges
 
 
 # --------------------------------------------------------------------------- to the Model IR
@@ -143,7 +98,23 @@ def _act_tensor(name: str, shape, qparams) -> Tensor:
                   np.array([zp], np.int64))
 
 
-def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node) -> tuple[int, int]:
+def _stored_logits(qgraph: QuantizedGraph) -> dict[str, np.ndarray]:
+    """Softmax inputs written with zero point -128 (see edgeq.quant.sim.logit_offsets, which
+    also says why): tensor name -> the producer's bias offsets; the exact simulation applies
+    the same offsets, so the file stays bit-exact with it."""
+    stored = {}
+    for producer, tensors in shifted_logit_tensors(qgraph.graph).items():
+        node = qgraph.graph.node(producer)
+        scale, zp = qgraph.act[producer]
+        offsets = logit_offsets(qgraph.input_scale(node), qgraph.layers[producer].scales,
+                                scale, zp)
+        if offsets is not None:
+            stored.update({t: offsets for t in tensors})
+    return stored
+
+
+def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node,
+                     bias_offsets: np.ndarray | None = None) -> tuple[int, int]:
     layer = qgraph.layers[node.name]
     if layer.bits not in EXPORT_BITS:
         raise UnsupportedLayerError(
@@ -163,6 +134,8 @@ def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node) -> tu
     w = b.add(Tensor(f"{node.name}/kernel", tuple(data.shape), dtype,
                      layer.scales.astype(np.float32), np.zeros(channels, np.int64), qdim, data))
     bias = qgraph.quantized_bias(node.name)
+    if bias_offsets is not None:
+        bias = (bias.astype(np.int64) + bias_offsets).astype(np.int32)
     s_bias = grid.bias_scales(qgraph.input_scale(node), layer.scales)
     bt = b.add(Tensor(f"{node.name}/bias", tuple(bias.shape), "int32", s_bias,
                       np.zeros(channels, np.int64), 0, bias))
@@ -182,8 +155,12 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
     b = _ModelBuilder()
     index: dict[str, int] = {}
     model_inputs = []
+    stored_logits = _stored_logits(qgraph)
     for node in graph.nodes:
-        out = b.add(_act_tensor(node.name, node.output_shape, qgraph.act[node.name]))
+        qparams = qgraph.act[node.name]
+        if node.name in stored_logits:
+            qparams = (qparams[0], STORED_LOGIT_ZERO_POINT)
+        out = b.add(_act_tensor(node.name, node.output_shape, qparams))
         index[node.name] = out
         ins = [index[i] for i in node.inputs]
         a = node.attrs
@@ -195,7 +172,7 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
             else:
                 model_inputs.append(out)
         elif node.kind in ("conv2d", "depthwise_conv2d"):
-            w, bias = _weights_tensors(b, qgraph, node)
+            w, bias = _weights_tensors(b, qgraph, node, stored_logits.get(node.name))
             options = dict(padding=a["padding"], stride_w=a["strides"][1],
                            stride_h=a["strides"][0], dilation_w_factor=a["dilation"][1],
                            dilation_h_factor=a["dilation"][0],
@@ -205,7 +182,7 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
             b.op("CONV_2D" if node.kind == "conv2d" else "DEPTHWISE_CONV_2D",
                  [ins[0], w, bias], [out], **options)
         elif node.kind == "dense":
-            w, bias = _weights_tensors(b, qgraph, node)
+            w, bias = _weights_tensors(b, qgraph, node, stored_logits.get(node.name))
             b.op("FULLY_CONNECTED", [ins[0], w, bias], [out],
                  fused_activation_function=a["activation"], keep_num_dims=False)
         elif node.kind == "add":

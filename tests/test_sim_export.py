@@ -301,7 +301,7 @@ def test_litert_rounds_negative_ties_up_in_fully_connected():
     round them away from zero. A negative value on a tie therefore comes out 1 LSB higher in
     LiteRT. Behind a ReLU the difference vanishes (negatives clamp to the zero point); with
     the output zero point at -128 it vanishes too (every negative requantized value clamps to
-    -128), which is what edgeq.export.nonnegative_logits arranges for softmax inputs."""
+    -128), which is how edgeq stores softmax inputs (edgeq.quant.sim.logit_offsets)."""
     x = np.arange(-128, 128, dtype=np.int8).reshape(256, 1)
     zero_point = -6
     model = _fc_head(zero_point, 0)
@@ -336,31 +336,31 @@ def _softmax_head_graph(activation: str = "NONE"):
     return capture(k.Model(inputs, outputs))
 
 
-def test_nonnegative_logits_moves_the_softmax_input_to_zero_point_minus_128():
-    from edgeq.export import nonnegative_logits
-    from edgeq.quant.observe import observe_ranges
+def test_softmax_input_is_stored_with_zero_point_minus_128():
+    from edgeq.quant.sim import logit_offsets
 
     graph = _softmax_head_graph()
     x = np.random.default_rng(13).normal(0, 1, (64, 6, 6, 2)).astype(np.float32)
-    ranges = observe_ranges(graph, x)
-    lo, hi = ranges["logits"]
-    assert lo < 0 < hi
-    shifted, new_ranges = nonnegative_logits(graph, ranges)
-    assert ranges["logits"] == (lo, hi) and shifted is not graph  # inputs untouched
-    np.testing.assert_allclose(shifted.node("logits").weights["bias"],
-                               graph.node("logits").weights["bias"] - lo, rtol=1e-6)
-    assert new_ranges["logits"] == pytest.approx((0.0, hi - lo))
-    (reshape,) = graph.consumers("logits")
-    assert reshape.kind == "reshape" and new_ranges[reshape.name] == new_ranges["logits"]
-    np.testing.assert_allclose(shifted.run_float(x), graph.run_float(x), atol=1e-6)
     qgraph = quantize_minmax(graph, x, 8)
-    assert qgraph.act["logits"][1] == -128
-    assert qgraph.act["logits"][0] == pytest.approx((hi - lo) / 255, rel=1e-5)  # same scale
-    assert quantize_minmax(graph, x, 8, shift_logits=False).act["logits"][1] > -128
+    scale, zp = qgraph.act["logits"]
+    assert zp > -128 and qgraph.graph is graph  # the QuantizedGraph keeps the logical qparams
+    model = to_tflite_model(qgraph)
+    tensors = {t.name: t for t in model.tensors}
+    (reshape,) = graph.consumers("logits")
+    for name in ("logits", reshape.name):  # the reshape shares the stored qparams
+        assert tensors[name].scale[0] == scale and tensors[name].zero_point[0] == -128
+    offsets = logit_offsets(qgraph.input_scale(graph.node("logits")),
+                            qgraph.layers["logits"].scales, scale, zp)
+    assert offsets is not None and np.all(offsets > 0)
+    np.testing.assert_array_equal(tensors["logits/bias"].data,
+                                  qgraph.quantized_bias("logits") + offsets)
+    # The simulation applies the same offsets: sim == TFLM == interpreter == LiteRT.
     assert_sim_matches_tflm(qgraph, x, litert_lsb=0)
-    # A fused ReLU is not shift-invariant: such a head is left alone.
-    relu_graph = _softmax_head_graph("relu")
-    assert nonnegative_logits(relu_graph, observe_ranges(relu_graph, x))[0] is relu_graph
+    # A fused ReLU clamps negatives anyway (and is not shift-invariant): stored as is.
+    relu = quantize_minmax(_softmax_head_graph("relu"), x, 8)
+    relu_model = to_tflite_model(relu)
+    logits = next(t for t in relu_model.tensors if t.name == "logits")
+    assert logits.zero_point[0] == relu.act["logits"][1]
 
 
 # --------------------------------------------------------------------------- whole models
@@ -386,8 +386,8 @@ def vww_bytes(vww):
         qgraph = quantize_minmax(graph, calib, bits)
         # LiteRT equals TFLM exactly: every requantization it rounds differently (negative
         # ties in ruy's GEMM) is behind a ReLU or, in the classifier head, clamped at the
-        # logits' zero point -128 (nonnegative_logits). Without that shift: 1 LSB at INT8,
-        # 2 LSB at INT4 on these photos (the softmax doubles a 1-LSB logit difference).
+        # logits' stored zero point -128 (logit_offsets). Without it: 1 LSB at INT8, 2 LSB
+        # at INT4 on these photos (the softmax doubles a 1-LSB logit difference).
         out[bits] = assert_sim_matches_tflm(qgraph, val.x, litert_lsb=0)
         if bits == 8:  # the float model gets 86.7% on these photos
             acc = np.mean(simulate(qgraph, val.x).argmax(axis=1) == val.y)
