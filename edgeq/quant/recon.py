@@ -42,6 +42,8 @@ from .sim import SAME_AS_INPUT, QuantizedGraph, QuantLayer, kernel_scale_shape
 @dataclass
 class ReconConfig:
     iters: int = 1000  # weight iterations per block (BRECQ: 20,000; see quantize.py)
+    # Blocks whose layers are all at 8 bits: rounding matters little there, so fewer.
+    iters_8bit: int = 200
     batch_size: int = 32
     # Adam on V; None: max(1e-2, 8 / iters), so that V can travel far enough to settle to 0
     # or 1 in short schedules (BRECQ: 1e-3 with 20,000 iterations).
@@ -286,10 +288,13 @@ def _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, lo
         fisher = _fisher_weights(qg, walker, nodes, out_start, logits, cfg.eval_batch)
     label = f"block {record.index} ({record.kind}: {', '.join(n.name for n in nodes)})"
     learned = None
-    if weighted and cfg.iters > 0:
+    iters = cfg.iters
+    if weighted and min(qg.layers[n.name].bits for n in weighted) >= 8:
+        iters = min(iters, cfg.iters_8bit)
+    if weighted and iters > 0:
         learned, ok = _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg,
-                                      progress, label)
-        record.iters = cfg.iters
+                                      progress, label, iters)
+        record.iters = iters
         if not ok:
             msg = (f"{label}: the loss became NaN/Inf during reconstruction; this block keeps "
                    "its min-max weights")
@@ -319,7 +324,7 @@ def _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, lo
         _learn_act_steps(qg, walker, nodes, inputs, target, groups, cfg, record, progress, label)
 
 
-def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, label):
+def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, label, iters):
     """AdaRound on the block's weighted layers. Returns ({name: QuantLayer}, finite?)."""
     import tensorflow as tf
 
@@ -334,7 +339,7 @@ def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, 
         vs[node.name] = tf.Variable(v)
         bounds[node.name] = grid.weight_qrange(layer.bits)
     variables = list(vs.values())
-    opt = Adam(variables, cfg.lr or max(1e-2, 8.0 / max(cfg.iters, 1)))
+    opt = Adam(variables, cfg.lr or max(1e-2, 8.0 / max(iters, 1)))
     x_all = {e: tf.constant(v) for e, v in inputs.items()}
     t_all = tf.constant(target)
     w_all = tf.constant(fisher) if fisher is not None else None
@@ -359,18 +364,18 @@ def _learn_rounding(qg, nodes, weighted, inputs, target, fisher, cfg, progress, 
         opt.apply(tape.gradient(loss, variables))
         return loss
 
-    schedule = adaround.Schedule(cfg.iters, cfg.warmup, cfg.beta[0], cfg.beta[1],
+    schedule = adaround.Schedule(iters, cfg.warmup, cfg.beta[0], cfg.beta[1],
                                  cfg.reg_weight)
     rng = np.random.default_rng(cfg.seed + len(label))
     n = len(target)
-    progress.start(label, cfg.iters)
+    progress.start(label, iters)
     finite = True
     try:
-        for t in range(cfg.iters):
+        for t in range(iters):
             idx = rng.choice(n, min(cfg.batch_size, n), replace=False)
             loss = step(tf.constant(idx), tf.constant(schedule.beta(t), tf.float32),
                         tf.constant(schedule.reg(t), tf.float32))
-            if t % 25 == 0 or t == cfg.iters - 1:
+            if t % 25 == 0 or t == iters - 1:
                 if not _finite(loss):
                     finite = False
                     break
