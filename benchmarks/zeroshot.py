@@ -36,7 +36,7 @@ from edgeq.train import evaluate_float
 SYNTH_SAMPLES = 256
 SYNTH_BATCH = 64
 SYNTH_ITERS = {"fmnist": 150, "vww": 100}
-RECON_ITERS = 300  # per block, brecq and Genie-M alike
+RECON_ITERS = 200  # per block, brecq and Genie-M alike
 NOISE_MEAN, NOISE_STD = 0.5, 0.25  # Gaussian-noise calibration, clipped to [0, 1]
 
 
