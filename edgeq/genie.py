@@ -353,9 +353,8 @@ class Synthesizer:
                                    width or generator_width(self.model.input_shape))
         self.in_mean = input_mean_estimate(self.model, self.input_range)
         self.in_std = 0.25 * (self.input_range[1] - self.input_range[0])
-        self.latents = None
         self.gen_opt = _Adam(list(self.generator.vars.values()), GENERATOR_LR)
-        self._steps: dict[int, Callable] = {}
+        self._steps: dict[int, tuple] = {}  # batch size -> (latents, optimizer, rng, fns)
         self._tf = tf
 
     def _step_fn(self, n: int):
