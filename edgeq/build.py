@@ -41,7 +41,10 @@ class BuildConfig:
     eval_limit: int | None = 2000
     seed: int = 0
     unsafe: bool = False
-    bits: int = 8  # weight bits of the inner layers (first and last stay at 8)
+    bits: int | str = 8  # weight bits of the inner layers (first and last stay at 8), or "mixed"
+    method: str | None = None  # quantization method (edgeq.quantize.METHODS); None: brecq < 8 bits
+    budget_kb: float | None = None  # weight budget for bits="mixed"; default: the board's flash
+    iters: int | None = None  # reconstruction steps per block or layer; None: the method's default
     baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
 
 
@@ -182,7 +185,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     from .convert import tflite_int8_ptq
     from .deploy.carray import write_c_arrays
     from .deploy.tflm import measure_arena
-    from .export import quantize_minmax, to_tflite_model
+    from .export import to_tflite_model
     from .graph import capture
     from .quant.sim import simulate
     from .report import write_report
@@ -214,8 +217,15 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         float_acc, float_out = evaluate_float(model, test)
     if epochs:  # training changed the weights: capture the trained model
         graph = capture(model)
-    with st.stage(f"quantize W{cfg.bits}A8 (min-max, edgeq writer)"):
-        qgraph = quantize_minmax(graph, calib.x, cfg.bits)
+    from .quantize import quantize
+
+    wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
+    with st.stage(f"quantize {wname}A8 ({cfg.method or 'default method'}, edgeq writer)"):
+        budget = cfg.budget_kb if cfg.budget_kb is not None else board.flash_kib
+        qgraph, qreport = quantize(graph, calib.x, cfg.method, cfg.bits,
+                                   budget if cfg.bits == "mixed" else None, iters=cfg.iters,
+                                   seed=cfg.seed,
+                                   progress=progress_factory is not None)
         tflite = write_model(to_tflite_model(qgraph))
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
@@ -227,7 +237,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         sim_labels = simulate(qgraph, test.x).argmax(-1)
         tflm_labels = checked.runtime("tflm").labels
     accuracy_rows = checked.accuracy_rows(include_float=True)
-    accuracy_rows.insert(1, {"name": f"edgeq simulated W{cfg.bits}A8 (Keras side)",
+    accuracy_rows.insert(1, {"name": f"edgeq simulated {wname}A8 (Keras side)",
                              "accuracy": float((sim_labels == test.y).mean()),
                              "agreement": float((sim_labels == tflm_labels).mean()),
                              "agreement_with": "TFLM", "samples": len(test)})
@@ -244,8 +254,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "edgeq_version": __version__,
         "model": {"name": name, "card": card.to_dict() if card else None, "input_shape": list(shape),
                   "params": int(model.count_params()), "tflite_bytes": len(tflite),
-                  "quantization": f"W{cfg.bits}A8 full-integer, min-max, written by edgeq",
-                  "bits": qgraph.plan,
+                  "quantization": f"{wname}A8 full-integer, {qreport.method}, written by edgeq",
+                  "bits": qreport.plan,
                   "trained_epochs": epochs or 0,
                   "train_seconds": round(trained.seconds, 1) if trained else 0.0},
         "board": board.to_dict(),
@@ -254,6 +264,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                  "evaluation_samples": len(test)},
         "accuracy": accuracy_rows,
         "check": checked.to_dict(),
+        "quantize": qreport.to_dict(),
         "stages": st.records,
         "config": asdict(cfg),
     }

@@ -21,6 +21,11 @@ from .errors import EdgeqError
 
 console = Console(stderr=True)
 out_console = Console()
+BITS_CHOICES = ["8", "4", "3", "2", "mixed"]
+
+
+def _bits(value: str) -> int | str:
+    return value if value == "mixed" else int(value)
 
 
 def expected_errors(fn):
@@ -222,15 +227,19 @@ def _save_model(model, path: str) -> None:
 @click.option("--calib-samples", type=int, default=256, show_default=True)
 @click.option("--eval-limit", type=int, default=2000, show_default=True,
               help="Evaluate on at most this many samples.")
-@click.option("--bits", type=click.Choice(["8", "4"]), default="8", show_default=True,
-              help="Weight bits of the inner layers (first and last layer stay at 8).")
+@click.option("--bits", type=click.Choice(BITS_CHOICES), default="8", show_default=True,
+              help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
+@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant "
+              "[default: brecq below 8 bits, minmax at 8].")
+@click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed [default: the board's flash].")
+@click.option("--iters", type=int, help="Reconstruction steps per block or layer [default: per method].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
 @click.option("--no-baseline", is_flag=True, help="Skip measuring TensorFlow's own INT8 PTQ beside edgeq.")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
-          bits, seed, unsafe, no_baseline, json_out):
+          bits, method, budget_kb, iters, seed, unsafe, no_baseline, json_out):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -247,8 +256,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
 
     cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
-                      eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=int(bits),
-                      baseline=not no_baseline)
+                      eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=_bits(bits),
+                      method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
@@ -311,6 +320,62 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
     _, calib, _ = load_build_data(cfg, None, shape, color, 255.0, None)
     data_bytes = export_tflite(loaded.model, calib.x, int(bits), out_path, io_dtype)
     console.print(f"wrote {out_path}: {len(data_bytes):,} bytes, W{bits}A8, {len(calib)} calibration samples")
+
+
+# -------------------------------------------------------------------------------------- quantize
+@main.command()
+@click.argument("keras_model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
+@click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
+@click.option("--method", help="minmax, mse, adaround, brecq, adaquant [default: brecq below 8 bits].")
+@click.option("--bits", type=click.Choice(BITS_CHOICES), default="4", show_default=True,
+              help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
+@click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed.")
+@click.option("--fisher", is_flag=True, help="brecq: weight the block loss by the squared KL gradient.")
+@click.option("--iters", type=int, help="Optimization steps per block or layer [default: per method].")
+@click.option("--calib-samples", type=int, default=1024, show_default=True)
+@click.option("--report", "report_path", type=click.Path(), help="Also write the quantization report (JSON).")
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
+@expected_errors
+def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters, calib_samples,
+             report_path, unsafe):
+    """Post-training quantization with reconstruction (BRECQ, AdaRound, AdaQuant) or range
+    methods, optionally mixed precision under a weight budget; writes the .tflite with edgeq's
+    writer and prints per-layer bits and SQNR.
+
+    \b
+    Examples:
+      edgeq quantize vww_96.h5 --data photos/ --method brecq --bits 4 --out vww_w4.tflite
+      edgeq quantize model.h5 --data calib.npz --bits mixed --budget-kb 81 --report q.json
+    """
+    _quiet_tensorflow()
+    from .build import BuildConfig, load_build_data
+    from .export import to_tflite_model, write_atomically
+    from .modelio import load_keras_model
+    from .quantize import quantize as run_quantize
+    from .tflite.write import write_model
+
+    loaded = load_keras_model(keras_model, unsafe=unsafe)
+    shape = loaded.input_shape
+    cfg = BuildConfig(data=data, calib_samples=calib_samples)
+    _, calib, _ = load_build_data(cfg, None, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0, None)
+    qgraph, report = run_quantize(loaded.model, calib.x, method, _bits(bits), budget_kb,
+                                  iters=iters, fisher=fisher, calib_samples=calib_samples)
+    data_bytes = write_model(to_tflite_model(qgraph))
+    write_atomically(Path(out_path), data_bytes)
+    if report_path:
+        write_atomically(Path(report_path), json.dumps(report.to_dict(), indent=2, default=str).encode())
+    table = Table(title=f"{report.method} {bits}-bit: per-layer bits and output SQNR")
+    for col in ("layer", "bits", "SQNR min-max dB", "SQNR dB"):
+        table.add_column(col)
+    for row in report.layers:
+        table.add_row(row["name"], str(row["bits"]), _db(row.get("sqnr_minmax_db")), _db(row.get("sqnr_db")))
+    out_console.print(table)
+    console.print(f"{report.summary()}; wrote {out_path} ({len(data_bytes):,} bytes)")
+
+
+def _db(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 # ----------------------------------------------------------------------------------------- check

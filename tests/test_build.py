@@ -132,11 +132,13 @@ def test_too_few_calibration_samples(small, tmp_path):
 def test_build_int4_with_edgeq_writer_keeps_the_contracts(small, tmp_path):
     out = tmp_path / "out4"
     result = run_build(BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"),
-                                   out=str(out), bits=4))
+                                   out=str(out), bits=4, iters=30))
     report = result.report
     bits = list(report["model"]["bits"].values())
     assert bits == [8, 4, 8]  # conv, depthwise, dense: the first and last layer stay at 8 bits
     rows = {r["name"]: r for r in report["accuracy"]}
+    assert report["quantize"]["method"] == "brecq"  # the default below 8 bits
+    assert {r["name"] for r in report["quantize"]["layers"]} == set(report["model"]["bits"])
     sim = rows["edgeq simulated W4A8 (Keras side)"]
     assert sim["agreement_with"] == "TFLM" and sim["agreement"] >= 0.995  # contract 2
     assert any(n.startswith("baseline: TensorFlow INT8 PTQ") for n in rows)  # contract 4
@@ -167,3 +169,19 @@ def test_export_command_writes_int4(small, tmp_path):
     assert result.exit_code == 0, result.output
     model = read_model(out.read_bytes())
     assert json.loads(model.metadata["edgeq"])["io_dtype"] == "int8"
+
+
+def test_quantize_command_writes_the_model_and_its_report(small, tmp_path):
+    from edgeq.tflite.read import read_model
+
+    out, rep = tmp_path / "q.tflite", tmp_path / "q.json"
+    result = CliRunner().invoke(main, ["quantize", str(small / "small.h5"), "--data", str(small / "data.npz"),
+                                       "--method", "adaround", "--bits", "4", "--iters", "20",
+                                       "--out", str(out), "--report", str(rep)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(rep.read_text())
+    assert report["method"] == "adaround" and report["plan"] == json.loads(
+        read_model(out.read_bytes()).metadata["edgeq"])["bits"]
+    unknown = CliRunner().invoke(main, ["quantize", str(small / "small.h5"), "--data",
+                                        str(small / "data.npz"), "--method", "magic"])
+    assert unknown.exit_code == 2 and "brecq" in unknown.output
