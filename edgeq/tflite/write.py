@@ -18,6 +18,10 @@ Layout choices (all standard TFLite):
   channel count. vww_96: INT8 297,392 -> 256,832 bytes, INT4 193,776 -> 153,216 (0.652 ->
   0.597 of INT8), identical outputs in TFLM and LiteRT.
 
+LiteRT's x86 kernels round requantization ties of negative values up where TFLM rounds them
+away from zero; the exporter stores softmax inputs with zero point -128 so that this never
+shows (edgeq.quant.sim.logit_offsets). The writer itself writes the parameters it is given.
+
 Bias quantization parameters are always written, as TensorFlow's converter does: TFLM and LiteRT
 read them for per-tensor FULLY_CONNECTED (bias scale within 2% of s_in * s_w, relative to the
 output scale), and LiteRT's default XNNPACK delegate refuses an int8 CONV_2D or
