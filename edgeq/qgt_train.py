@@ -8,8 +8,10 @@ the exact exporter.
 
 What is trained: the folded graph (edgeq.graph.capture: BatchNorm folded into its conv), whose
 kernels and biases become tf.Variables; the loss is the task loss (cross-entropy on labels, or
-on the float model's own outputs with loss="distill") plus λ(t)·R, R the grid regularizer of
-edgeq.quant.qgt (see there for the form, the schedule and the scales). The grid steps are
+on the float model's own outputs with loss="distill"); after every optimizer step each kernel is
+pulled the fraction λ(t) of the way toward its grid (pull="decoupled", or λ(t)·R is added to
+the loss with pull="gradient"), R the grid regularizer of edgeq.quant.qgt (see there for the
+forms, the schedule and the scales). The grid steps are
 re-estimated every `rescale_every` steps and at every epoch end.
 
 Progress: a rich bar with the running task loss, R and λ; one line per epoch with the task
@@ -66,6 +68,9 @@ from .quant.sim import QuantizedGraph, QuantLayer
 
 DISTRIBUTE = ("mirrored", "multiworker")
 LOSSES = ("labels", "distill")
+# λ at full strength: a fraction of the distance per step (decoupled), or the weight of R in
+# the loss (gradient).
+DEFAULT_STRENGTH = {"decoupled": 0.05, "gradient": 1.0}
 STATE_FILE = "qgt.json"
 # Settings that must match for a checkpoint to be resumed.
 # Layers are matched by position (kind, kernel shape, bits), not by name: Keras numbers the
@@ -171,6 +176,12 @@ class FoldedModel:
             if node.name == self.logits_name:
                 return values[node.name]
         raise DataError(f"graph {self.graph.name!r} has no output {self.logits_name!r}")
+
+    def pull(self, lam, form: str) -> None:
+        """Decoupled step toward the grid (cross-replica context under a strategy)."""
+        for name, kernel in self.kernels.items():
+            kernel.assign_sub(lam * qgt_core.grid_pull(kernel, self.scales[name],
+                                                       self.plan[name], form))
 
     def regularizer(self, form: str):
         import tensorflow as tf
@@ -340,17 +351,23 @@ def _accuracy(model: FoldedModel, ds, on_grid: bool, batch_size: int = 256) -> f
 
 def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epochs: int = 5, *,
               batch_size: int = 128, learning_rate: float = 5e-4,
-              regularizer: str = "l2grid", strength: float = 1.0,
+              regularizer: str = "l2grid", pull: str = "decoupled",
+              strength: float | None = None,
               schedule: qgt_core.Schedule | None = None, scale_mode: str = "mse",
               rescale_every: int = 50, edge_bits: int = 8, loss: str = "labels",
               checkpoint_dir=None, checkpoint_every: int | None = None,
-              distribute=None, progress=None, seed: int = 0,
+              distribute=None, progress=None, seed: int = 0, ste_start: float | None = None,
               stop_after_steps: int | None = None) -> QGTResult:
     """Train a Keras model (or a captured Graph) toward `bits`-bit weights.
 
     bits: one width for all layers but the first and last (`edge_bits`), or a {layer: bits}
-    plan. regularizer: "l2grid" | "sin2" | "none" (ablation). strength: λ at full strength
-    (ignored when `schedule` is given). scale_mode: "mse" | "minmax" | "fixed".
+    plan. regularizer: "l2grid" | "sin2" | "none" (ablation). pull: "decoupled" (a step
+    toward the grid after each optimizer step) | "gradient" (λ·R in the loss). strength: λ at
+    full strength, default DEFAULT_STRENGTH[pull] (ignored when `schedule` is given).
+    scale_mode: "mse" | "minmax" | "fixed". ste_start: from this fraction of training on, the
+    forward pass uses the weights rounded onto their grid with a straight-through gradient
+    (quantization-aware training of the folded graph, float activations), so the task loss
+    sees the quantized network while the pull keeps the float weights near the grid.
     loss: "labels" (cross-entropy on train_ds.y) or "distill" (cross-entropy on the starting
     model's own outputs; train_ds may then be unlabelled). checkpoint_dir: resume from it when
     it holds a checkpoint with the same settings. stop_after_steps: stop (and checkpoint) after
@@ -359,9 +376,15 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
     import tf_keras as keras
 
     qgt_core.check_choice("regularizer", regularizer, qgt_core.REGULARIZERS)
+    qgt_core.check_choice("pull", pull, qgt_core.PULLS)
+    if strength is None:
+        strength = DEFAULT_STRENGTH[pull]
     qgt_core.check_choice("scale mode", scale_mode, qgt_core.SCALE_MODES)
     qgt_core.check_choice("loss", loss, LOSSES)
     schedule = schedule or qgt_core.Schedule(strength)
+    if pull == "decoupled" and schedule.strength > 1:
+        raise DataError(f"decoupled pull strength {schedule.strength} would overshoot the grid",
+                        "use a strength in (0, 1]: the fraction of the distance moved per step")
     graph = model if isinstance(model, Graph) else capture(model)
     plan = bit_plan(graph, bits, edge_bits)
     x = check_input(graph, train_ds.x if hasattr(train_ds, "x") else train_ds)
@@ -374,11 +397,11 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
     config = {"plan": plan, "layers": [[n.kind, list(n.weights["kernel"].shape), plan[n.name]]
                                        for n in graph.weighted_nodes],
               "batch_size": batch_size, "train_samples": len(x), "epochs": epochs,
-              "seed": seed, "loss": loss, "regularizer": regularizer,
+              "seed": seed, "loss": loss, "regularizer": regularizer, "pull": pull,
               "schedule": {"strength": schedule.strength, "start": schedule.start,
                            "end": schedule.end, "ramp": schedule.ramp},
               "scale_mode": scale_mode, "rescale_every": rescale_every,
-              "learning_rate": learning_rate}
+              "learning_rate": learning_rate, "ste_start": ste_start}
     strategy = make_strategy(distribute)
     config["replicas"] = int(strategy.num_replicas_in_sync)
     start_scales = {n.name: qgt_core.estimate_scales(n, plan[n.name],
@@ -406,24 +429,28 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
             sums = state["epoch_sums"]
     resumed_from = int(step_var.numpy())
 
-    def replica_step(xb, yb, lam):
+    def replica_step(xb, yb, lam, on_grid):
         with tf.GradientTape() as tape:
-            logits = folded.logits(xb)
+            logits = folded.logits(xb, on_grid)
             if loss == "labels":
                 per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits)
             else:
                 per_example = tf.nn.softmax_cross_entropy_with_logits(yb, logits)
             task = tf.nn.compute_average_loss(per_example)
             reg = folded.regularizer(regularizer)
-            total_loss = task + lam * reg / strategy.num_replicas_in_sync
+            total_loss = task
+            if pull == "gradient":
+                total_loss += lam * reg / strategy.num_replicas_in_sync
         variables = folded.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(total_loss, variables), variables,
                                       strict=True))
         return task, reg
 
     @tf.function
-    def train_step(xb, yb, lam):
-        task, reg = strategy.run(replica_step, args=(xb, yb, lam))
+    def train_step(xb, yb, lam, on_grid: bool):
+        task, reg = strategy.run(replica_step, args=(xb, yb, lam, on_grid))
+        if pull == "decoupled":
+            folded.pull(lam, regularizer)
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, task, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.MEAN, reg, axis=None))
 
@@ -448,8 +475,9 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
                     folded.rescale(scale_mode)
                 lam = schedule(step / total)
                 idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
+                on_grid = ste_start is not None and step >= ste_start * total
                 task, reg = train_step(distributed(x[idx]), distributed(targets[idx]),
-                                       tf.constant(lam, tf.float32))
+                                       tf.constant(lam, tf.float32), on_grid)
                 step += 1
                 step_var.assign(step)
                 sums = [sums[0] + float(task), sums[1] + float(reg), sums[2] + 1]

@@ -103,19 +103,35 @@ def test_penalty_is_the_squared_distance_and_pulls_toward_the_nearest_point():
 # --------------------------------------------------------------------------- training
 
 
+def test_decoupled_pull_moves_each_weight_toward_its_grid_point():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    u = rng.uniform(-9.5, 8.5, size=(3, 3, 2, 5))
+    scale = np.full((1, 1, 1, 5), 0.02, np.float32)
+    w = tf.constant((u * scale).astype(np.float32))
+    q = np.clip(grid.round_half_away(u), -8, 7) * scale
+    np.testing.assert_allclose(core.grid_pull(w, scale, 4).numpy(), w.numpy() - q, atol=1e-6)
+    assert not np.any(core.grid_pull(w, scale, 4, "none").numpy())
+
+
 def test_distance_to_grid_falls_with_the_regularizer_and_not_without(data):
-    schedule = core.Schedule(2.0, start=0.0, end=0.3)
     start, _ = initial_distance(fresh_model(), 2)
     runs = {}
-    for form in ("l2grid", "none"):
-        runs[form] = train_qgt(fresh_model(), data, data, bits=2, epochs=3, batch_size=16,
-                               learning_rate=1e-2, regularizer=form, schedule=schedule,
-                               edge_bits=2)
-    with_reg = [h["grid_distance_lsb"] for h in runs["l2grid"].history]
-    without = [h["grid_distance_lsb"] for h in runs["none"].history]
+    for form, pull, strength in (("l2grid", "decoupled", 0.2), ("none", "decoupled", 0.2),
+                                 ("l2grid", "gradient", 2.0)):
+        runs[form, pull] = train_qgt(fresh_model(), data, data, bits=2, epochs=3,
+                                     batch_size=16, learning_rate=1e-2, regularizer=form,
+                                     pull=pull, schedule=core.Schedule(strength, 0.0, 0.3),
+                                     edge_bits=2)
+    with_reg = [h["grid_distance_lsb"] for h in runs["l2grid", "decoupled"].history]
+    without = [h["grid_distance_lsb"] for h in runs["none", "decoupled"].history]
+    in_loss = [h["grid_distance_lsb"] for h in runs["l2grid", "gradient"].history]
     assert 0.15 < start < 0.35  # weights off the grid to begin with (uniform: 0.25)
-    assert with_reg[-1] < 0.5 * start and with_reg[-1] < with_reg[0]
+    assert with_reg[-1] < 0.1 * start and with_reg[-1] < with_reg[0]
+    assert in_loss[-1] < 0.6 * start
     assert without[-1] > 0.8 * start
+    runs["l2grid"] = runs["l2grid", "decoupled"]
     assert runs["l2grid"].history[-1]["regularizer"] < runs["l2grid"].history[0]["regularizer"]
     # The task is still learned while the weights settle, and the result reports its grid.
     losses = [h["task_loss"] for h in runs["l2grid"].history]
@@ -124,8 +140,8 @@ def test_distance_to_grid_falls_with_the_regularizer_and_not_without(data):
 
 
 def test_resumed_training_continues_from_its_checkpoint(data, tmp_path):
-    opts = dict(bits=4, epochs=2, batch_size=32, learning_rate=3e-3, strength=1.0,
-                rescale_every=5, seed=3)
+    opts = dict(bits=4, epochs=2, batch_size=32, learning_rate=3e-3, strength=0.1,
+                rescale_every=5, seed=3, ste_start=0.5)  # both phases, across the resume
     whole = train_qgt(fresh_model(), data, data, **opts)
     first = train_qgt(fresh_model(), data, data, checkpoint_dir=tmp_path, stop_after_steps=11,
                       **opts)
@@ -195,7 +211,7 @@ def test_finish_writes_the_learned_grid_through_edgeqs_writer(data):
     from edgeq.tflite.read import read_model
 
     result = train_qgt(fresh_model(), data, None, bits=2, epochs=2, batch_size=32,
-                       learning_rate=3e-3, schedule=core.Schedule(3.0, 0.0, 0.2))
+                       learning_rate=3e-3, schedule=core.Schedule(0.3, 0.0, 0.2))
     tflite, qgraph = finish(result, data.x[:64], data, ste_steps=3)
     low = [name for name, bits in result.plan.items() if bits == 2]
     assert len(low) == 3  # all but the first and last layer
@@ -224,7 +240,7 @@ def test_mirrored_strategy_runs_on_cpu_and_matches_one_device(tmp_path):
         from edgeq.qgt_train import train_qgt
         x, y = tiny_data(128)
         ds = Dataset(x, y, list("abcd"))
-        opts = dict(bits=2, epochs=1, batch_size=32, learning_rate=3e-3, strength=2.0)
+        opts = dict(bits=2, epochs=1, batch_size=32, learning_rate=3e-3, strength=0.2)
         one = train_qgt(tiny_model(), ds, None, **opts)
         two = train_qgt(tiny_model(), ds, None, distribute=tf.distribute.MirroredStrategy(
             ["/cpu:0", "/cpu:1"]), **opts)
