@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 FMNIST_EPOCHS = 10
-FMNIST_EVAL = 10_000
+FMNIST_EVAL = 2_000  # TFLM runs ~100 models/min here; 2,000 images keep a section < 25 min
 SIM_CHECK = 500
-FMNIST_BITS = (8, 4, 3, 2)
+FMNIST_BITS = (4, 2, "mixed", 3, 8)  # most informative first, in case of a deadline
 METHODS = ("minmax", "brecq", "adaquant")
 MIXED_AVG_BITS = 3.0
 VWW_BUDGET_KB = 81.0
@@ -88,8 +88,11 @@ def _run(model, calib, method, bits, budget_kb=None):
     return qgraph, report, time.perf_counter() - t
 
 
-def recon_fmnist(shared: Path) -> dict:
-    """fmnist: minmax vs brecq vs adaquant at W8/W4/W3/W2 (A8) and mixed at ≤ 3 bits."""
+def recon_fmnist(shared: Path, widths=FMNIST_BITS, methods=METHODS, deadline: float | None = None,
+                 on_row=None) -> dict:
+    """fmnist: minmax vs brecq vs adaquant at W8/W4/W3/W2 (A8) and mixed at ≤ 3 bits.
+    `deadline` (time.time()) stops starting new rows after it (the notes list what was
+    skipped); `on_row(result_so_far)` is called after every row."""
     from edgeq.graph import capture
     from edgeq.train import evaluate_float
 
@@ -102,8 +105,21 @@ def recon_fmnist(shared: Path) -> dict:
     budget_kb = MIXED_AVG_BITS * params / 8 / 1024
     rows = [{"model": "float (Keras)", "method": "float", "bits": 32, "top1_litert": float_acc,
              "top1_tflm": None, "weight_kib": round(params * 4 / 1024, 1)}]
-    for bits in (*FMNIST_BITS, "mixed"):
-        for method in METHODS:
+    notes = [
+        f"fmnist float model: {origin}; float top-1 {float_acc:.4f} on the first {len(te):,} "
+        "test images; calibration: 1,024 seeded training images, batch 32.",
+        "A8 = int8 activations; first and last layer at 8 bits; 3- and 2-bit weights are stored "
+        "in INT4 tensors; weight KiB counts kernels at their logical width.",
+        f"mixed: integer program on per-layer sensitivity at 8/4/2 bits, weight budget "
+        f"{budget_kb:.1f} KiB = {MIXED_AVG_BITS:g} bits × {params:,} weights.",
+        "sim=TFLM: label agreement of edgeq's simulated model with TFLM on the first "
+        f"{SIM_CHECK} test images (contract 2)."]
+    result = {"rows": rows, "notes": notes}
+    for bits in widths:
+        for method in methods:
+            if deadline is not None and time.time() > deadline:
+                notes.append(f"not run (time limit of this session): {method} at {bits}")
+                continue
             qgraph, report, seconds = _run(graph, calib, method, bits,
                                            budget_kb if bits == "mixed" else None)
             tag = f"W{bits}A8" if bits != "mixed" else f"mixed ≤ {MIXED_AVG_BITS:g} bits"
@@ -114,18 +130,12 @@ def recon_fmnist(shared: Path) -> dict:
             row["drop"] = None if row["top1_tflm"] is None else float_acc - row["top1_tflm"]
             rows.append(row)
             print(f"  {row['model']}: TFLM {row['top1_tflm']:.4f} ({seconds:.0f} s)", flush=True)
-    return {"rows": rows, "notes": [
-        f"fmnist float model: {origin}; float top-1 {float_acc:.4f} on {len(te):,} test images; "
-        "calibration: 1,024 seeded training images, batch 32.",
-        "A8 = int8 activations; first and last layer at 8 bits; 3- and 2-bit weights are stored "
-        "in INT4 tensors; weight KiB counts kernels at their logical width.",
-        f"mixed: integer program on per-layer sensitivity at 8/4/2 bits, weight budget "
-        f"{budget_kb:.1f} KiB = {MIXED_AVG_BITS:g} bits × {params:,} weights.",
-        "sim=TFLM: label agreement of edgeq's simulated model with TFLM on the first "
-        f"{SIM_CHECK} test images (contract 2)."]}
+            if on_row:
+                on_row(result)
+    return result
 
 
-def recon_vww(shared: Path) -> dict:
+def recon_vww(shared: Path, on_row=None) -> dict:
     """vww_96: float, minmax W4, brecq W4 (≤ 15 min) and mixed ≤ 81 KiB, on coco-vww-256."""
     import tf_keras
 
@@ -150,6 +160,8 @@ def recon_vww(shared: Path) -> dict:
         row["drop"] = float_acc - row["top1_tflm"]
         rows.append(row)
         print(f"  {row['model']}: TFLM {row['top1_tflm']:.4f} ({seconds:.0f} s)", flush=True)
+        if on_row:
+            on_row({"rows": rows, "notes": []})
     return {"rows": rows, "notes": [
         f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos (all of them: fewer "
         f"than 1,024), evaluate on the {len(test)} val2017_* photos.",
