@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import firmware
 from edgeq.check import check_model
 from edgeq.datasets import fashion_mnist, load_dataset
 from edgeq.deploy.tflm import measure_arena
@@ -58,7 +59,8 @@ def _evaluate_tflite(name: str, tflite: bytes, x, y, seconds: float, float_out=N
     litert, tflm = checked.runtime("litert"), checked.runtime("tflm")
     return {"model": name, "top1_litert": litert.accuracy, "top1_tflm": tflm.accuracy,
             "tflm_litert_agreement": checked.tflm_litert_agreement,
-            "max_lsb": checked.max_abs_diff, "bytes": len(tflite),
+            "max_lsb": checked.max_abs_diff, "reference_exact": checked.reference_equals_tflm,
+            "bytes": len(tflite),
             "arena_bytes": measure_arena(tflite), "seconds": round(seconds, 1)}
 
 
@@ -128,15 +130,23 @@ def foundation_vww(shared: Path) -> dict:
         f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos, evaluate on the {len(test)} "
         "val2017_* photos (RGB, bilinear 96×96, /255).",
         f"float on all 256 photos: {float_all:.4f}.",
+        f"INT4/INT8 file size (edgeq writer): {rows[-1]['bytes'] / rows[-2]['bytes']:.3f}. The issue's "
+        "0.55 target is out of reach for a file LiteRT loads: kernels shrink 208,112 → 104,420 B, but "
+        "25,932 B of per-channel float32 scales, int64 zero points (LiteRT wants one per scale) and "
+        "int32 biases stay, so even with no other overhead the ratio is ≥ 0.557.",
+        "max Δ LSB = largest |LiteRT − TFLM| over all raw int8 outputs; edgeq reference = TFLM: "
+        "edgeq's numpy interpreter gives the very same outputs as TFLM on every sample.",
         "arena = TFLM's tensor arena measured with tflite_micro's RecordingMicroAllocator."]}
 
 
-REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation_vww}
+REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation_vww,
+            **firmware.REGISTRY}
 ORDER = list(REGISTRY)
 
 TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
           "foundation_vww": "Person detection (vww_96 on coco-vww-256 val2017): float, INT8 baselines, "
-                            "edgeq min-max W8/W4"}
+                            "edgeq min-max W8/W4",
+          **firmware.TITLES}
 
 
 def _fmt(v, kind):
@@ -150,9 +160,12 @@ def _fmt(v, kind):
 
 
 def render(name: str, result: dict, cmd: str) -> str:
+    if name in firmware.REGISTRY:
+        return firmware.render_firmware(name, result, cmd)
     cols = [("model", "model", "str"), ("top-1 LiteRT (Keras for float)", "top1_litert", "pct"),
             ("top-1 TFLM", "top1_tflm", "pct"), ("TFLM=LiteRT labels", "tflm_litert_agreement", "pct"),
-            ("max Δ LSB", "max_lsb", "str"), ("bytes", "bytes", "int"),
+            ("max Δ LSB", "max_lsb", "str"), ("edgeq reference = TFLM", "reference_exact", "str"),
+            ("bytes", "bytes", "int"),
             ("TFLM arena", "arena_bytes", "int"), ("seconds", "seconds", "str")]
     lines = [f"## {TITLES.get(name, name)}", "", f"Command: `{cmd}` (section wall time "
              f"{result['wall_seconds']} s; {result['machine']})", "",
