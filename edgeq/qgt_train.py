@@ -14,6 +14,13 @@ the loss with pull="gradient"), R the grid regularizer of edgeq.quant.qgt (see t
 forms, the schedule and the scales). The grid steps are
 re-estimated every `rescale_every` steps and at every epoch end.
 
+STE phase (`ste_start`, a fraction of training): from then on the forward pass uses the kernels
+rounded onto their grid with a straight-through gradient (quantization-aware training of the
+folded graph; activations stay float), the pull goes on keeping the float kernels near their
+grid points (so the straight-through mismatch stays small: the argument of bin regularization),
+and a per-channel gain on each grid step is learned from the task loss, as LSQ learns steps:
+it stands in for the BatchNorm scale that folding froze. Step re-estimation stops then.
+
 Progress: a rich bar with the running task loss, R and λ; one line per epoch with the task
 loss, R, the mean distance to the grid in LSB, and validation accuracy of the float weights and
 of the same weights rounded onto their grid (float activations).
@@ -143,7 +150,7 @@ class FoldedModel:
         import tensorflow as tf
 
         self.graph, self.plan = graph, plan
-        self.kernels, self.biases, self.scales = {}, {}, {}
+        self.kernels, self.biases, self.scales, self.gains = {}, {}, {}, {}
         for node in graph.weighted_nodes:
             self.kernels[node.name] = tf.Variable(node.weights["kernel"].astype(np.float32),
                                                   name=f"{node.name}_kernel")
@@ -152,6 +159,10 @@ class FoldedModel:
             self.scales[node.name] = tf.Variable(
                 np.reshape(scales[node.name], qgt_core.scale_shape(node, scales[node.name])),
                 trainable=False, name=f"{node.name}_scale")
+            # Per-channel gain on the step, learned from the task in the STE phase only (as
+            # LSQ learns steps; multiplicative, so one learning rate suits every layer).
+            self.gains[node.name] = tf.Variable(np.ones_like(self.scales[node.name].numpy()),
+                                                name=f"{node.name}_gain")
         out = graph.node(graph.outputs[0])
         # Train on logits: the final softmax is left out and folded into the loss.
         self.logits_name = out.inputs[0] if out.kind == "softmax" else out.name
@@ -159,6 +170,15 @@ class FoldedModel:
     @property
     def trainable_variables(self) -> list:
         return [v for name in self.kernels for v in (self.kernels[name], self.biases[name])]
+
+    @property
+    def all_variables(self) -> list:
+        """Kernels, biases and step gains (the gains train only in the STE phase)."""
+        return [*self.trainable_variables, *self.gains.values()]
+
+    def step(self, name: str):
+        """The grid step of a layer: the estimated step times its learned gain."""
+        return self.scales[name] * self.gains[name]
 
     def logits(self, x, on_grid: bool = False):
         values = {self.graph.inputs[0]: x}
@@ -169,7 +189,7 @@ class FoldedModel:
             if node.name in self.kernels:
                 kernel = self.kernels[node.name]
                 if on_grid:
-                    kernel = qgt_core.fake_quant_kernel(kernel, self.scales[node.name],
+                    kernel = qgt_core.fake_quant_kernel(kernel, self.step(node.name),
                                                         self.plan[node.name])
                 weights = {"kernel": kernel, "bias": self.biases[node.name]}
             values[node.name] = apply_node(node, [values[i] for i in node.inputs], weights)
@@ -180,13 +200,13 @@ class FoldedModel:
     def pull(self, lam, form: str) -> None:
         """Decoupled step toward the grid (cross-replica context under a strategy)."""
         for name, kernel in self.kernels.items():
-            kernel.assign_sub(lam * qgt_core.grid_pull(kernel, self.scales[name],
+            kernel.assign_sub(lam * qgt_core.grid_pull(kernel, self.step(name),
                                                        self.plan[name], form))
 
     def regularizer(self, form: str):
         import tensorflow as tf
 
-        terms = [qgt_core.layer_penalty(self.kernels[n], self.scales[n], self.plan[n], form)
+        terms = [qgt_core.layer_penalty(self.kernels[n], self.step(n), self.plan[n], form)
                  for n in self.kernels]
         return tf.add_n(terms) / len(terms)
 
@@ -194,14 +214,15 @@ class FoldedModel:
         for node in self.graph.weighted_nodes:
             scales = qgt_core.estimate_scales(node, self.plan[node.name], mode,
                                               self.kernels[node.name].numpy())
-            self.scales[node.name].assign(np.reshape(scales, self.scales[node.name].shape))
+            self.scales[node.name].assign(np.reshape(scales, self.scales[node.name].shape)
+                                          / self.gains[node.name].numpy())
 
     def to_graph(self) -> tuple[Graph, dict[str, np.ndarray]]:
         g = copy.deepcopy(self.graph)
         for node in g.weighted_nodes:
             node.weights = {"kernel": self.kernels[node.name].numpy().astype(np.float32),
                             "bias": self.biases[node.name].numpy().astype(np.float32)}
-        scales = {n: self.scales[n].numpy().reshape(-1).astype(np.float32) for n in self.scales}
+        scales = {n: self.step(n).numpy().reshape(-1).astype(np.float32) for n in self.scales}
         return g, scales
 
 
@@ -411,11 +432,14 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
         folded = FoldedModel(graph, plan, start_scales)
         decay = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total)
         optimizer = keras.optimizers.Adam(decay)
+        # Slots for every variable now: the STE phase adds the grid steps to the update.
+        optimizer.build(folded.all_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     ckpt = _Checkpoints(checkpoint_dir, strategy,
                         {"kernels": list(folded.kernels.values()),
                          "biases": list(folded.biases.values()),
                          "scales": list(folded.scales.values()),
+                         "gains": list(folded.gains.values()),
                          "optimizer": optimizer, "step": step_var})
     history, sums = [], [0.0, 0.0, 0]
     state = ckpt.state()
@@ -441,7 +465,9 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
             total_loss = task
             if pull == "gradient":
                 total_loss += lam * reg / strategy.num_replicas_in_sync
-        variables = folded.trainable_variables
+        # In the STE phase the step gains learn from the task too (as in LSQ): a per-channel
+        # gain that stands in for the BatchNorm scale folded away.
+        variables = folded.all_variables if on_grid else folded.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(total_loss, variables), variables,
                                       strict=True))
         return task, reg
@@ -449,6 +475,9 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
     @tf.function
     def train_step(xb, yb, lam, on_grid: bool):
         task, reg = strategy.run(replica_step, args=(xb, yb, lam, on_grid))
+        if on_grid:  # a learned step must stay positive for the rounding to mean anything
+            for gain in folded.gains.values():
+                gain.assign(tf.maximum(gain, 1e-3))
         if pull == "decoupled":
             folded.pull(lam, regularizer)
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, task, axis=None),
@@ -471,11 +500,12 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
             epoch, offset = divmod(step, steps_per_epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(x))
             for b in range(offset, steps_per_epoch):
-                if scale_mode != "fixed" and rescale_every and step % rescale_every == 0 and step:
+                on_grid = ste_start is not None and step >= ste_start * total
+                if (scale_mode != "fixed" and rescale_every and step % rescale_every == 0
+                        and step and not on_grid):
                     folded.rescale(scale_mode)
                 lam = schedule(step / total)
                 idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
-                on_grid = ste_start is not None and step >= ste_start * total
                 task, reg = train_step(distributed(x[idx]), distributed(targets[idx]),
                                        tf.constant(lam, tf.float32), on_grid)
                 step += 1
@@ -488,7 +518,7 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
                 if step >= stop_at:
                     break
             if step % steps_per_epoch == 0:
-                if scale_mode != "fixed":
+                if scale_mode != "fixed" and (ste_start is None or step < ste_start * total):
                     folded.rescale(scale_mode)
                 history.append(_epoch_row(folded, epoch, sums, schedule(step / total), val_ds))
                 sums = [0.0, 0.0, 0]
