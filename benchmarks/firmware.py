@@ -1,0 +1,256 @@
+"""Benchmark section for the firmware (issue 7): edgeq's generated C engine against TFLM, side by
+side for the MLPerf Tiny vww_96_int8.tflite and edgeq's own W4 person detector.
+
+    firmware_vww   RAM (edgeq's planned arena vs TFLM's arena for the same file), flash
+                   (arm-none-eabi-size of the firmware, model and engine), speed (instructions
+                   per inference and per MAC under QEMU, portable C vs the DSP path) and
+                   on-device accuracy under QEMU on the 128 coco-vww-256 val2017_* photos, with
+                   its agreement with TFLM (labels and raw outputs) and with LiteRT.
+
+Instruction counts are exact (QEMU `-icount shift=0`, 40-instruction resolution), so they do not
+depend on how loaded the shared machine is; seconds are never measured here.
+
+The W4 person detector is made here: vww_96.h5 calibrated on the 128 train2017_* photos with
+brecq (edgeq.quantize) when that finishes within BRECQ_LIMIT_S, else edgeq's min-max export; the
+.tflite is cached in bench_out/ (with how it was made), like the foundation section's fmnist.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parents[1] / "bench_out"  # as benchmarks.sections
+BRECQ_LIMIT_S = 600  # the brief: brecq only if it finishes within 10 minutes here
+PORTABLE_SAMPLES = 16  # the portable path is ~5x slower under QEMU; its count barely varies
+QEMU_TIMEOUT_S = 600
+RAM_TARGET = 56 * 1024
+FLASH_TARGET_W4 = 160 * 1024
+IPM_TARGET = 1.5
+CLASSES = ["no_person", "person"]
+INT8_NAME, W4_NAME = "vww_96_int8", "edgeq_w4"
+
+
+def _vww_data(shared: Path):
+    from edgeq.datasets import load_dataset
+
+    data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0, CLASSES)
+    return data.by_prefix("train2017_"), data.by_prefix("val2017_")
+
+
+def _brecq_to_file(shared: str, out: str) -> None:
+    """Child process: brecq W4 of vww_96.h5 on the train2017 photos, written to `out`."""
+    import tf_keras
+
+    from edgeq.export import to_tflite_model
+    from edgeq.quantize import quantize
+    from edgeq.tflite.write import write_model
+
+    calib, _ = _vww_data(Path(shared))
+    model = tf_keras.models.load_model(Path(shared) / "models" / "vww_96.h5", compile=False)
+    qgraph, _ = quantize(model, calib.x, method="brecq", bits=4, progress=False)
+    tmp = Path(out).with_suffix(".part")
+    tmp.write_bytes(write_model(to_tflite_model(qgraph)))
+    tmp.replace(out)
+
+
+def w4_person_detector(shared: Path) -> tuple[Path, dict]:
+    """(path of edgeq's W4 vww .tflite, {"method", "seconds", "note"}); cached in bench_out/."""
+    meta_path = CACHE / "firmware_vww_w4.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if Path(meta["path"]).is_file():
+            return Path(meta["path"]), meta
+    CACHE.mkdir(exist_ok=True)
+    brecq_path = CACHE / "firmware_vww_w4_brecq.tflite"
+    brecq_path.unlink(missing_ok=True)
+    # brecq runs in a child process so that it can be stopped at the time limit.
+    start = time.perf_counter()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_brecq_to_file, args=(str(shared), str(brecq_path)))
+    child.start()
+    child.join(BRECQ_LIMIT_S)
+    seconds = time.perf_counter() - start
+    if child.is_alive():
+        child.terminate()
+        child.join()
+    if child.exitcode == 0 and brecq_path.is_file():
+        meta = {"path": str(brecq_path), "method": "brecq", "seconds": round(seconds, 1),
+                "note": "edgeq.quantize.quantize(vww_96, train2017, method='brecq', bits=4) "
+                        f"(default iterations) in {seconds / 60:.1f} min, then "
+                        "to_tflite_model + write_model"}
+    else:
+        import tf_keras
+
+        from edgeq.export import export_tflite
+
+        why = (f"did not finish within {BRECQ_LIMIT_S} s" if seconds >= BRECQ_LIMIT_S
+               else f"failed (exit code {child.exitcode})")
+        calib, _ = _vww_data(shared)
+        model = tf_keras.models.load_model(shared / "models" / "vww_96.h5", compile=False)
+        path = CACHE / "firmware_vww_w4_minmax.tflite"
+        start = time.perf_counter()
+        export_tflite(model, calib.x, 4, path=path)
+        meta = {"path": str(path), "method": "minmax",
+                "seconds": round(time.perf_counter() - start, 1),
+                "note": f"brecq {why}; edgeq.export.export_tflite(vww_96, train2017, 4) "
+                        "(min-max) instead"}
+    meta_path.write_text(json.dumps(meta))
+    return Path(meta["path"]), meta
+
+
+def measure_model(path: Path, test, out_dir: Path) -> dict:
+    """Every firmware number for one .tflite: the DSP build on all test photos (accuracy,
+    agreement, sizes, arenas), the portable build on the first PORTABLE_SAMPLES, and the
+    stm32h743 build's flash."""
+    from edgeq.check import model_input_spec, quantize_inputs
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.deploy.qemu import check_on_qemu
+
+    q = quantize_inputs(test.x, model_input_spec(path))
+    dsp = check_on_qemu(path, q, out_dir / "dsp", timeout=QEMU_TIMEOUT_S, labels=test.y,
+                        litert=True)
+    portable = check_on_qemu(path, q[:PORTABLE_SAMPLES], out_dir / "portable",
+                             timeout=QEMU_TIMEOUT_S, portable=True)
+    board = build_firmware(path, "stm32h743", out_dir / "stm32h743")
+    plan = board.engine.plan
+    io_bytes = int(q[0].nbytes) + int(dsp.outputs.shape[1])
+    return {
+        "file_bytes": path.stat().st_size, "macs": dsp.macs,
+        "arena": dsp.sizes["arena"], "arena_lower_bound": plan.lower_bound,
+        "arena_plus_io": dsp.sizes["arena"] + io_bytes, "tflm_arena": dsp.tflm_arena,
+        "fw_ram": dsp.sizes["ram"], "flash": dsp.sizes["flash"],
+        "model_flash": dsp.sizes["model_flash"], "engine_flash": dsp.sizes["engine_flash"],
+        "other_flash": dsp.sizes["flash"] - dsp.sizes["model_flash"] - dsp.sizes["engine_flash"],
+        # main.c of a real board keeps its one test vector (an input) in flash: not counted
+        "flash_stm32h743": board.sizes["flash"] - int(q[0].nbytes),
+        "instr_portable": portable.instructions_per_inference,
+        "ipm_portable": portable.instructions_per_mac,
+        "instr_dsp": dsp.instructions_per_inference, "ipm_dsp": dsp.instructions_per_mac,
+        "speedup": portable.instructions_per_inference / dsp.instructions_per_inference,
+        "accuracy": dsp.accuracy, "tflm_labels": dsp.label_agreement,
+        "tflm_mismatches": dsp.mismatches, "portable_tflm_mismatches": portable.mismatches,
+        "litert_labels": dsp.litert_label_agreement, "litert_max_lsb": dsp.litert_max_difference,
+        "samples": len(q)}
+
+
+# (key, metric, kind, target): the table's rows, one column per model
+METRICS = [
+    ("file_bytes", ".tflite file", "bytes", ""),
+    ("arena", "RAM: edgeq planned arena", "bytes", "≤ 57,344 (56 KiB)"),
+    ("arena_lower_bound", "RAM: layer-by-layer bound (largest single op)", "bytes", ""),
+    ("tflm_arena", "RAM: TFLM arena, same file (tflite_micro)", "bytes", ""),
+    ("arena_plus_io", "RAM: edgeq arena + caller's input/output buffers", "bytes", ""),
+    ("fw_ram", "RAM: firmware data+bss (arm-none-eabi-size)", "bytes", ""),
+    ("flash", "Flash: firmware text+data (mps2-an500)", "bytes", "W4 ≤ 163,840 (160 KiB)"),
+    ("model_flash", "Flash: model (edgeq_model.o: weights, plan, calls)", "bytes", ""),
+    ("engine_flash", "Flash: engine (edgeq_kernels.o)", "bytes", ""),
+    ("other_flash", "Flash: rest (startup, main.c, newlib-nano, semihosting)", "bytes", ""),
+    ("flash_stm32h743", "Flash: firmware text+data (stm32h743), less its test vector", "bytes",
+     ""),
+    ("macs", "MACs per inference", "int", ""),
+    ("instr_portable", "Instructions/inference, portable C", "int", ""),
+    ("ipm_portable", "Instructions/MAC, portable C", "ratio", ""),
+    ("instr_dsp", "Instructions/inference, DSP path", "int", ""),
+    ("ipm_dsp", "Instructions/MAC, DSP path", "ratio", "≤ 1.5"),
+    ("speedup", "DSP path speed-up over portable C", "times", ""),
+    ("accuracy", "On-device top-1 under QEMU (128 val2017)", "pct", ""),
+    ("tflm_labels", "Labels = TFLM", "pct", "100%"),
+    ("tflm_mismatches", "Raw output values ≠ TFLM (DSP path, all photos)", "int", "0"),
+    ("portable_tflm_mismatches", "Raw output values ≠ TFLM (portable, first 16)", "int", "0"),
+    ("litert_labels", "Labels = LiteRT", "pct", ""),
+    ("litert_max_lsb", r"max \|firmware − LiteRT\| (LSB)", "int", ""),
+]
+
+
+def firmware_vww(shared: Path) -> dict:
+    """vww_96_int8.tflite and edgeq's W4 person detector on the firmware, side by side."""
+    _, test = _vww_data(shared)
+    w4_path, w4 = w4_person_detector(shared)
+    models = {INT8_NAME: shared / "models" / "vww_96_int8.tflite", W4_NAME: w4_path}
+    measured = {}
+    for name, path in models.items():
+        print(f"  {name}: building and running under QEMU", flush=True)
+        measured[name] = measure_model(path, test, CACHE / "firmware" / name)
+    rows = [{"metric": label, "kind": kind, "target": target,
+             **{name: measured[name][key] for name in models}}
+            for key, label, kind, target in METRICS]
+    return {"rows": rows, "models": measured, "notes": _notes(measured, w4, len(test))}
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _notes(m: dict, w4: dict, samples: int) -> list[str]:
+    i8, q4 = m[INT8_NAME], m[W4_NAME]
+    return [
+        f"Columns: `{INT8_NAME}` = ../shared/models/vww_96_int8.tflite (MLPerf Tiny); "
+        f"`{W4_NAME}` = vww_96.h5 quantized by edgeq to 4-bit weights (first and last layer "
+        f"8-bit), 8-bit activations: {w4['method']}, {w4['note']}; made on the section's first "
+        "run and cached in bench_out/firmware_vww_w4.json (delete it to remake).",
+        f"Targets: RAM ≤ 56 KiB: {_met(i8['arena'] <= RAM_TARGET)} for {INT8_NAME} "
+        f"({i8['arena']:,} B vs TFLM {i8['tflm_arena']:,} B), "
+        f"{_met(q4['arena'] <= RAM_TARGET)} for {W4_NAME} ({q4['arena']:,} B). "
+        f"W4 flash ≤ 160 KiB: {_met(q4['flash'] <= FLASH_TARGET_W4)} ({q4['flash']:,} B). "
+        f"DSP path ≤ 1.5 instructions/MAC: {_met(i8['ipm_dsp'] <= IPM_TARGET)} for {INT8_NAME} "
+        f"({i8['ipm_dsp']:.2f}), {_met(q4['ipm_dsp'] <= IPM_TARGET)} for {W4_NAME} "
+        f"({q4['ipm_dsp']:.2f}). Identical to TFLM: "
+        f"{_met(i8['tflm_mismatches'] == 0 and q4['tflm_mismatches'] == 0)}.",
+        "Firmware: edgeq.deploy.firmware.build_firmware for mps2-an500 (QEMU's Cortex-M7, "
+        "arm-none-eabi-gcc -O2, DSP fast paths; `portable=True` for the portable C row), run "
+        "by edgeq.deploy.qemu.check_on_qemu under `qemu-system-arm -machine mps2-an500 -icount "
+        "shift=0` (instructions = SysTick ticks × 40; median over the inputs).",
+        f"Inputs: the {samples} coco-vww-256 val2017_* photos (RGB, bilinear 96×96, /255), "
+        "quantized to int8 with each model's input scale and zero point "
+        "(edgeq.check.quantize_inputs); TFLM and LiteRT run the same int8 arrays. The portable "
+        f"build runs the first {PORTABLE_SAMPLES} (its per-inference count varies by a few "
+        "instructions only).",
+        "RAM: the planned arena holds every intermediate tensor and scratch; the engine reads "
+        "the input from and writes the output to the caller's buffers (edgeq_invoke(in, out)), "
+        "which TFLM's arena includes — hence the arena + I/O row for a like-for-like total. "
+        "TFLM's arena: tflite_micro's allocator report for the same file "
+        "(edgeq.deploy.tflm.fit_arena, as measure_arena). Firmware data+bss also holds "
+        "main.c's test-vector buffers; the 16 KiB stack is not in it.",
+        "Flash: arm-none-eabi-size (text+data) of the linked ELF and of the model and kernel "
+        "objects before linking (--gc-sections may drop unused kernels from the ELF); the "
+        "mps2-an500 image includes semihosting file I/O and printf, the stm32h743 one a USART "
+        "console instead.",
+    ]
+
+
+# ---- markdown -------------------------------------------------------------------------------
+
+TITLES = {"firmware_vww": "Firmware: edgeq's C engine vs TFLM on the same file (vww_96 "
+                          "INT8 and edgeq W4, QEMU Cortex-M7)"}
+
+
+def _cell(value, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "ratio":
+        return f"{value:.2f}"
+    if kind == "times":
+        return f"{value:.1f}×"
+    return f"{int(value):,}"
+
+
+def render_firmware(name: str, result: dict, cmd: str) -> str:
+    models = [k for k in result["rows"][0] if k not in ("metric", "kind", "target")]
+    lines = [f"## {TITLES.get(name, name)}", "", f"Command: `{cmd}` (section wall time "
+             f"{result['wall_seconds']} s; {result['machine']})", "",
+             "| metric | " + " | ".join(f"`{m}`" for m in models) + " | target |",
+             "|---|" + "---:|" * len(models) + "---|"]
+    for row in result["rows"]:
+        cells = [_cell(row[m], row["kind"]) for m in models]
+        lines.append(f"| {row['metric']} | " + " | ".join(cells) + f" | {row['target']} |")
+    lines.append("")
+    lines += [f"- {n}" for n in result.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+REGISTRY = {"firmware_vww": firmware_vww}
