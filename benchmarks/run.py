@@ -34,7 +34,9 @@ Every table is measured side by side in one run on the same data, on this projec
 CPU machine, with the command above it. Accuracies are top-1 through the named runtime
 (LiteRT = ai_edge_litert with its builtin kernels and no delegate; TFLM = tflite_micro's
 reference kernels). Regenerate all with `make bench`, or one section with
-`.venv/bin/python benchmarks/run.py --only SECTION`.
+`.venv/bin/python benchmarks/run.py --only SECTION`. Wall times (seconds, minutes) were
+measured on a machine that other jobs often shared, so read them as upper bounds; instruction
+counts under QEMU do not depend on load.
 """
 
 
