@@ -157,6 +157,7 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
 
     def forward(batch_q, batch_f, drop: bool):
         scales = {t: base[t] * tf.exp(log_a[t]) for t in steps}
+        frozen = {t: tf.stop_gradient(v) for t, v in scales.items()}
         values = {}
         for e in ext:
             values[e] = batch_q[e]
@@ -172,8 +173,11 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
                 qmin, qmax = bounds[node.name]
                 kernel = s * tf.clip_by_value(floor + adaround.soft_h(vs[node.name]),
                                               float(qmin), float(qmax))
-                w_scales = tf.reshape(s, [-1])
-            y = node_forward(qg, node, ins, kernel=kernel, scales=scales, quantize_output=False,
+                w_scales = tf.stop_gradient(tf.reshape(s, [-1]))
+            # node_forward reads the scales only for the bias grid s_in·s_w here (the output is
+            # requantized below); no gradient flows there: d(b/step)/d step = -b/step² overflows
+            # float32 for the near-zero scales of dead (BN-folded) channels.
+            y = node_forward(qg, node, ins, kernel=kernel, scales=frozen, quantize_output=False,
                              weight_scales=w_scales, activation=False)
             act = node.attrs.get("activation", "NONE")
             scale = scales.get(node.name, float(qg.act[node.name][0]))
