@@ -61,6 +61,21 @@ would only approach. (Learning s on the LSB-normalized regularizer would be wron
 sends every weight to 0 and the distance to 0.) `minmax` re-estimates max|w|/qmax, what naive
 export uses; `fixed` keeps the step found at the start.
 
+Measured (06:00-06:25 UTC, this machine; fmnist folded float model fine-tuned on a 12,000-image
+training subset, 2,000 test images, weights on the grid with float activations, first and last
+layer 8-bit, Adam 5e-4 cosine, batch 128; scripts not in the repo, numbers to be redone by
+benchmarks/qgt.py on the full data):
+
+- W4: float 85.75%; naive rounding (min-max 83.85%, MSE 83.55%); QGT (decoupled l2grid,
+  λ = 0.05, 2 epochs) 85.65% with the weights 0.010 LSB from their grid. With λ·R in the loss
+  at λ = 1 the distance stayed at 0.22 LSB after 2 epochs (hence the decoupled default).
+- W2: every naive variant is at chance (9.8%): the per-layer errors (≈10% relative MSE each,
+  measured layer by layer) compound over 13 layers. Pulling to the 2-bit grid in 3 epochs
+  (λ 0.05 or a slower 0.01 ramp) drove the float network itself to chance (task loss 0.36 →
+  1.9-2.2); adding an STE phase (ste_start 0.4) did not recover it (11.5% on grid), while STE
+  alone (no pull) reached 41% on grid. So at 2 bits, in short runs, the pull must stay weak
+  during the STE phase; W2 within 3 points of float is NOT reached yet (see the report).
+
 Bottlenecks (`find_bottlenecks`): per weighted layer, the weight quantization error (relative
 MSE, SQNR, mean distance in LSB) and the task-loss increase when that layer alone is quantized
 (all others float, float activations); layers are ranked by loss increase, those well above
