@@ -128,7 +128,8 @@ class QGTResult:
             bits, scales = self.plan[node.name], self.scales[node.name].astype(np.float32)
             flat = qgt_core.flat_weights(node)
             axis = None if scales.size == 1 else 1
-            q = grid.quantize_weights(flat, scales, bits, axis).reshape(node.weights["kernel"].shape)
+            q = grid.quantize_weights(flat, scales, bits, axis)
+            q = q.reshape(node.weights["kernel"].shape)
             layers[node.name] = QuantLayer(bits, scales, q, node.weights["bias"].astype(np.float32))
         return QuantizedGraph(g, layers, activations, dict(self.plan))
 
