@@ -11,6 +11,18 @@ Each function takes the shared/ folder and returns {"rows", "notes"} like benchm
                       float, brecq W4A8 on Gaussian noise, Genie W4A8, brecq W4A8 on real
                       train2017 photos (evaluated on the same 256 photos, so it has seen half).
 
+Measured 2026-11-22 (zeroshot_vww, 2 cores shared with other jobs, section 456 s), top-1 on
+all 256 coco-vww-256 photos through TFLM (LiteRT identical, edgeq's interpreter == TFLM):
+
+    float vww_96.h5                                      85.94 %
+    min-max W4A8, Gaussian-noise calibration (floor)     79.30 %      4 s
+    brecq W4A8 on Gaussian noise                         79.30 %    110 s
+    Genie W4A8 (Genie-D 256 images 115 s + Genie-M)      85.16 %    234 s   (−0.78 points)
+    brecq W4A8 on 128 real train2017 photos              85.55 %     66 s
+
+(A first run, before the bias-grid gradient fix in genie_m, lost 9 of 15 Genie-M blocks to
+NaN and reached 82.42 %.)
+
 Iteration counts are the module constants below, the same for brecq and Genie-M so that the
 comparison is about the data and the method, not the budget; the synthesis and reconstruction
 wall times are rows/notes of their own.
