@@ -266,3 +266,17 @@ def test_multiworker_without_tf_config_is_a_clear_error(monkeypatch, data):
     with pytest.raises(DataError, match="TF_CONFIG"):
         train_qgt(fresh_model(), data, None, bits=4, epochs=1, batch_size=32,
                   distribute="multiworker")
+
+
+def test_distillation_trains_on_the_starting_models_own_outputs(data):
+    """loss='distill' needs no labels: the targets are the starting float model's outputs, so
+    the first epoch's cross-entropy starts at their entropy and can only fall below it."""
+    model = fresh_model()
+    probs = np.asarray(model(data.x), np.float64)
+    entropy = float(-np.mean(np.sum(probs * np.log(probs + 1e-12), axis=-1)))
+    result = train_qgt(model, data.x, None, bits=4, epochs=1, batch_size=32, loss="distill",
+                       strength=0.05)
+    assert result.steps == len(data.x) // 32
+    assert 0 < result.history[0]["task_loss"] <= entropy + 1e-3
+    with pytest.raises(DataError, match="labelled"):
+        train_qgt(model, data.x, None, bits=4, epochs=1, batch_size=32)
