@@ -196,6 +196,10 @@ def test_bottleneck_ranking_puts_the_fragile_layer_first(data, trained_weights):
     plan = core.suggest_plan(rows)
     assert plan[fragile.name] == rows[0]["suggested_bits"]
     assert set(plan) == {n.name for n in capture(model).weighted_nodes}
+    mixed = core.mixed_plan(model, data, low_bits=2)
+    names = [n.name for n in capture(model).weighted_nodes]
+    assert mixed[names[0]] == mixed[names[-1]] == 8 and mixed[fragile.name] > 2
+    assert sorted(mixed[n] for n in names[1:-1] if n != fragile.name) == [2, 2]
     # Without labels the loss is the divergence from the float outputs: same verdict.
     unlabelled = core.find_bottlenecks(model, data.x, bits=2)
     assert unlabelled[0]["name"] == fragile.name and unlabelled[0]["accuracy_drop"] is None

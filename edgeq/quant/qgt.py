@@ -85,7 +85,8 @@ Bottlenecks (`find_bottlenecks`): per weighted layer, the weight quantization er
 MSE, SQNR, mean distance in LSB) and the task-loss increase when that layer alone is quantized
 (all others float, float activations); layers are ranked by loss increase, those well above
 the rest are marked, and `suggest_plan` lifts each marked layer to the smallest wider width
-that is no longer a bottleneck, as a {layer: bits} plan for edgeq.export / edgeq.quantize.
+that is no longer a bottleneck, as a {layer: bits} plan for edgeq.export / edgeq.quantize;
+`mixed_plan` is that plan with the first and last layer kept at 8 bits (`--bits mixed`).
 """
 
 from __future__ import annotations
@@ -378,3 +379,15 @@ def suggest_plan(rows: list[dict]) -> dict[str, int]:
     """{layer: bits} from find_bottlenecks rows: bottlenecks at their suggested width, the
     rest at the width they were measured at (usable as edgeq.export / quantize bits)."""
     return {r["name"]: int(r["suggested_bits"]) for r in rows}
+
+
+def mixed_plan(model, calib, low_bits: int = 2, edge_bits: int = 8, **options) -> dict[str, int]:
+    """The plan for `--bits mixed`: every layer at `low_bits`, the bottlenecks lifted to their
+    suggested width, the first and last layer at least at `edge_bits`. `options` go to
+    find_bottlenecks. Returns {layer: bits} for train_qgt / edgeq.export / edgeq.quantize."""
+    graph, _, _ = _resolve(model)
+    plan = suggest_plan(find_bottlenecks(graph, calib, low_bits, **options))
+    names = [n.name for n in graph.weighted_nodes]
+    for edge in (names[0], names[-1]):
+        plan[edge] = max(plan[edge], edge_bits)
+    return plan
