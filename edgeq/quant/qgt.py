@@ -74,8 +74,8 @@ benchmarks/qgt.py on the full data):
   (λ 0.05 or a slower 0.01 ramp) drove the float network itself to chance (task loss 0.36 →
   1.9-2.2); adding an STE phase (ste_start 0.4) did not recover it (11.5% on grid), while STE
   alone (no pull) reached 41% on grid. The learning rate was the limit: straight-through from
-  the first step at Adam 2e-3 reached 82.7% on the grid (float 85.75%) with no pull, and 80.0%
-  with the pull (λ 0.01), whose weights ended 0.057 LSB from the grid instead of 0.29. So at
+  the first step at Adam 2e-3 reached 82.7% on the grid (float 85.75%) with no pull, 81.9%
+  with λ 0.002 (0.21 LSB from the grid) and 80.0% with λ 0.01 (0.057 LSB; no pull: 0.29). So at
   2 bits, in 3 short epochs, the pull does not add accuracy to straight-through training; it
   brings the float weights onto the grid (what the bottleneck analysis and export read).
   Exported (int8 activations, edgeq's writer, 2-bit layers in INT4; simulated bit-exactly) that
