@@ -173,16 +173,29 @@ def _progress():
               "Default for fmnist: Fashion-MNIST from /usr/share/datasets/fashion-mnist.")
 @click.option("--epochs", type=int, help="Epochs (default: the model card's).")
 @click.option("--batch-size", type=int, help="Batch size (default: the model card's).")
-@click.option("--lr", type=float, help="Peak learning rate (default: the model card's).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the model card's; QGT: 5e-4, 2e-3 at 2 bits).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out_path", default=None, help="Where to save the Keras model [default: NAME.h5].")
+@click.option("--out", "out_path", default=None,
+              help="Where to save the result [default: NAME.h5; with --qgt: NAME_qgt.tflite].")
+@click.option("--qgt", is_flag=True, help="Quantization Guided Training toward --bits, exported as .tflite.")
+@click.option("--keras-model", type=click.Path(), help="--qgt: start from this trained Keras model.")
+@click.option("--bits", type=click.Choice(["2", "4"]), default="4", show_default=True,
+              help="--qgt: weight bits of the inner layers (first and last stay at 8).")
+@click.option("--regularizer", type=click.Choice(["l2grid", "sin2", "none"]), default="l2grid",
+              show_default=True, help="--qgt: the pull toward the grid (none = ablation).")
+@click.option("--checkpoint-dir", type=click.Path(), help="--qgt: checkpoints; an interrupted run resumes.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multiworker"]),
+              help="--qgt: tf.distribute strategy (multiworker reads TF_CONFIG).")
 @expected_errors
-def train(model_name, data, epochs, batch_size, lr, seed, out_path):
-    """Train a zoo model (float) on its data and save it as a Keras model.
+def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_model, bits, regularizer,
+          checkpoint_dir, distribute):
+    """Train a zoo model (float) on its data and save it as a Keras model; with --qgt, train
+    toward low-bit weights and write the .tflite with edgeq's exact writer.
 
     \b
-    Example:
+    Examples:
       edgeq train --model fmnist --epochs 12 --out fmnist.h5
+      edgeq train --qgt --keras-model fmnist.h5 --bits 4 --epochs 2 --checkpoint-dir ckpt/
     """
     _quiet_tensorflow()
     from .build import BuildConfig, load_build_data
@@ -190,10 +203,15 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path):
     from .zoo import build_model, load_card
 
     card = load_card(model_name)
-    model = build_model(card)
     cfg = BuildConfig(model=model_name, data=data, seed=seed, eval_limit=None)
-    train_ds, _, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
-                                        card.preprocess.scale, card.labels)
+    train_ds, calib, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
+                                            card.preprocess.scale, card.labels)
+    if qgt:
+        _train_qgt(card, keras_model, train_ds, calib, test, epochs or 2, batch_size or 128, lr,
+                   int(bits), regularizer, checkpoint_dir, distribute, seed,
+                   out_path or f"{model_name}_qgt.tflite")
+        return
+    model = build_model(card)
     epochs = epochs or card.train.get("epochs", 10)
     with _progress() as progress:
         result = run_train(model, train_ds, test, epochs, batch_size or card.train.get("batch_size", 128),
@@ -203,6 +221,24 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path):
     console.print(f"trained {model_name} for {epochs} epochs in {result.seconds:.0f} s: "
                   f"training accuracy {result.history['accuracy'][-1]:.4f}; "
                   f"validation accuracy {result.val_accuracy:.4f}; saved {out_path}")
+
+
+def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr, bits, regularizer,
+               checkpoint_dir, distribute, seed, out_path) -> None:
+    from .modelio import load_keras_model
+    from .qgt_train import finish, train_qgt
+    from .zoo import build_model
+
+    model = load_keras_model(keras_model).model if keras_model else build_model(card)
+    lr = lr or (2e-3 if bits == 2 else 5e-4)
+    result = train_qgt(model, train_ds, test, bits, epochs, batch_size=batch_size, learning_rate=lr,
+                       regularizer=regularizer, checkpoint_dir=checkpoint_dir, distribute=distribute,
+                       seed=seed, ste_start=0.0 if bits == 2 else None, progress=True)
+    data, _ = finish(result, calib.x, path=out_path)
+    last = result.history[-1] if result.history else {}
+    console.print(f"QGT W{bits}: {result.steps} steps in {result.seconds:.0f} s, mean distance to the "
+                  f"grid {result.grid_distance():.3f} LSB, last epoch {last}; wrote {out_path} "
+                  f"({len(data):,} bytes)")
 
 
 def _save_model(model, path: str) -> None:

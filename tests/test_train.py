@@ -16,14 +16,18 @@ def _write_idx(path, arr):
         f.write(header + arr.astype(np.uint8).tobytes())
 
 
-def test_train_saves_a_keras_model_that_learned(tmp_path):
-    import tf_keras
-
+def _slice_of_fashion_mnist(tmp_path):
     for split, n in (("train", 2000), ("t10k", 500)):
         images = _read_idx(FASHION_MNIST_DIR / f"{split}-images-idx3-ubyte.gz")[:n]
         labels = _read_idx(FASHION_MNIST_DIR / f"{split}-labels-idx1-ubyte.gz")[:n]
         _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+
+
+def test_train_saves_a_keras_model_that_learned(tmp_path):
+    import tf_keras
+
+    _slice_of_fashion_mnist(tmp_path)
     out = tmp_path / "fm.h5"
     result = CliRunner().invoke(main, ["train", "--model", "fmnist", "--data", str(tmp_path),
                                        "--epochs", "2", "--out", str(out)])
@@ -36,3 +40,16 @@ def test_train_saves_a_keras_model_that_learned(tmp_path):
     assert accuracy > 0.5  # 10 classes: chance is 0.1
     model = tf_keras.models.load_model(out, compile=False)
     assert model.output_shape == (None, 10)
+
+
+def test_train_qgt_writes_an_int4_tflite(tmp_path):
+    from edgeq.tflite.read import read_model
+
+    _slice_of_fashion_mnist(tmp_path)
+    out = tmp_path / "fm_qgt.tflite"
+    result = CliRunner().invoke(main, ["train", "--qgt", "--model", "fmnist", "--data", str(tmp_path),
+                                       "--epochs", "1", "--bits", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = read_model(out.read_bytes())
+    assert "int4" in {t.dtype for t in model.tensors}
+    assert "distance to the grid" in " ".join(result.output.split())
