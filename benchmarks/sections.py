@@ -139,13 +139,33 @@ def foundation_vww(shared: Path) -> dict:
         "arena = TFLM's tensor arena measured with tflite_micro's RecordingMicroAllocator."]}
 
 
+def _lazy(module: str, function: str):
+    """A section that lives in another benchmarks module (imported when run: those modules
+    import helpers from this one)."""
+    def run(shared: Path) -> dict:
+        import importlib
+
+        return getattr(importlib.import_module(f"benchmarks.{module}"), function)(shared)
+
+    return run
+
+
 REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation_vww,
+            "recon_fmnist": _lazy("recon", "recon_fmnist"), "recon_vww": _lazy("recon", "recon_vww"),
+            "zeroshot_fmnist": _lazy("zeroshot", "zeroshot_fmnist"),
+            "zeroshot_vww": _lazy("zeroshot", "zeroshot_vww"),
+            "qgt_fmnist": _lazy("qgt", "qgt_fmnist"),
             **firmware.REGISTRY}
 ORDER = list(REGISTRY)
 
 TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
           "foundation_vww": "Person detection (vww_96 on coco-vww-256 val2017): float, INT8 baselines, "
                             "edgeq min-max W8/W4",
+          "recon_fmnist": "Fashion-MNIST (`fmnist`): reconstruction (minmax / brecq / adaquant)",
+          "recon_vww": "Person detection (vww_96): reconstruction and mixed precision",
+          "zeroshot_fmnist": "Zero-shot on Fashion-MNIST (`fmnist`): Genie, REx, noise floor, real-data brecq",
+          "zeroshot_vww": "Zero-shot person detection (vww_96.h5, no images; all 256 coco-vww-256 photos)",
+          "qgt_fmnist": "Quantization Guided Training on Fashion-MNIST (`fmnist`)",
           **firmware.TITLES}
 
 
@@ -162,6 +182,10 @@ def _fmt(v, kind):
 def render(name: str, result: dict, cmd: str) -> str:
     if name in firmware.REGISTRY:
         return firmware.render_firmware(name, result, cmd)
+    if name.startswith("recon_"):
+        from benchmarks import recon
+
+        return recon.render(name, result, cmd)
     cols = [("model", "model", "str"), ("top-1 LiteRT (Keras for float)", "top1_litert", "pct"),
             ("top-1 TFLM", "top1_tflm", "pct"), ("TFLM=LiteRT labels", "tflm_litert_agreement", "pct"),
             ("max Δ LSB", "max_lsb", "str"), ("edgeq reference = TFLM", "reference_exact", "str"),
