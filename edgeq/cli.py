@@ -414,6 +414,46 @@ def _db(value) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+# ----------------------------------------------------------------------------------------- synth
+@main.command()
+@click.argument("keras_model", type=click.Path())
+@click.option("--out", "out_path", default="synthetic.npz", show_default=True,
+              help="The .npz of images (x) that every --data option accepts.")
+@click.option("--samples", type=int, default=1024, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--iterations", type=int, help="Optimization steps per batch [default: edgeq.genie's].")
+@click.option("--preview", type=click.Path(), help="Also write a preview grid PNG here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
+@expected_errors
+def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed, unsafe):
+    """Zero-shot calibration data (Genie-D): images synthesized from the model's BatchNorm
+    statistics alone, for quantizing without any real data.
+
+    \b
+    Example:
+      edgeq synth vww_96.h5 --samples 256 --out synth.npz --preview synth.png
+      edgeq quantize vww_96.h5 --data synth.npz --bits 4
+    """
+    _quiet_tensorflow()
+    from . import genie
+    from .modelio import load_keras_model
+
+    model = load_keras_model(keras_model, unsafe=unsafe).model
+    kwargs = {"iterations": iterations} if iterations else {}
+    with _progress() as progress:
+        task = progress.add_task("synthesize", total=None)
+
+        def advance(done, total):
+            progress.update(task, completed=done, total=total)
+
+        x = genie.synthesize(model, n=samples, batch_size=batch_size, seed=seed, progress=advance, **kwargs)
+    genie.save_npz(x, out_path)
+    if preview:
+        genie.preview_png(x, preview)
+    console.print(f"wrote {out_path}: {len(x)} synthetic images of shape {x.shape[1:]}")
+
+
 # ----------------------------------------------------------------------------------------- check
 @main.command()
 @click.argument("model_path", type=click.Path())

@@ -53,3 +53,26 @@ def test_train_qgt_writes_an_int4_tflite(tmp_path):
     model = read_model(out.read_bytes())
     assert "int4" in {t.dtype for t in model.tensors}
     assert "distance to the grid" in " ".join(result.output.split())
+
+
+def test_synth_writes_npz_that_data_options_accept(tmp_path):
+    import tf_keras as keras
+
+    from edgeq.datasets import load_dataset
+
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    bn = model.layers[2]
+    bn.moving_mean.assign(np.linspace(-0.2, 0.3, 4).astype(np.float32))
+    bn.moving_variance.assign(np.linspace(0.5, 2.0, 4).astype(np.float32))
+    model.save(tmp_path / "m.h5")
+    out = tmp_path / "s.npz"
+    result = CliRunner().invoke(main, ["synth", str(tmp_path / "m.h5"), "--samples", "8", "--batch-size", "8",
+                                       "--iterations", "5", "--out", str(out), "--preview", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert load_dataset(out, (12, 12, 1)).x.shape == (8, 12, 12, 1)
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
