@@ -20,7 +20,24 @@ all 256 coco-vww-256 photos through TFLM (LiteRT identical, edgeq's interpreter 
     Genie W4A8 (Genie-D 256 images 115 s + Genie-M)      85.16 %    234 s   (−0.78 points)
     brecq W4A8 on 128 real train2017 photos              85.55 %     66 s
 
-(A first run, before the bias-grid gradient fix in genie_m, lost 9 of 15 Genie-M blocks to
+Measured 2026-11-22 (zeroshot_fmnist, first 2,000 test images, section 777 s), TFLM top-1:
+
+    float (cached bench_out/fmnist_e10.h5)               93.65 %
+    min-max W4A8, Gaussian noise                         92.30 %
+    brecq W4A8 on Gaussian noise                         91.40 %
+    Genie W4A8 (Genie-D 256 images 147 s + Genie-M)      91.55 %   (−2.1 vs float: target missed)
+    brecq W4A8 on 256 real images                        93.00 %
+    REx W4 order 1 / order 2                             91.00 % / 91.75 %  (101 / 197 KB)
+    REx W2 order 2                                       47.45 %
+    REx W2 order 3: TFLM refused it in measure_arena ("Too many buffers (max is 64)", seen
+    when edgeq.deploy.tflm.fit_arena tries a small arena first; likely a retry to add there).
+
+On fmnist noise calibration is already good (grayscale, mostly black images), and Genie-M on
+synthetic data did not beat it; REx W4 order 2 runs exactly in TFLM (== edgeq's interpreter)
+but LiteRT differs from TFLM by up to 80 LSB (98.9 % label agreement) through its ADD rounding
+in the branch sums: REx models break the LiteRT ≤ 1 LSB expectation.
+
+(A first vww run, before the bias-grid gradient fix in genie_m, lost 9 of 15 Genie-M blocks to
 NaN and reached 82.42 %.)
 
 Iteration counts are the module constants below, the same for brecq and Genie-M so that the
@@ -38,6 +55,7 @@ import numpy as np
 from benchmarks.sections import _evaluate_tflite, trained_fmnist
 from edgeq import genie
 from edgeq.datasets import load_dataset
+from edgeq.errors import EdgeqError
 from edgeq.export import bit_plan, to_tflite_model
 from edgeq.graph import capture
 from edgeq.quant import genie_m, ranges, rex
@@ -118,12 +136,17 @@ def zeroshot_fmnist(shared: Path) -> dict:
              "bytes": int(model.count_params()) * 4, "arena_bytes": None, "seconds": None}]
     rows += _common_rows(model, graph, synth, synth_s, calib_real, te.x, te.y, float_out,
                          "Fashion-MNIST")
+    failed = []
     for bits, orders in ((4, (1, 2)), (2, (2, 3))):
         for order in orders:
             (qg, info), s = _timed(lambda b=bits, k=order: rex.rex_quantize(
                 graph, b, k, 1.0, calib_x=synth))
-            rows.append(_row(f"REx W{bits}A8 order {order} (Genie-D activation ranges)", qg,
-                             te.x, te.y, s, float_out))
+            name = f"REx W{bits}A8 order {order} (Genie-D activation ranges)"
+            try:
+                rows.append(_row(name, qg, te.x, te.y, s, float_out))
+            except EdgeqError as e:  # e.g. TFLM's planner limit on activation buffers
+                failed.append(f"{name}: {e.message}")
+                print(f"  {name}: FAILED {e.message}", flush=True)
     return {"rows": rows, "notes": [
         f"Genie-D: {SYNTH_SAMPLES} images, batch {SYNTH_BATCH}, {SYNTH_ITERS['fmnist']} "
         f"iterations per batch, {synth_s:.0f} s; its time is included in the Genie row.",
@@ -131,7 +154,7 @@ def zeroshot_fmnist(shared: Path) -> dict:
         f"Gaussian noise: N({NOISE_MEAN}, {NOISE_STD}²) per pixel, clipped to [0, 1].",
         "REx: weights data-free (orders on every output channel, G = 1), branch activation "
         "ranges from the Genie-D images; bytes include the K branches (stored dense).",
-        f"evaluated on the first {len(te):,} test images."]}
+        f"evaluated on the first {len(te):,} test images.", *failed]}
 
 
 def zeroshot_vww(shared: Path) -> dict:
