@@ -50,7 +50,7 @@ import numpy as np
 from .errors import DataError, EdgeqError
 from .export import bit_plan
 from .graph import Graph, check_input, run_tf
-from .quant import mixed, ranges
+from .quant import genie_m, mixed, ranges
 from .quant.adaquant import AdaQuantConfig, adaquant
 from .quant.qforward import node_forward
 from .quant.recon import NullProgress, ReconConfig, layer_blocks, reconstruct
@@ -62,7 +62,7 @@ CALIB_SAMPLES = 1024
 BATCH_SIZE = 32
 SQNR_SAMPLES = 256
 # Weight iterations per block/layer; LSQ iterations per block (brecq, adaround).
-DEFAULT_ITERS = {"brecq": 1000, "adaround": 500, "adaquant": 300}
+DEFAULT_ITERS = {"brecq": 1000, "adaround": 500, "adaquant": 300, "genie": 500}
 DEFAULT_ACT_ITERS = 100
 STORED_BITS = {8: 8, 4: 4, 3: 4, 2: 4}
 
@@ -143,6 +143,7 @@ METHODS = {
     "adaround": Method(_run_adaround, "AdaRound, layer by layer"),
     "brecq": Method(_run_brecq, "AdaRound per block (+ Fisher), then LSQ activation steps"),
     "adaquant": Method(_run_adaquant, "AdaQuant + bias correction + BN re-estimation"),
+    "genie": Method(genie_m.run_method, "Genie-M: BRECQ + learned weight scales + LSQ steps + QDrop"),
 }
 
 

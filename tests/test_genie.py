@@ -183,3 +183,19 @@ def test_genie_m_on_synthetic_data_beats_minmax_and_exports_exactly():
         tflm.set_input(q[i:i + 1], 0)
         tflm.invoke()
         np.testing.assert_array_equal(tflm.get_output(0)[0], ours[i])
+
+
+def test_genie_is_a_method_of_the_quantize_facade():
+    import tf_keras as keras
+
+    from edgeq.quantize import METHODS, quantize
+
+    assert "genie" in METHODS
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2)(h))
+    x = np.random.default_rng(0).random((32, 8, 8, 1), np.float32)
+    _, report = quantize(model, x, "genie", 4, iters=10, progress=False)
+    assert report.method == "genie" and report.plan["conv2d_1"] == 4
