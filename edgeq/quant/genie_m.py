@@ -24,23 +24,20 @@ so the facade reports it like brecq.
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import adaround, grid
-from .qforward import Walker, node_forward, requantize
+from .qforward import node_forward, requantize
 from .recon import (
     Adam,
-    BlockRecord,
     NullProgress,
     ReconResult,
     block_outputs,
-    copy_qgraph,
     output_error,
-    tie_groups,
+    walk_blocks,
     with_layers,
 )
 from .sim import QuantizedGraph, QuantLayer, kernel_scale_shape
@@ -69,27 +66,11 @@ def genie_m(start: QuantizedGraph, calib_x: np.ndarray, blocks, minmax_layers=No
     """Genie-M over `blocks` (in graph order); nodes outside them are carried forward."""
     cfg = cfg or GenieMConfig()
     progress = progress or NullProgress()
-    qg = copy_qgraph(start)
-    graph = qg.graph
-    walker = Walker(qg, calib_x, batch_size=cfg.eval_batch)
-    result = ReconResult(qg)
-    block_of = {name: b for b in blocks for name in b.nodes}
-    groups = tie_groups(graph)
-    for node in graph.nodes:
-        if node.name in walker.done:
-            continue
-        block = block_of.get(node.name)
-        if block is None:
-            walker.advance([node], qg)
-            continue
-        nodes = [graph.node(n) for n in block.nodes]
-        record = BlockRecord(len(result.blocks), block.kind, list(block.nodes))
-        t0 = time.perf_counter()
+
+    def optimize(qg, walker, nodes, groups, record, result):
         _block(qg, walker, nodes, minmax_layers or {}, groups, cfg, record, result, progress)
-        record.seconds = round(time.perf_counter() - t0, 2)
-        result.blocks.append(record)
-        walker.advance(nodes, qg)
-    return result
+
+    return walk_blocks(start, calib_x, blocks, cfg.eval_batch, optimize)
 
 
 def _learnable_steps(qg, walker, nodes, groups) -> list[str]:

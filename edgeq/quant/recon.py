@@ -199,11 +199,24 @@ def reconstruct(start: QuantizedGraph, calib_x: np.ndarray, blocks: list[Block],
     qparams; `minmax_layers` the fallback weights."""
     cfg = cfg or ReconConfig()
     progress = progress or NullProgress()
+    logits = _float_logits(start.graph, calib_x, cfg.eval_batch) if cfg.fisher else None
+
+    def optimize(qg, walker, nodes, groups, record, result):
+        _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, logits,
+                           groups, progress)
+
+    return walk_blocks(start, calib_x, blocks, cfg.eval_batch, optimize)
+
+
+def walk_blocks(start: QuantizedGraph, calib_x: np.ndarray, blocks: list[Block], eval_batch: int,
+                optimize) -> ReconResult:
+    """The block-by-block driver shared by the engines: each block in graph order gets
+    `optimize(qg, walker, nodes, tie_groups, record, result)` with inputs from the already
+    quantized preceding blocks; nodes outside blocks are only carried forward."""
     qg = copy_qgraph(start)
     graph = qg.graph
-    walker = Walker(qg, calib_x, batch_size=cfg.eval_batch)
+    walker = Walker(qg, calib_x, batch_size=eval_batch)
     result = ReconResult(qg)
-    logits = _float_logits(graph, calib_x, cfg.eval_batch) if cfg.fisher else None
     block_of = {name: b for b in blocks for name in b.nodes}
     groups = tie_groups(graph)
     for node in graph.nodes:
@@ -216,8 +229,7 @@ def reconstruct(start: QuantizedGraph, calib_x: np.ndarray, blocks: list[Block],
         nodes = [graph.node(n) for n in block.nodes]
         record = BlockRecord(len(result.blocks), block.kind, list(block.nodes))
         t0 = time.perf_counter()
-        _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, logits,
-                           groups, progress)
+        optimize(qg, walker, nodes, groups, record, result)
         record.seconds = round(time.perf_counter() - t0, 2)
         result.blocks.append(record)
         walker.advance(nodes, qg)
