@@ -101,12 +101,8 @@ def prepare_conv_2d(ctx: OpContext):
         raise ctx.invalid(f"input depth {in_depth} does not fit filter shape {w.shape}")
     groups = in_depth // filter_depth
     per_group = out_ch // groups
-    in_scale, in_zp = ctx.per_tensor(x, "input")
-    out_scale, out_zp = ctx.per_tensor(out, "output")
-    multiplier, shift = _channel_multipliers(ctx, in_scale, w.scale, out_scale, out_ch)
-    bias = _bias(ctx, out_ch)
-    act_min, act_max = activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
-                                        out_scale, out_zp)
+    in_zp, out_zp, bias, multiplier, shift, act_min, act_max = _requantization(
+        ctx, x, w, out, out_ch)
     out_hw, pad, stride, dilation = _spatial(ctx, x.shape, kernel_h, kernel_w)
     ctx.check_shape((x.shape[0], *out_hw, out_ch))
     # [group][taps * filter_depth, per_group], rows ordered (ky, kx, c) like the im2col below
@@ -133,6 +129,17 @@ def prepare_conv_2d(ctx: OpContext):
     return run
 
 
+def _requantization(ctx: OpContext, x, w, out, out_ch: int):
+    """What a convolution needs to requantize its int32 sums: (input zero point, output zero
+    point, bias, per-channel multipliers and shifts, activation clamp)."""
+    in_scale, in_zp = ctx.per_tensor(x, "input")
+    out_scale, out_zp = ctx.per_tensor(out, "output")
+    multiplier, shift = _channel_multipliers(ctx, in_scale, w.scale, out_scale, out_ch)
+    act_min, act_max = activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
+                                        out_scale, out_zp)
+    return in_zp, out_zp, _bias(ctx, out_ch), multiplier, shift, act_min, act_max
+
+
 def prepare_depthwise_conv_2d(ctx: OpContext):
     x, w, out = ctx.input(0), ctx.input(1), ctx.output
     ctx.expect_dtype(x, "input", "int8")
@@ -151,12 +158,8 @@ def prepare_depthwise_conv_2d(ctx: OpContext):
     if multiplier_opt not in (0, depth_multiplier):
         raise ctx.invalid(f"depth_multiplier {multiplier_opt} but channels say "
                           f"{depth_multiplier}")
-    in_scale, in_zp = ctx.per_tensor(x, "input")
-    out_scale, out_zp = ctx.per_tensor(out, "output")
-    multiplier, shift = _channel_multipliers(ctx, in_scale, w.scale, out_scale, out_ch)
-    bias = _bias(ctx, out_ch)
-    act_min, act_max = activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
-                                        out_scale, out_zp)
+    in_zp, out_zp, bias, multiplier, shift, act_min, act_max = _requantization(
+        ctx, x, w, out, out_ch)
     out_hw, pad, stride, dilation = _spatial(ctx, x.shape, kernel_h, kernel_w)
     ctx.check_shape((x.shape[0], *out_hw, out_ch))
 
