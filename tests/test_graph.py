@@ -29,6 +29,20 @@ def _randomize_bn(model, seed=0):
                                rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n)])
 
 
+def every_layer_case(calib_samples: int):
+    """(captured every-layer model with realistic BN statistics, calibration inputs, 200 test
+    inputs), seeded: the small model the quantization tests share."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(3)
+    model = _every_layer_model(tf_keras)
+    _randomize_bn(model, seed=3)
+    rng = np.random.default_rng(4)
+    calib = rng.normal(0.5, 0.5, (calib_samples, 12, 12, 3)).astype(np.float32)
+    test = rng.normal(0.5, 0.5, (200, 12, 12, 3)).astype(np.float32)
+    return capture(model), calib, test
+
+
 def _every_layer_model(k):
     """A small functional model using every supported layer kind (k = tf_keras or keras)."""
     L = k.layers

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_graph import _every_layer_model, _randomize_bn
+from test_graph import every_layer_case
 from test_sim_export import assert_sim_matches_tflm
 
 from edgeq.errors import DataError, EdgeqError
@@ -60,15 +60,7 @@ def _normalize_bn(k, model, x, seed):
 
 @pytest.fixture(scope="module")
 def every_layer():
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(3)
-    model = _every_layer_model(tf_keras)
-    _randomize_bn(model, seed=3)
-    rng = np.random.default_rng(4)
-    calib = rng.normal(0.5, 0.5, (96, 12, 12, 3)).astype(np.float32)
-    test = rng.normal(0.5, 0.5, (200, 12, 12, 3)).astype(np.float32)
-    return capture(model), calib, test
+    return every_layer_case(96)
 
 
 def _block_output_mse(qgraph, x) -> dict[str, float]:

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_graph import _every_layer_model, _randomize_bn
+from test_graph import _randomize_bn, every_layer_case
 
 from edgeq.deploy import interp
 from edgeq.errors import DataError, UnsupportedLayerError
@@ -82,15 +82,7 @@ def assert_sim_matches_tflm(qgraph, x: np.ndarray, interp_samples: int = 8,
 
 @pytest.fixture(scope="module")
 def every_layer():
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(3)
-    model = _every_layer_model(tf_keras)
-    _randomize_bn(model, seed=3)
-    rng = np.random.default_rng(4)
-    calib = rng.normal(0.5, 0.5, (64, 12, 12, 3)).astype(np.float32)
-    test = rng.normal(0.5, 0.5, (200, 12, 12, 3)).astype(np.float32)
-    return capture(model), calib, test
+    return every_layer_case(64)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
