@@ -121,21 +121,22 @@ def _endpoint_names(endpoints) -> list[str]:
     return [e[0] for e in endpoints]
 
 
-def _inbound_v2(entry, name) -> list[str]:
+def _single_call(entry, name) -> list:
+    """The layer's inbound nodes; a layer object called twice (shared weights) is refused."""
     nodes = entry.get("inbound_nodes", [])
     if len(nodes) > 1:
         raise UnsupportedLayerError(f"layer {name!r} is called more than once",
                                     "use a separate layer object for each call")
-    if not nodes:
-        return []
-    return [item[0] for item in nodes[0]]
+    return nodes
+
+
+def _inbound_v2(entry, name) -> list[str]:
+    nodes = _single_call(entry, name)
+    return [item[0] for item in nodes[0]] if nodes else []
 
 
 def _inbound_v3(entry, name) -> list[str]:
-    nodes = entry.get("inbound_nodes", [])
-    if len(nodes) > 1:
-        raise UnsupportedLayerError(f"layer {name!r} is called more than once",
-                                    "use a separate layer object for each call")
+    nodes = _single_call(entry, name)
     if not nodes:
         return []
     found: list[str] = []

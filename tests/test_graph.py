@@ -276,3 +276,16 @@ def test_add_of_three_inputs_is_rejected():
     a, b = k.layers.Conv2D(2, 1)(inputs), k.layers.Conv2D(2, 1)(inputs)
     with pytest.raises(UnsupportedLayerError, match="chain two-input Add"):
         capture(k.Model(inputs, k.layers.Add()([inputs, a, b])))
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_layer_called_twice_is_refused(version):
+    import keras
+    import tf_keras
+
+    k = tf_keras if version == 2 else keras
+    inp = k.Input((4,))
+    shared = k.layers.Dense(4, name="shared")
+    out = shared(shared(inp))
+    with pytest.raises(UnsupportedLayerError, match="'shared' is called more than once"):
+        capture(k.Model(inp, out))
