@@ -91,12 +91,17 @@ def _pool_geometry(ctx: OpContext):
     return windows
 
 
-def prepare_average_pool_2d(ctx: OpContext):
+def _pool_setup(ctx: OpContext):
+    """(input, output, window iterator, activation clamp) of an int8 pooling op."""
     x, out = ctx.input(0), ctx.output
     ctx.expect_dtype(x, "input", "int8")
     ctx.expect_dtype(out, "output", "int8")
-    windows = _pool_geometry(ctx)
     act_min, act_max = _activation(ctx, *ctx.per_tensor(out, "output"))
+    return x, out, _pool_geometry(ctx), act_min, act_max
+
+
+def prepare_average_pool_2d(ctx: OpContext):
+    x, out, windows, act_min, act_max = _pool_setup(ctx)
     ones = np.ones((1, *x.shape[1:3], 1), dtype=np.int64)
     count = sum(windows(ones, 0))
     if np.any(count == 0):
@@ -113,11 +118,7 @@ def prepare_average_pool_2d(ctx: OpContext):
 
 
 def prepare_max_pool_2d(ctx: OpContext):
-    x, out = ctx.input(0), ctx.output
-    ctx.expect_dtype(x, "input", "int8")
-    ctx.expect_dtype(out, "output", "int8")
-    windows = _pool_geometry(ctx)
-    act_min, act_max = _activation(ctx, *ctx.per_tensor(out, "output"))
+    x, out, windows, act_min, act_max = _pool_setup(ctx)
 
     def run(inputs):
         # The reference starts from the int8 minimum, so padding with it changes nothing.
