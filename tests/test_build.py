@@ -49,8 +49,7 @@ def test_build_writes_every_output(small, tmp_path):
     rows = {r["name"]: r for r in report["accuracy"]}
     assert any("TFLM" in n for n in rows) and any("LiteRT" in n for n in rows)
     assert report["check"]["max_abs_diff"] <= 1
-    assert f"{len(tflite)}" in (out / "model_data.c").read_text().replace(",", "") or \
-        str(len(tflite)) in (out / "model_data.h").read_text() + (out / "model_data.c").read_text()
+    assert f"const unsigned int model_data_len = {len(tflite)}u;" in (out / "model_data.c").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
