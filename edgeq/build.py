@@ -46,6 +46,8 @@ class BuildConfig:
     budget_kb: float | None = None  # weight budget for bits="mixed"; default: the board's flash
     iters: int | None = None  # reconstruction steps per block or layer; None: the method's default
     baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
+    zero_shot: bool = False  # calibrate on Genie-D images made from the model alone (no data)
+    synth_iterations: int | None = None  # Genie-D steps per batch; None: edgeq.genie's default
 
 
 @dataclass
@@ -200,11 +202,13 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         model, card, name = _resolve_model(cfg)
         shape, color, scale, labels = _input_spec(model, card)
         graph = capture(model)  # names any layer the integer pipeline cannot take, before any work
-    with st.stage("load data"):
-        train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
     epochs = cfg.epochs
     if epochs is None and card is not None and not cfg.weights and not cfg.keras_model:
         epochs = card.train.get("demo_epochs", 3)
+    train_ds = calib = test = None
+    if not (cfg.zero_shot and cfg.data is None and not epochs):  # zero-shot may need no data
+        with st.stage("load data"):
+            train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
     trained = None
     if epochs:
         with st.stage(f"train {epochs} epoch(s)"):
@@ -213,38 +217,45 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
             with progress or _null():
                 trained = train(model, train_ds, test, epochs, tc.get("batch_size", 128),
                                 tc.get("learning_rate", 1e-3), cfg.seed, progress)
-    with st.stage("float accuracy"):
-        float_acc, float_out = evaluate_float(model, test)
     if epochs:  # training changed the weights: capture the trained model
         graph = capture(model)
+    method = cfg.method
+    if cfg.zero_shot:
+        calib, test = _zero_shot_data(cfg, model, test, st, progress_factory)
+        method = method or "genie"
+    with st.stage("float accuracy"):
+        float_acc, float_out = evaluate_float(model, test)
+    labelled = bool(np.all(test.y >= 0))
     from .quantize import quantize
 
     wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
-    with st.stage(f"quantize {wname}A8 ({cfg.method or 'default method'}, edgeq writer)"):
+    with st.stage(f"quantize {wname}A8 ({method or 'default method'}, edgeq writer)"):
         budget = cfg.budget_kb if cfg.budget_kb is not None else board.flash_kib
-        qgraph, qreport = quantize(graph, calib.x, cfg.method, cfg.bits,
+        qgraph, qreport = quantize(graph, calib.x, method, cfg.bits,
                                    budget if cfg.bits == "mixed" else None, iters=cfg.iters,
-                                   seed=cfg.seed,
-                                   progress=progress_factory is not None)
+                                   seed=cfg.seed, progress=progress_factory is not None,
+                                   input_range=(0.0, 1.0) if cfg.zero_shot else None)
         tflite = write_model(to_tflite_model(qgraph))
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
     with st.stage("on-device checks (LiteRT, TFLM, edgeq reference)"), \
             _bar(progress_factory, "LiteRT + TFLM + reference", 3 * len(test)) as advance:
-        checked = check_model(tflite, test.x, test.y, float_model_predict=float_out, advance=advance)
+        checked = check_model(tflite, test.x, test.y if labelled else None,
+                              float_model_predict=float_out, advance=advance)
     with st.stage("simulated quantized model (Keras side)"):
         sim_labels = simulate(qgraph, test.x).argmax(-1)
         tflm_labels = checked.runtime("tflm").labels
     accuracy_rows = checked.accuracy_rows(include_float=True)
     accuracy_rows.insert(1, {"name": f"edgeq simulated {wname}A8 (Keras side)",
-                             "accuracy": float((sim_labels == test.y).mean()),
+                             "accuracy": float((sim_labels == test.y).mean()) if labelled else None,
                              "agreement": float((sim_labels == tflm_labels).mean()),
                              "agreement_with": "TFLM", "samples": len(test)})
     if cfg.baseline:
         with st.stage("baseline: TensorFlow converter INT8 PTQ"):
             tf_ptq = tflite_int8_ptq(model, calib.x)
-            base = check_model(tf_ptq, test.x, test.y, float_model_predict=float_out)
+            base = check_model(tf_ptq, test.x, test.y if labelled else None,
+                               float_model_predict=float_out)
         accuracy_rows.append({"name": f"baseline: TensorFlow INT8 PTQ via LiteRT ({len(tf_ptq):,} bytes)",
                               "accuracy": base.runtime("litert").accuracy,
                               "agreement": base.runtime("litert").float_agreement,
@@ -260,7 +271,11 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                   "train_seconds": round(trained.seconds, 1) if trained else 0.0},
         "board": board.to_dict(),
         "fit": fit,
-        "data": {"source": cfg.data or "Fashion-MNIST (IDX)", "calibration_samples": len(calib),
+        "data": {"source": cfg.data or ("none" if cfg.zero_shot else "Fashion-MNIST (IDX)"),
+                 "calibration": "Genie-D synthetic images (zero-shot)" if cfg.zero_shot
+                 else "real", "calibration_samples": len(calib),
+                 "evaluation": "real, labelled" if labelled
+                 else "the synthetic images (no labels: agreement with float only)",
                  "evaluation_samples": len(test)},
         "accuracy": accuracy_rows,
         "check": checked.to_dict(),
@@ -276,6 +291,15 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         stem = "model"
         (tmp / f"{stem}.tflite").write_bytes(tflite)
         write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
+        if cfg.zero_shot:
+            from .genie import preview_png, save_npz
+
+            save_npz(calib.x, tmp / "synthetic.npz")
+            preview_png(calib.x, tmp / "synthetic.png")
+            report["zero_shot"] = {"calibration": "Genie-D images from the model's BatchNorm "
+                                                  "statistics", "samples": len(calib),
+                                   "images": "synthetic.npz", "preview": "synthetic.png",
+                                   "method": qreport.method}
         if trained is not None:  # keep the trained float model so it can be rebuilt without training
             with warnings.catch_warnings():  # tf_keras calls .h5 "legacy"; it is what tfmot reads
                 warnings.simplefilter("ignore")
@@ -286,6 +310,29 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+def _zero_shot_data(cfg: BuildConfig, model, test, st: Stages, progress_factory):
+    """(calibration, evaluation) for --zero-shot: cfg.calib_samples Genie-D images from the
+    model's BatchNorm statistics; without real data they are also what the checks run on
+    (labels unknown, -1: agreement with the float model only)."""
+    from .datasets import Dataset
+    from .genie import synthesize
+
+    n = cfg.calib_samples
+    with st.stage(f"synthesize {n} calibration images (Genie-D, zero-shot)"), \
+            _bar(progress_factory, "Genie-D synthesis", 1) as advance:
+        def tick(done, total):
+            if advance is not None and done == total:
+                advance()
+
+        iterations = {"iterations": cfg.synth_iterations} if cfg.synth_iterations else {}
+        x = synthesize(model, n=n, batch_size=min(n, 128), seed=cfg.seed, progress=tick,
+                       **iterations)
+    calib = Dataset(x, np.full(len(x), -1, np.int64), [], "Genie-D (zero-shot)")
+    if test is None:
+        test = calib.take(cfg.eval_limit)
+    return calib, test
 
 
 @contextmanager

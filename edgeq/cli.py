@@ -265,17 +265,24 @@ def _save_model(model, path: str) -> None:
               help="Evaluate on at most this many samples.")
 @click.option("--bits", type=click.Choice(BITS_CHOICES), default="8", show_default=True,
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
-@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant "
-              "[default: brecq below 8 bits, minmax at 8].")
+@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant, genie "
+              "[default: brecq below 8 bits, minmax at 8, genie with --zero-shot].")
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed [default: the board's flash].")
 @click.option("--iters", type=int, help="Reconstruction steps per block or layer [default: per method].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
 @click.option("--no-baseline", is_flag=True, help="Skip measuring TensorFlow's own INT8 PTQ beside edgeq.")
+@click.option("--zero-shot", is_flag=True,
+              help="Calibrate with no data: --calib-samples images synthesized from the model's "
+              "BatchNorm statistics (Genie-D), method genie by default; --data, if given, only "
+              "evaluates.")
+@click.option("--synth-iterations", type=int,
+              help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.genie's].")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
-          bits, method, budget_kb, iters, seed, unsafe, no_baseline, json_out):
+          bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, synth_iterations,
+          json_out):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -286,6 +293,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
       edgeq build --board stm32h743 --model person_detect_rgb --weights vww_96.h5 --data photos/
       edgeq build --board nrf52840 --keras-model my_model.keras --data calib.npz --out build/
       edgeq build --board stm32f746 --model person_detect --weights pd.h5 --data photos/ --bits 4
+      edgeq build --keras-model vww_96.h5 --zero-shot --bits 4 --out vww_zs/
     """
     _quiet_tensorflow()
     from .build import BuildConfig, run_build
@@ -293,7 +301,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
     cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
                       eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=_bits(bits),
-                      method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline)
+                      method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline,
+                      zero_shot=zero_shot, synth_iterations=synth_iterations)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
@@ -310,7 +319,8 @@ def _print_build_summary(result) -> None:
     table.add_column("agreement", justify="right")
     for row in r["accuracy"]:
         agree = row.get("agreement")
-        table.add_row(row["name"], f"{100 * row['accuracy']:.2f}%",
+        top1 = row.get("accuracy")
+        table.add_row(row["name"], "–" if top1 is None else f"{100 * top1:.2f}%",
                       "" if agree is None else f"{100 * agree:.2f}%")
     out_console.print(table)
     fit = r["fit"]
@@ -363,18 +373,21 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 @click.argument("keras_model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
 @click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
-@click.option("--method", help="minmax, mse, adaround, brecq, adaquant [default: brecq below 8 bits].")
+@click.option("--method", help="minmax, mse, adaround, brecq, adaquant, genie [default: brecq below 8 bits].")
 @click.option("--bits", type=click.Choice(BITS_CHOICES), default="4", show_default=True,
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed.")
 @click.option("--fisher", is_flag=True, help="brecq: weight the block loss by the squared KL gradient.")
 @click.option("--iters", type=int, help="Optimization steps per block or layer [default: per method].")
 @click.option("--calib-samples", type=int, default=1024, show_default=True)
+@click.option("--input-range", type=(float, float), metavar="LO HI",
+              help="The model's input domain (e.g. 0 1): the input tensor's int8 range, instead "
+              "of the data's min/max. Use it with synthetic data from `edgeq synth`.")
 @click.option("--report", "report_path", type=click.Path(), help="Also write the quantization report (JSON).")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
 @expected_errors
 def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters, calib_samples,
-             report_path, unsafe):
+             input_range, report_path, unsafe):
     """Post-training quantization with reconstruction (BRECQ, AdaRound, AdaQuant) or range
     methods, optionally mixed precision under a weight budget; writes the .tflite with edgeq's
     writer and prints per-layer bits and SQNR.
@@ -396,7 +409,8 @@ def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters
     cfg = BuildConfig(data=data, calib_samples=calib_samples)
     _, calib, _ = load_build_data(cfg, None, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0, None)
     qgraph, report = run_quantize(loaded.model, calib.x, method, _bits(bits), budget_kb,
-                                  iters=iters, fisher=fisher, calib_samples=calib_samples)
+                                  iters=iters, fisher=fisher, calib_samples=calib_samples,
+                                  input_range=input_range)
     data_bytes = write_model(to_tflite_model(qgraph))
     write_atomically(Path(out_path), data_bytes)
     if report_path:
@@ -433,7 +447,7 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
     \b
     Example:
       edgeq synth vww_96.h5 --samples 256 --out synth.npz --preview synth.png
-      edgeq quantize vww_96.h5 --data synth.npz --bits 4
+      edgeq quantize vww_96.h5 --data synth.npz --bits 4 --method genie --input-range 0 1
     """
     _quiet_tensorflow()
     from . import genie

@@ -40,6 +40,7 @@ QuantizedGraph, which to_tflite_model can write); the report gives both sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -178,8 +179,9 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
              budget_kb: float | None = None, *, iters: int | None = None, fisher: bool = False,
              act_iters: int | None = None, edge_bits: int = 8, calib_samples: int = CALIB_SAMPLES,
              batch_size: int = BATCH_SIZE, widths=mixed.WIDTHS, bops_budget: float | None = None,
-             seed: int = 0, progress: bool | object = True) -> tuple[QuantizedGraph,
-                                                                     QuantizeReport]:
+             seed: int = 0, progress: bool | object = True,
+             input_range: tuple[float, float] | None = None) -> tuple[QuantizedGraph,
+                                                                      QuantizeReport]:
     """Quantize a Keras model (or a captured Graph) with calibration inputs `calib_x`.
 
     bits: 8, 4, 3 or 2 for every layer but the first and last (`edge_bits`), or "mixed" with
@@ -187,11 +189,16 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
     method: see METHODS; None picks brecq below 8 bits (and for mixed), minmax at 8.
     iters / act_iters: per block or layer; None takes DEFAULT_ITERS / DEFAULT_ACT_ITERS.
     progress: True for rich progress bars, False for none, or an object with start/advance/
-    finish (edgeq.quant.recon.NullProgress)."""
+    finish (edgeq.quant.recon.NullProgress).
+    input_range: the model's input domain, e.g. (0, 1); the input tensor's int8 range is then
+    this instead of the calibration data's min/max (needed with synthetic data)."""
     t0 = time.perf_counter()
     from .graph import capture
 
     graph = model if isinstance(model, Graph) else capture(model)
+    if input_range is not None:
+        graph = dataclasses.replace(graph, input_range=(float(input_range[0]),
+                                                        float(input_range[1])))
     if method is None:
         method = "brecq" if bits == "mixed" or (isinstance(bits, int) and bits < 8) else "minmax"
     runner = get_method(method)

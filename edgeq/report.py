@@ -203,8 +203,9 @@ def plot_stages(stages: list[dict], plt) -> str | None:
     return png
 
 
-def make_plots(report: dict) -> tuple[list[dict], str]:
-    """([{"title", "png"}], note): note says why there are no plots, if so."""
+def make_plots(report: dict, base: Path | None = None) -> tuple[list[dict], str]:
+    """([{"title", "png"}], note): note says why there are no plots, if so. With `base` (the
+    output folder), a zero-shot build's synthetic-image preview is shown too."""
     plt = _pyplot()
     if plt is None:
         return [], "matplotlib is not installed: pip install matplotlib for the plots"
@@ -213,19 +214,23 @@ def make_plots(report: dict) -> tuple[list[dict], str]:
                                                           board.get("name", "the board"), plt)),
              ("Accuracy", plot_accuracy(report.get("accuracy") or [], plt)),
              ("Stages", plot_stages(report.get("stages") or [], plt))]
+    preview = (report.get("zero_shot") or {}).get("preview")
+    if base is not None and preview and (Path(base) / preview).is_file():
+        plots.append(("Genie-D synthetic calibration images (zero-shot)",
+                      base64.b64encode((Path(base) / preview).read_bytes()).decode("ascii")))
     return [{"title": t, "png": p} for t, p in plots if p is not None], ""
 
 
 # --- writing --------------------------------------------------------------------------------
 
 
-def render_html(report: dict) -> str:
+def render_html(report: dict, base: Path | None = None) -> str:
     import jinja2
 
     data = to_jsonable(report)
     env = jinja2.Environment(loader=jinja2.PackageLoader("edgeq", "resources/templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    plots, plot_note = make_plots(data)
+    plots, plot_note = make_plots(data, base)
     model = data.get("model") or {}
     board = data.get("board") or {}
     extra = {k: generic_section(v) for k, v in data.items() if k not in KNOWN_SECTIONS}
@@ -269,7 +274,7 @@ def write_report(report: dict, out_dir) -> tuple[Path, Path]:
     """Write `out_dir`/report.json and `out_dir`/report.html; returns their paths."""
     out = Path(out_dir)
     json_text = json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n"
-    html = render_html(report)
+    html = render_html(report, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "report.json", json_text)

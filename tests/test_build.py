@@ -184,3 +184,55 @@ def test_quantize_command_writes_the_model_and_its_report(small, tmp_path):
     unknown = CliRunner().invoke(main, ["quantize", str(small / "small.h5"), "--data",
                                         str(small / "data.npz"), "--method", "magic"])
     assert unknown.exit_code == 2 and "brecq" in unknown.output
+
+
+def _input_qparams(tflite: bytes):
+    from edgeq.tflite.read import read_model
+
+    t = read_model(tflite).input_tensors[0]
+    return float(t.scale[0]), int(t.zero_point[0])
+
+
+def test_zero_shot_build_needs_no_data(small, tmp_path):
+    from edgeq.datasets import load_npz
+
+    out = tmp_path / "zs"
+    args = ["build", "--keras-model", str(small / "small.h5"), "--zero-shot", "--bits", "4",
+            "--calib-samples", "16", "--synth-iterations", "5", "--iters", "5", "--no-baseline"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["source"] == "none" and "Genie-D" in report["data"]["calibration"]
+    assert report["quantize"]["method"] == "genie" and report["zero_shot"]["samples"] == 16
+    assert report["check"]["max_abs_diff"] <= 1  # contract 1 against LiteRT
+    assert all(r["accuracy"] is None for r in report["accuracy"])  # no labels exist
+    assert any(r["agreement"] is not None for r in report["accuracy"])
+    synthetic = load_npz(out / "synthetic.npz")
+    assert synthetic.x.shape == (16, 16, 16, 1) and 0 <= synthetic.x.min() <= synthetic.x.max() <= 1
+    assert "Genie-D synthetic calibration images" in (out / "report.html").read_text()
+    # the input tensor spans the model's input domain [0, 1], not what the images happen to cover
+    scale, zero_point = _input_qparams((out / "model.tflite").read_bytes())
+    assert zero_point == -128 and scale == pytest.approx(1 / 255, rel=1e-6)
+
+    with_data = CliRunner().invoke(main, [*args, "--data", str(small / "data.npz"),
+                                          "--out", str(tmp_path / "zs_eval")])
+    assert with_data.exit_code == 0, with_data.output
+    report = json.loads((tmp_path / "zs_eval" / "report.json").read_text())
+    assert report["data"]["calibration_samples"] == 16  # synthetic, not the 96 real samples
+    assert all(0 <= r["accuracy"] <= 1 for r in report["accuracy"])
+
+
+def test_input_range_pins_the_input_tensor(small):
+    import tf_keras as keras
+
+    from edgeq.export import to_tflite_model
+    from edgeq.quantize import quantize
+    from edgeq.tflite.write import write_model
+
+    model = keras.models.load_model(small / "small.h5", compile=False)
+    dim = 0.5 * np.random.default_rng(1).random((32, 16, 16, 1), np.float32)  # covers [0, 0.5]
+    observed = write_model(to_tflite_model(quantize(model, dim, "minmax", 8, progress=False)[0]))
+    pinned = write_model(to_tflite_model(quantize(model, dim, "minmax", 8, progress=False,
+                                                  input_range=(0.0, 1.0))[0]))
+    assert _input_qparams(observed)[0] == pytest.approx(dim.max() / 255, rel=1e-3)
+    assert _input_qparams(pinned) == (pytest.approx(1 / 255, rel=1e-6), -128)

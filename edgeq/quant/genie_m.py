@@ -8,7 +8,11 @@ Per block (edgeq.graph.mark_blocks: dw+pw pair, residual block, single layer), i
   (edgeq.quant.adaround: β 20→2 after a 20 % warm-up, λ = 0.01) AND a learned per-channel
   scale s = s₀·exp(σ) (Adam, lr 1e-4 with cosine decay; floor(w/s) follows s);
 - activation steps of the block's tensors (inner and output) learned at the same time, LSQ
-  style (Adam on log(step), lr 1e-3, cosine);
+  style (Adam on log(step), lr 1e-3, cosine), but only upward from their min-max start
+  (`act_step_grow_only`): synthetic images under-cover the real activation ranges (fmnist:
+  logits up to 8.7 on Genie-D images, 17.2 on real ones), so shrinking a step on them clips
+  real data. Measured on fmnist W4A8 (all 10,000 test images, 200 iterations per block):
+  free steps 92.11 %, fixed steps 92.33 %, grow-only 92.33 % (float 92.63 %);
 - QDrop: in every step each element of the block's input and of every activation the block
   quantizes keeps its float value with probability 0.5 (the block input's float value is the
   float model's), which flattens the loss landscape the rounding is learned on;
@@ -52,6 +56,7 @@ class GenieMConfig:
     lr_rounding: float | None = None  # Adam on V; None: max(1e-2, 8 / iters) like recon
     lr_weight_scale: float = 1e-4  # Adam on log(s), cosine
     lr_act_step: float = 1e-3  # Adam on log(step), cosine
+    act_step_grow_only: bool = True  # steps never below their min-max start (see above)
     qdrop: float = 0.5  # probability that an element keeps its float value
     reg_weight: float = adaround.REG_WEIGHT
     warmup: float = adaround.WARMUP
@@ -110,6 +115,10 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
                                                          inputs_q, True,
                                                          batch_size=cfg.eval_batch), target)
     steps = _learnable_steps(qg, walker, nodes, groups)
+
+    def _log_ratio(v):
+        return tf.nn.relu(v) if cfg.act_step_grow_only else v
+
     if (not weighted and not steps) or cfg.iters <= 0:
         record.kept, record.error_final = "start", err_start
         return
@@ -137,7 +146,7 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
     seed_rng = tf.random.Generator.from_seed(cfg.seed + record.index)
 
     def forward(batch_q, batch_f, drop: bool):
-        scales = {t: base[t] * tf.exp(log_a[t]) for t in steps}
+        scales = {t: base[t] * tf.exp(_log_ratio(log_a[t])) for t in steps}
         frozen = {t: tf.stop_gradient(v) for t, v in scales.items()}
         values = {}
         for e in ext:
@@ -231,7 +240,7 @@ def _block(qg, walker, nodes, minmax_layers, groups, cfg, record, result, progre
         layers[node.name] = QuantLayer(layer.bits, s.reshape(-1), q, layer.bias)
     act = dict(qg.act)
     for t in steps:
-        new = np.float32(base[t] * np.exp(float(log_a[t].numpy())))
+        new = np.float32(base[t] * np.exp(float(_log_ratio(log_a[t]).numpy())))
         for member in groups[t]:
             act[member] = (new, act[member][1])
     trial = QuantizedGraph(qg.graph, {**qg.layers, **layers}, act, qg.plan)

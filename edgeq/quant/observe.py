@@ -40,4 +40,13 @@ def observe_ranges(graph: Graph, batches: Iterable[np.ndarray] | np.ndarray,
     if not seen:
         raise DataError(f"no calibration samples for model {graph.name!r}",
                         "pass at least one batch of representative inputs")
-    return {name: (lo[name], hi[name]) for name in lo}
+    return pin_input_ranges(graph, {name: (lo[name], hi[name]) for name in lo})
+
+
+def pin_input_ranges(graph: Graph, ranges: dict[str, tuple[float, float]]
+                     ) -> dict[str, tuple[float, float]]:
+    """`ranges` with the graph inputs set to the declared input domain, when there is one."""
+    if graph.input_range is not None:
+        for name in graph.inputs:
+            ranges[name] = (float(graph.input_range[0]), float(graph.input_range[1]))
+    return ranges

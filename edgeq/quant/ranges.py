@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..graph import Graph, check_input, run_tf
 from . import grid
-from .observe import batches_of
+from .observe import batches_of, pin_input_ranges
 from .sim import (
     QuantizedGraph,
     QuantLayer,
@@ -100,8 +100,9 @@ def activation_ranges(graph: Graph, calib_x: np.ndarray, method: str = "minmax",
         raise DataError(f"no calibration samples for model {graph.name!r}",
                         "pass at least one batch of representative inputs")
     if method == "minmax":
-        return {n: (lo[n], hi[n]) for n in lo}
-    return {n: _mse_activation_range(np.concatenate(kept[n]), lo[n], hi[n]) for n in lo}
+        return pin_input_ranges(graph, {n: (lo[n], hi[n]) for n in lo})
+    return pin_input_ranges(graph, {n: _mse_activation_range(np.concatenate(kept[n]), lo[n],
+                                                             hi[n]) for n in lo})
 
 
 def _mse_activation_range(values: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
