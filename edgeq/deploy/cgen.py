@@ -466,9 +466,13 @@ def filter_stride(x: Tensor, w: Tensor) -> int:
     return padded if w.shape[3] == x.shape[3] and padded <= FAST_MAX_FILTER else k
 
 
+RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
+
+
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
-    of at most FAST_MAX_FILTER values gets four int16 im2col columns (8 bytes per value)."""
+    of at most FAST_MAX_FILTER values gets four int16 im2col columns (8 bytes per value) and
+    its output channels' prepared requantization (RQ_CHANNEL_BYTES each)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
@@ -476,7 +480,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             stride = filter_stride(x, w)
             run = 8 if w.dtype == "int4" else 4
             if w.shape[3] == x.shape[3] and stride % run == 0 and stride <= FAST_MAX_FILTER:
-                scratch[index] = 8 * stride  # four int16 columns
+                scratch[index] = 8 * stride + RQ_CHANNEL_BYTES * w.shape[0]
     return scratch
 
 

@@ -11,8 +11,10 @@
 
 #if defined(__GNUC__)
 #define EQ_INLINE static inline __attribute__((always_inline))
+#define EQ_NOINLINE static __attribute__((noinline))
 #else
 #define EQ_INLINE static inline
+#define EQ_NOINLINE static
 #endif
 
 #define EQ_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -130,6 +132,11 @@ static int32_t EQ_SMLATT(uint32_t a, uint32_t b, int32_t acc)
 }
 #endif
 
+static uint32_t eq_pair16(int32_t lo, int32_t hi) /* two 16-bit values in a word */
+{
+    return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16);
+}
+
 static uint32_t eq_load32(const void *p)
 {
     uint32_t v;
@@ -192,101 +199,215 @@ EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
     return eq_rq_output(eq_rq_prepare(o.multiplier[channel], o.shift[channel]), o, acc);
 }
 
-/* The im2col scratch holds EQ_COLS columns (output pixels) of filter_stride values each: the
- * receptive field, then zeros up to the padded filter row. Values come in runs of R (4 for int8
- * weights, 8 for int4): column 0's run, column 1's, ... Inside a run the values are ordered so
- * that word pairs match what SXTB16 makes of the weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3),
- * so x0 x2 x1 x3; int4 nibbles v0..v7 -> (v0 v4) (v2 v6) (v1 v5) (v3 v7), so
- * x0 x4 x2 x6 x1 x5 x3 x7. */
-#define EQ_COLS 4
-#define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack (1 KiB) */
+/* ---- exact requantization in a few instructions --------------------------------------------
+ *
+ * TFLM's output stage is v = RoundingDivideByPOT(SRDHM(acc << l, M), r) + offset, clamped, with
+ * l = max(shift, 0) and r = max(-shift, 0). For a channel with M in [2^30, 2^31) (what
+ * QuantizeMultiplier gives, besides 0) it equals, exactly,
+ *   r >= 1 (l = 0):  v = (SMMLAR(acc, M2, acc + 2^(r-1) + (acc >> 31)) >> r) + offset
+ *   r = 0:           v = SMMLAR(x, M2, x + offset), x = acc << l
+ * where M2 = 2M - 2^32 (2M as a 32-bit word) and SMMLAR(a, b, c) = (c * 2^32 + a * b + 2^31) >> 32,
+ * all shifts arithmetic (floor). Proof:
+ * - a * M2 = 2aM - a * 2^32, so SMMLAR(a, M2, a + k) = ((2aM + 2^31) >> 32) + k
+ *   = ((aM + 2^30) >> 31) + k.
+ * - (aM + 2^30) >> 31 is SRDHM(a, M) for M > 0: for aM >= 0 SRDHM truncates (aM + 2^30) / 2^31,
+ *   the same floor; for aM < 0 it truncates (aM + 1 - 2^30) / 2^31 toward zero, which is
+ *   ceil((aM + 1 - 2^30) / 2^31) = floor((aM + 2^30) / 2^31).
+ * - RoundingDivideByPOT(s, r), r >= 1, rounds half away from zero: (s + 2^(r-1) - (s < 0)) >> r.
+ *   s < 0 implies acc < 0; acc < 0 with s >= 0 means -2^30 <= aM < 0, so s = 0, and
+ *   (0 + 2^(r-1) - 1) >> r = 0 as well: -(acc < 0) = (acc >> 31) may stand for -(s < 0).
+ * - Adding an integer k before a floor division by 2^32 adds k after it, and
+ *   floor(floor(y) / 2^r) = floor(y / 2^r); the hardware works modulo 2^32, which is exact
+ *   when the true results fit int32. The bias bounds below make sure they do: filters have at
+ *   most 512 values (|sum| < 2^24), so for r >= 1, r <= 30 and |bias| < 2^31 - 2^29 - 2^25,
+ *   |SRDHM| <= |acc| < 2^31 - 2^29 - 2^24 and |SRDHM + 2^(r-1)| < 2^31; for r = 0, l <= 4 and
+ *   |bias| < 2^(28 - l), |x| < 2^29.
+ * - M = 0 gives SRDHM = 0, so v = offset whatever the accumulator: the dot product is skipped.
+ * Other channels (a left shift above 4, r = 31, huge biases) take the general path. */
 
-/* Reorder the natural-order values t[0 .. k_pad) into column j's runs. */
-static void eq_place_runs(const int16_t *t, int16_t *cols, int32_t j, int32_t run, int32_t k_pad)
+enum { EQ_RQ_GENERAL = 0, EQ_RQ_CONST = 1, EQ_RQ_RIGHT = 2, EQ_RQ_LEFT = 3 };
+
+/* One channel's output stage for the fast formulas. */
+typedef struct {
+    int32_t bias;
+    int32_t m2;    /* 2M as a word */
+    int32_t add;   /* right: 2^(r-1); left: the output offset */
+    int32_t shift; /* bits 0-7: EQ_RQ_* kind, 8-15: r (right) or l (left), 16-31: output offset */
+} eq_rqc_t;
+
+#define EQ_RQ_KIND(rq) ((rq).shift & 0xFF)
+#define EQ_RQ_AMOUNT(rq) (((rq).shift >> 8) & 0xFF)
+
+static eq_rqc_t eq_rqc_make(int32_t multiplier, int32_t shift, int32_t bias, int32_t offset)
 {
-    int16_t *d = cols + j * run;
-    int32_t k;
-    if (run == 4) {
-        for (k = 0; k < k_pad; k += 4, t += 4, d += 4 * EQ_COLS) {
-            d[0] = t[0];
-            d[1] = t[2];
-            d[2] = t[1];
-            d[3] = t[3];
+    const uint32_t magnitude = bias < 0 ? 0u - (uint32_t)bias : (uint32_t)bias;
+    const uint32_t high = ((uint32_t)offset & 0xFFFFu) << 16;
+    eq_rqc_t rq;
+    rq.bias = bias;
+    rq.m2 = (int32_t)((uint32_t)multiplier << 1);
+    rq.add = 0;
+    rq.shift = (int32_t)(high | EQ_RQ_GENERAL);
+    if (multiplier == 0) {
+        rq.shift = (int32_t)(high | EQ_RQ_CONST);
+    } else if (multiplier >= (1 << 30)) {
+        if (shift <= -1 && shift >= -30 && magnitude < 1577058304u) { /* 2^31 - 2^29 - 2^25 */
+            rq.add = (int32_t)((uint32_t)1 << (-shift - 1));
+            rq.shift = (int32_t)(high | (uint32_t)(-shift) << 8 | EQ_RQ_RIGHT);
+        } else if (shift >= 0 && shift <= 4 && magnitude < ((uint32_t)1 << (28 - shift))) {
+            rq.add = offset;
+            rq.shift = (int32_t)(high | (uint32_t)shift << 8 | EQ_RQ_LEFT);
         }
-    } else {
-        for (k = 0; k < k_pad; k += 8, t += 8, d += 8 * EQ_COLS) {
-            d[0] = t[0];
-            d[1] = t[4];
-            d[2] = t[2];
-            d[3] = t[6];
-            d[4] = t[1];
-            d[5] = t[5];
-            d[6] = t[3];
-            d[7] = t[7];
-        }
+    }
+    return rq;
+}
+
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+EQ_INLINE int32_t eq_smmlar(int32_t a, int32_t b, int32_t c)
+{
+    int32_t r;
+    __asm("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+EQ_INLINE int32_t eq_sat8(int32_t v)
+{
+    return __ssat(v, 8);
+}
+#else
+static int32_t eq_smmlar(int32_t a, int32_t b, int32_t c)
+{
+    const uint64_t sum = ((uint64_t)(uint32_t)c << 32) + (uint64_t)((int64_t)a * b)
+                         + 0x80000000u;
+    return (int32_t)(uint32_t)(sum >> 32);
+}
+static int32_t eq_sat8(int32_t v)
+{
+    return EQ_CLAMP(v, -128, 127);
+}
+#endif
+
+/* r >= 1 (EQ_RQ_RIGHT), without the output offset */
+EQ_INLINE int32_t eq_rq_right(int32_t acc, int32_t m2, int32_t half, int32_t r)
+{
+    return eq_smmlar(acc, m2, acc + half + (acc >> 31)) >> r;
+}
+
+/* r = 0 (EQ_RQ_LEFT), offset included (in `offset`) */
+EQ_INLINE int32_t eq_rq_left(int32_t acc, int32_t m2, int32_t offset, int32_t l)
+{
+    const int32_t x = eq_shl(acc, l);
+    return eq_smmlar(x, m2, x + offset);
+}
+
+/* Either of the two: r >= 1 has l = 0, sign = -1, add = 2^(r-1), after = offset; r = 0 has
+ * sign = 0, add = offset, after = 0. */
+typedef struct {
+    int32_t m2, add, right, left, sign, after;
+} eq_rqu_t;
+
+static eq_rqu_t eq_rqu_make(eq_rqc_t rq, int32_t offset)
+{
+    eq_rqu_t u;
+    const int right = EQ_RQ_KIND(rq) == EQ_RQ_RIGHT;
+    u.m2 = rq.m2;
+    u.add = rq.add;
+    u.right = right ? EQ_RQ_AMOUNT(rq) : 0;
+    u.left = right ? 0 : EQ_RQ_AMOUNT(rq);
+    u.sign = right ? -1 : 0;
+    u.after = right ? offset : 0;
+    return u;
+}
+
+EQ_INLINE int32_t eq_rqu_apply(const eq_rqu_t *u, int32_t acc)
+{
+    const int32_t x = eq_shl(acc, u->left);
+    return (eq_smmlar(x, u->m2, x + u->add + ((x >> 31) & u->sign)) >> u->right) + u->after;
+}
+
+/* ---- CONV_2D as a matrix product ------------------------------------------------------------
+ *
+ * Four output pixels at a time: their receptive fields become four int16 columns (input offset
+ * added; 0 where the window lies in the padding, where TFLM skips the taps), then every filter
+ * row is multiplied with all four (SMLAD on pairs of 16-bit values).
+ * The scratch holds EQ_COLS columns of filter_stride values each, then one eq_rqc_t per output
+ * channel. Values come in runs of R (4 for int8 weights, 8 for int4): column 0's run, column
+ * 1's, ... Inside a run the values are ordered so that word pairs match what SXTB16 makes of the
+ * weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 ->
+ * (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. That is exactly what SXTAB16 makes
+ * of input words, so a column is built from the receptive field's bytes in natural order. */
+#define EQ_COLS 4
+#define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack */
+
+static void eq_copy_bytes(int8_t *d, const int8_t *s, int32_t n)
+{
+    int32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const uint32_t v = eq_load32(s + k);
+        memcpy(d + k, &v, sizeof v);
+    }
+    for (; k < n; ++k) {
+        d[k] = s[k];
     }
 }
 
-/* Column j: the receptive field of output pixel (oy, ox) as int16 values with the input
- * offset added (0 in the padding, where TFLM skips the taps). */
-static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t oy, int32_t ox,
-                      int16_t *cols, int32_t j, int32_t run)
+/* Output pixel (oy, ox)'s receptive field as filter_h * filter_w * in_c bytes in natural order
+ * (tmp has filter_stride bytes; the tail beyond them is set by the caller). Taps in the padding
+ * get the input zero point, which the offset turns into 0. */
+static const int8_t *eq_gather(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t oy,
+                               int32_t ox, int8_t *tmp)
 {
+    const int32_t depth = p->in_c, fw = p->filter_w, row_bytes = fw * depth;
     const int32_t in_y0 = oy * p->stride_h - p->pad_h;
     const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-    const int32_t depth = p->in_c;
-    const int32_t k_total = p->filter_h * p->filter_w * depth;
-    const int32_t k_pad = p->filter_stride;
-    int16_t tmp[EQ_GATHER_MAX];
-    int32_t fy, fx, c, k = 0;
-    if (p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0
-        && k_total == k_pad) {
-        /* 1x1: the column is the input pixel itself; SXTAB16 extends, adds the offset and
-         * puts the values in the run order directly. */
-        const uint32_t off2 = ((uint32_t)p->in_offset & 0xFFFFu) << 16
-                              | ((uint32_t)p->in_offset & 0xFFFFu);
-        const int8_t *src = in + ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
-        uint32_t *dst = (uint32_t *)(void *)cols;
-        for (k = 0; k < k_pad; k += run) {
-            const uint32_t a = eq_load32(src + k);
-            const uint32_t a02 = EQ_SXTAB16(off2, a), a13 = EQ_SXTAB16_ROR8(off2, a);
-            if (run == 4) {
-                uint32_t *d = dst + (k >> 2) * (2 * EQ_COLS) + j * 2;
-                d[0] = a02;
-                d[1] = a13;
-            } else {
-                const uint32_t c4 = eq_load32(src + k + 4);
-                const uint32_t b02 = EQ_SXTAB16(off2, c4), b13 = EQ_SXTAB16_ROR8(off2, c4);
-                uint32_t *d = dst + (k >> 3) * (4 * EQ_COLS) + j * 4;
-                d[0] = (a02 & 0xFFFFu) | (b02 << 16);
-                d[1] = (b02 & 0xFFFF0000u) | (a02 >> 16);
-                d[2] = (a13 & 0xFFFFu) | (b13 << 16);
-                d[3] = (b13 & 0xFFFF0000u) | (a13 >> 16);
-            }
-        }
-        return;
-    }
-    /* Gather in natural order on the stack, then reorder whole runs. */
-    for (fy = 0; fy < p->filter_h; ++fy) {
+    const int8_t zp = (int8_t)(-p->in_offset);
+    int8_t *d = tmp;
+    int32_t fy, fx;
+    for (fy = 0; fy < p->filter_h; ++fy, d += row_bytes) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
-        for (fx = 0; fx < p->filter_w; ++fx) {
-            const int32_t ix = in_x0 + p->dilation_w * fx;
-            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
-                const int8_t *src = in + ((b * p->in_h + iy) * p->in_w + ix) * depth;
-                for (c = 0; c < depth; ++c) {
-                    tmp[k++] = (int16_t)(src[c] + p->in_offset);
-                }
-            } else {
-                for (c = 0; c < depth; ++c) {
-                    tmp[k++] = 0;
+        const int8_t *row = in + (b * p->in_h + iy) * p->in_w * depth;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, zp, (size_t)row_bytes);
+        } else if (p->dilation_w == 1 && in_x0 >= 0 && in_x0 + fw <= p->in_w) {
+            eq_copy_bytes(d, row + in_x0 * depth, row_bytes);
+        } else {
+            for (fx = 0; fx < fw; ++fx) {
+                const int32_t ix = in_x0 + p->dilation_w * fx;
+                if (ix >= 0 && ix < p->in_w) {
+                    eq_copy_bytes(d + fx * depth, row + ix * depth, depth);
+                } else {
+                    memset(d + fx * depth, zp, (size_t)depth);
                 }
             }
         }
     }
-    for (; k < k_pad; ++k) {
-        tmp[k] = 0;
+    return tmp;
+}
+
+/* Column j from k_pad natural-order bytes: SXTAB16 extends, adds the offset and gives the run
+ * order directly. */
+static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, int32_t k_pad,
+                      uint32_t off2)
+{
+    uint32_t *dst = (uint32_t *)(void *)cols;
+    int32_t k;
+    if (run == 4) {
+        uint32_t *d = dst + j * 2;
+        for (k = 0; k < k_pad; k += 4, d += 2 * EQ_COLS) {
+            const uint32_t a = eq_load32(src + k);
+            d[0] = EQ_SXTAB16(off2, a);
+            d[1] = EQ_SXTAB16_ROR8(off2, a);
+        }
+    } else {
+        uint32_t *d = dst + j * 4;
+        for (k = 0; k < k_pad; k += 8, d += 4 * EQ_COLS) {
+            const uint32_t a = eq_load32(src + k), c4 = eq_load32(src + k + 4);
+            const uint32_t a02 = EQ_SXTAB16(off2, a), a13 = EQ_SXTAB16_ROR8(off2, a);
+            const uint32_t b02 = EQ_SXTAB16(off2, c4), b13 = EQ_SXTAB16_ROR8(off2, c4);
+            d[0] = (a02 & 0xFFFFu) | (b02 << 16);
+            d[1] = (b02 & 0xFFFF0000u) | (a02 >> 16);
+            d[2] = (a13 & 0xFFFFu) | (b13 << 16);
+            d[3] = (b13 & 0xFFFF0000u) | (a13 >> 16);
+        }
     }
-    eq_place_runs(tmp, cols, j, run, k_pad);
 }
 
 /* Eight int4 weights (one word) as four pairs, each value times 16 (exact; divided out after
@@ -301,39 +422,50 @@ static void eq_im2col(const eq_conv_t *p, const int8_t *in, int32_t b, int32_t o
         (p37) = EQ_SXTB16_ROR8(hi_);                   \
     } while (0)
 
-/* Four output pixels of one int8 filter row: acc[j] += sum_k w[k] * column j[k], over the
- * k_vec / 4 runs. One weight word, extended once, feeds eight SMLADs. */
-static void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-    if (runs > 0) {
-        uint32_t x02, x13, w02, w13;
-        __asm volatile(
-            "1:\n\t"
-            "ldr     %[w13], [%[w]], #4\n\t"
-            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
-            "sxtb16  %[w02], %[w13]\n\t"
-            "sxtb16  %[w13], %[w13], ror #8\n\t"
-            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
-            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
-            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
-            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
-            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
-            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
-            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
-            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
-            "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
-            "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"
-            "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"
-            "subs    %[runs], %[runs], #1\n\t"
-            "bne     1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
-              [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13),
-              [w02] "=&r"(w02), [w13] "=&r"(w13)
-            :
-            : "cc", "memory");
-    }
+#define EQ_DOT8_RUN                                  \
+    "ldr     %[w13], [%[w]], #4\n\t"                 \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "sxtb16  %[w02], %[w13]\n\t"                     \
+    "sxtb16  %[w13], %[w13], ror #8\n\t"             \
+    "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"       \
+    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"       \
+    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"       \
+    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"       \
+    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"
+#endif
+
+/* Four output pixels of one int8 filter row: a[j] += sum_k w[k] * column j[k] over `runs` runs
+ * of 4 values. One weight word, extended once, feeds eight SMLADs; two runs per loop turn. */
+EQ_INLINE void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[4])
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+    uint32_t x02, x13, w02, w13;
+    __asm volatile(
+        "tst     %[runs], #1\n\t"
+        "beq     2f\n\t"
+        EQ_DOT8_RUN
+        "2:\n\t"
+        "lsrs    %[runs], %[runs], #1\n\t"
+        "beq     3f\n\t"
+        "1:\n\t"
+        EQ_DOT8_RUN
+        EQ_DOT8_RUN
+        "subs    %[runs], %[runs], #1\n\t"
+        "bne     1b\n\t"
+        "3:\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
+          [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13),
+          [w02] "=&r"(w02), [w13] "=&r"(w13)
+        :
+        : "cc", "memory");
 #else
     for (; runs > 0; --runs, w += 4, col += 16) {
         const uint32_t wv = eq_load32(w);
@@ -348,14 +480,14 @@ static void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int3
         a3 = EQ_SMLAD(eq_load32(col + 14), w13, a3);
     }
 #endif
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
 }
 
-/* The same for int4 weights: runs of 8 (one packed word), products times 16. */
-static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t acc[4])
+/* The same for int4 weights: runs of 8 (one packed word); a[j] = 16 * the sum. */
+EQ_INLINE void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[4])
 {
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
@@ -425,104 +557,414 @@ static void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int3
         a3 = EQ_SMLAD(eq_load32(col + 30), p37, a3);
     }
 #endif
-    acc[0] += a0 / 16;
-    acc[1] += a1 / 16;
-    acc[2] += a2 / 16;
-    acc[3] += a3 / 16;
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
 }
 
-/* CONV_2D as a matrix product: four output pixels at a time (im2col into int16 columns), one
- * filter row against all four, SMLAD on pairs of 16-bit values. int8 weights: any K; int4
- * weights: K a multiple of 8. */
+
+/* Four accumulators of EQ_RQ_RIGHT channels through the output stage to int8 (whole int8
+ * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
+ * r of each channel at u[0..2], u[3..5], ... with u_step words between channels (0: one channel). */
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#define EQ_RQ_ONE(A, U, STORE)                              \
+    "ldrd    %[m2], %[h], [%[u], #" #U "]\n\t"                \
+    "ldr     %[r], [%[u], #" #U "+8]\n\t"                     \
+    "add     %[t], %[" A "], %[h]\n\t"                        \
+    "add     %[t], %[t], %[" A "], asr #31\n\t"               \
+    "smmlar  %[t], %[" A "], %[m2], %[t]\n\t"                 \
+    "asr     %[t], %[t], %[r]\n\t"                            \
+    "add     %[t], %[t], %[off]\n\t"                          \
+    "ssat    %[t], #8, %[t]\n\t"                              \
+    STORE "\n\t"
+/* four channels (u: 4 x {m2, add, r}), outputs side by side */
+EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                 const int32_t *u, int32_t offset, int8_t *dst)
+{
+    int32_t m2, h, r, t;
+    __asm volatile(
+        EQ_RQ_ONE("a0", 0, "strb    %[t], [%[d], #0]")
+        EQ_RQ_ONE("a1", 12, "strb    %[t], [%[d], #1]")
+        EQ_RQ_ONE("a2", 24, "strb    %[t], [%[d], #2]")
+        EQ_RQ_ONE("a3", 36, "strb    %[t], [%[d], #3]")
+        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [t] "=&r"(t)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [u] "r"(u),
+          [off] "r"(offset), [d] "r"(dst)
+        : "memory");
+}
+/* one channel (q: its eq_rqc_t), four pixels `stride` apart */
+EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                    const eq_rqc_t *q, int8_t *dst, int32_t stride)
+{
+    int32_t m2, h, r, off, t;
+#define EQ_RQ_SAME(A, STORE)                                  \
+    "add     %[t], %[" A "], %[h]\n\t"                        \
+    "add     %[t], %[t], %[" A "], asr #31\n\t"               \
+    "smmlar  %[t], %[" A "], %[m2], %[t]\n\t"                 \
+    "asr     %[t], %[t], %[r]\n\t"                            \
+    "add     %[t], %[t], %[off]\n\t"                          \
+    "ssat    %[t], #8, %[t]\n\t"                              \
+    STORE "\n\t"
+    __asm volatile(
+        "ldrd    %[m2], %[h], [%[q], #4]\n\t"
+        "ldr     %[r], [%[q], #12]\n\t"
+        "asr     %[off], %[r], #16\n\t"
+        "ubfx    %[r], %[r], #8, #8\n\t"
+        EQ_RQ_SAME("a0", "strb    %[t], [%[d]]")
+        EQ_RQ_SAME("a1", "strb    %[t], [%[d], %[s]]")
+        "add     %[d], %[d], %[s], lsl #1\n\t"
+        EQ_RQ_SAME("a2", "strb    %[t], [%[d]]")
+        EQ_RQ_SAME("a3", "strb    %[t], [%[d], %[s]]")
+        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [off] "=&r"(off), [t] "=&r"(t),
+          [d] "+r"(dst)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [q] "r"(q), [s] "r"(stride)
+        : "memory");
+#undef EQ_RQ_SAME
+}
+#else
+EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                 const int32_t *u, int32_t offset, int8_t *dst)
+{
+    dst[0] = (int8_t)eq_sat8(eq_rq_right(a0, u[0], u[1], u[2]) + offset);
+    dst[1] = (int8_t)eq_sat8(eq_rq_right(a1, u[3], u[4], u[5]) + offset);
+    dst[2] = (int8_t)eq_sat8(eq_rq_right(a2, u[6], u[7], u[8]) + offset);
+    dst[3] = (int8_t)eq_sat8(eq_rq_right(a3, u[9], u[10], u[11]) + offset);
+}
+EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                    const eq_rqc_t *q, int8_t *dst, int32_t stride)
+{
+    const int32_t r = EQ_RQ_AMOUNT(*q), offset = q->shift >> 16;
+    dst[0] = (int8_t)eq_sat8(eq_rq_right(a0, q->m2, q->add, r) + offset);
+    dst[stride] = (int8_t)eq_sat8(eq_rq_right(a1, q->m2, q->add, r) + offset);
+    dst[2 * stride] = (int8_t)eq_sat8(eq_rq_right(a2, q->m2, q->add, r) + offset);
+    dst[3 * stride] = (int8_t)eq_sat8(eq_rq_right(a3, q->m2, q->add, r) + offset);
+}
+#endif
+
+/* Stores one output channel's values for the n (<= 4) pixels of a block, `stride` apart. */
+static void eq_store4(int8_t *dst, int32_t stride, int32_t n, const int32_t v[4])
+{
+    int32_t j;
+    for (j = 0; j < n; ++j) {
+        dst[j * stride] = (int8_t)v[j];
+    }
+}
+
+/* One output channel of a block outside the hot case (int4 weights, a channel without the
+ * right-shift formula, a clamp narrower than int8, fewer than four pixels). */
+EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *q,
+                            const int8_t *w, int8_t *dst, int32_t n, int32_t oc)
+{
+    const int32_t k_pad = p->filter_stride;
+    const int int4 = p->weight_bits == 4;
+    const int32_t offset = p->out_offset, lo = p->act_min, hi = p->act_max;
+    const int32_t kind = EQ_RQ_KIND(*q), amount = EQ_RQ_AMOUNT(*q);
+    int32_t a[4], v[4], j;
+    if (kind == EQ_RQ_CONST) {
+        v[0] = v[1] = v[2] = v[3] = EQ_CLAMP(offset, lo, hi);
+        eq_store4(dst, p->out_c, n, v);
+        return;
+    }
+    a[0] = a[1] = a[2] = a[3] = 0;
+    if (int4) {
+        eq_dot4_int4(cols, w, k_pad / 8, a);
+        for (j = 0; j < 4; ++j) {
+            a[j] >>= 4; /* exact: the sums are multiples of 16 */
+        }
+    } else {
+        eq_dot4_int8(cols, w, k_pad / 4, a);
+    }
+    for (j = 0; j < 4; ++j) {
+        /* TFLM's order: the sum, then the bias (wrapping like its int32 arithmetic) */
+        const int32_t acc = (int32_t)((uint32_t)a[j] + (uint32_t)q->bias);
+        if (kind == EQ_RQ_RIGHT) {
+            v[j] = EQ_CLAMP(eq_rq_right(acc, q->m2, q->add, amount) + offset, lo, hi);
+        } else if (kind == EQ_RQ_LEFT) {
+            v[j] = EQ_CLAMP(eq_rq_left(acc, q->m2, q->add, amount), lo, hi);
+        } else {
+            const eq_out_t o = {p->multiplier, p->shift, offset, lo, hi};
+            v[j] = eq_rq_output(eq_rq_prepare(p->multiplier[oc], p->shift[oc]), o, acc);
+        }
+    }
+    eq_store4(dst, p->out_c, n, v);
+}
+
+/* Every output channel for the block's n pixels (columns in `cols`), written to dst[0..) with
+ * out_c between pixels. The hot loop (four pixels, int8 weights, whole int8 clamp) keeps few
+ * values live so that the compiler holds them in registers around the inline assembly. */
+static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
+                          int8_t *dst, int32_t n)
+{
+    const int32_t out_c = p->out_c, k_pad = p->filter_stride;
+    const int int4 = p->weight_bits == 4;
+    const int32_t w_step = int4 ? k_pad / 2 : k_pad;
+    const int8_t *w = p->weights;
+    const eq_rqc_t *q = rq, *end = rq + out_c;
+    if (n == 4 && p->act_min == -128 && p->act_max == 127) {
+        const int32_t runs = int4 ? k_pad / 8 : k_pad / 4;
+        for (; q < end; ++q, w += w_step, ++dst) {
+            int32_t a[4];
+            if (EQ_RQ_KIND(*q) != EQ_RQ_RIGHT) {
+                eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
+                continue;
+            }
+            if (int4) {
+                a[0] = a[1] = a[2] = a[3] = 0;
+                eq_dot4_int4(cols, w, runs, a);
+                a[0] = q->bias + (a[0] >> 4); /* exact: the sums are multiples of 16 */
+                a[1] = q->bias + (a[1] >> 4);
+                a[2] = q->bias + (a[2] >> 4);
+                a[3] = q->bias + (a[3] >> 4);
+            } else {
+                a[0] = a[1] = a[2] = a[3] = q->bias;
+                eq_dot4_int8(cols, w, runs, a);
+            }
+            eq_rq4_right_strided(a[0], a[1], a[2], a[3], q, dst, out_c);
+        }
+        return;
+    }
+    for (; q < end; ++q, w += w_step, ++dst) {
+        eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
+    }
+}
+
+/* CONV_2D, one group, filter rows of at most EQ_GATHER_MAX values padded to a whole number of
+ * runs (filter_stride); scratch as described above. */
 static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
 {
     const int32_t k_pad = p->filter_stride;
+    const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
     const int32_t run = p->weight_bits == 4 ? 8 : 4;
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t out_c = p->out_c;
-    const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
-    const int full_range = o.lo == -128 && o.hi == 127;
+    const uint32_t off2 = ((uint32_t)p->in_offset & 0xFFFFu) << 16
+                          | ((uint32_t)p->in_offset & 0xFFFFu);
+    /* 1x1 without padding: a pixel's receptive field is the input pixel itself */
+    const int direct = p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0
+                       && k_total == k_pad;
+    eq_rqc_t *rq = (eq_rqc_t *)(void *)(cols + EQ_COLS * k_pad);
+    uint32_t tmp_words[EQ_GATHER_MAX / 4];
+    int8_t *tmp = (int8_t *)tmp_words;
     int32_t b, pix, oc, j;
+    for (oc = 0; oc < out_c; ++oc) {
+        rq[oc] = eq_rqc_make(p->multiplier[oc], p->shift[oc], p->bias ? p->bias[oc] : 0,
+                             p->out_offset);
+    }
+    memset(tmp + k_total, -p->in_offset, (size_t)(k_pad - k_total)); /* times zero weights */
     for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = in + b * p->in_h * p->in_w * p->in_c;
         int8_t *dst = out + b * pixels * out_c;
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
             const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
             for (j = 0; j < EQ_COLS; ++j) { /* missing pixels repeat the last one */
                 const int32_t q = pix + EQ_MIN(j, n - 1);
-                eq_im2col(p, in, b, q / p->out_w, q % p->out_w, cols, j, run);
+                const int8_t *src = direct
+                    ? image + (q / p->out_w * p->stride_h * p->in_w + q % p->out_w * p->stride_w)
+                              * p->in_c
+                    : eq_gather(p, image, 0, q / p->out_w, q % p->out_w, tmp);
+                eq_column(src, cols, j, run, k_pad, off2);
             }
-            for (oc = 0; oc < out_c; ++oc) {
-                const int32_t bias = p->bias ? p->bias[oc] : 0;
-                const eq_rq_t rq = eq_rq_prepare(o.multiplier[oc], o.shift[oc]);
-                int32_t acc[EQ_COLS] = {0, 0, 0, 0};
-                if (run == 4) {
-                    eq_dot4_int8(cols, p->weights + oc * k_pad, k_pad / 4, acc);
-                } else {
-                    eq_dot4_int4(cols, p->weights + oc * k_pad / 2, k_pad / 8, acc);
-                }
-                if (rq.left == 0 && full_range) {
-                    for (j = 0; j < n; ++j) {
-                        dst[(pix + j) * out_c + oc] =
-                            eq_rq_output_plain(rq, o.offset, acc[j] + bias);
-                    }
-                } else {
-                    for (j = 0; j < n; ++j) {
-                        dst[(pix + j) * out_c + oc] = eq_rq_output(rq, o, acc[j] + bias);
-                    }
-                }
-            }
+            eq_conv_block(p, cols, rq, dst + pix * out_c, n);
         }
     }
 }
 
-/* DEPTHWISE_CONV_2D 3x3, depth multiplier 1, int8 weights: four channels at once with
- * SXTAB16 (sign-extend and add the input offset) and SMLABB/SMLATT; border pixels and odd
- * channels take the generic path per channel. */
+/* ---- DEPTHWISE_CONV_2D 3x3, depth multiplier 1 ------------------------------------------------
+ * Four channels at a time over the whole image: SXTB16 extends four input bytes, SMLABB/SMLATT
+ * multiply them with the weights as (c0 c2) (c1 c3) pairs of 16-bit values. Interior pixels
+ * start from bias + input offset * (sum of the nine weights); border pixels start from the bias,
+ * add the offset to each value (SXTAB16) and skip the taps in the padding. Channels left over,
+ * or whose output stage has no fast formula, go one at a time through the reference code. */
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
-
-
-/* Taps [Y0, Y1) x [X0, X1) of one pixel for channels c..c+3; LOAD_WEIGHTS sets w02 and w13.
- * Interior pixels pass the constants 0, 3, 0, 3 so that the compiler unrolls all nine. */
-#if defined(__GNUC__) && !defined(__clang__)
-#define EQ_UNROLL3 _Pragma("GCC unroll 3")
-#else
-#define EQ_UNROLL3
-#endif
-#define EQ_DW_TAPS(Y0, Y1, X0, X1)                                                   \
-    EQ_UNROLL3                                                                       \
-    for (fy = (Y0); fy < (Y1); ++fy) {                                               \
-        const int8_t *row = in + (origin + fy * row_step + c);                       \
-        EQ_UNROLL3                                                                   \
-        for (fx = (X0); fx < (X1); ++fx) {                                           \
-            const uint32_t x = eq_load32(row + fx * depth);                          \
-            const uint32_t x02 = EQ_SXTAB16(offset2, x);                             \
-            const uint32_t x13 = EQ_SXTAB16_ROR8(offset2, x);                        \
-            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1]; \
-            a0 = EQ_SMLABB(x02, w02, a0);                                            \
-            a2 = EQ_SMLATT(x02, w02, a2);                                            \
-            a1 = EQ_SMLABB(x13, w13, a1);                                            \
-            a3 = EQ_SMLATT(x13, w13, a3);                                            \
-        }                                                                            \
-    }
-
-/* The nine taps' weights of channels c..c+3 as (c0 c2) (c1 c3) pairs of 16-bit values, once
- * per channel quad (INT4: times 16). */
+/* The nine taps' weights of channels c..c+3 as (c0 c2) (c1 c3) pairs of 16-bit values. */
 static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[18])
 {
     const int32_t depth = p->in_c;
     int32_t t;
     for (t = 0; t < 9; ++t) {
+        const int32_t i = t * depth + c;
         if (p->weight_bits == 4) {
-            const uint8_t *wb = (const uint8_t *)p->weights + (t * depth + c) / 2;
-            const uint32_t w = (uint32_t)wb[0] | (uint32_t)wb[1] << 16;
-            wq[2 * t] = EQ_SXTB16((w << 4) & 0x00F000F0u);
-            wq[2 * t + 1] = EQ_SXTB16(w & 0x00F000F0u);
+            wq[2 * t] = eq_pair16(eq_weight(p->weights, i, 4), eq_weight(p->weights, i + 2, 4));
+            wq[2 * t + 1] = eq_pair16(eq_weight(p->weights, i + 1, 4),
+                                      eq_weight(p->weights, i + 3, 4));
         } else {
-            const uint32_t w = eq_load32(p->weights + t * depth + c);
+            const uint32_t w = eq_load32(p->weights + i);
             wq[2 * t] = EQ_SXTB16(w);
             wq[2 * t + 1] = EQ_SXTB16_ROR8(w);
+        }
+    }
+}
+
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#define EQ_DW_TAP(ADDR, WOFF)                                 \
+    "ldr     %[x], " ADDR "\n\t"                              \
+    "ldrd    %[w02], %[w13], [%[wq], #" #WOFF "]\n\t"         \
+    "sxtb16  %[x13], %[x], ror #8\n\t"                        \
+    "sxtb16  %[x], %[x]\n\t"                                  \
+    "smlabb  %[a0], %[x], %[w02], %[a0]\n\t"                  \
+    "smlatt  %[a2], %[x], %[w02], %[a2]\n\t"                  \
+    "smlabb  %[a1], %[x13], %[w13], %[a1]\n\t"                \
+    "smlatt  %[a3], %[x13], %[w13], %[a3]\n\t"
+#define EQ_DW_ROW(W0, W1, W2)                                 \
+    EQ_DW_TAP("[%[p]]", W0)                                   \
+    EQ_DW_TAP("[%[p], %[dp]]", W1)                            \
+    EQ_DW_TAP("[%[p], %[dp], lsl #1]", W2)
+/* An interior pixel's nine taps (no offset: it is in the accumulators' start). */
+EQ_INLINE void eq_dw_interior(const int8_t *p, int32_t depth, int32_t row_step,
+                              const uint32_t *wq, int32_t a[4])
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    uint32_t x, x13, w02, w13;
+    __asm volatile(
+        EQ_DW_ROW(0, 8, 16)
+        "add     %[p], %[p], %[rs]\n\t"
+        EQ_DW_ROW(24, 32, 40)
+        "add     %[p], %[p], %[rs]\n\t"
+        EQ_DW_ROW(48, 56, 64)
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [p] "+r"(p),
+          [x] "=&r"(x), [x13] "=&r"(x13), [w02] "=&r"(w02), [w13] "=&r"(w13)
+        : [dp] "r"(depth), [rs] "r"(row_step), [wq] "r"(wq)
+        : "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+#else
+EQ_INLINE void eq_dw_interior(const int8_t *p, int32_t depth, int32_t row_step,
+                              const uint32_t *wq, int32_t a[4])
+{
+    int32_t fy, fx;
+    for (fy = 0; fy < 3; ++fy) {
+        for (fx = 0; fx < 3; ++fx) {
+            const uint32_t x = eq_load32(p + fy * row_step + fx * depth);
+            const uint32_t x02 = EQ_SXTB16(x), x13 = EQ_SXTB16_ROR8(x);
+            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1];
+            a[0] = EQ_SMLABB(x02, w02, a[0]);
+            a[2] = EQ_SMLATT(x02, w02, a[2]);
+            a[1] = EQ_SMLABB(x13, w13, a[1]);
+            a[3] = EQ_SMLATT(x13, w13, a[3]);
+        }
+    }
+}
+#endif
+
+/* A border pixel's taps inside the image, offset added to each value. */
+static void eq_dw_border(const int8_t *in, int32_t depth, int32_t row_step, const uint32_t *wq,
+                         uint32_t offset2, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1,
+                         int32_t a[4])
+{
+    int32_t fy, fx;
+    for (fy = fy0; fy < fy1; ++fy) {
+        for (fx = fx0; fx < fx1; ++fx) {
+            const uint32_t x = eq_load32(in + fy * row_step + fx * depth);
+            const uint32_t x02 = EQ_SXTAB16(offset2, x), x13 = EQ_SXTAB16_ROR8(offset2, x);
+            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1];
+            a[0] = EQ_SMLABB(x02, w02, a[0]);
+            a[2] = EQ_SMLATT(x02, w02, a[2]);
+            a[1] = EQ_SMLABB(x13, w13, a[1]);
+            a[3] = EQ_SMLATT(x13, w13, a[3]);
+        }
+    }
+}
+
+/* The geometry and output stage of one channel quad. */
+typedef struct {
+    const eq_depthwise_t *p;
+    uint32_t wq[18];
+    int32_t u[12];   /* m2, add, r of the four channels (all EQ_RQ_RIGHT) */
+    eq_rqu_t any[4]; /* the same for quads with EQ_RQ_LEFT channels */
+    int32_t bias[4], inner[4]; /* accumulator start: border, interior pixels */
+    int32_t hot;     /* all EQ_RQ_RIGHT and the whole int8 clamp */
+} eq_dw_quad_t;
+
+static void eq_dw_outputs(const eq_dw_quad_t *d, const int32_t a[4], int8_t *dst)
+{
+    const eq_depthwise_t *p = d->p;
+    int32_t i;
+    if (d->hot) {
+        eq_rq4_right_quad(a[0], a[1], a[2], a[3], d->u, p->out_offset, dst);
+        return;
+    }
+    for (i = 0; i < 4; ++i) {
+        dst[i] = (int8_t)EQ_CLAMP(eq_rqu_apply(&d->any[i], a[i]), p->act_min, p->act_max);
+    }
+}
+
+static void eq_dw_quad(eq_dw_quad_t *d, const int8_t *in, int8_t *out, int32_t b, int32_t c)
+{
+    const eq_depthwise_t *p = d->p;
+    const int32_t depth = p->in_c, in_h = p->in_h, in_w = p->in_w;
+    const int32_t out_h = p->out_h, out_w = p->out_w;
+    const int32_t stride_h = p->stride_h, stride_w = p->stride_w;
+    const int32_t pad_h = p->pad_h, pad_w = p->pad_w;
+    const int32_t row_step = in_w * depth, x_step = stride_w * depth;
+    const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
+                             | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
+    /* interior columns: the window lies inside the image horizontally */
+    const int32_t ox_lo = EQ_MIN(out_w, (pad_w + stride_w - 1) / stride_w);
+    const int32_t ox_hi = in_w - 3 + pad_w < 0 ? 0
+                          : EQ_MAX(ox_lo, EQ_MIN(out_w, (in_w - 3 + pad_w) / stride_w + 1));
+    const int8_t *image = in + b * in_h * row_step + c;
+    int32_t oy, ox;
+    for (oy = 0; oy < out_h; ++oy) {
+        const int32_t in_y0 = oy * stride_h - pad_h;
+        const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, in_h - in_y0);
+        const int8_t *row = image + in_y0 * row_step; /* may point before the image: not read */
+        int8_t *dst = out + ((b * out_h + oy) * out_w) * depth + c;
+        int32_t a[4];
+        for (ox = 0; ox < out_w; ++ox) {
+            const int32_t in_x0 = ox * stride_w - pad_w;
+            if (fy0 == 0 && fy1 == 3 && ox == ox_lo && ox < ox_hi) {
+                const int8_t *src = row + in_x0 * depth;
+                int8_t *o = dst + ox * depth;
+                if (d->hot) {
+                    const int32_t offset = p->out_offset;
+                    for (; ox < ox_hi; ++ox, src += x_step, o += depth) {
+                        a[0] = d->inner[0];
+                        a[1] = d->inner[1];
+                        a[2] = d->inner[2];
+                        a[3] = d->inner[3];
+                        eq_dw_interior(src, depth, row_step, d->wq, a);
+                        eq_rq4_right_quad(a[0], a[1], a[2], a[3], d->u, offset, o);
+                    }
+                } else {
+                    for (; ox < ox_hi; ++ox, src += x_step, o += depth) {
+                        a[0] = d->inner[0];
+                        a[1] = d->inner[1];
+                        a[2] = d->inner[2];
+                        a[3] = d->inner[3];
+                        eq_dw_interior(src, depth, row_step, d->wq, a);
+                        eq_dw_outputs(d, a, o);
+                    }
+                }
+                --ox;
+                continue;
+            }
+            a[0] = d->bias[0];
+            a[1] = d->bias[1];
+            a[2] = d->bias[2];
+            a[3] = d->bias[3];
+            eq_dw_border(row + in_x0 * depth, depth, row_step, d->wq, offset2, fy0, fy1,
+                         EQ_MAX(0, -in_x0), EQ_MIN(3, in_w - in_x0), a);
+            eq_dw_outputs(d, a, dst + ox * depth);
+        }
+    }
+}
+
+/* One channel through the reference code (border and interior alike). */
+static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out, int32_t b,
+                          int32_t c)
+{
+    const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
+    int32_t oy, ox;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        for (ox = 0; ox < p->out_w; ++ox) {
+            out[((b * p->out_h + oy) * p->out_w + ox) * p->in_c + c] =
+                eq_output(o, eq_depthwise_one(p, in, b, oy, ox, c), c);
         }
     }
 }
@@ -530,70 +972,42 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[1
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
 {
     const int32_t depth = p->in_c;
-    const int32_t c_vec = depth & ~3;
-    const int32_t row_step = p->in_w * depth;
-    const int int4 = p->weight_bits == 4;
-    const eq_out_t o = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
-    const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
-                             | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
-    int32_t b, oy, ox, c, fy, fx;
+    const int full = p->act_min == -128 && p->act_max == 127;
+    eq_dw_quad_t d;
+    int32_t b, c, i, t;
+    d.p = p;
     for (b = 0; b < p->batches; ++b) {
-        /* Four channels at a time over the whole image, so that their requantization is
-         * prepared once; the remaining channels one by one. */
-        for (c = 0; c < c_vec; c += 4) {
-            const eq_rq_t r0 = eq_rq_prepare(o.multiplier[c], o.shift[c]);
-            const eq_rq_t r1 = eq_rq_prepare(o.multiplier[c + 1], o.shift[c + 1]);
-            const eq_rq_t r2 = eq_rq_prepare(o.multiplier[c + 2], o.shift[c + 2]);
-            const eq_rq_t r3 = eq_rq_prepare(o.multiplier[c + 3], o.shift[c + 3]);
-            const int32_t b0 = p->bias ? p->bias[c] : 0, b1 = p->bias ? p->bias[c + 1] : 0;
-            const int32_t b2 = p->bias ? p->bias[c + 2] : 0, b3 = p->bias ? p->bias[c + 3] : 0;
-            const int plain = o.lo == -128 && o.hi == 127
-                              && (r0.left | r1.left | r2.left | r3.left) == 0;
-            uint32_t wq[18];
-            eq_dw_quad_weights(p, c, wq);
-            for (oy = 0; oy < p->out_h; ++oy) {
-                const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-                const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, p->in_h - in_y0);
-                int8_t *dst = out + ((b * p->out_h + oy) * p->out_w) * depth + c;
-                for (ox = 0; ox < p->out_w; ++ox, dst += depth) {
-                    const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-                    const int32_t fx0 = EQ_MAX(0, -in_x0), fx1 = EQ_MIN(3, p->in_w - in_x0);
-                    const int interior = fy0 == 0 && fy1 == 3 && fx0 == 0 && fx1 == 3;
-                    /* the window's top-left tap, which may lie in the padding (never read) */
-                    const int32_t origin = ((b * p->in_h + in_y0) * p->in_w + in_x0) * depth;
-                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    if (interior) {
-                        EQ_DW_TAPS(0, 3, 0, 3)
-                    } else {
-                        EQ_DW_TAPS(fy0, fy1, fx0, fx1)
-                    }
-                    if (int4) {
-                        a0 /= 16;
-                        a1 /= 16;
-                        a2 /= 16;
-                        a3 /= 16;
-                    }
-                    if (plain) {
-                        dst[0] = eq_rq_output_plain(r0, o.offset, a0 + b0);
-                        dst[1] = eq_rq_output_plain(r1, o.offset, a1 + b1);
-                        dst[2] = eq_rq_output_plain(r2, o.offset, a2 + b2);
-                        dst[3] = eq_rq_output_plain(r3, o.offset, a3 + b3);
-                    } else {
-                        dst[0] = eq_rq_output(r0, o, a0 + b0);
-                        dst[1] = eq_rq_output(r1, o, a1 + b1);
-                        dst[2] = eq_rq_output(r2, o, a2 + b2);
-                        dst[3] = eq_rq_output(r3, o, a3 + b3);
-                    }
+        for (c = 0; c + 4 <= depth; c += 4) {
+            int right = 1, fast = 1;
+            eq_dw_quad_weights(p, c, d.wq);
+            for (i = 0; i < 4; ++i) {
+                const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
+                                                p->bias ? p->bias[c + i] : 0, p->out_offset);
+                const int32_t kind = EQ_RQ_KIND(rq);
+                int32_t sum = 0;
+                for (t = 0; t < 9; ++t) {
+                    sum += eq_weight(p->weights, t * depth + c + i, p->weight_bits);
+                }
+                right &= kind == EQ_RQ_RIGHT;
+                fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
+                d.u[3 * i] = rq.m2;
+                d.u[3 * i + 1] = rq.add;
+                d.u[3 * i + 2] = EQ_RQ_AMOUNT(rq);
+                d.any[i] = eq_rqu_make(rq, p->out_offset);
+                d.bias[i] = rq.bias;
+                d.inner[i] = rq.bias + p->in_offset * sum;
+            }
+            d.hot = right && full;
+            if (fast) {
+                eq_dw_quad(&d, in, out, b, c);
+            } else {
+                for (i = 0; i < 4; ++i) {
+                    eq_dw_channel(p, in, out, b, c + i);
                 }
             }
         }
-        for (c = c_vec; c < depth; ++c) {
-            for (oy = 0; oy < p->out_h; ++oy) {
-                for (ox = 0; ox < p->out_w; ++ox) {
-                    out[((b * p->out_h + oy) * p->out_w + ox) * depth + c] =
-                        eq_output(o, eq_depthwise_one(p, in, b, oy, ox, c), c);
-                }
-            }
+        for (; c < depth; ++c) {
+            eq_dw_channel(p, in, out, b, c);
         }
     }
 }
