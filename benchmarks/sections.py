@@ -154,7 +154,7 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             "recon_fmnist": _lazy("recon", "recon_fmnist"), "recon_vww": _lazy("recon", "recon_vww"),
             "zeroshot_fmnist": _lazy("zeroshot", "zeroshot_fmnist"),
             "zeroshot_vww": _lazy("zeroshot", "zeroshot_vww"),
-            "qgt_fmnist": _lazy("qgt", "qgt_fmnist"),
+            "qgt_fmnist": _lazy("qgt", "qgt_fmnist"), "qgt_vww": _lazy("qgt", "qgt_vww"),
             **firmware.REGISTRY}
 ORDER = list(REGISTRY)
 
@@ -166,6 +166,7 @@ TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines,
           "zeroshot_fmnist": "Zero-shot on Fashion-MNIST (`fmnist`): Genie, REx, noise floor, real-data brecq",
           "zeroshot_vww": "Zero-shot person detection (vww_96.h5, no images; all 256 coco-vww-256 photos)",
           "qgt_fmnist": "Quantization Guided Training on Fashion-MNIST (`fmnist`)",
+          "qgt_vww": "QGT on person detection: vww_96 distilled on Genie-D + train2017, val2017",
           **firmware.TITLES}
 
 
