@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-QGT_EPOCHS = 3
+QGT_EPOCHS = 4
 STE_START = 0.0  # straight-through forward from the first step in the STE rows
 # Measured on a 12k-image slice: W2 straight-through training needs 2e-3 (5e-4: 41% on the
-# grid, 2e-3: 82.7%); the pull alone at W4 was measured at 5e-4.
+# grid, 2e-3: 82.7%); the pull alone at W4 was measured at 5e-4. With the straight-through
+# forward the pull only keeps the float weights near the grid: λ 0.002 (0.05 fights the task).
+# First full-data run (07:50, 4 epochs, λ 0.002): W2 .tflite 91.58 % on all 10,000 test
+# images, float 92.63 %.
 STE_LR, PULL_LR = 2e-3, 5e-4
+STE_STRENGTH = 0.002
 CALIB = 256
 VAL_SAMPLES = 2000  # per-epoch validation inside QGT (the rows use the whole test set)
 
@@ -29,6 +33,12 @@ def _weight_bytes(graph, plan: dict[str, int]) -> float:
     """Kernel bytes at their logical widths plus int32 biases."""
     return float(sum(graph.node(n).weights["kernel"].size * b / 8
                      + 4 * graph.node(n).weights["bias"].size for n, b in plan.items()))
+
+
+def _kernel_ratio(graph, plan: dict[str, int]) -> float:
+    """float32 kernels over kernels at their logical widths (the weights alone, no biases)."""
+    sizes = {n: graph.node(n).weights["kernel"].size for n in plan}
+    return 32 * sum(sizes.values()) / sum(sizes[n] * b for n, b in plan.items())
 
 
 def qgt_fmnist(shared: Path) -> dict:
@@ -61,8 +71,9 @@ def qgt_fmnist(shared: Path) -> dict:
         rows.append(row)
         if plan is not None:
             wb = _weight_bytes(graph, plan)
-            notes.append(f"{name}: weights {wb:,.0f} B at their logical widths "
-                         f"({float_bytes / wb:.1f}x smaller than float), "
+            notes.append(f"{name}: kernels {_kernel_ratio(graph, plan):.1f}x smaller than "
+                         f"float32; with int32 biases {wb:,.0f} B, {float_bytes / wb:.1f}x "
+                         f"below the float model's {float_bytes:,} B (BatchNorm included); "
                          f".tflite {row['bytes']:,} B.")
 
     t = time.perf_counter()
@@ -83,9 +94,10 @@ def qgt_fmnist(shared: Path) -> dict:
                 ("ablation: float fine-tune, no pull, no STE,", "none", None))
         for label, form, ste_start in runs:
             t = time.perf_counter()
+            ste = ste_start is not None
             result = train_qgt(graph, tr, val, bits=bits, epochs=QGT_EPOCHS, regularizer=form,
-                               ste_start=ste_start,
-                               learning_rate=STE_LR if ste_start is not None else PULL_LR)
+                               ste_start=ste_start, strength=STE_STRENGTH if ste else None,
+                               learning_rate=STE_LR if ste else PULL_LR)
             tflite, _ = finish(result, calib)
             name = f"{label} W{bits} ({QGT_EPOCHS} epochs)"
             add(name, tflite, time.perf_counter() - t, plan)
@@ -106,8 +118,8 @@ def qgt_fmnist(shared: Path) -> dict:
                     "training), MSE grid steps re-estimated every 50 steps, "
                     f"batch 128, {QGT_EPOCHS} epochs on all {len(tr):,} training images, Adam "
                     f"{PULL_LR:g} cosine; '+ STE': straight-through forward on the grid from "
-                    f"{STE_START:.0%} of training with learned per-channel step gains, Adam "
-                    f"{STE_LR:g}; sim-QAT: the same without the pull. Export: weights on the "
+                    f"{STE_START:.0%} of training with learned per-channel step gains, pull λ "
+                    f"{STE_STRENGTH:g}, Adam {STE_LR:g}; sim-QAT: the same without the pull. Export: weights on the "
                     f"learned grid, min-max int8 activations from {CALIB} calibration images, "
                     "edgeq's writer; 2-bit layers stored in INT4 tensors.")
     return {"rows": rows, "notes": notes}
