@@ -287,8 +287,11 @@ class _Lowering:
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
                   ("bias", self.bias(index, self._opt_input(op, 2))),
                   ("multiplier", mult), ("shift", shift)]
+        scratch = self.plan.scratch.get(index)
+        scratch_ptr = "NULL" if scratch is None else f"(edgeq_arena + {scratch})"
         return self._step(index, "depthwise_conv2d", "eq_depthwise_t", fields,
-                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True),
+                           scratch_ptr])
 
     def _fully_connected(self, index, op):
         m = self.model
@@ -472,7 +475,8 @@ RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepare
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets four int16 im2col columns (8 bytes per value) and
-    its output channels' prepared requantization (RQ_CHANNEL_BYTES each)."""
+    its output channels' prepared requantization (RQ_CHANNEL_BYTES each); a 3x3
+    DEPTHWISE_CONV_2D with depth multiplier 1 three padded input rows of 4-byte words."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
@@ -481,6 +485,15 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             run = 8 if w.dtype == "int4" else 4
             if w.shape[3] == x.shape[3] and stride % run == 0 and stride <= FAST_MAX_FILTER:
                 scratch[index] = 8 * stride + RQ_CHANNEL_BYTES * w.shape[0]
+        elif op.kind == "DEPTHWISE_CONV_2D":
+            x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+            options = op.options
+            if (w.shape[1:3] == (3, 3) and w.shape[3] == x.shape[3]
+                    and int(options.get("dilation_h_factor", 1)) == 1
+                    and int(options.get("dilation_w_factor", 1)) == 1):
+                # three input rows of four-channel words, padded: the 3x3 fast path
+                width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
+                scratch[index] = 12 * width
     return scratch
 
 

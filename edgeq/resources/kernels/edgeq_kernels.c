@@ -799,8 +799,8 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[1
 }
 
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-#define EQ_DW_TAP(ADDR, WOFF)                                 \
-    "ldr     %[x], " ADDR "\n\t"                              \
+#define EQ_DW_TAP(ROW, XOFF, WOFF)                            \
+    "ldr     %[x], [%[" ROW "], #" #XOFF "]\n\t"              \
     "ldrd    %[w02], %[w13], [%[wq], #" #WOFF "]\n\t"         \
     "sxtb16  %[x13], %[x], ror #8\n\t"                        \
     "sxtb16  %[x], %[x]\n\t"                                  \
@@ -808,68 +808,43 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[1
     "smlatt  %[a2], %[x], %[w02], %[a2]\n\t"                  \
     "smlabb  %[a1], %[x13], %[w13], %[a1]\n\t"                \
     "smlatt  %[a3], %[x13], %[w13], %[a3]\n\t"
-#define EQ_DW_ROW(W0, W1, W2)                                 \
-    EQ_DW_TAP("[%[p]]", W0)                                   \
-    EQ_DW_TAP("[%[p], %[dp]]", W1)                            \
-    EQ_DW_TAP("[%[p], %[dp], lsl #1]", W2)
-/* An interior pixel's nine taps (no offset: it is in the accumulators' start). */
-EQ_INLINE void eq_dw_interior(const int8_t *p, int32_t depth, int32_t row_step,
-                              const uint32_t *wq, int32_t a[4])
-{
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    uint32_t x, x13, w02, w13;
-    __asm volatile(
-        EQ_DW_ROW(0, 8, 16)
-        "add     %[p], %[p], %[rs]\n\t"
-        EQ_DW_ROW(24, 32, 40)
-        "add     %[p], %[p], %[rs]\n\t"
-        EQ_DW_ROW(48, 56, 64)
-        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [p] "+r"(p),
-          [x] "=&r"(x), [x13] "=&r"(x13), [w02] "=&r"(w02), [w13] "=&r"(w13)
-        : [dp] "r"(depth), [rs] "r"(row_step), [wq] "r"(wq)
-        : "memory");
-    a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-    a[3] = a3;
-}
+/* One pixel's nine taps from three rows of four-channel words (no offset: it is in the
+ * accumulators' start). */
+#define EQ_DW_PIXEL(R0, R1, R2, WQ, A0, A1, A2, A3)                                        \
+    do {                                                                                   \
+        uint32_t x_, x13_, w02_, w13_;                                                     \
+        __asm volatile(                                                                    \
+            EQ_DW_TAP("r0", 0, 0) EQ_DW_TAP("r0", 4, 8) EQ_DW_TAP("r0", 8, 16)             \
+            EQ_DW_TAP("r1", 0, 24) EQ_DW_TAP("r1", 4, 32) EQ_DW_TAP("r1", 8, 40)           \
+            EQ_DW_TAP("r2", 0, 48) EQ_DW_TAP("r2", 4, 56) EQ_DW_TAP("r2", 8, 64)           \
+            : [a0] "+r"(A0), [a1] "+r"(A1), [a2] "+r"(A2), [a3] "+r"(A3),                  \
+              [x] "=&r"(x_), [x13] "=&r"(x13_), [w02] "=&r"(w02_), [w13] "=&r"(w13_)       \
+            : [r0] "r"(R0), [r1] "r"(R1), [r2] "r"(R2), [wq] "r"(WQ)                       \
+            : "memory");                                                                   \
+    } while (0)
 #else
-EQ_INLINE void eq_dw_interior(const int8_t *p, int32_t depth, int32_t row_step,
-                              const uint32_t *wq, int32_t a[4])
+static void eq_dw_pixel(const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
+                        const uint32_t *wq, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
 {
+    const uint32_t *rows[3];
     int32_t fy, fx;
+    rows[0] = r0;
+    rows[1] = r1;
+    rows[2] = r2;
     for (fy = 0; fy < 3; ++fy) {
         for (fx = 0; fx < 3; ++fx) {
-            const uint32_t x = eq_load32(p + fy * row_step + fx * depth);
+            const uint32_t x = rows[fy][fx];
             const uint32_t x02 = EQ_SXTB16(x), x13 = EQ_SXTB16_ROR8(x);
             const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1];
-            a[0] = EQ_SMLABB(x02, w02, a[0]);
-            a[2] = EQ_SMLATT(x02, w02, a[2]);
-            a[1] = EQ_SMLABB(x13, w13, a[1]);
-            a[3] = EQ_SMLATT(x13, w13, a[3]);
+            *a0 = EQ_SMLABB(x02, w02, *a0);
+            *a2 = EQ_SMLATT(x02, w02, *a2);
+            *a1 = EQ_SMLABB(x13, w13, *a1);
+            *a3 = EQ_SMLATT(x13, w13, *a3);
         }
     }
 }
+#define EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3) eq_dw_pixel(r0, r1, r2, wq, &a0, &a1, &a2, &a3)
 #endif
-
-/* A border pixel's taps inside the image, offset added to each value. */
-static void eq_dw_border(const int8_t *in, int32_t depth, int32_t row_step, const uint32_t *wq,
-                         uint32_t offset2, int32_t fy0, int32_t fy1, int32_t fx0, int32_t fx1,
-                         int32_t a[4])
-{
-    int32_t fy, fx;
-    for (fy = fy0; fy < fy1; ++fy) {
-        for (fx = fx0; fx < fx1; ++fx) {
-            const uint32_t x = eq_load32(in + fy * row_step + fx * depth);
-            const uint32_t x02 = EQ_SXTAB16(offset2, x), x13 = EQ_SXTAB16_ROR8(offset2, x);
-            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1];
-            a[0] = EQ_SMLABB(x02, w02, a[0]);
-            a[2] = EQ_SMLATT(x02, w02, a[2]);
-            a[1] = EQ_SMLABB(x13, w13, a[1]);
-            a[3] = EQ_SMLATT(x13, w13, a[3]);
-        }
-    }
-}
 
 /* The geometry and output stage of one channel quad. */
 typedef struct {
@@ -877,7 +852,7 @@ typedef struct {
     uint32_t wq[18];
     int32_t u[12];   /* m2, add, r of the four channels (all EQ_RQ_RIGHT) */
     eq_rqu_t any[4]; /* the same for quads with EQ_RQ_LEFT channels */
-    int32_t bias[4], inner[4]; /* accumulator start: border, interior pixels */
+    int32_t inner[4]; /* accumulator start: bias + input offset * sum of the nine weights */
     int32_t hot;     /* all EQ_RQ_RIGHT and the whole int8 clamp */
 } eq_dw_quad_t;
 
@@ -894,63 +869,89 @@ static void eq_dw_outputs(const eq_dw_quad_t *d, const int32_t a[4], int8_t *dst
     }
 }
 
-static void eq_dw_quad(eq_dw_quad_t *d, const int8_t *in, int8_t *out, int32_t b, int32_t c)
+/* Input row iy, channels c..c+3, as `width` words: word j is input column j - pad_w, or the
+ * input zero point four times where that lies in the padding. With the offset in the
+ * accumulators' start, padding taps then add w * (zero point + offset) = 0, as TFLM's skipped
+ * taps do. */
+static void eq_dw_row(const eq_depthwise_t *p, const int8_t *image, int32_t iy, uint32_t *dst,
+                      int32_t width, uint32_t zp4)
+{
+    const int32_t depth = p->in_c, pad_w = p->pad_w;
+    const int32_t inside = EQ_MIN(width, p->in_w + pad_w);
+    const int8_t *src = image + (iy * p->in_w - pad_w) * depth; /* column -pad_w: not read */
+    int32_t j = 0;
+    if (iy < 0 || iy >= p->in_h) {
+        for (; j < width; ++j) {
+            dst[j] = zp4;
+        }
+        return;
+    }
+    for (; j < pad_w && j < width; ++j) {
+        dst[j] = zp4;
+    }
+    for (; j < inside; ++j) {
+        dst[j] = eq_load32(src + j * depth);
+    }
+    for (; j < width; ++j) {
+        dst[j] = zp4;
+    }
+}
+
+/* One channel quad over the image. The three input rows of a window come from a ring of three
+ * padded rows in the scratch (each input row is copied once), so every pixel takes the same
+ * nine-tap path. */
+static void eq_dw_quad(const eq_dw_quad_t *d, const int8_t *in, int8_t *out, int32_t b,
+                       int32_t c, uint32_t *ring)
 {
     const eq_depthwise_t *p = d->p;
-    const int32_t depth = p->in_c, in_h = p->in_h, in_w = p->in_w;
-    const int32_t out_h = p->out_h, out_w = p->out_w;
-    const int32_t stride_h = p->stride_h, stride_w = p->stride_w;
-    const int32_t pad_h = p->pad_h, pad_w = p->pad_w;
-    const int32_t row_step = in_w * depth, x_step = stride_w * depth;
-    const uint32_t offset2 = ((uint32_t)p->in_offset & 0xFFFFu)
-                             | (((uint32_t)p->in_offset & 0xFFFFu) << 16);
-    /* interior columns: the window lies inside the image horizontally */
-    const int32_t ox_lo = EQ_MIN(out_w, (pad_w + stride_w - 1) / stride_w);
-    const int32_t ox_hi = in_w - 3 + pad_w < 0 ? 0
-                          : EQ_MAX(ox_lo, EQ_MIN(out_w, (in_w - 3 + pad_w) / stride_w + 1));
-    const int8_t *image = in + b * in_h * row_step + c;
-    int32_t oy, ox;
+    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t stride_w = p->stride_w, offset = p->out_offset;
+    const int32_t width = (out_w - 1) * stride_w + 3;
+    const uint32_t zp4 = 0x01010101u * (uint8_t)(-p->in_offset);
+    const int8_t *image = in + b * p->in_h * p->in_w * depth + c;
+    const int32_t i0 = d->inner[0], i1 = d->inner[1], i2 = d->inner[2], i3 = d->inner[3];
+    const int32_t *u = d->u;
+    const uint32_t *wq = d->wq;
+    const int hot = d->hot;
+    int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    int32_t oy, ox, k;
     for (oy = 0; oy < out_h; ++oy) {
-        const int32_t in_y0 = oy * stride_h - pad_h;
-        const int32_t fy0 = EQ_MAX(0, -in_y0), fy1 = EQ_MIN(3, in_h - in_y0);
-        const int8_t *row = image + in_y0 * row_step; /* may point before the image: not read */
-        int8_t *dst = out + ((b * out_h + oy) * out_w) * depth + c;
-        int32_t a[4];
-        for (ox = 0; ox < out_w; ++ox) {
-            const int32_t in_x0 = ox * stride_w - pad_w;
-            if (fy0 == 0 && fy1 == 3 && ox == ox_lo && ox < ox_hi) {
-                const int8_t *src = row + in_x0 * depth;
-                int8_t *o = dst + ox * depth;
-                if (d->hot) {
-                    const int32_t offset = p->out_offset;
-                    for (; ox < ox_hi; ++ox, src += x_step, o += depth) {
-                        a[0] = d->inner[0];
-                        a[1] = d->inner[1];
-                        a[2] = d->inner[2];
-                        a[3] = d->inner[3];
-                        eq_dw_interior(src, depth, row_step, d->wq, a);
-                        eq_rq4_right_quad(a[0], a[1], a[2], a[3], d->u, offset, o);
-                    }
-                } else {
-                    for (; ox < ox_hi; ++ox, src += x_step, o += depth) {
-                        a[0] = d->inner[0];
-                        a[1] = d->inner[1];
-                        a[2] = d->inner[2];
-                        a[3] = d->inner[3];
-                        eq_dw_interior(src, depth, row_step, d->wq, a);
-                        eq_dw_outputs(d, a, o);
-                    }
-                }
-                --ox;
-                continue;
+        const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+        const uint32_t *r[3];
+        int8_t *o = out + ((b * out_h + oy) * out_w) * depth + c;
+        for (k = 0; k < 3; ++k) {
+            const int32_t iy = in_y0 + k;
+            const int32_t slot = ((iy % 3) + 3) % 3;
+            if (held[slot] != iy) {
+                eq_dw_row(p, image, iy, ring + slot * width, width, zp4);
+                held[slot] = iy;
             }
-            a[0] = d->bias[0];
-            a[1] = d->bias[1];
-            a[2] = d->bias[2];
-            a[3] = d->bias[3];
-            eq_dw_border(row + in_x0 * depth, depth, row_step, d->wq, offset2, fy0, fy1,
-                         EQ_MAX(0, -in_x0), EQ_MIN(3, in_w - in_x0), a);
-            eq_dw_outputs(d, a, dst + ox * depth);
+            r[k] = ring + slot * width;
+        }
+        if (hot) {
+            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
+            for (ox = 0; ox < out_w; ++ox, o += depth) {
+                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+                EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
+                eq_rq4_right_quad(a0, a1, a2, a3, u, offset, o);
+                r0 += stride_w;
+                r1 += stride_w;
+                r2 += stride_w;
+            }
+        } else {
+            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
+            for (ox = 0; ox < out_w; ++ox, o += depth) {
+                int32_t a[4];
+                a[0] = i0;
+                a[1] = i1;
+                a[2] = i2;
+                a[3] = i3;
+                EQ_DW_PIXEL(r0, r1, r2, wq, a[0], a[1], a[2], a[3]);
+                eq_dw_outputs(d, a, o);
+                r0 += stride_w;
+                r1 += stride_w;
+                r2 += stride_w;
+            }
         }
     }
 }
@@ -969,7 +970,8 @@ static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out
     }
 }
 
-static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
+static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                 uint32_t *ring)
 {
     const int32_t depth = p->in_c;
     const int full = p->act_min == -128 && p->act_max == 127;
@@ -979,27 +981,29 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
     for (b = 0; b < p->batches; ++b) {
         for (c = 0; c + 4 <= depth; c += 4) {
             int right = 1, fast = 1;
+            int32_t sum[4] = {0, 0, 0, 0};
             eq_dw_quad_weights(p, c, d.wq);
+            for (t = 0; t < 9; ++t) {
+                sum[0] += (int16_t)(d.wq[2 * t] & 0xFFFFu);
+                sum[2] += (int16_t)(d.wq[2 * t] >> 16);
+                sum[1] += (int16_t)(d.wq[2 * t + 1] & 0xFFFFu);
+                sum[3] += (int16_t)(d.wq[2 * t + 1] >> 16);
+            }
             for (i = 0; i < 4; ++i) {
                 const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
                                                 p->bias ? p->bias[c + i] : 0, p->out_offset);
                 const int32_t kind = EQ_RQ_KIND(rq);
-                int32_t sum = 0;
-                for (t = 0; t < 9; ++t) {
-                    sum += eq_weight(p->weights, t * depth + c + i, p->weight_bits);
-                }
                 right &= kind == EQ_RQ_RIGHT;
                 fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
                 d.u[3 * i] = rq.m2;
                 d.u[3 * i + 1] = rq.add;
                 d.u[3 * i + 2] = EQ_RQ_AMOUNT(rq);
                 d.any[i] = eq_rqu_make(rq, p->out_offset);
-                d.bias[i] = rq.bias;
-                d.inner[i] = rq.bias + p->in_offset * sum;
+                d.inner[i] = rq.bias + p->in_offset * sum[i];
             }
             d.hot = right && full;
             if (fast) {
-                eq_dw_quad(&d, in, out, b, c);
+                eq_dw_quad(&d, in, out, b, c, ring);
             } else {
                 for (i = 0; i < 4; ++i) {
                     eq_dw_channel(p, in, out, b, c + i);
@@ -1099,16 +1103,18 @@ static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32
     return acc;
 }
 
-void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out)
+void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                         int8_t *scratch)
 {
     int32_t b, oy, ox, oc;
 #if EQ_FAST
-    if ((p->weight_bits == 8 || (p->weight_bits == 4 && p->in_c % 2 == 0))
-        && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
+    if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
         && p->dilation_h == 1 && p->dilation_w == 1) {
-        eq_depthwise3x3_fast(p, in, out);
+        eq_depthwise3x3_fast(p, in, out, (uint32_t *)(void *)scratch);
         return;
     }
+#else
+    (void)scratch;
 #endif
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {

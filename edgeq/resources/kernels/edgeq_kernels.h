@@ -101,7 +101,10 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
 /* scratch: 8 * filter_stride bytes (4-byte aligned) for the fast path's four int16 im2col
  * columns, or NULL (the portable path needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
-void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out);
+/* scratch: 12 * ((out_w - 1) * stride_w + 3) bytes (4-byte aligned) for the fast 3x3 path's
+ * three padded input rows, or NULL. */
+void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                         int8_t *scratch);
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
 void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 void eq_average_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
