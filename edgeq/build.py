@@ -48,6 +48,8 @@ class BuildConfig:
     baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
     zero_shot: bool = False  # calibrate on Genie-D images made from the model alone (no data)
     synth_iterations: int | None = None  # Genie-D steps per batch; None: edgeq.genie's default
+    train: bool = False  # fine-tune toward `bits` with QGT before export (needs labelled data)
+    train_epochs: int = 2  # QGT epochs
 
 
 @dataclass
@@ -220,6 +222,9 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     if epochs:  # training changed the weights: capture the trained model
         graph = capture(model)
     method = cfg.method
+    if cfg.train and cfg.zero_shot:
+        raise EdgeqError("--train and --zero-shot exclude each other: QGT trains on labelled data",
+                         "drop one of them")
     if cfg.zero_shot:
         calib, test = _zero_shot_data(cfg, model, test, st, progress_factory)
         method = method or "genie"
@@ -229,13 +234,19 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     from .quantize import quantize
 
     wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
-    with st.stage(f"quantize {wname}A8 ({method or 'default method'}, edgeq writer)"):
-        budget = cfg.budget_kb if cfg.budget_kb is not None else board.flash_kib
-        qgraph, qreport = quantize(graph, calib.x, method, cfg.bits,
-                                   budget if cfg.bits == "mixed" else None, iters=cfg.iters,
-                                   seed=cfg.seed, progress=progress_factory is not None,
-                                   input_range=(0.0, 1.0) if cfg.zero_shot else None)
-        tflite = write_model(to_tflite_model(qgraph))
+    qgt_section = None
+    if cfg.train:
+        with st.stage(f"QGT: train toward {wname} for {cfg.train_epochs} epoch(s), export"):
+            qgraph, qreport, tflite, qgt_section = _qgt_stage(cfg, graph, train_ds, calib, test,
+                                                              progress_factory)
+    else:
+        with st.stage(f"quantize {wname}A8 ({method or 'default method'}, edgeq writer)"):
+            budget = cfg.budget_kb if cfg.budget_kb is not None else board.flash_kib
+            qgraph, qreport = quantize(graph, calib.x, method, cfg.bits,
+                                       budget if cfg.bits == "mixed" else None, iters=cfg.iters,
+                                       seed=cfg.seed, progress=progress_factory is not None,
+                                       input_range=(0.0, 1.0) if cfg.zero_shot else None)
+            tflite = write_model(to_tflite_model(qgraph))
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
@@ -283,6 +294,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "stages": st.records,
         "config": asdict(cfg),
     }
+    if qgt_section is not None:
+        report["qgt"] = qgt_section
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -310,6 +323,35 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+def _qgt_stage(cfg: BuildConfig, graph, train_ds, calib, test, progress_factory):
+    """--train: QGT toward cfg.bits (mixed: 2 bits with the bottlenecks lifted), exported by
+    edgeq's writer. Returns (qgraph, QuantizeReport, tflite bytes, report section)."""
+    from .qgt_train import finish, recipe, train_qgt
+    from .quant.qgt import find_bottlenecks, mixed_plan
+    from .quantize import QuantizeReport
+
+    t0 = time.perf_counter()
+    bits = mixed_plan(graph, calib) if cfg.bits == "mixed" else int(cfg.bits)
+    settings = recipe(bits)
+    with (progress_factory() if progress_factory else _null()) as progress:
+        result = train_qgt(graph, train_ds, test, bits, cfg.train_epochs, seed=cfg.seed,
+                           batch_size=min(128, len(train_ds)), progress=progress, **settings)
+    tflite, qgraph = finish(result, calib.x)
+    ranking = find_bottlenecks(result, test, bits=result.plan)
+    report = QuantizeReport("qgt", cfg.bits, dict(result.plan), len(calib),
+                            seconds=round(time.perf_counter() - t0, 1))
+    section = {"epochs": cfg.train_epochs, "train_samples": len(train_ds),
+               "learning_rate": settings["learning_rate"],
+               "straight_through": settings["ste_start"] is not None,
+               "grid_distance_lsb": round(result.grid_distance(), 4),
+               "history": [{k: v for k, v in row.items() if k != "layer_distance_lsb"}
+                           for row in result.history],
+               "bottlenecks": [{k: r[k] for k in ("rank", "name", "bits", "loss_increase",
+                                                  "sqnr_db", "bottleneck", "suggested_bits")}
+                               for r in ranking]}
+    return qgraph, report, tflite, section
 
 
 def _zero_shot_data(cfg: BuildConfig, model, test, st: Stages, progress_factory):

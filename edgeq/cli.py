@@ -173,14 +173,15 @@ def _progress():
               "Default for fmnist: Fashion-MNIST from /usr/share/datasets/fashion-mnist.")
 @click.option("--epochs", type=int, help="Epochs (default: the model card's).")
 @click.option("--batch-size", type=int, help="Batch size (default: the model card's).")
-@click.option("--lr", type=float, help="Peak learning rate (default: the model card's; QGT: 5e-4, 2e-3 at 2 bits).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the model card's; QGT: 5e-4, 2e-3 below 4 bits).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_path", default=None,
               help="Where to save the result [default: NAME.h5; with --qgt: NAME_qgt.tflite].")
 @click.option("--qgt", is_flag=True, help="Quantization Guided Training toward --bits, exported as .tflite.")
 @click.option("--keras-model", type=click.Path(), help="--qgt: start from this trained Keras model.")
-@click.option("--bits", type=click.Choice(["2", "4"]), default="4", show_default=True,
-              help="--qgt: weight bits of the inner layers (first and last stay at 8).")
+@click.option("--bits", type=click.Choice(["2", "4", "mixed"]), default="4", show_default=True,
+              help="--qgt: weight bits of the inner layers (first and last stay at 8); mixed: 2 bits "
+              "with the compression bottlenecks lifted to their suggested width.")
 @click.option("--regularizer", type=click.Choice(["l2grid", "sin2", "none"]), default="l2grid",
               show_default=True, help="--qgt: the pull toward the grid (none = ablation).")
 @click.option("--checkpoint-dir", type=click.Path(), help="--qgt: checkpoints; an interrupted run resumes.")
@@ -196,6 +197,7 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
     Examples:
       edgeq train --model fmnist --epochs 12 --out fmnist.h5
       edgeq train --qgt --keras-model fmnist.h5 --bits 4 --epochs 2 --checkpoint-dir ckpt/
+      edgeq train --qgt --keras-model fmnist.h5 --bits mixed --epochs 4
     """
     _quiet_tensorflow()
     from .build import BuildConfig, load_build_data
@@ -208,7 +210,7 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
                                             card.preprocess.scale, card.labels)
     if qgt:
         _train_qgt(card, keras_model, train_ds, calib, test, epochs or 2, batch_size or 128, lr,
-                   int(bits), regularizer, checkpoint_dir, distribute, seed,
+                   bits, regularizer, checkpoint_dir, distribute, seed,
                    out_path or f"{model_name}_qgt.tflite")
         return
     model = build_model(card)
@@ -226,17 +228,23 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
 def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr, bits, regularizer,
                checkpoint_dir, distribute, seed, out_path) -> None:
     from .modelio import load_keras_model
-    from .qgt_train import finish, train_qgt
+    from .qgt_train import finish, recipe, train_qgt
+    from .quant.qgt import mixed_plan
     from .zoo import build_model
 
     model = load_keras_model(keras_model).model if keras_model else build_model(card)
-    lr = lr or (2e-3 if bits == 2 else 5e-4)
-    result = train_qgt(model, train_ds, test, bits, epochs, batch_size=batch_size, learning_rate=lr,
-                       regularizer=regularizer, checkpoint_dir=checkpoint_dir, distribute=distribute,
-                       seed=seed, ste_start=0.0 if bits == 2 else None, progress=True)
+    plan = mixed_plan(model, calib) if bits == "mixed" else int(bits)
+    settings = recipe(plan)
+    result = train_qgt(model, train_ds, test, plan, epochs, batch_size=batch_size,
+                       learning_rate=lr or settings["learning_rate"], regularizer=regularizer,
+                       checkpoint_dir=checkpoint_dir, distribute=distribute, seed=seed,
+                       ste_start=settings["ste_start"], progress=True)
     data, _ = finish(result, calib.x, path=out_path)
     last = result.history[-1] if result.history else {}
-    console.print(f"QGT W{bits}: {result.steps} steps in {result.seconds:.0f} s, mean distance to the "
+    if bits == "mixed":
+        console.print("mixed plan (bottlenecks lifted): "
+                      + ", ".join(f"{name} {b}" for name, b in result.plan.items()))
+    console.print(f"QGT {'mixed' if bits == 'mixed' else f'W{bits}'}: {result.steps} steps in {result.seconds:.0f} s, mean distance to the "
                   f"grid {result.grid_distance():.3f} LSB, last epoch {last}; wrote {out_path} "
                   f"({len(data):,} bytes)")
 
@@ -276,13 +284,17 @@ def _save_model(model, path: str) -> None:
               help="Calibrate with no data: --calib-samples images synthesized from the model's "
               "BatchNorm statistics (Genie-D), method genie by default; --data, if given, only "
               "evaluates.")
+@click.option("--train", "train_qgt", is_flag=True,
+              help="Fine-tune toward --bits with Quantization Guided Training before export "
+              "(needs labelled --data); the report ranks the compression bottlenecks.")
+@click.option("--train-epochs", type=int, default=2, show_default=True, help="--train: QGT epochs.")
 @click.option("--synth-iterations", type=int,
               help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.genie's].")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
-          bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, synth_iterations,
-          json_out):
+          bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, train_qgt,
+          train_epochs, synth_iterations, json_out):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -294,6 +306,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
       edgeq build --board nrf52840 --keras-model my_model.keras --data calib.npz --out build/
       edgeq build --board stm32f746 --model person_detect --weights pd.h5 --data photos/ --bits 4
       edgeq build --keras-model vww_96.h5 --zero-shot --bits 4 --out vww_zs/
+      edgeq build --keras-model fmnist.h5 --data /usr/share/datasets/fashion-mnist --train --bits 2
     """
     _quiet_tensorflow()
     from .build import BuildConfig, run_build
@@ -302,7 +315,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
                       eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=_bits(bits),
                       method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline,
-                      zero_shot=zero_shot, synth_iterations=synth_iterations)
+                      zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
+                      train_epochs=train_epochs)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))

@@ -236,3 +236,21 @@ def test_input_range_pins_the_input_tensor(small):
                                                   input_range=(0.0, 1.0))[0]))
     assert _input_qparams(observed)[0] == pytest.approx(dim.max() / 255, rel=1e-3)
     assert _input_qparams(pinned) == (pytest.approx(1 / 255, rel=1e-6), -128)
+
+
+def test_build_train_runs_qgt_and_ranks_bottlenecks(small, tmp_path):
+    out = tmp_path / "qgt"
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"),
+                                       "--data", str(small / "data.npz"), "--train", "--bits", "2",
+                                       "--train-epochs", "2", "--no-baseline", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantize"]["method"] == "qgt" and 2 in report["quantize"]["plan"].values()
+    qgt = report["qgt"]
+    assert qgt["straight_through"] and len(qgt["history"]) == 2
+    ranks = [row["rank"] for row in qgt["bottlenecks"]]
+    assert sorted(ranks) == ranks and len(ranks) == len(report["quantize"]["plan"])
+    assert report["check"]["max_abs_diff"] <= 1 and "bottlenecks" in (out / "report.html").read_text()
+    both = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--train",
+                                     "--zero-shot", "--out", str(tmp_path / "x")])
+    assert both.exit_code == 2 and "exclude each other" in both.output

@@ -1,9 +1,11 @@
 """`edgeq train` on a small slice of the real Fashion-MNIST, written as IDX files."""
 
 import gzip
+import json
 import struct
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import main
@@ -42,17 +44,22 @@ def test_train_saves_a_keras_model_that_learned(tmp_path):
     assert model.output_shape == (None, 10)
 
 
-def test_train_qgt_writes_an_int4_tflite(tmp_path):
+@pytest.mark.parametrize("bits", ["4", "mixed"])
+def test_train_qgt_writes_an_int4_tflite(tmp_path, bits):
     from edgeq.tflite.read import read_model
 
     _slice_of_fashion_mnist(tmp_path)
     out = tmp_path / "fm_qgt.tflite"
     result = CliRunner().invoke(main, ["train", "--qgt", "--model", "fmnist", "--data", str(tmp_path),
-                                       "--epochs", "1", "--bits", "4", "--out", str(out)])
+                                       "--epochs", "1", "--bits", bits, "--out", str(out)])
     assert result.exit_code == 0, result.output
     model = read_model(out.read_bytes())
     assert "int4" in {t.dtype for t in model.tensors}
-    assert "distance to the grid" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "distance to the grid" in text
+    if bits == "mixed":  # 2-bit layers, the bottlenecks lifted, recorded in the .tflite
+        plan = json.loads(model.metadata["edgeq"])["bits"]
+        assert "mixed plan" in text and 2 in plan.values() and max(plan.values()) == 8
 
 
 def test_synth_writes_npz_that_data_options_accept(tmp_path):
