@@ -127,7 +127,7 @@ def qgt_fmnist(shared: Path) -> dict:
 
 VWW_SYNTH = 256  # Genie-D images (cached in bench_out/, like the fmnist model)
 VWW_SYNTH_ITERS = 100
-VWW_EPOCHS, VWW_BATCH, VWW_LR = 20, 32, 1e-3
+VWW_EPOCHS, VWW_BATCH = 20, 32
 VWW_BUDGET_KB = 81  # KiB; the QGT paper's 2-bit person detector: 81 KB, -3 % (17.7x below float)
 
 
@@ -154,7 +154,7 @@ def qgt_vww(shared: Path) -> dict:
     from edgeq.datasets import load_dataset
     from edgeq.export import to_tflite_model
     from edgeq.graph import capture
-    from edgeq.qgt_train import finish, train_qgt
+    from edgeq.qgt_train import finish, recipe, train_qgt
     from edgeq.quantize import quantize
     from edgeq.tflite.write import write_model
     from edgeq.train import evaluate_float
@@ -194,17 +194,18 @@ def qgt_vww(shared: Path) -> dict:
             report.seconds, plan)
         t = time.perf_counter()
         result = train_qgt(graph, train_x, val, bits=plan, epochs=VWW_EPOCHS,
-                           batch_size=VWW_BATCH, learning_rate=VWW_LR, loss="distill",
-                           regularizer="l2grid", ste_start=0.0)
+                           batch_size=VWW_BATCH, loss="distill", regularizer="l2grid",
+                           **recipe(plan))
         tflite, _ = finish(result, real.x)
         add(f"QGT + STE {label}, distilled ({VWW_EPOCHS} epochs)", tflite,
             time.perf_counter() - t, plan)
     notes.insert(0, f"Distillation set: {len(synth)} Genie-D images ({VWW_SYNTH_ITERS} "
                     f"iterations per batch, {synth_s:.0f} s, or cached) + {len(real)} train2017_* "
                     f"photos, cross-entropy on vww_96's own float outputs; evaluation on the "
-                    f"{len(val)} val2017_* photos; batch {VWW_BATCH}, Adam {VWW_LR:g} cosine, "
-                    "straight-through forward on the grid from the first step, decoupled "
-                    "l2grid pull; min-max int8 activations from the 128 train2017 photos.")
+                    f"{len(val)} val2017_* photos; batch {VWW_BATCH}, edgeq.qgt_train.recipe (below 4 "
+                    "bits: straight-through forward on the grid from the first step, Adam 2e-3 "
+                    "cosine, decoupled l2grid pull λ 0.002); min-max int8 activations from the "
+                    "128 train2017 photos.")
     notes.insert(1, f"Mixed plan: edgeq.quantize bits='mixed' (sensitivity + integer program) "
                     f"for ≤ {VWW_BUDGET_KB} KiB of kernel weights, first and last layer 8-bit, "
                     "the same plan for QGT; the QGT paper reports 81 KB at -3 points (17.7x "
