@@ -69,7 +69,7 @@ SYNTH_BATCH = 64
 SYNTH_ITERS = {"fmnist": 150, "vww": 100}
 RECON_ITERS = 200  # per block, brecq and Genie-M alike
 NOISE_MEAN, NOISE_STD = 0.5, 0.25  # Gaussian-noise calibration, clipped to [0, 1]
-FMNIST_EVAL = None  # first test images evaluated (TFLM runs sample by sample); None: all 10,000
+FMNIST_EVAL = 5000  # first test images (each row runs LiteRT, TFLM and the numpy reference per sample)
 DOMAIN = (0.0, 1.0)  # every model card's input domain (pixels / 255); pins no-data input ranges
 
 
