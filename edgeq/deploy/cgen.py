@@ -470,11 +470,12 @@ def filter_stride(x: Tensor, w: Tensor) -> int:
 
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
+IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
-    of at most FAST_MAX_FILTER values gets four int16 im2col columns (8 bytes per value) and
+    of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
     its output channels' prepared requantization (RQ_CHANNEL_BYTES each); a 3x3
     DEPTHWISE_CONV_2D with depth multiplier 1 three padded input rows of 4-byte words."""
     scratch = {}
@@ -484,7 +485,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             stride = filter_stride(x, w)
             run = 8 if w.dtype == "int4" else 4
             if w.shape[3] == x.shape[3] and stride % run == 0 and stride <= FAST_MAX_FILTER:
-                scratch[index] = 8 * stride + RQ_CHANNEL_BYTES * w.shape[0]
+                scratch[index] = 2 * IM2COL_COLUMNS * stride + RQ_CHANNEL_BYTES * w.shape[0]
         elif op.kind == "DEPTHWISE_CONV_2D":
             x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
             options = op.options

@@ -334,7 +334,7 @@ EQ_INLINE int32_t eq_rqu_apply(const eq_rqu_t *u, int32_t acc)
  * weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 ->
  * (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. That is exactly what SXTAB16 makes
  * of input words, so a column is built from the receptive field's bytes in natural order. */
-#define EQ_COLS 4
+#define EQ_COLS 6
 #define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack */
 
 static void eq_copy_bytes(int8_t *d, const int8_t *s, int32_t n)
@@ -359,8 +359,27 @@ static const int8_t *eq_gather(const eq_conv_t *p, const int8_t *in, int32_t b, 
     const int32_t in_y0 = oy * p->stride_h - p->pad_h;
     const int32_t in_x0 = ox * p->stride_w - p->pad_w;
     const int8_t zp = (int8_t)(-p->in_offset);
+    const int32_t row_step = p->in_w * depth * p->dilation_h;
+    const int32_t last_y = in_y0 + p->dilation_h * (p->filter_h - 1);
     int8_t *d = tmp;
     int32_t fy, fx;
+    if (b == 0 && p->dilation_w == 1 && in_y0 >= 0 && last_y < p->in_h && in_x0 >= 0
+        && in_x0 + fw <= p->in_w) {
+        /* inside the image: whole words per filter row, the last one running up to 3 bytes
+         * past the row (overwritten by the next row, or in tmp's tail, times zero weights) */
+        const int32_t words = (row_bytes + 3) >> 2;
+        const int8_t *s = in + (in_y0 * p->in_w + in_x0) * depth;
+        if ((last_y * p->in_w + in_x0) * depth + 4 * words <= p->in_h * p->in_w * depth) {
+            for (fy = 0; fy < p->filter_h; ++fy, d += row_bytes, s += row_step) {
+                int32_t k;
+                for (k = 0; k < words; ++k) {
+                    const uint32_t v = eq_load32(s + 4 * k);
+                    memcpy(d + 4 * k, &v, sizeof v);
+                }
+            }
+            return tmp;
+        }
+    }
     for (fy = 0; fy < p->filter_h; ++fy, d += row_bytes) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
         const int8_t *row = in + (b * p->in_h + iy) * p->in_w * depth;
@@ -410,19 +429,14 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     }
 }
 
-/* Eight int4 weights (one word) as four pairs, each value times 16 (exact; divided out after
- * the sum): (v0 v4) (v2 v6) (v1 v5) (v3 v7). */
-#define EQ_INT4_PAIRS(w, p04, p26, p15, p37)           \
-    do {                                               \
-        const uint32_t lo_ = ((w) << 4) & 0xF0F0F0F0u; \
-        const uint32_t hi_ = (w) & 0xF0F0F0F0u;        \
-        (p04) = EQ_SXTB16(lo_);                        \
-        (p26) = EQ_SXTB16_ROR8(lo_);                   \
-        (p15) = EQ_SXTB16(hi_);                        \
-        (p37) = EQ_SXTB16_ROR8(hi_);                   \
-    } while (0)
+/* Eight int4 weights (one word) as pairs of 16-bit values, each value times 16 (exact; divided
+ * out after the sum): the low nibbles give (v0 v4) (v2 v6), the high ones (v1 v5) (v3 v7). */
+#define EQ_INT4_LO(w) (((w) << 4) & 0xF0F0F0F0u)
+#define EQ_INT4_HI(w) ((w) & 0xF0F0F0F0u)
 
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#define EQ_DOT8_COL                                  \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
 #define EQ_DOT8_RUN                                  \
     "ldr     %[w13], [%[w]], #4\n\t"                 \
     "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
@@ -430,22 +444,48 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     "sxtb16  %[w13], %[w13], ror #8\n\t"             \
     "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"       \
     "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    EQ_DOT8_COL                                      \
     "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"       \
     "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    EQ_DOT8_COL                                      \
     "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"       \
     "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    EQ_DOT8_COL                                      \
     "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"       \
-    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"
+    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a4], %[x02], %[w02], %[a4]\n\t"       \
+    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
+/* half a run of 8 int4 weights against the six columns: word pair OFF of each column's run */
+#define EQ_DOT4_HALF(OFF)                                                  \
+    "ldrd    %[x0], %[x1], [%[col], #" #OFF "]\n\t"                        \
+    "smlad   %[a0], %[x0], %[pa], %[a0]\n\t"                               \
+    "smlad   %[a0], %[x1], %[pb], %[a0]\n\t"                               \
+    "ldrd    %[x0], %[x1], [%[col], #16+" #OFF "]\n\t"                     \
+    "smlad   %[a1], %[x0], %[pa], %[a1]\n\t"                               \
+    "smlad   %[a1], %[x1], %[pb], %[a1]\n\t"                               \
+    "ldrd    %[x0], %[x1], [%[col], #32+" #OFF "]\n\t"                     \
+    "smlad   %[a2], %[x0], %[pa], %[a2]\n\t"                               \
+    "smlad   %[a2], %[x1], %[pb], %[a2]\n\t"                               \
+    "ldrd    %[x0], %[x1], [%[col], #48+" #OFF "]\n\t"                     \
+    "smlad   %[a3], %[x0], %[pa], %[a3]\n\t"                               \
+    "smlad   %[a3], %[x1], %[pb], %[a3]\n\t"                               \
+    "ldrd    %[x0], %[x1], [%[col], #64+" #OFF "]\n\t"                     \
+    "smlad   %[a4], %[x0], %[pa], %[a4]\n\t"                               \
+    "smlad   %[a4], %[x1], %[pb], %[a4]\n\t"                               \
+    "ldrd    %[x0], %[x1], [%[col], #80+" #OFF "]\n\t"                     \
+    "smlad   %[a5], %[x0], %[pa], %[a5]\n\t"                               \
+    "smlad   %[a5], %[x1], %[pb], %[a5]\n\t"
 #endif
 
-/* Four output pixels of one int8 filter row: a[j] += sum_k w[k] * column j[k] over `runs` runs
- * of 4 values. One weight word, extended once, feeds eight SMLADs; two runs per loop turn. */
-EQ_INLINE void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[4])
+/* Six output pixels of one int8 filter row: a[j] += sum_k w[k] * column j[k] over `runs` runs
+ * of 4 values. One weight word, extended once, feeds twelve SMLADs; two runs per loop turn. */
+EQ_INLINE void eq_dot6_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[6])
 {
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
     uint32_t x02, x13, w02, w13;
     __asm volatile(
@@ -461,108 +501,90 @@ EQ_INLINE void eq_dot4_int8(const int16_t *col, const int8_t *w, int32_t runs, i
         "subs    %[runs], %[runs], #1\n\t"
         "bne     1b\n\t"
         "3:\n\t"
-        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
-          [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13),
-          [w02] "=&r"(w02), [w13] "=&r"(w13)
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4),
+          [a5] "+r"(a5), [col] "+r"(col), [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02),
+          [x13] "=&r"(x13), [w02] "=&r"(w02), [w13] "=&r"(w13)
         :
         : "cc", "memory");
 #else
-    for (; runs > 0; --runs, w += 4, col += 16) {
+    for (; runs > 0; --runs, w += 4, col += 4 * EQ_COLS) {
         const uint32_t wv = eq_load32(w);
         const uint32_t w02 = EQ_SXTB16(wv), w13 = EQ_SXTB16_ROR8(wv);
-        a0 = EQ_SMLAD(eq_load32(col), w02, a0);
-        a0 = EQ_SMLAD(eq_load32(col + 2), w13, a0);
-        a1 = EQ_SMLAD(eq_load32(col + 4), w02, a1);
-        a1 = EQ_SMLAD(eq_load32(col + 6), w13, a1);
-        a2 = EQ_SMLAD(eq_load32(col + 8), w02, a2);
-        a2 = EQ_SMLAD(eq_load32(col + 10), w13, a2);
-        a3 = EQ_SMLAD(eq_load32(col + 12), w02, a3);
-        a3 = EQ_SMLAD(eq_load32(col + 14), w13, a3);
+        a0 = EQ_SMLAD(eq_load32(col + 2), w13, EQ_SMLAD(eq_load32(col), w02, a0));
+        a1 = EQ_SMLAD(eq_load32(col + 6), w13, EQ_SMLAD(eq_load32(col + 4), w02, a1));
+        a2 = EQ_SMLAD(eq_load32(col + 10), w13, EQ_SMLAD(eq_load32(col + 8), w02, a2));
+        a3 = EQ_SMLAD(eq_load32(col + 14), w13, EQ_SMLAD(eq_load32(col + 12), w02, a3));
+        a4 = EQ_SMLAD(eq_load32(col + 18), w13, EQ_SMLAD(eq_load32(col + 16), w02, a4));
+        a5 = EQ_SMLAD(eq_load32(col + 22), w13, EQ_SMLAD(eq_load32(col + 20), w02, a5));
     }
 #endif
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
     a[3] = a3;
+    a[4] = a4;
+    a[5] = a5;
 }
 
-/* The same for int4 weights: runs of 8 (one packed word); a[j] = 16 * the sum. */
-EQ_INLINE void eq_dot4_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[4])
+/* The same for int4 weights: runs of 8 (one packed word); a[j] += 16 * the sum. The weight
+ * word is read twice, low nibbles then high ones, so that six accumulators fit in registers. */
+EQ_INLINE void eq_dot6_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[6])
 {
-    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
     if (runs > 0) {
-        uint32_t x0, x1, p04, p26, p15, p37;
+        uint32_t x0, x1, pa, pb;
         __asm volatile(
             "1:\n\t"
-            "ldr     %[p15], [%[w]], #4\n\t"
-            "lsl     %[p04], %[p15], #4\n\t"
-            "and     %[p04], %[p04], #0xF0F0F0F0\n\t"
-            "and     %[p15], %[p15], #0xF0F0F0F0\n\t"
-            "sxtb16  %[p26], %[p04], ror #8\n\t"
-            "sxtb16  %[p04], %[p04]\n\t"
-            "sxtb16  %[p37], %[p15], ror #8\n\t"
-            "sxtb16  %[p15], %[p15]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a0], %[x0], %[p04], %[a0]\n\t"
-            "smlad   %[a0], %[x1], %[p26], %[a0]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a0], %[x0], %[p15], %[a0]\n\t"
-            "smlad   %[a0], %[x1], %[p37], %[a0]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a1], %[x0], %[p04], %[a1]\n\t"
-            "smlad   %[a1], %[x1], %[p26], %[a1]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a1], %[x0], %[p15], %[a1]\n\t"
-            "smlad   %[a1], %[x1], %[p37], %[a1]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a2], %[x0], %[p04], %[a2]\n\t"
-            "smlad   %[a2], %[x1], %[p26], %[a2]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a2], %[x0], %[p15], %[a2]\n\t"
-            "smlad   %[a2], %[x1], %[p37], %[a2]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a3], %[x0], %[p04], %[a3]\n\t"
-            "smlad   %[a3], %[x1], %[p26], %[a3]\n\t"
-            "ldrd    %[x0], %[x1], [%[col]], #8\n\t"
-            "smlad   %[a3], %[x0], %[p15], %[a3]\n\t"
-            "smlad   %[a3], %[x1], %[p37], %[a3]\n\t"
+            "ldr     %[pa], [%[w]]\n\t"
+            "lsl     %[pa], %[pa], #4\n\t"
+            "and     %[pa], %[pa], #0xF0F0F0F0\n\t"
+            "sxtb16  %[pb], %[pa], ror #8\n\t"
+            "sxtb16  %[pa], %[pa]\n\t"
+            EQ_DOT4_HALF(0)
+            "ldr     %[pa], [%[w]], #4\n\t"
+            "and     %[pa], %[pa], #0xF0F0F0F0\n\t"
+            "sxtb16  %[pb], %[pa], ror #8\n\t"
+            "sxtb16  %[pa], %[pa]\n\t"
+            EQ_DOT4_HALF(8)
+            "add     %[col], %[col], #96\n\t"
             "subs    %[runs], %[runs], #1\n\t"
             "bne     1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [col] "+r"(col),
-              [w] "+r"(w), [runs] "+r"(runs), [x0] "=&r"(x0), [x1] "=&r"(x1),
-              [p04] "=&r"(p04), [p26] "=&r"(p26), [p15] "=&r"(p15), [p37] "=&r"(p37)
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4),
+              [a5] "+r"(a5), [col] "+r"(col), [w] "+r"(w), [runs] "+r"(runs), [x0] "=&r"(x0),
+              [x1] "=&r"(x1), [pa] "=&r"(pa), [pb] "=&r"(pb)
             :
             : "cc", "memory");
     }
 #else
-    for (; runs > 0; --runs, w += 4, col += 32) {
-        uint32_t p04, p26, p15, p37;
-        EQ_INT4_PAIRS(eq_load32(w), p04, p26, p15, p37);
-        a0 = EQ_SMLAD(eq_load32(col), p04, a0);
-        a0 = EQ_SMLAD(eq_load32(col + 2), p26, a0);
-        a0 = EQ_SMLAD(eq_load32(col + 4), p15, a0);
-        a0 = EQ_SMLAD(eq_load32(col + 6), p37, a0);
-        a1 = EQ_SMLAD(eq_load32(col + 8), p04, a1);
-        a1 = EQ_SMLAD(eq_load32(col + 10), p26, a1);
-        a1 = EQ_SMLAD(eq_load32(col + 12), p15, a1);
-        a1 = EQ_SMLAD(eq_load32(col + 14), p37, a1);
-        a2 = EQ_SMLAD(eq_load32(col + 16), p04, a2);
-        a2 = EQ_SMLAD(eq_load32(col + 18), p26, a2);
-        a2 = EQ_SMLAD(eq_load32(col + 20), p15, a2);
-        a2 = EQ_SMLAD(eq_load32(col + 22), p37, a2);
-        a3 = EQ_SMLAD(eq_load32(col + 24), p04, a3);
-        a3 = EQ_SMLAD(eq_load32(col + 26), p26, a3);
-        a3 = EQ_SMLAD(eq_load32(col + 28), p15, a3);
-        a3 = EQ_SMLAD(eq_load32(col + 30), p37, a3);
+    for (; runs > 0; --runs, w += 4, col += 8 * EQ_COLS) {
+        const uint32_t wv = eq_load32(w);
+        const uint32_t p04 = EQ_SXTB16(EQ_INT4_LO(wv)), p26 = EQ_SXTB16_ROR8(EQ_INT4_LO(wv));
+        const uint32_t p15 = EQ_SXTB16(EQ_INT4_HI(wv)), p37 = EQ_SXTB16_ROR8(EQ_INT4_HI(wv));
+        int32_t *acc[6];
+        int32_t j;
+        acc[0] = &a0;
+        acc[1] = &a1;
+        acc[2] = &a2;
+        acc[3] = &a3;
+        acc[4] = &a4;
+        acc[5] = &a5;
+        for (j = 0; j < 6; ++j) {
+            const int16_t *c = col + 8 * j;
+            *acc[j] = EQ_SMLAD(eq_load32(c), p04, *acc[j]);
+            *acc[j] = EQ_SMLAD(eq_load32(c + 2), p26, *acc[j]);
+            *acc[j] = EQ_SMLAD(eq_load32(c + 4), p15, *acc[j]);
+            *acc[j] = EQ_SMLAD(eq_load32(c + 6), p37, *acc[j]);
+        }
     }
 #endif
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
     a[3] = a3;
+    a[4] = a4;
+    a[5] = a5;
 }
-
 
 /* Four accumulators of EQ_RQ_RIGHT channels through the output stage to int8 (whole int8
  * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
@@ -593,11 +615,11 @@ EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
           [off] "r"(offset), [d] "r"(dst)
         : "memory");
 }
-/* one channel (q: its eq_rqc_t), four pixels `stride` apart */
-EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                    const eq_rqc_t *q, int8_t *dst, int32_t stride)
+/* one channel (q: its eq_rqc_t), six pixels `stride` apart */
+EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
+                                    int32_t stride)
 {
-    int32_t m2, h, r, off, t;
+    int32_t m2, h, r, off;
 #define EQ_RQ_SAME(A, STORE)                                  \
     "add     %[t], %[" A "], %[h]\n\t"                        \
     "add     %[t], %[t], %[" A "], asr #31\n\t"               \
@@ -607,8 +629,8 @@ EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t 
     "ssat    %[t], #8, %[t]\n\t"                              \
     STORE "\n\t"
     __asm volatile(
-        "ldrd    %[m2], %[h], [%[q], #4]\n\t"
-        "ldr     %[r], [%[q], #12]\n\t"
+        "ldrd    %[m2], %[h], [%[t], #4]\n\t"
+        "ldr     %[r], [%[t], #12]\n\t"
         "asr     %[off], %[r], #16\n\t"
         "ubfx    %[r], %[r], #8, #8\n\t"
         EQ_RQ_SAME("a0", "strb    %[t], [%[d]]")
@@ -616,9 +638,13 @@ EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t 
         "add     %[d], %[d], %[s], lsl #1\n\t"
         EQ_RQ_SAME("a2", "strb    %[t], [%[d]]")
         EQ_RQ_SAME("a3", "strb    %[t], [%[d], %[s]]")
-        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [off] "=&r"(off), [t] "=&r"(t),
+        "add     %[d], %[d], %[s], lsl #1\n\t"
+        EQ_RQ_SAME("a4", "strb    %[t], [%[d]]")
+        EQ_RQ_SAME("a5", "strb    %[t], [%[d], %[s]]")
+        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [off] "=&r"(off), [t] "+r"(q),
           [d] "+r"(dst)
-        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [q] "r"(q), [s] "r"(stride)
+        : [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3]), [a4] "r"(a[4]),
+          [a5] "r"(a[5]), [s] "r"(stride)
         : "memory");
 #undef EQ_RQ_SAME
 }
@@ -631,68 +657,63 @@ EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
     dst[2] = (int8_t)eq_sat8(eq_rq_right(a2, u[6], u[7], u[8]) + offset);
     dst[3] = (int8_t)eq_sat8(eq_rq_right(a3, u[9], u[10], u[11]) + offset);
 }
-EQ_INLINE void eq_rq4_right_strided(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                    const eq_rqc_t *q, int8_t *dst, int32_t stride)
+EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
+                                    int32_t stride)
 {
     const int32_t r = EQ_RQ_AMOUNT(*q), offset = q->shift >> 16;
-    dst[0] = (int8_t)eq_sat8(eq_rq_right(a0, q->m2, q->add, r) + offset);
-    dst[stride] = (int8_t)eq_sat8(eq_rq_right(a1, q->m2, q->add, r) + offset);
-    dst[2 * stride] = (int8_t)eq_sat8(eq_rq_right(a2, q->m2, q->add, r) + offset);
-    dst[3 * stride] = (int8_t)eq_sat8(eq_rq_right(a3, q->m2, q->add, r) + offset);
+    int32_t j;
+    for (j = 0; j < 6; ++j) {
+        dst[j * stride] = (int8_t)eq_sat8(eq_rq_right(a[j], q->m2, q->add, r) + offset);
+    }
 }
 #endif
 
-/* Stores one output channel's values for the n (<= 4) pixels of a block, `stride` apart. */
-static void eq_store4(int8_t *dst, int32_t stride, int32_t n, const int32_t v[4])
-{
-    int32_t j;
-    for (j = 0; j < n; ++j) {
-        dst[j * stride] = (int8_t)v[j];
-    }
-}
-
-/* One output channel of a block outside the hot case (int4 weights, a channel without the
- * right-shift formula, a clamp narrower than int8, fewer than four pixels). */
+/* One output channel of a block outside the hot case (a channel without the right-shift
+ * formula, a clamp narrower than int8, fewer than EQ_COLS pixels). */
 EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *q,
-                            const int8_t *w, int8_t *dst, int32_t n, int32_t oc)
+                                 const int8_t *w, int8_t *dst, int32_t n, int32_t oc)
 {
-    const int32_t k_pad = p->filter_stride;
+    const int32_t k_pad = p->filter_stride, stride = p->out_c;
     const int int4 = p->weight_bits == 4;
     const int32_t offset = p->out_offset, lo = p->act_min, hi = p->act_max;
     const int32_t kind = EQ_RQ_KIND(*q), amount = EQ_RQ_AMOUNT(*q);
-    int32_t a[4], v[4], j;
+    int32_t a[EQ_COLS], j;
     if (kind == EQ_RQ_CONST) {
-        v[0] = v[1] = v[2] = v[3] = EQ_CLAMP(offset, lo, hi);
-        eq_store4(dst, p->out_c, n, v);
+        for (j = 0; j < n; ++j) {
+            dst[j * stride] = (int8_t)EQ_CLAMP(offset, lo, hi);
+        }
         return;
     }
-    a[0] = a[1] = a[2] = a[3] = 0;
+    for (j = 0; j < EQ_COLS; ++j) {
+        a[j] = 0;
+    }
     if (int4) {
-        eq_dot4_int4(cols, w, k_pad / 8, a);
-        for (j = 0; j < 4; ++j) {
+        eq_dot6_int4(cols, w, k_pad / 8, a);
+        for (j = 0; j < EQ_COLS; ++j) {
             a[j] >>= 4; /* exact: the sums are multiples of 16 */
         }
     } else {
-        eq_dot4_int8(cols, w, k_pad / 4, a);
+        eq_dot6_int8(cols, w, k_pad / 4, a);
     }
-    for (j = 0; j < 4; ++j) {
+    for (j = 0; j < n; ++j) {
         /* TFLM's order: the sum, then the bias (wrapping like its int32 arithmetic) */
         const int32_t acc = (int32_t)((uint32_t)a[j] + (uint32_t)q->bias);
+        int32_t v;
         if (kind == EQ_RQ_RIGHT) {
-            v[j] = EQ_CLAMP(eq_rq_right(acc, q->m2, q->add, amount) + offset, lo, hi);
+            v = EQ_CLAMP(eq_rq_right(acc, q->m2, q->add, amount) + offset, lo, hi);
         } else if (kind == EQ_RQ_LEFT) {
-            v[j] = EQ_CLAMP(eq_rq_left(acc, q->m2, q->add, amount), lo, hi);
+            v = EQ_CLAMP(eq_rq_left(acc, q->m2, q->add, amount), lo, hi);
         } else {
             const eq_out_t o = {p->multiplier, p->shift, offset, lo, hi};
-            v[j] = eq_rq_output(eq_rq_prepare(p->multiplier[oc], p->shift[oc]), o, acc);
+            v = eq_rq_output(eq_rq_prepare(p->multiplier[oc], p->shift[oc]), o, acc);
         }
+        dst[j * stride] = (int8_t)v;
     }
-    eq_store4(dst, p->out_c, n, v);
 }
 
 /* Every output channel for the block's n pixels (columns in `cols`), written to dst[0..) with
- * out_c between pixels. The hot loop (four pixels, int8 weights, whole int8 clamp) keeps few
- * values live so that the compiler holds them in registers around the inline assembly. */
+ * out_c between pixels. The hot loop (EQ_COLS pixels, whole int8 clamp) keeps few values live
+ * so that the compiler holds them in registers around the inline assembly. */
 static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
                           int8_t *dst, int32_t n)
 {
@@ -701,26 +722,28 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
     const int32_t w_step = int4 ? k_pad / 2 : k_pad;
     const int8_t *w = p->weights;
     const eq_rqc_t *q = rq, *end = rq + out_c;
-    if (n == 4 && p->act_min == -128 && p->act_max == 127) {
+    if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127) {
         const int32_t runs = int4 ? k_pad / 8 : k_pad / 4;
         for (; q < end; ++q, w += w_step, ++dst) {
-            int32_t a[4];
+            int32_t a[EQ_COLS];
             if (EQ_RQ_KIND(*q) != EQ_RQ_RIGHT) {
                 eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
                 continue;
             }
             if (int4) {
-                a[0] = a[1] = a[2] = a[3] = 0;
-                eq_dot4_int4(cols, w, runs, a);
+                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0;
+                eq_dot6_int4(cols, w, runs, a);
                 a[0] = q->bias + (a[0] >> 4); /* exact: the sums are multiples of 16 */
                 a[1] = q->bias + (a[1] >> 4);
                 a[2] = q->bias + (a[2] >> 4);
                 a[3] = q->bias + (a[3] >> 4);
+                a[4] = q->bias + (a[4] >> 4);
+                a[5] = q->bias + (a[5] >> 4);
             } else {
-                a[0] = a[1] = a[2] = a[3] = q->bias;
-                eq_dot4_int8(cols, w, runs, a);
+                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = q->bias;
+                eq_dot6_int8(cols, w, runs, a);
             }
-            eq_rq4_right_strided(a[0], a[1], a[2], a[3], q, dst, out_c);
+            eq_rq6_right_strided(a, q, dst, out_c);
         }
         return;
     }
@@ -744,7 +767,7 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     const int direct = p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0
                        && k_total == k_pad;
     eq_rqc_t *rq = (eq_rqc_t *)(void *)(cols + EQ_COLS * k_pad);
-    uint32_t tmp_words[EQ_GATHER_MAX / 4];
+    uint32_t tmp_words[EQ_GATHER_MAX / 4 + 1]; /* + 1: the gather's last word may run over */
     int8_t *tmp = (int8_t *)tmp_words;
     int32_t b, pix, oc, j;
     for (oc = 0; oc < out_c; ++oc) {

@@ -98,8 +98,9 @@ typedef struct {
 /* TFLite's MultiplyByQuantizedMultiplier (double rounding). */
 int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
-/* scratch: 8 * filter_stride bytes (4-byte aligned) for the fast path's four int16 im2col
- * columns, or NULL (the portable path needs none). */
+/* scratch: 12 * filter_stride bytes for the fast path's six int16 im2col columns, then 16 bytes
+ * per output channel (its prepared output stage), 4-byte aligned; or NULL (the portable path
+ * needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 /* scratch: 12 * ((out_w - 1) * stride_w + 3) bytes (4-byte aligned) for the fast 3x3 path's
  * three padded input rows, or NULL. */
