@@ -586,6 +586,70 @@ EQ_INLINE void eq_dot6_int4(const int16_t *col, const int8_t *w, int32_t runs, i
     a[5] = a5;
 }
 
+/* Three output pixels (columns 0-2 of the block), for blocks of at most three pixels. */
+EQ_INLINE void eq_dot3_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[3])
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+    if (runs > 0) {
+        uint32_t x02, x13, w02, w13;
+        __asm volatile(
+            "1:\n\t"
+            "ldr     %[w13], [%[w]], #4\n\t"
+            "ldrd    %[x02], %[x13], [%[col]]\n\t"
+            "sxtb16  %[w02], %[w13]\n\t"
+            "sxtb16  %[w13], %[w13], ror #8\n\t"
+            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
+            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
+            "ldrd    %[x02], %[x13], [%[col], #8]\n\t"
+            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
+            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
+            "ldrd    %[x02], %[x13], [%[col], #16]\n\t"
+            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
+            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
+            "add     %[col], %[col], #48\n\t"
+            "subs    %[runs], %[runs], #1\n\t"
+            "bne     1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [col] "+r"(col), [w] "+r"(w),
+              [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),
+              [w13] "=&r"(w13)
+            :
+            : "cc", "memory");
+    }
+#else
+    for (; runs > 0; --runs, w += 4, col += 4 * EQ_COLS) {
+        const uint32_t wv = eq_load32(w);
+        const uint32_t w02 = EQ_SXTB16(wv), w13 = EQ_SXTB16_ROR8(wv);
+        a0 = EQ_SMLAD(eq_load32(col + 2), w13, EQ_SMLAD(eq_load32(col), w02, a0));
+        a1 = EQ_SMLAD(eq_load32(col + 6), w13, EQ_SMLAD(eq_load32(col + 4), w02, a1));
+        a2 = EQ_SMLAD(eq_load32(col + 10), w13, EQ_SMLAD(eq_load32(col + 8), w02, a2));
+    }
+#endif
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+}
+
+/* The same for int4 weights (a[j] += 16 * the sum). */
+EQ_INLINE void eq_dot3_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[3])
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+    for (; runs > 0; --runs, w += 4, col += 8 * EQ_COLS) {
+        const uint32_t wv = eq_load32(w);
+        const uint32_t p04 = EQ_SXTB16(EQ_INT4_LO(wv)), p26 = EQ_SXTB16_ROR8(EQ_INT4_LO(wv));
+        const uint32_t p15 = EQ_SXTB16(EQ_INT4_HI(wv)), p37 = EQ_SXTB16_ROR8(EQ_INT4_HI(wv));
+        a0 = EQ_SMLAD(eq_load32(col + 2), p26, EQ_SMLAD(eq_load32(col), p04, a0));
+        a0 = EQ_SMLAD(eq_load32(col + 6), p37, EQ_SMLAD(eq_load32(col + 4), p15, a0));
+        a1 = EQ_SMLAD(eq_load32(col + 10), p26, EQ_SMLAD(eq_load32(col + 8), p04, a1));
+        a1 = EQ_SMLAD(eq_load32(col + 14), p37, EQ_SMLAD(eq_load32(col + 12), p15, a1));
+        a2 = EQ_SMLAD(eq_load32(col + 18), p26, EQ_SMLAD(eq_load32(col + 16), p04, a2));
+        a2 = EQ_SMLAD(eq_load32(col + 22), p37, EQ_SMLAD(eq_load32(col + 20), p15, a2));
+    }
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+}
+
 /* Four accumulators of EQ_RQ_RIGHT channels through the output stage to int8 (whole int8
  * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
  * r of each channel at u[0..2], u[3..5], ... with u_step words between channels (0: one channel). */
@@ -688,10 +752,16 @@ EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const 
         a[j] = 0;
     }
     if (int4) {
-        eq_dot6_int4(cols, w, k_pad / 8, a);
+        if (n <= 3) {
+            eq_dot3_int4(cols, w, k_pad / 8, a);
+        } else {
+            eq_dot6_int4(cols, w, k_pad / 8, a);
+        }
         for (j = 0; j < EQ_COLS; ++j) {
             a[j] >>= 4; /* exact: the sums are multiples of 16 */
         }
+    } else if (n <= 3) {
+        eq_dot3_int8(cols, w, k_pad / 4, a);
     } else {
         eq_dot6_int8(cols, w, k_pad / 4, a);
     }
@@ -802,46 +872,79 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
-/* The nine taps' weights of channels c..c+3 as (c0 c2) (c1 c3) pairs of 16-bit values. */
-static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[18])
+/* The weights of channels c..c+3 as pairs of 16-bit values, six words per filter row: the
+ * first two taps of each channel side by side (c0: (t0 t1), c1, c2, c3), for SMLAD on the two
+ * taps; then the third tap as (c0 c2) (c1 c3), for SMLABB/SMLATT. sum[i]: channel c+i's nine
+ * weights added up. */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[18],
+                               int32_t sum[4])
 {
     const int32_t depth = p->in_c;
-    int32_t t;
+    uint32_t e02[9], e13[9];
+    int32_t t, fy;
     for (t = 0; t < 9; ++t) {
         const int32_t i = t * depth + c;
         if (p->weight_bits == 4) {
-            wq[2 * t] = eq_pair16(eq_weight(p->weights, i, 4), eq_weight(p->weights, i + 2, 4));
-            wq[2 * t + 1] = eq_pair16(eq_weight(p->weights, i + 1, 4),
-                                      eq_weight(p->weights, i + 3, 4));
+            e02[t] = eq_pair16(eq_weight(p->weights, i, 4), eq_weight(p->weights, i + 2, 4));
+            e13[t] = eq_pair16(eq_weight(p->weights, i + 1, 4), eq_weight(p->weights, i + 3, 4));
         } else {
             const uint32_t w = eq_load32(p->weights + i);
-            wq[2 * t] = EQ_SXTB16(w);
-            wq[2 * t + 1] = EQ_SXTB16_ROR8(w);
+            e02[t] = EQ_SXTB16(w);
+            e13[t] = EQ_SXTB16_ROR8(w);
         }
+        sum[0] += (int16_t)(e02[t] & 0xFFFFu);
+        sum[2] += (int16_t)(e02[t] >> 16);
+        sum[1] += (int16_t)(e13[t] & 0xFFFFu);
+        sum[3] += (int16_t)(e13[t] >> 16);
+    }
+    for (fy = 0; fy < 3; ++fy) {
+        const uint32_t a02 = e02[3 * fy], b02 = e02[3 * fy + 1];
+        const uint32_t a13 = e13[3 * fy], b13 = e13[3 * fy + 1];
+        uint32_t *row = wq + 6 * fy;
+        row[0] = (a02 & 0xFFFFu) | (b02 << 16);
+        row[1] = (a13 & 0xFFFFu) | (b13 << 16);
+        row[2] = (a02 >> 16) | (b02 & 0xFFFF0000u);
+        row[3] = (a13 >> 16) | (b13 & 0xFFFF0000u);
+        row[4] = e02[3 * fy + 2];
+        row[5] = e13[3 * fy + 2];
     }
 }
 
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-#define EQ_DW_TAP(ROW, XOFF, WOFF)                            \
-    "ldr     %[x], [%[" ROW "], #" #XOFF "]\n\t"              \
-    "ldrd    %[w02], %[w13], [%[wq], #" #WOFF "]\n\t"         \
-    "sxtb16  %[x13], %[x], ror #8\n\t"                        \
-    "sxtb16  %[x], %[x]\n\t"                                  \
-    "smlabb  %[a0], %[x], %[w02], %[a0]\n\t"                  \
-    "smlatt  %[a2], %[x], %[w02], %[a2]\n\t"                  \
-    "smlabb  %[a1], %[x13], %[w13], %[a1]\n\t"                \
-    "smlatt  %[a3], %[x13], %[w13], %[a3]\n\t"
+/* Taps 0 and 1 of a filter row (two adjacent words: xa, xb) as (a b) pairs per channel with
+ * PKHBT/PKHTB and SXTB16, one SMLAD per channel; tap 2 with SMLABB/SMLATT. */
+#define EQ_DW_ROW(ROW, W)                                                 \
+    "ldrd    %[xa], %[xb], [%[" ROW "]]\n\t"                              \
+    "pkhbt   %[t], %[xa], %[xb], lsl #16\n\t"                             \
+    "pkhtb   %[xb], %[xb], %[xa], asr #16\n\t"                            \
+    "ldrd    %[w0], %[w1], [%[wq], #" #W "]\n\t"                          \
+    "sxtb16  %[xa], %[t]\n\t"                                             \
+    "sxtb16  %[t], %[t], ror #8\n\t"                                      \
+    "smlad   %[a0], %[xa], %[w0], %[a0]\n\t"                              \
+    "smlad   %[a1], %[t], %[w1], %[a1]\n\t"                               \
+    "ldrd    %[w0], %[w1], [%[wq], #" #W "+8]\n\t"                        \
+    "sxtb16  %[xa], %[xb]\n\t"                                            \
+    "sxtb16  %[xb], %[xb], ror #8\n\t"                                    \
+    "smlad   %[a2], %[xa], %[w0], %[a2]\n\t"                              \
+    "smlad   %[a3], %[xb], %[w1], %[a3]\n\t"                              \
+    "ldr     %[xa], [%[" ROW "], #8]\n\t"                                 \
+    "ldrd    %[w0], %[w1], [%[wq], #" #W "+16]\n\t"                       \
+    "sxtb16  %[xb], %[xa], ror #8\n\t"                                    \
+    "sxtb16  %[xa], %[xa]\n\t"                                            \
+    "smlabb  %[a0], %[xa], %[w0], %[a0]\n\t"                              \
+    "smlatt  %[a2], %[xa], %[w0], %[a2]\n\t"                              \
+    "smlabb  %[a1], %[xb], %[w1], %[a1]\n\t"                              \
+    "smlatt  %[a3], %[xb], %[w1], %[a3]\n\t"
 /* One pixel's nine taps from three rows of four-channel words (no offset: it is in the
  * accumulators' start). */
 #define EQ_DW_PIXEL(R0, R1, R2, WQ, A0, A1, A2, A3)                                        \
     do {                                                                                   \
-        uint32_t x_, x13_, w02_, w13_;                                                     \
+        uint32_t xa_, xb_, t_, w0_, w1_;                                                   \
         __asm volatile(                                                                    \
-            EQ_DW_TAP("r0", 0, 0) EQ_DW_TAP("r0", 4, 8) EQ_DW_TAP("r0", 8, 16)             \
-            EQ_DW_TAP("r1", 0, 24) EQ_DW_TAP("r1", 4, 32) EQ_DW_TAP("r1", 8, 40)           \
-            EQ_DW_TAP("r2", 0, 48) EQ_DW_TAP("r2", 4, 56) EQ_DW_TAP("r2", 8, 64)           \
+            EQ_DW_ROW("r0", 0) EQ_DW_ROW("r1", 24) EQ_DW_ROW("r2", 48)                     \
             : [a0] "+r"(A0), [a1] "+r"(A1), [a2] "+r"(A2), [a3] "+r"(A3),                  \
-              [x] "=&r"(x_), [x13] "=&r"(x13_), [w02] "=&r"(w02_), [w13] "=&r"(w13_)       \
+              [xa] "=&r"(xa_), [xb] "=&r"(xb_), [t] "=&r"(t_), [w0] "=&r"(w0_),            \
+              [w1] "=&r"(w1_)                                                              \
             : [r0] "r"(R0), [r1] "r"(R1), [r2] "r"(R2), [wq] "r"(WQ)                       \
             : "memory");                                                                   \
     } while (0)
@@ -855,14 +958,22 @@ static void eq_dw_pixel(const uint32_t *r0, const uint32_t *r1, const uint32_t *
     rows[1] = r1;
     rows[2] = r2;
     for (fy = 0; fy < 3; ++fy) {
+        const uint32_t *w = wq + 6 * fy;
         for (fx = 0; fx < 3; ++fx) {
             const uint32_t x = rows[fy][fx];
             const uint32_t x02 = EQ_SXTB16(x), x13 = EQ_SXTB16_ROR8(x);
-            const uint32_t w02 = wq[2 * (fy * 3 + fx)], w13 = wq[2 * (fy * 3 + fx) + 1];
-            *a0 = EQ_SMLABB(x02, w02, *a0);
-            *a2 = EQ_SMLATT(x02, w02, *a2);
-            *a1 = EQ_SMLABB(x13, w13, *a1);
-            *a3 = EQ_SMLATT(x13, w13, *a3);
+            const int32_t hi = fx == 1 ? 16 : 0;
+            if (fx < 2) {
+                *a0 += eq_lo16(x02) * (int16_t)(w[0] >> hi);
+                *a1 += eq_lo16(x13) * (int16_t)(w[1] >> hi);
+                *a2 += eq_hi16(x02) * (int16_t)(w[2] >> hi);
+                *a3 += eq_hi16(x13) * (int16_t)(w[3] >> hi);
+            } else {
+                *a0 = EQ_SMLABB(x02, w[4], *a0);
+                *a2 = EQ_SMLATT(x02, w[4], *a2);
+                *a1 = EQ_SMLABB(x13, w[5], *a1);
+                *a3 = EQ_SMLATT(x13, w[5], *a3);
+            }
         }
     }
 }
@@ -999,19 +1110,13 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
     const int32_t depth = p->in_c;
     const int full = p->act_min == -128 && p->act_max == 127;
     eq_dw_quad_t d;
-    int32_t b, c, i, t;
+    int32_t b, c, i;
     d.p = p;
     for (b = 0; b < p->batches; ++b) {
         for (c = 0; c + 4 <= depth; c += 4) {
             int right = 1, fast = 1;
             int32_t sum[4] = {0, 0, 0, 0};
-            eq_dw_quad_weights(p, c, d.wq);
-            for (t = 0; t < 9; ++t) {
-                sum[0] += (int16_t)(d.wq[2 * t] & 0xFFFFu);
-                sum[2] += (int16_t)(d.wq[2 * t] >> 16);
-                sum[1] += (int16_t)(d.wq[2 * t + 1] & 0xFFFFu);
-                sum[3] += (int16_t)(d.wq[2 * t + 1] >> 16);
-            }
+            eq_dw_quad_weights(p, c, d.wq, sum);
             for (i = 0; i < 4; ++i) {
                 const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
                                                 p->bias ? p->bias[c + i] : 0, p->out_offset);
