@@ -225,7 +225,7 @@ EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
  * - M = 0 gives SRDHM = 0, so v = offset whatever the accumulator: the dot product is skipped.
  * Other channels (a left shift above 4, r = 31, huge biases) take the general path. */
 
-enum { EQ_RQ_GENERAL = 0, EQ_RQ_CONST = 1, EQ_RQ_RIGHT = 2, EQ_RQ_LEFT = 3 };
+enum { EQ_RQ_GENERAL = 0, EQ_RQ_CONST = 1, EQ_RQ_RIGHT = 2, EQ_RQ_LEFT = 3, EQ_RQ_FOLDED = 4 };
 
 /* One channel's output stage for the fast formulas. */
 typedef struct {
@@ -250,7 +250,13 @@ static eq_rqc_t eq_rqc_make(int32_t multiplier, int32_t shift, int32_t bias, int
     if (multiplier == 0) {
         rq.shift = (int32_t)(high | EQ_RQ_CONST);
     } else if (multiplier >= (1 << 30)) {
-        if (shift <= -1 && shift >= -30 && magnitude < 1577058304u) { /* 2^31 - 2^29 - 2^25 */
+        if (shift <= -1 && shift >= -22 && magnitude < (1u << 30)) {
+            /* the offset folded into the rounding term: (s + 2^(r-1) - c + offset 2^r) >> r
+             * is the shifted value plus the offset; |result| < 2^30 + 2^25 + 2^29 */
+            rq.add = (int32_t)(((uint32_t)2 * (uint32_t)offset + 1u) << (-shift - 1));
+            rq.shift = (int32_t)(high | (uint32_t)(-shift) << 8 | EQ_RQ_FOLDED);
+        } else if (shift <= -1 && shift >= -30 && magnitude < 1577058304u) {
+            /* 2^31 - 2^29 - 2^25 */
             rq.add = (int32_t)((uint32_t)1 << (-shift - 1));
             rq.shift = (int32_t)(high | (uint32_t)(-shift) << 8 | EQ_RQ_RIGHT);
         } else if (shift >= 0 && shift <= 4 && magnitude < ((uint32_t)1 << (28 - shift))) {
@@ -298,8 +304,8 @@ EQ_INLINE int32_t eq_rq_left(int32_t acc, int32_t m2, int32_t offset, int32_t l)
     return eq_smmlar(x, m2, x + offset);
 }
 
-/* Either of the two: r >= 1 has l = 0, sign = -1, add = 2^(r-1), after = offset; r = 0 has
- * sign = 0, add = offset, after = 0. */
+/* Any of the three: r >= 1 has l = 0, sign = -1, add = 2^(r-1) and after = offset, or the
+ * offset folded into add and after = 0; r = 0 has sign = 0, add = offset, after = 0. */
 typedef struct {
     int32_t m2, add, right, left, sign, after;
 } eq_rqu_t;
@@ -307,13 +313,13 @@ typedef struct {
 static eq_rqu_t eq_rqu_make(eq_rqc_t rq, int32_t offset)
 {
     eq_rqu_t u;
-    const int right = EQ_RQ_KIND(rq) == EQ_RQ_RIGHT;
+    const int right = EQ_RQ_KIND(rq) == EQ_RQ_RIGHT || EQ_RQ_KIND(rq) == EQ_RQ_FOLDED;
     u.m2 = rq.m2;
     u.add = rq.add;
     u.right = right ? EQ_RQ_AMOUNT(rq) : 0;
     u.left = right ? 0 : EQ_RQ_AMOUNT(rq);
     u.sign = right ? -1 : 0;
-    u.after = right ? offset : 0;
+    u.after = EQ_RQ_KIND(rq) == EQ_RQ_RIGHT ? offset : 0;
     return u;
 }
 
@@ -654,63 +660,87 @@ EQ_INLINE void eq_dot3_int4(const int16_t *col, const int8_t *w, int32_t runs, i
  * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
  * r of each channel at u[0..2], u[3..5], ... with u_step words between channels (0: one channel). */
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-#define EQ_RQ_ONE(A, U, STORE)                              \
+#define EQ_RQ_ONE(A, U, OFF, STORE)                         \
     "ldrd    %[m2], %[h], [%[u], #" #U "]\n\t"                \
     "ldr     %[r], [%[u], #" #U "+8]\n\t"                     \
     "add     %[t], %[" A "], %[h]\n\t"                        \
     "add     %[t], %[t], %[" A "], asr #31\n\t"               \
     "smmlar  %[t], %[" A "], %[m2], %[t]\n\t"                 \
     "asr     %[t], %[t], %[r]\n\t"                            \
-    "add     %[t], %[t], %[off]\n\t"                          \
+    OFF                                                       \
     "ssat    %[t], #8, %[t]\n\t"                              \
     STORE "\n\t"
-/* four channels (u: 4 x {m2, add, r}), outputs side by side */
+#define EQ_RQ_ADD_OFF "add     %[t], %[t], %[off]\n\t"
+/* four channels (u: 4 x {m2, add, r}), outputs side by side; `offset` added after the shift,
+ * or (folded) already in each add */
 EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
                                  const int32_t *u, int32_t offset, int8_t *dst)
 {
     int32_t m2, h, r, t;
     __asm volatile(
-        EQ_RQ_ONE("a0", 0, "strb    %[t], [%[d], #0]")
-        EQ_RQ_ONE("a1", 12, "strb    %[t], [%[d], #1]")
-        EQ_RQ_ONE("a2", 24, "strb    %[t], [%[d], #2]")
-        EQ_RQ_ONE("a3", 36, "strb    %[t], [%[d], #3]")
+        EQ_RQ_ONE("a0", 0, EQ_RQ_ADD_OFF, "strb    %[t], [%[d], #0]")
+        EQ_RQ_ONE("a1", 12, EQ_RQ_ADD_OFF, "strb    %[t], [%[d], #1]")
+        EQ_RQ_ONE("a2", 24, EQ_RQ_ADD_OFF, "strb    %[t], [%[d], #2]")
+        EQ_RQ_ONE("a3", 36, EQ_RQ_ADD_OFF, "strb    %[t], [%[d], #3]")
         : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [t] "=&r"(t)
         : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [u] "r"(u),
           [off] "r"(offset), [d] "r"(dst)
         : "memory");
 }
-/* one channel (q: its eq_rqc_t), six pixels `stride` apart */
-EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
-                                    int32_t stride)
+EQ_INLINE void eq_rq4_folded_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                  const int32_t *u, int8_t *dst)
 {
-    int32_t m2, h, r, off;
-#define EQ_RQ_SAME(A, STORE)                                  \
+    int32_t m2, h, r, t;
+    __asm volatile(
+        EQ_RQ_ONE("a0", 0, "", "strb    %[t], [%[d], #0]")
+        EQ_RQ_ONE("a1", 12, "", "strb    %[t], [%[d], #1]")
+        EQ_RQ_ONE("a2", 24, "", "strb    %[t], [%[d], #2]")
+        EQ_RQ_ONE("a3", 36, "", "strb    %[t], [%[d], #3]")
+        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [t] "=&r"(t)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [u] "r"(u), [d] "r"(dst)
+        : "memory");
+}
+/* one channel (q: its eq_rqc_t), six pixels `stride` apart; RIGHT adds the offset after the
+ * shift, FOLDED has it in the rounding term */
+#define EQ_RQ_SAME(A, OFF, STORE)                             \
     "add     %[t], %[" A "], %[h]\n\t"                        \
     "add     %[t], %[t], %[" A "], asr #31\n\t"               \
     "smmlar  %[t], %[" A "], %[m2], %[t]\n\t"                 \
     "asr     %[t], %[t], %[r]\n\t"                            \
-    "add     %[t], %[t], %[off]\n\t"                          \
+    OFF                                                       \
     "ssat    %[t], #8, %[t]\n\t"                              \
     STORE "\n\t"
-    __asm volatile(
-        "ldrd    %[m2], %[h], [%[t], #4]\n\t"
-        "ldr     %[r], [%[t], #12]\n\t"
-        "asr     %[off], %[r], #16\n\t"
-        "ubfx    %[r], %[r], #8, #8\n\t"
-        EQ_RQ_SAME("a0", "strb    %[t], [%[d]]")
-        EQ_RQ_SAME("a1", "strb    %[t], [%[d], %[s]]")
-        "add     %[d], %[d], %[s], lsl #1\n\t"
-        EQ_RQ_SAME("a2", "strb    %[t], [%[d]]")
-        EQ_RQ_SAME("a3", "strb    %[t], [%[d], %[s]]")
-        "add     %[d], %[d], %[s], lsl #1\n\t"
-        EQ_RQ_SAME("a4", "strb    %[t], [%[d]]")
-        EQ_RQ_SAME("a5", "strb    %[t], [%[d], %[s]]")
-        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [off] "=&r"(off), [t] "+r"(q),
-          [d] "+r"(dst)
-        : [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3]), [a4] "r"(a[4]),
-          [a5] "r"(a[5]), [s] "r"(stride)
-        : "memory");
-#undef EQ_RQ_SAME
+#define EQ_RQ6_STRIDED(OFF)                                   \
+    __asm volatile(                                           \
+        "ldrd    %[m2], %[h], [%[t], #4]\n\t"                 \
+        "ldr     %[r], [%[t], #12]\n\t"                       \
+        "asr     %[off], %[r], #16\n\t"                       \
+        "ubfx    %[r], %[r], #8, #8\n\t"                      \
+        EQ_RQ_SAME("a0", OFF, "strb    %[t], [%[d]]")         \
+        EQ_RQ_SAME("a1", OFF, "strb    %[t], [%[d], %[s]]")   \
+        "add     %[d], %[d], %[s], lsl #1\n\t"                \
+        EQ_RQ_SAME("a2", OFF, "strb    %[t], [%[d]]")         \
+        EQ_RQ_SAME("a3", OFF, "strb    %[t], [%[d], %[s]]")   \
+        "add     %[d], %[d], %[s], lsl #1\n\t"                \
+        EQ_RQ_SAME("a4", OFF, "strb    %[t], [%[d]]")         \
+        EQ_RQ_SAME("a5", OFF, "strb    %[t], [%[d], %[s]]")   \
+        : [m2] "=&r"(m2), [h] "=&r"(h), [r] "=&r"(r), [off] "=&r"(off), [t] "+r"(q), \
+          [d] "+r"(dst)                                       \
+        : [a0] "r"(a[0]), [a1] "r"(a[1]), [a2] "r"(a[2]), [a3] "r"(a[3]), [a4] "r"(a[4]), \
+          [a5] "r"(a[5]), [s] "r"(stride)                     \
+        : "memory")
+EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
+                                    int32_t stride)
+{
+    int32_t m2, h, r, off;
+    EQ_RQ6_STRIDED(EQ_RQ_ADD_OFF);
+}
+EQ_INLINE void eq_rq6_folded_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
+                                     int32_t stride)
+{
+    int32_t m2, h, r, off;
+    EQ_RQ6_STRIDED("");
+    (void)off;
 }
 #else
 EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
@@ -721,6 +751,11 @@ EQ_INLINE void eq_rq4_right_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
     dst[2] = (int8_t)eq_sat8(eq_rq_right(a2, u[6], u[7], u[8]) + offset);
     dst[3] = (int8_t)eq_sat8(eq_rq_right(a3, u[9], u[10], u[11]) + offset);
 }
+EQ_INLINE void eq_rq4_folded_quad(int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                  const int32_t *u, int8_t *dst)
+{
+    eq_rq4_right_quad(a0, a1, a2, a3, u, 0, dst);
+}
 EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
                                     int32_t stride)
 {
@@ -728,6 +763,15 @@ EQ_INLINE void eq_rq6_right_strided(const int32_t a[6], const eq_rqc_t *q, int8_
     int32_t j;
     for (j = 0; j < 6; ++j) {
         dst[j * stride] = (int8_t)eq_sat8(eq_rq_right(a[j], q->m2, q->add, r) + offset);
+    }
+}
+EQ_INLINE void eq_rq6_folded_strided(const int32_t a[6], const eq_rqc_t *q, int8_t *dst,
+                                     int32_t stride)
+{
+    const int32_t r = EQ_RQ_AMOUNT(*q);
+    int32_t j;
+    for (j = 0; j < 6; ++j) {
+        dst[j * stride] = (int8_t)eq_sat8(eq_rq_right(a[j], q->m2, q->add, r));
     }
 }
 #endif
@@ -769,8 +813,9 @@ EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const 
         /* TFLM's order: the sum, then the bias (wrapping like its int32 arithmetic) */
         const int32_t acc = (int32_t)((uint32_t)a[j] + (uint32_t)q->bias);
         int32_t v;
-        if (kind == EQ_RQ_RIGHT) {
-            v = EQ_CLAMP(eq_rq_right(acc, q->m2, q->add, amount) + offset, lo, hi);
+        if (kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED) {
+            v = eq_rq_right(acc, q->m2, q->add, amount) + (kind == EQ_RQ_RIGHT ? offset : 0);
+            v = EQ_CLAMP(v, lo, hi);
         } else if (kind == EQ_RQ_LEFT) {
             v = EQ_CLAMP(eq_rq_left(acc, q->m2, q->add, amount), lo, hi);
         } else {
@@ -796,7 +841,8 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
         const int32_t runs = int4 ? k_pad / 8 : k_pad / 4;
         for (; q < end; ++q, w += w_step, ++dst) {
             int32_t a[EQ_COLS];
-            if (EQ_RQ_KIND(*q) != EQ_RQ_RIGHT) {
+            const int32_t kind = EQ_RQ_KIND(*q);
+            if (kind != EQ_RQ_FOLDED && kind != EQ_RQ_RIGHT) {
                 eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
                 continue;
             }
@@ -813,7 +859,11 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
                 a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = q->bias;
                 eq_dot6_int8(cols, w, runs, a);
             }
-            eq_rq6_right_strided(a, q, dst, out_c);
+            if (kind == EQ_RQ_FOLDED) {
+                eq_rq6_folded_strided(a, q, dst, out_c);
+            } else {
+                eq_rq6_right_strided(a, q, dst, out_c);
+            }
         }
         return;
     }
@@ -987,15 +1037,21 @@ typedef struct {
     int32_t u[12];   /* m2, add, r of the four channels (all EQ_RQ_RIGHT) */
     eq_rqu_t any[4]; /* the same for quads with EQ_RQ_LEFT channels */
     int32_t inner[4]; /* accumulator start: bias + input offset * sum of the nine weights */
-    int32_t hot;     /* all EQ_RQ_RIGHT and the whole int8 clamp */
+    int32_t hot;     /* whole int8 clamp and all four channels shift right: 1, u holds 2^(r-1)
+                      * and the offset is added after the shift; 2 (all EQ_RQ_FOLDED), u holds
+                      * the folded rounding terms */
 } eq_dw_quad_t;
 
 static void eq_dw_outputs(const eq_dw_quad_t *d, const int32_t a[4], int8_t *dst)
 {
     const eq_depthwise_t *p = d->p;
     int32_t i;
-    if (d->hot) {
+    if (d->hot == 1) {
         eq_rq4_right_quad(a[0], a[1], a[2], a[3], d->u, p->out_offset, dst);
+        return;
+    }
+    if (d->hot == 2) {
+        eq_rq4_folded_quad(a[0], a[1], a[2], a[3], d->u, dst);
         return;
     }
     for (i = 0; i < 4; ++i) {
@@ -1062,7 +1118,17 @@ static void eq_dw_quad(const eq_dw_quad_t *d, const int8_t *in, int8_t *out, int
             }
             r[k] = ring + slot * width;
         }
-        if (hot) {
+        if (hot == 2) {
+            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
+            for (ox = 0; ox < out_w; ++ox, o += depth) {
+                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+                EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
+                eq_rq4_folded_quad(a0, a1, a2, a3, u, o);
+                r0 += stride_w;
+                r1 += stride_w;
+                r2 += stride_w;
+            }
+        } else if (hot == 1) {
             const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
             for (ox = 0; ox < out_w; ++ox, o += depth) {
                 int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
@@ -1114,22 +1180,28 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
     d.p = p;
     for (b = 0; b < p->batches; ++b) {
         for (c = 0; c + 4 <= depth; c += 4) {
-            int right = 1, fast = 1;
+            int right = 1, folded = 1, fast = 1;
             int32_t sum[4] = {0, 0, 0, 0};
             eq_dw_quad_weights(p, c, d.wq, sum);
             for (i = 0; i < 4; ++i) {
                 const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
                                                 p->bias ? p->bias[c + i] : 0, p->out_offset);
-                const int32_t kind = EQ_RQ_KIND(rq);
-                right &= kind == EQ_RQ_RIGHT;
-                fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
+                const int32_t kind = EQ_RQ_KIND(rq), r = EQ_RQ_AMOUNT(rq);
+                folded &= kind == EQ_RQ_FOLDED;
+                right &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED;
+                fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED || kind == EQ_RQ_LEFT;
                 d.u[3 * i] = rq.m2;
-                d.u[3 * i + 1] = rq.add;
-                d.u[3 * i + 2] = EQ_RQ_AMOUNT(rq);
+                d.u[3 * i + 1] = kind == EQ_RQ_FOLDED ? (int32_t)((uint32_t)1 << (r - 1)) : rq.add;
+                d.u[3 * i + 2] = r;
                 d.any[i] = eq_rqu_make(rq, p->out_offset);
                 d.inner[i] = rq.bias + p->in_offset * sum[i];
             }
-            d.hot = right && full;
+            d.hot = !full ? 0 : folded ? 2 : right ? 1 : 0;
+            if (d.hot == 2) {
+                for (i = 0; i < 4; ++i) {
+                    d.u[3 * i + 1] = d.any[i].add;
+                }
+            }
             if (fast) {
                 eq_dw_quad(&d, in, out, b, c, ring);
             } else {
