@@ -488,7 +488,7 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
 #endif
 
 /* Six output pixels of one int8 filter row: a[j] += sum_k w[k] * column j[k] over `runs` runs
- * of 4 values. One weight word, extended once, feeds twelve SMLADs; two runs per loop turn. */
+ * of 4 values. One weight word, extended once, feeds twelve SMLADs; four runs per loop turn. */
 EQ_INLINE void eq_dot6_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[6])
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
@@ -499,9 +499,16 @@ EQ_INLINE void eq_dot6_int8(const int16_t *col, const int8_t *w, int32_t runs, i
         "beq     2f\n\t"
         EQ_DOT8_RUN
         "2:\n\t"
-        "lsrs    %[runs], %[runs], #1\n\t"
+        "tst     %[runs], #2\n\t"
+        "beq     4f\n\t"
+        EQ_DOT8_RUN
+        EQ_DOT8_RUN
+        "4:\n\t"
+        "lsrs    %[runs], %[runs], #2\n\t"
         "beq     3f\n\t"
         "1:\n\t"
+        EQ_DOT8_RUN
+        EQ_DOT8_RUN
         EQ_DOT8_RUN
         EQ_DOT8_RUN
         "subs    %[runs], %[runs], #1\n\t"
