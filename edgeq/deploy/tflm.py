@@ -2,8 +2,23 @@
 
 TFLM's recording allocator prints "Arena allocation total N bytes" with print_allocations(); it
 writes to the C-level stderr, which Python's sys.stderr redirection does not see, so the file
-descriptor 2 is captured instead. The arena handed to TFLM must be large enough first: allocation
-fails with an exception when it is too small, so sizes are tried in increasing order.
+descriptor 2 is captured instead. The arena handed to TFLM must be large enough first.
+
+The first try is an upper estimate from the model itself (`arena_estimate`), not a small size:
+TFLM's failure paths for a too-small arena are not safe. An op whose Prepare fails half-way
+leaves temporary allocations behind (its early return skips DeallocateTempTfLiteTensor; then
+"All temp buffers must be freed before calling ResetTempAllocations()"), and the process can
+die with SIGSEGV: measured with tflite_micro on a REx model (a 32 KiB arena crashed, 16 KiB and
+64 KiB failed cleanly). Only when the estimate is too small are larger sizes tried, doubling.
+
+"Too many buffers (max is N)" also means "arena too small": the memory planner works in the
+arena's free space (MicroAllocator::CommitStaticMemoryPlan hands the GreedyMemoryPlanner all
+the remaining arena as scratch, and max_buffer_count = scratch bytes / bytes per buffer), so a
+model with many tensors hits it in an arena that would otherwise almost fit; it is not a limit
+of the model. The total TFLM reports after a successful allocation does not depend on the arena
+it was given. It is enough to allocate again for real models (vww_96_int8, fmnist REx models),
+but not for a model of many tiny tensors, whose planning scratch outgrows its plan: a chain of
+120 ADDs on 8-byte tensors reports 19,968 bytes and needs a few KiB more to allocate.
 """
 
 from __future__ import annotations
@@ -20,7 +35,8 @@ from ..runtimes import tflm_interpreter, tflm_module
 FIRST_TRY = 16 * 1024
 LARGEST_TRY = 512 * 1024 * 1024  # beyond any microcontroller; a failure there is not about size
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
-_TOO_SMALL = re.compile(r"missing: \d+|Failed to (resize buffer|allocate)")
+_TOO_SMALL = re.compile(r"missing: \d+|Failed to (resize buffer|allocate)|Too many buffers")
+ARENA_GRANULE = 16 * 1024
 
 
 @contextmanager
@@ -46,12 +62,31 @@ def captured_fd(fd: int = 2):
             out.append(tmp.read().decode("utf-8", "replace"))
 
 
-def fit_arena(model_bytes: bytes):
-    """(TFLM interpreter, arena bytes actually used) with an arena found by doubling its size.
+def arena_estimate(model_bytes: bytes) -> int:
+    """An arena size that TFLM's allocation fits in, for a first try: twice the bytes of all
+    activation tensors (the memory plan never needs more than their sum; the rest covers
+    kernels' scratch buffers) plus generous per-op, per-tensor and per-channel allowances for
+    TFLM's own structures. FIRST_TRY when edgeq cannot read the model (TFLM then says why)."""
+    from ..errors import EdgeqError
+    from ..tflite.read import read_model
+
+    try:
+        model = read_model(model_bytes)
+    except EdgeqError:
+        return FIRST_TRY
+    activations = sum(t.nbytes for t in model.tensors if not t.is_constant)
+    channels = sum(len(t.scale) for t in model.tensors if t.scale is not None)
+    total = 2 * activations + 2048 * len(model.ops) + 256 * len(model.tensors) + 16 * channels
+    return max(FIRST_TRY, -(-(total + ARENA_GRANULE) // ARENA_GRANULE) * ARENA_GRANULE)
+
+
+def fit_arena(model_bytes: bytes, first_size: int | None = None):
+    """(TFLM interpreter, arena bytes actually used), first with `first_size` bytes of arena
+    (default: `arena_estimate`), then doubling it while TFLM says it is too small.
 
     The failed attempts' "Failed to resize buffer" messages are swallowed with the capture."""
     tflm_module()  # raise RuntimeMissingError early, outside the capture
-    size = FIRST_TRY
+    size = first_size or arena_estimate(model_bytes)
     while True:
         with captured_fd(2) as log:
             try:
