@@ -66,6 +66,73 @@ def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME") -> Mo
     return b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {padding}")
 
 
+# Output-stage regimes, as real multipliers (s_in * s_w / s_out) and bias magnitudes, that the
+# fast kernels treat differently (eq_rqc_make): right shifts with the offset folded in (r <= 22)
+# or added after (r up to 30, biases up to ~1.5 * 2^30), left shifts 0..4 (SMMLAR on acc << l),
+# multipliers that underflow to 0 (constant output), and the general path (r = 31, a left shift
+# of 6, a bias beyond 1.5 * 2^30).
+STAGE_REGIMES = [
+    (0.004, None),          # folded right shift, ordinary bias
+    (2.0 ** -26.5, 2**30),  # r = 26: offset after the shift, bias 2^30 as in vww_96's dead channels
+    (0.7, 3_000),           # shift 0
+    (3.0, 300),             # left shift 2
+    (2.0 ** -31.5, 2**30),  # r = 31: general path
+    (1e-12, 2**30),         # underflows to multiplier 0: the output is the zero point
+    (48.0, 10),             # left shift 6: general path
+    (0.02, 1_700_000_000),  # bias beyond the fast bound: general path
+]
+
+
+def _stress_output_stage(model: Model, rng, regimes=STAGE_REGIMES) -> Model:
+    """The same single-op model with per-channel weight scales and biases cycling through
+    STAGE_REGIMES (channel c gets regime c mod len), the rest of the op untouched."""
+    m = copy.deepcopy(model)
+    op = m.ops[0]
+    x, w, y = (m.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    b = m.tensors[op.inputs[2]]
+    channels = len(w.scale)
+    s_in, s_out = float(x.scale[0]), float(y.scale[0])
+    reals = np.array([regimes[c % len(regimes)][0] for c in range(channels)])
+    w.scale = (reals * s_out / s_in).astype(np.float32)
+    bias = np.asarray(b.data, dtype=np.int64).copy()
+    for c in range(channels):
+        magnitude = regimes[c % len(regimes)][1]
+        if magnitude is not None:
+            bias[c] = int(rng.choice([-1, 1])) * int(rng.integers(magnitude * 15 // 16,
+                                                                  magnitude + 1))
+    b.data = bias.astype(np.int32)
+    b.scale = (s_in * w.scale.astype(np.float64)).astype(np.float32)
+    m.description = model.description + " stressed output stage"
+    return m
+
+
+def _conv_stress(rng, cin=12, cout=11, kernel=1, bits=8, stride=1, padding="SAME", h=5, w=7,
+                 activation="NONE") -> Model:
+    """A convolution whose channels cover every output-stage regime; h * w pixels that are not
+    a multiple of the six-pixel blocks (and 9 pixels: one block of six, one of three)."""
+    b = opmodels._Builder(rng)
+    x = b.activation("input", (1, h, w, cin))
+    wt = b.weights("weights", (cout, kernel, kernel, cin), bits, 0)
+    scale = b.output_scale(x, wt, kernel * kernel * cin)
+    bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
+    oh, ow = (opmodels._spatial(n, kernel, stride, 1, padding) for n in (h, w))
+    y = b.out_activation("output", (1, oh, ow, cout), scale)
+    b.op("CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=stride,
+         dilation_w_factor=1, dilation_h_factor=1, fused_activation_function=activation)
+    model = b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {h}x{w} {activation}")
+    return _stress_output_stage(model, rng)
+
+
+def _depthwise_stress(rng, channels=20, stride=1, bits=8, activation="NONE") -> Model:
+    """A 3x3 depthwise convolution whose channel quads take each output stage of the fast path:
+    folded right shifts only, right shifts with the offset after, left shifts among them, and
+    channels for the general path (a quad that goes channel by channel)."""
+    model = _depthwise3x3(rng, channels=channels, stride=stride, bits=bits, activation=activation)
+    folded, after = STAGE_REGIMES[0], STAGE_REGIMES[1]
+    regimes = [folded] * 4 + [folded, after, folded, after] + STAGE_REGIMES
+    return _stress_output_stage(model, rng, regimes)
+
+
 def _add_constant(rng) -> Model:
     """ADD of an activation and a broadcast constant (a per-channel int8 tensor in flash)."""
     b = opmodels._Builder(rng)
@@ -87,6 +154,17 @@ EXTRA_CASES = [
     ("depthwise3x3", _depthwise3x3, {"channels": 12}),
     ("depthwise3x3", _depthwise3x3, {"channels": 7, "stride": 2}),
     ("depthwise3x3", _depthwise3x3, {"channels": 4, "padding": "VALID", "activation": "NONE"}),
+    # every output-stage regime of the fast kernels, full and narrow clamps, block tails
+    ("conv", _conv_stress, {}),
+    ("conv", _conv_stress, {"activation": "RELU6"}),
+    ("conv", _conv_stress, {"bits": 4, "cin": 16}),
+    ("conv", _conv_stress, {"h": 3, "w": 3, "cin": 8, "cout": 9}),
+    ("conv", _conv_stress, {"h": 3, "w": 3, "cin": 16, "bits": 4}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 11, "w": 9}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 8, "cout": 5, "bits": 4, "padding": "VALID"}),
+    ("depthwise3x3", _depthwise_stress, {}),
+    ("depthwise3x3", _depthwise_stress, {"stride": 2, "bits": 4}),
+    ("depthwise3x3", _depthwise_stress, {"channels": 18, "activation": "RELU6"}),
 ]
 
 

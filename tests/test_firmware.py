@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import opmodels
 import pytest
-from test_cgen import _conv, _depthwise3x3, int4_variant
+from test_cgen import _conv, _conv_stress, _depthwise3x3, _depthwise_stress, int4_variant
 
 from edgeq.boards import load_board
 from edgeq.deploy import firmware
@@ -96,6 +96,13 @@ OP_CASES = [
     ("conv", _conv, {"cin": 16, "kernel": 1, "bits": 4}),
     ("conv", _conv, {"cin": 8, "kernel": 3, "bits": 4, "stride": 2}),
     ("depthwise3x3", _depthwise3x3, {"channels": 12, "bits": 4}),
+    # the output-stage regimes and block tails of the fast kernels (tests/test_cgen.py)
+    ("conv", _conv_stress, {}),
+    ("conv", _conv_stress, {"activation": "RELU6", "h": 3, "w": 3, "cin": 8, "cout": 9}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 11, "w": 9}),
+    ("conv", _conv_stress, {"bits": 4, "cin": 16, "h": 3, "w": 3}),
+    ("depthwise3x3", _depthwise_stress, {}),
+    ("depthwise3x3", _depthwise_stress, {"stride": 2, "bits": 4, "activation": "RELU6"}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 4}),
     ("depthwise", opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),
