@@ -68,9 +68,9 @@ def test_portable_and_dsp_paths_agree_and_dsp_is_faster(vww_firmware, vww_int8_p
     slow = run_qemu(portable.elf, inputs, timeout=120)
     np.testing.assert_array_equal(fast.outputs, slow.outputs)
     np.testing.assert_array_equal(fast.outputs, _tflm(vww_int8_path.read_bytes(), inputs))
-    # measured: ~15.8 instructions per MAC portable, ~2.8 with the DSP paths
-    assert fast.instructions[0] < 0.25 * slow.instructions[0]
-    assert fast.instructions[0] < 3.2 * vww_firmware.engine.macs
+    # measured: ~15.8 instructions per MAC portable, ~1.68 with the DSP paths
+    assert fast.instructions[0] < 0.12 * slow.instructions[0]
+    assert fast.instructions[0] < 1.75 * vww_firmware.engine.macs
     assert portable.sizes["engine_flash"] < vww_firmware.sizes["engine_flash"]
 
 
@@ -132,7 +132,7 @@ def test_ops_under_qemu_match_tflm(case, tmp_path):
 
 def test_board_fit_is_checked_before_anything_is_written(vww_int8_path, tmp_path):
     small = dataclasses.replace(load_board(BOARD), arena_kib=32)
-    with pytest.raises(BoardFitError, match=r"55,360 bytes.*32,768.*22,592 too many"):
+    with pytest.raises(BoardFitError, match=r"55,648 bytes.*32,768.*22,880 too many"):
         build_firmware(vww_int8_path, small, tmp_path / "out")
     tiny_flash = dataclasses.replace(load_board(BOARD), flash_kib=128)
     with pytest.raises(BoardFitError, match="fewer bits"):
@@ -281,7 +281,8 @@ def test_int4_vww_under_qemu_is_exact_and_fits_160_kib(vww_int8_path, tmp_path):
     result = run_qemu(fw.elf, inputs, timeout=120)
     np.testing.assert_array_equal(result.outputs,
                                   _tflm(write_model(model), inputs.reshape(2, 1, 96, 96, 3)))
-    # measured: flash 153,508 bytes (model 132,441, engine ~9 KB), ~3.0 instructions per MAC
+    # measured: flash ~157 KB (model ~132 KB, engine ~13 KB), 1.88 instructions per MAC (edgeq's
+    # own brecq W4 detector: 1.48, its many zero-scale channels skip their dot products)
     assert fw.sizes["flash"] <= 160 * 1024
-    assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 150_000
-    assert result.instructions[0] < 4 * fw.engine.macs
+    assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 152_000
+    assert result.instructions[0] < 2.0 * fw.engine.macs

@@ -15,8 +15,10 @@ models share one firmware. Several graph inputs (outputs) are packed back to bac
 
 Layout choices made here for the kernels' fast paths (identical results either way): CONV_2D
 filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (filter_stride),
-convolutions get an im2col scratch in the arena (scratch_bytes), and requantization shifts are
-stored as int8. Build with -DEDGEQ_PORTABLE to force the portable kernels.
+convolutions get an arena scratch for their im2col columns and prepared per-channel output
+stages, 3x3 depthwise convolutions one for three padded input rows (scratch_bytes), and
+requantization shifts are stored as int8. Build with -DEDGEQ_PORTABLE to force the portable
+kernels.
 
 Host side: build_host_runner / run_host compile the engine with gcc (warnings as errors,
 AddressSanitizer, UBSan) and run it on inputs passed through a file.

@@ -180,20 +180,6 @@ EQ_INLINE int8_t eq_rq_output(eq_rq_t r, eq_out_t o, int32_t acc)
     return (int8_t)(v > o.hi ? o.hi : v);
 }
 
-/* The same when the channel has no left shift and the clamp is the whole int8 range (the
- * usual case): fewer live values, and SSAT for the clamp on the DSP path. */
-EQ_INLINE int8_t eq_rq_output_plain(eq_rq_t r, int32_t offset, int32_t acc)
-{
-    const int32_t high = (int32_t)(((int64_t)acc * r.multiplier + ((int64_t)1 << 30)) >> 31);
-    const int32_t v = (high >> r.right) + ((high & r.mask) > r.half + (high < 0 ? 1 : 0) ? 1 : 0)
-                      + offset;
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-    return (int8_t)__ssat(v, 8);
-#else
-    return (int8_t)EQ_CLAMP(v, -128, 127);
-#endif
-}
-
 EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
 {
     return eq_rq_output(eq_rq_prepare(o.multiplier[channel], o.shift[channel]), o, acc);
@@ -331,15 +317,17 @@ EQ_INLINE int32_t eq_rqu_apply(const eq_rqu_t *u, int32_t acc)
 
 /* ---- CONV_2D as a matrix product ------------------------------------------------------------
  *
- * Four output pixels at a time: their receptive fields become four int16 columns (input offset
+ * EQ_COLS output pixels at a time: their receptive fields become int16 columns (input offset
  * added; 0 where the window lies in the padding, where TFLM skips the taps), then every filter
- * row is multiplied with all four (SMLAD on pairs of 16-bit values).
+ * row is multiplied with all of them (SMLAD on pairs of 16-bit values).
  * The scratch holds EQ_COLS columns of filter_stride values each, then one eq_rqc_t per output
  * channel. Values come in runs of R (4 for int8 weights, 8 for int4): column 0's run, column
  * 1's, ... Inside a run the values are ordered so that word pairs match what SXTB16 makes of the
  * weights: int8 w0 w1 w2 w3 -> (w0 w2) (w1 w3), so x0 x2 x1 x3; int4 nibbles v0..v7 ->
- * (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. That is exactly what SXTAB16 makes
- * of input words, so a column is built from the receptive field's bytes in natural order. */
+ * (v0 v4) (v2 v6) (v1 v5) (v3 v7), so x0 x4 x2 x6 x1 x5 x3 x7. That is what SXTAB16 makes of
+ * input words, so a column is built from the receptive field's bytes in natural order. Six
+ * columns is what the register file holds: six accumulators, two column words, two weight
+ * pairs and three pointers/counters in the inner loop. */
 #define EQ_COLS 6
 #define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack */
 
