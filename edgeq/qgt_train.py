@@ -526,6 +526,10 @@ def train_qgt(model, train_ds, val_ds=None, bits: int | dict[str, int] = 4, epoc
                 idx = np.sort(order[b * batch_size:(b + 1) * batch_size])
                 task, reg = train_step(distributed(x[idx]), distributed(targets[idx]),
                                        tf.constant(lam, tf.float32), on_grid)
+                if not np.isfinite(float(task)):  # the last checkpoint stays as it was
+                    raise DataError(f"QGT diverged at step {step + 1} of {total}: the task loss "
+                                    f"is {float(task)}",
+                                    "lower the learning rate (--lr), or train toward more bits")
                 step += 1
                 step_var.assign(step)
                 sums = [sums[0] + float(task), sums[1] + float(reg), sums[2] + 1]

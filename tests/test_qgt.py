@@ -284,3 +284,20 @@ def test_distillation_trains_on_the_starting_models_own_outputs(data):
     assert 0 < result.history[0]["task_loss"] <= entropy + 1e-3
     with pytest.raises(DataError, match="labelled"):
         train_qgt(model, data.x, None, bits=4, epochs=1, batch_size=32)
+
+
+def test_dead_channels_get_a_floor_step_so_training_stays_finite():
+    from edgeq.graph import Node
+
+    kernel = np.random.default_rng(0).normal(size=(1, 1, 4, 3)).astype(np.float32)
+    kernel[..., 1] = 1e-31  # a BatchNorm-folded channel with γ ≈ 0
+    node = Node("pw", "conv", [], {}, {"kernel": kernel, "bias": np.zeros(3, np.float32)})
+    for mode in core.SCALE_MODES[:2]:
+        steps = core.estimate_scales(node, 2, mode)
+        assert steps[1] >= core.STEP_FLOOR * steps.max() and np.all(np.isfinite(steps))
+
+
+def test_a_diverging_training_is_a_clear_error(data):
+    with pytest.raises(DataError, match="diverged"):
+        train_qgt(fresh_model(), data, bits=2, epochs=2, batch_size=64, learning_rate=1e12,
+                  ste_start=0.0)

@@ -147,6 +147,9 @@ class Schedule:
 # --------------------------------------------------------------------------- grid geometry
 
 
+STEP_FLOOR = 1e-6  # smallest grid step, relative to the layer's largest
+
+
 def per_tensor(node: Node) -> bool:
     """Dense layers are quantized per tensor (TFLM's INT4 FULLY_CONNECTED), the rest per
     output channel."""
@@ -165,9 +168,14 @@ def estimate_scales(node: Node, bits: int, mode: str = "mse",
     check_choice("scale mode", mode, SCALE_MODES)
     flat = flat_weights(node, kernel)
     if mode == "minmax":
-        axis = None if per_tensor(node) else 1
-        return grid.weight_scales(flat, bits, axis).astype(np.float32)
-    return mse_weight_scales(flat, bits, not per_tensor(node), p=2.0).astype(np.float32)
+        scales = grid.weight_scales(flat, bits, None if per_tensor(node) else 1)
+    else:
+        scales = mse_weight_scales(flat, bits, not per_tensor(node), p=2.0)
+    # Dead channels (BatchNorm γ ≈ 0, folded) have steps near 1e-31: a training update of
+    # 1e-3 is then 1e28 LSB, whose square overflows float32 (vww_96 trained to NaN). Their
+    # weights round to 0 on any step, so a floor relative to the layer changes nothing else.
+    floor = max(STEP_FLOOR * float(np.max(scales)), np.finfo(np.float32).tiny)
+    return np.maximum(scales, floor).astype(np.float32)
 
 
 def scale_shape(node: Node, scales: np.ndarray) -> tuple[int, ...]:
