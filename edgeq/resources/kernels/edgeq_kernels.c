@@ -821,6 +821,97 @@ EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const 
     }
 }
 
+/* One EQ_RQ_FOLDED channel of an int8 block of EQ_COLS pixels in one piece: accumulators from
+ * the bias, the dot product, the output stage and the six stores. The block's constants come in
+ * through memory operands, so that the dot product has the whole register file. Returns the
+ * weights of the next channel. */
+/* The block's state for eq_conv_folded_int8, read by the assembly from memory. */
+typedef struct {
+    const eq_rqc_t *q;
+    int8_t *dst;
+    const int16_t *cols;
+    int32_t runs, stride;
+} eq_blk_t;
+
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#define EQ_RQ_FOLD(A, STORE)                                  \
+    "add     %[w13], %[" A "], %[x02]\n\t"                    \
+    "add     %[w13], %[w13], %[" A "], asr #31\n\t"           \
+    "smmlar  %[w13], %[" A "], %[cnt], %[w13]\n\t"            \
+    "asr     %[w13], %[w13], %[x13]\n\t"                      \
+    "ssat    %[w13], #8, %[w13]\n\t"                          \
+    STORE "\n\t"
+/* One EQ_RQ_FOLDED channel of an int8 block of EQ_COLS pixels in one piece: accumulators from
+ * the bias, the dot product, the output stage and the six stores. The block's state comes in
+ * through memory operands (S, an eq_blk_t lvalue) so that the dot product has the whole
+ * register file; W (the weights) moves on to the next channel. */
+#define EQ_CONV_FOLDED_INT8(S, W)                                                           \
+    do {                                                                                    \
+        int32_t a0, a1, a2, a3, a4, a5;                                                     \
+        uint32_t col, cnt, x02, x13, w02, w13;                                              \
+        __asm volatile(                                                                     \
+            "ldr     %[col], %[qm]\n\t"                                                     \
+            "ldr     %[a0], [%[col]]\n\t"                                                   \
+            "mov     %[a1], %[a0]\n\t"                                                      \
+            "mov     %[a2], %[a0]\n\t"                                                      \
+            "mov     %[a3], %[a0]\n\t"                                                      \
+            "mov     %[a4], %[a0]\n\t"                                                      \
+            "mov     %[a5], %[a0]\n\t"                                                      \
+            "ldr     %[col], %[colsm]\n\t"                                                  \
+            "ldr     %[cnt], %[runsm]\n\t"                                                  \
+            "tst     %[cnt], #1\n\t"                                                        \
+            "beq     2f\n\t"                                                                \
+            EQ_DOT8_RUN                                                                     \
+            "2:\n\t"                                                                        \
+            "tst     %[cnt], #2\n\t"                                                        \
+            "beq     4f\n\t"                                                                \
+            EQ_DOT8_RUN                                                                     \
+            EQ_DOT8_RUN                                                                     \
+            "4:\n\t"                                                                        \
+            "lsrs    %[cnt], %[cnt], #2\n\t"                                                \
+            "beq     3f\n\t"                                                                \
+            "1:\n\t"                                                                        \
+            EQ_DOT8_RUN                                                                     \
+            EQ_DOT8_RUN                                                                     \
+            EQ_DOT8_RUN                                                                     \
+            EQ_DOT8_RUN                                                                     \
+            "subs    %[cnt], %[cnt], #1\n\t"                                                \
+            "bne     1b\n\t"                                                                \
+            "3:\n\t"                                                                        \
+            /* m2 in cnt, the rounding term in x02, r in x13, the stride in col, the       \
+             * destination in w02, the value in w13 */                                      \
+            "ldr     %[col], %[qm]\n\t"                                                     \
+            "ldrd    %[cnt], %[x02], [%[col], #4]\n\t"                                      \
+            "ldrb    %[x13], [%[col], #13]\n\t"                                             \
+            "ldr     %[col], %[sm]\n\t"                                                     \
+            "ldr     %[w02], %[dm]\n\t"                                                     \
+            EQ_RQ_FOLD("a0", "strb    %[w13], [%[w02]]")                                    \
+            EQ_RQ_FOLD("a1", "strb    %[w13], [%[w02], %[col]]")                            \
+            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
+            EQ_RQ_FOLD("a2", "strb    %[w13], [%[w02]]")                                    \
+            EQ_RQ_FOLD("a3", "strb    %[w13], [%[w02], %[col]]")                            \
+            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
+            EQ_RQ_FOLD("a4", "strb    %[w13], [%[w02]]")                                    \
+            EQ_RQ_FOLD("a5", "strb    %[w13], [%[w02], %[col]]")                            \
+            : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3),               \
+              [a4] "=&r"(a4), [a5] "=&r"(a5), [col] "=&r"(col), [w] "+r"(W),                \
+              [cnt] "=&r"(cnt), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),       \
+              [w13] "=&r"(w13)                                                              \
+            : [qm] "m"((S).q), [colsm] "m"((S).cols), [runsm] "m"((S).runs),                \
+              [sm] "m"((S).stride), [dm] "m"((S).dst)                                       \
+            : "cc", "memory");                                                              \
+    } while (0)
+#else
+#define EQ_CONV_FOLDED_INT8(S, W)                                                           \
+    do {                                                                                    \
+        int32_t a_[EQ_COLS];                                                                \
+        a_[0] = a_[1] = a_[2] = a_[3] = a_[4] = a_[5] = (S).q->bias;                        \
+        eq_dot6_int8((S).cols, (W), (S).runs, a_);                                          \
+        eq_rq6_folded_strided(a_, (S).q, (S).dst, (S).stride);                              \
+        (W) += 4 * (S).runs;                                                                \
+    } while (0)
+#endif
+
 /* Every output channel for the block's n pixels (columns in `cols`), written to dst[0..) with
  * out_c between pixels. The hot loop (EQ_COLS pixels, whole int8 clamp) keeps few values live
  * so that the compiler holds them in registers around the inline assembly. */
@@ -831,29 +922,51 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
     const int int4 = p->weight_bits == 4;
     const int32_t w_step = int4 ? k_pad / 2 : k_pad;
     const int8_t *w = p->weights;
-    const eq_rqc_t *q = rq, *end = rq + out_c;
-    if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127) {
-        const int32_t runs = int4 ? k_pad / 8 : k_pad / 4;
+    const eq_rqc_t *end = rq + out_c;
+    eq_blk_t blk;
+    blk.q = rq;
+    blk.dst = dst;
+    blk.cols = cols;
+    blk.runs = int4 ? k_pad / 8 : k_pad / 4;
+    blk.stride = out_c;
+    if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127 && !int4) {
+        while (blk.q < end) {
+            const int32_t kind = EQ_RQ_KIND(*blk.q);
+            if (kind == EQ_RQ_FOLDED) {
+                EQ_CONV_FOLDED_INT8(blk, w); /* moves w to the next channel */
+            } else {
+                if (kind == EQ_RQ_RIGHT) {
+                    int32_t a[EQ_COLS];
+                    a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = blk.q->bias;
+                    eq_dot6_int8(cols, w, blk.runs, a);
+                    eq_rq6_right_strided(a, blk.q, blk.dst, out_c);
+                } else {
+                    eq_conv_channel(p, cols, blk.q, w, blk.dst, n, (int32_t)(blk.q - rq));
+                }
+                w += w_step;
+            }
+            ++blk.q;
+            ++blk.dst;
+        }
+        return;
+    }
+    if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127) { /* int4 */
+        const eq_rqc_t *q = rq;
         for (; q < end; ++q, w += w_step, ++dst) {
-            int32_t a[EQ_COLS];
             const int32_t kind = EQ_RQ_KIND(*q);
+            int32_t a[EQ_COLS];
             if (kind != EQ_RQ_FOLDED && kind != EQ_RQ_RIGHT) {
                 eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
                 continue;
             }
-            if (int4) {
-                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0;
-                eq_dot6_int4(cols, w, runs, a);
-                a[0] = q->bias + (a[0] >> 4); /* exact: the sums are multiples of 16 */
-                a[1] = q->bias + (a[1] >> 4);
-                a[2] = q->bias + (a[2] >> 4);
-                a[3] = q->bias + (a[3] >> 4);
-                a[4] = q->bias + (a[4] >> 4);
-                a[5] = q->bias + (a[5] >> 4);
-            } else {
-                a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = q->bias;
-                eq_dot6_int8(cols, w, runs, a);
-            }
+            a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = 0;
+            eq_dot6_int4(cols, w, blk.runs, a);
+            a[0] = q->bias + (a[0] >> 4); /* exact: the sums are multiples of 16 */
+            a[1] = q->bias + (a[1] >> 4);
+            a[2] = q->bias + (a[2] >> 4);
+            a[3] = q->bias + (a[3] >> 4);
+            a[4] = q->bias + (a[4] >> 4);
+            a[5] = q->bias + (a[5] >> 4);
             if (kind == EQ_RQ_FOLDED) {
                 eq_rq6_folded_strided(a, q, dst, out_c);
             } else {
@@ -862,8 +975,8 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
         }
         return;
     }
-    for (; q < end; ++q, w += w_step, ++dst) {
-        eq_conv_channel(p, cols, q, w, dst, n, (int32_t)(q - rq));
+    for (; blk.q < end; ++blk.q, w += w_step, ++blk.dst) {
+        eq_conv_channel(p, cols, blk.q, w, blk.dst, n, (int32_t)(blk.q - rq));
     }
 }
 
