@@ -829,26 +829,46 @@ EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const 
 typedef struct {
     const eq_rqc_t *q;
     int8_t *dst;
+    const int8_t *w;
     const int16_t *cols;
     int32_t runs, stride;
 } eq_blk_t;
 
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
-#define EQ_RQ_FOLD(A, STORE)                                  \
+#define EQ_RQ_FOLD(A, OFF, STORE)                             \
     "add     %[w13], %[" A "], %[x02]\n\t"                    \
     "add     %[w13], %[w13], %[" A "], asr #31\n\t"           \
     "smmlar  %[w13], %[" A "], %[cnt], %[w13]\n\t"            \
     "asr     %[w13], %[w13], %[x13]\n\t"                      \
+    OFF                                                       \
     "ssat    %[w13], #8, %[w13]\n\t"                          \
     STORE "\n\t"
 /* One EQ_RQ_FOLDED channel of an int8 block of EQ_COLS pixels in one piece: accumulators from
  * the bias, the dot product, the output stage and the six stores. The block's state comes in
  * through memory operands (S, an eq_blk_t lvalue) so that the dot product has the whole
  * register file; W (the weights) moves on to the next channel. */
-#define EQ_CONV_FOLDED_INT8(S, W)                                                           \
+/* The output stage of the six accumulators: m2 in cnt, the rounding term in x02, r in x13,
+ * the stride in col, the destination in w02, the value in w13; the offset (EQ_RQ_RIGHT) in w. */
+#define EQ_STAGE6(OFF)                                                                      \
+            "ldr     %[col], %[qm]\n\t"                                                     \
+            "ldrd    %[cnt], %[x02], [%[col], #4]\n\t"                                      \
+            "ldrb    %[x13], [%[col], #13]\n\t"                                             \
+            "ldrsh   %[w], [%[col], #14]\n\t"                                               \
+            "ldr     %[col], %[sm]\n\t"                                                     \
+            "ldr     %[w02], %[dm]\n\t"                                                     \
+            EQ_RQ_FOLD("a0", OFF, "strb    %[w13], [%[w02]]")                               \
+            EQ_RQ_FOLD("a1", OFF, "strb    %[w13], [%[w02], %[col]]")                       \
+            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
+            EQ_RQ_FOLD("a2", OFF, "strb    %[w13], [%[w02]]")                               \
+            EQ_RQ_FOLD("a3", OFF, "strb    %[w13], [%[w02], %[col]]")                       \
+            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
+            EQ_RQ_FOLD("a4", OFF, "strb    %[w13], [%[w02]]")                               \
+            EQ_RQ_FOLD("a5", OFF, "strb    %[w13], [%[w02], %[col]]")
+#define EQ_STAGE_OFF "add     %[w13], %[w13], %[w]\n\t"
+#define EQ_CONV_INT8(S, STAGE)                                                              \
     do {                                                                                    \
         int32_t a0, a1, a2, a3, a4, a5;                                                     \
-        uint32_t col, cnt, x02, x13, w02, w13;                                              \
+        uint32_t col, wr_, cnt, x02, x13, w02, w13;                                         \
         __asm volatile(                                                                     \
             "ldr     %[col], %[qm]\n\t"                                                     \
             "ldr     %[a0], [%[col]]\n\t"                                                   \
@@ -859,6 +879,7 @@ typedef struct {
             "mov     %[a5], %[a0]\n\t"                                                      \
             "ldr     %[col], %[colsm]\n\t"                                                  \
             "ldr     %[cnt], %[runsm]\n\t"                                                  \
+            "ldr     %[w], %[wm]\n\t"                                                       \
             "tst     %[cnt], #1\n\t"                                                        \
             "beq     2f\n\t"                                                                \
             EQ_DOT8_RUN                                                                     \
@@ -878,37 +899,29 @@ typedef struct {
             "subs    %[cnt], %[cnt], #1\n\t"                                                \
             "bne     1b\n\t"                                                                \
             "3:\n\t"                                                                        \
-            /* m2 in cnt, the rounding term in x02, r in x13, the stride in col, the       \
-             * destination in w02, the value in w13 */                                      \
-            "ldr     %[col], %[qm]\n\t"                                                     \
-            "ldrd    %[cnt], %[x02], [%[col], #4]\n\t"                                      \
-            "ldrb    %[x13], [%[col], #13]\n\t"                                             \
-            "ldr     %[col], %[sm]\n\t"                                                     \
-            "ldr     %[w02], %[dm]\n\t"                                                     \
-            EQ_RQ_FOLD("a0", "strb    %[w13], [%[w02]]")                                    \
-            EQ_RQ_FOLD("a1", "strb    %[w13], [%[w02], %[col]]")                            \
-            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
-            EQ_RQ_FOLD("a2", "strb    %[w13], [%[w02]]")                                    \
-            EQ_RQ_FOLD("a3", "strb    %[w13], [%[w02], %[col]]")                            \
-            "add     %[w02], %[w02], %[col], lsl #1\n\t"                                    \
-            EQ_RQ_FOLD("a4", "strb    %[w13], [%[w02]]")                                    \
-            EQ_RQ_FOLD("a5", "strb    %[w13], [%[w02], %[col]]")                            \
+            "str     %[w], %[wm]\n\t"                                                       \
+            STAGE                                                                           \
             : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3),               \
-              [a4] "=&r"(a4), [a5] "=&r"(a5), [col] "=&r"(col), [w] "+r"(W),                \
+              [a4] "=&r"(a4), [a5] "=&r"(a5), [col] "=&r"(col), [w] "=&r"(wr_),                \
               [cnt] "=&r"(cnt), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),       \
               [w13] "=&r"(w13)                                                              \
+              , [wm] "+m"((S).w)                                                            \
             : [qm] "m"((S).q), [colsm] "m"((S).cols), [runsm] "m"((S).runs),                \
               [sm] "m"((S).stride), [dm] "m"((S).dst)                                       \
             : "cc", "memory");                                                              \
     } while (0)
 #else
-#define EQ_CONV_FOLDED_INT8(S, W)                                                           \
+#define EQ_CONV_INT8(S, STAGE)                                                              \
     do {                                                                                    \
         int32_t a_[EQ_COLS];                                                                \
         a_[0] = a_[1] = a_[2] = a_[3] = a_[4] = a_[5] = (S).q->bias;                        \
-        eq_dot6_int8((S).cols, (W), (S).runs, a_);                                          \
-        eq_rq6_folded_strided(a_, (S).q, (S).dst, (S).stride);                              \
-        (W) += 4 * (S).runs;                                                                \
+        eq_dot6_int8((S).cols, (S).w, (S).runs, a_);                                        \
+        if (EQ_RQ_KIND(*(S).q) == EQ_RQ_FOLDED) {                                           \
+            eq_rq6_folded_strided(a_, (S).q, (S).dst, (S).stride);                          \
+        } else {                                                                            \
+            eq_rq6_right_strided(a_, (S).q, (S).dst, (S).stride);                           \
+        }                                                                                   \
+        (S).w += 4 * (S).runs;                                                              \
     } while (0)
 #endif
 
@@ -930,20 +943,16 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
     blk.runs = int4 ? k_pad / 8 : k_pad / 4;
     blk.stride = out_c;
     if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127 && !int4) {
+        blk.w = p->weights;
         while (blk.q < end) {
             const int32_t kind = EQ_RQ_KIND(*blk.q);
             if (kind == EQ_RQ_FOLDED) {
-                EQ_CONV_FOLDED_INT8(blk, w); /* moves w to the next channel */
+                EQ_CONV_INT8(blk, EQ_STAGE6("")); /* moves blk.w to the next channel */
+            } else if (kind == EQ_RQ_RIGHT) {
+                EQ_CONV_INT8(blk, EQ_STAGE6(EQ_STAGE_OFF));
             } else {
-                if (kind == EQ_RQ_RIGHT) {
-                    int32_t a[EQ_COLS];
-                    a[0] = a[1] = a[2] = a[3] = a[4] = a[5] = blk.q->bias;
-                    eq_dot6_int8(cols, w, blk.runs, a);
-                    eq_rq6_right_strided(a, blk.q, blk.dst, out_c);
-                } else {
-                    eq_conv_channel(p, cols, blk.q, w, blk.dst, n, (int32_t)(blk.q - rq));
-                }
-                w += w_step;
+                eq_conv_channel(p, cols, blk.q, blk.w, blk.dst, n, (int32_t)(blk.q - rq));
+                blk.w += w_step;
             }
             ++blk.q;
             ++blk.dst;
