@@ -170,6 +170,50 @@ def test_litert_stays_within_one_lsb_of_tflm(every_layer_graph, bits, orders, sp
     assert plain[2] > 0.2, plain  # the model does exercise the negative ties
 
 
+def test_channel_permutation_keeps_the_function(every_layer_graph):
+    graph, x = every_layer_graph
+    width = graph.node("conv3").output_shape[-1]
+    src = np.random.default_rng(2).permutation(width)
+    permuted = rex.permute_output_channels(graph, "conv3", src)  # pools, flatten, concat, dense
+    np.testing.assert_allclose(permuted.run_float(x), graph.run_float(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(permuted.node("conv3").weights["bias"],
+                                  graph.node("conv3").weights["bias"][src])
+    for blocked in ("conv", "pw", "head"):  # residual ADD, residual ADD, model output
+        width = graph.node(blocked).output_shape[-1]
+        assert rex.permute_output_channels(graph, blocked, np.arange(width)[::-1]) is None
+
+
+def test_channel_split_stores_only_the_kept_channels_and_runs_exactly(every_layer_graph,
+                                                                     tmp_path):
+    from edgeq.deploy import cgen
+
+    graph, x = every_layer_graph
+    dense, dense_info = rex.rex_quantize(graph, 4, 2, 1.0, calib_x=x, edge_bits=2)
+    qgraph, info = rex.rex_quantize(graph, 4, 2, 0.25, calib_x=x, edge_bits=2)
+    split = sorted(n for n, v in info.layers.items() if v["channel_split"])
+    assert split == ["conv3", "dense"]  # the others reach a residual ADD or the output
+    for name in split:
+        kept = info.layers[name]["expanded_channels"]
+        assert qgraph.layers[f"{name}/rex1"].qweight.shape[-1] == kept
+        assert kept + qgraph.layers[f"{name}/rest"].qweight.shape[-1] == info.layers[name][
+            "channels"]
+    model_bytes = rex.export_rex(qgraph)
+    ir = read_model(model_bytes)
+    assert [op.kind for op in ir.ops].count("CONCATENATION") == 2 + len(split)
+    for name, layer in info.layers.items():  # order 1 stored for the kept channels only
+        share = (1 + layer["expanded_channels"] / layer["channels"]) / 2 if name in split else 1
+        assert layer["bytes"] == pytest.approx(share * dense_info.layers[name]["bytes"])
+    assert ir.weight_bytes < read_model(rex.export_rex(dense)).weight_bytes
+    q, out, _ = _run_interp(model_bytes, x)
+    tflm = tflm_interpreter(model_bytes, 1 << 20)
+    for i in range(len(x)):  # contract 1: TFLM == edgeq's interpreter == the C engine
+        tflm.set_input(q[i:i + 1], 0)
+        tflm.invoke()
+        np.testing.assert_array_equal(tflm.get_output(0)[0], out[i])
+    exe = cgen.build_host_runner(cgen.generate_engine(ir, tmp_path))
+    np.testing.assert_array_equal(cgen.run_host(exe, q, output_size=out.shape[-1]), out)
+
+
 def test_w2_order_3_fits_tflm_arena_at_the_first_try(every_layer_graph):
     from edgeq.deploy.tflm import arena_estimate, fit_arena
 
