@@ -130,6 +130,18 @@ def test_ops_under_qemu_match_tflm(case, tmp_path):
     assert len(np.unique(expected)) > 2
 
 
+@pytest.mark.parametrize("cflags", [("-O0",), ("-DEDGEQ_NO_ASM",)])
+def test_fast_paths_without_inline_assembly_are_exact(cflags, tmp_path):
+    """-O0 keeps the frame pointer, which the 13-register loops need: the kernels then run the
+    same fast paths as C with the DSP intrinsics (also with -DEDGEQ_NO_ASM)."""
+    rng = np.random.default_rng(12)
+    for k, model in enumerate([_conv_stress(rng), _depthwise_stress(rng, stride=2)]):
+        inputs = np.stack([opmodels.random_input(model, rng) for _ in range(2)])
+        fw = build_firmware(model, BOARD, tmp_path / f"fw{k}", extra_cflags=(*WERROR, *cflags))
+        result = run_qemu(fw.elf, inputs.reshape(len(inputs), -1), timeout=60)
+        np.testing.assert_array_equal(result.outputs, _tflm(write_model(model), inputs))
+
+
 def test_board_fit_is_checked_before_anything_is_written(vww_int8_path, tmp_path):
     small = dataclasses.replace(load_board(BOARD), arena_kib=32)
     with pytest.raises(BoardFitError, match=r"55,648 bytes.*32,768.*22,880 too many"):

@@ -76,6 +76,10 @@ static int32_t eq_weight(const int8_t *w, int32_t i, int32_t bits)
 #endif
 
 #if EQ_FAST
+/* the low and high 16-bit halves of a word, sign-extended */
+EQ_INLINE int32_t eq_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xFFFFu); }
+EQ_INLINE int32_t eq_hi16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x >> 16); }
+
 #if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
 #include <arm_acle.h>
 #define EQ_SXTB16(x) ((uint32_t)__sxtb16(x))
@@ -98,8 +102,6 @@ static inline uint32_t EQ_SXTAB16_ROR8(uint32_t a, uint32_t x)
 #define EQ_SMLATT(a, b, acc) __smlatt((int32_t)(a), (int32_t)(b), (acc))
 #else
 /* The same instructions in C, for testing the fast paths on any host. */
-static int32_t eq_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xFFFFu); }
-static int32_t eq_hi16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x >> 16); }
 static uint32_t eq_pack16(int32_t lo, int32_t hi)
 {
     return ((uint32_t)lo & 0xFFFFu) | (((uint32_t)hi & 0xFFFFu) << 16);
@@ -130,6 +132,16 @@ static int32_t EQ_SMLATT(uint32_t a, uint32_t b, int32_t acc)
 {
     return acc + eq_hi16(a) * eq_hi16(b);
 }
+#endif
+
+/* The inner loops in inline assembly: they use up to 13 registers, which needs the frame
+ * pointer free (any -O level but -O0; define EDGEQ_NO_ASM when building with
+ * -fno-omit-frame-pointer). Without them the same fast paths run as C with the DSP intrinsics. */
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED) && defined(__OPTIMIZE__) \
+    && !defined(EDGEQ_NO_ASM)
+#define EQ_ASM 1
+#else
+#define EQ_ASM 0
 #endif
 
 static uint32_t eq_pair16(int32_t lo, int32_t hi) /* two 16-bit values in a word */
@@ -404,7 +416,14 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     int32_t k;
     if (run == 4) {
         uint32_t *d = dst + j * 2;
-        for (k = 0; k < k_pad; k += 4, d += 2 * EQ_COLS) {
+        for (k = 0; k + 8 <= k_pad; k += 8, d += 4 * EQ_COLS) { /* two runs per turn */
+            const uint32_t a = eq_load32(src + k), b = eq_load32(src + k + 4);
+            d[0] = EQ_SXTAB16(off2, a);
+            d[1] = EQ_SXTAB16_ROR8(off2, a);
+            d[2 * EQ_COLS] = EQ_SXTAB16(off2, b);
+            d[2 * EQ_COLS + 1] = EQ_SXTAB16_ROR8(off2, b);
+        }
+        if (k < k_pad) {
             const uint32_t a = eq_load32(src + k);
             d[0] = EQ_SXTAB16(off2, a);
             d[1] = EQ_SXTAB16_ROR8(off2, a);
@@ -428,7 +447,7 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
 #define EQ_INT4_LO(w) (((w) << 4) & 0xF0F0F0F0u)
 #define EQ_INT4_HI(w) ((w) & 0xF0F0F0F0u)
 
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
 #define EQ_DOT8_COL                                  \
     "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
 #define EQ_DOT8_RUN                                  \
@@ -480,7 +499,7 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
 EQ_INLINE void eq_dot6_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[6])
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
     uint32_t x02, x13, w02, w13;
     __asm volatile(
         "tst     %[runs], #1\n\t"
@@ -532,7 +551,7 @@ EQ_INLINE void eq_dot6_int8(const int16_t *col, const int8_t *w, int32_t runs, i
 EQ_INLINE void eq_dot6_int4(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[6])
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
     if (runs > 0) {
         uint32_t x0, x1, pa, pb;
         __asm volatile(
@@ -591,7 +610,7 @@ EQ_INLINE void eq_dot6_int4(const int16_t *col, const int8_t *w, int32_t runs, i
 EQ_INLINE void eq_dot3_int8(const int16_t *col, const int8_t *w, int32_t runs, int32_t a[3])
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2];
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
     if (runs > 0) {
         uint32_t x02, x13, w02, w13;
         __asm volatile(
@@ -654,7 +673,7 @@ EQ_INLINE void eq_dot3_int4(const int16_t *col, const int8_t *w, int32_t runs, i
 /* Four accumulators of EQ_RQ_RIGHT channels through the output stage to int8 (whole int8
  * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
  * r of each channel at u[0..2], u[3..5], ... with u_step words between channels (0: one channel). */
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
 #define EQ_RQ_ONE(A, U, OFF, STORE)                         \
     "ldrd    %[m2], %[h], [%[u], #" #U "]\n\t"                \
     "ldr     %[r], [%[u], #" #U "+8]\n\t"                     \
@@ -834,7 +853,7 @@ typedef struct {
     int32_t runs, stride;
 } eq_blk_t;
 
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
 #define EQ_RQ_FOLD(A, OFF, STORE)                             \
     "add     %[w13], %[" A "], %[x02]\n\t"                    \
     "add     %[w13], %[w13], %[" A "], asr #31\n\t"           \
@@ -1077,7 +1096,7 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[1
     }
 }
 
-#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+#if EQ_ASM
 /* Taps 0 and 1 of a filter row (two adjacent words: xa, xb) as (a b) pairs per channel with
  * PKHBT/PKHTB and SXTB16, one SMLAD per channel; tap 2 with SMLABB/SMLATT. */
 #define EQ_DW_ROW(ROW, W)                                                 \
