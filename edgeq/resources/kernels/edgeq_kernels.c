@@ -388,7 +388,7 @@ static const int8_t *eq_gather(const eq_conv_t *p, const int8_t *in, int32_t b, 
     }
     for (fy = 0; fy < p->filter_h; ++fy, d += row_bytes) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
-        const int8_t *row = in + (b * p->in_h + iy) * p->in_w * depth;
+        const int8_t *row = in + (b * p->in_h + EQ_CLAMP(iy, 0, p->in_h - 1)) * p->in_w * depth;
         if (iy < 0 || iy >= p->in_h) {
             memset(d, zp, (size_t)row_bytes);
         } else if (p->dilation_w == 1 && in_x0 >= 0 && in_x0 + fw <= p->in_w) {
@@ -1204,7 +1204,7 @@ static void eq_dw_row(const eq_depthwise_t *p, const int8_t *image, int32_t iy, 
 {
     const int32_t depth = p->in_c, pad_w = p->pad_w;
     const int32_t inside = EQ_MIN(width, p->in_w + pad_w);
-    const int8_t *src = image + (iy * p->in_w - pad_w) * depth; /* column -pad_w: not read */
+    const int8_t *src;
     int32_t j = 0;
     if (iy < 0 || iy >= p->in_h) {
         for (; j < width; ++j) {
@@ -1212,11 +1212,12 @@ static void eq_dw_row(const eq_depthwise_t *p, const int8_t *image, int32_t iy, 
         }
         return;
     }
+    src = image + iy * p->in_w * depth; /* column 0 */
     for (; j < pad_w && j < width; ++j) {
         dst[j] = zp4;
     }
     for (; j < inside; ++j) {
-        dst[j] = eq_load32(src + j * depth);
+        dst[j] = eq_load32(src + (j - pad_w) * depth);
     }
     for (; j < width; ++j) {
         dst[j] = zp4;
