@@ -48,6 +48,8 @@ class BuildConfig:
     baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
     zero_shot: bool = False  # calibrate on Genie-D images made from the model alone (no data)
     synth_iterations: int | None = None  # Genie-D steps per batch; None: edgeq.genie's default
+    expansion: int = 2  # method "rex": orders K of the residual expansion
+    sparsity: float = 1.0  # method "rex": fraction G of output channels that get orders >= 1
     train: bool = False  # fine-tune toward `bits` with QGT before export (needs labelled data)
     train_epochs: int = 2  # QGT epochs
 
@@ -235,7 +237,10 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
 
     wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
     qgt_section = None
-    if cfg.train:
+    if method == "rex":
+        with st.stage(f"REx {wname} × {cfg.expansion} orders (G = {cfg.sparsity:g}), export"):
+            qgraph, qreport, tflite, qgt_section = _rex_stage(cfg, graph, calib)
+    elif cfg.train:
         with st.stage(f"QGT: train toward {wname} for {cfg.train_epochs} epoch(s), export"):
             qgraph, qreport, tflite, qgt_section = _qgt_stage(cfg, graph, train_ds, calib, test,
                                                               progress_factory)
@@ -295,7 +300,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         "config": asdict(cfg),
     }
     if qgt_section is not None:
-        report["qgt"] = qgt_section
+        report["rex" if method == "rex" else "qgt"] = qgt_section
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -323,6 +328,29 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+def _rex_stage(cfg: BuildConfig, graph, calib):
+    """--method rex: residual expansion (weights data-free; activation ranges from the
+    calibration images, synthetic with --zero-shot). Returns (qgraph, QuantizeReport, tflite
+    bytes, report section)."""
+    from dataclasses import replace
+
+    from .quant.rex import export_rex, rex_quantize
+    from .quantize import QuantizeReport
+
+    if cfg.bits == "mixed":
+        raise EdgeqError("--method rex takes one width (--bits 8, 4, 3 or 2), not mixed",
+                         "pick a width; REx's orders are its own accuracy ladder")
+    t0 = time.perf_counter()
+    if cfg.zero_shot:
+        graph = replace(graph, input_range=(0.0, 1.0))
+    qgraph, info = rex_quantize(graph, int(cfg.bits), cfg.expansion, cfg.sparsity,
+                                calib_x=calib.x)
+    tflite = export_rex(qgraph)
+    report = QuantizeReport("rex", cfg.bits, dict(qgraph.plan), len(calib),
+                            seconds=round(time.perf_counter() - t0, 1))
+    return qgraph, report, tflite, info.to_dict()
 
 
 def _qgt_stage(cfg: BuildConfig, graph, train_ds, calib, test, progress_factory):

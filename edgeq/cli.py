@@ -273,7 +273,7 @@ def _save_model(model, path: str) -> None:
               help="Evaluate on at most this many samples.")
 @click.option("--bits", type=click.Choice(BITS_CHOICES), default="8", show_default=True,
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
-@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant, genie "
+@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant, genie, rex "
               "[default: brecq below 8 bits, minmax at 8, genie with --zero-shot].")
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed [default: the board's flash].")
 @click.option("--iters", type=int, help="Reconstruction steps per block or layer [default: per method].")
@@ -284,6 +284,10 @@ def _save_model(model, path: str) -> None:
               help="Calibrate with no data: --calib-samples images synthesized from the model's "
               "BatchNorm statistics (Genie-D), method genie by default; --data, if given, only "
               "evaluates.")
+@click.option("--expansion", type=int, default=2, show_default=True,
+              help="--method rex: orders K of the residual expansion.")
+@click.option("--sparsity", type=float, default=1.0, show_default=True,
+              help="--method rex: fraction G of output channels expanded beyond order 0.")
 @click.option("--train", "train_qgt", is_flag=True,
               help="Fine-tune toward --bits with Quantization Guided Training before export "
               "(needs labelled --data); the report ranks the compression bottlenecks.")
@@ -293,8 +297,8 @@ def _save_model(model, path: str) -> None:
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
-          bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, train_qgt,
-          train_epochs, synth_iterations, json_out):
+          bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, expansion, sparsity,
+          train_qgt, train_epochs, synth_iterations, json_out):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -316,7 +320,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=_bits(bits),
                       method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline,
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
-                      train_epochs=train_epochs)
+                      train_epochs=train_epochs, expansion=expansion, sparsity=sparsity)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
@@ -387,7 +391,11 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 @click.argument("keras_model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
 @click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
-@click.option("--method", help="minmax, mse, adaround, brecq, adaquant, genie [default: brecq below 8 bits].")
+@click.option("--method", help="minmax, mse, adaround, brecq, adaquant, genie, rex [default: brecq below 8 bits].")
+@click.option("--expansion", type=int, default=2, show_default=True,
+              help="--method rex: orders K of the residual expansion.")
+@click.option("--sparsity", type=float, default=1.0, show_default=True,
+              help="--method rex: fraction G of output channels expanded beyond order 0.")
 @click.option("--bits", type=click.Choice(BITS_CHOICES), default="4", show_default=True,
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed.")
@@ -400,8 +408,8 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 @click.option("--report", "report_path", type=click.Path(), help="Also write the quantization report (JSON).")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
 @expected_errors
-def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters, calib_samples,
-             input_range, report_path, unsafe):
+def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, budget_kb, fisher,
+             iters, calib_samples, input_range, report_path, unsafe):
     """Post-training quantization with reconstruction (BRECQ, AdaRound, AdaQuant) or range
     methods, optionally mixed precision under a weight budget; writes the .tflite with edgeq's
     writer and prints per-layer bits and SQNR.
@@ -410,6 +418,7 @@ def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters
     Examples:
       edgeq quantize vww_96.h5 --data photos/ --method brecq --bits 4 --out vww_w4.tflite
       edgeq quantize model.h5 --data calib.npz --bits mixed --budget-kb 81 --report q.json
+      edgeq quantize model.h5 --data synth.npz --method rex --bits 4 --expansion 2 --sparsity 0.5
     """
     _quiet_tensorflow()
     from .build import BuildConfig, load_build_data
@@ -422,6 +431,10 @@ def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters
     shape = loaded.input_shape
     cfg = BuildConfig(data=data, calib_samples=calib_samples)
     _, calib, _ = load_build_data(cfg, None, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0, None)
+    if method == "rex":
+        _quantize_rex(loaded.model, calib.x, _bits(bits), expansion, sparsity, input_range,
+                      out_path, report_path)
+        return
     qgraph, report = run_quantize(loaded.model, calib.x, method, _bits(bits), budget_kb,
                                   iters=iters, fisher=fisher, calib_samples=calib_samples,
                                   input_range=input_range)
@@ -436,6 +449,29 @@ def quantize(keras_model, data, out_path, method, bits, budget_kb, fisher, iters
         table.add_row(row["name"], str(row["bits"]), _db(row.get("sqnr_minmax_db")), _db(row.get("sqnr_db")))
     out_console.print(table)
     console.print(f"{report.summary()}; wrote {out_path} ({len(data_bytes):,} bytes)")
+
+
+def _quantize_rex(model, calib_x, bits, expansion, sparsity, input_range, out_path,
+                  report_path) -> None:
+    from dataclasses import replace
+
+    from .errors import DataError
+    from .export import write_atomically
+    from .graph import capture
+    from .quant.rex import export_rex, rex_quantize
+
+    if bits == "mixed":
+        raise DataError("--method rex takes one width, not mixed", "pass --bits 8, 4, 3 or 2")
+    graph = capture(model)
+    if input_range:
+        graph = replace(graph, input_range=tuple(input_range))
+    qgraph, info = rex_quantize(graph, bits, expansion, sparsity, calib_x=calib_x)
+    data = export_rex(qgraph, out_path)
+    if report_path:
+        write_atomically(Path(report_path), json.dumps(info.to_dict(), indent=2, default=str).encode())
+    console.print(f"REx W{bits} × {expansion} orders (G = {sparsity:g}): {len(info.layers)} layers "
+                  f"expanded, weights {info.weight_bytes / 1024:.1f} KiB; wrote {out_path} "
+                  f"({len(data):,} bytes)")
 
 
 def _db(value) -> str:

@@ -254,3 +254,25 @@ def test_build_train_runs_qgt_and_ranks_bottlenecks(small, tmp_path):
     both = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--train",
                                      "--zero-shot", "--out", str(tmp_path / "x")])
     assert both.exit_code == 2 and "exclude each other" in both.output
+
+
+def test_rex_from_build_and_quantize(small, tmp_path):
+    from edgeq.tflite.read import read_model
+
+    out = tmp_path / "rex"
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"),
+                                       "--data", str(small / "data.npz"), "--method", "rex",
+                                       "--bits", "4", "--expansion", "2", "--no-baseline",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantize"]["method"] == "rex" and report["rex"]["expansion"] == 2
+    assert report["check"]["max_abs_diff"] <= 1 and report["check"]["tflm_litert_agreement"] >= 0.995
+    kinds = [op.kind for op in read_model((out / "model.tflite").read_bytes()).ops]
+    assert kinds.count("ADD") >= 2  # the orders really are parallel branches summed by ADD
+    q = tmp_path / "rex.tflite"
+    result = CliRunner().invoke(main, ["quantize", str(small / "small.h5"), "--data",
+                                       str(small / "data.npz"), "--method", "rex", "--bits", "2",
+                                       "--expansion", "3", "--out", str(q)])
+    assert result.exit_code == 0, result.output
+    assert read_model(q.read_bytes()).ops and "3 orders" in " ".join(result.output.split())
