@@ -670,9 +670,9 @@ EQ_INLINE void eq_dot3_int4(const int16_t *col, const int8_t *w, int32_t runs, i
     a[2] = a2;
 }
 
-/* Four accumulators of EQ_RQ_RIGHT channels through the output stage to int8 (whole int8
- * clamp), stored at dst[0], dst[stride], dst[2 stride], dst[3 stride]. Parameters: m2, add and
- * r of each channel at u[0..2], u[3..5], ... with u_step words between channels (0: one channel). */
+/* The output stage in assembly: SMMLAR as above, the shift, SSAT for the whole int8 clamp and
+ * the store. eq_rq4_*_quad: four channels of one depthwise pixel (u: m2, add, r per channel),
+ * outputs side by side; eq_rq6_*_strided: one channel (q), six pixels `stride` apart. */
 #if EQ_ASM
 #define EQ_RQ_ONE(A, U, OFF, STORE)                         \
     "ldrd    %[m2], %[h], [%[u], #" #U "]\n\t"                \
@@ -1050,11 +1050,12 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
 }
 
 /* ---- DEPTHWISE_CONV_2D 3x3, depth multiplier 1 ------------------------------------------------
- * Four channels at a time over the whole image: SXTB16 extends four input bytes, SMLABB/SMLATT
- * multiply them with the weights as (c0 c2) (c1 c3) pairs of 16-bit values. Interior pixels
- * start from bias + input offset * (sum of the nine weights); border pixels start from the bias,
- * add the offset to each value (SXTAB16) and skip the taps in the padding. Channels left over,
- * or whose output stage has no fast formula, go one at a time through the reference code. */
+ * Four channels at a time over the whole image, from a ring of three input rows copied into the
+ * scratch with the padding filled in (the input zero point), so that every pixel takes the same
+ * nine taps: per filter row, taps 0 and 1 by SMLAD on PKH-paired values, tap 2 by
+ * SMLABB/SMLATT. The accumulators start from bias + input offset * (sum of the nine weights).
+ * Channels left over, or whose output stage has no fast formula, go one at a time through the
+ * reference code. */
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
