@@ -164,9 +164,11 @@ class _Lowering:
             self.arrays.append(Array(name, ctype, np.asarray(values), c_comment(comment)))
         return name
 
-    def weights(self, index: int, t: int, row_stride: int | None = None) -> tuple[str, int]:
+    def weights(self, index: int, t: int, row_stride: int | None = None,
+                order: np.ndarray | None = None) -> tuple[str, int]:
         """The weights as a const array (INT4 packed); with row_stride, each of the first
-        dimension's rows is padded with zeros to that many values."""
+        dimension's rows is padded with zeros to that many values, after taking its values in
+        `order` (indices into the row) if given."""
         tensor = self.model.tensors[t]
         if tensor.dtype not in ("int8", "int4"):
             raise UnsupportedOpError(
@@ -175,6 +177,8 @@ class _Lowering:
         data = np.asarray(tensor.data)
         if row_stride is not None:
             rows = data.reshape(data.shape[0], -1)
+            if order is not None:
+                rows = rows[:, order]
             data = np.pad(rows, ((0, 0), (0, row_stride - rows.shape[1])))
         bits = 4 if tensor.dtype == "int4" else 8
         packed = pack_int4(data).view(np.int8) if bits == 4 else data.astype(np.int8)
@@ -253,7 +257,9 @@ class _Lowering:
         oc, fh, fw, fic = w.shape
         _, oh, ow, _ = y.shape
         stride = filter_stride(x, w)
-        wname, bits = self.weights(index, op.inputs[1], stride)
+        words = line_words(x, w)
+        order = line_order(fh, fw * fic, words) if words else None
+        wname, bits = self.weights(index, op.inputs[1], stride, order)
         mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw * fic
@@ -264,7 +270,7 @@ class _Lowering:
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
                   ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("multiplier", mult), ("shift", shift), ("row_words", words)]
         scratch = self.plan.scratch.get(index)
         scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
         return self._step(index, "conv2d", "eq_conv_t", fields,
@@ -469,6 +475,24 @@ def filter_stride(x: Tensor, w: Tensor) -> int:
     run = 8 if w.dtype == "int4" else 4
     padded = -(-k // run) * run
     return padded if w.shape[3] == x.shape[3] and padded <= FAST_MAX_FILTER else k
+
+
+def line_words(x: Tensor, w: Tensor) -> int:
+    """eq_conv_t.row_words: for an INT8 fast-path CONV_2D whose filter lines (filter_w * in_c
+    values) are not whole words, the whole words per line (their values are stored line by
+    line, then the lines' leftovers, so that im2col reads whole input words); else 0."""
+    line = w.shape[2] * w.shape[3]
+    fast = w.shape[3] == x.shape[3] and filter_stride(x, w) % 4 == 0
+    if w.dtype != "int8" or not fast or w.shape[1] < 2 or line < 4 or line % 4 == 0:
+        return 0
+    return line // 4
+
+
+def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
+    """The stored order of a filter row's values (indices in natural order) for row_words."""
+    head = 4 * words
+    natural = np.arange(filter_h * line).reshape(filter_h, line)
+    return np.concatenate([natural[:, :head].ravel(), natural[:, head:].ravel()])
 
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call

@@ -442,6 +442,67 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     }
 }
 
+/* Column j for row_words > 0 (int8 runs): each filter line's whole words straight from the
+ * input (line fy at src + fy * step), then the lines' remaining bytes gathered into one more
+ * run or few. */
+static void eq_column_lines(const eq_conv_t *p, const int8_t *src, int32_t step, int16_t *cols,
+                            int32_t j, uint32_t off2)
+{
+    const int32_t words = p->row_words, fh = p->filter_h;
+    const int32_t rest = p->filter_w * p->in_c - 4 * words;
+    const int32_t tail_runs = (p->filter_stride - 4 * words * fh) / 4;
+    uint32_t *d = (uint32_t *)(void *)cols + j * 2;
+    uint32_t *rd = d + 2 * EQ_COLS * words * fh; /* the runs of the leftovers */
+    uint32_t word = 0;
+    int32_t fy, k, bits = 0, runs = 0;
+    if (fh == 3 && words == 2 && rest == 1 && tail_runs == 1) {
+        /* 3x3 over three channels (an RGB image), straight-line: 7 runs */
+        const int8_t *s1 = src + step, *s2 = s1 + step;
+        uint32_t v;
+#define EQ_RUN_AT(AT, V)                                                                    \
+    do {                                                                                    \
+        const uint32_t v_ = (V);                                                            \
+        d[2 * EQ_COLS * (AT)] = EQ_SXTAB16(off2, v_);                                       \
+        d[2 * EQ_COLS * (AT) + 1] = EQ_SXTAB16_ROR8(off2, v_);                              \
+    } while (0)
+        EQ_RUN_AT(0, eq_load32(src));
+        EQ_RUN_AT(1, eq_load32(src + 4));
+        EQ_RUN_AT(2, eq_load32(s1));
+        EQ_RUN_AT(3, eq_load32(s1 + 4));
+        EQ_RUN_AT(4, eq_load32(s2));
+        EQ_RUN_AT(5, eq_load32(s2 + 4));
+        v = (uint32_t)(uint8_t)src[8] | (uint32_t)(uint8_t)s1[8] << 8
+            | (uint32_t)(uint8_t)s2[8] << 16;
+        EQ_RUN_AT(6, v);
+#undef EQ_RUN_AT
+        return;
+    }
+    for (fy = 0; fy < fh; ++fy, src += step) {
+        for (k = 0; k < words; ++k, d += 2 * EQ_COLS) {
+            const uint32_t v = eq_load32(src + 4 * k);
+            d[0] = EQ_SXTAB16(off2, v);
+            d[1] = EQ_SXTAB16_ROR8(off2, v);
+        }
+        for (k = 0; k < rest; ++k) { /* bytes collected into words, in order */
+            word |= (uint32_t)(uint8_t)src[4 * words + k] << bits;
+            bits += 8;
+            if (bits == 32) {
+                rd[0] = EQ_SXTAB16(off2, word);
+                rd[1] = EQ_SXTAB16_ROR8(off2, word);
+                rd += 2 * EQ_COLS;
+                ++runs;
+                word = 0;
+                bits = 0;
+            }
+        }
+    }
+    for (; runs < tail_runs; ++runs, rd += 2 * EQ_COLS) { /* the rest times zero weights */
+        rd[0] = EQ_SXTAB16(off2, word);
+        rd[1] = EQ_SXTAB16_ROR8(off2, word);
+        word = 0;
+    }
+}
+
 /* Eight int4 weights (one word) as pairs of 16-bit values, each value times 16 (exact; divided
  * out after the sum): the low nibbles give (v0 v4) (v2 v6), the high ones (v1 v5) (v3 v7). */
 #define EQ_INT4_LO(w) (((w) << 4) & 0xF0F0F0F0u)
@@ -468,6 +529,29 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
     EQ_DOT8_COL                                      \
     "smlad   %[a4], %[x02], %[w02], %[a4]\n\t"       \
+    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
+/* The first run of a block whose a5 holds the bias: every accumulator starts from it. */
+#define EQ_DOT8_FIRST                                \
+    "ldr     %[w13], [%[w]], #4\n\t"                 \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "sxtb16  %[w02], %[w13]\n\t"                     \
+    "sxtb16  %[w13], %[w13], ror #8\n\t"             \
+    "smlad   %[a0], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a1], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a2], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a3], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a4], %[x02], %[w02], %[a5]\n\t"       \
     "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
     EQ_DOT8_COL                                      \
     "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
@@ -890,15 +974,12 @@ typedef struct {
         uint32_t col, wr_, cnt, x02, x13, w02, w13;                                         \
         __asm volatile(                                                                     \
             "ldr     %[col], %[qm]\n\t"                                                     \
-            "ldr     %[a0], [%[col]]\n\t"                                                   \
-            "mov     %[a1], %[a0]\n\t"                                                      \
-            "mov     %[a2], %[a0]\n\t"                                                      \
-            "mov     %[a3], %[a0]\n\t"                                                      \
-            "mov     %[a4], %[a0]\n\t"                                                      \
-            "mov     %[a5], %[a0]\n\t"                                                      \
+            "ldr     %[a5], [%[col]]\n\t"                                                   \
             "ldr     %[col], %[colsm]\n\t"                                                  \
             "ldr     %[cnt], %[runsm]\n\t"                                                  \
             "ldr     %[w], %[wm]\n\t"                                                       \
+            EQ_DOT8_FIRST                                                                   \
+            "subs    %[cnt], %[cnt], #1\n\t"                                                \
             "tst     %[cnt], #1\n\t"                                                        \
             "beq     2f\n\t"                                                                \
             EQ_DOT8_RUN                                                                     \
@@ -1036,7 +1117,24 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
         int8_t *dst = out + b * pixels * out_c;
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
             const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
-            for (j = 0; j < EQ_COLS; ++j) { /* missing pixels repeat the last one */
+            for (j = 0; j < EQ_COLS && p->row_words > 0; ++j) {
+                const int32_t q = pix + EQ_MIN(j, n - 1);
+                const int32_t oy = q / p->out_w, ox = q % p->out_w;
+                const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+                const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+                const int32_t step = p->in_w * p->in_c * p->dilation_h;
+                if (p->dilation_w == 1 && in_y0 >= 0 && in_x0 >= 0
+                    && in_y0 + p->dilation_h * (p->filter_h - 1) < p->in_h
+                    && in_x0 + p->filter_w <= p->in_w) {
+                    eq_column_lines(p, image + (in_y0 * p->in_w + in_x0) * p->in_c, step, cols,
+                                    j, off2);
+                } else {
+                    eq_column_lines(p, eq_gather(p, image, 0, oy, ox, tmp),
+                                    p->filter_w * p->in_c, cols, j, off2);
+                }
+            }
+            for (j = 0; j < EQ_COLS && p->row_words == 0; ++j) {
+                /* missing pixels repeat the last one */
                 const int32_t q = pix + EQ_MIN(j, n - 1);
                 const int8_t *src = direct
                     ? image + (q / p->out_w * p->stride_h * p->in_w + q % p->out_w * p->stride_w)
@@ -1357,6 +1455,17 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
 
 /* ---- CONV_2D: reference_integer_ops::ConvPerChannel ----------------------------------- */
 
+/* Where tap (fy, fx, ic) of a filter row is stored (see row_words). */
+static int32_t eq_conv_weight_at(const eq_conv_t *p, int32_t fy, int32_t fx, int32_t ic)
+{
+    const int32_t line = p->filter_w * p->filter_in_c, t = fx * p->filter_in_c + ic;
+    const int32_t head = 4 * p->row_words;
+    if (p->row_words <= 0) {
+        return fy * line + t;
+    }
+    return t < head ? fy * head + t : p->filter_h * head + fy * (line - head) + (t - head);
+}
+
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
     const int32_t groups = p->in_c / p->filter_in_c;
@@ -1393,9 +1502,10 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
                             }
                             ip = in + ((b * p->in_h + iy) * p->in_w + ix) * p->in_c
                                  + group * p->filter_in_c;
-                            wi = oc * p->filter_stride + (fy * p->filter_w + fx) * p->filter_in_c;
+                            wi = oc * p->filter_stride;
                             for (ic = 0; ic < p->filter_in_c; ++ic) {
-                                acc += eq_weight(p->weights, wi + ic, p->weight_bits)
+                                const int32_t at = eq_conv_weight_at(p, fy, fx, ic);
+                                acc += eq_weight(p->weights, wi + at, p->weight_bits)
                                        * (ip[ic] + p->in_offset);
                             }
                         }

@@ -30,6 +30,11 @@ typedef struct {
     const int32_t *bias;   /* [out_c] or NULL */
     const int32_t *multiplier; /* [out_c] */
     const int8_t *shift;       /* [out_c], in [-31, 30] */
+    /* 0: a filter row holds its values in natural order. n > 0 (int8, filter_in_c = in_c): the
+     * first 4n values of each filter line (filter_w * in_c values, 4n < that < 4n + 4) come
+     * line by line, then the lines' remaining values, line by line, then the 0s: the im2col
+     * column is built from whole input words. */
+    int32_t row_words;
 } eq_conv_t;
 
 typedef struct {
