@@ -497,13 +497,15 @@ def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
+DW_QUAD_BYTES = 236  # eq_dw_quad_t: a 3x3 depthwise channel quad's weights and output stage
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
     its output channels' prepared requantization (RQ_CHANNEL_BYTES each); a 3x3
-    DEPTHWISE_CONV_2D with depth multiplier 1 three padded input rows of 4-byte words."""
+    DEPTHWISE_CONV_2D with depth multiplier 1, per channel quad, three padded input rows of
+    4-byte words and its prepared weights and output stage (DW_QUAD_BYTES)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
@@ -518,9 +520,11 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             if (w.shape[1:3] == (3, 3) and w.shape[3] == x.shape[3]
                     and int(options.get("dilation_h_factor", 1)) == 1
                     and int(options.get("dilation_w_factor", 1)) == 1):
-                # three input rows of four-channel words, padded: the 3x3 fast path
+                # three padded input rows of every channel quad, then each quad's prepared
+                # weights and output stage: the 3x3 fast path
                 width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
-                scratch[index] = 12 * width
+                quads = x.shape[3] // 4
+                scratch[index] = max(4, quads * (12 * width + DW_QUAD_BYTES))
     return scratch
 
 

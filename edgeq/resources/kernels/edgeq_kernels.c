@@ -1265,129 +1265,169 @@ static void eq_dw_pixel(const uint32_t *r0, const uint32_t *r1, const uint32_t *
 #define EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3) eq_dw_pixel(r0, r1, r2, wq, &a0, &a1, &a2, &a3)
 #endif
 
-/* The geometry and output stage of one channel quad. */
+/* The weights and output stage of one channel quad, prepared once per call in the scratch. */
 typedef struct {
-    const eq_depthwise_t *p;
     uint32_t wq[18];
     int32_t u[12];   /* m2, add, r of the four channels (all EQ_RQ_RIGHT) */
     eq_rqu_t any[4]; /* the same for quads with EQ_RQ_LEFT channels */
     int32_t inner[4]; /* accumulator start: bias + input offset * sum of the nine weights */
     int32_t hot;     /* whole int8 clamp and all four channels shift right: 1, u holds 2^(r-1)
                       * and the offset is added after the shift; 2 (all EQ_RQ_FOLDED), u holds
-                      * the folded rounding terms */
+                      * the folded rounding terms; 0 any fast stage; -1 none (the quad's
+                      * channels go through the reference code) */
 } eq_dw_quad_t;
+typedef char eq_dw_quad_is_236_bytes[sizeof(eq_dw_quad_t) == 236 ? 1 : -1]; /* cgen */
 
-static void eq_dw_outputs(const eq_dw_quad_t *d, const int32_t a[4], int8_t *dst)
+static void eq_dw_outputs(const eq_depthwise_t *p, const eq_dw_quad_t *d, const int32_t a[4],
+                          int8_t *dst)
 {
-    const eq_depthwise_t *p = d->p;
     int32_t i;
-    if (d->hot == 1) {
-        eq_rq4_right_quad(a[0], a[1], a[2], a[3], d->u, p->out_offset, dst);
-        return;
-    }
-    if (d->hot == 2) {
-        eq_rq4_folded_quad(a[0], a[1], a[2], a[3], d->u, dst);
-        return;
-    }
     for (i = 0; i < 4; ++i) {
         dst[i] = (int8_t)EQ_CLAMP(eq_rqu_apply(&d->any[i], a[i]), p->act_min, p->act_max);
     }
 }
 
-/* Input row iy, channels c..c+3, as `width` words: word j is input column j - pad_w, or the
- * input zero point four times where that lies in the padding. With the offset in the
- * accumulators' start, padding taps then add w * (zero point + offset) = 0, as TFLM's skipped
- * taps do. */
-static void eq_dw_row(const eq_depthwise_t *p, const int8_t *image, int32_t iy, uint32_t *dst,
-                      int32_t width, uint32_t zp4)
+/* Input row iy of every channel quad into `slot`: quad q's row is `width` words at
+ * slot + q * width, word j input column j - pad_w, or the input zero point four times where that
+ * lies in the padding. With the offset in the accumulators' start, padding taps then add
+ * w * (zero point + offset) = 0, as TFLM's skipped taps do. */
+static void eq_dw_rows(const eq_depthwise_t *p, const int8_t *image, int32_t iy, uint32_t *slot,
+                       int32_t width, int32_t quads, uint32_t zp4)
 {
-    const int32_t depth = p->in_c, pad_w = p->pad_w;
-    const int32_t inside = EQ_MIN(width, p->in_w + pad_w);
-    const int8_t *src;
-    int32_t j = 0;
+    const int32_t depth = p->in_c, pad_w = EQ_MIN(p->pad_w, width);
+    const int32_t inside = EQ_MIN(width, p->in_w + p->pad_w);
+    int32_t q, j;
     if (iy < 0 || iy >= p->in_h) {
-        for (; j < width; ++j) {
-            dst[j] = zp4;
+        for (j = 0; j < quads * width; ++j) {
+            slot[j] = zp4;
         }
         return;
     }
-    src = image + iy * p->in_w * depth; /* column 0 */
-    for (; j < pad_w && j < width; ++j) {
-        dst[j] = zp4;
-    }
-    for (; j < inside; ++j) {
-        dst[j] = eq_load32(src + (j - pad_w) * depth);
-    }
-    for (; j < width; ++j) {
-        dst[j] = zp4;
+    image += iy * p->in_w * depth; /* column 0 */
+    for (q = 0; q < quads; ++q, slot += width) {
+        const int8_t *src = image + 4 * q;
+        for (j = 0; j < pad_w; ++j) {
+            slot[j] = zp4;
+        }
+        for (; j < inside; ++j, src += depth) {
+            slot[j] = eq_load32(src);
+        }
+        for (; j < width; ++j) {
+            slot[j] = zp4;
+        }
     }
 }
 
-/* One channel quad over the image. The three input rows of a window come from a ring of three
- * padded rows in the scratch (each input row is copied once), so every pixel takes the same
- * nine-tap path. */
-static void eq_dw_quad(const eq_dw_quad_t *d, const int8_t *in, int8_t *out, int32_t b,
-                       int32_t c, uint32_t *ring)
+#if EQ_ASM
+/* The output stage of accumulator A for channel I of the quad (u at byte U of the
+ * eq_dw_quad_t): m2 in w0, the rounding term in xb, r in xa, the value in t; the output pointer
+ * in w1. OFF adds the offset (EQ_RQ_RIGHT). */
+#define EQ_DWQ_OUT(A, U, OFF, I)                                          \
+    "ldrd    %[w0], %[xb], [%[wq], #" #U "]\n\t"                          \
+    "ldr     %[xa], [%[wq], #" #U "+8]\n\t"                               \
+    "add     %[t], %[" A "], %[xb]\n\t"                                   \
+    "add     %[t], %[t], %[" A "], asr #31\n\t"                           \
+    "smmlar  %[t], %[" A "], %[w0], %[t]\n\t"                             \
+    "asr     %[t], %[t], %[xa]\n\t"                                       \
+    OFF                                                                   \
+    "ssat    %[t], #8, %[t]\n\t"                                          \
+    "strb    %[t], [%[w1], #" #I "]\n\t"
+#define EQ_DWQ_OFF "ldr     %[xa], %[offm]\n\t" "add     %[t], %[t], %[xa]\n\t"
+/* A whole output row of one quad (hot 1 or 2, rows STEP bytes apart per pixel) in one piece:
+ * accumulators from inner[] (byte 216), the nine taps, the output stage (u at byte 72). */
+#define EQ_DWQ_LOOP(STEP, OFF)                                                              \
+    __asm volatile(                                                                         \
+        "1:\n\t"                                                                            \
+        "ldrd    %[a0], %[a1], [%[wq], #216]\n\t"                                           \
+        "ldrd    %[a2], %[a3], [%[wq], #224]\n\t"                                           \
+        EQ_DW_ROW("r0", 0) EQ_DW_ROW("r1", 24) EQ_DW_ROW("r2", 48)                          \
+        "ldr     %[w1], %[om]\n\t"                                                          \
+        EQ_DWQ_OUT("a0", 72, OFF, 0)                                                        \
+        EQ_DWQ_OUT("a1", 84, OFF, 1)                                                        \
+        EQ_DWQ_OUT("a2", 96, OFF, 2)                                                        \
+        EQ_DWQ_OUT("a3", 108, OFF, 3)                                                       \
+        "ldr     %[xa], %[depthm]\n\t"                                                      \
+        "add     %[w1], %[w1], %[xa]\n\t"                                                   \
+        "str     %[w1], %[om]\n\t"                                                          \
+        "add     %[r0], %[r0], #" #STEP "\n\t"                                              \
+        "add     %[r1], %[r1], #" #STEP "\n\t"                                              \
+        "add     %[r2], %[r2], #" #STEP "\n\t"                                              \
+        "ldr     %[xa], %[endm]\n\t"                                                        \
+        "cmp     %[r0], %[xa]\n\t"                                                          \
+        "bne     1b\n\t"                                                                    \
+        : [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [a0] "=&r"(a0), [a1] "=&r"(a1),      \
+          [a2] "=&r"(a2), [a3] "=&r"(a3), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t),     \
+          [w0] "=&r"(w0), [w1] "=&r"(w1), [om] "+m"(o)                                      \
+        : [wq] "r"(wq), [depthm] "m"(depth), [endm] "m"(end), [offm] "m"(offset)            \
+        : "cc", "memory")
+typedef char eq_dw_quad_layout_ok[(sizeof(uint32_t) * 18 == 72 && sizeof(int32_t) * 30 == 120
+                                   && sizeof(eq_rqu_t) == 24) ? 1 : -1];
+
+/* One output row of a hot quad, stride 1 or 2, in assembly. */
+EQ_NOINLINE void eq_dw_quad_row_asm(const eq_depthwise_t *p, const eq_dw_quad_t *d,
+                                    const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
+                                    int8_t *o)
 {
-    const eq_depthwise_t *p = d->p;
-    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
-    const int32_t stride_w = p->stride_w, offset = p->out_offset;
-    const int32_t width = (out_w - 1) * stride_w + 3;
-    const uint32_t zp4 = 0x01010101u * (uint8_t)(-p->in_offset);
-    const int8_t *image = in + b * p->in_h * p->in_w * depth + c;
+    const int32_t depth = p->in_c, offset = p->out_offset;
+    const uint32_t *const end = r0 + p->out_w * p->stride_w;
+    const uint32_t *wq = d->wq;
+    int32_t a0, a1, a2, a3;
+    uint32_t xa, xb, t, w0, w1;
+    if (p->stride_w == 1) {
+        if (d->hot == 2) {
+            EQ_DWQ_LOOP(4, "");
+        } else {
+            EQ_DWQ_LOOP(4, EQ_DWQ_OFF);
+        }
+    } else if (d->hot == 2) {
+        EQ_DWQ_LOOP(8, "");
+    } else {
+        EQ_DWQ_LOOP(8, EQ_DWQ_OFF);
+    }
+}
+#endif
+
+/* One output row of one channel quad from its three padded rows: every pixel takes the same
+ * nine-tap path. */
+EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d, const uint32_t *r0,
+                           const uint32_t *r1, const uint32_t *r2, int8_t *o)
+{
+    const int32_t depth = p->in_c, out_w = p->out_w, stride_w = p->stride_w;
+    const int32_t offset = p->out_offset;
     const int32_t i0 = d->inner[0], i1 = d->inner[1], i2 = d->inner[2], i3 = d->inner[3];
     const int32_t *u = d->u;
     const uint32_t *wq = d->wq;
-    const int hot = d->hot;
-    int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
-    int32_t oy, ox, k;
-    for (oy = 0; oy < out_h; ++oy) {
-        const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-        const uint32_t *r[3];
-        int8_t *o = out + ((b * out_h + oy) * out_w) * depth + c;
-        for (k = 0; k < 3; ++k) {
-            const int32_t iy = in_y0 + k;
-            const int32_t slot = ((iy % 3) + 3) % 3;
-            if (held[slot] != iy) {
-                eq_dw_row(p, image, iy, ring + slot * width, width, zp4);
-                held[slot] = iy;
-            }
-            r[k] = ring + slot * width;
+    int32_t ox;
+    if (d->hot == 2) {
+        for (ox = 0; ox < out_w; ++ox, o += depth) {
+            int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+            EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
+            eq_rq4_folded_quad(a0, a1, a2, a3, u, o);
+            r0 += stride_w;
+            r1 += stride_w;
+            r2 += stride_w;
         }
-        if (hot == 2) {
-            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
-            for (ox = 0; ox < out_w; ++ox, o += depth) {
-                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
-                EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
-                eq_rq4_folded_quad(a0, a1, a2, a3, u, o);
-                r0 += stride_w;
-                r1 += stride_w;
-                r2 += stride_w;
-            }
-        } else if (hot == 1) {
-            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
-            for (ox = 0; ox < out_w; ++ox, o += depth) {
-                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
-                EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
-                eq_rq4_right_quad(a0, a1, a2, a3, u, offset, o);
-                r0 += stride_w;
-                r1 += stride_w;
-                r2 += stride_w;
-            }
-        } else {
-            const uint32_t *r0 = r[0], *r1 = r[1], *r2 = r[2];
-            for (ox = 0; ox < out_w; ++ox, o += depth) {
-                int32_t a[4];
-                a[0] = i0;
-                a[1] = i1;
-                a[2] = i2;
-                a[3] = i3;
-                EQ_DW_PIXEL(r0, r1, r2, wq, a[0], a[1], a[2], a[3]);
-                eq_dw_outputs(d, a, o);
-                r0 += stride_w;
-                r1 += stride_w;
-                r2 += stride_w;
-            }
+    } else if (d->hot == 1) {
+        for (ox = 0; ox < out_w; ++ox, o += depth) {
+            int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+            EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
+            eq_rq4_right_quad(a0, a1, a2, a3, u, offset, o);
+            r0 += stride_w;
+            r1 += stride_w;
+            r2 += stride_w;
+        }
+    } else {
+        for (ox = 0; ox < out_w; ++ox, o += depth) {
+            int32_t a[4];
+            a[0] = i0;
+            a[1] = i1;
+            a[2] = i2;
+            a[3] = i3;
+            EQ_DW_PIXEL(r0, r1, r2, wq, a[0], a[1], a[2], a[3]);
+            eq_dw_outputs(p, d, a, o);
+            r0 += stride_w;
+            r1 += stride_w;
+            r2 += stride_w;
         }
     }
 }
@@ -1406,47 +1446,87 @@ static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out
     }
 }
 
+/* Quad q's eq_dw_quad_t. */
+static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_quad_t *d)
+{
+    const int full = p->act_min == -128 && p->act_max == 127;
+    int right = 1, folded = 1, fast = 1;
+    int32_t sum[4] = {0, 0, 0, 0};
+    int32_t i;
+    eq_dw_quad_weights(p, c, d->wq, sum);
+    for (i = 0; i < 4; ++i) {
+        const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
+                                        p->bias ? p->bias[c + i] : 0, p->out_offset);
+        const int32_t kind = EQ_RQ_KIND(rq), r = EQ_RQ_AMOUNT(rq);
+        folded &= kind == EQ_RQ_FOLDED;
+        right &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED;
+        fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED || kind == EQ_RQ_LEFT;
+        d->u[3 * i] = rq.m2;
+        d->u[3 * i + 1] = kind == EQ_RQ_FOLDED ? (int32_t)((uint32_t)1 << (r - 1)) : rq.add;
+        d->u[3 * i + 2] = r;
+        d->any[i] = eq_rqu_make(rq, p->out_offset);
+        d->inner[i] = rq.bias + p->in_offset * sum[i];
+    }
+    d->hot = !fast ? -1 : !full ? 0 : folded ? 2 : right ? 1 : 0;
+    if (d->hot == 2) {
+        for (i = 0; i < 4; ++i) {
+            d->u[3 * i + 1] = d->any[i].add;
+        }
+    }
+}
+
+/* Scratch: a ring of three padded input rows of every channel quad (3 * quads * width words),
+ * then one eq_dw_quad_t per quad. Output row by output row, each new input row is copied in
+ * once, then every quad computes its part of the row. */
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                                  uint32_t *ring)
 {
-    const int32_t depth = p->in_c;
-    const int full = p->act_min == -128 && p->act_max == 127;
-    eq_dw_quad_t d;
-    int32_t b, c, i;
-    d.p = p;
+    const int32_t depth = p->in_c, quads = depth / 4, out_h = p->out_h, out_w = p->out_w;
+    const int32_t width = (out_w - 1) * p->stride_w + 3, slot_words = quads * width;
+    const uint32_t zp4 = 0x01010101u * (uint8_t)(-p->in_offset);
+    eq_dw_quad_t *d = (eq_dw_quad_t *)(void *)(ring + 3 * slot_words);
+    int32_t b, c, q, oy, k;
+    for (q = 0; q < quads; ++q) {
+        eq_dw_quad_prepare(p, 4 * q, &d[q]);
+    }
     for (b = 0; b < p->batches; ++b) {
-        for (c = 0; c + 4 <= depth; c += 4) {
-            int right = 1, folded = 1, fast = 1;
-            int32_t sum[4] = {0, 0, 0, 0};
-            eq_dw_quad_weights(p, c, d.wq, sum);
-            for (i = 0; i < 4; ++i) {
-                const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
-                                                p->bias ? p->bias[c + i] : 0, p->out_offset);
-                const int32_t kind = EQ_RQ_KIND(rq), r = EQ_RQ_AMOUNT(rq);
-                folded &= kind == EQ_RQ_FOLDED;
-                right &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED;
-                fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED || kind == EQ_RQ_LEFT;
-                d.u[3 * i] = rq.m2;
-                d.u[3 * i + 1] = kind == EQ_RQ_FOLDED ? (int32_t)((uint32_t)1 << (r - 1)) : rq.add;
-                d.u[3 * i + 2] = r;
-                d.any[i] = eq_rqu_make(rq, p->out_offset);
-                d.inner[i] = rq.bias + p->in_offset * sum[i];
-            }
-            d.hot = !full ? 0 : folded ? 2 : right ? 1 : 0;
-            if (d.hot == 2) {
-                for (i = 0; i < 4; ++i) {
-                    d.u[3 * i + 1] = d.any[i].add;
+        const int8_t *image = in + b * p->in_h * p->in_w * depth;
+        int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+        for (oy = 0; oy < out_h && quads > 0; ++oy) {
+            const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+            const uint32_t *r[3];
+            int8_t *o = out + ((b * out_h + oy) * out_w) * depth;
+            for (k = 0; k < 3; ++k) {
+                const int32_t iy = in_y0 + k;
+                const int32_t slot = ((iy % 3) + 3) % 3;
+                if (held[slot] != iy) {
+                    eq_dw_rows(p, image, iy, ring + slot * slot_words, width, quads, zp4);
+                    held[slot] = iy;
                 }
+                r[k] = ring + slot * slot_words;
             }
-            if (fast) {
-                eq_dw_quad(&d, in, out, b, c, ring);
-            } else {
-                for (i = 0; i < 4; ++i) {
-                    eq_dw_channel(p, in, out, b, c + i);
+            for (q = 0; q < quads; ++q, o += 4) {
+#if EQ_ASM
+                if (d[q].hot > 0 && (p->stride_w == 1 || p->stride_w == 2)) {
+                    eq_dw_quad_row_asm(p, &d[q], r[0] + q * width, r[1] + q * width,
+                                       r[2] + q * width, o);
+                    continue;
+                }
+#endif
+                if (d[q].hot >= 0) {
+                    eq_dw_quad_row(p, &d[q], r[0] + q * width, r[1] + q * width,
+                                   r[2] + q * width, o);
                 }
             }
         }
-        for (; c < depth; ++c) {
+        for (q = 0; q < quads; ++q) {
+            if (d[q].hot < 0) {
+                for (c = 4 * q; c < 4 * q + 4; ++c) {
+                    eq_dw_channel(p, in, out, b, c);
+                }
+            }
+        }
+        for (c = 4 * quads; c < depth; ++c) {
             eq_dw_channel(p, in, out, b, c);
         }
     }

@@ -108,8 +108,8 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
  * per output channel (its prepared output stage), 4-byte aligned; or NULL (the portable path
  * needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
-/* scratch: 12 * ((out_w - 1) * stride_w + 3) bytes (4-byte aligned) for the fast 3x3 path's
- * three padded input rows, or NULL. */
+/* scratch: (in_c / 4) * (12 * ((out_w - 1) * stride_w + 3) + 236) bytes (4-byte aligned) for
+ * the fast 3x3 path's three padded input rows and prepared weights per channel quad, or NULL. */
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                          int8_t *scratch);
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
