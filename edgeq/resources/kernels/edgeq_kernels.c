@@ -442,6 +442,31 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     }
 }
 
+/* Column j of a 3x3 filter over three channels (an RGB image: row_words 2, one byte left per
+ * line, 7 runs), straight from the input lines at src + 0, step, 2 * step. */
+EQ_INLINE void eq_column_rgb3x3(const int8_t *src, int32_t step, int16_t *cols, int32_t j,
+                                uint32_t off2)
+{
+    uint32_t *d = (uint32_t *)(void *)cols + j * 2;
+    const int8_t *s1 = src + step, *s2 = s1 + step;
+    uint32_t v;
+#define EQ_RUN_AT(AT, V)                                                                    \
+    do {                                                                                    \
+        const uint32_t v_ = (V);                                                            \
+        d[2 * EQ_COLS * (AT)] = EQ_SXTAB16(off2, v_);                                       \
+        d[2 * EQ_COLS * (AT) + 1] = EQ_SXTAB16_ROR8(off2, v_);                              \
+    } while (0)
+    EQ_RUN_AT(0, eq_load32(src));
+    EQ_RUN_AT(1, eq_load32(src + 4));
+    EQ_RUN_AT(2, eq_load32(s1));
+    EQ_RUN_AT(3, eq_load32(s1 + 4));
+    EQ_RUN_AT(4, eq_load32(s2));
+    EQ_RUN_AT(5, eq_load32(s2 + 4));
+    v = (uint32_t)(uint8_t)src[8] | (uint32_t)(uint8_t)s1[8] << 8 | (uint32_t)(uint8_t)s2[8] << 16;
+    EQ_RUN_AT(6, v);
+#undef EQ_RUN_AT
+}
+
 /* Column j for row_words > 0 (int8 runs): each filter line's whole words straight from the
  * input (line fy at src + fy * step), then the lines' remaining bytes gathered into one more
  * run or few. */
@@ -455,28 +480,6 @@ static void eq_column_lines(const eq_conv_t *p, const int8_t *src, int32_t step,
     uint32_t *rd = d + 2 * EQ_COLS * words * fh; /* the runs of the leftovers */
     uint32_t word = 0;
     int32_t fy, k, bits = 0, runs = 0;
-    if (fh == 3 && words == 2 && rest == 1 && tail_runs == 1) {
-        /* 3x3 over three channels (an RGB image), straight-line: 7 runs */
-        const int8_t *s1 = src + step, *s2 = s1 + step;
-        uint32_t v;
-#define EQ_RUN_AT(AT, V)                                                                    \
-    do {                                                                                    \
-        const uint32_t v_ = (V);                                                            \
-        d[2 * EQ_COLS * (AT)] = EQ_SXTAB16(off2, v_);                                       \
-        d[2 * EQ_COLS * (AT) + 1] = EQ_SXTAB16_ROR8(off2, v_);                              \
-    } while (0)
-        EQ_RUN_AT(0, eq_load32(src));
-        EQ_RUN_AT(1, eq_load32(src + 4));
-        EQ_RUN_AT(2, eq_load32(s1));
-        EQ_RUN_AT(3, eq_load32(s1 + 4));
-        EQ_RUN_AT(4, eq_load32(s2));
-        EQ_RUN_AT(5, eq_load32(s2 + 4));
-        v = (uint32_t)(uint8_t)src[8] | (uint32_t)(uint8_t)s1[8] << 8
-            | (uint32_t)(uint8_t)s2[8] << 16;
-        EQ_RUN_AT(6, v);
-#undef EQ_RUN_AT
-        return;
-    }
     for (fy = 0; fy < fh; ++fy, src += step) {
         for (k = 0; k < words; ++k, d += 2 * EQ_COLS) {
             const uint32_t v = eq_load32(src + 4 * k);
@@ -500,6 +503,38 @@ static void eq_column_lines(const eq_conv_t *p, const int8_t *src, int32_t step,
         rd[0] = EQ_SXTAB16(off2, word);
         rd[1] = EQ_SXTAB16_ROR8(off2, word);
         word = 0;
+    }
+}
+
+/* The EQ_COLS columns of the block of n pixels from pixel `pix`, for row_words > 0; missing
+ * pixels repeat the last one. tmp: the gather buffer for pixels at the border. */
+static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pix, int32_t n,
+                             int16_t *cols, int8_t *tmp, uint32_t off2)
+{
+    const int32_t out_w = p->out_w, depth = p->in_c, fh = p->filter_h;
+    const int32_t step = p->in_w * depth * p->dilation_h, line = p->filter_w * depth;
+    const int32_t x_last = p->in_w - p->filter_w; /* last interior window start */
+    const int32_t y_last = p->in_h - 1 - p->dilation_h * (fh - 1);
+    const int rgb = fh == 3 && p->row_words == 2 && line == 9 && p->filter_stride == 28;
+    int32_t oy = pix / out_w, ox = pix - oy * out_w, j;
+    for (j = 0; j < EQ_COLS; ++j) {
+        const int32_t in_y0 = oy * p->stride_h - p->pad_h;
+        const int32_t in_x0 = ox * p->stride_w - p->pad_w;
+        if (p->dilation_w == 1 && in_y0 >= 0 && in_x0 >= 0 && in_y0 <= y_last
+            && in_x0 <= x_last) {
+            const int8_t *src = image + (in_y0 * p->in_w + in_x0) * depth;
+            if (rgb) {
+                eq_column_rgb3x3(src, step, cols, j, off2);
+            } else {
+                eq_column_lines(p, src, step, cols, j, off2);
+            }
+        } else {
+            eq_column_lines(p, eq_gather(p, image, 0, oy, ox, tmp), line, cols, j, off2);
+        }
+        if (j + 1 < n && ++ox == out_w) {
+            ox = 0;
+            ++oy;
+        }
     }
 }
 
@@ -1117,21 +1152,8 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
         int8_t *dst = out + b * pixels * out_c;
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
             const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
-            for (j = 0; j < EQ_COLS && p->row_words > 0; ++j) {
-                const int32_t q = pix + EQ_MIN(j, n - 1);
-                const int32_t oy = q / p->out_w, ox = q % p->out_w;
-                const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-                const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-                const int32_t step = p->in_w * p->in_c * p->dilation_h;
-                if (p->dilation_w == 1 && in_y0 >= 0 && in_x0 >= 0
-                    && in_y0 + p->dilation_h * (p->filter_h - 1) < p->in_h
-                    && in_x0 + p->filter_w <= p->in_w) {
-                    eq_column_lines(p, image + (in_y0 * p->in_w + in_x0) * p->in_c, step, cols,
-                                    j, off2);
-                } else {
-                    eq_column_lines(p, eq_gather(p, image, 0, oy, ox, tmp),
-                                    p->filter_w * p->in_c, cols, j, off2);
-                }
+            if (p->row_words > 0) {
+                eq_columns_lines(p, image, pix, n, cols, tmp, off2);
             }
             for (j = 0; j < EQ_COLS && p->row_words == 0; ++j) {
                 /* missing pixels repeat the last one */
