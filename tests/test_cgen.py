@@ -33,11 +33,13 @@ ARM_TARGETS = {
 
 
 def _depthwise3x3(rng, channels=12, stride=1, padding="SAME", activation="RELU6",
-                  bits=8) -> Model:
+                  bits=8, h=None, w=None) -> Model:
     """A 3x3 depthwise convolution with a given channel count: the shape of the DSP fast path
-    (four channels at once, the rest one by one, border pixels included)."""
+    (four channels at once, the rest one by one, border pixels included); h, w random in 5..9
+    unless given."""
     b = opmodels._Builder(rng)
-    h, w = (int(v) for v in rng.integers(5, 10, size=2))
+    rh, rw = (int(v) for v in rng.integers(5, 10, size=2))
+    h, w = h or rh, w or rw
     x = b.activation("input", (1, h, w, channels))
     wt = b.weights("weights", (1, 3, 3, channels), bits, 3)
     scale = b.output_scale(x, wt, 9)
@@ -123,11 +125,13 @@ def _conv_stress(rng, cin=12, cout=11, kernel=1, bits=8, stride=1, padding="SAME
     return _stress_output_stage(model, rng)
 
 
-def _depthwise_stress(rng, channels=20, stride=1, bits=8, activation="NONE") -> Model:
+def _depthwise_stress(rng, channels=20, stride=1, bits=8, activation="NONE", h=None,
+                      w=None) -> Model:
     """A 3x3 depthwise convolution whose channel quads take each output stage of the fast path:
     folded right shifts only, right shifts with the offset after, left shifts among them, and
     channels for the general path (a quad that goes channel by channel)."""
-    model = _depthwise3x3(rng, channels=channels, stride=stride, bits=bits, activation=activation)
+    model = _depthwise3x3(rng, channels=channels, stride=stride, bits=bits, activation=activation,
+                          h=h, w=w)
     folded, after = STAGE_REGIMES[0], STAGE_REGIMES[1]
     regimes = [folded] * 4 + [folded, after, folded, after] + STAGE_REGIMES
     return _stress_output_stage(model, rng, regimes)
@@ -165,6 +169,24 @@ EXTRA_CASES = [
     ("depthwise3x3", _depthwise_stress, {}),
     ("depthwise3x3", _depthwise_stress, {"stride": 2, "bits": 4}),
     ("depthwise3x3", _depthwise_stress, {"channels": 18, "activation": "RELU6"}),
+    # filter lines that are not whole words (row_words): the 3x3 RGB columns, the general
+    # line-word columns (leftovers of 1, 2 and 3 bytes a line, several leftover runs), borders
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 5, "h": 3, "w": 4}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 4, "padding": "VALID", "h": 5,
+                            "w": 6, "activation": "RELU6"}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 5, "cout": 7, "h": 4, "w": 5}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 6, "cout": 6, "stride": 2, "h": 7, "w": 6}),
+    ("conv", _conv_stress, {"kernel": 5, "cin": 1, "cout": 3, "h": 6, "w": 6}),
+    # the row-by-row depthwise over channel quads: widths 1 to 5, odd channel counts (quads
+    # plus leftovers, fewer than four channels), strides 1 and 2, INT4, narrow clamps
+    ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 3, "w": 1}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 3, "h": 2, "w": 2, "activation": "NONE"}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 9, "h": 4, "w": 3, "stride": 2}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 13, "h": 5, "w": 4, "bits": 4}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 8, "h": 1, "w": 5, "stride": 2,
+                                     "activation": "NONE"}),
+    ("depthwise3x3", _depthwise_stress, {"h": 3, "w": 2}),
+    ("depthwise3x3", _depthwise_stress, {"h": 4, "w": 5, "stride": 2, "channels": 23}),
 ]
 
 
