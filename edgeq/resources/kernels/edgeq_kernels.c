@@ -1410,9 +1410,11 @@ EQ_NOINLINE void eq_dw_quad_row_asm(const eq_depthwise_t *p, const eq_dw_quad_t 
 #endif
 
 /* One output row of one channel quad from its three padded rows: every pixel takes the same
- * nine-tap path. */
-EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d, const uint32_t *r0,
-                           const uint32_t *r1, const uint32_t *r2, int8_t *o)
+ * nine-tap path. With the assembly, hot quads of strides 1 and 2 go through
+ * eq_dw_quad_row_asm and the rest through the general output stage (less code). */
+EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d,
+                                const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
+                                int8_t *o)
 {
     const int32_t depth = p->in_c, out_w = p->out_w, stride_w = p->stride_w;
     const int32_t offset = p->out_offset;
@@ -1420,7 +1422,7 @@ EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d, 
     const int32_t *u = d->u;
     const uint32_t *wq = d->wq;
     int32_t ox;
-    if (d->hot == 2) {
+    if (!EQ_ASM && d->hot == 2) {
         for (ox = 0; ox < out_w; ++ox, o += depth) {
             int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
             EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
@@ -1429,7 +1431,7 @@ EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d, 
             r1 += stride_w;
             r2 += stride_w;
         }
-    } else if (d->hot == 1) {
+    } else if (!EQ_ASM && d->hot == 1) {
         for (ox = 0; ox < out_w; ++ox, o += depth) {
             int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
             EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
