@@ -377,6 +377,48 @@ def test_int4_vww_host_engine_matches_tflm(vww_int8_path, tmp_path):
         np.testing.assert_array_equal(cgen.run_host(exe, inputs, output_size=2), expected)
 
 
+WIDE_CASES = [  # 1x1 and 3x3 RGB line words, tails of 3 and 5 pixels, every stage regime
+    (_conv_stress, {}),
+    (_conv_stress, {"activation": "RELU6", "h": 3, "w": 3, "cin": 8, "cout": 9}),
+    (_conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 11, "w": 9}),
+    (_conv_stress, {"kernel": 5, "cin": 1, "cout": 3, "h": 6, "w": 6}),
+    (_conv, {"cin": 12, "kernel": 1, "bits": 8}),
+]
+
+
+def test_wide_int8_weights_are_exact_on_both_paths(tmp_path):
+    """engine_options(wide_int8_weights=True): INT8 CONV_2D weights as int16 pairs
+    (eq_conv2d_wide), twice their flash, outputs identical to TFLM (portable and DSP paths)."""
+    for k, (build, options) in enumerate(WIDE_CASES):
+        rng = np.random.default_rng(40 + k)
+        model = build(rng, **options)
+        inputs = np.stack([opmodels.random_input(model, rng) for _ in range(3)])
+        expected = np.stack([e.reshape(-1) for e in _tflm_outputs(write_model(model),
+                                                                   [[x] for x in inputs])])
+        narrow = cgen.generate_engine(model, tmp_path / f"narrow{k}")
+        with cgen.engine_options(wide_int8_weights=True):
+            files = cgen.generate_engine(model, tmp_path / f"wide{k}")
+        assert "eq_conv2d_wide(" in files.source.read_text()
+        assert "eq_conv2d_wide(" not in narrow.source.read_text()
+        assert files.weight_bytes > narrow.weight_bytes
+        for name, flags in (("portable", ("-DEDGEQ_PORTABLE",)),
+                            ("fast", ("-DEDGEQ_FAST_EMULATED",))):
+            exe = cgen.build_host_runner(files, tmp_path / f"{name}{k}",
+                                         cflags=(*cgen.HOST_CFLAGS, *flags))
+            got = cgen.run_host(exe, inputs, output_size=expected.shape[1])
+            np.testing.assert_array_equal(got, expected, err_msg=f"{model.description} {name}")
+    assert not cgen._OPTIONS["wide_int8_weights"]  # the option ends with its block
+
+
+def test_wide_weights_leave_int4_weights_packed(vww_int8_path, tmp_path):
+    model = int4_variant(read_model(vww_int8_path))
+    packed = cgen.lower_model(model).weight_bytes
+    with cgen.engine_options(wide_int8_weights=True):
+        engine = cgen.lower_model(model)
+    # only the INT8 first convolution widens (8 x 28 weights, 224 bytes more)
+    assert engine.weight_bytes - packed == 8 * 28
+
+
 @pytest.mark.parametrize("target", sorted(ARM_TARGETS))
 def test_engine_cross_compiles_without_warnings(vww_engine, target):
     if shutil.which("arm-none-eabi-gcc") is None:

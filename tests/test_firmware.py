@@ -13,7 +13,7 @@ import pytest
 from test_cgen import _conv, _conv_stress, _depthwise3x3, _depthwise_stress, int4_variant
 
 from edgeq.boards import load_board
-from edgeq.deploy import firmware
+from edgeq.deploy import cgen, firmware
 from edgeq.deploy.firmware import build_firmware
 from edgeq.deploy.qemu import run_qemu
 from edgeq.errors import BoardFitError, ToolchainError, UnknownBoardError
@@ -307,3 +307,29 @@ def test_int4_vww_under_qemu_is_exact_and_fits_160_kib(vww_int8_path, tmp_path):
     assert fw.sizes["flash"] <= 160 * 1024
     assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 152_000
     assert result.instructions[0] < 2.0 * fw.engine.macs
+
+
+def test_wide_int8_weights_under_qemu_are_exact_and_faster(vww_firmware, vww_int8_path,
+                                                           tmp_path):
+    """The opt-in int16 weights (cgen.engine_options) with the real instructions: the fast-path
+    cases and the whole vww_96 identical to TFLM, with fewer instructions than the INT8 build
+    (measured: 1.49 vs 1.56 per MAC) for twice the convolution weights' flash."""
+    rng = np.random.default_rng(21)
+    with cgen.engine_options(wide_int8_weights=True):
+        for k, model in enumerate([_conv_stress(rng), _conv_stress(rng, h=3, w=3, cin=8),
+                                   _conv_stress(rng, kernel=3, cin=3, cout=8, stride=2, h=11,
+                                                w=9, activation="RELU6")]):
+            inputs = np.stack([opmodels.random_input(model, rng) for _ in range(2)])
+            fw = build_firmware(model, BOARD, tmp_path / f"op{k}", extra_cflags=WERROR)
+            result = run_qemu(fw.elf, inputs.reshape(len(inputs), -1), timeout=60)
+            np.testing.assert_array_equal(result.outputs, _tflm(write_model(model), inputs))
+        wide = build_firmware(vww_int8_path, BOARD, tmp_path / "vww", extra_cflags=WERROR)
+    assert "eq_conv2d_wide(" in (wide.out_dir / "edgeq_model.c").read_text()
+    inputs = np.random.default_rng(5).integers(-128, 128, size=(2, 96 * 96 * 3), dtype=np.int8)
+    result = run_qemu(wide.elf, inputs, timeout=120)
+    np.testing.assert_array_equal(result.outputs,
+                                  _tflm(vww_int8_path.read_bytes(), inputs.reshape(2, 1, 96, 96, 3)))
+    narrow = run_qemu(vww_firmware.elf, inputs[:1], timeout=120)
+    assert result.instructions[0] < 0.97 * narrow.instructions[0]
+    assert result.instructions[0] <= 1.5 * wide.engine.macs
+    assert wide.sizes["model_flash"] > vww_firmware.sizes["model_flash"] + 150_000

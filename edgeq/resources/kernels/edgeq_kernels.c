@@ -59,6 +59,12 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
 /* A weight, int8 or int4 (two per byte, first in the low nibble). */
 static int32_t eq_weight(const int8_t *w, int32_t i, int32_t bits)
 {
+    if (bits == 16) { /* run r of four values as (v0 v2) (v1 v3): int16 4r + 0, 2, 1, 3 */
+        const int32_t j = i & 3;
+        int16_t v;
+        memcpy(&v, w + 2 * ((i & ~3) + ((j & 1) << 1) + (j >> 1)), sizeof v);
+        return v;
+    }
     if (bits == 4) {
         const uint8_t b = (uint8_t)w[i >> 1];
         const int32_t nibble = (i & 1) ? (int32_t)(b >> 4) : (int32_t)(b & 0x0F);
@@ -591,6 +597,48 @@ static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pi
     EQ_DOT8_COL                                      \
     "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
     "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
+/* The same runs with the weights stored as int16 pairs (weight_bits 16): one LDRD for
+ * them; the first run starts every accumulator from a5 (the bias). */
+#define EQ_DOT16_RUN                                 \
+    "ldrd    %[w02], %[w13], [%[w]], #8\n\t"         \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"       \
+    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"       \
+    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"       \
+    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"       \
+    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a4], %[x02], %[w02], %[a4]\n\t"       \
+    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
+#define EQ_DOT16_FIRST                               \
+    "ldrd    %[w02], %[w13], [%[w]], #8\n\t"         \
+    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    "smlad   %[a0], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a1], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a2], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a3], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a4], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
+    EQ_DOT8_COL                                      \
+    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
+    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
 /* half a run of 8 int4 weights against the six columns: word pair OFF of each column's run */
 #define EQ_DOT4_HALF(OFF)                                                  \
     "ldrd    %[x0], %[x1], [%[col], #" #OFF "]\n\t"                        \
@@ -909,6 +957,71 @@ EQ_INLINE void eq_rq6_folded_strided(const int32_t a[6], const eq_rqc_t *q, int8
 }
 #endif
 
+/* a[j] += the int16-pair weights (weight_bits 16) times column j of the block, j < 3 for
+ * blocks of at most three pixels, else all six (missing pixels repeat the last one). */
+static void eq_dot_wide(const int16_t *col, const int8_t *w, int32_t runs, int32_t *a, int32_t n)
+{
+    int32_t j;
+#if EQ_ASM
+    if (n <= 3 && runs > 0) {
+        int32_t a0 = a[0], a1 = a[1], a2 = a[2];
+        uint32_t x02, x13, w02, w13;
+        __asm volatile(
+            "1:\n\t"
+            "ldrd    %[w02], %[w13], [%[w]], #8\n\t"
+            "ldrd    %[x02], %[x13], [%[col]]\n\t"
+            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
+            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
+            "ldrd    %[x02], %[x13], [%[col], #8]\n\t"
+            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
+            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
+            "ldrd    %[x02], %[x13], [%[col], #16]\n\t"
+            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
+            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
+            "add     %[col], %[col], #48\n\t"
+            "subs    %[runs], %[runs], #1\n\t"
+            "bne     1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [col] "+r"(col), [w] "+r"(w),
+              [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),
+              [w13] "=&r"(w13)
+            :
+            : "cc", "memory");
+        a[0] = a0;
+        a[1] = a1;
+        a[2] = a2;
+        return;
+    }
+    if (runs > 0) {
+        int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+        uint32_t x02, x13, w02, w13;
+        __asm volatile(
+            "1:\n\t"
+            EQ_DOT16_RUN
+            "subs    %[runs], %[runs], #1\n\t"
+            "bne     1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4),
+              [a5] "+r"(a5), [col] "+r"(col), [w] "+r"(w), [runs] "+r"(runs), [x02] "=&r"(x02),
+              [x13] "=&r"(x13), [w02] "=&r"(w02), [w13] "=&r"(w13)
+            :
+            : "cc", "memory");
+        a[0] = a0;
+        a[1] = a1;
+        a[2] = a2;
+        a[3] = a3;
+        a[4] = a4;
+        a[5] = a5;
+        return;
+    }
+#endif
+    for (; runs > 0; --runs, w += 8, col += 4 * EQ_COLS) {
+        const uint32_t w02 = eq_load32(w), w13 = eq_load32(w + 4);
+        for (j = 0; j < (n <= 3 ? 3 : EQ_COLS); ++j) {
+            a[j] = EQ_SMLAD(eq_load32(col + 4 * j + 2), w13,
+                            EQ_SMLAD(eq_load32(col + 4 * j), w02, a[j]));
+        }
+    }
+}
+
 /* One output channel of a block outside the hot case (a channel without the right-shift
  * formula, a clamp narrower than int8, fewer than EQ_COLS pixels). */
 EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *q,
@@ -937,6 +1050,8 @@ EQ_NOINLINE void eq_conv_channel(const eq_conv_t *p, const int16_t *cols, const 
         for (j = 0; j < EQ_COLS; ++j) {
             a[j] >>= 4; /* exact: the sums are multiples of 16 */
         }
+    } else if (p->weight_bits == 16) {
+        eq_dot_wide(cols, w, k_pad / 4, a, n);
     } else if (n <= 3) {
         eq_dot3_int8(cols, w, k_pad / 4, a);
     } else {
@@ -1003,7 +1118,7 @@ typedef struct {
             EQ_RQ_FOLD("a4", OFF, "strb    %[w13], [%[w02]]")                               \
             EQ_RQ_FOLD("a5", OFF, "strb    %[w13], [%[w02], %[col]]")
 #define EQ_STAGE_OFF "add     %[w13], %[w13], %[w]\n\t"
-#define EQ_CONV_INT8(S, STAGE)                                                              \
+#define EQ_CONV_DOT(S, STAGE, FIRST, RUN)                                                   \
     do {                                                                                    \
         int32_t a0, a1, a2, a3, a4, a5;                                                     \
         uint32_t col, wr_, cnt, x02, x13, w02, w13;                                         \
@@ -1013,24 +1128,24 @@ typedef struct {
             "ldr     %[col], %[colsm]\n\t"                                                  \
             "ldr     %[cnt], %[runsm]\n\t"                                                  \
             "ldr     %[w], %[wm]\n\t"                                                       \
-            EQ_DOT8_FIRST                                                                   \
+            FIRST                                                                           \
             "subs    %[cnt], %[cnt], #1\n\t"                                                \
             "tst     %[cnt], #1\n\t"                                                        \
             "beq     2f\n\t"                                                                \
-            EQ_DOT8_RUN                                                                     \
+            RUN                                                                             \
             "2:\n\t"                                                                        \
             "tst     %[cnt], #2\n\t"                                                        \
             "beq     4f\n\t"                                                                \
-            EQ_DOT8_RUN                                                                     \
-            EQ_DOT8_RUN                                                                     \
+            RUN                                                                             \
+            RUN                                                                             \
             "4:\n\t"                                                                        \
             "lsrs    %[cnt], %[cnt], #2\n\t"                                                \
             "beq     3f\n\t"                                                                \
             "1:\n\t"                                                                        \
-            EQ_DOT8_RUN                                                                     \
-            EQ_DOT8_RUN                                                                     \
-            EQ_DOT8_RUN                                                                     \
-            EQ_DOT8_RUN                                                                     \
+            RUN                                                                             \
+            RUN                                                                             \
+            RUN                                                                             \
+            RUN                                                                             \
             "subs    %[cnt], %[cnt], #1\n\t"                                                \
             "bne     1b\n\t"                                                                \
             "3:\n\t"                                                                        \
@@ -1045,6 +1160,8 @@ typedef struct {
               [sm] "m"((S).stride), [dm] "m"((S).dst)                                       \
             : "cc", "memory");                                                              \
     } while (0)
+#define EQ_CONV_INT8(S, STAGE) EQ_CONV_DOT(S, STAGE, EQ_DOT8_FIRST, EQ_DOT8_RUN)
+#define EQ_CONV_WIDE(S, STAGE) EQ_CONV_DOT(S, STAGE, EQ_DOT16_FIRST, EQ_DOT16_RUN)
 #else
 #define EQ_CONV_INT8(S, STAGE)                                                              \
     do {                                                                                    \
@@ -1058,17 +1175,34 @@ typedef struct {
         }                                                                                   \
         (S).w += 4 * (S).runs;                                                              \
     } while (0)
+#define EQ_CONV_WIDE(S, STAGE)                                                              \
+    do {                                                                                    \
+        int32_t a_[EQ_COLS];                                                                \
+        a_[0] = a_[1] = a_[2] = a_[3] = a_[4] = a_[5] = (S).q->bias;                        \
+        eq_dot_wide((S).cols, (S).w, (S).runs, a_, EQ_COLS);                                \
+        if (EQ_RQ_KIND(*(S).q) == EQ_RQ_FOLDED) {                                           \
+            eq_rq6_folded_strided(a_, (S).q, (S).dst, (S).stride);                          \
+        } else {                                                                            \
+            eq_rq6_right_strided(a_, (S).q, (S).dst, (S).stride);                           \
+        }                                                                                   \
+        (S).w += 8 * (S).runs;                                                              \
+    } while (0)
 #endif
 
 /* Every output channel for the block's n pixels (columns in `cols`), written to dst[0..) with
  * out_c between pixels. The hot loop (EQ_COLS pixels, whole int8 clamp) keeps few values live
  * so that the compiler holds them in registers around the inline assembly. */
-static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
-                          int8_t *dst, int32_t n)
+typedef void (*eq_block_fn)(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
+                            int8_t *dst, int32_t n);
+
+/* wide (a constant where inlined): weight_bits 16, in eq_conv_block_wide only, so that the
+ * linker drops that code from firmware without such weights. */
+EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
+                                 int8_t *dst, int32_t n, const int wide)
 {
     const int32_t out_c = p->out_c, k_pad = p->filter_stride;
     const int int4 = p->weight_bits == 4;
-    const int32_t w_step = int4 ? k_pad / 2 : k_pad;
+    const int32_t w_step = int4 ? k_pad / 2 : wide ? 2 * k_pad : k_pad;
     const int8_t *w = p->weights;
     const eq_rqc_t *end = rq + out_c;
     eq_blk_t blk;
@@ -1081,7 +1215,11 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
         blk.w = p->weights;
         while (blk.q < end) {
             const int32_t kind = EQ_RQ_KIND(*blk.q);
-            if (kind == EQ_RQ_FOLDED) {
+            if (wide && kind == EQ_RQ_FOLDED) {
+                EQ_CONV_WIDE(blk, EQ_STAGE6(""));
+            } else if (wide && kind == EQ_RQ_RIGHT) {
+                EQ_CONV_WIDE(blk, EQ_STAGE6(EQ_STAGE_OFF));
+            } else if (kind == EQ_RQ_FOLDED) {
                 EQ_CONV_INT8(blk, EQ_STAGE6("")); /* moves blk.w to the next channel */
             } else if (kind == EQ_RQ_RIGHT) {
                 EQ_CONV_INT8(blk, EQ_STAGE6(EQ_STAGE_OFF));
@@ -1124,9 +1262,22 @@ static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_
     }
 }
 
+static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
+                          int8_t *dst, int32_t n)
+{
+    eq_conv_block_any(p, cols, rq, dst, n, 0);
+}
+
+static void eq_conv_block_wide(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
+                               int8_t *dst, int32_t n)
+{
+    eq_conv_block_any(p, cols, rq, dst, n, 1);
+}
+
 /* CONV_2D, one group, filter rows of at most EQ_GATHER_MAX values padded to a whole number of
  * runs (filter_stride); scratch as described above. */
-static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols)
+static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols,
+                           eq_block_fn block)
 {
     const int32_t k_pad = p->filter_stride;
     const int32_t k_total = p->filter_h * p->filter_w * p->in_c;
@@ -1164,7 +1315,7 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
                     : eq_gather(p, image, 0, q / p->out_w, q % p->out_w, tmp);
                 eq_column(src, cols, j, run, k_pad, off2);
             }
-            eq_conv_block(p, cols, rq, dst + pix * out_c, n);
+            block(p, cols, rq, dst + pix * out_c, n);
         }
     }
 }
@@ -1577,8 +1728,8 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
     int32_t b, oy, ox, oc, fy, fx, ic;
 #if EQ_FAST
     if (scratch != NULL && groups == 1 && p->filter_stride % (p->weight_bits == 4 ? 8 : 4) == 0
-        && p->filter_stride <= EQ_GATHER_MAX) {
-        eq_conv2d_fast(p, in, out, scratch);
+        && p->filter_stride <= EQ_GATHER_MAX && p->weight_bits != 16) {
+        eq_conv2d_fast(p, in, out, scratch, eq_conv_block);
         return;
     }
 #else
@@ -1624,6 +1775,20 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
             }
         }
     }
+}
+
+void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
+{
+#if EQ_FAST
+    if (scratch != NULL && p->filter_in_c == p->in_c && p->filter_stride % 4 == 0
+        && p->filter_stride <= EQ_GATHER_MAX) {
+        eq_conv2d_fast(p, in, out, scratch, eq_conv_block_wide);
+        return;
+    }
+#else
+    (void)scratch;
+#endif
+    eq_conv2d(p, in, out, NULL);
 }
 
 /* ---- DEPTHWISE_CONV_2D: reference_integer_ops::DepthwiseConvPerChannel ----------------- */

@@ -25,7 +25,8 @@ typedef struct {
     int32_t filter_stride; /* values per stored filter row: h * w * in_c, padded with zeros */
     int32_t stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
-    int32_t weight_bits; /* 8 or 4 */
+    int32_t weight_bits; /* 8 or 4; 16: int8 values stored as int16, each run of four as
+                          * (v0 v2) (v1 v3) (4-byte aligned; the fast path's SXTB16 done) */
     const int8_t *weights; /* [out_c][filter_stride]: [filter_h][filter_w][filter_in_c] + 0s */
     const int32_t *bias;   /* [out_c] or NULL */
     const int32_t *multiplier; /* [out_c] */
@@ -108,6 +109,9 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
  * per output channel (its prepared output stage), 4-byte aligned; or NULL (the portable path
  * needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
+/* The same for weight_bits 16 (a separate function, so that the linker drops its fast path
+ * from firmware without such weights). */
+void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 /* scratch: (in_c / 4) * (12 * ((out_w - 1) * stride_w + 3) + 236) bytes (4-byte aligned) for
  * the fast 3x3 path's three padded input rows and prepared weights per channel quad, or NULL. */
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
