@@ -59,18 +59,25 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
 /* A weight, int8 or int4 (two per byte, first in the low nibble). */
 static int32_t eq_weight(const int8_t *w, int32_t i, int32_t bits)
 {
-    if (bits == 16) { /* run r of four values as (v0 v2) (v1 v3): int16 4r + 0, 2, 1, 3 */
-        const int32_t j = i & 3;
-        int16_t v;
-        memcpy(&v, w + 2 * ((i & ~3) + ((j & 1) << 1) + (j >> 1)), sizeof v);
-        return v;
-    }
     if (bits == 4) {
         const uint8_t b = (uint8_t)w[i >> 1];
         const int32_t nibble = (i & 1) ? (int32_t)(b >> 4) : (int32_t)(b & 0x0F);
         return nibble >= 8 ? nibble - 16 : nibble;
     }
     return w[i];
+}
+
+/* The same, or weight_bits 16: run r of four values stored as (v0 v2) (v1 v3), that is int16
+ * 4r + 0, 2, 1, 3. */
+static int32_t eq_weight_any(const int8_t *w, int32_t i, int32_t bits)
+{
+    if (bits == 16) {
+        const int32_t j = i & 3;
+        int16_t v;
+        memcpy(&v, w + 2 * ((i & ~3) + ((j & 1) << 1) + (j >> 1)), sizeof v);
+        return v;
+    }
+    return eq_weight(w, i, bits);
 }
 
 /* ---- fast paths (Armv7E-M DSP extension) --------------------------------------------------- */
@@ -1721,6 +1728,45 @@ static int32_t eq_conv_weight_at(const eq_conv_t *p, int32_t fy, int32_t fx, int
     return t < head ? fy * head + t : p->filter_h * head + fy * (line - head) + (t - head);
 }
 
+/* ConvPerChannel for weights in an order of their own (row_words, weight_bits 16): one
+ * group, each weight found through eq_conv_weight_at. */
+static void eq_conv2d_stored_order(const eq_conv_t *p, const int8_t *in, int8_t *out)
+{
+    int32_t b, oy, ox, oc, fy, fx, ic;
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            for (ox = 0; ox < p->out_w; ++ox) {
+                for (oc = 0; oc < p->out_c; ++oc) {
+                    int32_t acc = 0;
+                    for (fy = 0; fy < p->filter_h; ++fy) {
+                        const int32_t iy = oy * p->stride_h - p->pad_h + p->dilation_h * fy;
+                        for (fx = 0; fx < p->filter_w && iy >= 0 && iy < p->in_h; ++fx) {
+                            const int32_t ix = ox * p->stride_w - p->pad_w + p->dilation_w * fx;
+                            const int8_t *ip;
+                            if (ix < 0 || ix >= p->in_w) {
+                                continue;
+                            }
+                            ip = in + ((b * p->in_h + iy) * p->in_w + ix) * p->in_c;
+                            for (ic = 0; ic < p->in_c; ++ic) {
+                                const int32_t at = oc * p->filter_stride
+                                                   + eq_conv_weight_at(p, fy, fx, ic);
+                                acc += eq_weight_any(p->weights, at, p->weight_bits)
+                                       * (ip[ic] + p->in_offset);
+                            }
+                        }
+                    }
+                    if (p->bias) {
+                        acc += p->bias[oc];
+                    }
+                    acc = eq_mbqm(acc, p->multiplier[oc], p->shift[oc]) + p->out_offset;
+                    out[((b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] =
+                        (int8_t)EQ_CLAMP(acc, p->act_min, p->act_max);
+                }
+            }
+        }
+    }
+}
+
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch)
 {
     const int32_t groups = p->in_c / p->filter_in_c;
@@ -1735,6 +1781,10 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
 #else
     (void)scratch;
 #endif
+    if (p->row_words > 0 || p->weight_bits == 16) {
+        eq_conv2d_stored_order(p, in, out);
+        return;
+    }
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
             const int32_t in_y0 = oy * p->stride_h - p->pad_h;
@@ -1757,10 +1807,9 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
                             }
                             ip = in + ((b * p->in_h + iy) * p->in_w + ix) * p->in_c
                                  + group * p->filter_in_c;
-                            wi = oc * p->filter_stride;
+                            wi = oc * p->filter_stride + (fy * p->filter_w + fx) * p->filter_in_c;
                             for (ic = 0; ic < p->filter_in_c; ++ic) {
-                                const int32_t at = eq_conv_weight_at(p, fy, fx, ic);
-                                acc += eq_weight(p->weights, wi + at, p->weight_bits)
+                                acc += eq_weight(p->weights, wi + ic, p->weight_bits)
                                        * (ip[ic] + p->in_offset);
                             }
                         }
