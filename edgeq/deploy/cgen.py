@@ -14,10 +14,14 @@ The default name "edgeq" gives `edgeq_invoke` and EDGEQ_* macros; another name l
 models share one firmware. Several graph inputs (outputs) are packed back to back in `in` (`out`).
 
 Layout choices made here for the kernels' fast paths (identical results either way): CONV_2D
-filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (filter_stride),
-convolutions get an arena scratch for their im2col columns and prepared per-channel output
-stages, 3x3 depthwise convolutions one for three padded input rows (scratch_bytes), and
-requantization shifts are stored as int8. Build with -DEDGEQ_PORTABLE to force the portable
+filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (filter_stride);
+INT8 filters whose lines (filter_w * in_c values) are not whole words store each line's whole
+words first, then the lines' leftovers (row_words: im2col from whole input words, e.g. the 3x3
+RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
+per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
+prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
+stored as int8. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
+as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to force the portable
 kernels.
 
 Host side: build_host_runner / run_host compile the engine with gcc (warnings as errors,

@@ -1,13 +1,15 @@
 /* edgeq kernels: int8 operators that are bit-exact with TFLite Micro's reference kernels.
  *
  * Part of edgeq (Apache-2.0). Portable C99; the fast paths (SMLAD on pairs of 16-bit values,
- * im2col into int16 columns six pixels at a time, 3x3 depthwise on four channels at once from
- * padded rows, and an exact three-instruction SMMLAR form of the requantization) are selected at
- * compile time when the compiler defines __ARM_FEATURE_DSP and EDGEQ_PORTABLE is not defined.
+ * im2col into int16 columns six pixels at a time, 3x3 depthwise output row by output row on
+ * four channels at once from padded rows, and an exact three-instruction SMMLAR form of the
+ * requantization) are selected at compile time when the compiler defines __ARM_FEATURE_DSP and
+ * EDGEQ_PORTABLE is not defined.
  * Defining EDGEQ_FAST_EMULATED selects them on any host, with the DSP instructions emulated in
  * C, so that they can be tested there. Both paths give identical results.
  * Tensors are NHWC int8. Weights are int8, or int4 packed two per byte (first value in the low
- * nibble) and unpacked inside the kernel. Requantization is TFLite's fixed-point
+ * nibble) and unpacked inside the kernel, or (CONV_2D, eq_conv2d_wide) int8 values stored as
+ * int16 pairs. Requantization is TFLite's fixed-point
  * MultiplyByQuantizedMultiplier with double rounding.
  */
 #ifndef EDGEQ_KERNELS_H
