@@ -601,8 +601,10 @@ def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
 @click.option("--board", default="mps2-an500", show_default=True, help="Board name, alias or YAML file.")
 @click.option("--out", "out_dir", default="firmware", show_default=True, help="Project folder (replaced atomically).")
 @click.option("--portable", is_flag=True, help="Portable C kernels only (no DSP fast paths).")
+@click.option("--wide-int8-weights", is_flag=True,
+              help="Store INT8 conv weights as int16 pairs: fewer instructions, twice their flash.")
 @expected_errors
-def firmware(model_path, board, out_dir, portable):
+def firmware(model_path, board, out_dir, portable, wide_int8_weights):
     """Generate the C engine for an integer .tflite and build a firmware project for a board
     (arm-none-eabi-gcc); report flash and RAM from arm-none-eabi-size.
 
@@ -613,7 +615,8 @@ def firmware(model_path, board, out_dir, portable):
     """
     from .deploy.firmware import build_firmware
 
-    result = build_firmware(model_path, board, out_dir, portable=portable)
+    result = build_firmware(model_path, board, out_dir, portable=portable,
+                            wide_int8_weights=wide_int8_weights)
     table = Table(title=f"firmware for {result.board.name}: {result.elf}", show_header=False)
     for k, v in result.sizes.items():
         table.add_row(k, f"{v:,} bytes")

@@ -62,3 +62,17 @@ def test_firmware_and_qemu_check_match_tflm(small_tflite, tmp_path):
     assert payload["samples"] == 12 and payload["identical_to_tflm"] is True
     assert payload["label_agreement_tflm"] == 1.0 and payload["max_lsb_litert"] <= 1
     assert payload["instructions_per_inference"] > payload["macs"] > 0
+
+
+def test_firmware_wide_int8_weights_trades_flash(small_tflite, tmp_path):
+    import re
+
+    def model_flash(*extra):
+        result = run("firmware", small_tflite / "m.tflite", "--board", "mps2-an500",
+                     "--out", tmp_path / f"fw{len(extra)}", *extra)
+        assert result.exit_code == 0, result.output
+        return int(re.search(r"model_flash\W+([\d,]+) bytes", result.output).group(1).replace(",", ""))
+
+    # the first (INT8) conv's 54 weights become int16 pairs: more flash, same outputs (tested
+    # against TFLM in tests/test_cgen.py and tests/test_firmware.py)
+    assert model_flash("--wide-int8-weights") > model_flash()
