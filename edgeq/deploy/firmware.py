@@ -150,14 +150,17 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
 
 def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
                    extra_cflags=(), timeout: float = 600,
-                   wide_int8_weights: bool = False) -> FirmwareResult:
+                   wide_int8_weights: bool | None = None) -> FirmwareResult:
     """Generate, build and measure the firmware for `board` (a name or Board).
 
     tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, ...] written
     to inputs.bin for `make run`. portable=True disables the DSP fast paths.
     wide_int8_weights: INT8 conv weights stored as int16 pairs (faster, twice their flash;
-    see edgeq.deploy.cgen.engine_options).
+    see edgeq.deploy.cgen.engine_options); None keeps the caller's engine_options.
     """
+    if wide_int8_weights is None:
+        return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
+                               timeout)
     with cgen.engine_options(wide_int8_weights=wide_int8_weights):
         return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
                                timeout)
