@@ -264,8 +264,8 @@ def _notes(m: dict, w4: dict, samples: int) -> list[str]:
         f"{i8['ipm_dsp']:.2f}. For {W4_NAME} only its INT8 first convolution widens "
         f"({q4['ipm_dsp_wide']:.2f}, {q4['flash_wide']:,} B, which "
         f"{'fits' if q4['flash_wide'] <= FLASH_TARGET_W4 else 'exceeds'} the W4 160 KiB; the "
-        "option is for boards with flash to spare). build_firmware has no keyword for the "
-        "option yet: the section sets it around the build.",
+        "option is for boards with flash to spare). Users get it with `edgeq firmware "
+        "--wide-int8-weights` (build_firmware(wide_int8_weights=True)).",
         "Firmware: edgeq.deploy.firmware.build_firmware for mps2-an500 (QEMU's Cortex-M7, "
         "arm-none-eabi-gcc -O2, DSP fast paths; `portable=True` for the portable C row), run "
         "by edgeq.deploy.qemu.check_on_qemu under `qemu-system-arm -machine mps2-an500 -icount "
