@@ -559,93 +559,29 @@ static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pi
 #if EQ_ASM
 #define EQ_DOT8_COL                                  \
     "ldrd    %[x02], %[x13], [%[col]], #8\n\t"
-#define EQ_DOT8_RUN                                  \
+/* One run's two weight pairs (w02, w13) against the six columns, the first column already
+ * loaded: accumulator aK starts from I_K (aK itself, or a5 holding the bias in a block's first
+ * run). */
+#define EQ_SMLAD2(ACC, INIT)                                      \
+    "smlad   %[" #ACC "], %[x02], %[w02], %[" #INIT "]\n\t"       \
+    "smlad   %[" #ACC "], %[x13], %[w13], %[" #ACC "]\n\t"
+#define EQ_SIX_COLS(I0, I1, I2, I3, I4, I5)                                     \
+    EQ_SMLAD2(a0, I0) EQ_DOT8_COL EQ_SMLAD2(a1, I1) EQ_DOT8_COL               \
+    EQ_SMLAD2(a2, I2) EQ_DOT8_COL EQ_SMLAD2(a3, I3) EQ_DOT8_COL               \
+    EQ_SMLAD2(a4, I4) EQ_DOT8_COL EQ_SMLAD2(a5, I5)
+/* int8 weights: one word, sign-extended into the pairs (w0 w2) (w1 w3); the first column's
+ * load sits between, hiding the load-use delay */
+#define EQ_LOAD_W8                                   \
     "ldr     %[w13], [%[w]], #4\n\t"                 \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
+    EQ_DOT8_COL                                      \
     "sxtb16  %[w02], %[w13]\n\t"                     \
-    "sxtb16  %[w13], %[w13], ror #8\n\t"             \
-    "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"       \
-    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"       \
-    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"       \
-    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"       \
-    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a4], %[x02], %[w02], %[a4]\n\t"       \
-    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
-/* The first run of a block whose a5 holds the bias: every accumulator starts from it. */
-#define EQ_DOT8_FIRST                                \
-    "ldr     %[w13], [%[w]], #4\n\t"                 \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
-    "sxtb16  %[w02], %[w13]\n\t"                     \
-    "sxtb16  %[w13], %[w13], ror #8\n\t"             \
-    "smlad   %[a0], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a1], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a2], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a3], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a4], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
-/* The same runs with the weights stored as int16 pairs (weight_bits 16): one LDRD for
- * them; the first run starts every accumulator from a5 (the bias). */
-#define EQ_DOT16_RUN                                 \
-    "ldrd    %[w02], %[w13], [%[w]], #8\n\t"         \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
-    "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"       \
-    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"       \
-    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"       \
-    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a3], %[x02], %[w02], %[a3]\n\t"       \
-    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a4], %[x02], %[w02], %[a4]\n\t"       \
-    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
-#define EQ_DOT16_FIRST                               \
-    "ldrd    %[w02], %[w13], [%[w]], #8\n\t"         \
-    "ldrd    %[x02], %[x13], [%[col]], #8\n\t"       \
-    "smlad   %[a0], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a1], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a2], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a3], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a3], %[x13], %[w13], %[a3]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a4], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a4], %[x13], %[w13], %[a4]\n\t"       \
-    EQ_DOT8_COL                                      \
-    "smlad   %[a5], %[x02], %[w02], %[a5]\n\t"       \
-    "smlad   %[a5], %[x13], %[w13], %[a5]\n\t"
+    "sxtb16  %[w13], %[w13], ror #8\n\t"
+/* weights stored as int16 pairs (weight_bits 16): one LDRD */
+#define EQ_LOAD_W16 "ldrd    %[w02], %[w13], [%[w]], #8\n\t" EQ_DOT8_COL
+#define EQ_DOT8_RUN EQ_LOAD_W8 EQ_SIX_COLS(a0, a1, a2, a3, a4, a5)
+#define EQ_DOT8_FIRST EQ_LOAD_W8 EQ_SIX_COLS(a5, a5, a5, a5, a5, a5)
+#define EQ_DOT16_RUN EQ_LOAD_W16 EQ_SIX_COLS(a0, a1, a2, a3, a4, a5)
+#define EQ_DOT16_FIRST EQ_LOAD_W16 EQ_SIX_COLS(a5, a5, a5, a5, a5, a5)
 /* half a run of 8 int4 weights against the six columns: word pair OFF of each column's run */
 #define EQ_DOT4_HALF(OFF)                                                  \
     "ldrd    %[x0], %[x1], [%[col], #" #OFF "]\n\t"                        \
