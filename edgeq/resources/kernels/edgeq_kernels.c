@@ -582,6 +582,19 @@ static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pi
 #define EQ_DOT8_FIRST EQ_LOAD_W8 EQ_SIX_COLS(a5, a5, a5, a5, a5, a5)
 #define EQ_DOT16_RUN EQ_LOAD_W16 EQ_SIX_COLS(a0, a1, a2, a3, a4, a5)
 #define EQ_DOT16_FIRST EQ_LOAD_W16 EQ_SIX_COLS(a5, a5, a5, a5, a5, a5)
+/* The rest of a run against three columns (a short block's tail), once the weight pairs and
+ * the first column are loaded, and the loop's branch; the operands of those asm blocks. */
+#define EQ_THREE_COLS_LOOP_TAIL                                         \
+    EQ_SMLAD2(a0, a0) "ldrd    %[x02], %[x13], [%[col], #8]\n\t"        \
+    EQ_SMLAD2(a1, a1) "ldrd    %[x02], %[x13], [%[col], #16]\n\t"       \
+    EQ_SMLAD2(a2, a2)                                                   \
+    "add     %[col], %[col], #48\n\t"                                   \
+    "subs    %[runs], %[runs], #1\n\t"                                  \
+    "bne     1b\n\t"
+#define EQ_THREE_COLS_OPERANDS                                                              \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [col] "+r"(col), [w] "+r"(w),               \
+        [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),             \
+        [w13] "=&r"(w13)
 /* half a run of 8 int4 weights against the six columns: word pair OFF of each column's run */
 #define EQ_DOT4_HALF(OFF)                                                  \
     "ldrd    %[x0], %[x1], [%[col], #" #OFF "]\n\t"                        \
@@ -729,20 +742,8 @@ EQ_INLINE void eq_dot3_int8(const int16_t *col, const int8_t *w, int32_t runs, i
             "ldrd    %[x02], %[x13], [%[col]]\n\t"
             "sxtb16  %[w02], %[w13]\n\t"
             "sxtb16  %[w13], %[w13], ror #8\n\t"
-            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
-            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
-            "ldrd    %[x02], %[x13], [%[col], #8]\n\t"
-            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
-            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
-            "ldrd    %[x02], %[x13], [%[col], #16]\n\t"
-            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
-            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
-            "add     %[col], %[col], #48\n\t"
-            "subs    %[runs], %[runs], #1\n\t"
-            "bne     1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [col] "+r"(col), [w] "+r"(w),
-              [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),
-              [w13] "=&r"(w13)
+            EQ_THREE_COLS_LOOP_TAIL
+            : EQ_THREE_COLS_OPERANDS
             :
             : "cc", "memory");
     }
@@ -913,20 +914,8 @@ static void eq_dot_wide(const int16_t *col, const int8_t *w, int32_t runs, int32
             "1:\n\t"
             "ldrd    %[w02], %[w13], [%[w]], #8\n\t"
             "ldrd    %[x02], %[x13], [%[col]]\n\t"
-            "smlad   %[a0], %[x02], %[w02], %[a0]\n\t"
-            "smlad   %[a0], %[x13], %[w13], %[a0]\n\t"
-            "ldrd    %[x02], %[x13], [%[col], #8]\n\t"
-            "smlad   %[a1], %[x02], %[w02], %[a1]\n\t"
-            "smlad   %[a1], %[x13], %[w13], %[a1]\n\t"
-            "ldrd    %[x02], %[x13], [%[col], #16]\n\t"
-            "smlad   %[a2], %[x02], %[w02], %[a2]\n\t"
-            "smlad   %[a2], %[x13], %[w13], %[a2]\n\t"
-            "add     %[col], %[col], #48\n\t"
-            "subs    %[runs], %[runs], #1\n\t"
-            "bne     1b\n\t"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [col] "+r"(col), [w] "+r"(w),
-              [runs] "+r"(runs), [x02] "=&r"(x02), [x13] "=&r"(x13), [w02] "=&r"(w02),
-              [w13] "=&r"(w13)
+            EQ_THREE_COLS_LOOP_TAIL
+            : EQ_THREE_COLS_OPERANDS
             :
             : "cc", "memory");
         a[0] = a0;
