@@ -22,6 +22,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
+from benchmarks.markdown import cell
+
 CACHE = Path(__file__).resolve().parents[1] / "bench_out"  # as benchmarks.sections
 BRECQ_LIMIT_S = 600  # the brief: brecq only if it finishes within 10 minutes here
 PORTABLE_SAMPLES = 16  # the portable path is ~5x slower under QEMU; its count barely varies
@@ -305,18 +307,6 @@ TITLES = {"firmware_vww": "Firmware: edgeq's C engine vs TFLM on the same file (
                           "INT8 and edgeq W4, QEMU Cortex-M7)"}
 
 
-def _cell(value, kind: str) -> str:
-    if value is None:
-        return "—"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
-    if kind == "ratio":
-        return f"{value:.2f}"
-    if kind == "times":
-        return f"{value:.1f}×"
-    return f"{int(value):,}"
-
-
 def render_firmware(name: str, result: dict, cmd: str) -> str:
     models = [k for k in result["rows"][0] if k not in ("metric", "kind", "target")]
     lines = [f"## {TITLES.get(name, name)}", "", f"Command: `{cmd}` (section wall time "
@@ -324,7 +314,7 @@ def render_firmware(name: str, result: dict, cmd: str) -> str:
              "| metric | " + " | ".join(f"`{m}`" for m in models) + " | target |",
              "|---|" + "---:|" * len(models) + "---|"]
     for row in result["rows"]:
-        cells = [_cell(row[m], row["kind"]) for m in models]
+        cells = [cell(row[m], row["kind"]) for m in models]
         lines.append(f"| {row['metric']} | " + " | ".join(cells) + f" | {row['target']} |")
     lines.append("")
     lines += [f"- {n}" for n in result.get("notes", [])]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import firmware
+from benchmarks.markdown import cell
 from edgeq.check import check_model
 from edgeq.datasets import fashion_mnist, load_dataset
 from edgeq.deploy.tflm import measure_arena
@@ -170,16 +171,6 @@ TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines,
           **firmware.TITLES}
 
 
-def _fmt(v, kind):
-    if v is None:
-        return "—"
-    if kind == "pct":
-        return f"{100 * v:.2f}%"
-    if kind == "int":
-        return f"{int(v):,}"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def render(name: str, result: dict, cmd: str) -> str:
     if name in firmware.REGISTRY:
         return firmware.render_firmware(name, result, cmd)
@@ -196,7 +187,7 @@ def render(name: str, result: dict, cmd: str) -> str:
              f"{result['wall_seconds']} s; {result['machine']})", "",
              "| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for row in result["rows"]:
-        lines.append("| " + " | ".join(_fmt(row.get(k), kind) for _, k, kind in cols) + " |")
+        lines.append("| " + " | ".join(cell(row.get(k), kind) for _, k, kind in cols) + " |")
     lines.append("")
     lines += [f"- {n}" for n in result.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -52,11 +52,11 @@ def _depthwise3x3(rng, channels=12, stride=1, padding="SAME", activation="RELU6"
     return b.model([x], [y], f"depthwise3x3 int{bits} c{channels} s{stride} {padding}")
 
 
-def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME") -> Model:
+def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME", h=5, w=7,
+          activation="RELU") -> Model:
     """A convolution with chosen depth and kernel: K = kernel^2 * cin a multiple of 8 takes the
     INT4 fast path (nibbles unpacked in registers), an odd cout and pixel count the tails."""
     b = opmodels._Builder(rng)
-    h, w = 5, 7
     x = b.activation("input", (1, h, w, cin))
     wt = b.weights("weights", (cout, kernel, kernel, cin), bits, 0)
     scale = b.output_scale(x, wt, kernel * kernel * cin)
@@ -64,8 +64,9 @@ def _conv(rng, cin=16, cout=7, kernel=1, bits=4, stride=1, padding="SAME") -> Mo
     oh, ow = (opmodels._spatial(n, kernel, stride, 1, padding) for n in (h, w))
     y = b.out_activation("output", (1, oh, ow, cout), scale)
     b.op("CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=stride,
-         dilation_w_factor=1, dilation_h_factor=1, fused_activation_function="RELU")
-    return b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {padding}")
+         dilation_w_factor=1, dilation_h_factor=1, fused_activation_function=activation)
+    return b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {padding} {h}x{w} "
+                             f"{activation}")
 
 
 # Output-stage regimes, as real multipliers (s_in * s_w / s_out) and bias magnitudes, that the
@@ -112,16 +113,7 @@ def _conv_stress(rng, cin=12, cout=11, kernel=1, bits=8, stride=1, padding="SAME
                  activation="NONE") -> Model:
     """A convolution whose channels cover every output-stage regime; h * w pixels that are not
     a multiple of the six-pixel blocks (and 9 pixels: one block of six, one of three)."""
-    b = opmodels._Builder(rng)
-    x = b.activation("input", (1, h, w, cin))
-    wt = b.weights("weights", (cout, kernel, kernel, cin), bits, 0)
-    scale = b.output_scale(x, wt, kernel * kernel * cin)
-    bias = b.bias("bias", x, wt, cout, magnitude=scale * 20)
-    oh, ow = (opmodels._spatial(n, kernel, stride, 1, padding) for n in (h, w))
-    y = b.out_activation("output", (1, oh, ow, cout), scale)
-    b.op("CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=stride,
-         dilation_w_factor=1, dilation_h_factor=1, fused_activation_function=activation)
-    model = b.model([x], [y], f"conv int{bits} k{kernel} cin{cin} s{stride} {h}x{w} {activation}")
+    model = _conv(rng, cin, cout, kernel, bits, stride, padding, h, w, activation)
     return _stress_output_stage(model, rng)
 
 
