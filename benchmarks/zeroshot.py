@@ -48,7 +48,6 @@ wall times are rows/notes of their own.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def _synthesize(model, iterations: int) -> tuple[np.ndarray, float]:
 
 
 def _genie_m_qgraph(graph, calib: np.ndarray, bits: int = 4):
-    graph = dataclasses.replace(graph, input_range=DOMAIN)  # as quantize(input_range=) does
+    graph = graph.with_input_range(DOMAIN)  # as quantize(input_range=) does
     calib, _ = calibration_set(graph, calib)
     plan = bit_plan(graph, bits)
     minmax = ranges.quantize_ranges(graph, calib, plan, "minmax", "minmax")
@@ -145,7 +144,7 @@ def zeroshot_fmnist(shared: Path) -> dict:
     for bits, order, sparsity in ((4, 1, 1.0), (4, 2, 1.0), (4, 2, 0.5), (2, 2, 1.0),
                                   (2, 3, 1.0)):
         (qg, info), s = _timed(lambda b=bits, k=order, g=sparsity: rex.rex_quantize(
-            dataclasses.replace(graph, input_range=DOMAIN), b, k, g, calib_x=synth))
+            graph.with_input_range(DOMAIN), b, k, g, calib_x=synth))
         name = f"REx W{bits}A8 order {order}, G = {sparsity:g} (Genie-D activation ranges)"
         try:
             rows.append(_row(name, qg, te.x, te.y, s, float_out, rex.export_rex(qg)))

@@ -25,6 +25,7 @@ from .errors import BoardFitError, DataError, EdgeqError, OutputError
 from .zoo import ModelCard, load_card
 
 DEMO_MODEL = "fmnist"
+INPUT_DOMAIN = (0.0, 1.0)  # every model card's preprocessing: pixels / 255
 MIN_CALIBRATION = 8
 
 
@@ -230,6 +231,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     if cfg.zero_shot:
         calib, test = _zero_shot_data(cfg, model, test, st, progress_factory)
         method = method or "genie"
+        # the model's domain, not what the synthetic images happen to cover
+        graph = graph.with_input_range(INPUT_DOMAIN)
     with st.stage("float accuracy"):
         float_acc, float_out = evaluate_float(model, test)
     labelled = bool(np.all(test.y >= 0))
@@ -249,8 +252,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
             budget = cfg.budget_kb if cfg.budget_kb is not None else board.flash_kib
             qgraph, qreport = quantize(graph, calib.x, method, cfg.bits,
                                        budget if cfg.bits == "mixed" else None, iters=cfg.iters,
-                                       seed=cfg.seed, progress=progress_factory is not None,
-                                       input_range=(0.0, 1.0) if cfg.zero_shot else None)
+                                       seed=cfg.seed, progress=progress_factory is not None)
             tflite = write_model(to_tflite_model(qgraph))
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
@@ -334,8 +336,6 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
     """--method rex: residual expansion (weights data-free; activation ranges from the
     calibration images, synthetic with --zero-shot). Returns (qgraph, QuantizeReport, tflite
     bytes, report section)."""
-    from dataclasses import replace
-
     from .quant.rex import export_rex, rex_quantize
     from .quantize import QuantizeReport
 
@@ -343,8 +343,6 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
         raise EdgeqError("--method rex takes one width (--bits 8, 4, 3 or 2), not mixed",
                          "pick a width; REx's orders are its own accuracy ladder")
     t0 = time.perf_counter()
-    if cfg.zero_shot:
-        graph = replace(graph, input_range=(0.0, 1.0))
     qgraph, info = rex_quantize(graph, int(cfg.bits), cfg.expansion, cfg.sparsity,
                                 calib_x=calib.x)
     tflite = export_rex(qgraph)

@@ -453,8 +453,6 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
 
 def _quantize_rex(model, calib_x, bits, expansion, sparsity, input_range, out_path,
                   report_path) -> None:
-    from dataclasses import replace
-
     from .errors import DataError
     from .export import write_atomically
     from .graph import capture
@@ -462,9 +460,7 @@ def _quantize_rex(model, calib_x, bits, expansion, sparsity, input_range, out_pa
 
     if bits == "mixed":
         raise DataError("--method rex takes one width, not mixed", "pass --bits 8, 4, 3 or 2")
-    graph = capture(model)
-    if input_range:
-        graph = replace(graph, input_range=tuple(input_range))
+    graph = capture(model).with_input_range(input_range)
     qgraph, info = rex_quantize(graph, bits, expansion, sparsity, calib_x=calib_x)
     data = export_rex(qgraph, out_path)
     if report_path:

@@ -27,6 +27,7 @@ blocks (the nodes between a fork and its Add), depthwise+pointwise pairs, else s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,6 +115,13 @@ class Graph:
     # int8 range is this rather than what the calibration data happen to cover. Zero-shot
     # images cover less of it (Fashion-MNIST: synthetic max 0.83 clipped real pixels).
     input_range: tuple[float, float] | None = None
+
+    def with_input_range(self, input_range) -> Graph:
+        """The same graph (nodes shared) with its input domain declared; None keeps it."""
+        if input_range is None:
+            return self
+        lo, hi = (float(v) for v in input_range)
+        return dataclasses.replace(self, input_range=(lo, hi))
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

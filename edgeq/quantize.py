@@ -40,7 +40,6 @@ QuantizedGraph, which to_tflite_model can write); the report gives both sizes.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -195,10 +194,7 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
     t0 = time.perf_counter()
     from .graph import capture
 
-    graph = model if isinstance(model, Graph) else capture(model)
-    if input_range is not None:
-        graph = dataclasses.replace(graph, input_range=(float(input_range[0]),
-                                                        float(input_range[1])))
+    graph = (model if isinstance(model, Graph) else capture(model)).with_input_range(input_range)
     if method is None:
         method = "brecq" if bits == "mixed" or (isinstance(bits, int) and bits < 8) else "minmax"
     runner = get_method(method)

@@ -276,3 +276,10 @@ def test_rex_from_build_and_quantize(small, tmp_path):
                                        "--expansion", "3", "--out", str(q)])
     assert result.exit_code == 0, result.output
     assert read_model(q.read_bytes()).ops and "3 orders" in " ".join(result.output.split())
+    for command in (["build", "--keras-model"], ["quantize"]):  # REx has one width
+        mixed = CliRunner().invoke(main, [*command, str(small / "small.h5"), "--data",
+                                          str(small / "data.npz"), "--method", "rex", "--bits",
+                                          "mixed", "--budget-kb", "1", "--out",
+                                          str(tmp_path / "mixed")])
+        assert mixed.exit_code == 2 and "one width" in mixed.output, mixed.output
+        assert not (tmp_path / "mixed").exists()
