@@ -11,7 +11,7 @@ Instruction counts are exact (QEMU `-icount shift=0`, 40-instruction resolution)
 depend on how loaded the shared machine is; seconds are never measured here.
 
 The W4 person detector is made here: vww_96.h5 calibrated on the 128 train2017_* photos with
-brecq (edgeq.quantize) when that finishes within BRECQ_LIMIT_S, else edgeq's min-max export; the
+brecq (edgeq.learn.quantize) when that finishes within BRECQ_LIMIT_S, else edgeq's min-max export; the
 .tflite is cached in bench_out/ (with how it was made), like the foundation section's fmnist.
 """
 
@@ -36,7 +36,7 @@ INT8_NAME, W4_NAME = "vww_96_int8", "edgeq_w4"
 
 
 def _vww_data(shared: Path):
-    from edgeq.datasets import load_dataset
+    from edgeq.data import load_dataset
 
     data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0, CLASSES)
     return data.by_prefix("train2017_"), data.by_prefix("val2017_")
@@ -46,8 +46,8 @@ def _brecq_to_file(shared: str, out: str) -> None:
     """Child process: brecq W4 of vww_96.h5 on the train2017 photos, written to `out`."""
     import tf_keras
 
-    from edgeq.export import to_tflite_model
-    from edgeq.quantize import quantize
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quantize import quantize
     from edgeq.tflite.write import write_model
 
     calib, _ = _vww_data(Path(shared))
@@ -80,13 +80,13 @@ def w4_person_detector(shared: Path) -> tuple[Path, dict]:
         child.join()
     if child.exitcode == 0 and brecq_path.is_file():
         meta = {"path": str(brecq_path), "method": "brecq", "seconds": round(seconds, 1),
-                "note": "edgeq.quantize.quantize(vww_96, train2017, method='brecq', bits=4) "
+                "note": "edgeq.learn.quantize.quantize(vww_96, train2017, method='brecq', bits=4) "
                         f"(default iterations) in {seconds / 60:.1f} min, then "
                         "to_tflite_model + write_model"}
     else:
         import tf_keras
 
-        from edgeq.export import export_tflite
+        from edgeq.learn.export import export_tflite
 
         why = (f"did not finish within {BRECQ_LIMIT_S} s" if seconds >= BRECQ_LIMIT_S
                else f"failed (exit code {child.exitcode})")
@@ -97,7 +97,7 @@ def w4_person_detector(shared: Path) -> tuple[Path, dict]:
         export_tflite(model, calib.x, 4, path=path)
         meta = {"path": str(path), "method": "minmax",
                 "seconds": round(time.perf_counter() - start, 1),
-                "note": f"brecq {why}; edgeq.export.export_tflite(vww_96, train2017, 4) "
+                "note": f"brecq {why}; edgeq.learn.export.export_tflite(vww_96, train2017, 4) "
                         "(min-max) instead"}
     meta_path.write_text(json.dumps(meta))
     return Path(meta["path"]), meta
@@ -107,8 +107,8 @@ def measure_model(path: Path, test, out_dir: Path) -> dict:
     """Every firmware number for one .tflite: the DSP build on all test photos (accuracy,
     agreement, sizes, arenas), the portable build on the first PORTABLE_SAMPLES, and the
     stm32h743 build's flash."""
-    from edgeq.check import model_input_spec, quantize_inputs
     from edgeq.deploy import cgen
+    from edgeq.deploy.check import model_input_spec, quantize_inputs
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.qemu import check_on_qemu
 
@@ -274,7 +274,7 @@ def _notes(m: dict, w4: dict, samples: int) -> list[str]:
         "shift=0` (instructions = SysTick ticks × 40; median over the inputs).",
         f"Inputs: the {samples} coco-vww-256 val2017_* photos (RGB, bilinear 96×96, /255), "
         "quantized to int8 with each model's input scale and zero point "
-        "(edgeq.check.quantize_inputs); TFLM and LiteRT run the same int8 arrays. The portable "
+        "(edgeq.deploy.check.quantize_inputs); TFLM and LiteRT run the same int8 arrays. The portable "
         f"build runs the first {PORTABLE_SAMPLES} (its per-inference count varies by a few "
         "instructions only).",
         "RAM: the planned arena holds every intermediate tensor and scratch; the engine reads "

@@ -46,14 +46,14 @@ def qgt_fmnist(shared: Path) -> dict:
     import tf_keras as keras
 
     from benchmarks.sections import _evaluate_tflite, trained_fmnist
-    from edgeq.convert import tflite_int8_ptq
-    from edgeq.export import bit_plan, to_tflite_model
-    from edgeq.graph import capture
-    from edgeq.qgt_train import finish, train_qgt
-    from edgeq.quant import qgt as core
-    from edgeq.quantize import quantize
+    from edgeq.learn.export import bit_plan, to_tflite_model
+    from edgeq.learn.graph import capture
+    from edgeq.learn.qgt import bottlenecks
+    from edgeq.learn.qgt.training import finish, train_qgt
+    from edgeq.learn.quantize import quantize
+    from edgeq.learn.tf_baseline import tflite_int8_ptq
+    from edgeq.learn.train import evaluate_float
     from edgeq.tflite.write import write_model
-    from edgeq.train import evaluate_float
 
     model, tr, te, train_s, _ = trained_fmnist()
     float_acc, float_out = evaluate_float(model, te)
@@ -107,7 +107,7 @@ def qgt_fmnist(shared: Path) -> dict:
                          f"{last['val_accuracy_on_grid']:.4f} ({VAL_SAMPLES} test images, float "
                          f"activations); training {result.seconds:.0f} s.")
             if label == "QGT":
-                top = core.find_bottlenecks(result, val, bits=result.plan)[:3]
+                top = bottlenecks.find_bottlenecks(result, val, bits=result.plan)[:3]
                 marks = [f" (bottleneck, suggest W{r['suggested_bits']})" if r["bottleneck"]
                          else "" for r in top]
                 notes.append(f"{name} bottlenecks (loss increase with that layer alone on its "
@@ -133,12 +133,12 @@ VWW_BUDGET_KB = 81  # KiB; the QGT paper's 2-bit person detector: 81 KB, -3 % (1
 
 def _vww_synthetic(model) -> np.ndarray:
     from benchmarks.sections import CACHE
-    from edgeq import genie
+    from edgeq.learn import synth
 
     path = CACHE / f"vww_genie_{VWW_SYNTH}_{VWW_SYNTH_ITERS}.npy"
     if path.is_file():
         return np.load(path)
-    x = genie.synthesize(model, n=VWW_SYNTH, batch_size=64, iterations=VWW_SYNTH_ITERS)
+    x = synth.synthesize(model, n=VWW_SYNTH, batch_size=64, iterations=VWW_SYNTH_ITERS)
     CACHE.mkdir(exist_ok=True)
     np.save(path, x)
     return x
@@ -151,13 +151,13 @@ def qgt_vww(shared: Path) -> dict:
     import tf_keras as keras
 
     from benchmarks.sections import _evaluate_tflite
-    from edgeq.datasets import load_dataset
-    from edgeq.export import to_tflite_model
-    from edgeq.graph import capture
-    from edgeq.qgt_train import finish, recipe, train_qgt
-    from edgeq.quantize import quantize
+    from edgeq.data import load_dataset
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.graph import capture
+    from edgeq.learn.qgt.training import finish, recipe, train_qgt
+    from edgeq.learn.quantize import quantize
+    from edgeq.learn.train import evaluate_float
     from edgeq.tflite.write import write_model
-    from edgeq.train import evaluate_float
 
     data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
                         ["no_person", "person"])
@@ -203,11 +203,11 @@ def qgt_vww(shared: Path) -> dict:
     notes.insert(0, f"Distillation set: {len(synth)} Genie-D images ({VWW_SYNTH_ITERS} "
                     f"iterations per batch, {synth_s}) + {len(real)} train2017_* "
                     f"photos, cross-entropy on vww_96's own float outputs; evaluation on the "
-                    f"{len(val)} val2017_* photos; batch {VWW_BATCH}, edgeq.qgt_train.recipe (below 4 "
+                    f"{len(val)} val2017_* photos; batch {VWW_BATCH}, edgeq.learn.qgt.training.recipe (below 4 "
                     "bits: straight-through forward on the grid from the first step, Adam 2e-3 "
                     "cosine, decoupled l2grid pull λ 0.002); min-max int8 activations from the "
                     "128 train2017 photos.")
-    notes.insert(1, f"Mixed plan: edgeq.quantize bits='mixed' (sensitivity + integer program) "
+    notes.insert(1, f"Mixed plan: edgeq.learn.quantize bits='mixed' (sensitivity + integer program) "
                     f"for ≤ {VWW_BUDGET_KB} KiB of kernel weights, first and last layer 8-bit, "
                     "the same plan for QGT; the QGT paper reports 81 KB at -3 points (17.7x "
                     "smaller than float).")

@@ -3,7 +3,7 @@
 also has the keys sections.render shows, and `render` here gives the wider table.
 
 Every quantized model goes through edgeq's writer and is run by LiteRT and TFLM on the
-evaluation images (edgeq.check.check_model); the simulated model's labels are compared with
+evaluation images (edgeq.deploy.check.check_model); the simulated model's labels are compared with
 TFLM's on the first SIM_CHECK images (contract 2).
 
 Environment: EDGEQ_FMNIST_H5 = a trained fmnist float model (tf_keras .h5) to load instead of
@@ -28,8 +28,8 @@ VWW_BUDGET_KB = 81.0
 
 
 def _fmnist_model():
-    from edgeq.datasets import fashion_mnist
-    from edgeq.zoo import build_model, load_card
+    from edgeq.data import fashion_mnist
+    from edgeq.learn.zoo import build_model, load_card
 
     card = load_card("fmnist")
     tr, te = fashion_mnist(card.input_shape)
@@ -38,7 +38,7 @@ def _fmnist_model():
         import tf_keras
 
         return tf_keras.models.load_model(path, compile=False), tr, te, f"loaded {path}"
-    from edgeq.train import train
+    from edgeq.learn.train import train
 
     model = build_model(card)
     t = time.perf_counter()
@@ -50,10 +50,10 @@ def _fmnist_model():
 
 def _row(label: str, method: str, bits, qgraph, report, x, y, float_out, seconds: float,
          command: str) -> dict:
-    from edgeq.check import check_model
+    from edgeq.deploy.check import check_model
     from edgeq.deploy.tflm import measure_arena
-    from edgeq.export import to_tflite_model
-    from edgeq.quant.sim import simulate
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quant.sim import simulate
     from edgeq.tflite.write import write_model
 
     tflite = write_model(to_tflite_model(qgraph))
@@ -81,7 +81,7 @@ def _kept_counts(report) -> dict:
 
 
 def _run(model, calib, method, bits, budget_kb=None):
-    from edgeq.quantize import quantize
+    from edgeq.learn.quantize import quantize
 
     t = time.perf_counter()
     qgraph, report = quantize(model, calib, method, bits, budget_kb, progress=False)
@@ -93,8 +93,8 @@ def recon_fmnist(shared: Path, widths=FMNIST_BITS, methods=METHODS, deadline: fl
     """fmnist: minmax vs brecq vs adaquant at W8/W4/W3/W2 (A8) and mixed at ≤ 3 bits.
     `deadline` (time.time()) stops starting new rows after it (the notes list what was
     skipped); `on_row(result_so_far)` is called after every row."""
-    from edgeq.graph import capture
-    from edgeq.train import evaluate_float
+    from edgeq.learn.graph import capture
+    from edgeq.learn.train import evaluate_float
 
     model, tr, te, origin = _fmnist_model()
     te = te.take(FMNIST_EVAL)
@@ -139,8 +139,8 @@ def recon_vww(shared: Path, on_row=None) -> dict:
     """vww_96: float, minmax W4, brecq W4 (≤ 15 min) and mixed ≤ 81 KiB, on coco-vww-256."""
     import tf_keras
 
-    from edgeq.datasets import load_dataset
-    from edgeq.train import evaluate_float
+    from edgeq.data import load_dataset
+    from edgeq.learn.train import evaluate_float
 
     data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
                         ["no_person", "person"])
@@ -165,7 +165,7 @@ def recon_vww(shared: Path, on_row=None) -> dict:
     return {"rows": rows, "notes": [
         f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos (all of them: fewer "
         f"than 1,024), evaluate on the {len(test)} val2017_* photos.",
-        "brecq defaults (edgeq.quantize.DEFAULT_ITERS) on 2 shared cores; seconds = the whole "
+        "brecq defaults (edgeq.learn.quantize.DEFAULT_ITERS) on 2 shared cores; seconds = the whole "
         "quantize() call (ranges, reconstruction, report SQNR).",
         f"mixed: weight budget {VWW_BUDGET_KB:g} KiB of kernel weights at logical widths "
         "(2-bit layers counted at 2 bits; stored as INT4 in the .tflite, whose size is in "

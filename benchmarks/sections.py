@@ -10,8 +10,8 @@ import numpy as np
 
 from benchmarks import firmware
 from benchmarks.markdown import cell
-from edgeq.check import check_model
-from edgeq.datasets import fashion_mnist, load_dataset
+from edgeq.data import fashion_mnist, load_dataset
+from edgeq.deploy.check import check_model
 from edgeq.deploy.tflm import measure_arena
 
 FMNIST_EPOCHS = 10
@@ -25,8 +25,8 @@ def trained_fmnist():
 
     import tf_keras as keras
 
-    from edgeq.train import train
-    from edgeq.zoo import build_model, load_card
+    from edgeq.learn.train import train
+    from edgeq.learn.zoo import build_model, load_card
 
     card = load_card("fmnist")
     tr, te = fashion_mnist(card.input_shape)
@@ -44,7 +44,7 @@ def trained_fmnist():
 
 def edgeq_minmax_rows(model, calib_x, x, y, float_out, bits_list=(8, 4)) -> list[dict]:
     """edgeq's own writer, naive min-max (first and last layer at 8 bits)."""
-    from edgeq.export import export_tflite
+    from edgeq.learn.export import export_tflite
 
     rows = []
     for bits in bits_list:
@@ -70,9 +70,9 @@ def foundation_fmnist(shared: Path) -> dict:
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    from edgeq.convert import tflite_int8_ptq
-    from edgeq.train import evaluate_float
-    from edgeq.zoo import load_card
+    from edgeq.learn.tf_baseline import tflite_int8_ptq
+    from edgeq.learn.train import evaluate_float
+    from edgeq.learn.zoo import load_card
 
     card = load_card("fmnist")
     model, tr, te, train_s, val_acc = trained_fmnist()
@@ -108,8 +108,8 @@ def foundation_vww(shared: Path) -> dict:
     """vww_96.h5 float vs TensorFlow INT8 PTQ vs the MLPerf reference INT8 file, on coco-vww-256."""
     import tf_keras as keras
 
-    from edgeq.convert import tflite_int8_ptq
-    from edgeq.train import evaluate_float
+    from edgeq.learn.tf_baseline import tflite_int8_ptq
+    from edgeq.learn.train import evaluate_float
 
     data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
                         ["no_person", "person"])

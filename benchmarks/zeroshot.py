@@ -36,7 +36,7 @@ shared cores), TFLM top-1 (LiteRT identical in labels, edgeq's interpreter == TF
 
 Before the input range was pinned to [0, 1] (Genie-D images reach only 0.83 of it, so observed
 ranges clipped real pixels) Genie W4A8 was 2.1 points below float. REx exports are tie-safe
-(edgeq.quant.rex.export_rex): LiteRT within 1 LSB of TFLM at every order.
+(edgeq.learn.quant.rex.export_rex): LiteRT within 1 LSB of TFLM at every order.
 
 (A first vww run, before the bias-grid gradient fix in genie_m, lost 9 of 15 Genie-M blocks to
 NaN and reached 82.42 %.)
@@ -54,15 +54,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.sections import _evaluate_tflite, trained_fmnist
-from edgeq import genie
-from edgeq.datasets import load_dataset
+from edgeq.data import load_dataset
 from edgeq.errors import EdgeqError
-from edgeq.export import bit_plan, to_tflite_model
-from edgeq.graph import capture
-from edgeq.quant import genie_m, ranges, rex
-from edgeq.quantize import calibration_set, quantize, storable
+from edgeq.learn import synth
+from edgeq.learn.export import bit_plan, to_tflite_model
+from edgeq.learn.graph import capture
+from edgeq.learn.quant import genie_m, ranges, rex
+from edgeq.learn.quantize import calibration_set, quantize, storable
+from edgeq.learn.train import evaluate_float
 from edgeq.tflite.write import write_model
-from edgeq.train import evaluate_float
 
 SYNTH_SAMPLES = 256
 SYNTH_BATCH = 64
@@ -80,7 +80,7 @@ def _noise(n: int, shape, seed: int = 0) -> np.ndarray:
 
 def _synthesize(model, iterations: int) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
-    x = genie.synthesize(model, n=SYNTH_SAMPLES, batch_size=SYNTH_BATCH, iterations=iterations)
+    x = synth.synthesize(model, n=SYNTH_SAMPLES, batch_size=SYNTH_BATCH, iterations=iterations)
     return x, time.perf_counter() - t
 
 
@@ -161,7 +161,7 @@ def zeroshot_fmnist(shared: Path) -> dict:
         "images reach only 0.83 of it, and observing them clipped real pixels.",
         "REx: weights data-free, orders ≥ 1 on the fraction G of output channels with the "
         "largest residual, branch activation ranges from the Genie-D images, exported tie-safe "
-        "(edgeq.quant.rex.export_rex); bytes as stored (G < 1: only the kept channels' "
+        "(edgeq.learn.quant.rex.export_rex); bytes as stored (G < 1: only the kept channels' "
         "branches, joined by CONCATENATION).",
         f"evaluated on the first {len(te):,} test images.", *failed]}
 

@@ -1,4 +1,4 @@
-"""Boards: the versioned data files in edgeq/resources/boards/*.yaml, read in one place.
+"""Boards: the versioned data files in boards/*.yaml, read in one place.
 
 `load_board("cortex-m7")` resolves aliases; `load_board("path/to/my_board.yaml")` reads a
 user's own file with the same schema.
@@ -7,12 +7,12 @@ user's own file with the same schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .errors import UnknownBoardError
+from edgeq import data_dir
+from edgeq.errors import UnknownBoardError
 
 SCHEMA_VERSION = 1
 CORES = ("cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
@@ -49,7 +49,7 @@ class Board:
 
 
 def _board_dir():
-    return resources.files("edgeq") / "resources" / "boards"
+    return data_dir("boards")
 
 
 def _aliases() -> dict[str, str]:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .boards import Board, load_board
-from .datasets import fashion_mnist, load_dataset
-from .errors import BoardFitError, DataError, EdgeqError, OutputError
-from .zoo import ModelCard, load_card
+from edgeq import __version__
+from edgeq.boards import Board, load_board
+from edgeq.data import fashion_mnist, load_dataset
+from edgeq.errors import BoardFitError, DataError, EdgeqError, OutputError
+from edgeq.learn.zoo import ModelCard, load_card
 
 DEMO_MODEL = "fmnist"
 INPUT_DOMAIN = (0.0, 1.0)  # every model card's preprocessing: pixels / 255
@@ -43,12 +43,12 @@ class BuildConfig:
     seed: int = 0
     unsafe: bool = False
     bits: int | str = 8  # weight bits of the inner layers (first and last stay at 8), or "mixed"
-    method: str | None = None  # quantization method (edgeq.quantize.METHODS); None: brecq < 8 bits
+    method: str | None = None  # quantization method (edgeq.learn.quantize.METHODS); None: brecq < 8 bits
     budget_kb: float | None = None  # weight budget for bits="mixed"; default: the board's flash
     iters: int | None = None  # reconstruction steps per block or layer; None: the method's default
     baseline: bool = True  # also measure TensorFlow's own INT8 PTQ on the same data (contract 4)
     zero_shot: bool = False  # calibrate on Genie-D images made from the model alone (no data)
-    synth_iterations: int | None = None  # Genie-D steps per batch; None: edgeq.genie's default
+    synth_iterations: int | None = None  # Genie-D steps per batch; None: edgeq.learn.synth's default
     expansion: int = 2  # method "rex": orders K of the residual expansion
     sparsity: float = 1.0  # method "rex": fraction G of output channels that get orders >= 1
     train: bool = False  # fine-tune toward `bits` with QGT before export (needs labelled data)
@@ -109,8 +109,8 @@ def _commit_output(tmp: Path, out: Path) -> None:
 
 def _resolve_model(cfg: BuildConfig):
     """(keras model, card or None, name). The demo (no model given) builds `fmnist`."""
-    from .modelio import load_keras_model, load_weights
-    from .zoo import build_model
+    from edgeq.learn.modelio import load_keras_model, load_weights
+    from edgeq.learn.zoo import build_model
 
     if cfg.keras_model and cfg.model:
         raise EdgeqError("pass either --model or --keras-model, not both")
@@ -188,16 +188,16 @@ def fit_check(board: Board, model_bytes: int, arena_bytes: int) -> dict:
 
 
 def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildResult:
-    from .check import check_model
-    from .convert import tflite_int8_ptq
-    from .deploy.carray import write_c_arrays
-    from .deploy.tflm import measure_arena
-    from .export import to_tflite_model
-    from .graph import capture
-    from .quant.sim import simulate
-    from .report import write_report
-    from .tflite.write import write_model
-    from .train import evaluate_float, train
+    from edgeq.deploy.carray import write_c_arrays
+    from edgeq.deploy.check import check_model
+    from edgeq.deploy.tflm import measure_arena
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.graph import capture
+    from edgeq.learn.quant.sim import simulate
+    from edgeq.learn.tf_baseline import tflite_int8_ptq
+    from edgeq.learn.train import evaluate_float, train
+    from edgeq.report import write_report
+    from edgeq.tflite.write import write_model
 
     out = Path(cfg.out)
     _check_output_writable(out)
@@ -236,7 +236,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("float accuracy"):
         float_acc, float_out = evaluate_float(model, test)
     labelled = bool(np.all(test.y >= 0))
-    from .quantize import quantize
+    from edgeq.learn.quantize import quantize
 
     wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
     qgt_section = None
@@ -312,7 +312,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         (tmp / f"{stem}.tflite").write_bytes(tflite)
         write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
         if cfg.zero_shot:
-            from .genie import preview_png, save_npz
+            from edgeq.learn.synth import preview_png, save_npz
 
             save_npz(calib.x, tmp / "synthetic.npz")
             preview_png(calib.x, tmp / "synthetic.png")
@@ -336,8 +336,8 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
     """--method rex: residual expansion (weights data-free; activation ranges from the
     calibration images, synthetic with --zero-shot). Returns (qgraph, QuantizeReport, tflite
     bytes, report section)."""
-    from .quant.rex import export_rex, rex_quantize
-    from .quantize import QuantizeReport
+    from edgeq.learn.quant.rex import export_rex, rex_quantize
+    from edgeq.learn.quantize import QuantizeReport
 
     if cfg.bits == "mixed":
         raise EdgeqError("--method rex takes one width (--bits 8, 4, 3 or 2), not mixed",
@@ -354,9 +354,9 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
 def _qgt_stage(cfg: BuildConfig, graph, train_ds, calib, test, progress_factory):
     """--train: QGT toward cfg.bits (mixed: 2 bits with the bottlenecks lifted), exported by
     edgeq's writer. Returns (qgraph, QuantizeReport, tflite bytes, report section)."""
-    from .qgt_train import finish, recipe, train_qgt
-    from .quant.qgt import find_bottlenecks, mixed_plan
-    from .quantize import QuantizeReport
+    from edgeq.learn.qgt.bottlenecks import find_bottlenecks, mixed_plan
+    from edgeq.learn.qgt.training import finish, recipe, train_qgt
+    from edgeq.learn.quantize import QuantizeReport
 
     t0 = time.perf_counter()
     bits = mixed_plan(graph, calib) if cfg.bits == "mixed" else int(cfg.bits)
@@ -384,8 +384,8 @@ def _zero_shot_data(cfg: BuildConfig, model, test, st: Stages, progress_factory)
     """(calibration, evaluation) for --zero-shot: cfg.calib_samples Genie-D images from the
     model's BatchNorm statistics; without real data they are also what the checks run on
     (labels unknown, -1: agreement with the float model only)."""
-    from .datasets import Dataset
-    from .genie import synthesize
+    from edgeq.data import Dataset
+    from edgeq.learn.synth import synthesize
 
     n = cfg.calib_samples
     with st.stage(f"synthesize {n} calibration images (Genie-D, zero-shot)"), \

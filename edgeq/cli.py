@@ -16,8 +16,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .errors import EdgeqError
+from edgeq import __version__
+from edgeq.errors import EdgeqError
 
 console = Console(stderr=True)
 out_console = Console()
@@ -68,7 +68,7 @@ def main():
 @click.pass_context
 @expected_errors
 def boards(ctx):
-    """List the boards edgeq knows (edgeq/resources/boards/*.yaml).
+    """List the boards edgeq knows (boards/*.yaml).
 
     \b
     Example:
@@ -77,7 +77,7 @@ def boards(ctx):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .boards import aliases, list_boards
+    from edgeq.boards import aliases, list_boards
 
     table = Table(title="boards")
     for col in ("name", "core", "MHz", "flash KiB", "RAM KiB", "arena KiB", "FPU", "DSP", "flash with"):
@@ -101,7 +101,7 @@ def boards_show(name, as_json):
     Example:
       edgeq boards show stm32h743
     """
-    from .boards import load_board
+    from edgeq.boards import load_board
 
     board = load_board(name)
     _show_fields(f"{board.name}: {board.description}", board.to_dict(), as_json)
@@ -123,7 +123,7 @@ def _show_fields(title: str, fields: dict, as_json: bool) -> None:
 @click.pass_context
 @expected_errors
 def models(ctx):
-    """List the model zoo (edgeq/resources/models/*.yaml).
+    """List the model zoo (models/*.yaml).
 
     \b
     Example:
@@ -132,7 +132,7 @@ def models(ctx):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .zoo import list_cards
+    from edgeq.learn.zoo import list_cards
 
     table = Table(title="models")
     for col in ("name", "input", "classes", "description"):
@@ -153,7 +153,7 @@ def models_show(name, as_json):
     Example:
       edgeq models show fmnist
     """
-    from .zoo import load_card
+    from edgeq.learn.zoo import load_card
 
     card = load_card(name)
     _show_fields(card.name, card.to_dict(), as_json)
@@ -200,9 +200,9 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
       edgeq train --qgt --keras-model fmnist.h5 --bits mixed --epochs 4
     """
     _quiet_tensorflow()
-    from .build import BuildConfig, load_build_data
-    from .train import train as run_train
-    from .zoo import build_model, load_card
+    from edgeq.build import BuildConfig, load_build_data
+    from edgeq.learn.train import train as run_train
+    from edgeq.learn.zoo import build_model, load_card
 
     card = load_card(model_name)
     cfg = BuildConfig(model=model_name, data=data, seed=seed, eval_limit=None)
@@ -227,10 +227,10 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
 
 def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr, bits, regularizer,
                checkpoint_dir, distribute, seed, out_path) -> None:
-    from .modelio import load_keras_model
-    from .qgt_train import finish, recipe, train_qgt
-    from .quant.qgt import mixed_plan
-    from .zoo import build_model
+    from edgeq.learn.modelio import load_keras_model
+    from edgeq.learn.qgt.bottlenecks import mixed_plan
+    from edgeq.learn.qgt.training import finish, recipe, train_qgt
+    from edgeq.learn.zoo import build_model
 
     model = load_keras_model(keras_model).model if keras_model else build_model(card)
     plan = mixed_plan(model, calib) if bits == "mixed" else int(bits)
@@ -250,7 +250,7 @@ def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr,
 
 
 def _save_model(model, path: str) -> None:
-    from .errors import OutputError
+    from edgeq.errors import OutputError
 
     try:
         model.save(path)
@@ -293,7 +293,7 @@ def _save_model(model, path: str) -> None:
               "(needs labelled --data); the report ranks the compression bottlenecks.")
 @click.option("--train-epochs", type=int, default=2, show_default=True, help="--train: QGT epochs.")
 @click.option("--synth-iterations", type=int,
-              help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.genie's].")
+              help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.learn.synth's].")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
@@ -313,7 +313,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
       edgeq build --keras-model fmnist.h5 --data /usr/share/datasets/fashion-mnist --train --bits 2
     """
     _quiet_tensorflow()
-    from .build import BuildConfig, run_build
+    from edgeq.build import BuildConfig, run_build
 
     cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
@@ -371,9 +371,9 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
       edgeq export model.h5 --data photos/ --bits 4 --out model_w4.tflite
     """
     _quiet_tensorflow()
-    from .build import BuildConfig, load_build_data
-    from .export import export_tflite
-    from .modelio import load_keras_model, load_weights
+    from edgeq.build import BuildConfig, load_build_data
+    from edgeq.learn.export import export_tflite
+    from edgeq.learn.modelio import load_keras_model, load_weights
 
     loaded = load_keras_model(keras_model, unsafe=unsafe)
     if weights:
@@ -421,11 +421,11 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
       edgeq quantize model.h5 --data synth.npz --method rex --bits 4 --expansion 2 --sparsity 0.5
     """
     _quiet_tensorflow()
-    from .build import BuildConfig, load_build_data
-    from .export import to_tflite_model, write_atomically
-    from .modelio import load_keras_model
-    from .quantize import quantize as run_quantize
-    from .tflite.write import write_model
+    from edgeq.build import BuildConfig, load_build_data
+    from edgeq.learn.export import to_tflite_model, write_atomically
+    from edgeq.learn.modelio import load_keras_model
+    from edgeq.learn.quantize import quantize as run_quantize
+    from edgeq.tflite.write import write_model
 
     loaded = load_keras_model(keras_model, unsafe=unsafe)
     shape = loaded.input_shape
@@ -453,10 +453,10 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
 
 def _quantize_rex(model, calib_x, bits, expansion, sparsity, input_range, out_path,
                   report_path) -> None:
-    from .errors import DataError
-    from .export import write_atomically
-    from .graph import capture
-    from .quant.rex import export_rex, rex_quantize
+    from edgeq.errors import DataError
+    from edgeq.learn.export import write_atomically
+    from edgeq.learn.graph import capture
+    from edgeq.learn.quant.rex import export_rex, rex_quantize
 
     if bits == "mixed":
         raise DataError("--method rex takes one width, not mixed", "pass --bits 8, 4, 3 or 2")
@@ -481,7 +481,7 @@ def _db(value) -> str:
               help="The .npz of images (x) that every --data option accepts.")
 @click.option("--samples", type=int, default=1024, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--iterations", type=int, help="Optimization steps per batch [default: edgeq.genie's].")
+@click.option("--iterations", type=int, help="Optimization steps per batch [default: edgeq.learn.synth's].")
 @click.option("--preview", type=click.Path(), help="Also write a preview grid PNG here.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
@@ -496,8 +496,8 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
       edgeq quantize vww_96.h5 --data synth.npz --bits 4 --method genie --input-range 0 1
     """
     _quiet_tensorflow()
-    from . import genie
-    from .modelio import load_keras_model
+    from edgeq.learn.modelio import load_keras_model
+    from edgeq.learn.synth import preview_png, save_npz, synthesize
 
     model = load_keras_model(keras_model, unsafe=unsafe).model
     kwargs = {"iterations": iterations} if iterations else {}
@@ -507,10 +507,10 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
         def advance(done, total):
             progress.update(task, completed=done, total=total)
 
-        x = genie.synthesize(model, n=samples, batch_size=batch_size, seed=seed, progress=advance, **kwargs)
-    genie.save_npz(x, out_path)
+        x = synthesize(model, n=samples, batch_size=batch_size, seed=seed, progress=advance, **kwargs)
+    save_npz(x, out_path)
     if preview:
-        genie.preview_png(x, preview)
+        preview_png(x, preview)
     console.print(f"wrote {out_path}: {len(x)} synthetic images of shape {x.shape[1:]}")
 
 
@@ -541,7 +541,7 @@ def check(model_path, data, limit, target, out_dir, timeout, json_path):
         if json_path:
             _write_json(payload, json_path)
         return
-    from .check import check_command
+    from edgeq.deploy.check import check_command
 
     result = check_command(model_path, data, limit, None if json_path == "-" else json_path)
     if json_path == "-":
@@ -555,15 +555,15 @@ def _write_json(payload: dict, json_path: str) -> None:
     if json_path == "-":
         click.echo(text)
         return
-    from .export import write_atomically
+    from edgeq.learn.export import write_atomically
 
     write_atomically(Path(json_path), text.encode())
 
 
 def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
-    from .check import model_input_spec, quantize_inputs
-    from .datasets import load_dataset
-    from .deploy.qemu import check_on_qemu
+    from edgeq.data import load_dataset
+    from edgeq.deploy.check import model_input_spec, quantize_inputs
+    from edgeq.deploy.qemu import check_on_qemu
 
     spec = model_input_spec(model_path)
     shape = spec.shape[1:]
@@ -609,7 +609,7 @@ def firmware(model_path, board, out_dir, portable, wide_int8_weights):
       edgeq firmware out/model.tflite --board mps2-an500 --out fw/
       edgeq firmware vww_96_int8.tflite --board stm32h743 --out fw-h7/
     """
-    from .deploy.firmware import build_firmware
+    from edgeq.deploy.firmware import build_firmware
 
     result = build_firmware(model_path, board, out_dir, portable=portable,
                             wide_int8_weights=wide_int8_weights)
@@ -635,7 +635,7 @@ def flash(board, elf_path, tool, dry_run):
     Example:
       edgeq flash --board stm32h743 --elf fw-h7/fw.elf --dry-run
     """
-    from .deploy.flash import flash_command
+    from edgeq.deploy.flash import flash_command
 
     plan = flash_command(board, elf_path, dry_run=dry_run, tool=tool)
     if dry_run:

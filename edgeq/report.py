@@ -30,8 +30,8 @@ import math
 import os
 from pathlib import Path
 
-from . import __version__
-from .errors import OutputError
+from edgeq import __version__
+from edgeq.errors import OutputError
 
 KNOWN_SECTIONS = ("edgeq_version", "model", "board", "fit", "accuracy", "stages", "check")
 
@@ -228,7 +228,7 @@ def render_html(report: dict, base: Path | None = None) -> str:
     import jinja2
 
     data = to_jsonable(report)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("edgeq", "resources/templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("edgeq", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     plots, plot_note = make_plots(data, base)
     model = data.get("model") or {}

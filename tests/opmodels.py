@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quant import grid
+from edgeq import intmath
 from edgeq.tflite.model import Model, Op, Tensor
 
 
@@ -33,7 +33,7 @@ class _Builder:
         if scale is None:
             lo = -self.rng.uniform(0.0, 3.0) if lo is None else lo
             hi = self.rng.uniform(0.5, 4.0) if hi is None else hi
-            scale, zero_point = grid.activation_qparams(lo, hi)
+            scale, zero_point = intmath.activation_qparams(lo, hi)
         return self.add(Tensor(name, tuple(int(d) for d in shape), "int8",
                                scale=np.array([scale], dtype=np.float32),
                                zero_point=np.array([zero_point], dtype=np.int64)))
@@ -47,8 +47,8 @@ class _Builder:
     def weights(self, name: str, shape, bits: int, axis: int | None) -> int:
         w = self.rng.normal(0.0, 1.0, size=shape).astype(np.float32)
         w *= self.rng.uniform(0.2, 2.0, size=[1] * (len(shape) - 1) + [1]).astype(np.float32)
-        scales = grid.weight_scales(w, bits, axis)
-        q = grid.quantize_weights(w, scales, bits, axis)
+        scales = intmath.weight_scales(w, bits, axis)
+        q = intmath.quantize_weights(w, scales, bits, axis)
         if bits == 4:
             # Reach -8 too (learned rounding can), so the packed low nibble's sign is tested.
             q.reshape(-1)[self.rng.integers(q.size)] = -8
@@ -64,8 +64,8 @@ class _Builder:
         in_scale = float(self.tensors[input_index].scale[0])
         w_scales = self.tensors[weights_index].scale
         b = self.rng.normal(0.0, magnitude, size=channels) if values is None else values
-        q = grid.quantize_bias(b, in_scale, np.broadcast_to(w_scales, (channels,)))
-        scales = grid.bias_scales(in_scale, w_scales)
+        q = intmath.quantize_bias(b, in_scale, np.broadcast_to(w_scales, (channels,)))
+        scales = intmath.bias_scales(in_scale, w_scales)
         return self.add(Tensor(name, (channels,), "int32", scale=scales,
                                zero_point=np.zeros(len(scales), dtype=np.int64), data=q))
 

@@ -3,7 +3,7 @@ import pytest
 
 from edgeq.boards import aliases, board_names, load_board
 from edgeq.errors import UnknownBoardError, UnknownModelError
-from edgeq.zoo import build_model, load_card, model_names
+from edgeq.learn.zoo import build_model, load_card, model_names
 
 
 def test_required_boards_with_their_budgets():

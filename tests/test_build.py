@@ -194,7 +194,7 @@ def _input_qparams(tflite: bytes):
 
 
 def test_zero_shot_build_needs_no_data(small, tmp_path):
-    from edgeq.datasets import load_npz
+    from edgeq.data import load_npz
 
     out = tmp_path / "zs"
     args = ["build", "--keras-model", str(small / "small.h5"), "--zero-shot", "--bits", "4",
@@ -225,8 +225,8 @@ def test_zero_shot_build_needs_no_data(small, tmp_path):
 def test_input_range_pins_the_input_tensor(small):
     import tf_keras as keras
 
-    from edgeq.export import to_tflite_model
-    from edgeq.quantize import quantize
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quantize import quantize
     from edgeq.tflite.write import write_model
 
     model = keras.models.load_model(small / "small.h5", compile=False)

@@ -13,9 +13,9 @@ import numpy as np
 import opmodels
 import pytest
 
+from edgeq import intmath
 from edgeq.deploy import cgen
 from edgeq.errors import OutputError, UnsupportedOpError
-from edgeq.quant import grid
 from edgeq.tflite.model import Model, Op, Tensor
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
@@ -194,11 +194,11 @@ def int4_variant(model: Model) -> Model:
         shape = [1] * w.data.ndim
         shape[axis] = -1
         real = w.data.astype(np.float32) * w.scale.reshape(shape)
-        scales = grid.weight_scales(real, 4, axis)
-        w.data = grid.quantize_weights(real, scales, 4, axis)
-        b.data = grid.quantize_bias(b.data.astype(np.float64) * b.scale.astype(np.float64),
+        scales = intmath.weight_scales(real, 4, axis)
+        w.data = intmath.quantize_weights(real, scales, 4, axis)
+        b.data = intmath.quantize_bias(b.data.astype(np.float64) * b.scale.astype(np.float64),
                                     float(x.scale[0]), scales)
-        b.scale = grid.bias_scales(float(x.scale[0]), scales)
+        b.scale = intmath.bias_scales(float(x.scale[0]), scales)
         w.scale, w.dtype = scales, "int4"
     m.description = "vww_96 with INT4 weights"
     return m

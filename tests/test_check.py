@@ -1,4 +1,4 @@
-"""edgeq.check, edgeq.runtimes and edgeq.deploy.tflm on the real MLPerf Tiny VWW model and real
+"""edgeq.deploy.check, edgeq.deploy.runtimes and edgeq.deploy.tflm on the real MLPerf Tiny VWW model and real
 photos, with the real LiteRT and TFLite Micro."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from edgeq import runtimes
-from edgeq.check import (
+from edgeq.data import load_dataset
+from edgeq.deploy import runtimes
+from edgeq.deploy.check import (
     CheckResult,
     TensorSpec,
     check_command,
@@ -23,7 +24,6 @@ from edgeq.check import (
     model_input_spec,
     quantize_inputs,
 )
-from edgeq.datasets import load_dataset
 from edgeq.deploy.tflm import captured_fd, fit_arena, measure_arena
 from edgeq.errors import DataError, RuntimeMissingError, TFLiteFormatError
 from edgeq.tflite.schema import schema
@@ -256,7 +256,7 @@ def test_no_runtime_at_all_raises(monkeypatch, vww_int8_path):
 
 
 def test_check_imports_no_tensorflow(vww_int8_path):
-    code = ("import sys, numpy as np; from edgeq.check import check_model; "
+    code = ("import sys, numpy as np; from edgeq.deploy.check import check_model; "
             f"r = check_model({str(vww_int8_path)!r}, np.zeros((2, 96, 96, 3), np.float32)); "
             "assert r.runtime('tflm').available, r; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', "

@@ -16,12 +16,12 @@ MINIMAL = ["numpy", "ai-edge-litert", "click", "rich", "pyyaml", "pillow", "jinj
 
 SCRIPT = r"""
 import json, sys
-import edgeq.check
-from edgeq.check import check_command
+import edgeq.deploy.check
+from edgeq.deploy.check import check_command
 result = check_command(sys.argv[1], sys.argv[2])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "tf_keras",
                                                            "matplotlib", "tflite_micro"})
-print(json.dumps({"result": result.to_dict(), "heavy": heavy, "edgeq": edgeq.check.__file__}))
+print(json.dumps({"result": result.to_dict(), "heavy": heavy, "edgeq": edgeq.deploy.check.__file__}))
 """
 
 
@@ -71,4 +71,4 @@ def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
     assert card["input_shape"] == [96, 96, 1]
     assert "#ifndef" in _run(
         [str(python), "-c", "from importlib import resources; print((resources.files('edgeq') / "
-         "'resources/templates/model_data.h.j2').read_text())"], cwd=tmp_path, env=env).stdout
+         "'deploy/templates/model_data.h.j2').read_text())"], cwd=tmp_path, env=env).stdout

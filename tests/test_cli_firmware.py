@@ -35,7 +35,7 @@ def test_flash_on_an_emulated_board_says_use_qemu():
 def small_tflite(tmp_path_factory):
     import tf_keras as keras
 
-    from edgeq.export import export_tflite
+    from edgeq.learn.export import export_tflite
 
     d = tmp_path_factory.mktemp("fw")
     rng = np.random.default_rng(1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeq.datasets import fashion_mnist, load_dataset
+from edgeq.data import fashion_mnist, load_dataset
 from edgeq.errors import DataError
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from test_graph import _every_layer_model, _randomize_bn
 
-from edgeq import genie
-from edgeq.datasets import load_npz
+from edgeq.data import load_npz
 from edgeq.deploy import interp
+from edgeq.deploy.runtimes import tflm_interpreter
 from edgeq.errors import DataError
-from edgeq.export import bit_plan, to_tflite_model
-from edgeq.graph import capture
-from edgeq.quant import genie_m, ranges
-from edgeq.runtimes import tflm_interpreter
+from edgeq.learn import synth
+from edgeq.learn.export import bit_plan, to_tflite_model
+from edgeq.learn.graph import capture
+from edgeq.learn.quant import genie_m, ranges
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
 
@@ -52,7 +52,7 @@ def _set_bn_statistics(model, x):
 def fmnist_model():
     import tf_keras
 
-    from edgeq import zoo
+    from edgeq.learn import zoo
 
     tf_keras.utils.set_random_seed(0)
     model = zoo.build_model(zoo.load_card("fmnist"))
@@ -67,17 +67,17 @@ def test_unfolded_model_taps_what_keras_feeds_its_batchnorms(version):
     k = importlib.import_module("tf_keras" if version == 2 else "keras")
     model = _every_layer_model(k)
     _randomize_bn(model, seed=version)
-    unfolded = genie.read_unfolded(model)
+    unfolded = synth.read_unfolded(model)
     bns = _bn_layers(model)
     assert [t.layer for t in unfolded.targets] == [b.name for b in bns]
     x = np.random.default_rng(1).uniform(0, 1, (4, 12, 12, 3)).astype(np.float32)
-    ours = genie.bn_inputs(unfolded, x)
+    ours = synth.bn_inputs(unfolded, x)
     theirs = k.Model(model.inputs, [b.input for b in bns])([x], training=False)
     for bn, want in zip(bns, theirs, strict=True):
         np.testing.assert_allclose(ours[bn.name].numpy(), np.asarray(want), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(unfolded.targets[bns.index(bn)].std ** 2,
                                    bn.get_weights()[-1], rtol=1e-5)
-    swung = genie.bn_inputs(unfolded, x, swing_rng=_tf_rng())
+    swung = synth.bn_inputs(unfolded, x, swing_rng=_tf_rng())
     assert all(swung[b.name].shape == ours[b.name].shape for b in bns)
 
 
@@ -88,37 +88,37 @@ def _tf_rng():
 
 
 def test_synthesis_lowers_the_bn_statistics_loss_tenfold(fmnist_model):
-    synth = genie.Synthesizer(fmnist_model, width=16)
-    result = synth.batch(16, 60, seed=0)
+    synthesizer = synth.Synthesizer(fmnist_model, width=16)
+    result = synthesizer.batch(16, 60, seed=0)
     start, end = result.losses[0], min(result.losses[-5:])
     assert end <= start / 10, (start, end)
     assert result.x.shape == (16, 32, 32, 1) and result.x.dtype == np.float32
     assert result.x.min() >= 0.0 and result.x.max() <= 1.0 and result.x.std() > 0.01
     # Different seeds give different images, the same seed the same ones.
-    again = synth.batch(16, 3, seed=5).x
+    again = synthesizer.batch(16, 3, seed=5).x
     assert not np.allclose(again, result.x)
-    np.testing.assert_array_equal(again, synth.batch(16, 3, seed=5).x)
+    np.testing.assert_array_equal(again, synthesizer.batch(16, 3, seed=5).x)
 
 
 def test_synthesize_batches_and_counts_progress(fmnist_model):
     ticks = []
-    x = genie.synthesize(fmnist_model, n=8, batch_size=4, iterations=2,
+    x = synth.synthesize(fmnist_model, n=8, batch_size=4, iterations=2,
                          progress=lambda done, total: ticks.append((done, total)), width=8)
     assert x.shape == (8, 32, 32, 1)
     assert ticks[-1] == (4, 4) and len(ticks) == 4
 
 
 def test_vww_smoke(vww_h5_path, tmp_path):
-    from edgeq.modelio import load_keras_model
+    from edgeq.learn.modelio import load_keras_model
 
     model = load_keras_model(vww_h5_path).model
-    x = genie.synthesize(model, n=4, batch_size=4, iterations=2, width=8)
+    x = synth.synthesize(model, n=4, batch_size=4, iterations=2, width=8)
     assert x.shape == (4, 96, 96, 3) and np.isfinite(x).all()
     assert 0.0 <= x.min() and x.max() <= 1.0
-    path = genie.save_npz(x, tmp_path / "synthetic.npz")
+    path = synth.save_npz(x, tmp_path / "synthetic.npz")
     ds = load_npz(path, (96, 96, 3))
     np.testing.assert_array_equal(ds.x, x)
-    png = genie.preview_png(x, tmp_path / "preview.png")
+    png = synth.preview_png(x, tmp_path / "preview.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -129,21 +129,21 @@ def test_models_without_batchnorm_statistics_are_clear_errors():
     y = tf_keras.layers.Conv2D(4, 3, activation="relu")(inputs)
     plain = tf_keras.Model(inputs, tf_keras.layers.Flatten()(y), name="plain")
     with pytest.raises(DataError, match="no BatchNormalization layer") as err:
-        genie.synthesize(plain, n=2, iterations=1)
+        synth.synthesize(plain, n=2, iterations=1)
     assert "--data" in err.value.hint
     z = tf_keras.layers.BatchNormalization()(tf_keras.layers.Conv2D(4, 3)(inputs))
     fresh = tf_keras.Model(inputs, z, name="fresh")
     with pytest.raises(DataError, match="initial statistics"):
-        genie.synthesize(fresh, n=2, iterations=1)
+        synth.synthesize(fresh, n=2, iterations=1)
 
 
 def test_bad_arguments_and_outputs(fmnist_model, tmp_path):
     with pytest.raises(DataError, match="iterations"):
-        genie.synthesize(fmnist_model, n=4, iterations=0)
+        synth.synthesize(fmnist_model, n=4, iterations=0)
     with pytest.raises(DataError, match="input range"):
-        genie.Synthesizer(fmnist_model, input_range=(1.0, 1.0))
+        synth.Synthesizer(fmnist_model, input_range=(1.0, 1.0))
     with pytest.raises(DataError, match="NaN"):
-        genie.save_npz(np.full((1, 2, 2, 1), np.nan, np.float32), tmp_path / "bad.npz")
+        synth.save_npz(np.full((1, 2, 2, 1), np.nan, np.float32), tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
 
 
@@ -159,7 +159,7 @@ def test_genie_m_on_synthetic_data_beats_minmax_and_exports_exactly():
     gamma, beta, mean, var = bn_pw.get_weights()
     gamma[0], beta[0] = 1e-25, 0.5
     bn_pw.set_weights([gamma, beta, mean, var])
-    x = genie.synthesize(model, n=64, batch_size=64, iterations=40, width=16)
+    x = synth.synthesize(model, n=64, batch_size=64, iterations=40, width=16)
     graph = capture(model)
     plan = bit_plan(graph, 4)
     minmax = ranges.quantize_ranges(graph, x, plan, "minmax", "minmax")
@@ -188,7 +188,7 @@ def test_genie_m_on_synthetic_data_beats_minmax_and_exports_exactly():
 def test_genie_is_a_method_of_the_quantize_facade():
     import tf_keras as keras
 
-    from edgeq.quantize import METHODS, quantize
+    from edgeq.learn.quantize import METHODS, quantize
 
     assert "genie" in METHODS
     inp = keras.Input((8, 8, 1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import UnsupportedLayerError
-from edgeq.graph import (
+from edgeq.learn.graph import (
     PASSES,
     Graph,
     Node,

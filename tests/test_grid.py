@@ -1,4 +1,4 @@
-"""edgeq.quant.grid: the TFLite integer spec (scales, rounding, packing, fixed-point math)."""
+"""edgeq.intmath: the TFLite integer spec (scales, rounding, packing, fixed-point math)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from edgeq import intmath
 from edgeq.errors import DataError
-from edgeq.quant import grid
 
 # --- QuantizeMultiplier ---------------------------------------------------------------------
 
@@ -31,22 +31,22 @@ from edgeq.quant import grid
     ],
 )
 def test_quantize_multiplier_known_values(real, expected):
-    assert grid.quantize_multiplier(real) == expected
+    assert intmath.quantize_multiplier(real) == expected
 
 
 def test_quantize_multiplier_represents_the_real_value():
     rng = np.random.default_rng(0)
     reals = np.exp(rng.uniform(np.log(1e-6), np.log(4.0), size=500))
-    mult, shift = grid.quantize_multipliers(reals)
+    mult, shift = intmath.quantize_multipliers(reals)
     assert mult.dtype == np.int32 and shift.dtype == np.int32
     assert np.all((mult >= 1 << 30) & (mult.astype(np.int64) < 1 << 31))
     approx = mult.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)
     assert np.all(np.abs(approx - reals) <= reals * 2.0**-31)
     assert list(zip(mult.tolist(), shift.tolist(), strict=True)) == [
-        grid.quantize_multiplier(r) for r in reals]
+        intmath.quantize_multiplier(r) for r in reals]
     edge = np.array([0.0, 2.0**-33, 2.0**-32, 0.5 - 1e-10, 1 - 1e-9, 3.0])
-    assert list(zip(*map(np.ndarray.tolist, grid.quantize_multipliers(edge)), strict=True)) == [
-        grid.quantize_multiplier(r) for r in edge]
+    assert list(zip(*map(np.ndarray.tolist, intmath.quantize_multipliers(edge)), strict=True)) == [
+        intmath.quantize_multiplier(r) for r in edge]
 
 
 # --- MultiplyByQuantizedMultiplier ----------------------------------------------------------
@@ -81,7 +81,7 @@ def test_multiply_by_quantized_multiplier_matches_exact_reference():
     mult[:400] = 1 << 30
     shift[:400] = rng.integers(-4, 1, size=400)
     x = np.where(shift > 0, x >> np.maximum(shift, 0), x)  # keep x << left inside int32
-    got = grid.multiply_by_quantized_multiplier(x, mult, shift)
+    got = intmath.multiply_by_quantized_multiplier(x, mult, shift)
     expected = [_reference(int(a), int(m), int(s)) for a, m, s in zip(x, mult, shift, strict=True)]
     assert got.tolist() == expected
 
@@ -89,17 +89,17 @@ def test_multiply_by_quantized_multiplier_matches_exact_reference():
 def test_multiply_by_quantized_multiplier_ties_and_saturation():
     half = np.array([1, -1, 3, -3])
     # m = 2^30 halves: 1 * 0.5 -> 1 (up), -1 * 0.5 -> 0 (toward +inf), 1.5 -> 2, -1.5 -> -1.
-    assert grid.multiply_by_quantized_multiplier(half, 1 << 30, 0).tolist() == [1, 0, 2, -1]
+    assert intmath.multiply_by_quantized_multiplier(half, 1 << 30, 0).tolist() == [1, 0, 2, -1]
     # Then RoundingDivideByPOT rounds ties away from zero: 6 * 0.5 = 3, / 2 -> 2 and -2.
-    assert grid.multiply_by_quantized_multiplier(np.array([6, -6]), 1 << 30, -1).tolist() == [
+    assert intmath.multiply_by_quantized_multiplier(np.array([6, -6]), 1 << 30, -1).tolist() == [
         2, -2]
-    assert grid.saturating_rounding_doubling_high_mul(-(2**31), -(2**31)) == 2**31 - 1
+    assert intmath.saturating_rounding_doubling_high_mul(-(2**31), -(2**31)) == 2**31 - 1
 
 
 def test_requantize_clamps_and_broadcasts_per_channel():
     acc = np.array([[1000, 1000], [-100000, 100000]])
-    mult, shift = grid.quantize_multipliers(np.array([0.01, 0.02]))
-    out = grid.requantize(acc, mult, shift, zero_point=5)
+    mult, shift = intmath.quantize_multipliers(np.array([0.01, 0.02]))
+    out = intmath.requantize(acc, mult, shift, zero_point=5)
     assert out.dtype == np.int8
     assert out.tolist() == [[15, 25], [-128, 127]]
 
@@ -108,33 +108,33 @@ def test_requantize_clamps_and_broadcasts_per_channel():
 
 
 def test_weight_ranges_and_scales():
-    assert grid.weight_qrange(8) == (-127, 127)
-    assert grid.weight_qrange(4) == (-8, 7)
-    assert grid.weight_qrange(4, narrow=True) == (-7, 7)
+    assert intmath.weight_qrange(8) == (-127, 127)
+    assert intmath.weight_qrange(4) == (-8, 7)
+    assert intmath.weight_qrange(4, narrow=True) == (-7, 7)
     with pytest.raises(DataError, match="bit width 5"):
-        grid.weight_qrange(5)
+        intmath.weight_qrange(5)
     rng = np.random.default_rng(2)
     w = rng.normal(size=(3, 3, 2, 6)).astype(np.float32)
     w[..., 4] = 0.0  # a dead channel
-    scales = grid.weight_scales(w, 4, axis=-1)
+    scales = intmath.weight_scales(w, 4, axis=-1)
     assert scales.dtype == np.float32 and scales.shape == (6,)
     np.testing.assert_array_equal(scales[[0, 1, 2, 3, 5]],
                                   np.abs(w).max(axis=(0, 1, 2))[[0, 1, 2, 3, 5]] / np.float32(7))
     assert scales[4] == scales[[0, 1, 2, 3, 5]].min()  # not tiny: the bias must not overflow
-    q = grid.quantize_weights(w, scales, 4, axis=-1)
+    q = intmath.quantize_weights(w, scales, 4, axis=-1)
     assert q.dtype == np.int8 and q.min() >= -7 and q.max() <= 7  # minmax never reaches -8
     assert np.all(np.abs(q).max(axis=(0, 1, 2))[[0, 1, 2, 3, 5]] == 7)
-    error = np.abs(grid.dequantize_weights(q, scales, axis=-1) - w)
+    error = np.abs(intmath.dequantize_weights(q, scales, axis=-1) - w)
     assert np.all(error <= scales / 2 * (1 + 1e-6))
     assert np.all(q[..., 4] == 0)
 
 
 def test_quantize_weights_rounds_half_away_from_zero():
     w = np.array([0.5, -0.5, 1.5, -1.5, 2.5, 1000.0, -1000.0])
-    q = grid.quantize_weights(w, np.array([1.0]), 8, axis=None)
+    q = intmath.quantize_weights(w, np.array([1.0]), 8, axis=None)
     assert q.tolist() == [1, -1, 2, -2, 3, 127, -127]
-    assert grid.quantize_weights(w, np.array([1.0]), 4, axis=None).tolist()[-1] == -8
-    assert grid.quantize_weights(w, np.array([1.0]), 2, axis=None).tolist() == [1, -1, 1, -2, 1,
+    assert intmath.quantize_weights(w, np.array([1.0]), 4, axis=None).tolist()[-1] == -8
+    assert intmath.quantize_weights(w, np.array([1.0]), 2, axis=None).tolist() == [1, -1, 1, -2, 1,
                                                                                1, -2]
 
 
@@ -142,50 +142,50 @@ def test_activation_qparams_properties():
     rng = np.random.default_rng(3)
     for _ in range(500):
         lo, hi = sorted(rng.normal(0, 3, size=2) * 10 ** rng.uniform(-3, 3))
-        scale, zp = grid.activation_qparams(lo, hi)
+        scale, zp = intmath.activation_qparams(lo, hi)
         assert isinstance(zp, int) and -128 <= zp <= 127  # 0.0 is exactly the code zp
         assert scale.dtype == np.float32 and scale > 0
         lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
         assert float(scale) * (-128 - zp) <= lo0 + float(scale) / 2 + 1e-12
         assert float(scale) * (127 - zp) >= hi0 - float(scale) / 2 - 1e-12
         assert float(scale) == pytest.approx((hi0 - lo0) / 255, rel=1e-6)
-    assert grid.activation_qparams(0.0, 6.0) == (np.float32(6.0 / 255), -128)
-    assert grid.activation_qparams(-1.0, 1.0)[1] == -1
-    assert grid.activation_qparams(0.0, 0.0) == (np.float32(1.0), -128)
+    assert intmath.activation_qparams(0.0, 6.0) == (np.float32(6.0 / 255), -128)
+    assert intmath.activation_qparams(-1.0, 1.0)[1] == -1
+    assert intmath.activation_qparams(0.0, 0.0) == (np.float32(1.0), -128)
     with pytest.raises(DataError, match="invalid activation range"):
-        grid.activation_qparams(1.0, float("nan"))
+        intmath.activation_qparams(1.0, float("nan"))
 
 
 def test_quantize_activations_matches_tflite_quantize():
     x = np.array([0.0, 0.05, -0.05, 0.15, 100.0, -100.0], dtype=np.float32)
-    assert grid.quantize_activations(x, 0.1, 3).tolist() == [3, 4, 2, 5, 127, -128]
+    assert intmath.quantize_activations(x, 0.1, 3).tolist() == [3, 4, 2, 5, 127, -128]
 
 
 def test_quantize_bias():
-    q = grid.quantize_bias([1.0, -1.0, 0.3, 1e9], 0.5, np.array([0.01, 0.02, 0.1, 1e-6]))
+    q = intmath.quantize_bias([1.0, -1.0, 0.3, 1e9], 0.5, np.array([0.01, 0.02, 0.1, 1e-6]))
     assert q.dtype == np.int32
     assert q.tolist() == [200, -100, 6, 2**31 - 1]
-    np.testing.assert_array_equal(grid.bias_scales(0.5, [0.01]), np.float32(0.5) * np.float32(0.01))
+    np.testing.assert_array_equal(intmath.bias_scales(0.5, [0.01]), np.float32(0.5) * np.float32(0.01))
 
 
 # --- INT4 packing and QuantSpec -------------------------------------------------------------
 
 
 def test_int4_packing_low_nibble_first():
-    packed = grid.pack_int4([1, -1, 7, -8, 3])
+    packed = intmath.pack_int4([1, -1, 7, -8, 3])
     assert packed.tolist() == [0xF1, 0x87, 0x03]
-    assert grid.unpack_int4(packed, 5).tolist() == [1, -1, 7, -8, 3]
+    assert intmath.unpack_int4(packed, 5).tolist() == [1, -1, 7, -8, 3]
     values = np.random.default_rng(4).integers(-8, 8, size=101)
-    assert grid.unpack_int4(grid.pack_int4(values), 101).tolist() == values.tolist()
+    assert intmath.unpack_int4(intmath.pack_int4(values), 101).tolist() == values.tolist()
     with pytest.raises(DataError, match="outside"):
-        grid.pack_int4([8])
+        intmath.pack_int4([8])
 
 
 def test_quant_spec():
-    spec = grid.QuantSpec(default_weight_bits=4, weight_bits={"conv1": 8})
+    spec = intmath.QuantSpec(default_weight_bits=4, weight_bits={"conv1": 8})
     assert spec.bits_for("conv1") == 8 and spec.bits_for("conv2") == 4
     with pytest.raises(DataError, match="'fc'"):
-        grid.QuantSpec(weight_bits={"fc": 6})
+        intmath.QuantSpec(weight_bits={"fc": 6})
 
 
 # --- the TFLite converter agrees ------------------------------------------------------------
@@ -219,11 +219,11 @@ def test_activation_and_weight_quantization_match_the_tflite_converter():
         converted = read_model(converter.convert())
         fc = next(op for op in converted.ops if op.kind == "FULLY_CONNECTED")
         x, w, b = (converted.tensors[i] for i in fc.inputs)
-        scale, zp = grid.activation_qparams(lo, hi)
+        scale, zp = intmath.activation_qparams(lo, hi)
         assert (x.scale[0], int(x.zero_point[0])) == (scale, zp)
         axis = 0 if w.per_channel else None
-        w_scales = grid.weight_scales(kernel.T, 8, axis)
+        w_scales = intmath.weight_scales(kernel.T, 8, axis)
         np.testing.assert_array_equal(w.scale, w_scales)
-        np.testing.assert_array_equal(w.data, grid.quantize_weights(kernel.T, w_scales, 8, axis))
-        b_q = grid.quantize_bias(bias, scale, np.broadcast_to(w_scales, (4,)))
+        np.testing.assert_array_equal(w.data, intmath.quantize_weights(kernel.T, w_scales, 8, axis))
+        b_q = intmath.quantize_bias(bias, scale, np.broadcast_to(w_scales, (4,)))
         assert np.abs(b.data.astype(np.int64) - b_q).max() <= 1

@@ -343,7 +343,7 @@ def test_relu_n1_to_1_and_int8_requantize(tfk):
 def _to_int4(model_t, schema):
     """Turn every int8 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weight tensor into INT4:
     values rescaled into [-8, 7] (scale x 127/7), packed two per byte; the bias scale follows."""
-    from edgeq.quant.grid import pack_int4
+    from edgeq.intmath import pack_int4
 
     graph = model_t.subgraphs[0]
     factor = np.float32(127.0 / 7.0)

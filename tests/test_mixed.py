@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgeq.errors import DataError
-from edgeq.graph import Graph, Node, capture
-from edgeq.quant import mixed
-from edgeq.quantize import quantize
+from edgeq.learn.graph import Graph, Node, capture
+from edgeq.learn.quant import mixed
+from edgeq.learn.quantize import quantize
 
 
 def _dense_graph(sizes: list[int]) -> Graph:

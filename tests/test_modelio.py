@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgeq.errors import ModelLoadError
-from edgeq.modelio import load_keras_model
+from edgeq.learn.modelio import load_keras_model
 
 
 def _k2_model():

@@ -11,12 +11,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgeq.datasets import Dataset
+from edgeq import intmath
+from edgeq.data import Dataset
 from edgeq.errors import DataError
-from edgeq.graph import capture
-from edgeq.qgt_train import train_qgt
-from edgeq.quant import grid
-from edgeq.quant import qgt as core
+from edgeq.learn.graph import capture
+from edgeq.learn.qgt import bottlenecks, regularizer
+from edgeq.learn.qgt.training import train_qgt
 
 TINY = textwrap.dedent("""
     import numpy as np
@@ -60,7 +60,7 @@ def fresh_model():
 def initial_distance(model, bits):
     graph = capture(model)
     plan = {n.name: bits for n in graph.weighted_nodes}
-    dist = [core.grid_distance(n.weights["kernel"], core.estimate_scales(n, bits), n, bits)
+    dist = [regularizer.grid_distance(n.weights["kernel"], regularizer.estimate_scales(n, bits), n, bits)
             for n in graph.weighted_nodes]
     return float(np.concatenate([d.ravel() for d in dist]).mean()), plan
 
@@ -69,15 +69,15 @@ def initial_distance(model, bits):
 
 
 def test_schedule_starts_at_zero_and_rises_to_strength():
-    s = core.Schedule(2.0, start=0.2, end=0.6)
+    s = regularizer.Schedule(2.0, start=0.2, end=0.6)
     values = [s(p) for p in np.linspace(0, 1, 21)]
     assert values[0] == 0 and s(0.2) == 0 and s(0.6) == 2.0 and s(1.0) == 2.0
     assert all(b >= a for a, b in zip(values, values[1:], strict=False))
     assert 0 < s(0.4) < 2.0
     with pytest.raises(DataError, match="use one of"):
-        core.Schedule(1.0, ramp="step")
+        regularizer.Schedule(1.0, ramp="step")
     with pytest.raises(DataError, match="regularizer"):
-        core.check_choice("regularizer", "bin", core.REGULARIZERS)
+        regularizer.check_choice("regularizer", "bin", regularizer.REGULARIZERS)
 
 
 def test_penalty_is_the_squared_distance_and_pulls_toward_the_nearest_point():
@@ -88,16 +88,16 @@ def test_penalty_is_the_squared_distance_and_pulls_toward_the_nearest_point():
     scale = np.float32(0.05)
     w = tf.Variable((u * scale).astype(np.float32))
     with tf.GradientTape() as tape:
-        penalty = core.layer_penalty(w, scale, 2, "l2grid")
-    q = np.clip(grid.round_half_away(u), -2, 1)
+        penalty = regularizer.layer_penalty(w, scale, 2, "l2grid")
+    q = np.clip(intmath.round_half_away(u), -2, 1)
     np.testing.assert_allclose(float(penalty), np.mean((u - q) ** 2), rtol=1e-4)
     step = -tape.gradient(penalty, w).numpy()  # descent direction
     moving = np.abs(u - q) > 1e-3
     assert np.all(np.sign(step[moving]) == np.sign((q - u)[moving]))
     # The periodic form agrees near the grid and is zero on it.
     on = tf.constant((q * scale).astype(np.float32))
-    assert float(core.layer_penalty(on, scale, 2, "sin2")) < 1e-8
-    assert float(core.layer_penalty(w, scale, 2, "none")) == 0.0
+    assert float(regularizer.layer_penalty(on, scale, 2, "sin2")) < 1e-8
+    assert float(regularizer.layer_penalty(w, scale, 2, "none")) == 0.0
 
 
 # --------------------------------------------------------------------------- training
@@ -110,9 +110,9 @@ def test_decoupled_pull_moves_each_weight_toward_its_grid_point():
     u = rng.uniform(-9.5, 8.5, size=(3, 3, 2, 5))
     scale = np.full((1, 1, 1, 5), 0.02, np.float32)
     w = tf.constant((u * scale).astype(np.float32))
-    q = np.clip(grid.round_half_away(u), -8, 7) * scale
-    np.testing.assert_allclose(core.grid_pull(w, scale, 4).numpy(), w.numpy() - q, atol=1e-6)
-    assert not np.any(core.grid_pull(w, scale, 4, "none").numpy())
+    q = np.clip(intmath.round_half_away(u), -8, 7) * scale
+    np.testing.assert_allclose(regularizer.grid_pull(w, scale, 4).numpy(), w.numpy() - q, atol=1e-6)
+    assert not np.any(regularizer.grid_pull(w, scale, 4, "none").numpy())
 
 
 def test_distance_to_grid_falls_with_the_regularizer_and_not_without(data):
@@ -122,7 +122,7 @@ def test_distance_to_grid_falls_with_the_regularizer_and_not_without(data):
                                  ("l2grid", "gradient", 2.0)):
         runs[form, pull] = train_qgt(fresh_model(), data, data, bits=2, epochs=3,
                                      batch_size=16, learning_rate=1e-2, regularizer=form,
-                                     pull=pull, schedule=core.Schedule(strength, 0.0, 0.3),
+                                     pull=pull, schedule=regularizer.Schedule(strength, 0.0, 0.3),
                                      edge_bits=2)
     with_reg = [h["grid_distance_lsb"] for h in runs["l2grid", "decoupled"].history]
     without = [h["grid_distance_lsb"] for h in runs["none", "decoupled"].history]
@@ -188,20 +188,20 @@ def test_bottleneck_ranking_puts_the_fragile_layer_first(data, trained_weights):
     kernel, bias = fragile.get_weights()
     kernel[0, 0] = 40 * np.abs(kernel).max()
     fragile.set_weights([kernel, bias])
-    rows = core.find_bottlenecks(model, data, bits=2)
+    rows = bottlenecks.find_bottlenecks(model, data, bits=2)
     assert rows[0]["name"] == fragile.name and rows[0]["rank"] == 1
     assert rows[0]["bottleneck"] and rows[0]["suggested_bits"] > 2
     assert rows[0]["loss_increase"] > 3 * rows[len(rows) // 2]["loss_increase"]
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
-    plan = core.suggest_plan(rows)
+    plan = bottlenecks.suggest_plan(rows)
     assert plan[fragile.name] == rows[0]["suggested_bits"]
     assert set(plan) == {n.name for n in capture(model).weighted_nodes}
-    mixed = core.mixed_plan(model, data, low_bits=2)
+    mixed = bottlenecks.mixed_plan(model, data, low_bits=2)
     names = [n.name for n in capture(model).weighted_nodes]
     assert mixed[names[0]] == mixed[names[-1]] == 8 and mixed[fragile.name] > 2
     assert sorted(mixed[n] for n in names[1:-1] if n != fragile.name) == [2, 2]
     # Without labels the loss is the divergence from the float outputs: same verdict.
-    unlabelled = core.find_bottlenecks(model, data.x, bits=2)
+    unlabelled = bottlenecks.find_bottlenecks(model, data.x, bits=2)
     assert unlabelled[0]["name"] == fragile.name and unlabelled[0]["accuracy_drop"] is None
 
 
@@ -210,12 +210,12 @@ def test_bottleneck_ranking_puts_the_fragile_layer_first(data, trained_weights):
 
 def test_finish_writes_the_learned_grid_through_edgeqs_writer(data):
     from edgeq.deploy import interp
-    from edgeq.qgt_train import finish
-    from edgeq.quant.sim import simulate
+    from edgeq.learn.qgt.training import finish
+    from edgeq.learn.quant.sim import simulate
     from edgeq.tflite.read import read_model
 
     result = train_qgt(fresh_model(), data, None, bits=2, epochs=2, batch_size=32,
-                       learning_rate=3e-3, schedule=core.Schedule(0.3, 0.0, 0.2))
+                       learning_rate=3e-3, schedule=regularizer.Schedule(0.3, 0.0, 0.2))
     tflite, qgraph = finish(result, data.x[:64], data, ste_steps=3)
     low = [name for name, bits in result.plan.items() if bits == 2]
     assert len(low) == 3  # all but the first and last layer
@@ -240,8 +240,8 @@ def test_mirrored_strategy_runs_on_cpu_and_matches_one_device(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from edgeq.datasets import Dataset
-        from edgeq.qgt_train import train_qgt
+        from edgeq.data import Dataset
+        from edgeq.learn.qgt.training import train_qgt
         x, y = tiny_data(128)
         ds = Dataset(x, y, list("abcd"))
         opts = dict(bits=2, epochs=1, batch_size=32, learning_rate=3e-3, strength=0.2)
@@ -287,14 +287,14 @@ def test_distillation_trains_on_the_starting_models_own_outputs(data):
 
 
 def test_dead_channels_get_a_floor_step_so_training_stays_finite():
-    from edgeq.graph import Node
+    from edgeq.learn.graph import Node
 
     kernel = np.random.default_rng(0).normal(size=(1, 1, 4, 3)).astype(np.float32)
     kernel[..., 1] = 1e-31  # a BatchNorm-folded channel with γ ≈ 0
     node = Node("pw", "conv", [], {}, {"kernel": kernel, "bias": np.zeros(3, np.float32)})
-    for mode in core.SCALE_MODES[:2]:
-        steps = core.estimate_scales(node, 2, mode)
-        assert steps[1] >= core.STEP_FLOOR * steps.max() and np.all(np.isfinite(steps))
+    for mode in regularizer.SCALE_MODES[:2]:
+        steps = regularizer.estimate_scales(node, 2, mode)
+        assert steps[1] >= regularizer.STEP_FLOOR * steps.max() and np.all(np.isfinite(steps))
 
 
 def test_a_diverging_training_is_a_clear_error(data):

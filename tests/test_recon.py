@@ -1,4 +1,4 @@
-"""Reconstruction engines (edgeq.quant.recon / adaquant) and the quantize() facade: block errors
+"""Reconstruction engines (edgeq.learn.quant.recon / adaquant) and the quantize() facade: block errors
 below min-max, the exported .tflite bit-exact with TFLM (contracts 1 and 2), and bad input."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from test_graph import every_layer_case
 from test_sim_export import assert_sim_matches_tflm
 
 from edgeq.errors import DataError, EdgeqError
-from edgeq.export import bit_plan, to_tflite_model
-from edgeq.graph import capture, run_tf
-from edgeq.quant import adaquant, ranges, recon
-from edgeq.quant.sim import SimModel
-from edgeq.quantize import METHODS, quantize
+from edgeq.learn.export import bit_plan, to_tflite_model
+from edgeq.learn.graph import capture, run_tf
+from edgeq.learn.quant import adaquant, ranges, recon
+from edgeq.learn.quant.sim import SimModel
+from edgeq.learn.quantize import METHODS, quantize
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
 

@@ -10,11 +10,11 @@ import pytest
 from test_graph import _every_layer_model, _randomize_bn
 
 from edgeq.deploy import interp
+from edgeq.deploy.runtimes import litert_interpreter, tflm_interpreter
 from edgeq.errors import DataError
-from edgeq.graph import Node, capture
-from edgeq.quant import rex
-from edgeq.quant.sim import output_channels
-from edgeq.runtimes import litert_interpreter, tflm_interpreter
+from edgeq.learn.graph import Node, capture
+from edgeq.learn.quant import rex
+from edgeq.learn.quant.sim import output_channels
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
 
@@ -158,7 +158,7 @@ def test_litert_stays_within_one_lsb_of_tflm(every_layer_graph, bits, orders, sp
     W4 K=2 on 39 % of them, 1 LSB, 99.5 % labels; W2 K=3 on 74 %, 2 LSB, 99.75 %). The
     tie-safe export leaves only LiteRT's rare other rounding differences (measured: none here;
     one SOFTMAX output by 1 LSB in 2,000 fmnist images at W2 K=3)."""
-    from edgeq.export import to_tflite_model
+    from edgeq.learn.export import to_tflite_model
 
     graph, calib = every_layer_graph
     qgraph, _ = rex.rex_quantize(graph, bits, orders, sparsity, calib_x=calib, edge_bits=2)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from test_graph import _randomize_bn, every_layer_case
 
+from edgeq import intmath
 from edgeq.deploy import interp
+from edgeq.deploy.runtimes import litert_interpreter, tflm_interpreter
 from edgeq.errors import DataError, UnsupportedLayerError
-from edgeq.export import bit_plan, export_tflite, quantize_minmax, to_tflite_model
-from edgeq.graph import capture
-from edgeq.quant import grid
-from edgeq.quant.sim import SimModel, simulate
-from edgeq.runtimes import litert_interpreter, tflm_interpreter
+from edgeq.learn.export import bit_plan, export_tflite, quantize_minmax, to_tflite_model
+from edgeq.learn.graph import capture
+from edgeq.learn.quant.sim import SimModel, simulate
 from edgeq.tflite.model import Model, Op, Tensor
 from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
@@ -170,8 +170,8 @@ def test_float_io_adds_quantize_and_dequantize(every_layer):
 
 
 def test_observed_ranges_are_min_max_over_all_batches(every_layer):
-    from edgeq.graph import run_tf
-    from edgeq.quant.observe import observe_ranges
+    from edgeq.learn.graph import run_tf
+    from edgeq.learn.quant.observe import observe_ranges
 
     graph, calib, _ = every_layer
     by_batch = observe_ranges(graph, [calib[:10], calib[10:40], calib[40:]])
@@ -266,7 +266,7 @@ def _fc_head(zero_point: int, bias_offset: int) -> Model:
 def _ruy_requantize(acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     """Requantization as ruy's x86 kernels do it: both rounding steps round ties toward
     +infinity ((acc * M + 2^30) >> 31, then (x + 2^(r-1)) >> r). TFLM rounds them away from
-    zero (edgeq.quant.grid.multiply_by_quantized_multiplier)."""
+    zero (edgeq.intmath.multiply_by_quantized_multiplier)."""
     x = (acc.astype(np.int64) * (1 << max(shift, 0)) * multiplier + (1 << 30)) >> 31
     right = max(-shift, 0)
     return (x + (1 << right >> 1)) >> right if right else x
@@ -293,7 +293,7 @@ def test_litert_rounds_negative_ties_up_in_fully_connected():
     round them away from zero. A negative value on a tie therefore comes out 1 LSB higher in
     LiteRT. Behind a ReLU the difference vanishes (negatives clamp to the zero point); with
     the output zero point at -128 it vanishes too (every negative requantized value clamps to
-    -128), which is how edgeq stores softmax inputs (edgeq.quant.sim.logit_offsets)."""
+    -128), which is how edgeq stores softmax inputs (edgeq.learn.quant.sim.logit_offsets)."""
     x = np.arange(-128, 128, dtype=np.int8).reshape(256, 1)
     zero_point = -6
     model = _fc_head(zero_point, 0)
@@ -304,7 +304,7 @@ def test_litert_rounds_negative_ties_up_in_fully_connected():
     # LiteRT is exactly the round-ties-up requantization.
     w, b, out = model.tensors[1:]
     acc = x.astype(np.int64) + b.data[None, :].astype(np.int64)
-    multiplier, shift = grid.quantize_multiplier(
+    multiplier, shift = intmath.quantize_multiplier(
         np.float64(model.tensors[0].scale[0]) * np.float64(w.scale[0]) / np.float64(out.scale[0]))
     np.testing.assert_array_equal(
         litert, np.clip(_ruy_requantize(acc, multiplier, shift) + zero_point, -128, 127))
@@ -329,7 +329,7 @@ def _softmax_head_graph(activation: str = "NONE"):
 
 
 def test_softmax_input_is_stored_with_zero_point_minus_128():
-    from edgeq.quant.sim import logit_offsets
+    from edgeq.learn.quant.sim import logit_offsets
 
     graph = _softmax_head_graph()
     x = np.random.default_rng(13).normal(0, 1, (64, 6, 6, 2)).astype(np.float32)
@@ -362,7 +362,7 @@ def test_softmax_input_is_stored_with_zero_point_minus_128():
 def vww(vww_h5_path, coco_vww_dir):
     import tf_keras
 
-    from edgeq.datasets import load_image_folder
+    from edgeq.data import load_image_folder
 
     photos = load_image_folder(coco_vww_dir, (96, 96, 3), "rgb", 255.0)
     model = tf_keras.models.load_model(vww_h5_path, compile=False)
@@ -406,7 +406,7 @@ def test_vww_int4_is_about_half_the_size(vww_bytes):
 def _zoo_graph(name: str):
     import tf_keras
 
-    from edgeq.zoo import build_model, load_card
+    from edgeq.learn.zoo import build_model, load_card
 
     tf_keras.utils.set_random_seed(5)
     model = build_model(load_card(name))
@@ -416,7 +416,7 @@ def _zoo_graph(name: str):
 
 @pytest.fixture(scope="module")
 def fmnist_data():
-    from edgeq.datasets import fashion_mnist
+    from edgeq.data import fashion_mnist
 
     train, test = fashion_mnist((32, 32, 1))
     return train.take(64), test.take(200)
@@ -432,7 +432,7 @@ def test_fmnist_zoo_model_sim_equals_tflm(bits, fmnist_data):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_person_detect_zoo_model_sim_equals_tflm(bits, coco_vww_dir):
-    from edgeq.datasets import load_image_folder
+    from edgeq.data import load_image_folder
 
     photos = load_image_folder(coco_vww_dir, (96, 96, 1), "grayscale", 255.0)
     graph = _zoo_graph("person_detect")

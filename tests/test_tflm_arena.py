@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.deploy.runtimes import tflm_interpreter
 from edgeq.deploy.tflm import arena_estimate, captured_fd, fit_arena
-from edgeq.runtimes import tflm_interpreter
 from edgeq.tflite.model import Model, Op, Tensor
 from edgeq.tflite.write import write_model
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import main
-from edgeq.datasets import FASHION_MNIST_DIR, _read_idx
+from edgeq.data import FASHION_MNIST_DIR, _read_idx
 
 
 def _write_idx(path, arr):
@@ -65,7 +65,7 @@ def test_train_qgt_writes_an_int4_tflite(tmp_path, bits):
 def test_synth_writes_npz_that_data_options_accept(tmp_path):
     import tf_keras as keras
 
-    from edgeq.datasets import load_dataset
+    from edgeq.data import load_dataset
 
     inp = keras.Input((12, 12, 1))
     h = keras.layers.Conv2D(4, 3, strides=2, padding="same")(inp)

@@ -154,7 +154,7 @@ def test_quantization_parameters_are_stored_once_per_distinct_content():
 def test_shared_quantization_runs_identically_in_tflm_and_litert(vww_int8_path):
     """The MLPerf model written with and without shared quantization parameters: the same
     outputs in both runtimes, ~40 KB less file."""
-    from edgeq.runtimes import litert_interpreter, tflm_interpreter
+    from edgeq.deploy.runtimes import litert_interpreter, tflm_interpreter
 
     model = read_model(vww_int8_path.read_bytes())
     shared, unshared = write_model(model), write_model(model, share_quantization=False)

@@ -1,7 +1,7 @@
 """A .tflite as C source: `model_data.h` and `model_data.c` with a 16-byte aligned
 `const unsigned char model_data[]` (read-only, so it stays in flash) and its length.
 
-Both files are rendered from whole-file Jinja templates in edgeq/resources/templates and say they
+Both files are rendered from whole-file Jinja templates in edgeq/deploy/templates and say they
 are generated, by which edgeq version. The array name is checked to be a usable C identifier.
 """
 
@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from .. import __version__
-from ..errors import OutputError, TFLiteFormatError
+from edgeq import __version__
+from edgeq.errors import OutputError, TFLiteFormatError
 
 BYTES_PER_LINE = 12
 
@@ -65,7 +65,7 @@ def hex_lines(data: bytes, per_line: int = BYTES_PER_LINE) -> list[str]:
 def _environment():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("edgeq", "resources/templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("edgeq.deploy", "templates"),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                               autoescape=False)
 

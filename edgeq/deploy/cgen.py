@@ -1,6 +1,6 @@
 """The C inference engine generated from an integer Model: weights and requantization
 parameters as const arrays (flash), one static arena laid out by the memory planner (no
-malloc), and one kernel call per op. The kernels (edgeq/resources/kernels) are copied beside it.
+malloc), and one kernel call per op. The kernels (edgeq/kernels) are copied beside it.
 
 Requantization parameters are computed here exactly as TFLM computes them at Prepare time
 (QuantizeMultiplier on double-precision ratios of the float32 scales), so the engine's results
@@ -37,18 +37,22 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from edgeq import __version__
+from edgeq import __version__, data_dir
 from edgeq.deploy.carray import is_reserved_identifier
 from edgeq.deploy.plan import ARENA, CONSTANT, INPUT, MemoryPlan, plan_memory
-from edgeq.deploy.qmath import activation_range, leading_padding, softmax_scaling
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
-from edgeq.quant.grid import pack_int4, quantize_multiplier
+from edgeq.intmath import (
+    activation_range,
+    leading_padding,
+    pack_int4,
+    quantize_multiplier,
+    softmax_scaling,
+)
 from edgeq.tflite.model import Model, Op, Tensor
 
 KERNEL_FILES = ("edgeq_kernels.h", "edgeq_kernels.c")
@@ -584,7 +588,7 @@ def _field_value(value) -> str:
 # ---- rendering ---------------------------------------------------------------------------------
 
 def _environment() -> jinja2.Environment:
-    root = resources.files("edgeq") / "resources" / "firmware_templates" / "engine"
+    root = Path(__file__).parent / "templates" / "engine"
     env = jinja2.Environment(loader=jinja2.FunctionLoader(
         lambda name: (root / name).read_text()), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -645,7 +649,7 @@ def render_engine(model: Model, name: str = "edgeq", source: str = "") -> dict[s
 
 
 def kernel_dir() -> Path:
-    return Path(str(resources.files("edgeq") / "resources" / "kernels"))
+    return Path(__file__).parents[1] / "kernels"
 
 
 @dataclass
@@ -711,7 +715,7 @@ HOST_CFLAGS = ("-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wshadow
 def write_host_runner(engine: EngineFiles, name: str = "edgeq") -> Path:
     """host_main.c beside the engine: reads inputs from a file, writes outputs to a file."""
     env = _environment()
-    template = env.get_template("../host/main.c.j2")
+    template = env.from_string((data_dir("firmware_templates") / "host" / "main.c.j2").read_text())
     path = engine.out_dir / "host_main.c"
     path.write_text(template.render(version=__version__, prefix=name, PREFIX=name.upper()))
     return path

@@ -1,6 +1,6 @@
 """A firmware project for a board: the generated engine, startup code and vector table, a linker
 script from the board's memory map, a main.c that runs test inputs and reports labels and timing,
-and a plain Makefile, all rendered from edgeq/resources/firmware_templates/<board>/ (mps2-an500:
+and a plain Makefile, all rendered from firmware_templates/<board>/ (mps2-an500:
 QEMU, semihosting file I/O, SysTick; stm32h743: USART3 console, DWT cycles; any other board: the
 generic/ project, which leaves its results in RAM for a debugger). Then the ELF is built with
 arm-none-eabi-gcc and measured with arm-none-eabi-size.
@@ -18,13 +18,12 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from edgeq import __version__
+from edgeq import __version__, data_dir
 from edgeq.boards import Board, load_board
 from edgeq.deploy import cgen
 from edgeq.errors import BoardFitError, OutputError, ToolchainError, UnknownBoardError
@@ -70,7 +69,7 @@ GENERIC = "generic"  # any Cortex-M board: results left in RAM for a debugger, n
 
 def template_dir(board_name: str) -> Path:
     """The board's own firmware templates, else the generic Cortex-M ones."""
-    root = Path(str(resources.files("edgeq") / "resources" / "firmware_templates"))
+    root = data_dir("firmware_templates")
     folder = root / board_name
     if not (folder / "main.c.j2").is_file() or not (folder / "link.ld.j2").is_file():
         folder = root / GENERIC

@@ -1,5 +1,5 @@
 """Flash a firmware to a board with the tool its board file names (`flasher:` in
-edgeq/resources/boards/*.yaml): openocd, pyocd or teensy_loader_cli.
+boards/*.yaml): openocd, pyocd or teensy_loader_cli.
 
 Commands are argument lists, never shell strings. openocd reads its `-c` argument as Tcl, so the
 firmware path is passed inside Tcl braces (no substitution there) and paths that could break

@@ -22,7 +22,7 @@ import numpy as np
 from edgeq.deploy import interp_conv, interp_ops
 from edgeq.deploy.interp_common import OpContext
 from edgeq.errors import DataError, EdgeqError, TFLiteFormatError, UnsupportedOpError
-from edgeq.quant.grid import round_half_away
+from edgeq.intmath import round_half_away
 from edgeq.tflite.model import SUPPORTED_OPS, Model, Tensor
 
 Kernel = Callable[[list[np.ndarray]], np.ndarray]

@@ -11,8 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.deploy.interp_common import OpContext, clamp_int8
-from edgeq.deploy.qmath import activation_range, leading_padding, output_size, wrap_int32
-from edgeq.quant.grid import multiply_by_quantized_multiplier, quantize_multipliers
+from edgeq.intmath import (
+    activation_range,
+    leading_padding,
+    multiply_by_quantized_multiplier,
+    output_size,
+    quantize_multipliers,
+    wrap_int32,
+)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -6,21 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.deploy.interp_common import INT8_MAX, INT8_MIN, OpContext, clamp_int8
-from edgeq.deploy.qmath import (
+from edgeq.intmath import (
     activation_range,
     exp_on_negative_values,
     leading_padding,
+    multiply_by_quantized_multiplier,
     output_size,
+    quantize_multiplier,
     reciprocal,
+    round_half_away,
+    rounding_divide_by_pot,
     softmax_scaling,
     srdhm,
     wrap_int32,
-)
-from edgeq.quant.grid import (
-    multiply_by_quantized_multiplier,
-    quantize_multiplier,
-    round_half_away,
-    rounding_divide_by_pot,
 )
 
 

@@ -160,7 +160,7 @@ def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300
 
 
 def _litert_outputs(model_bytes: bytes, inputs: np.ndarray) -> np.ndarray:
-    from edgeq.runtimes import litert_interpreter
+    from edgeq.deploy.runtimes import litert_interpreter
 
     interpreter = litert_interpreter(model_bytes)
     detail = interpreter.get_input_details()[0]

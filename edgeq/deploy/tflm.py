@@ -29,8 +29,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
-from ..errors import TFLiteFormatError
-from ..runtimes import tflm_interpreter, tflm_module
+from edgeq.deploy.runtimes import tflm_interpreter, tflm_module
+from edgeq.errors import TFLiteFormatError
 
 FIRST_TRY = 16 * 1024
 LARGEST_TRY = 512 * 1024 * 1024  # beyond any microcontroller; a failure there is not about size
@@ -67,8 +67,8 @@ def arena_estimate(model_bytes: bytes) -> int:
     activation tensors (the memory plan never needs more than their sum; the rest covers
     kernels' scratch buffers) plus generous per-op, per-tensor and per-channel allowances for
     TFLM's own structures. FIRST_TRY when edgeq cannot read the model (TFLM then says why)."""
-    from ..errors import EdgeqError
-    from ..tflite.read import read_model
+    from edgeq.errors import EdgeqError
+    from edgeq.tflite.read import read_model
 
     try:
         model = read_model(model_bytes)

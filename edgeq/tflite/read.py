@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeq import intmath
 from edgeq.errors import EdgeqError, ModelLoadError, TFLiteFormatError, UnsupportedOpError
-from edgeq.quant import grid
 from edgeq.tflite.model import SUPPORTED_OPS, Model, Op, Tensor
 from edgeq.tflite.schema import schema
 
@@ -106,7 +106,7 @@ def unpack_int4(packed: bytes | np.ndarray, count: int) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size != (count + 1) // 2:
         raise ValueError(f"{count} INT4 values need {(count + 1) // 2} bytes, got {raw.size}")
-    return grid.unpack_int4(raw, count)
+    return intmath.unpack_int4(raw, count)
 
 
 def read_model(source: bytes | bytearray | str | Path) -> Model:

@@ -20,7 +20,7 @@ Layout choices (all standard TFLite):
 
 LiteRT's x86 kernels round requantization ties of negative values up where TFLM rounds them
 away from zero; the exporter stores softmax inputs with zero point -128 so that this never
-shows (edgeq.quant.sim.logit_offsets). The writer itself writes the parameters it is given.
+shows (edgeq.learn.quant.sim.logit_offsets). The writer itself writes the parameters it is given.
 
 Bias quantization parameters are always written, as TensorFlow's converter does: TFLM and LiteRT
 read them for per-tensor FULLY_CONNECTED (bias scale within 2% of s_in * s_w, relative to the
@@ -44,7 +44,7 @@ import flatbuffers
 import numpy as np
 
 from edgeq.errors import TFLiteFormatError, UnsupportedOpError
-from edgeq.quant.grid import pack_int4
+from edgeq.intmath import pack_int4
 from edgeq.tflite.model import ACTIVATIONS, SUPPORTED_OPS, Model, Op, Tensor
 from edgeq.tflite.schema import schema
 
@@ -368,7 +368,7 @@ def _check_tensor(tensor: Tensor, index: int) -> None:
                                     f"{data.shape}")
         if tensor.dtype == "int4" and data.size and (data.min() < -8 or data.max() > 7):
             raise TFLiteFormatError(f"{where} is INT4 but holds values outside [-8, 7]",
-                                    hint="quantize the weights with bits=4 (edgeq.quant.grid)")
+                                    hint="quantize the weights with bits=4 (edgeq.intmath)")
     elif tensor.dtype == "int4":
         raise UnsupportedOpError(f"{where} is an INT4 activation; only constant weights can be "
                                  "INT4", hint="keep activations int8")
@@ -501,7 +501,7 @@ class _OpCheck:
             raise UnsupportedOpError(f"{self.where}: {where} must be constant int8 or int4, "
                                      f"not {'variable ' if not weights.is_constant else ''}"
                                      f"{weights.dtype}",
-                                     hint="quantize weights with edgeq.quant.grid")
+                                     hint="quantize weights with edgeq.intmath")
         if weights.scale is None:
             raise self.fail(f"{where} have no quantization parameters")
         if np.any(np.asarray(weights.zero_point) != 0):
@@ -517,7 +517,7 @@ class _OpCheck:
         channels = weights.shape[channels_dim]
         if not bias.is_constant or bias.dtype != "int32":
             raise self.fail(f"{where} must be a constant int32 tensor, not {bias.dtype}",
-                            hint="quantize the bias with edgeq.quant.grid.quantize_bias")
+                            hint="quantize the bias with edgeq.intmath.quantize_bias")
         if bias.num_elements != channels:
             raise self.fail(f"{where} has {bias.num_elements} values for {channels} channels")
         if bias.scale is None:

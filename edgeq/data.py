@@ -1,0 +1,258 @@
+"""Data sources: an image folder in the Visual Wake Words layout, `.npz` arrays, IDX files
+(Fashion-MNIST). numpy and Pillow only: `edgeq check` runs where TensorFlow is absent.
+
+Every loader returns a Dataset of float32 NHWC images already preprocessed the way the model
+expects (resized, converted to the model's colour, divided by `scale`) and int64 labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeq.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray  # float32, N x H x W x C
+    y: np.ndarray  # int64, N
+    class_names: list[str]
+    source: str = ""
+    names: list[str] | None = None  # file names (image folders), for deterministic splits by name
+    skipped: int = 0  # unreadable files skipped while loading
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index) -> Dataset:
+        index = np.asarray(index)
+        names = [self.names[i] for i in index] if self.names is not None else None
+        return Dataset(self.x[index], self.y[index], self.class_names, self.source, names)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """Deterministic shuffled split: (first `fraction`, rest)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = int(round(len(self) * fraction))
+        return self.subset(order[:cut]), self.subset(order[cut:])
+
+    def by_prefix(self, prefix: str) -> Dataset:
+        """Images whose file name starts with `prefix` (e.g. coco-vww's train2017_/val2017_)."""
+        if self.names is None:
+            raise DataError(f"{self.source}: has no file names to select {prefix!r} from")
+        index = [i for i, n in enumerate(self.names) if n.startswith(prefix)]
+        if not index:
+            raise DataError(f"{self.source}: no image name starts with {prefix!r}")
+        return self.subset(index)
+
+    def take(self, limit: int | None) -> Dataset:
+        return self if limit is None or limit >= len(self) else self.subset(np.arange(limit))
+
+
+def check_finite(x: np.ndarray, source: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise DataError(f"{source}: {int(bad.sum())} NaN/Inf values in the data",
+                        "clean the data or drop those samples")
+
+
+def _fit_image(img, input_shape, color: str):
+    """PIL image -> float array (H, W, C), RGB or grayscale, bilinear resize."""
+    from PIL import Image
+
+    h, w = input_shape[0], input_shape[1]
+    img = img.convert("L" if color == "grayscale" else "RGB")
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.float32)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def load_image_folder(path: Path, input_shape, color: str, scale: float,
+                      class_names: list[str] | None = None) -> Dataset:
+    """One sub-folder per class (Visual Wake Words: non_person/, person/). Classes are the
+    sub-folder names in sorted order unless `class_names` (from a model card) gives the order;
+    VWW's `non_person` matches a card label `no_person`."""
+    from PIL import Image, UnidentifiedImageError
+
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{path}: no class sub-folders",
+                        "use the Visual Wake Words layout: one sub-folder per class, e.g. "
+                        "data/person/*.jpg and data/non_person/*.jpg")
+    names = [f.name for f in folders]
+    if class_names is not None:
+        order = _match_classes(names, class_names, path)
+        folders = [folders[i] for i in order]
+        names = list(class_names)
+    xs, ys, files, skipped = [], [], [], 0
+    for label, folder in enumerate(folders):
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as img:
+                    xs.append(_fit_image(img, input_shape, color))
+            except (UnidentifiedImageError, OSError, ValueError):
+                skipped += 1
+                continue
+            ys.append(label)
+            files.append(f.name)
+    if skipped:
+        log.warning("%s: skipped %d unreadable image(s)", path, skipped)
+    if not xs:
+        what = f"all {skipped} images were unreadable" if skipped else "no images found"
+        raise DataError(f"{path}: {what}", f"put {', '.join(IMAGE_SUFFIXES)} files in the class sub-folders")
+    x = np.stack(xs) / np.float32(scale)
+    return Dataset(x.astype(np.float32), np.asarray(ys, np.int64), names, str(path), files, skipped)
+
+
+def _match_classes(found: list[str], wanted: list[str], path: Path) -> list[int]:
+    def norm(s: str) -> str:
+        return s.lower().replace("non_", "no_").replace("-", "_").replace(" ", "_")
+
+    lookup = {norm(n): i for i, n in enumerate(found)}
+    missing = [w for w in wanted if norm(w) not in lookup]
+    if missing or len(found) != len(wanted):
+        raise DataError(f"{path}: class folders {found} do not match the model's labels {wanted}",
+                        "name one sub-folder per label of the model card")
+    return [lookup[norm(w)] for w in wanted]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DataError(f"{path}: truncated IDX file ({body.size} of {int(np.prod(dims))} values)")
+    return body.reshape(dims)
+
+
+def _pad_or_resize(images: np.ndarray, input_shape) -> np.ndarray:
+    """(N, h, w) uint8 -> (N, H, W, 1): zero-pad when smaller (28 -> 32), else resize."""
+    h, w = input_shape[0], input_shape[1]
+    n, ih, iw = images.shape
+    if ih <= h and iw <= w:
+        top, left = (h - ih) // 2, (w - iw) // 2
+        out = np.zeros((n, h, w), images.dtype)
+        out[:, top:top + ih, left:left + iw] = images
+        return out[..., None]
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
+                     for im in images])[..., None]
+
+
+def load_idx(path: Path, input_shape, scale: float, split: str = "train") -> Dataset:
+    """Fashion-MNIST style IDX: a folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz],
+    or one images file with its labels file beside it."""
+    if path.is_dir():
+        prefix = "train" if split == "train" else "t10k"
+        img = _find(path, f"{prefix}-images-idx3-ubyte")
+        lab = _find(path, f"{prefix}-labels-idx1-ubyte")
+    else:
+        img = path
+        lab = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
+        if not lab.is_file():
+            raise DataError(f"{path}: no labels file {lab.name} beside it")
+    images, labels = _read_idx(img), _read_idx(lab)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{img}: images {images.shape} and labels {labels.shape} do not match")
+    if input_shape[2] != 1:
+        raise DataError(f"{img}: IDX images are grayscale but the model wants {input_shape[2]} channels")
+    x = _pad_or_resize(images, input_shape).astype(np.float32) / np.float32(scale)
+    classes = [str(i) for i in range(int(labels.max()) + 1)]
+    return Dataset(x, labels.astype(np.int64), classes, str(img))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for cand in (folder / stem, folder / f"{stem}.gz"):
+        if cand.is_file():
+            return cand
+    raise DataError(f"{folder}: no {stem}[.gz]",
+                    "point --data at the Fashion-MNIST folder (apt-get install dataset-fashion-mnist "
+                    f"puts it in {FASHION_MNIST_DIR})")
+
+
+def load_npz(path: Path, input_shape=None) -> Dataset:
+    """An .npz with `x` (N,H,W,C float in the model's input domain) and optional `y` labels."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f:
+                raise DataError(f"{path}: no array named 'x' (found {', '.join(f.files) or 'none'})",
+                                "save inputs with np.savez(path, x=images, y=labels)")
+            x = f["x"].astype(np.float32)
+            y = f["y"].astype(np.int64) if "y" in f else np.full(len(x), -1, np.int64)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{path}: inputs have shape {tuple(x.shape[1:])}, the model wants {tuple(input_shape)}",
+                        "resize the arrays or choose the matching model")
+    if len(y) != len(x):
+        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) and y.max() >= 0 else []
+    return Dataset(x, y, classes, str(path))
+
+
+def load_dataset(path, input_shape, color: str = "rgb", scale: float = 255.0,
+                 class_names: list[str] | None = None, split: str = "train") -> Dataset:
+    """Any supported source, preprocessed for a model with `input_shape` (H, W, C)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist", "pass an image folder, an .npz file or an IDX folder")
+    if path.suffix == ".npz":
+        ds = load_npz(path, input_shape)
+    elif _is_idx(path):
+        ds = load_idx(path, input_shape, scale, split)
+    elif path.is_dir():
+        if not any(path.iterdir()):
+            raise DataError(f"{path}: the folder is empty",
+                            "put one sub-folder of images per class in it")
+        ds = load_image_folder(path, input_shape, color, scale, class_names)
+    else:
+        raise DataError(f"{path}: unknown data format",
+                        "use an image folder (one sub-folder per class), an .npz with x and y, or IDX files")
+    check_finite(ds.x, str(path))
+    if tuple(ds.x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{path}: inputs have shape {tuple(ds.x.shape[1:])}, the model wants {tuple(input_shape)}")
+    return ds
+
+
+def _is_idx(path: Path) -> bool:
+    if path.is_dir():
+        return any(p.name.startswith(("train-images-idx", "t10k-images-idx")) for p in path.iterdir())
+    return "-idx" in path.name
+
+
+def fashion_mnist(input_shape=(32, 32, 1), root: Path | None = None) -> tuple[Dataset, Dataset]:
+    """(train, test) Fashion-MNIST from Debian's dataset-fashion-mnist or `root`."""
+    root = Path(root) if root else FASHION_MNIST_DIR
+    if not root.is_dir():
+        raise DataError(f"{root}: Fashion-MNIST not found",
+                        "apt-get install dataset-fashion-mnist, or pass --data with the IDX folder")
+    names = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+             "bag", "ankle boot"]
+    train = load_idx(root, input_shape, 255.0, "train")
+    test = load_idx(root, input_shape, 255.0, "test")
+    train.class_names = test.class_names = names
+    return train, test

@@ -1,0 +1,480 @@
+"""`edgeq check`: run a .tflite on real data with LiteRT and with TFLite Micro, and say how well
+each classifies and how closely they agree.
+
+Needs numpy, a runtime (ai_edge_litert or tflite_runtime, and/or tflite_micro), Pillow for image
+folders, and nothing from TensorFlow or Keras: this is what runs on a Raspberry Pi-class device.
+A float model can be compared too, by handing in its outputs (an array), so TF stays out.
+
+    result = check_model("model.tflite", x, y, float_model_predict=keras_outputs)
+    result.to_dict()      # JSON-ready
+    result.print()        # a rich table
+
+LiteRT (without delegates) is close to TFLM but not defined to be identical: DESIGN.md's contract
+is at most 1 LSB difference and >= 99.5% label agreement, which `fidelity_ok` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeq import __version__
+from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_module
+from edgeq.errors import (
+    DataError,
+    EdgeqError,
+    ModelLoadError,
+    OutputError,
+    RuntimeMissingError,
+    UnsupportedOpError,
+)
+
+MAX_LSB = 1  # LiteRT vs TFLM, DESIGN.md contract 1
+MIN_AGREEMENT = 0.995
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a runtime says about a model's input or output tensor."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float | None  # None: not quantized
+    zero_point: int | None
+
+    @classmethod
+    def from_details(cls, details: dict) -> TensorSpec:
+        params = details.get("quantization_parameters") or {}
+        scales = np.asarray(params.get("scales", []), np.float64)
+        zps = np.asarray(params.get("zero_points", []), np.int64)
+        quantized = scales.size > 0 and float(scales[0]) != 0.0
+        return cls(np.dtype(details["dtype"]).name, tuple(int(d) for d in details["shape"]),
+                   float(scales[0]) if quantized else None, int(zps[0]) if quantized else None)
+
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype in ("int8", "uint8", "int16")
+
+
+@dataclass
+class RuntimeRun:
+    """One runtime's pass over the data."""
+
+    key: str  # "litert" | "tflm" | "edgeq"
+    name: str  # e.g. "TFLite INT8 via LiteRT (ai-edge-litert 2.3.0)"
+    available: bool
+    reason: str = ""  # why it did not run
+    accuracy: float | None = None
+    float_agreement: float | None = None  # label agreement with the float model
+    seconds: float = 0.0
+    outputs: np.ndarray | None = field(default=None, repr=False)  # raw outputs, N x ...
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.outputs is None else top1(self.outputs)
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "available": self.available,
+                "reason": self.reason, "accuracy": self.accuracy,
+                "float_agreement": self.float_agreement, "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class CheckResult:
+    model: str
+    samples: int
+    labelled: int  # samples with a label (y >= 0)
+    input: TensorSpec
+    output: TensorSpec
+    runtimes: list[RuntimeRun]
+    tflm_litert_agreement: float | None = None  # fraction of equal top-1 labels
+    max_abs_diff: float | None = None  # max |TFLM - LiteRT| over raw outputs
+    diff_unit: str = "LSB"  # "LSB" for integer outputs, "float" otherwise
+    float_accuracy: float | None = None
+    arena_bytes: int | None = None  # TFLM tensor arena actually used
+    reference_equals_tflm: bool | None = None  # edgeq's numpy reference == TFLM, every output
+    edgeq_version: str = __version__
+
+    def runtime(self, key: str) -> RuntimeRun | None:
+        return next((r for r in self.runtimes if r.key == key), None)
+
+    @property
+    def fidelity_ok(self) -> bool | None:
+        """LiteRT vs TFLM within the contract (None when one of them did not run)."""
+        if self.max_abs_diff is None or self.tflm_litert_agreement is None:
+            return None
+        return self.max_abs_diff <= MAX_LSB and self.tflm_litert_agreement >= MIN_AGREEMENT
+
+    def accuracy_rows(self, include_float: bool = False) -> list[dict]:
+        """Rows for report["accuracy"], one per runtime that ran (and the float model first
+        with include_float). `agreement` is the label agreement with the float model when its
+        outputs were given, else (for TFLM) with LiteRT; `agreement_with` names which."""
+        rows = []
+        if include_float and self.float_accuracy is not None:
+            rows.append({"name": "float", "accuracy": self.float_accuracy, "agreement": None,
+                         "agreement_with": None, "samples": self.samples})
+        for r in self.runtimes:
+            if not r.available:
+                continue
+            if r.float_agreement is not None:
+                agreement, versus = r.float_agreement, "float"
+            elif r.key == "tflm":
+                agreement, versus = self.tflm_litert_agreement, "LiteRT"
+            else:
+                agreement, versus = None, None
+            rows.append({"name": r.name, "accuracy": r.accuracy, "agreement": agreement,
+                         "agreement_with": versus if agreement is not None else None,
+                         "samples": self.samples})
+        return rows
+
+    def to_dict(self) -> dict:
+        return {
+            "edgeq_version": self.edgeq_version,
+            "model": self.model,
+            "samples": self.samples,
+            "labelled": self.labelled,
+            "input": self.input.__dict__ | {"shape": list(self.input.shape)},
+            "output": self.output.__dict__ | {"shape": list(self.output.shape)},
+            "runtimes": [r.to_dict() for r in self.runtimes],
+            "tflm_litert_agreement": self.tflm_litert_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "diff_unit": self.diff_unit,
+            "fidelity_ok": self.fidelity_ok,
+            "float_accuracy": self.float_accuracy,
+            "arena_bytes": self.arena_bytes,
+            "reference_equals_tflm": self.reference_equals_tflm,
+        }
+
+    def table(self):
+        """A rich Table of the result (rich is imported only here)."""
+        from rich.table import Table
+
+        table = Table(title=f"edgeq check: {Path(self.model).name} ({self.samples} samples, "
+                            f"{self.labelled} labelled)")
+        table.add_column("runtime")
+        table.add_column("top-1 accuracy", justify="right")
+        table.add_column("agreement", justify="right")
+        table.add_column("time", justify="right")
+        if self.float_accuracy is not None:
+            table.add_row("float model", _pct(self.float_accuracy), "", "")
+        for r in self.runtimes:
+            if not r.available:
+                table.add_row(r.name, "[yellow]unavailable[/]", r.reason, "")
+                continue
+            if r.float_agreement is not None:
+                agreement = f"{_pct(r.float_agreement)} vs float"
+            elif r.key == "tflm" and self.tflm_litert_agreement is not None:
+                agreement = f"{_pct(self.tflm_litert_agreement)} vs LiteRT"
+            else:
+                agreement = ""
+            table.add_row(r.name, _pct(r.accuracy), agreement, f"{r.seconds:.2f} s")
+        if self.tflm_litert_agreement is not None:
+            ok = self.fidelity_ok
+            verdict = "[green]within contract[/]" if ok else "[red]outside contract[/]"
+            diff = (f"{self.max_abs_diff:g} {self.diff_unit}" if self.diff_unit == "LSB"
+                    else f"{self.max_abs_diff:.3g}")
+            table.caption = (f"TFLM vs LiteRT: labels agree on {_pct(self.tflm_litert_agreement)}, "
+                             f"max |Δ| of raw outputs {diff} ({verdict}: ≤ {MAX_LSB} LSB, "
+                             f"≥ {MIN_AGREEMENT:.1%})")
+        if self.reference_equals_tflm is not None:
+            same = ("[green]identical[/]" if self.reference_equals_tflm
+                    else "[red]DIFFERENT (contract 1 broken: please report)[/]")
+            table.caption = (table.caption or "") + f"\nedgeq reference vs TFLM raw outputs: {same}"
+        if self.arena_bytes is not None:
+            table.caption = (table.caption or "") + f"\nTFLM arena used: {self.arena_bytes:,} bytes"
+        return table
+
+    def print(self, console=None) -> None:
+        from rich.console import Console
+
+        (console or Console()).print(self.table())
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def top1(outputs: np.ndarray) -> np.ndarray:
+    """Top-1 label per sample. Raw int8 outputs rank like their dequantized values (scale > 0)."""
+    flat = np.asarray(outputs).reshape(len(outputs), -1)
+    return flat.argmax(axis=1).astype(np.int64)
+
+
+def accuracy(labels: np.ndarray, y: np.ndarray | None) -> float | None:
+    if y is None:
+        return None
+    known = y >= 0
+    return float(np.mean(labels[known] == y[known])) if known.any() else None
+
+
+def quantize_inputs(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float inputs (the model's input domain) -> what the input tensor holds; integer arrays of
+    the tensor's own type pass through unchanged."""
+    x = np.asarray(x)
+    if x.dtype == np.dtype(spec.dtype):
+        return x
+    if np.issubdtype(x.dtype, np.integer):
+        raise DataError(f"inputs are {x.dtype} but the model's input tensor is {spec.dtype}",
+                        "pass float inputs in the model's input domain, or arrays of the input type")
+    if not spec.is_integer:
+        return x.astype(spec.dtype)
+    if spec.scale is None:
+        raise DataError(f"the model's {spec.dtype} input tensor has no quantization parameters",
+                        "pass already-quantized inputs")
+    info = np.iinfo(spec.dtype)
+    q = np.round(x.astype(np.float64) / spec.scale) + spec.zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.scale is None:
+        return np.asarray(q, np.float32)
+    return ((np.asarray(q, np.float64) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+def _check_shape(x: np.ndarray, spec: TensorSpec) -> None:
+    if tuple(x.shape[1:]) != tuple(spec.shape[1:]):
+        raise DataError(f"inputs have shape {tuple(x.shape[1:])} per sample, the model's input "
+                        f"tensor is {spec.shape}", "resize the data to the model's input shape")
+    if len(x) == 0:
+        raise DataError("no samples to check", "pass at least one input")
+
+
+# Runners: each takes a prepared interpreter and a batch, returns stacked raw outputs.
+def _run_litert(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    outputs = []
+    for sample in q:
+        interpreter.set_tensor(input_index, sample[None])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(output_index)[0].copy())
+        if advance:
+            advance()
+    return np.stack(outputs)
+
+
+def _run_tflm(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
+    outputs = []
+    for sample in q:
+        interpreter.set_input(sample[None], 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0)[0].copy())
+        if advance:
+            advance()
+    return np.stack(outputs)
+
+
+def _open_litert(model_bytes: bytes):
+    """(interpreter, name, input spec, output spec)."""
+    _, version = litert_module()
+    interpreter = litert_interpreter(model_bytes)
+    spec_in = TensorSpec.from_details(interpreter.get_input_details()[0])
+    spec_out = TensorSpec.from_details(interpreter.get_output_details()[0])
+    kind = f"{spec_in.dtype.upper()} " if spec_in.is_integer else ""
+    return interpreter, f"TFLite {kind}via LiteRT ({version})", spec_in, spec_out
+
+
+def _open_tflm(model_bytes: bytes):
+    """(interpreter, name, input spec, output spec, arena bytes used)."""
+    from edgeq.deploy.tflm import fit_arena  # keeps `import edgeq.deploy.check` light
+
+    _, version = tflm_module()
+    interpreter, arena = fit_arena(model_bytes)
+    spec_in = TensorSpec.from_details(interpreter.get_input_details(0))
+    spec_out = TensorSpec.from_details(interpreter.get_output_details(0))
+    return interpreter, f"TFLM ({version})", spec_in, spec_out, arena
+
+
+def _run_reference(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
+    outputs = []
+    for sample in q:
+        outputs.append(interpreter.invoke(sample[None])[0][0].copy())
+        if advance:
+            advance()
+    return np.stack(outputs)
+
+
+def _spec_of(tensor) -> TensorSpec:
+    quantized = tensor.scale is not None and float(tensor.scale[0]) != 0.0
+    return TensorSpec(tensor.dtype, tuple(tensor.shape), float(tensor.scale[0]) if quantized else None,
+                      int(tensor.zero_point[0]) if quantized else None)
+
+
+def _open_reference(model_bytes: bytes):
+    """edgeq's numpy reference interpreter (bit-exact with TFLM's reference kernels): needs
+    nothing but numpy and the flatbuffer schema."""
+    from edgeq.deploy.interp import Interpreter
+    from edgeq.tflite.read import read_model
+
+    model = read_model(model_bytes)
+    if len(model.outputs) != 1:
+        raise UnsupportedOpError("the reference check handles models with one output")
+    return (Interpreter(model), f"edgeq reference (numpy, edgeq {__version__})",
+            _spec_of(model.input_tensors[0]), _spec_of(model.output_tensors[0]))
+
+
+def _read_model(model) -> tuple[bytes, str]:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "<bytes>"
+    path = Path(model)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read the model ({e.strerror or e})",
+                             "pass the path of a .tflite file") from None
+
+
+def _open_runtimes(model_bytes: bytes) -> dict:
+    """Open every runtime that can be opened; record why the others cannot."""
+    opened: dict = {}
+    for key, opener in (("litert", _open_litert), ("tflm", _open_tflm), ("edgeq", _open_reference)):
+        try:
+            opened[key] = opener(model_bytes)
+        except EdgeqError as e:
+            opened[key] = e
+    if all(isinstance(opened[k], EdgeqError) for k in ("litert", "tflm")):
+        errors = [opened["litert"], opened["tflm"]]
+        if all(isinstance(e, RuntimeMissingError) for e in errors):
+            raise RuntimeMissingError("no TFLite runtime is installed: neither LiteRT nor TFLM",
+                                      "pip install ai-edge-litert tflite-micro")
+        raise next(e for e in errors if not isinstance(e, RuntimeMissingError))
+    return opened
+
+
+def model_input_spec(model) -> TensorSpec:
+    """The input tensor of a .tflite (path or bytes), as LiteRT reads it, else TFLM."""
+    model_bytes, _ = _read_model(model)
+    try:
+        return _open_litert(model_bytes)[2]
+    except EdgeqError:
+        pass  # LiteRT missing or unable: ask TFLM, and fail with both runtimes' reasons
+    opened = _open_runtimes(model_bytes)
+    return next(v for v in opened.values() if not isinstance(v, EdgeqError))[2]
+
+
+def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
+                float_model_predict: np.ndarray | Callable | None = None, *,
+                float_outputs: np.ndarray | None = None,
+                advance: Callable[[], None] | None = None) -> CheckResult:
+    """Run every sample of `x` through LiteRT and TFLM and compare.
+
+    model: a .tflite path or its bytes. x: N samples, float in the model's input domain (they
+    are quantized with the input tensor's scale and zero point) or already of the input tensor's
+    integer type. y: int labels (-1 = unknown) or None. float_model_predict: the float model's
+    outputs for x (N x classes array), or a function x_float -> that array; `float_outputs`
+    is the same as an array. advance: called after each sample of each runtime (progress bars).
+    """
+    if float_model_predict is not None and float_outputs is not None:
+        raise ValueError("pass either float_model_predict or float_outputs, not both")
+    float_model_predict = float_outputs if float_outputs is not None else float_model_predict
+    model_bytes, name = _read_model(model)
+    opened = _open_runtimes(model_bytes)
+    first = next(v for v in opened.values() if not isinstance(v, EdgeqError))
+    spec_in, spec_out = first[2], first[3]
+    x = np.asarray(x)
+    _check_shape(x, spec_in)
+    q = quantize_inputs(x, spec_in)
+    y = None if y is None else np.asarray(y, np.int64).reshape(-1)
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{len(x)} inputs but {len(y)} labels")
+
+    float_labels = _float_labels(float_model_predict, x, q, spec_in)
+    runners = {"litert": _run_litert, "tflm": _run_tflm, "edgeq": _run_reference}
+    runs: list[RuntimeRun] = []
+    arena = None
+    for key, value in opened.items():
+        if isinstance(value, EdgeqError):
+            default = {"litert": "TFLite via LiteRT", "tflm": "TFLM", "edgeq": "edgeq reference"}[key]
+            runs.append(RuntimeRun(key, default, False, reason=_one_line(value)))
+            continue
+        if key == "tflm":
+            arena = value[4]
+        start = time.perf_counter()
+        outputs = runners[key](value[0], q, advance)
+        run = RuntimeRun(key, value[1], True, seconds=time.perf_counter() - start, outputs=outputs)
+        run.accuracy = accuracy(run.labels, y)
+        if float_labels is not None:
+            run.float_agreement = float(np.mean(run.labels == float_labels))
+        runs.append(run)
+
+    result = CheckResult(name, len(x), int((y >= 0).sum()) if y is not None else 0,
+                         spec_in, spec_out, runs, arena_bytes=arena)
+    if float_labels is not None:
+        result.float_accuracy = accuracy(float_labels, y)
+    litert, tflm, reference = result.runtime("litert"), result.runtime("tflm"), result.runtime("edgeq")
+    if reference.available and tflm.available:
+        result.reference_equals_tflm = bool(np.array_equal(reference.outputs, tflm.outputs))
+    if litert.available and tflm.available:
+        result.tflm_litert_agreement = float(np.mean(litert.labels == tflm.labels))
+        diff = np.abs(litert.outputs.astype(np.float64) - tflm.outputs.astype(np.float64))
+        result.max_abs_diff = float(diff.max())
+        result.diff_unit = "LSB" if spec_out.is_integer else "float"
+    return result
+
+
+def _float_labels(predict, x, q, spec_in) -> np.ndarray | None:
+    if predict is None:
+        return None
+    if callable(predict):
+        x_float = x if np.issubdtype(x.dtype, np.floating) else dequantize(q, spec_in)
+        predict = predict(x_float)
+    outputs = np.asarray(predict)
+    if len(outputs) != len(x):
+        raise DataError(f"the float model gave {len(outputs)} outputs for {len(x)} inputs",
+                        "pass the float model's outputs for exactly the checked samples")
+    return top1(outputs)
+
+
+def _one_line(error: EdgeqError) -> str:
+    text = error.message + (f" ({error.hint})" if error.hint else "")
+    return " ".join(text.split())
+
+
+def check_command(model_path, data_path, limit: int | None = None, json_path=None,
+                  scale: float = 255.0, seed: int = 0) -> CheckResult:
+    """What `edgeq check MODEL.tflite --data PATH [--limit N] [--json FILE]` does.
+
+    The data's shape and colour follow the model's input tensor (1 channel = grayscale,
+    3 = RGB); images are divided by `scale`. `limit` takes a seeded random subset (image folders
+    list one class after the other, so the first N would be one class only).
+    """
+    from edgeq.data import load_dataset  # numpy and Pillow only
+
+    spec = model_input_spec(model_path)
+    if len(spec.shape) != 4:
+        raise DataError(f"{model_path}: input tensor {spec.shape} is not an image (N, H, W, C)",
+                        "pass an .npz with x of the input's shape")
+    h, w, c = spec.shape[1:]
+    if c not in (1, 3) and not str(data_path).endswith(".npz"):
+        raise DataError(f"{model_path}: input has {c} channels; images can fill 1 or 3",
+                        "pass an .npz with x of the input's shape")
+    data = load_dataset(data_path, (h, w, c), color="grayscale" if c == 1 else "rgb", scale=scale)
+    if limit is not None and limit < len(data):
+        if limit <= 0:
+            raise DataError(f"--limit {limit}: must be a positive number of samples")
+        chosen = np.sort(np.random.default_rng(seed).permutation(len(data))[:limit])
+        data = data.subset(chosen)
+    result = check_model(model_path, data.x, data.y)
+    if json_path is not None:
+        write_json(result.to_dict(), json_path)
+    return result
+
+
+def write_json(payload: dict, path) -> None:
+    """Write JSON atomically: a half-written file never replaces a good one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})",
+                          "choose a writable location for --json") from None

@@ -1,0 +1,451 @@
+"""The TFLite integer quantization grid, in numpy: weight scales and rounding, activation
+scale/zero point, bias, INT4 packing, and the fixed-point requantization that TFLM does.
+
+This is the single home of edgeq's integer arithmetic: the simulated model, the reference
+interpreter and the C generator all take their numbers from here, so that what is optimized
+on the host is bit for bit what runs on the board.
+
+Conventions follow the TFLite quantization spec:
+- weights: symmetric (zero point 0), per output channel, int8 in [-127, 127], int4 in [-8, 7];
+- activations: int8 asymmetric per tensor, real = scale * (q - zero_point), 0 exactly
+  representable;
+- bias: int32, zero point 0, scale = input scale * weight scale (per channel).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeq.errors import DataError
+
+# Integer range of weights per bit width. The scale from min/max uses the symmetric part only
+# (scale = max|w| / 127 for 8 bits, max|w| / 7 for 4 bits), so the most negative value (-8 for
+# 4 bits) is reached only when learned rounding (AdaRound, ...) pushes a weight there. INT8 is
+# narrow ([-127, 127]) as the TFLite spec requires.
+WEIGHT_RANGES = {8: (-127, 127), 4: (-8, 7), 3: (-4, 3), 2: (-2, 1)}
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+# The TFLite converter clips bias to the symmetric int32 range.
+BIAS_RANGE = (-INT32_MAX, INT32_MAX)
+
+
+def weight_qrange(bits: int, narrow: bool = False) -> tuple[int, int]:
+    """(qmin, qmax) of `bits`-bit weights; `narrow` drops the most negative value so the grid
+    is symmetric (e.g. [-7, 7] for 4 bits). INT8 is always narrow."""
+    if bits not in WEIGHT_RANGES:
+        raise DataError(
+            f"unsupported weight bit width {bits}",
+            hint=f"use one of {sorted(WEIGHT_RANGES)}",
+        )
+    qmin, qmax = WEIGHT_RANGES[bits]
+    return (-qmax, qmax) if narrow else (qmin, qmax)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero, like C's std::round (numpy's round goes to even)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def _channel_max(w: np.ndarray, axis: int | None) -> np.ndarray:
+    w = np.abs(np.asarray(w, dtype=np.float32))
+    if axis is None:
+        return np.array([w.max() if w.size else 0.0], dtype=np.float32)
+    axis = axis % w.ndim
+    other = tuple(i for i in range(w.ndim) if i != axis)
+    return w.max(axis=other).astype(np.float32) if other else w.astype(np.float32)
+
+
+def weight_scales(w: np.ndarray, bits: int, axis: int | None) -> np.ndarray:
+    """Symmetric float32 scales, one per slice along `axis` (per tensor when axis is None):
+    max|w| / qmax, computed in float32 as the TFLite converter does.
+
+    An all-zero channel gets the smallest scale of the other channels (1.0 if all are zero)
+    rather than a tiny one: any scale quantizes zeros exactly, and a tiny scale would make
+    that channel's bias (scale s_in * s_w) overflow int32.
+    """
+    _, qmax = weight_qrange(bits)
+    peak = _channel_max(w, axis)
+    if not np.all(np.isfinite(peak)):
+        raise DataError("weights contain NaN or Inf", hint="check the model's weights")
+    scales = (peak / np.float32(qmax)).astype(np.float32)
+    positive = scales[scales > 0]
+    fill = positive.min() if positive.size else np.float32(1.0)
+    return np.where(scales > 0, scales, fill).astype(np.float32)
+
+
+def _broadcast(scales: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    scales = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if axis is None or scales.size == 1:
+        return scales.reshape((1,) * ndim) if ndim else scales.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = scales.size
+    return scales.reshape(shape)
+
+
+def quantize_weights(
+    w: np.ndarray, scales: np.ndarray, bits: int, axis: int | None, narrow: bool = False
+) -> np.ndarray:
+    """Integer weights (int8 array, also for 4/3/2 bits): round(w / scale) half away from
+    zero, clipped to the bit width's range."""
+    w = np.asarray(w, dtype=np.float64)
+    qmin, qmax = weight_qrange(bits, narrow)
+    q = round_half_away(w / _broadcast(scales, w.ndim, axis))
+    return np.clip(q, qmin, qmax).astype(np.int8)
+
+
+def dequantize_weights(q: np.ndarray, scales: np.ndarray, axis: int | None) -> np.ndarray:
+    """float32 weights q * scale (the values the integer model effectively uses)."""
+    q = np.asarray(q)
+    return (q.astype(np.float64) * _broadcast(scales, q.ndim, axis)).astype(np.float32)
+
+
+def activation_qparams(lo: float, hi: float, bits: int = 8) -> tuple[np.float32, int]:
+    """int8 (or `bits`-bit signed) asymmetric per-tensor (scale, zero_point) for the range
+    [lo, hi], as the TFLite converter computes them from calibration min/max.
+
+    The range is widened to include 0; scale = (hi - lo) / (qmax - qmin) in float32; the zero
+    point qmin - lo / scale is clamped into [qmin, qmax] and rounded half away from zero, so
+    0.0 is exactly representable. A degenerate range (hi == lo == 0) gives scale 1, zp qmin.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise DataError(
+            f"invalid activation range [{lo}, {hi}]",
+            hint="calibrate on finite data; the range must satisfy lo <= hi",
+        )
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo = np.float32(min(float(lo), 0.0))
+    hi = np.float32(max(float(hi), 0.0))
+    scale = np.float32((hi - lo) / np.float32(qmax - qmin))
+    if scale == 0:
+        return np.float32(1.0), qmin
+    zp_from_min = np.float32(np.float32(qmin) - lo / scale)
+    if zp_from_min < qmin:
+        zero_point = qmin
+    elif zp_from_min > qmax:
+        zero_point = qmax
+    else:
+        zero_point = int(round_half_away(zp_from_min))
+    return scale, zero_point
+
+
+def quantize_activations(x: np.ndarray, scale: float, zero_point: int, bits: int = 8) -> np.ndarray:
+    """float -> int8 as TFLite's QUANTIZE op: round(x / scale) + zp, clipped."""
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    q = round_half_away(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, qmin, qmax).astype(np.int8)
+
+
+def bias_scales(input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
+    """float32 bias scale(s) s_in * s_w, one per weight scale."""
+    ws = np.asarray(weight_scales, dtype=np.float32).reshape(-1)
+    return (np.float32(input_scale) * ws).astype(np.float32)
+
+
+def quantize_bias(b: np.ndarray, input_scale: float, weight_scales: np.ndarray) -> np.ndarray:
+    """int32 bias: round(b / (s_in * s_w)) half away from zero, clipped to +-(2^31 - 1)."""
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    scales = bias_scales(input_scale, weight_scales).astype(np.float64)
+    q = round_half_away(b / scales)
+    return np.clip(q, *BIAS_RANGE).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# INT4 packing (two values per byte, first value in the low nibble, as TFLite stores INT4).
+
+
+def pack_int4(values: np.ndarray) -> np.ndarray:
+    """Pack int values in [-8, 7] into uint8 bytes, two per byte, first in the low nibble;
+    an odd count leaves the last high nibble 0."""
+    v = np.asarray(values).reshape(-1).astype(np.int16)
+    if v.size and (v.min() < -8 or v.max() > 7):
+        raise DataError("INT4 values outside [-8, 7]", hint="quantize with bits=4 first")
+    nibbles = (v & 0x0F).astype(np.uint8)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of pack_int4: `count` int8 values in [-8, 7]."""
+    p = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    if p.size * 2 < count:
+        raise DataError(f"INT4 buffer of {p.size} bytes is too short for {count} values")
+    nibbles = np.empty(p.size * 2, dtype=np.int16)
+    nibbles[0::2] = p & 0x0F
+    nibbles[1::2] = p >> 4
+    nibbles = nibbles[:count]
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-point requantization: what TFLM computes at Prepare time from the float scales in the
+# flatbuffer, and the double-rounding multiply its reference kernels use at Eval time.
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(multiplier, shift) with real ~= multiplier * 2^(shift - 31), multiplier a Q31 int32
+    in [2^30, 2^31), exactly as TFLite's QuantizeMultiplier: frexp, round half away from zero,
+    the 2^31 carry, and shifts below -31 flushed to (0, 0)."""
+    real = float(real)
+    if real == 0.0:
+        return 0, 0
+    mantissa, shift = np.frexp(real)
+    q_fixed = int(round_half_away(float(mantissa) * float(1 << 31)))
+    shift = int(shift)
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized quantize_multiplier: (int32 multipliers, int32 shifts), same shape as reals."""
+    reals = np.asarray(reals, dtype=np.float64)
+    mantissa, shift = np.frexp(reals)
+    q_fixed = round_half_away(mantissa * float(1 << 31)).astype(np.int64)
+    shift = shift.astype(np.int64)
+    carry = q_fixed == 1 << 31
+    q_fixed = np.where(carry, q_fixed // 2, q_fixed)
+    shift = np.where(carry, shift + 1, shift)
+    flush = (reals == 0) | (shift < -31)
+    return (np.where(flush, 0, q_fixed).astype(np.int32),
+            np.where(flush, 0, shift).astype(np.int32))
+
+
+def _wrap_int32(x: np.ndarray) -> np.ndarray:
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int32 values (as int64 arrays)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    ab = a * b
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    total = ab + nudge
+    # C++ integer division truncates toward zero.
+    high = np.sign(total) * (np.abs(total) >> 31)
+    return np.where(overflow, np.int64(INT32_MAX), high)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp's RoundingDivideByPOT: x / 2^exponent rounded half away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    exponent = np.asarray(exponent, dtype=np.int64)
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(
+    x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """TFLM's MultiplyByQuantizedMultiplier (double rounding) for int32 accumulators:
+    RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << left, multiplier), right).
+
+    x, multiplier and shift broadcast against each other (e.g. per-channel multipliers along
+    the last axis); the result is an int64 array holding int32 values.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    # The left shift happens in int32 in C; it wraps like the 32-bit target does.
+    shifted = _wrap_int32(x << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def requantize(
+    acc: np.ndarray,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    zero_point: int,
+    act_min: int = -128,
+    act_max: int = 127,
+) -> np.ndarray:
+    """int32 accumulator -> int8 output: scale, add the output zero point, clamp."""
+    out = multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantSpec:
+    """Bit widths chosen for a model: weight bits per layer name (default_weight_bits for
+    layers not listed) and the activation bit width. Which layers stay at 8 bits (first, last)
+    is for the callers to decide."""
+
+    default_weight_bits: int = 8
+    weight_bits: dict[str, int] = field(default_factory=dict)
+    activation_bits: int = 8
+
+    def __post_init__(self) -> None:
+        for name, bits in {"<default>": self.default_weight_bits, **self.weight_bits}.items():
+            if bits not in WEIGHT_RANGES:
+                raise DataError(
+                    f"layer {name!r}: unsupported weight bit width {bits}",
+                    hint=f"use one of {sorted(WEIGHT_RANGES)}",
+                )
+        if self.activation_bits != 8:
+            raise DataError(
+                f"activation bit width {self.activation_bits} is not supported",
+                hint="activations are int8 in TFLite/TFLM",
+            )
+
+    def bits_for(self, layer: str) -> int:
+        return self.weight_bits.get(layer, self.default_weight_bits)
+
+
+# --------------------------------------------------------------------------- interpreter helpers
+# int32 wrap-around, the fused-activation clamp range, padding, and gemmlowp's fixed-point exp /
+# reciprocal used by TFLM's int8 SOFTMAX. They take and return int64 numpy arrays that hold
+# int32 values, so every intermediate of the C code (which works in int32) is exact.
+
+srdhm = saturating_rounding_doubling_high_mul
+
+
+def wrap_int32(x: np.ndarray) -> np.ndarray:
+    """Wrap int64 values into int32 the way two's-complement hardware does."""
+    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def quantize_float32(value: float, scale: np.float32, zero_point: int) -> int:
+    """TFLite's Quantize() in CalculateActivationRangeQuantized: round(value / scale) in
+    float32, half away from zero, plus the zero point."""
+    quotient = np.float32(np.float32(value) / np.float32(scale))
+    return int(zero_point) + int(round_half_away(float(quotient)))
+
+
+def activation_range(activation: str, scale: np.float32, zero_point: int,
+                     qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
+    """(min, max) of the output after a fused activation, in the quantized domain, as TFLM's
+    CalculateActivationRangeQuantized computes it."""
+    if activation == "NONE":
+        return qmin, qmax
+    if activation == "RELU":
+        return max(qmin, quantize_float32(0.0, scale, zero_point)), qmax
+    if activation == "RELU6":
+        return (max(qmin, quantize_float32(0.0, scale, zero_point)),
+                min(qmax, quantize_float32(6.0, scale, zero_point)))
+    if activation == "RELU_N1_TO_1":
+        return (max(qmin, quantize_float32(-1.0, scale, zero_point)),
+                min(qmax, quantize_float32(1.0, scale, zero_point)))
+    raise ValueError(f"unknown fused activation {activation!r}")
+
+
+def output_size(padding: str, in_size: int, filter_size: int, stride: int, dilation: int) -> int:
+    """Output length along one spatial axis (TFLite's ComputeOutSize)."""
+    effective = (filter_size - 1) * dilation + 1
+    if padding == "SAME":
+        return (in_size + stride - 1) // stride
+    return (in_size - effective + stride) // stride
+
+
+def leading_padding(in_size: int, filter_size: int, stride: int, dilation: int,
+                    out_size: int) -> int:
+    """Padding before the first element (TFLite's ComputePadding); the reference kernels use
+    only this one and clip windows at the far edge."""
+    effective = (filter_size - 1) * dilation + 1
+    total = max((out_size - 1) * stride + effective - in_size, 0)
+    return total // 2
+
+
+# --- gemmlowp fixed point, as TFLM's reference Softmax uses it --------------------------------
+
+
+def _saturating_shift_left(x: np.ndarray, exponent: int) -> np.ndarray:
+    """SaturatingRoundingMultiplyByPOT with a positive exponent on int32."""
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+def _exp_on_quarter_interval(a: np.ndarray) -> np.ndarray:
+    """exp(a) for a in [-1/4, 0), Q0.31 in and out (Taylor series around -1/8)."""
+    constant_term = 1895147668  # exp(-1/8) in Q0.31
+    one_third = 715827883
+    x = a + (1 << 28)  # a + 1/8
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = rounding_divide_by_pot(x4, 2)
+    poly = rounding_divide_by_pot(srdhm(x4_over_4 + x3, one_third) + x2, 1)
+    return constant_term + srdhm(constant_term, x + poly)
+
+
+# exp(-2^k) in Q0.31 for the barrel shifter, k = -2 .. 4.
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))
+
+
+def exp_on_negative_values(a: np.ndarray, integer_bits: int) -> np.ndarray:
+    """exp(a) for a <= 0 given in Q(integer_bits).(31 - integer_bits); result in Q0.31."""
+    fractional_bits = 31 - integer_bits
+    one_quarter = 1 << (fractional_bits - 2)
+    a = np.asarray(a, dtype=np.int64)
+    a_mod_quarter_minus_quarter = (a & (one_quarter - 1)) - one_quarter
+    result = _exp_on_quarter_interval(_saturating_shift_left(a_mod_quarter_minus_quarter,
+                                                             integer_bits))
+    remainder = a_mod_quarter_minus_quarter - a
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = (remainder >> (fractional_bits + exponent)) & 1
+            result = np.where(bit != 0, srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _rounding_half_sum(a: np.ndarray, b: int) -> np.ndarray:
+    total = a + b
+    # (total + sign) / 2 with C's truncating division
+    numerator = total + np.where(total >= 0, 1, -1)
+    return np.sign(numerator) * (np.abs(numerator) // 2)
+
+
+def one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """1 / (1 + a) for a in [0, 1), Q0.31 in and out (three Newton-Raphson steps)."""
+    half_denominator = _rounding_half_sum(np.asarray(a, dtype=np.int64), INT32_MAX)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)  # 48/17 - 32/17 * d, in Q2.29
+    one_q2 = 1 << 29
+    for _ in range(3):
+        half_denominator_times_x = srdhm(half_denominator, x)
+        one_minus = one_q2 - half_denominator_times_x
+        x = x + _saturating_shift_left(srdhm(x, one_minus), 2)
+    return _saturating_shift_left(x, 1)
+
+
+def reciprocal(x: np.ndarray, integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's GetReciprocal: (1/x in Q0.31 scaled into [0.5, 1), num_bits_over_unit)."""
+    x = np.asarray(x, dtype=np.int64)
+    unsigned = x & 0xFFFFFFFF
+    # count leading zeros of the 32-bit value
+    _, bit_length = np.frexp(unsigned.astype(np.float64))  # exact for 32-bit integers
+    leading_zeros = 32 - bit_length.astype(np.int64)
+    bits_over_unit = integer_digits - leading_zeros
+    shifted = ((unsigned << leading_zeros) - (1 << 31)) & 0xFFFFFFFF
+    shifted_minus_one = np.where(shifted >= 1 << 31, shifted - (1 << 32), shifted)
+    return one_over_one_plus_x(shifted_minus_one), bits_over_unit
+
+
+def softmax_scaling(beta: float, input_scale: np.float32,
+                    integer_bits: int = 5) -> tuple[int, int, int]:
+    """TFLite's PreprocessSoftmaxScaling + CalculateInputRadius (double rounding build):
+    (input multiplier, left shift, diff_min)."""
+    real = min(float(np.float32(beta)) * float(np.float32(input_scale))
+               * float(1 << (31 - integer_bits)), float((1 << 31) - 1))
+    multiplier, left_shift = quantize_multiplier(real)
+    radius = math.floor(((1 << integer_bits) - 1) * (1 << (31 - integer_bits))
+                        / (1 << left_shift))
+    return multiplier, left_shift, -radius

@@ -1,0 +1,597 @@
+"""One folded graph from a Keras model: `capture(model) -> Graph`.
+
+The Graph is plain data (dataclasses, numpy weights, no TensorFlow objects). Every node produces
+one tensor named after the node, in NHWC layout. Capture reads the model with one of two small
+adapters (edgeq/learn/keras_reader.py: Keras 2 and Keras 3), turns each layer into raw nodes, then runs
+the rewrite passes listed in PASSES, in that order, each small and testable alone:
+
+1. drop_identities         Dropout and Activation('linear') disappear.
+2. fold_batchnorm          BatchNormalization folds into the Conv2D / DepthwiseConv2D / Dense
+                           before it when that op's output feeds only the BN.
+3. batchnorm_to_depthwise  any other BN (after an input, a pool, a ReLU, or a conv whose output
+                           also feeds something else) becomes a 1x1 depthwise conv (4-D tensors)
+                           or a diagonal dense (2-D), so that it still runs as integer ops.
+4. fuse_activations        ReLU / ReLU6 fuse into the op that produces their input (conv,
+                           depthwise, dense, add, pools), which TFLite does as a clamp in the
+                           quantized domain.
+5. check_supported         anything left that TFLite cannot express raises
+                           UnsupportedLayerError.
+
+Padding: ZeroPadding2D becomes a `pad` node (TFLite PAD); Keras 'same' padding is TFLite SAME for
+every stride (both put the extra row/column at the bottom/right), so it stays an attribute.
+A softmax activation on a layer becomes its own `softmax` node; 'linear' is dropped.
+
+Finally `mark_blocks` marks reconstruction blocks for AdaRound/BRECQ-style engines: residual
+blocks (the nodes between a fork and its Add), depthwise+pointwise pairs, else single layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeq.errors import DataError, UnsupportedLayerError
+from edgeq.learn.keras_reader import KerasLayer, read_keras
+
+ACTIVATIONS = ("NONE", "RELU", "RELU6")
+PADDINGS = ("SAME", "VALID")
+
+
+def _pair(v):
+    return isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int) and i >= 1 for i in v)
+
+
+def _is_act(v):
+    return v in ACTIVATIONS
+
+
+def _is_pad(v):
+    return v in PADDINGS
+
+
+# Declared attributes of every node kind: name -> check. A node must have exactly these.
+NODE_ATTRS = {
+    "input": {},
+    "conv2d": {"strides": _pair, "padding": _is_pad, "dilation": _pair, "activation": _is_act},
+    "depthwise_conv2d": {"strides": _pair, "padding": _is_pad, "dilation": _pair,
+                         "depth_multiplier": lambda v: isinstance(v, int) and v >= 1,
+                         "activation": _is_act},
+    "dense": {"activation": _is_act},
+    "add": {"activation": _is_act},
+    "avg_pool": {"pool_size": _pair, "strides": _pair, "padding": _is_pad, "activation": _is_act},
+    "max_pool": {"pool_size": _pair, "strides": _pair, "padding": _is_pad, "activation": _is_act},
+    "global_avg_pool": {"keepdims": lambda v: isinstance(v, bool)},
+    "pad": {"paddings": lambda v: (isinstance(v, tuple) and len(v) == 2
+                                   and all(_nonneg_pair(p) for p in v))},
+    "reshape": {"target_shape": lambda v: isinstance(v, tuple) and all(
+        isinstance(d, int) and d >= 1 for d in v)},
+    "concat": {"axis": lambda v: isinstance(v, int) and v >= 1},
+    "softmax": {},
+}
+NODE_WEIGHTS = {"conv2d": ("kernel", "bias"), "depthwise_conv2d": ("kernel", "bias"),
+                "dense": ("kernel", "bias")}
+# Raw kinds that exist only while the passes run.
+TRANSIENT_KINDS = ("batch_norm", "relu", "identity")
+WEIGHTED_KINDS = tuple(NODE_WEIGHTS)
+FUSABLE_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "max_pool")
+
+SUPPORTED_LAYERS = (
+    "InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU",
+    "Activation(relu|relu6|linear|softmax)", "Softmax", "Add", "AveragePooling2D",
+    "MaxPooling2D", "GlobalAveragePooling2D", "ZeroPadding2D", "Flatten", "Reshape",
+    "Concatenate", "Dropout")
+
+
+def _nonneg_pair(p):
+    return isinstance(p, tuple) and len(p) == 2 and all(isinstance(i, int) and i >= 0 for i in p)
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str
+    inputs: list[str]
+    attrs: dict = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    output_shape: tuple[int, ...] = ()  # without the batch dimension
+
+
+@dataclass
+class Block:
+    kind: str  # "residual" | "dw_pw" | "single"
+    nodes: list[str]  # in topological order
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]  # topological
+    inputs: list[str]
+    outputs: list[str]
+    blocks: list[Block] = field(default_factory=list)
+    name: str = "model"
+    # The declared input domain (e.g. (0, 1) for pixels / 255): when set, the input tensors'
+    # int8 range is this rather than what the calibration data happen to cover. Zero-shot
+    # images cover less of it (Fashion-MNIST: synthetic max 0.83 clipped real pixels).
+    input_range: tuple[float, float] | None = None
+
+    def with_input_range(self, input_range) -> Graph:
+        """The same graph (nodes shared) with its input domain declared; None keeps it."""
+        if input_range is None:
+            return self
+        lo, hi = (float(v) for v in input_range)
+        return dataclasses.replace(self, input_range=(lo, hi))
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def uses(self, name: str) -> int:
+        """How many times the tensor is read (by nodes or as a graph output)."""
+        return sum(n.inputs.count(name) for n in self.nodes) + self.outputs.count(name)
+
+    def replace_uses(self, old: str, new: str) -> None:
+        for n in self.nodes:
+            n.inputs = [new if i == old else i for i in n.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def remove(self, name: str, replacement: str) -> None:
+        """Drop a node; its readers read `replacement` instead."""
+        self.replace_uses(name, replacement)
+        self.nodes = [n for n in self.nodes if n.name != name]
+
+    @property
+    def weighted_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind in WEIGHTED_KINDS]
+
+    def run_float(self, x, batch_size: int = 64):
+        """The folded graph in float (TensorFlow ops): one array per graph output (a single
+        array when there is one output)."""
+        return run_float(self, x, batch_size)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_node(node: Node) -> None:
+    """Declared attributes and weight shapes are checked, so that what reaches the exporter is
+    well formed."""
+    spec = NODE_ATTRS.get(node.kind)
+    if spec is None:
+        raise UnsupportedLayerError(f"node {node.name!r} has unknown kind {node.kind!r}",
+                                    f"known kinds: {', '.join(NODE_ATTRS)}")
+    if set(node.attrs) != set(spec):
+        raise UnsupportedLayerError(
+            f"node {node.name!r} ({node.kind}) has attributes {sorted(node.attrs)}, "
+            f"expected {sorted(spec)}", "this is an edgeq bug: please report it")
+    for key, check in spec.items():
+        if not check(node.attrs[key]):
+            raise UnsupportedLayerError(
+                f"node {node.name!r} ({node.kind}): attribute {key}={node.attrs[key]!r} is not "
+                "supported", "use channels-last layers with integer strides/sizes")
+    wanted = NODE_WEIGHTS.get(node.kind, ())
+    if set(node.weights) != set(wanted):
+        raise UnsupportedLayerError(f"node {node.name!r} ({node.kind}) has weights "
+                                    f"{sorted(node.weights)}, expected {sorted(wanted)}",
+                                    "this is an edgeq bug: please report it")
+    if wanted:
+        kernel, bias = node.weights["kernel"], node.weights["bias"]
+        rank = 2 if node.kind == "dense" else 4
+        out = kernel.shape[-1] * (kernel.shape[-2] if node.kind == "depthwise_conv2d" else 1)
+        if kernel.ndim != rank or bias.shape != (out,):
+            raise UnsupportedLayerError(
+                f"node {node.name!r} ({node.kind}): kernel {kernel.shape} and bias {bias.shape} "
+                "do not match", "this is an edgeq bug: please report it")
+    arity = {"input": 0, "add": 2, "concat": None}.get(node.kind, 1)
+    if arity is not None and len(node.inputs) != arity:
+        raise UnsupportedLayerError(f"node {node.name!r} ({node.kind}) has {len(node.inputs)} "
+                                    f"inputs, expected {arity}",
+                                    "TFLite ADD takes two inputs: chain two-input Add layers"
+                                    if node.kind == "add" else "")
+
+
+def validate(graph: Graph) -> None:
+    names = set()
+    for node in graph.nodes:
+        validate_node(node)
+        missing = [i for i in node.inputs if i not in names]
+        if missing:
+            raise UnsupportedLayerError(f"node {node.name!r} reads {missing} before they exist",
+                                        "this is an edgeq bug: please report it")
+        names.add(node.name)
+    unflattened = [n.name for n in graph.nodes if n.kind == "dense"
+                   and len(graph.node(n.inputs[0]).output_shape) != 1]
+    if unflattened:
+        raise UnsupportedLayerError(
+            f"Dense layer(s) {unflattened} read a tensor of rank > 2",
+            "add Flatten() or GlobalAveragePooling2D() before the Dense layer")
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def capture(model) -> Graph:
+    """A Keras 2 or Keras 3 model → the folded, validated Graph with blocks marked."""
+    keras_model = read_keras(model)
+    per_layer = [layer_to_nodes(layer) for layer in keras_model.layers]
+    # A layer split into op + activation is read under its last node's name; only a layer's
+    # first node reads other layers.
+    last = {layer.name: nodes[-1].name
+            for layer, nodes in zip(keras_model.layers, per_layer, strict=True)}
+    for nodes in per_layer:
+        nodes[0].inputs = [last[i] for i in nodes[0].inputs]
+    graph = Graph(_toposort([n for nodes in per_layer for n in nodes]),
+                  [last[i] for i in keras_model.inputs], [last[o] for o in keras_model.outputs],
+                  name=keras_model.name)
+    for rewrite in PASSES:
+        rewrite(graph)
+    validate(graph)
+    graph.blocks = mark_blocks(graph)
+    return graph
+
+
+def _toposort(nodes: list[Node]) -> list[Node]:
+    """Kahn's algorithm, keeping the given order among ready nodes (no recursion, so deep
+    models are fine)."""
+    waiting = {n.name: len(set(n.inputs)) for n in nodes}
+    readers: dict[str, list[Node]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for i in set(n.inputs):
+            readers[i].append(n)
+    ready = [n for n in nodes if not waiting[n.name]]
+    ordered = []
+    while ready:
+        node = ready.pop(0)
+        ordered.append(node)
+        for reader in readers[node.name]:
+            waiting[reader.name] -= 1
+            if not waiting[reader.name]:
+                ready.append(reader)
+    if len(ordered) != len(nodes):
+        stuck = [n.name for n in nodes if waiting[n.name]]
+        raise UnsupportedLayerError(f"layers {stuck} form a cycle", "edgeq needs an acyclic model")
+    return ordered
+
+
+def _activation_name(value) -> str:
+    if isinstance(value, dict):  # Keras 3 may serialize a function as a dict
+        value = value.get("config", value.get("class_name", ""))
+    return str(value).lower()
+
+
+def _unsupported(layer: KerasLayer, what: str = "") -> UnsupportedLayerError:
+    detail = f" ({what})" if what else ""
+    return UnsupportedLayerError(
+        f"layer {layer.name!r} of class {layer.class_name}{detail} is not supported",
+        f"edgeq supports: {', '.join(SUPPORTED_LAYERS)}; replace the layer or quantize the "
+        "model with the TFLite converter")
+
+
+def _tuple2(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    return tuple(int(i) for i in v)
+
+
+def _channels_last(layer: KerasLayer) -> None:
+    if layer.config.get("data_format", "channels_last") not in (None, "channels_last"):
+        raise _unsupported(layer, "data_format must be channels_last")
+
+
+def _activation_nodes(layer: KerasLayer, source: str) -> list[Node]:
+    """The nodes that a layer's `activation` argument adds after the op."""
+    act = _activation_name(layer.config.get("activation", "linear"))
+    shape = layer.output_shape
+    if act in ("linear", "none"):
+        return []
+    if act in ("relu", "relu6"):
+        return [Node(f"{layer.name}/{act}", "relu", [source],
+                     {"max_value": 6.0 if act == "relu6" else None}, {}, shape)]
+    if act == "softmax":
+        return [Node(f"{layer.name}/softmax", "softmax", [source], {}, {}, shape)]
+    raise _unsupported(layer, f"activation {act!r}")
+
+
+def layer_to_nodes(layer: KerasLayer) -> list[Node]:
+    """One Keras layer → its raw nodes (transient kinds allowed; the passes clean them up)."""
+    cfg, name, shape, inbound = layer.config, layer.name, layer.output_shape, layer.inbound
+    cls = layer.class_name
+    if cls == "InputLayer":
+        return [Node(name, "input", [], {}, {}, shape)]
+    if cls in ("Conv2D", "DepthwiseConv2D"):
+        _channels_last(layer)
+        if cfg.get("groups", 1) != 1:
+            raise _unsupported(layer, "grouped convolution")
+        kernel = layer.weights[0]
+        bias = layer.weights[1] if cfg.get("use_bias", True) else None
+        attrs = {"strides": _tuple2(cfg["strides"]), "padding": cfg["padding"].upper(),
+                 "dilation": _tuple2(cfg.get("dilation_rate", 1)), "activation": "NONE"}
+        if attrs["padding"] not in PADDINGS:
+            raise _unsupported(layer, f"padding {cfg['padding']!r}")
+        kind = "conv2d"
+        if cls == "DepthwiseConv2D":
+            kind = "depthwise_conv2d"
+            attrs["depth_multiplier"] = int(cfg.get("depth_multiplier", 1))
+        out = shape[-1]
+        weights = {"kernel": kernel, "bias": bias if bias is not None else np.zeros(out, np.float32)}
+        return [Node(name, kind, list(inbound), attrs, weights, shape),
+                *_activation_nodes(layer, name)]
+    if cls == "Dense":
+        kernel = layer.weights[0]
+        bias = layer.weights[1] if cfg.get("use_bias", True) else np.zeros(kernel.shape[1],
+                                                                           np.float32)
+        return [Node(name, "dense", list(inbound), {"activation": "NONE"},
+                     {"kernel": kernel, "bias": bias}, shape), *_activation_nodes(layer, name)]
+    if cls == "BatchNormalization":
+        return [Node(name, "batch_norm", list(inbound), _bn_attrs(layer), {}, shape)]
+    if cls == "ReLU":
+        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
+            raise _unsupported(layer, "leaky or thresholded ReLU")
+        max_value = cfg.get("max_value")
+        if max_value is not None and float(max_value) != 6.0:
+            raise _unsupported(layer, f"max_value={max_value} (only None and 6 map to TFLite)")
+        return [Node(name, "relu", list(inbound),
+                     {"max_value": None if max_value is None else 6.0}, {}, shape)]
+    if cls == "Activation":
+        act = _activation_name(cfg["activation"])
+        if act in ("linear", "none"):
+            return [Node(name, "identity", list(inbound), {}, {}, shape)]
+        if act in ("relu", "relu6"):
+            return [Node(name, "relu", list(inbound),
+                         {"max_value": 6.0 if act == "relu6" else None}, {}, shape)]
+        if act == "softmax":
+            return [Node(name, "softmax", list(inbound), {}, {}, shape)]
+        raise _unsupported(layer, f"activation {act!r}")
+    if cls == "Softmax":
+        axis = cfg.get("axis", -1)
+        if axis not in (-1, len(shape), [-1]):
+            raise _unsupported(layer, f"softmax over axis {axis}")
+        return [Node(name, "softmax", list(inbound), {}, {}, shape)]
+    if cls == "Dropout":
+        return [Node(name, "identity", list(inbound), {}, {}, shape)]
+    if cls == "Add":
+        return [Node(name, "add", list(inbound), {"activation": "NONE"}, {}, shape)]
+    if cls in ("AveragePooling2D", "MaxPooling2D"):
+        _channels_last(layer)
+        pool = _tuple2(cfg["pool_size"])
+        strides = _tuple2(cfg["strides"]) if cfg.get("strides") is not None else pool
+        kind = "avg_pool" if cls == "AveragePooling2D" else "max_pool"
+        return [Node(name, kind, list(inbound),
+                     {"pool_size": pool, "strides": strides, "padding": cfg["padding"].upper(),
+                      "activation": "NONE"}, {}, shape)]
+    if cls == "GlobalAveragePooling2D":
+        _channels_last(layer)
+        return [Node(name, "global_avg_pool", list(inbound),
+                     {"keepdims": bool(cfg.get("keepdims", False))}, {}, shape)]
+    if cls == "ZeroPadding2D":
+        _channels_last(layer)
+        pads = cfg["padding"]
+        if isinstance(pads, int):
+            pads = ((pads, pads), (pads, pads))
+        pads = tuple(_tuple2(p) if not isinstance(p, int) else (p, p) for p in pads)
+        return [Node(name, "pad", list(inbound), {"paddings": pads}, {}, shape)]
+    if cls in ("Flatten", "Reshape"):
+        return [Node(name, "reshape", list(inbound), {"target_shape": tuple(shape)}, {}, shape)]
+    if cls == "Concatenate":
+        axis = int(cfg.get("axis", -1))
+        rank = len(shape) + 1
+        axis = axis + rank if axis < 0 else axis
+        return [Node(name, "concat", list(inbound), {"axis": axis}, {}, shape)]
+    raise _unsupported(layer)
+
+
+def _bn_attrs(layer: KerasLayer) -> dict:
+    """Folded BN as y = x * scale + offset, per channel."""
+    cfg = layer.config
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, len(layer.output_shape)):
+        raise _unsupported(layer, f"normalization over axis {axis} (only the channel axis)")
+    weights = list(layer.weights)
+    channels = layer.output_shape[-1]
+    gamma = weights.pop(0) if cfg.get("scale", True) else np.ones(channels, np.float32)
+    beta = weights.pop(0) if cfg.get("center", True) else np.zeros(channels, np.float32)
+    mean, var = weights
+    scale = gamma / np.sqrt(var + float(cfg.get("epsilon", 1e-3)))
+    return {"scale": scale.astype(np.float32), "offset": (beta - mean * scale).astype(np.float32)}
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def drop_identities(graph: Graph) -> None:
+    for node in [n for n in graph.nodes if n.kind == "identity"]:
+        graph.remove(node.name, node.inputs[0])
+
+
+def fold_batchnorm(graph: Graph) -> None:
+    for bn in [n for n in graph.nodes if n.kind == "batch_norm"]:
+        producer = graph.node(bn.inputs[0])
+        if producer.kind not in WEIGHTED_KINDS or graph.uses(producer.name) != 1:
+            continue
+        if producer.attrs["activation"] != "NONE":
+            continue
+        scale, offset = bn.attrs["scale"], bn.attrs["offset"]
+        kernel, bias = producer.weights["kernel"], producer.weights["bias"]
+        if producer.kind == "depthwise_conv2d":  # output channel c*multiplier + m
+            k = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+        else:
+            k = kernel * scale
+        producer.weights = {"kernel": k.astype(np.float32),
+                            "bias": (bias * scale + offset).astype(np.float32)}
+        graph.remove(bn.name, producer.name)
+
+
+def batchnorm_to_depthwise(graph: Graph) -> None:
+    for bn in [n for n in graph.nodes if n.kind == "batch_norm"]:
+        scale, offset = bn.attrs["scale"], bn.attrs["offset"]
+        if len(bn.output_shape) == 3:
+            bn.kind = "depthwise_conv2d"
+            bn.attrs = {"strides": (1, 1), "padding": "VALID", "dilation": (1, 1),
+                        "depth_multiplier": 1, "activation": "NONE"}
+            bn.weights = {"kernel": scale.reshape(1, 1, -1, 1), "bias": offset}
+        elif len(bn.output_shape) == 1:
+            bn.kind = "dense"
+            bn.attrs = {"activation": "NONE"}
+            bn.weights = {"kernel": np.diag(scale).astype(np.float32), "bias": offset}
+        else:
+            raise UnsupportedLayerError(
+                f"BatchNormalization {bn.name!r} on a rank-{len(bn.output_shape) + 1} tensor "
+                "cannot be folded", "put it directly after a Conv2D/Dense layer")
+
+
+def fuse_activations(graph: Graph) -> None:
+    for relu in [n for n in graph.nodes if n.kind == "relu"]:
+        producer = graph.node(relu.inputs[0])
+        if producer.kind not in FUSABLE_KINDS or graph.uses(producer.name) != 1:
+            raise UnsupportedLayerError(
+                f"activation {relu.name!r} follows {producer.name!r} ({producer.kind}) and "
+                "cannot be fused into it",
+                "TFLite fuses ReLU/ReLU6 only into a conv, dense, add or pool whose output "
+                "feeds nothing else; restructure the model accordingly")
+        new = "RELU6" if relu.attrs["max_value"] is not None else "RELU"
+        if producer.attrs["activation"] == "RELU6" or new == "RELU6":
+            new = "RELU6"  # relu(relu6(x)) == relu6(relu(x)) == relu6(x)
+        producer.attrs["activation"] = new
+        graph.remove(relu.name, producer.name)
+
+
+def check_supported(graph: Graph) -> None:
+    for node in graph.nodes:
+        if node.kind in TRANSIENT_KINDS:
+            raise UnsupportedLayerError(f"layer {node.name!r} ({node.kind}) is left after folding",
+                                        "this is an edgeq bug: please report it")
+
+
+PASSES = (drop_identities, fold_batchnorm, batchnorm_to_depthwise, fuse_activations,
+          check_supported)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def mark_blocks(graph: Graph) -> list[Block]:
+    """Residual blocks first (outermost wins when they nest), then depthwise+pointwise pairs,
+    then every remaining weighted node as a single block. Every weighted node is in exactly one
+    block; unweighted nodes appear only inside residual blocks."""
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    ancestors: dict[str, set[str]] = {}
+    for n in graph.nodes:
+        ancestors[n.name] = {n.name}.union(*(ancestors[i] for i in n.inputs))
+    taken: set[str] = set()
+    residual = []
+    for add in reversed([n for n in graph.nodes if n.kind == "add"]):
+        common = set.intersection(*(ancestors[i] for i in add.inputs))
+        if not common:
+            continue
+        fork = max(common, key=order.get)
+        inner = set().union(*(ancestors[i] for i in add.inputs)) - ancestors[fork]
+        if inner & taken or any(c.name not in inner and c.name != add.name
+                                for m in inner for c in graph.consumers(m)):
+            continue
+        members = sorted(inner | {add.name}, key=order.get)
+        taken.update(members)
+        residual.append(Block("residual", members))
+    blocks = list(reversed(residual))
+    for n in graph.nodes:
+        if n.kind != "depthwise_conv2d" or n.name in taken:
+            continue
+        readers = graph.consumers(n.name)
+        if (len(readers) == 1 and readers[0].kind == "conv2d" and readers[0].name not in taken
+                and readers[0].weights["kernel"].shape[:2] == (1, 1) and graph.uses(n.name) == 1):
+            blocks.append(Block("dw_pw", [n.name, readers[0].name]))
+            taken.update((n.name, readers[0].name))
+    for n in graph.weighted_nodes:
+        if n.name not in taken:
+            blocks.append(Block("single", [n.name]))
+    first = {b.nodes[0]: b for b in blocks}
+    return [first[n.name] for n in graph.nodes if n.name in first]
+
+
+# --------------------------------------------------------------------------- float execution
+
+
+def apply_node(node: Node, inputs: list, weights: dict | None = None, activation: bool = True):
+    """One node in TensorFlow ops. `weights` overrides the node's own (e.g. fake-quantized
+    variables); `activation=False` leaves out the fused activation."""
+    import tensorflow as tf
+
+    w = node.weights if weights is None else weights
+    a = node.attrs
+    x = inputs[0] if inputs else None
+    kind = node.kind
+    if kind == "conv2d":
+        y = tf.nn.conv2d(x, w["kernel"], strides=[1, *a["strides"], 1], padding=a["padding"],
+                         dilations=[1, *a["dilation"], 1]) + w["bias"]
+    elif kind == "depthwise_conv2d":
+        y = tf.nn.depthwise_conv2d(x, w["kernel"], strides=[1, *a["strides"], 1],
+                                   padding=a["padding"], dilations=a["dilation"]) + w["bias"]
+    elif kind == "dense":
+        y = tf.matmul(x, w["kernel"]) + w["bias"]
+    elif kind == "add":
+        y = tf.add_n(list(inputs))
+    elif kind in ("avg_pool", "max_pool"):
+        pool = tf.nn.avg_pool2d if kind == "avg_pool" else tf.nn.max_pool2d
+        y = pool(x, a["pool_size"], a["strides"], a["padding"])
+    elif kind == "global_avg_pool":
+        return tf.reduce_mean(x, axis=[1, 2], keepdims=a["keepdims"])
+    elif kind == "pad":
+        return tf.pad(x, [[0, 0], list(a["paddings"][0]), list(a["paddings"][1]), [0, 0]])
+    elif kind == "reshape":
+        return tf.reshape(x, [-1, *a["target_shape"]])
+    elif kind == "concat":
+        return tf.concat(list(inputs), axis=a["axis"])
+    elif kind == "softmax":
+        return tf.nn.softmax(x, axis=-1)
+    elif kind == "input":
+        return x
+    else:
+        raise UnsupportedLayerError(f"node {node.name!r}: cannot run kind {kind!r}")
+    if activation and a["activation"] == "RELU":
+        y = tf.nn.relu(y)
+    elif activation and a["activation"] == "RELU6":
+        y = tf.nn.relu6(y)
+    return y
+
+
+def run_tf(graph: Graph, x) -> dict:
+    """Every node's float output for one batch, as TensorFlow tensors keyed by node name."""
+    import tensorflow as tf
+
+    if len(graph.inputs) != 1:
+        raise DataError(f"graph {graph.name!r} has {len(graph.inputs)} inputs",
+                        "edgeq runs single-input models")
+    values = {graph.inputs[0]: tf.convert_to_tensor(x, tf.float32)}
+    for node in graph.nodes:
+        if node.kind != "input":
+            values[node.name] = apply_node(node, [values[i] for i in node.inputs])
+    return values
+
+
+def check_input(graph: Graph, x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    want = graph.node(graph.inputs[0]).output_shape
+    if x.shape[1:] != tuple(want):
+        raise DataError(f"input batch of shape {x.shape} does not fit model {graph.name!r} "
+                        f"(expects (N, {', '.join(map(str, want))}))",
+                        "resize/convert the data to the model's input shape")
+    if not np.all(np.isfinite(x)):
+        raise DataError("input batch contains NaN or Inf", "clean the data")
+    return x
+
+
+def run_float(graph: Graph, x, batch_size: int = 64):
+    x = check_input(graph, x)
+    outs: list[list[np.ndarray]] = [[] for _ in graph.outputs]
+    for start in range(0, len(x), batch_size):
+        values = run_tf(graph, x[start:start + batch_size])
+        for k, name in enumerate(graph.outputs):
+            outs[k].append(values[name].numpy())
+    arrays = [np.concatenate(o) for o in outs]
+    return arrays[0] if len(arrays) == 1 else arrays
