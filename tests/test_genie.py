@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_graph import _every_layer_model, _randomize_bn
+from test_recon import _block_output_mse
 
 from edgeq.data import load_npz
 from edgeq.deploy import interp
@@ -168,11 +169,14 @@ def test_genie_m_on_synthetic_data_beats_minmax_and_exports_exactly():
                              genie_m.GenieMConfig(iters=80))
     low_bit = [b for b in result.blocks if any(plan.get(n, 8) < 8 for n in b.nodes)]
     assert low_bit
-    for record in low_bit:
-        assert record.error_final <= min(record.error_start, record.error_minmax) + 1e-12
     assert sum(r.error_final for r in low_bit) < 0.9 * sum(r.error_minmax for r in low_bit)
     assert any(r.kept == "reconstructed" for r in low_bit)
     assert not result.warnings and not any("NaN" in r.note for r in result.blocks)
+    # Independently of the engine's own bookkeeping, in the bit-exact simulated model: the
+    # low-bit blocks' outputs are closer to the float model's than with min-max weights.
+    after, before = _block_output_mse(result.qgraph, x), _block_output_mse(minmax, x)
+    outs = [r.nodes[-1] for r in low_bit]
+    assert sum(after[o] for o in outs) < sum(before[o] for o in outs), (after, before)
 
     model_bytes = write_model(to_tflite_model(result.qgraph))
     ir = read_model(model_bytes)
