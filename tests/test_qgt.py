@@ -192,7 +192,9 @@ def test_bottleneck_ranking_puts_the_fragile_layer_first(data, trained_weights):
     assert rows[0]["name"] == fragile.name and rows[0]["rank"] == 1
     assert rows[0]["bottleneck"] and rows[0]["suggested_bits"] > 2
     assert rows[0]["loss_increase"] > 3 * rows[len(rows) // 2]["loss_increase"]
-    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    # Ranked by the measured loss increase (the rank numbers themselves are just positions).
+    losses = [r["loss_increase"] for r in rows]
+    assert losses == sorted(losses, reverse=True)
     plan = bottlenecks.suggest_plan(rows)
     assert plan[fragile.name] == rows[0]["suggested_bits"]
     assert set(plan) == {n.name for n in capture(model).weighted_nodes}
