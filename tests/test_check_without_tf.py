@@ -1,18 +1,12 @@
-"""`edgeq check` on a minimal install: a fresh virtualenv with only numpy, ai-edge-litert and the
-CLI libraries (no TensorFlow, Keras, matplotlib or tflite_micro), edgeq installed from this
-checkout as a wheel. Checking real photos must work there, and TFLM is reported unavailable."""
+"""`edgeq check` on a minimal install: edgeq's wheel installed into a fresh virtualenv with only
+the dependencies pyproject.toml declares and its `litert` extra, resolved by pip (the
+`installed_wheel` fixture in conftest.py; no TensorFlow, Keras, matplotlib or tflite_micro).
+Checking real photos must work there, and TFLM is reported unavailable."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-
-from conftest import REPO
-
-MINIMAL = ["numpy", "ai-edge-litert", "click", "rich", "pyyaml", "pillow", "jinja2", "flatbuffers"]
 
 SCRIPT = r"""
 import json, sys
@@ -25,20 +19,12 @@ print(json.dumps({"result": result.to_dict(), "heavy": heavy, "edgeq": edgeq.dep
 """
 
 
-def _run(cmd, **kw):
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, **kw)
-    assert done.returncode == 0, f"{cmd}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return done
+def test_check_runs_without_tensorflow(installed_wheel, tmp_path, vww_int8_path, coco_vww_dir):
+    venv, python, edgeq = installed_wheel.venv, installed_wheel.python, installed_wheel.edgeq
 
-
-def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
-    python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    _run([*pip, *MINIMAL], env=env)
-    _run([*pip, "--no-deps", str(REPO)], env=env)
+    def run(*cmd):
+        # cwd away from the checkout, so that `import edgeq` must come from the installed wheel
+        return installed_wheel.run(*cmd, cwd=tmp_path, timeout=900)
 
     # A few real photos of each class, in the Visual Wake Words layout.
     data = tmp_path / "photos"
@@ -47,8 +33,7 @@ def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
         for photo in sorted((coco_vww_dir / label).glob("val2017_*.jpg"))[:4]:
             shutil.copy(photo, data / label / photo.name)
 
-    # cwd away from the checkout, so that `import edgeq` must come from the installed wheel.
-    done = _run([str(python), "-c", SCRIPT, str(vww_int8_path), str(data)], cwd=tmp_path, env=env)
+    done = run(python, "-c", SCRIPT, vww_int8_path, data)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []
     assert str(venv) in report["edgeq"]
@@ -63,12 +48,11 @@ def test_check_runs_without_tensorflow(tmp_path, vww_int8_path, coco_vww_dir):
     assert result["tflm_litert_agreement"] is None and result["arena_bytes"] is None
 
     # The installed console script, with the data files (boards, model cards) from the wheel.
-    edgeq = str(venv / "bin" / "edgeq")
-    cli = _run([edgeq, "check", str(vww_int8_path), "--data", str(data), "--json", "-"], cwd=tmp_path, env=env)
+    cli = run(edgeq, "check", vww_int8_path, "--data", data, "--json", "-")
     assert json.loads(cli.stdout)["samples"] == 8
-    assert "stm32h743" in _run([edgeq, "boards"], cwd=tmp_path, env=env).stdout
-    card = json.loads(_run([edgeq, "models", "show", "person_detect", "--json"], cwd=tmp_path, env=env).stdout)
+    assert "stm32h743" in run(edgeq, "boards").stdout
+    card = json.loads(run(edgeq, "models", "show", "person_detect", "--json").stdout)
     assert card["input_shape"] == [96, 96, 1]
-    assert "#ifndef" in _run(
-        [str(python), "-c", "from importlib import resources; print((resources.files('edgeq') / "
-         "'deploy/templates/model_data.h.j2').read_text())"], cwd=tmp_path, env=env).stdout
+    assert "#ifndef" in run(
+        python, "-c", "from importlib import resources; print((resources.files('edgeq') / "
+        "'deploy/templates/model_data.h.j2').read_text())").stdout
