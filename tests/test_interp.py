@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
 from edgeq.deploy.interp import Interpreter, quantize_input, run, run_batch
 from edgeq.errors import DataError
 from edgeq.tflite.read import read_model
-
-tflm_runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 
 def tflm_preserving(model_bytes: bytes):
@@ -108,8 +107,9 @@ def test_input_checks(vww_bytes):
 
 @pytest.fixture(scope="module")
 def tfk():
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("tf_keras")
+    import tensorflow as tf
+    import tf_keras as keras
+
     return tf, keras
 
 
