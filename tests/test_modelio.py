@@ -86,3 +86,38 @@ def test_nan_weights_are_refused(tmp_path):
     model.save(tmp_path / "nan.h5")
     with pytest.raises(ModelLoadError, match="NaN or Inf"):
         load_keras_model(tmp_path / "nan.h5")
+
+
+def test_lambda_and_custom_layers_are_refused_in_every_format(tmp_path):
+    """Refused before anything is deserialized: Lambda in a Keras 3 .keras and in a tf_keras
+    SavedModel, a custom layer class in .keras and in .h5; each with the --unsafe hint."""
+    import keras
+    import tf_keras
+
+    @keras.saving.register_keras_serializable(package="mine")
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    class TwiceK2(tf_keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp)).save(tmp_path / "lam.keras")
+    inp = keras.Input((4,))
+    keras.Model(inp, Twice()(inp)).save(tmp_path / "custom.keras")
+    inp = tf_keras.Input((4,))
+    tf_keras.Model(inp, tf_keras.layers.Lambda(lambda t: t * 2)(inp)).save(
+        tmp_path / "lam_sm", save_format="tf")
+    inp = tf_keras.Input((4,))
+    tf_keras.Model(inp, TwiceK2()(inp)).save(tmp_path / "custom.h5")
+    cases = {"lam.keras": "Lambda", "custom.keras": "Twice", "lam_sm": "Lambda"}
+    for name, layer in cases.items():
+        with pytest.raises(ModelLoadError, match=f"{name}: refusing to load .*{layer}") as e:
+            load_keras_model(tmp_path / name)
+        assert "--unsafe" in e.value.hint
+    # Keras 2 stores no module for a custom class: Keras stops at it, and the message says why
+    # (not "the file is truncated").
+    with pytest.raises(ModelLoadError, match="custom.h5: refusing to load TwiceK2: a custom layer"):
+        load_keras_model(tmp_path / "custom.h5")

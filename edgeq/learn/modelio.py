@@ -7,6 +7,7 @@ run arbitrary code when loaded, so they are refused unless the caller passes `un
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,14 @@ def load_keras_model(path, unsafe: bool = False) -> LoadedModel:
     except ModelLoadError:
         raise
     except Exception as e:  # Keras raises many types for bad files; all mean "cannot load".
+        # Keras 2 configs carry no module for a custom class, so the scan above cannot see it;
+        # Keras stops at the class it cannot find (nothing of it ran): say so, not "truncated".
+        unknown = re.search(r"Unknown (?:layer|object)\W+(\w+)", str(e))
+        if unknown:
+            raise ModelLoadError(
+                f"{path}: refusing to load {unknown[1]}: a custom layer, and edgeq never imports "
+                "code to deserialize a model",
+                "rebuild the model from built-in Keras layers (edgeq lists what it supports)") from None
         raise ModelLoadError(f"{path}: Keras {version} could not load it: {type(e).__name__}: {e}"[:600],
                              "check that the file is complete and was saved by Keras") from None
     check_weights_finite(model, path)
