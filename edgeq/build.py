@@ -7,9 +7,6 @@ place at the end, so a failed or interrupted build leaves the previous output as
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -21,8 +18,9 @@ import numpy as np
 from edgeq import __version__
 from edgeq.boards import Board, load_board
 from edgeq.data import fashion_mnist, load_dataset
-from edgeq.errors import BoardFitError, DataError, EdgeqError, OutputError
+from edgeq.errors import BoardFitError, DataError, EdgeqError
 from edgeq.learn.zoo import ModelCard, load_card
+from edgeq.outputs import check_output_folder, staged_folder
 
 DEMO_MODEL = "fmnist"
 INPUT_DOMAIN = (0.0, 1.0)  # every model card's preprocessing: pixels / 255
@@ -53,6 +51,7 @@ class BuildConfig:
     sparsity: float = 1.0  # method "rex": fraction G of output channels that get orders >= 1
     train: bool = False  # fine-tune toward `bits` with QGT before export (needs labelled data)
     train_epochs: int = 2  # QGT epochs
+    force: bool = False  # replace an --out folder edgeq did not make; ship a model that fails a check
 
 
 @dataclass
@@ -79,32 +78,18 @@ class Stages:
         self.records.append({"name": name, "seconds": round(time.perf_counter() - start, 2)})
 
 
-def _check_output_writable(out: Path) -> None:
-    parent = out.resolve().parent
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder", "choose another --out")
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{parent}: is a file, so {out.name} cannot be created in it",
-                          "choose another --out")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True)
-        except OSError as e:
-            raise OutputError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{parent}: not writable, so {out.name} cannot be written there",
-                          "choose a writable --out folder")
+def preflight(cfg: BuildConfig) -> Board:
+    """The checks that need no TensorFlow, before any work: the board, the zoo card and the
+    output folder (contract 6). Returns the board."""
+    board = load_board(cfg.board)
+    if cfg.model:
+        load_card(cfg.model)
+    check_output_folder(cfg.out, cfg.force, _inputs(cfg))
+    return board
 
 
-def _commit_output(tmp: Path, out: Path) -> None:
-    """Replace `out` by `tmp` with renames only: at any moment one complete folder exists."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(backup)
-    tmp.rename(out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+def _inputs(cfg: BuildConfig) -> list:
+    return [cfg.keras_model, cfg.weights, cfg.data]
 
 
 def _resolve_model(cfg: BuildConfig):
@@ -183,7 +168,8 @@ def fit_check(board: Board, model_bytes: int, arena_bytes: int) -> dict:
     if problems:
         raise BoardFitError("; ".join(problems),
                             "use a board with more memory (`edgeq boards`), a smaller model, "
-                            "or lower-bit weights once available")
+                            "4-bit weights (--bits 4) or a mixed-precision plan under a budget "
+                            "(--bits mixed --budget-kb N)")
     return fit
 
 
@@ -200,8 +186,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     from edgeq.tflite.write import write_model
 
     out = Path(cfg.out)
-    _check_output_writable(out)
-    board = load_board(cfg.board)
+    board = preflight(cfg)
     st = Stages(console)
     with st.stage("load model"):
         model, card, name = _resolve_model(cfg)
@@ -303,12 +288,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     }
     if qgt_section is not None:
         report["rex" if method == "rex" else "qgt"] = qgt_section
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.resolve().parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
-    try:
-        stem = "model"
+    stem = "model"
+    with staged_folder(out, cfg.force, _inputs(cfg)) as tmp:
         (tmp / f"{stem}.tflite").write_bytes(tflite)
         write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
         if cfg.zero_shot:
@@ -325,10 +306,6 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                 warnings.simplefilter("ignore")
                 model.save(tmp / "model_float.h5")
         write_report(report, tmp)
-        _commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return BuildResult(out, report, out / f"{stem}.tflite", st.records)
 
 

@@ -295,10 +295,12 @@ def _save_model(model, path: str) -> None:
 @click.option("--synth-iterations", type=int,
               help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.learn.synth's].")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--force", is_flag=True, help="Replace an --out folder that edgeq did not make "
+              "(and everything in it); ship a model that fails a build check.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
           bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, expansion, sparsity,
-          train_qgt, train_epochs, synth_iterations, json_out):
+          train_qgt, train_epochs, synth_iterations, json_out, force):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -320,7 +322,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       eval_limit=eval_limit, seed=seed, unsafe=unsafe, bits=_bits(bits),
                       method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline,
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
-                      train_epochs=train_epochs, expansion=expansion, sparsity=sparsity)
+                      train_epochs=train_epochs, expansion=expansion, sparsity=sparsity,
+                      force=force)
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from edgeq.build import BuildConfig, run_build
 from edgeq.cli import main
 from edgeq.errors import BoardFitError, OutputError, UnsupportedLayerError
+from edgeq.outputs import MARKER, staged_folder
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,8 @@ def _board_file(tmp_path, flash_kib, arena_kib):
 
 def test_a_failed_build_leaves_the_previous_output_as_it_was(small, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous build")
+    with staged_folder(out) as previous:  # an earlier build: edgeq's own folder
+        (previous / "keep.txt").write_text("previous build")
     cfg = BuildConfig(board=_board_file(tmp_path, 1, 1), keras_model=str(small / "small.h5"),
                       data=str(small / "data.npz"), out=str(out))
     with pytest.raises(BoardFitError) as e:
@@ -76,8 +77,8 @@ def test_a_failed_build_leaves_the_previous_output_as_it_was(small, tmp_path):
 
 def test_an_interrupted_build_leaves_the_previous_output(small, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous build")
+    with staged_folder(out) as previous:  # an earlier build: edgeq's own folder
+        (previous / "keep.txt").write_text("previous build")
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -86,7 +87,7 @@ def test_an_interrupted_build_leaves_the_previous_output(small, tmp_path, monkey
     cfg = BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"), out=str(out))
     with pytest.raises(KeyboardInterrupt):
         run_build(cfg)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "keep.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
