@@ -238,9 +238,19 @@ def test_nan_loss_falls_back_to_minmax_weights(every_layer, monkeypatch):
         np.testing.assert_array_equal(qgraph.layers[name].qweight, layer.qweight)
 
 
-def test_recon_artifacts_write(every_layer):
-    """The returned QuantizedGraph goes straight to edgeq's writer (nothing else needed)."""
-    graph, calib, _ = every_layer
-    qgraph, _ = quantize(graph, calib, "adaround", 3, iters=5, act_iters=0, progress=False)
-    data = write_model(to_tflite_model(qgraph))
-    assert read_model(data).tensors
+def test_three_bit_layers_are_int4_tensors_holding_three_bit_integers(every_layer):
+    """The QuantizedGraph goes straight to edgeq's writer: 3-bit layers are INT4 tensors whose
+    values use only the 3-bit range [-4, 3] (and most of it), the plan in the metadata, and the
+    file runs in TFLM exactly as simulated."""
+    graph, calib, test = every_layer
+    qgraph, report = quantize(graph, calib, "adaround", 3, iters=5, act_iters=0, progress=False)
+    low = [n for n, b in report.plan.items() if b == 3]
+    weighted = [n.name for n in graph.weighted_nodes]
+    assert low and report.plan[weighted[0]] == report.plan[weighted[-1]] == 8
+    model_bytes = assert_sim_matches_tflm(qgraph, test, interp_samples=5)
+    kernels = {t.name: t for t in read_model(model_bytes).tensors if t.name.endswith("/kernel")}
+    for name in low:
+        kernel = kernels[f"{name}/kernel"]
+        assert kernel.dtype == "int4" and kernel.data.min() >= -4 and kernel.data.max() <= 3
+        assert len(np.unique(kernel.data)) >= 6, name  # the grid is used, not collapsed
+    assert json.loads(read_model(model_bytes).metadata["edgeq"])["bits"] == report.plan
