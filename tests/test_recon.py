@@ -18,7 +18,6 @@ from edgeq.learn.quant import adaquant, ranges, recon
 from edgeq.learn.quant.sim import SimModel
 from edgeq.learn.quantize import METHODS, quantize
 from edgeq.tflite.read import read_model
-from edgeq.tflite.write import write_model
 
 ITERS = 250
 
