@@ -169,6 +169,20 @@ def staged_folder(out, force: bool = False, inputs: Iterable = (),
     """Yield an empty temporary folder beside `out`; when the block ends without error, mark
     it as edgeq's and rename it to `out` (the previous `out` goes only after that). On any
     error, or Ctrl-C, the temporary folder is removed and `out` is as it was."""
+    tmp = begin_folder(out, force, inputs)
+    try:
+        yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _write_error(out, e) from None
+        raise
+    finish_folder(tmp, out, force, inputs, command)
+
+
+def begin_folder(out, force: bool = False, inputs: Iterable = ()) -> Path:
+    """The temporary folder beside `out` that finish_folder() renames to `out` (the two halves
+    of staged_folder, for code that cleans up itself)."""
     out = check_output_folder(out, force, inputs)
     parent = out.resolve().parent
     try:
@@ -178,18 +192,27 @@ def staged_folder(out, force: bool = False, inputs: Iterable = (),
     except OSError as e:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})",
                           "choose a writable --out") from None
+    return tmp
+
+
+def finish_folder(tmp: Path, out, force: bool = False, inputs: Iterable = (),
+                  command: str | None = None) -> None:
+    """Mark `tmp` as edgeq's and rename it to `out`; `tmp` is gone afterwards, also on error."""
+    out = Path(out)
     try:
-        try:
-            yield tmp
-            _marker(tmp, command)
-            check_output_folder(out, force, inputs)  # the folder may have changed meanwhile
-            _swap(tmp, out)
-        except OSError as e:
-            raise OutputError(f"{out}: cannot write the output ({e.strerror or e}"
-                              f"{': ' + str(e.filename) if e.filename else ''})",
-                              "free some space or choose another --out") from None
+        _marker(tmp, command)
+        check_output_folder(out, force, inputs)  # the folder may have changed during the work
+        _swap(tmp, out)
+    except OSError as e:
+        raise _write_error(out, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_error(out, e: OSError) -> OutputError:
+    where = f": {e.filename}" if e.filename else ""
+    return OutputError(f"{out}: cannot write the output ({e.strerror or e}{where})",
+                       "free some space or choose another --out")
 
 
 def _swap(tmp: Path, out: Path) -> None:

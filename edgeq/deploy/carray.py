@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgeq import __version__
 from edgeq.errors import OutputError, TFLiteFormatError
+from edgeq.outputs import write_file
 
 BYTES_PER_LINE = 12
 
@@ -99,16 +100,4 @@ def write_c_arrays(model_bytes: bytes, out_dir, name: str = "model_data",
     """Write `<name>.h` and `<name>.c` into `out_dir`; returns their paths."""
     out = Path(out_dir)
     files = render_c_arrays(model_bytes, name, source)
-    written = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for file_name, text in files.items():
-            path = out / file_name
-            tmp = out / f".{file_name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)  # never a half-written file under the real name
-            written.append(path)
-    except OSError as e:
-        raise OutputError(f"{out}: cannot write the C arrays ({e.strerror or e})",
-                          "choose a writable output folder") from None
-    return written
+    return [write_file(out / file_name, text) for file_name, text in files.items()]

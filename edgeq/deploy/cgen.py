@@ -31,7 +31,6 @@ AddressSanitizer, UBSan) and run it on inputs passed through a file.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -53,6 +52,7 @@ from edgeq.intmath import (
     quantize_multiplier,
     softmax_scaling,
 )
+from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
 KERNEL_FILES = ("edgeq_kernels.h", "edgeq_kernels.c")
@@ -255,8 +255,8 @@ class _Lowering:
                 raise UnsupportedOpError(
                     f"op {index} ({op.kind}): tensor {tensor.name!r} is {tensor.dtype}; the "
                     "engine runs int8 activations only",
-                    "convert with int8 input and output types "
-                    "(inference_input_type/inference_output_type = tf.int8)")
+                    "export it with int8 input and output: `edgeq export MODEL --io int8` "
+                    "(the default; or the converter's inference_input_type = tf.int8)")
         handler = getattr(self, f"_{op.kind.lower()}", None)
         if handler is None:
             raise UnsupportedOpError(
@@ -690,14 +690,8 @@ def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = ""
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror}", "choose a writable folder") from None
+    """edgeq.outputs.write_file: beside the target, then renamed (never half a file)."""
+    write_file(path, text)
 
 
 def count_macs(model: Model) -> int:

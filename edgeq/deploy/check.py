@@ -16,7 +16,6 @@ is at most 1 LSB difference and >= 99.5% label agreement, which `fidelity_ok` re
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from edgeq.errors import (
     DataError,
     EdgeqError,
     ModelLoadError,
-    OutputError,
     RuntimeMissingError,
     UnsupportedOpError,
 )
+from edgeq.outputs import write_file
 
 MAX_LSB = 1  # LiteRT vs TFLM, DESIGN.md contract 1
 MIN_AGREEMENT = 0.995
@@ -322,7 +321,7 @@ def _open_reference(model_bytes: bytes):
 
 def _read_model(model) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return bytes(model), "<bytes>"
+        return bytes(model), "the .tflite in memory"
     path = Path(model)
     try:
         return path.read_bytes(), str(path)
@@ -468,13 +467,5 @@ def check_command(model_path, data_path, limit: int | None = None, json_path=Non
 
 
 def write_json(payload: dict, path) -> None:
-    """Write JSON atomically: a half-written file never replaces a good one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})",
-                          "choose a writable location for --json") from None
+    """Write JSON atomically (edgeq.outputs): a half-written file never replaces a good one."""
+    write_file(path, json.dumps(payload, indent=2) + "\n")

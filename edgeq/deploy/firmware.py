@@ -5,18 +5,17 @@ QEMU, semihosting file I/O, SysTick; stm32h743: USART3 console, DWT cycles; any 
 generic/ project, which leaves its results in RAM for a debugger). Then the ELF is built with
 arm-none-eabi-gcc and measured with arm-none-eabi-size.
 
-`build_firmware(model, board, out_dir)` checks the memory plan against the board *before*
-writing anything, builds in a sibling temporary folder and only then replaces `out_dir`, so a
-failed build leaves the previous output intact.
+`build_firmware(model, board, out_dir)` checks the output folder and the memory plan against
+the board *before* writing anything, builds in a sibling temporary folder and only then replaces
+`out_dir` (only an empty one or edgeq's own, see edgeq.outputs), so a failed build leaves the
+previous output intact.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import numpy as np
 from edgeq import __version__, data_dir
 from edgeq.boards import Board, load_board
 from edgeq.deploy import cgen
-from edgeq.errors import BoardFitError, OutputError, ToolchainError, UnknownBoardError
+from edgeq.errors import BoardFitError, ToolchainError, UnknownBoardError
+from edgeq.outputs import begin_folder, check_output_folder, finish_folder
 from edgeq.tflite.model import Model
 from edgeq.tflite.read import read_model
 
@@ -107,7 +107,17 @@ def check_fit(model: Model, board: Board, arena_size: int, weight_bytes: int) ->
             f"the weights take {weight_bytes:,} bytes; with the engine that is about {need:,} "
             f"bytes, {need - board.flash_bytes:,} more than {board.name}'s "
             f"{board.flash_bytes:,} bytes of flash",
-            "quantize the weights to fewer bits (e.g. `--bits 4`, or a mixed-precision plan)")
+            _smaller_weights_hint(model))
+
+
+def _smaller_weights_hint(model: Model) -> str:
+    """What makes the weights smaller: 4 bits, unless they already are (2 and 3 bits are
+    stored as INT4 too, so they save no flash)."""
+    if any(t.dtype == "int4" for t in model.tensors):
+        return ("the inner layers are already 4-bit: use a board with more flash "
+                "(`edgeq boards`) or a smaller model (fewer channels)")
+    return ("quantize the inner layers to 4 bits (`edgeq build --bits 4`), or pick bits per "
+            "layer under the board's flash (`--bits mixed --budget-kb N`)")
 
 
 def _size(objects: list[Path]) -> dict[str, tuple[int, int, int]]:
@@ -149,24 +159,27 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
 
 def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
                    extra_cflags=(), timeout: float = 600,
-                   wide_int8_weights: bool | None = None) -> FirmwareResult:
+                   wide_int8_weights: bool | None = None, force: bool = False) -> FirmwareResult:
     """Generate, build and measure the firmware for `board` (a name or Board).
 
     tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, ...] written
     to inputs.bin for `make run`. portable=True disables the DSP fast paths.
     wide_int8_weights: INT8 conv weights stored as int16 pairs (faster, twice their flash;
     see edgeq.deploy.cgen.engine_options); None keeps the caller's engine_options.
+    force: replace `out_dir` even if edgeq did not make it (edgeq.outputs).
     """
     if wide_int8_weights is None:
         return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                               timeout)
+                               timeout, force)
     with cgen.engine_options(wide_int8_weights=wide_int8_weights):
         return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                               timeout)
+                               timeout, force)
 
 
 def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                    timeout) -> FirmwareResult:
+                    timeout, force) -> FirmwareResult:
+    inputs = [] if isinstance(tflite_path, Model) else [tflite_path]
+    check_output_folder(out_dir, force, inputs)  # before any work (contract 6)
     board = load_board(board) if isinstance(board, str) else board
     model, source = _load(tflite_path)
     engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
@@ -174,11 +187,7 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
     gcc = find_tool("arm-none-eabi-gcc")
 
     out = Path(out_dir)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as e:
-        raise OutputError(f"cannot write {out}: {e.strerror}", "choose a writable folder") from None
+    work = begin_folder(out, force, inputs)
     try:
         files = cgen.generate_engine(model, work, source=source)
         cflags = [*core_flags(board), *OPT_FLAGS, *(["-DEDGEQ_PORTABLE"] if portable else []),
@@ -209,23 +218,23 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
                 raise ToolchainError(
                     f"building the firmware for {board.name} failed:\n"
                     f"{' '.join(cmd)}\n{result.stderr[-3000:]}",
-                    _link_hint(result.stderr))
+                    _link_hint(result.stderr, model))
         sizes = _measure(work, objects, files.arena_size)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _replace(work, out)
+    finish_folder(work, out, force, inputs)
     files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
                              [out / k.name for k in files.kernels], files.arena_size,
                              files.weight_bytes, files.macs, files.plan)
     return FirmwareResult(out / "fw.elf", sizes, out, board, files, commands)
 
 
-def _link_hint(stderr: str) -> str:
+def _link_hint(stderr: str, model: Model) -> str:
     if "rdimon" in stderr or "cannot find -l" in stderr:
         return "install newlib for arm-none-eabi: sudo apt-get install libnewlib-arm-none-eabi"
     if "overflow" in stderr or "will not fit" in stderr:
-        return "the model does not fit the board's memory: quantize to fewer bits"
+        return "the model does not fit the board's memory: " + _smaller_weights_hint(model)
     return "report this as an edgeq bug, with the command above"
 
 
@@ -238,14 +247,3 @@ def _measure(work: Path, objects: list[Path], arena: int) -> dict[str, int]:
             "model_flash": model[0] + model[1], "engine_flash": kernels[0] + kernels[1],
             "arena": arena}
 
-
-def _replace(work: Path, out: Path) -> None:
-    """Move the finished build to `out`; the previous `out` is removed only afterwards."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        os.replace(out, backup)
-    os.replace(work, out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)

@@ -115,16 +115,18 @@ class QemuCheck:
 
 
 def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300,
-                  portable: bool = False, labels=None, litert: bool = False) -> QemuCheck:
+                  portable: bool = False, labels=None, litert: bool = False,
+                  force: bool = False) -> QemuCheck:
     """Build the mps2-an500 firmware for `tflite_path` into `out_dir`, run it under QEMU on the
     int8 `inputs` [n, ...] and compare with TFLM (tflite_micro) on the same file: what
     `edgeq check MODEL --target qemu` reports. `labels` (n class indices) adds the on-device
-    accuracy; litert=True adds the agreement with LiteRT (close to TFLM, not always exact)."""
+    accuracy; litert=True adds the agreement with LiteRT (close to TFLM, not always exact);
+    force replaces an `out_dir` that edgeq did not make (edgeq.outputs)."""
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.tflm import fit_arena
 
     model_bytes = Path(tflite_path).read_bytes()
-    firmware = build_firmware(tflite_path, "mps2-an500", out_dir, portable=portable)
+    firmware = build_firmware(tflite_path, "mps2-an500", out_dir, portable=portable, force=force)
     inputs = np.ascontiguousarray(inputs, dtype=np.int8)
     result = run_qemu(firmware.elf, inputs, timeout=timeout)
     interpreter, tflm_arena = fit_arena(model_bytes)

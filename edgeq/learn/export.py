@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgeq import __version__, intmath
-from edgeq.errors import DataError, OutputError, UnsupportedLayerError
+from edgeq.errors import DataError, UnsupportedLayerError
 from edgeq.learn.graph import Graph, Node, capture
 from edgeq.learn.quant.observe import observe_ranges
 from edgeq.learn.quant.sim import (
@@ -34,6 +33,7 @@ from edgeq.learn.quant.sim import (
     quantize_layer,
     shifted_logit_tensors,
 )
+from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
 EXPORT_BITS = (8, 4)  # weight widths TFLite / TFLM can store and run
@@ -235,13 +235,5 @@ def export_tflite(keras_model, calib_x, bits: int | dict[str, int] = 8,
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror}",
-                          "choose a writable output folder") from e
+    """edgeq.outputs.write_file under the name rex and qgt import: atomic, with the umask."""
+    write_file(path, data)
