@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from edgeq.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
+SHOWN_SKIPPED = 5  # unreadable files named in the warning (all are in Dataset.skipped)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -30,15 +31,29 @@ class Dataset:
     class_names: list[str]
     source: str = ""
     names: list[str] | None = None  # file names (image folders), for deterministic splits by name
-    skipped: int = 0  # unreadable files skipped while loading
+    skipped: list[str] = field(default_factory=list)  # unreadable files skipped while loading
+    chosen: str = ""  # how this subset was chosen, e.g. "64 of 128, stratified by class, seed 0"
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, index) -> Dataset:
-        index = np.asarray(index)
+    def subset(self, index, chosen: str = "") -> Dataset:
+        index = np.asarray(index, np.int64)
         names = [self.names[i] for i in index] if self.names is not None else None
-        return Dataset(self.x[index], self.y[index], self.class_names, self.source, names)
+        return Dataset(self.x[index], self.y[index], self.class_names, self.source, names,
+                       list(self.skipped), chosen or self.chosen)
+
+    def stratified(self, limit: int | None, seed: int = 0, option: str = "--limit") -> Dataset:
+        """At most `limit` samples, the same share of every class as in the whole (see
+        stratified_subset); `option` names the setting in the error for limit <= 0."""
+        if limit is not None and limit <= 0:
+            raise DataError(f"{option} {limit}: must be a positive number of samples",
+                            f"pass {option} N with N >= 1, or leave it out to use all "
+                            f"{len(self)} samples")
+        if limit is None or limit >= len(self):
+            return self
+        return self.subset(stratified_subset(self.y, limit, seed),
+                           f"{limit} of {len(self)}, stratified by class, seed {seed}")
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Deterministic shuffled split: (first `fraction`, rest)."""
@@ -57,6 +72,83 @@ class Dataset:
 
     def take(self, limit: int | None) -> Dataset:
         return self if limit is None or limit >= len(self) else self.subset(np.arange(limit))
+
+
+def stratified_subset(y, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `n` samples, each class (each distinct value of `y`, unknown -1
+    included) in proportion to its share of `y`, every class present when n >= the number of
+    classes; which samples of a class is seeded and deterministic. Image folders list one class
+    after the other, so the first n samples would be one class only."""
+    y = np.asarray(y).reshape(-1)
+    if n <= 0:
+        raise DataError(f"a subset of {n} samples: must be at least 1")
+    if n >= len(y):
+        return np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    exact = n * counts / len(y)
+    quota = np.floor(exact).astype(np.int64)
+    if n >= len(classes):
+        quota = np.maximum(quota, 1)
+    # Largest remainders fill the rest; too many (every class raised to one) come off the
+    # largest quotas.
+    while quota.sum() < n:
+        room = np.where(quota < counts, exact - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    while quota.sum() > n:
+        quota[int(np.argmax(np.where(quota > 1, quota - exact, -np.inf)))] -= 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
+def output_classes(output_size: int) -> int:
+    """Classes of a classifier with `output_size` outputs: one sigmoid unit is a binary one."""
+    return 2 if output_size == 1 else output_size
+
+
+def class_labels(outputs) -> np.ndarray:
+    """Predicted label per sample from real-valued outputs (N x ...): the arg max, or for a
+    single sigmoid unit label 1 when the output is above 0.5."""
+    flat = np.asarray(outputs).reshape(len(outputs), -1)
+    if flat.shape[1] == 1:
+        return (flat[:, 0] > 0.5).astype(np.int64)
+    return flat.argmax(axis=1).astype(np.int64)
+
+
+def check_labels(y, classes: int, source: str) -> None:
+    """Known labels (>= 0) must name one of the model's `classes` outputs."""
+    known = np.asarray(y)[np.asarray(y) >= 0]
+    if known.size and known.max() >= classes:
+        raise DataError(f"{source}: labels {int(known.min())}–{int(known.max())}, but the model "
+                        f"has {classes} classes (labels 0–{classes - 1})",
+                        "pass the data this model was trained for, or a model with as many "
+                        "outputs as the data has classes")
+
+
+def check_input_domain(x, lo: float, hi: float, source: str, fix: str) -> None:
+    """Refuse data mostly outside the model's input domain [lo, hi] (e.g. 0-255 pixels for a
+    model that expects [0, 1]): more than 10% of the values further out than 1% of its width."""
+    x = np.asarray(x)
+    slack = 0.01 * (hi - lo)
+    outside = float(np.mean((x < lo - slack) | (x > hi + slack))) if x.size else 0.0
+    if outside > 0.10:
+        raise DataError(f"{source}: {100 * outside:.1f}% of the input values lie outside the "
+                        f"model's input domain [{lo:g}, {hi:g}] (the data spans "
+                        f"[{float(x.min()):g}, {float(x.max()):g}])", fix)
+
+
+def classification(y, predicted, classes: int) -> dict:
+    """Top-1 accuracy, accuracy per class and the confusion counts (rows: true label,
+    columns: predicted) over the samples with a known label."""
+    y, predicted = np.asarray(y).reshape(-1), np.asarray(predicted).reshape(-1)
+    known = y >= 0
+    confusion = np.zeros((classes, classes), np.int64)
+    np.add.at(confusion, (y[known], np.clip(predicted[known], 0, classes - 1)), 1)
+    totals = confusion.sum(axis=1)
+    return {"accuracy": float(np.trace(confusion) / totals.sum()) if totals.sum() else None,
+            "per_class_accuracy": [float(confusion[c, c] / totals[c]) if totals[c] else None
+                                   for c in range(classes)],
+            "confusion": confusion.tolist()}
 
 
 def check_finite(x: np.ndarray, source: str) -> None:
@@ -95,7 +187,7 @@ def load_image_folder(path: Path, input_shape, color: str, scale: float,
         order = _match_classes(names, class_names, path)
         folders = [folders[i] for i in order]
         names = list(class_names)
-    xs, ys, files, skipped = [], [], [], 0
+    xs, ys, files, skipped = [], [], [], []
     for label, folder in enumerate(folders):
         for f in sorted(folder.iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
@@ -104,14 +196,15 @@ def load_image_folder(path: Path, input_shape, color: str, scale: float,
                 with Image.open(f) as img:
                     xs.append(_fit_image(img, input_shape, color))
             except (UnidentifiedImageError, OSError, ValueError):
-                skipped += 1
+                skipped.append(f"{folder.name}/{f.name}")
                 continue
             ys.append(label)
             files.append(f.name)
     if skipped:
-        log.warning("%s: skipped %d unreadable image(s)", path, skipped)
+        shown = ", ".join(skipped[:SHOWN_SKIPPED]) + (", …" if len(skipped) > SHOWN_SKIPPED else "")
+        log.warning("%s: skipped %d unreadable image(s): %s", path, len(skipped), shown)
     if not xs:
-        what = f"all {skipped} images were unreadable" if skipped else "no images found"
+        what = f"all {len(skipped)} images were unreadable" if skipped else "no images found"
         raise DataError(f"{path}: {what}", f"put {', '.join(IMAGE_SUFFIXES)} files in the class sub-folders")
     x = np.stack(xs) / np.float32(scale)
     return Dataset(x.astype(np.float32), np.asarray(ys, np.int64), names, str(path), files, skipped)

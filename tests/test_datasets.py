@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeq.data import fashion_mnist, load_dataset
+from edgeq.data import (
+    check_input_domain,
+    check_labels,
+    class_labels,
+    classification,
+    fashion_mnist,
+    load_dataset,
+    output_classes,
+    stratified_subset,
+)
 from edgeq.errors import DataError
 
 
@@ -31,12 +40,14 @@ def test_class_order_follows_the_model_card(tmp_path):
     assert ds.class_names == ["person", "no_person"]
 
 
-def test_unreadable_images_are_skipped_with_a_count(tmp_path, caplog):
+def test_unreadable_images_are_skipped_and_named(tmp_path, caplog):
     folder = _folder(tmp_path)
     (folder / "person" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "non_person" / "empty.png").write_bytes(b"")
     ds = load_dataset(folder, (8, 8, 3), "rgb", 255.0)
-    assert len(ds) == 6 and ds.skipped == 1
-    assert "skipped 1 unreadable" in caplog.text
+    assert len(ds) == 6 and ds.skipped == ["non_person/empty.png", "person/broken.jpg"]
+    assert "skipped 2 unreadable image(s): non_person/empty.png, person/broken.jpg" in caplog.text
+    assert ds.by_prefix("0").skipped == ds.skipped  # subsets still say what the source lacked
 
 
 def test_only_unreadable_images_fail(tmp_path):
@@ -110,3 +121,60 @@ def test_coco_vww_prefix_split(coco_vww_dir):
     ds = load_dataset(coco_vww_dir, (96, 96, 3), "rgb", 255.0, ["no_person", "person"])
     assert len(ds) == 256 and int(ds.y.sum()) == 123
     assert len(ds.by_prefix("train2017_")) == 128 and len(ds.by_prefix("val2017_")) == 128
+
+
+def test_stratified_subset_takes_every_class_in_proportion():
+    y = np.array([0] * 58 + [1] * 6)  # an image folder: one class after the other
+    index = stratified_subset(y, 16, seed=0)
+    assert len(index) == 16 and len(set(index)) == 16 and list(index) == sorted(index)
+    assert np.bincount(y[index]).tolist() == [15, 1]  # 16 * 58/64 = 14.5, 16 * 6/64 = 1.5
+    assert np.bincount(y[stratified_subset(y, 32, seed=0)]).tolist() == [29, 3]
+    assert np.array_equal(index, stratified_subset(y, 16, seed=0))
+    assert not np.array_equal(index, stratified_subset(y, 16, seed=1))
+    rare = np.array([0] * 100 + [1] + [2] * 3)
+    assert np.bincount(rare[stratified_subset(rare, 3, seed=0)]).tolist() == [1, 1, 1]
+    assert np.bincount(rare[stratified_subset(rare, 10, seed=0)], minlength=3).tolist() == [8, 1, 1]
+    assert np.array_equal(stratified_subset(y, 64), np.arange(64))
+    with pytest.raises(DataError, match="at least 1"):
+        stratified_subset(y, 0)
+
+
+def test_dataset_stratified_says_how_it_was_chosen(tmp_path):
+    ds = load_dataset(_folder(tmp_path, n=6), (8, 8, 3), "rgb", 255.0)
+    half = ds.stratified(4, seed=3)
+    assert half.y.tolist() == [0, 0, 1, 1]
+    assert half.chosen == "4 of 12, stratified by class, seed 3"
+    assert ds.stratified(None) is ds and ds.stratified(50) is ds
+    with pytest.raises(DataError, match=r"--eval-limit 0: must be a positive number"):
+        ds.stratified(0, option="--eval-limit")
+
+
+def test_classification_counts_against_a_loop():
+    rng = np.random.default_rng(0)
+    y = rng.integers(-1, 3, 200)
+    predicted = rng.integers(0, 3, 200)
+    scores = classification(y, predicted, 3)
+    for c in range(3):
+        mine = [p for t, p in zip(y, predicted, strict=True) if t == c]
+        assert scores["per_class_accuracy"][c] == pytest.approx(sum(p == c for p in mine) / len(mine))
+        for d in range(3):
+            assert scores["confusion"][c][d] == sum(p == d for p in mine)
+    known = y >= 0
+    assert scores["accuracy"] == pytest.approx(np.mean(y[known] == predicted[known]))
+
+
+def test_single_unit_output_is_a_binary_classifier():
+    assert class_labels(np.array([[0.9], [0.2], [0.51]])).tolist() == [1, 0, 1]
+    assert class_labels(np.array([[0.1, 0.7, 0.2]])).tolist() == [1]
+    assert output_classes(1) == 2 and output_classes(10) == 10
+
+
+def test_labels_out_of_range_and_data_outside_the_domain():
+    with pytest.raises(DataError, match=r"d.npz: labels 0–6, but the model has 2 classes"):
+        check_labels(np.array([0, 3, 6, -1]), 2, "d.npz")
+    check_labels(np.array([0, 1, -1]), 2, "d.npz")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1)).astype(np.float32)
+    with pytest.raises(DataError, match=r"outside the model's input domain \[0, 1\]") as e:
+        check_input_domain(pixels, 0.0, 1.0, "d.npz", "divide by 255")
+    assert e.value.hint == "divide by 255"
+    check_input_domain(pixels / 255, 0.0, 1.0, "d.npz", "divide by 255")

@@ -24,6 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeq import __version__
+from edgeq.data import (
+    check_input_domain,
+    check_labels,
+    class_labels,
+    classification,
+    output_classes,
+)
 from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_module
 from edgeq.errors import (
     DataError,
@@ -73,14 +80,14 @@ class RuntimeRun:
     float_agreement: float | None = None  # label agreement with the float model
     seconds: float = 0.0
     outputs: np.ndarray | None = field(default=None, repr=False)  # raw outputs, N x ...
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return None if self.outputs is None else top1(self.outputs)
+    labels: np.ndarray | None = field(default=None, repr=False)  # predicted label per sample
+    per_class_accuracy: list | None = None  # accuracy on the samples of each class
+    confusion: list | None = None  # counts, rows: true label, columns: predicted
 
     def to_dict(self) -> dict:
         return {"key": self.key, "name": self.name, "available": self.available,
                 "reason": self.reason, "accuracy": self.accuracy,
+                "per_class_accuracy": self.per_class_accuracy, "confusion": self.confusion,
                 "float_agreement": self.float_agreement, "seconds": round(self.seconds, 3)}
 
 
@@ -98,6 +105,11 @@ class CheckResult:
     float_accuracy: float | None = None
     arena_bytes: int | None = None  # TFLM tensor arena actually used
     reference_equals_tflm: bool | None = None  # edgeq's numpy reference == TFLM, every output
+    classes: list[str] = field(default_factory=list)  # class names, index = label
+    float_per_class_accuracy: list | None = None
+    float_confusion: list | None = None
+    data: str = ""  # where the samples came from
+    chosen: str = ""  # how they were chosen ("" = all of them)
     edgeq_version: str = __version__
 
     def runtime(self, key: str) -> RuntimeRun | None:
@@ -117,7 +129,9 @@ class CheckResult:
         rows = []
         if include_float and self.float_accuracy is not None:
             rows.append({"name": "float", "accuracy": self.float_accuracy, "agreement": None,
-                         "agreement_with": None, "samples": self.samples})
+                         "agreement_with": None, "samples": self.samples,
+                         "per_class_accuracy": self.float_per_class_accuracy,
+                         "confusion": self.float_confusion})
         for r in self.runtimes:
             if not r.available:
                 continue
@@ -129,7 +143,8 @@ class CheckResult:
                 agreement, versus = None, None
             rows.append({"name": r.name, "accuracy": r.accuracy, "agreement": agreement,
                          "agreement_with": versus if agreement is not None else None,
-                         "samples": self.samples})
+                         "samples": self.samples, "per_class_accuracy": r.per_class_accuracy,
+                         "confusion": r.confusion})
         return rows
 
     def to_dict(self) -> dict:
@@ -138,6 +153,9 @@ class CheckResult:
             "model": self.model,
             "samples": self.samples,
             "labelled": self.labelled,
+            "data": self.data,
+            "chosen": self.chosen or "all samples",
+            "classes": self.classes,
             "input": self.input.__dict__ | {"shape": list(self.input.shape)},
             "output": self.output.__dict__ | {"shape": list(self.output.shape)},
             "runtimes": [r.to_dict() for r in self.runtimes],
@@ -146,6 +164,8 @@ class CheckResult:
             "diff_unit": self.diff_unit,
             "fidelity_ok": self.fidelity_ok,
             "float_accuracy": self.float_accuracy,
+            "float_per_class_accuracy": self.float_per_class_accuracy,
+            "float_confusion": self.float_confusion,
             "arena_bytes": self.arena_bytes,
             "reference_equals_tflm": self.reference_equals_tflm,
         }
@@ -154,17 +174,20 @@ class CheckResult:
         """A rich Table of the result (rich is imported only here)."""
         from rich.table import Table
 
-        table = Table(title=f"edgeq check: {Path(self.model).name} ({self.samples} samples, "
-                            f"{self.labelled} labelled)")
+        where = f" of {self.data}" if self.data else ""
+        table = Table(title=f"edgeq check: {Path(self.model).name} ({self.samples} samples{where}, "
+                            f"{self.chosen or 'all samples'}; {self.labelled} labelled)")
         table.add_column("runtime")
         table.add_column("top-1 accuracy", justify="right")
+        table.add_column("per class", justify="right")
         table.add_column("agreement", justify="right")
         table.add_column("time", justify="right")
         if self.float_accuracy is not None:
-            table.add_row("float model", _pct(self.float_accuracy), "", "")
+            table.add_row("float model", _pct(self.float_accuracy),
+                          self._per_class(self.float_per_class_accuracy), "", "")
         for r in self.runtimes:
             if not r.available:
-                table.add_row(r.name, "[yellow]unavailable[/]", r.reason, "")
+                table.add_row(r.name, "[yellow]unavailable[/]", "", r.reason, "")
                 continue
             if r.float_agreement is not None:
                 agreement = f"{_pct(r.float_agreement)} vs float"
@@ -172,7 +195,8 @@ class CheckResult:
                 agreement = f"{_pct(self.tflm_litert_agreement)} vs LiteRT"
             else:
                 agreement = ""
-            table.add_row(r.name, _pct(r.accuracy), agreement, f"{r.seconds:.2f} s")
+            table.add_row(r.name, _pct(r.accuracy), self._per_class(r.per_class_accuracy),
+                          agreement, f"{r.seconds:.2f} s")
         if self.tflm_litert_agreement is not None:
             ok = self.fidelity_ok
             verdict = "[green]within contract[/]" if ok else "[red]outside contract[/]"
@@ -187,7 +211,21 @@ class CheckResult:
             table.caption = (table.caption or "") + f"\nedgeq reference vs TFLM raw outputs: {same}"
         if self.arena_bytes is not None:
             table.caption = (table.caption or "") + f"\nTFLM arena used: {self.arena_bytes:,} bytes"
+        confusion = next((r.confusion for r in self.runtimes if r.key == "tflm" and r.confusion),
+                         None) or next((r.confusion for r in self.runtimes if r.confusion), None)
+        if confusion is not None:
+            table.caption = (table.caption or "") + "\nconfusion (rows true, columns predicted): " \
+                + "; ".join(f"{self._class_name(c)}: {' '.join(map(str, row))}"
+                            for c, row in enumerate(confusion))
         return table
+
+    def _class_name(self, label: int) -> str:
+        return self.classes[label] if label < len(self.classes) else str(label)
+
+    def _per_class(self, values) -> str:
+        if not values:
+            return ""
+        return ", ".join(f"{self._class_name(c)} {_pct(v)}" for c, v in enumerate(values))
 
     def print(self, console=None) -> None:
         from rich.console import Console
@@ -199,10 +237,10 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def top1(outputs: np.ndarray) -> np.ndarray:
-    """Top-1 label per sample. Raw int8 outputs rank like their dequantized values (scale > 0)."""
-    flat = np.asarray(outputs).reshape(len(outputs), -1)
-    return flat.argmax(axis=1).astype(np.int64)
+def top1(outputs: np.ndarray, spec: TensorSpec | None = None) -> np.ndarray:
+    """Predicted label per sample from raw outputs (of tensor `spec`; None: real values): the
+    arg max, or for one sigmoid unit label 1 above 0.5 of the dequantized value."""
+    return class_labels(outputs if spec is None else dequantize(outputs, spec))
 
 
 def accuracy(labels: np.ndarray, y: np.ndarray | None) -> float | None:
@@ -235,6 +273,18 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.scale is None:
         return np.asarray(q, np.float32)
     return ((np.asarray(q, np.float64) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+def _check_domain(x: np.ndarray, spec: TensorSpec, source: str) -> None:
+    """Float inputs must mostly fit the int8 input tensor's range (else most of them saturate:
+    0-255 pixels into a model quantized for [0, 1])."""
+    if not spec.is_integer or spec.scale is None or not np.issubdtype(x.dtype, np.floating):
+        return
+    info = np.iinfo(spec.dtype)
+    lo, hi = (info.min - spec.zero_point) * spec.scale, (info.max - spec.zero_point) * spec.scale
+    check_input_domain(x, lo, hi, source,
+                       f"the input tensor covers [{lo:.3g}, {hi:.3g}]: scale the data to it "
+                       "(0-255 pixels: divide by 255)")
 
 
 def _check_shape(x: np.ndarray, spec: TensorSpec) -> None:
@@ -361,7 +411,8 @@ def model_input_spec(model) -> TensorSpec:
 def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
                 float_model_predict: np.ndarray | Callable | None = None, *,
                 float_outputs: np.ndarray | None = None,
-                advance: Callable[[], None] | None = None) -> CheckResult:
+                advance: Callable[[], None] | None = None, classes: list[str] | None = None,
+                data: str = "", chosen: str = "") -> CheckResult:
     """Run every sample of `x` through LiteRT and TFLM and compare.
 
     model: a .tflite path or its bytes. x: N samples, float in the model's input domain (they
@@ -369,6 +420,8 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
     integer type. y: int labels (-1 = unknown) or None. float_model_predict: the float model's
     outputs for x (N x classes array), or a function x_float -> that array; `float_outputs`
     is the same as an array. advance: called after each sample of each runtime (progress bars).
+    classes: class names (index = label); data, chosen: where the samples came from and how
+    they were chosen, for the report. A single-unit output is a binary (sigmoid) classifier.
     """
     if float_model_predict is not None and float_outputs is not None:
         raise ValueError("pass either float_model_predict or float_outputs, not both")
@@ -379,10 +432,15 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
     spec_in, spec_out = first[2], first[3]
     x = np.asarray(x)
     _check_shape(x, spec_in)
+    source = data or "the data"
+    _check_domain(x, spec_in, source)
     q = quantize_inputs(x, spec_in)
     y = None if y is None else np.asarray(y, np.int64).reshape(-1)
     if y is not None and len(y) != len(x):
         raise DataError(f"{len(x)} inputs but {len(y)} labels")
+    n_classes = output_classes(int(np.prod(spec_out.shape[1:])))
+    if y is not None:
+        check_labels(y, n_classes, source)
 
     float_labels = _float_labels(float_model_predict, x, q, spec_in)
     runners = {"litert": _run_litert, "tflm": _run_tflm, "edgeq": _run_reference}
@@ -397,16 +455,24 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
             arena = value[4]
         start = time.perf_counter()
         outputs = runners[key](value[0], q, advance)
-        run = RuntimeRun(key, value[1], True, seconds=time.perf_counter() - start, outputs=outputs)
-        run.accuracy = accuracy(run.labels, y)
+        run = RuntimeRun(key, value[1], True, seconds=time.perf_counter() - start, outputs=outputs,
+                         labels=top1(outputs, spec_out))
+        if y is not None and (y >= 0).any():
+            scores = classification(y, run.labels, n_classes)
+            run.accuracy = scores["accuracy"]
+            run.per_class_accuracy, run.confusion = scores["per_class_accuracy"], scores["confusion"]
         if float_labels is not None:
             run.float_agreement = float(np.mean(run.labels == float_labels))
         runs.append(run)
 
     result = CheckResult(name, len(x), int((y >= 0).sum()) if y is not None else 0,
-                         spec_in, spec_out, runs, arena_bytes=arena)
-    if float_labels is not None:
-        result.float_accuracy = accuracy(float_labels, y)
+                         spec_in, spec_out, runs, arena_bytes=arena, data=data, chosen=chosen,
+                         classes=list(classes) if classes else [str(c) for c in range(n_classes)])
+    if float_labels is not None and y is not None and (y >= 0).any():
+        scores = classification(y, float_labels, n_classes)
+        result.float_accuracy = scores["accuracy"]
+        result.float_per_class_accuracy = scores["per_class_accuracy"]
+        result.float_confusion = scores["confusion"]
     litert, tflm, reference = result.runtime("litert"), result.runtime("tflm"), result.runtime("edgeq")
     if reference.available and tflm.available:
         result.reference_equals_tflm = bool(np.array_equal(reference.outputs, tflm.outputs))
@@ -428,7 +494,7 @@ def _float_labels(predict, x, q, spec_in) -> np.ndarray | None:
     if len(outputs) != len(x):
         raise DataError(f"the float model gave {len(outputs)} outputs for {len(x)} inputs",
                         "pass the float model's outputs for exactly the checked samples")
-    return top1(outputs)
+    return class_labels(outputs)
 
 
 def _one_line(error: EdgeqError) -> str:
@@ -441,8 +507,8 @@ def check_command(model_path, data_path, limit: int | None = None, json_path=Non
     """What `edgeq check MODEL.tflite --data PATH [--limit N] [--json FILE]` does.
 
     The data's shape and colour follow the model's input tensor (1 channel = grayscale,
-    3 = RGB); images are divided by `scale`. `limit` takes a seeded random subset (image folders
-    list one class after the other, so the first N would be one class only).
+    3 = RGB); images are divided by `scale`. `limit` takes a seeded subset stratified by class
+    (image folders list one class after the other, so the first N would be one class only).
     """
     from edgeq.data import load_dataset  # numpy and Pillow only
 
@@ -455,12 +521,9 @@ def check_command(model_path, data_path, limit: int | None = None, json_path=Non
         raise DataError(f"{model_path}: input has {c} channels; images can fill 1 or 3",
                         "pass an .npz with x of the input's shape")
     data = load_dataset(data_path, (h, w, c), color="grayscale" if c == 1 else "rgb", scale=scale)
-    if limit is not None and limit < len(data):
-        if limit <= 0:
-            raise DataError(f"--limit {limit}: must be a positive number of samples")
-        chosen = np.sort(np.random.default_rng(seed).permutation(len(data))[:limit])
-        data = data.subset(chosen)
-    result = check_model(model_path, data.x, data.y)
+    data = data.stratified(limit, seed, "--limit")
+    result = check_model(model_path, data.x, data.y, classes=data.class_names or None,
+                         data=str(data_path), chosen=data.chosen)
     if json_path is not None:
         write_json(result.to_dict(), json_path)
     return result
