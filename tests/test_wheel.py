@@ -31,8 +31,13 @@ def test_the_wheel_carries_the_data_folders_and_the_repository_keeps_one_copy(in
         assert files, folder
         missing = {f for f in files if f"edgeq/_data/{folder}/{f}" not in names}
         assert not missing, f"{folder}/ files not in the wheel: {sorted(missing)}"
-    kernels = {f"edgeq/kernels/{f}" for f in _repo_files("edgeq/kernels")}
-    assert kernels and kernels <= names, sorted(kernels - names)
+    # the whole package, data files too (kernels, engine and report templates): every file of
+    # edgeq/ that git tracks
+    tracked = subprocess.run(["git", "ls-files", "edgeq"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    package = {f for f in tracked if (REPO / f).is_file()}
+    assert {"edgeq/kernels/edgeq_kernels.h", "edgeq/deploy/templates/engine/model.c.j2"} <= package
+    assert package <= names, sorted(package - names)
     # the mapping happens at build time: no second copy of the data in the package folder
     assert not (REPO / "edgeq" / "_data").exists()
 
