@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from edgeq import __version__
 from edgeq.errors import EdgeqError
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)  # log lines without "build.py:77"
 out_console = Console()
 BITS_CHOICES = ["8", "4", "3", "2", "mixed"]
+# edgeq.learn.quantize.METHODS plus rex (tests/test_misuse.py keeps them equal); listed here so
+# that --method is checked without importing TensorFlow
+METHOD_NAMES = ("minmax", "mse", "adaround", "brecq", "adaquant", "genie", "rex")
+MIN_CALIBRATION = 8  # edgeq.learn.quantize.MIN_SAMPLES
+_settings = {"verbose": False}
 
 
 def _bits(value: str) -> int | str:
@@ -47,20 +55,97 @@ def expected_errors(fn):
     return wrapper
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+def _setup_console(verbose: bool) -> None:
+    """Quiet unless --verbose: TensorFlow's C++ logs off, warnings and log records as one rich
+    line without source lines, third-party warnings hidden."""
+    _settings["verbose"] = verbose
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    warnings.showwarning = _show_warning
+    handler = logging.StreamHandler()
+    handler.emit = lambda record: console.print(f"[yellow]warning:[/yellow] {record.getMessage()}",
+                                                highlight=False)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    for name in ("tensorflow", "absl", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if _settings["verbose"] or Path(filename).resolve().is_relative_to(Path(__file__).parent):
+        console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow (and tf_keras) now. Unless --verbose, with the process's stderr closed
+    meanwhile: its CUDA probes, cuInit errors and oneDNN notes are written by C++ before any
+    Python or environment setting can silence them."""
+    if "tensorflow" in sys.modules:
+        return
+    if _settings["verbose"]:
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs now, not at the first op
+        try:
+            import tf_keras  # noqa: F401
+        except ImportError:
+            pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _table(title: str, columns, keep=(0,), **options) -> Table:
+    """A compact table that fits the terminal: long cells wrap; the `keep` columns (names)
+    are never wrapped or cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True, **options)
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i in keep, overflow="fold")
+    return table
+
+
+def _check_out_file(path, *inputs) -> None:
+    from edgeq.outputs import check_output_file
+
+    if path is not None and path != "-":
+        check_output_file(path, inputs)
+
+
+def _check_data(path) -> None:
+    from edgeq.preflight import check_data_source
+
+    if path is not None:
+        check_data_source(path)
+
+
+EXISTING = click.Path(exists=True)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeq")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's own logs and third-party warnings.")
+def main(verbose):
     """edgeq: put a Keras model on a microcontroller, and prove what runs there.
 
     \b
     Example (the embedded demo: trains a small Fashion-MNIST model and builds it):
       edgeq build --board cortex-m7
     """
+    _setup_console(verbose)
 
 
 # ---------------------------------------------------------------------------------------- boards
@@ -79,9 +164,8 @@ def boards(ctx):
         return
     from edgeq.boards import aliases, list_boards
 
-    table = Table(title="boards")
-    for col in ("name", "core", "MHz", "flash KiB", "RAM KiB", "arena KiB", "FPU", "DSP", "flash with"):
-        table.add_column(col)
+    table = _table("boards", ("name", "core", "MHz", "flash\nKiB", "RAM\nKiB", "arena\nKiB",
+                              "FPU", "DSP", "flash with"), keep=range(8))
     for b in list_boards():
         tool = (b.flasher or {}).get("tool", "—") if b.flasher else "emulated only"
         table.add_row(b.name, b.core, f"{b.clock_mhz:g}", str(b.flash_kib), str(b.ram_kib),
@@ -112,7 +196,7 @@ def _show_fields(title: str, fields: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(fields, indent=2))
         return
-    table = Table(title=title, show_header=False)
+    table = _table(title, ("field", "value"), show_header=False)
     for k, v in fields.items():
         table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
     out_console.print(table)
@@ -134,9 +218,7 @@ def models(ctx):
         return
     from edgeq.learn.zoo import list_cards
 
-    table = Table(title="models")
-    for col in ("name", "input", "classes", "description"):
-        table.add_column(col)
+    table = _table("models", ("name", "input", "classes", "description"), keep=(0, 1, 2))
     for c in list_cards():
         table.add_row(c.name, "×".join(map(str, c.input_shape)), str(c.num_classes), c.description)
     out_console.print(table)
@@ -163,13 +245,13 @@ def models_show(name, as_json):
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=False)
 
 
 @main.command()
 @click.option("--model", "model_name", default="fmnist", show_default=True, help="Zoo model to train.")
-@click.option("--data", type=click.Path(), help="Training data (image folder, .npz or IDX). "
+@click.option("--data", type=EXISTING, help="Training data (image folder, .npz or IDX). "
               "Default for fmnist: Fashion-MNIST from /usr/share/datasets/fashion-mnist.")
 @click.option("--epochs", type=int, help="Epochs (default: the model card's).")
 @click.option("--batch-size", type=int, help="Batch size (default: the model card's).")
@@ -178,7 +260,7 @@ def _progress():
 @click.option("--out", "out_path", default=None,
               help="Where to save the result [default: NAME.h5; with --qgt: NAME_qgt.tflite].")
 @click.option("--qgt", is_flag=True, help="Quantization Guided Training toward --bits, exported as .tflite.")
-@click.option("--keras-model", type=click.Path(), help="--qgt: start from this trained Keras model.")
+@click.option("--keras-model", type=EXISTING, help="--qgt: start from this trained Keras model.")
 @click.option("--bits", type=click.Choice(["2", "4", "mixed"]), default="4", show_default=True,
               help="--qgt: weight bits of the inner layers (first and last stay at 8); mixed: 2 bits "
               "with the compression bottlenecks lifted to their suggested width.")
@@ -199,26 +281,29 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
       edgeq train --qgt --keras-model fmnist.h5 --bits 4 --epochs 2 --checkpoint-dir ckpt/
       edgeq train --qgt --keras-model fmnist.h5 --bits mixed --epochs 4
     """
-    _quiet_tensorflow()
-    from edgeq.build import BuildConfig, load_build_data
-    from edgeq.learn.train import train as run_train
-    from edgeq.learn.zoo import build_model, load_card
+    from edgeq.learn.zoo import load_card
 
     card = load_card(model_name)
+    out_path = out_path or (f"{model_name}_qgt.tflite" if qgt else f"{model_name}.h5")
+    _check_data(data)
+    _check_out_file(out_path, data, keras_model)
+    _import_tensorflow()
+    from edgeq.build import BuildConfig, load_build_data
+    from edgeq.learn.train import train as run_train
+    from edgeq.learn.zoo import build_model
+
     cfg = BuildConfig(model=model_name, data=data, seed=seed, eval_limit=None)
     train_ds, calib, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
                                             card.preprocess.scale, card.labels)
     if qgt:
         _train_qgt(card, keras_model, train_ds, calib, test, epochs or 2, batch_size or 128, lr,
-                   bits, regularizer, checkpoint_dir, distribute, seed,
-                   out_path or f"{model_name}_qgt.tflite")
+                   bits, regularizer, checkpoint_dir, distribute, seed, out_path)
         return
     model = build_model(card)
     epochs = epochs or card.train.get("epochs", 10)
     with _progress() as progress:
         result = run_train(model, train_ds, test, epochs, batch_size or card.train.get("batch_size", 128),
                            lr or card.train.get("learning_rate", 1e-3), seed, progress)
-    out_path = out_path or f"{model_name}.h5"
     _save_model(model, out_path)
     console.print(f"trained {model_name} for {epochs} epochs in {result.seconds:.0f} s: "
                   f"training accuracy {result.history['accuracy'][-1]:.4f}; "
@@ -250,31 +335,30 @@ def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr,
 
 
 def _save_model(model, path: str) -> None:
-    from edgeq.errors import OutputError
+    from edgeq.outputs import staged_file
 
-    try:
-        model.save(path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot save the model ({e.strerror or e})",
-                          "choose a writable --out path") from None
+    with staged_file(path) as tmp:
+        model.save(tmp)
 
 
 # ----------------------------------------------------------------------------------------- build
 @main.command()
 @click.option("--board", default="cortex-m7", show_default=True, help="Board name, alias or YAML file.")
 @click.option("--model", "model_name", help="Zoo model name (see `edgeq models`).")
-@click.option("--keras-model", type=click.Path(), help="Your Keras model: .h5, .keras or SavedModel folder.")
-@click.option("--weights", type=click.Path(), help="Weights to load into the model.")
-@click.option("--data", type=click.Path(), help="Calibration/evaluation data: image folder, .npz or IDX.")
-@click.option("--out", default="out", show_default=True, help="Output folder (replaced atomically).")
+@click.option("--keras-model", type=EXISTING, help="Your Keras model: .h5, .keras or SavedModel folder.")
+@click.option("--weights", type=EXISTING, help="Weights to load into the model.")
+@click.option("--data", type=EXISTING, help="Calibration/evaluation data: image folder, .npz or IDX.")
+@click.option("--out", default="out", show_default=True,
+              help="Output folder: a new or empty one, or edgeq's own from an earlier run "
+              "(replaced atomically).")
 @click.option("--epochs", type=int, help="Train the zoo model this many epochs first.")
-@click.option("--calib-samples", type=int, default=256, show_default=True)
-@click.option("--eval-limit", type=int, default=2000, show_default=True,
+@click.option("--calib-samples", type=click.IntRange(min=MIN_CALIBRATION), default=256, show_default=True)
+@click.option("--eval-limit", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Evaluate on at most this many samples.")
 @click.option("--bits", type=click.Choice(BITS_CHOICES), default="8", show_default=True,
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
-@click.option("--method", help="Quantization method: minmax, mse, adaround, brecq, adaquant, genie, rex "
-              "[default: brecq below 8 bits, minmax at 8, genie with --zero-shot].")
+@click.option("--method", type=click.Choice(METHOD_NAMES),
+              help="Quantization method [default: brecq below 8 bits, minmax at 8, genie with --zero-shot].")
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed [default: the board's flash].")
 @click.option("--iters", type=int, help="Reconstruction steps per block or layer [default: per method].")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -314,8 +398,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
       edgeq build --keras-model vww_96.h5 --zero-shot --bits 4 --out vww_zs/
       edgeq build --keras-model fmnist.h5 --data /usr/share/datasets/fashion-mnist --train --bits 2
     """
-    _quiet_tensorflow()
-    from edgeq.build import BuildConfig, run_build
+    from edgeq.build import BuildConfig, preflight, run_build
 
     cfg = BuildConfig(board=board, model=model_name, keras_model=keras_model, weights=weights,
                       data=data, out=out, epochs=epochs, calib_samples=calib_samples,
@@ -324,6 +407,9 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
                       train_epochs=train_epochs, expansion=expansion, sparsity=sparsity,
                       force=force)
+    _check_data(data)
+    preflight(cfg)
+    _import_tensorflow()
     result = run_build(cfg, console=console, progress_factory=_progress)
     if json_out:
         click.echo(json.dumps(json.loads((result.out_dir / "report.json").read_text()), indent=2))
@@ -353,15 +439,15 @@ def _print_build_summary(result) -> None:
 
 # ---------------------------------------------------------------------------------------- export
 @main.command()
-@click.argument("keras_model", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
+@click.argument("keras_model", type=EXISTING)
+@click.option("--data", required=True, type=EXISTING, help="Calibration data: image folder, .npz or IDX.")
 @click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
 @click.option("--bits", type=click.Choice(["8", "4"]), default="8", show_default=True,
               help="Weight bits of the inner layers (first and last layer stay at 8).")
 @click.option("--io", "io_dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
               help="Type of the model's input and output tensors.")
-@click.option("--calib-samples", type=int, default=256, show_default=True)
-@click.option("--weights", type=click.Path(), help="Weights to load into the model.")
+@click.option("--calib-samples", type=click.IntRange(min=MIN_CALIBRATION), default=256, show_default=True)
+@click.option("--weights", type=EXISTING, help="Weights to load into the model.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")
 @expected_errors
 def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, unsafe):
@@ -373,7 +459,9 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
     Example:
       edgeq export model.h5 --data photos/ --bits 4 --out model_w4.tflite
     """
-    _quiet_tensorflow()
+    _check_data(data)
+    _check_out_file(out_path, keras_model, data, weights)
+    _import_tensorflow()
     from edgeq.build import BuildConfig, load_build_data
     from edgeq.learn.export import export_tflite
     from edgeq.learn.modelio import load_keras_model, load_weights
@@ -391,10 +479,11 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 
 # -------------------------------------------------------------------------------------- quantize
 @main.command()
-@click.argument("keras_model", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Calibration data: image folder, .npz or IDX.")
+@click.argument("keras_model", type=EXISTING)
+@click.option("--data", required=True, type=EXISTING, help="Calibration data: image folder, .npz or IDX.")
 @click.option("--out", "out_path", default="model.tflite", show_default=True, help="The .tflite to write.")
-@click.option("--method", help="minmax, mse, adaround, brecq, adaquant, genie, rex [default: brecq below 8 bits].")
+@click.option("--method", type=click.Choice(METHOD_NAMES),
+              help="Quantization method [default: brecq below 8 bits, minmax at 8].")
 @click.option("--expansion", type=int, default=2, show_default=True,
               help="--method rex: orders K of the residual expansion.")
 @click.option("--sparsity", type=float, default=1.0, show_default=True,
@@ -404,7 +493,7 @@ def export(keras_model, data, out_path, bits, io_dtype, calib_samples, weights, 
 @click.option("--budget-kb", type=float, help="Weight budget in KiB for --bits mixed.")
 @click.option("--fisher", is_flag=True, help="brecq: weight the block loss by the squared KL gradient.")
 @click.option("--iters", type=int, help="Optimization steps per block or layer [default: per method].")
-@click.option("--calib-samples", type=int, default=1024, show_default=True)
+@click.option("--calib-samples", type=click.IntRange(min=MIN_CALIBRATION), default=1024, show_default=True)
 @click.option("--input-range", type=(float, float), metavar="LO HI",
               help="The model's input domain (e.g. 0 1): the input tensor's int8 range, instead "
               "of the data's min/max. Use it with synthetic data from `edgeq synth`.")
@@ -423,11 +512,22 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
       edgeq quantize model.h5 --data calib.npz --bits mixed --budget-kb 81 --report q.json
       edgeq quantize model.h5 --data synth.npz --method rex --bits 4 --expansion 2 --sparsity 0.5
     """
-    _quiet_tensorflow()
+    from edgeq.errors import DataError
+
+    if bits == "mixed" and method == "rex":
+        raise DataError("--method rex takes one width, not mixed", "pass --bits 8, 4, 3 or 2")
+    if bits == "mixed" and budget_kb is None:
+        raise DataError("--bits mixed needs a weight budget",
+                        "pass --budget-kb N (KiB of weights, e.g. what the board's flash leaves)")
+    _check_data(data)
+    _check_out_file(out_path, keras_model, data)
+    _check_out_file(report_path, keras_model, data, out_path)
+    _import_tensorflow()
     from edgeq.build import BuildConfig, load_build_data
-    from edgeq.learn.export import to_tflite_model, write_atomically
+    from edgeq.learn.export import to_tflite_model
     from edgeq.learn.modelio import load_keras_model
     from edgeq.learn.quantize import quantize as run_quantize
+    from edgeq.outputs import write_file
     from edgeq.tflite.write import write_model
 
     loaded = load_keras_model(keras_model, unsafe=unsafe)
@@ -442,12 +542,11 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
                                   iters=iters, fisher=fisher, calib_samples=calib_samples,
                                   input_range=input_range)
     data_bytes = write_model(to_tflite_model(qgraph))
-    write_atomically(Path(out_path), data_bytes)
+    write_file(out_path, data_bytes)
     if report_path:
-        write_atomically(Path(report_path), json.dumps(report.to_dict(), indent=2, default=str).encode())
-    table = Table(title=f"{report.method} {bits}-bit: per-layer bits and output SQNR")
-    for col in ("layer", "bits", "SQNR min-max dB", "SQNR dB"):
-        table.add_column(col)
+        write_file(report_path, json.dumps(report.to_dict(), indent=2, default=str))
+    table = _table(f"{report.method} {bits}-bit: per-layer bits and output SQNR",
+                   ("layer", "bits", "SQNR min-max dB", "SQNR dB"))
     for row in report.layers:
         table.add_row(row["name"], str(row["bits"]), _db(row.get("sqnr_minmax_db")), _db(row.get("sqnr_db")))
     out_console.print(table)
@@ -456,18 +555,15 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
 
 def _quantize_rex(model, calib_x, bits, expansion, sparsity, input_range, out_path,
                   report_path) -> None:
-    from edgeq.errors import DataError
-    from edgeq.learn.export import write_atomically
     from edgeq.learn.graph import capture
     from edgeq.learn.quant.rex import export_rex, rex_quantize
+    from edgeq.outputs import write_file
 
-    if bits == "mixed":
-        raise DataError("--method rex takes one width, not mixed", "pass --bits 8, 4, 3 or 2")
     graph = capture(model).with_input_range(input_range)
     qgraph, info = rex_quantize(graph, bits, expansion, sparsity, calib_x=calib_x)
     data = export_rex(qgraph, out_path)
     if report_path:
-        write_atomically(Path(report_path), json.dumps(info.to_dict(), indent=2, default=str).encode())
+        write_file(report_path, json.dumps(info.to_dict(), indent=2, default=str))
     console.print(f"REx W{bits} × {expansion} orders (G = {sparsity:g}): {len(info.layers)} layers "
                   f"expanded, weights {info.weight_bytes / 1024:.1f} KiB; wrote {out_path} "
                   f"({len(data):,} bytes)")
@@ -479,11 +575,11 @@ def _db(value) -> str:
 
 # ----------------------------------------------------------------------------------------- synth
 @main.command()
-@click.argument("keras_model", type=click.Path())
+@click.argument("keras_model", type=EXISTING)
 @click.option("--out", "out_path", default="synthetic.npz", show_default=True,
               help="The .npz of images (x) that every --data option accepts.")
-@click.option("--samples", type=int, default=1024, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--iterations", type=int, help="Optimization steps per batch [default: edgeq.learn.synth's].")
 @click.option("--preview", type=click.Path(), help="Also write a preview grid PNG here.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -498,7 +594,9 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
       edgeq synth vww_96.h5 --samples 256 --out synth.npz --preview synth.png
       edgeq quantize vww_96.h5 --data synth.npz --bits 4 --method genie --input-range 0 1
     """
-    _quiet_tensorflow()
+    _check_out_file(out_path, keras_model)
+    _check_out_file(preview, keras_model, out_path)
+    _import_tensorflow()
     from edgeq.learn.modelio import load_keras_model
     from edgeq.learn.synth import preview_png, save_npz, synthesize
 
@@ -519,18 +617,20 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
 
 # ----------------------------------------------------------------------------------------- check
 @main.command()
-@click.argument("model_path", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Image folder, .npz or IDX files.")
-@click.option("--limit", type=int, help="Use at most this many samples.")
+@click.argument("model_path", type=EXISTING_FILE)
+@click.option("--data", required=True, type=EXISTING, help="Image folder, .npz or IDX files.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use at most this many samples.")
 @click.option("--target", type=click.Choice(["host", "qemu"]), default="host", show_default=True,
               help="host: LiteRT, TFLM and edgeq's reference; qemu: edgeq's firmware on an emulated "
                    "Cortex-M7 (mps2-an500) compared with TFLM and LiteRT.")
 @click.option("--out", "out_dir", default="firmware-check", show_default=True,
-              help="Where the QEMU firmware is built (--target qemu).")
+              help="Where the QEMU firmware is built (--target qemu): a new or empty folder, or "
+              "edgeq's own.")
+@click.option("--force", is_flag=True, help="--target qemu: replace an --out folder edgeq did not make.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="QEMU time limit in seconds.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON here ('-' = stdout).")
 @expected_errors
-def check(model_path, data, limit, target, out_dir, timeout, json_path):
+def check(model_path, data, limit, target, out_dir, force, timeout, json_path):
     """Top-1 accuracy of an integer .tflite on-device: through LiteRT, TFLM and edgeq's reference
     interpreter (host, needs no TensorFlow), or as edgeq's firmware under QEMU.
 
@@ -539,8 +639,13 @@ def check(model_path, data, limit, target, out_dir, timeout, json_path):
       edgeq check out/model.tflite --data photos/ --json check.json
       edgeq check vww_96_int8.tflite --data photos/ --target qemu --limit 32
     """
+    from edgeq.outputs import check_output_folder
+
+    _check_data(data)
+    _check_out_file(json_path, model_path, data)
     if target == "qemu":
-        payload = _check_qemu(model_path, data, limit, out_dir, timeout)
+        check_output_folder(out_dir, force, [model_path, data, json_path])
+        payload = _check_qemu(model_path, data, limit, out_dir, timeout, force)
         if json_path:
             _write_json(payload, json_path)
         return
@@ -558,12 +663,12 @@ def _write_json(payload: dict, json_path: str) -> None:
     if json_path == "-":
         click.echo(text)
         return
-    from edgeq.learn.export import write_atomically
+    from edgeq.outputs import write_file
 
-    write_atomically(Path(json_path), text.encode())
+    write_file(json_path, text + "\n")
 
 
-def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
+def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
     from edgeq.data import load_dataset
     from edgeq.deploy.check import model_input_spec, quantize_inputs
     from edgeq.deploy.qemu import check_on_qemu
@@ -575,7 +680,8 @@ def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
         ds = ds.split(min(1.0, limit / len(ds)), seed=0)[0]
     q = quantize_inputs(ds.x, spec)
     labels = ds.y if (ds.y >= 0).all() else None
-    result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True)
+    result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True,
+                           force=force)
     payload = {"model": str(model_path), "samples": len(ds), "target": "qemu mps2-an500",
                "accuracy": result.accuracy, "identical_to_tflm": result.identical,
                "mismatched_values": result.mismatches, "label_agreement_tflm": result.label_agreement,
@@ -584,26 +690,51 @@ def _check_qemu(model_path, data, limit, out_dir, timeout) -> dict:
                "instructions_per_inference": result.instructions_per_inference, "macs": result.macs,
                "instructions_per_mac": round(result.instructions_per_mac, 3),
                "sizes": result.sizes, "tflm_arena": result.tflm_arena}
-    table = Table(title=f"edgeq firmware under QEMU (mps2-an500): {Path(model_path).name}, "
-                        f"{len(ds)} samples", show_header=False)
-    for k, v in payload.items():
-        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
-    out_console.print(table)
+    _print_qemu_check(payload, f"edgeq firmware under QEMU (mps2-an500): "
+                               f"{Path(model_path).name}, {len(ds)} samples")
     if not result.identical:
         console.print(f"[bold red]firmware outputs differ from TFLM in {result.mismatches} values[/]")
     return payload
 
 
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _print_qemu_check(payload: dict, title: str) -> None:
+    """The QEMU check as people read it: percentages, counts with separators, sizes apart."""
+    identical = payload["identical_to_tflm"]
+    rows = [("top-1 on the device", _percent(payload["accuracy"])),
+            ("outputs identical to TFLM", "yes" if identical
+             else f"no: {payload['mismatched_values']:,} values differ"),
+            ("labels = TFLM's", _percent(payload["label_agreement_tflm"])),
+            ("labels = LiteRT's", _percent(payload["label_agreement_litert"])),
+            ("largest difference from LiteRT", f"{payload['max_lsb_litert']} LSB"),
+            ("instructions per inference", f"{payload['instructions_per_inference']:,}"),
+            ("MACs per inference", f"{payload['macs']:,}"),
+            ("instructions per MAC", f"{payload['instructions_per_mac']:.3f}")]
+    table = _table(title, ("check", "result"), show_header=False)
+    for row in rows:
+        table.add_row(*row)
+    out_console.print(table)
+    sizes = _table("sizes (arm-none-eabi-size; arena: the memory plan)", ("section", "bytes"))
+    for name, value in {**payload["sizes"], "TFLM arena": payload["tflm_arena"]}.items():
+        sizes.add_row(name, f"{value:,}")
+    out_console.print(sizes)
+
+
 # -------------------------------------------------------------------------------------- firmware
 @main.command()
-@click.argument("model_path", type=click.Path())
+@click.argument("model_path", type=EXISTING_FILE)
 @click.option("--board", default="mps2-an500", show_default=True, help="Board name, alias or YAML file.")
-@click.option("--out", "out_dir", default="firmware", show_default=True, help="Project folder (replaced atomically).")
+@click.option("--out", "out_dir", default="firmware", show_default=True,
+              help="Project folder: a new or empty one, or edgeq's own (replaced atomically).")
+@click.option("--force", is_flag=True, help="Replace an --out folder that edgeq did not make.")
 @click.option("--portable", is_flag=True, help="Portable C kernels only (no DSP fast paths).")
 @click.option("--wide-int8-weights", is_flag=True,
               help="Store INT8 conv weights as int16 pairs: fewer instructions, twice their flash.")
 @expected_errors
-def firmware(model_path, board, out_dir, portable, wide_int8_weights):
+def firmware(model_path, board, out_dir, force, portable, wide_int8_weights):
     """Generate the C engine for an integer .tflite and build a firmware project for a board
     (arm-none-eabi-gcc); report flash and RAM from arm-none-eabi-size.
 
@@ -612,11 +743,14 @@ def firmware(model_path, board, out_dir, portable, wide_int8_weights):
       edgeq firmware out/model.tflite --board mps2-an500 --out fw/
       edgeq firmware vww_96_int8.tflite --board stm32h743 --out fw-h7/
     """
+    from edgeq.boards import load_board
     from edgeq.deploy.firmware import build_firmware
 
+    board = load_board(board)
     result = build_firmware(model_path, board, out_dir, portable=portable,
-                            wide_int8_weights=wide_int8_weights)
-    table = Table(title=f"firmware for {result.board.name}: {result.elf}", show_header=False)
+                            wide_int8_weights=wide_int8_weights, force=force)
+    table = _table(f"firmware for {result.board.name}: {result.elf}", ("section", "size"),
+                   show_header=False)
     for k, v in result.sizes.items():
         table.add_row(k, f"{v:,} bytes")
     out_console.print(table)

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgeq import __version__
-from edgeq.errors import OutputError
+from edgeq.errors import EdgeqError, OutputError
 
 MARKER = ".edgeq-output.json"
 FORCE_HINT = "choose another --out, or pass --force to replace it and everything in it"
@@ -173,10 +173,7 @@ def staged_folder(out, force: bool = False, inputs: Iterable = (),
     try:
         yield tmp
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise _write_error(out, e) from None
-        raise
+        raise abandon_folder(tmp, out, e) from None
     finish_folder(tmp, out, force, inputs, command)
 
 
@@ -193,6 +190,19 @@ def begin_folder(out, force: bool = False, inputs: Iterable = ()) -> Path:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})",
                           "choose a writable --out") from None
     return tmp
+
+
+def abandon_folder(tmp: Path, out, error: BaseException) -> BaseException:
+    """Remove `tmp` after `error`; returns the error to raise, naming `out` (what the user
+    chose) instead of the temporary folder."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(error, OSError):
+        error = _write_error(out, error)
+    if isinstance(error, EdgeqError):
+        for old in (str(tmp), str(tmp.resolve())):
+            error.message = error.message.replace(old, str(out))
+        error.args = (error.message,)
+    return error
 
 
 def finish_folder(tmp: Path, out, force: bool = False, inputs: Iterable = (),

@@ -38,7 +38,7 @@ def test_boards_and_models_listing():
     (("models", "show", "resnet"), ["unknown model 'resnet'", "fmnist"]),
     (("build", "--model", "nope"), ["unknown model 'nope'"]),
     (("build", "--board", "esp32"), ["unknown board"]),
-    (("build", "--keras-model", "missing.h5"), ["missing.h5", "no such file"]),
+    (("build", "--keras-model", "missing.h5"), ["missing.h5", "does not exist"]),
     (("check", "missing.tflite", "--data", "."), ["missing.tflite"]),
 ])
 def test_expected_errors_are_messages_not_tracebacks(args, words):

@@ -26,7 +26,7 @@ from edgeq import __version__, data_dir
 from edgeq.boards import Board, load_board
 from edgeq.deploy import cgen
 from edgeq.errors import BoardFitError, ToolchainError, UnknownBoardError
-from edgeq.outputs import begin_folder, check_output_folder, finish_folder
+from edgeq.outputs import abandon_folder, begin_folder, check_output_folder, finish_folder
 from edgeq.tflite.model import Model
 from edgeq.tflite.read import read_model
 
@@ -220,9 +220,8 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
                     f"{' '.join(cmd)}\n{result.stderr[-3000:]}",
                     _link_hint(result.stderr, model))
         sizes = _measure(work, objects, files.arena_size)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    except BaseException as e:
+        raise abandon_folder(work, out, e) from None
     finish_folder(work, out, force, inputs)
     files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
                              [out / k.name for k in files.kernels], files.arena_size,

@@ -65,6 +65,7 @@ SQNR_SAMPLES = 256
 DEFAULT_ITERS = {"brecq": 1000, "adaround": 500, "adaquant": 300, "genie": 500}
 DEFAULT_ACT_ITERS = 100
 STORED_BITS = {8: 8, 4: 4, 3: 4, 2: 4}
+RANGE_METHODS = ("minmax", "mse")  # only ranges from the calibration data: nothing to overfit
 
 
 @dataclass
@@ -150,21 +151,21 @@ METHODS = {
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise EdgeqError(f"unknown quantization method {name!r}",
-                         f"known methods: {', '.join(METHODS)}")
+                         f"known methods: {', '.join(METHODS)}, and rex (its own entry point: "
+                         "edgeq.learn.quant.rex, or --method rex on the command line)")
     return METHODS[name]
 
 
-def calibration_set(graph: Graph, calib_x, samples: int = CALIB_SAMPLES, seed: int = 0
-                    ) -> tuple[np.ndarray, list[str]]:
-    """Up to `samples` inputs (a seeded random subset); DataError under MIN_SAMPLES, a warning
-    under WARN_SAMPLES."""
+def calibration_set(graph: Graph, calib_x, samples: int = CALIB_SAMPLES, seed: int = 0,
+                    reconstructs: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Up to `samples` inputs (a seeded random subset); DataError under MIN_SAMPLES, and under
+    WARN_SAMPLES a warning when the method `reconstructs` (learns weights from them)."""
     x = check_input(graph, calib_x)
     notes = []
     if len(x) < MIN_SAMPLES:
         raise DataError(f"only {len(x)} calibration sample(s) for model {graph.name!r}",
-                        f"give at least {MIN_SAMPLES} ({WARN_SAMPLES} or more recommended, "
-                        f"{CALIB_SAMPLES} is the default)")
-    if len(x) < WARN_SAMPLES:
+                        f"give at least {MIN_SAMPLES} ({WARN_SAMPLES} or more recommended)")
+    if len(x) < WARN_SAMPLES and reconstructs:
         msg = (f"only {len(x)} calibration samples: reconstruction may overfit them; "
                f"{WARN_SAMPLES} or more are recommended")
         warnings.warn(msg, UserWarning, stacklevel=3)
@@ -198,13 +199,14 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
     if method is None:
         method = "brecq" if bits == "mixed" or (isinstance(bits, int) and bits < 8) else "minmax"
     runner = get_method(method)
-    calib, notes = calibration_set(graph, calib_x, calib_samples, seed)
+    calib, notes = calibration_set(graph, calib_x, calib_samples, seed,
+                                   reconstructs=method not in RANGE_METHODS)
     with _progress(progress) as bar:
         mixed_plan = None
         if bits == "mixed":
             if budget_kb is None:
                 raise DataError("bits='mixed' needs a weight budget",
-                                "pass budget_kb (e.g. the board's flash for the model)")
+                                "pass budget_kb= (on the command line: --budget-kb N, in KiB)")
             mixed_plan = mixed.plan_mixed(graph, calib, budget_kb * 1024, widths, edge_bits,
                                           bops_budget, progress=bar)
             plan = bit_plan(graph, mixed_plan.plan)
