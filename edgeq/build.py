@@ -17,7 +17,15 @@ import numpy as np
 
 from edgeq import __version__
 from edgeq.boards import Board, load_board
-from edgeq.data import fashion_mnist, load_dataset
+from edgeq.data import (
+    check_input_domain,
+    check_labels,
+    class_labels,
+    classification,
+    fashion_mnist,
+    load_dataset,
+    output_classes,
+)
 from edgeq.errors import BoardFitError, DataError, EdgeqError
 from edgeq.learn.zoo import ModelCard, load_card
 from edgeq.outputs import check_output_folder, staged_folder
@@ -80,10 +88,25 @@ class Stages:
 
 def preflight(cfg: BuildConfig) -> Board:
     """The checks that need no TensorFlow, before any work: the board, the zoo card and the
-    output folder (contract 6). Returns the board."""
+    output folder (contract 6), options that exclude each other. Returns the board."""
+    if cfg.keras_model and cfg.model:
+        raise EdgeqError("pass either --model or --keras-model, not both")
+    if cfg.train and cfg.zero_shot:
+        raise EdgeqError("--train and --zero-shot exclude each other: QGT trains on labelled data",
+                         "drop one of them")
+    if cfg.method == "rex" and cfg.bits == "mixed":
+        raise EdgeqError("--method rex takes one width (--bits 8, 4, 3 or 2), not mixed",
+                         "pick a width; REx's orders are its own accuracy ladder")
     board = load_board(cfg.board)
     if cfg.model:
         load_card(cfg.model)
+    if cfg.eval_limit is not None and cfg.eval_limit <= 0:
+        raise DataError(f"--eval-limit {cfg.eval_limit}: must be a positive number of samples",
+                        "pass --eval-limit N with N >= 1 (default 2000)")
+    if cfg.model and not cfg.keras_model and not cfg.weights and not cfg.epochs:
+        raise EdgeqError(f"--model {cfg.model} without --weights: an untrained model classifies "
+                         "at chance", f"pass --weights FILE (e.g. from `edgeq train --model "
+                         f"{cfg.model}`), or --epochs N to train it on --data first")
     check_output_folder(cfg.out, cfg.force, _inputs(cfg))
     return board
 
@@ -97,8 +120,6 @@ def _resolve_model(cfg: BuildConfig):
     from edgeq.learn.modelio import load_keras_model, load_weights
     from edgeq.learn.zoo import build_model
 
-    if cfg.keras_model and cfg.model:
-        raise EdgeqError("pass either --model or --keras-model, not both")
     if cfg.keras_model:
         loaded = load_keras_model(cfg.keras_model, unsafe=cfg.unsafe)
         card = load_card(cfg.model) if cfg.model else None
@@ -146,7 +167,22 @@ def load_build_data(cfg: BuildConfig, card: ModelCard | None, shape, color, scal
                         f"give at least {MIN_CALIBRATION} (64 or more recommended)")
     order = np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.calib_samples]
     calib = train.subset(np.sort(order))
-    return train, calib, test.take(cfg.eval_limit)
+    if card is not None and cfg.data is not None:
+        domain = (0.0, 255.0 / card.preprocess.scale)  # the card's preprocessing: pixels / scale
+        check_input_domain(train.x, *domain, str(cfg.data),
+                           f"the {card.name} card expects inputs in [{domain[0]:g}, {domain[1]:g}]: "
+                           f"save the arrays divided by {card.preprocess.scale:g}")
+    return train, calib, test.stratified(cfg.eval_limit, cfg.seed, "--eval-limit")
+
+
+def chance_level(y, classes: int) -> dict:
+    """What guessing reaches on labels `y`: the most common class's share, and the accuracy a
+    float model must beat to be more than that (two standard errors above it)."""
+    y = np.asarray(y)
+    known = y[y >= 0]
+    majority = float(np.bincount(known, minlength=classes).max() / max(1, len(known)))
+    spread = 2 * np.sqrt(majority * (1 - majority) / max(1, len(known)))
+    return {"majority": majority, "threshold": float(min(majority + spread, 1.0 - 1e-9))}
 
 
 def _is_fashion_folder(path) -> bool:
@@ -193,12 +229,15 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         shape, color, scale, labels = _input_spec(model, card)
         graph = capture(model)  # names any layer the integer pipeline cannot take, before any work
     epochs = cfg.epochs
-    if epochs is None and card is not None and not cfg.weights and not cfg.keras_model:
+    if epochs is None and cfg.model is None and not cfg.keras_model:  # the demo trains briefly
         epochs = card.train.get("demo_epochs", 3)
+    classes = output_classes(int(np.prod(model.outputs[0].shape[1:])))
     train_ds = calib = test = None
     if not (cfg.zero_shot and cfg.data is None and not epochs):  # zero-shot may need no data
         with st.stage("load data"):
             train_ds, calib, test = load_build_data(cfg, card, shape, color, scale, labels)
+            for ds in (train_ds, test):
+                check_labels(ds.y, classes, str(cfg.data or ds.source))
     trained = None
     if epochs:
         with st.stage(f"train {epochs} epoch(s)"):
@@ -210,9 +249,6 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     if epochs:  # training changed the weights: capture the trained model
         graph = capture(model)
     method = cfg.method
-    if cfg.train and cfg.zero_shot:
-        raise EdgeqError("--train and --zero-shot exclude each other: QGT trains on labelled data",
-                         "drop one of them")
     if cfg.zero_shot:
         calib, test = _zero_shot_data(cfg, model, test, st, progress_factory)
         method = method or "genie"
@@ -221,6 +257,14 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("float accuracy"):
         float_acc, float_out = evaluate_float(model, test)
     labelled = bool(np.all(test.y >= 0))
+    chance = chance_level(test.y, classes) if labelled else None
+    if chance is not None and float_acc <= chance["threshold"] and not cfg.force:
+        raise EdgeqError(f"the float model is at chance on the evaluation data: "
+                         f"{100 * float_acc:.2f}% top-1 on {len(test)} samples of {classes} "
+                         f"classes, where always guessing the most common class gives "
+                         f"{100 * chance['majority']:.2f}%",
+                         "load trained weights (--weights), train longer (--epochs), check that "
+                         "the data's labels match the model's classes; --force builds anyway")
     from edgeq.learn.quantize import quantize
 
     wname = "mixed" if cfg.bits == "mixed" else f"W{cfg.bits}"
@@ -242,27 +286,36 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
     with st.stage("measure TFLM arena"):
         arena = measure_arena(tflite)
     fit = fit_check(board, len(tflite), arena)
+    where = {"classes": test.class_names or None, "data": str(cfg.data or test.source),
+             "chosen": test.chosen}
     with st.stage("on-device checks (LiteRT, TFLM, edgeq reference)"), \
             _bar(progress_factory, "LiteRT + TFLM + reference", 3 * len(test)) as advance:
         checked = check_model(tflite, test.x, test.y if labelled else None,
-                              float_model_predict=float_out, advance=advance)
+                              float_model_predict=float_out, advance=advance, **where)
     with st.stage("simulated quantized model (Keras side)"):
-        sim_labels = simulate(qgraph, test.x).argmax(-1)
+        sim_labels = class_labels(simulate(qgraph, test.x))
         tflm_labels = checked.runtime("tflm").labels
     accuracy_rows = checked.accuracy_rows(include_float=True)
+    for row in accuracy_rows:  # what each model weighs: the accuracy-versus-size plot
+        row["bytes"] = 4 * int(model.count_params()) if row["name"] == "float" else len(tflite)
+    sim_scores = classification(test.y, sim_labels, classes) if labelled else {}
     accuracy_rows.insert(1, {"name": f"edgeq simulated {wname}A8 (Keras side)",
-                             "accuracy": float((sim_labels == test.y).mean()) if labelled else None,
+                             "accuracy": sim_scores.get("accuracy"),
                              "agreement": float((sim_labels == tflm_labels).mean()),
-                             "agreement_with": "TFLM", "samples": len(test)})
+                             "agreement_with": "TFLM", "samples": len(test), "bytes": len(tflite),
+                             "per_class_accuracy": sim_scores.get("per_class_accuracy"),
+                             "confusion": sim_scores.get("confusion")})
     if cfg.baseline:
         with st.stage("baseline: TensorFlow converter INT8 PTQ"):
             tf_ptq = tflite_int8_ptq(model, calib.x)
             base = check_model(tf_ptq, test.x, test.y if labelled else None,
-                               float_model_predict=float_out)
+                               float_model_predict=float_out, **where)
+        lite = base.runtime("litert")
         accuracy_rows.append({"name": f"baseline: TensorFlow INT8 PTQ via LiteRT ({len(tf_ptq):,} bytes)",
-                              "accuracy": base.runtime("litert").accuracy,
-                              "agreement": base.runtime("litert").float_agreement,
-                              "agreement_with": "float", "samples": len(test)})
+                              "accuracy": lite.accuracy, "agreement": lite.float_agreement,
+                              "agreement_with": "float", "samples": len(test),
+                              "bytes": len(tf_ptq), "per_class_accuracy": lite.per_class_accuracy,
+                              "confusion": lite.confusion})
 
     report = {
         "edgeq_version": __version__,
@@ -279,7 +332,11 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                  else "real", "calibration_samples": len(calib),
                  "evaluation": "real, labelled" if labelled
                  else "the synthetic images (no labels: agreement with float only)",
-                 "evaluation_samples": len(test)},
+                 "evaluation_samples": len(test),
+                 "evaluation_chosen": test.chosen or "all samples",
+                 "classes": test.class_names or [str(c) for c in range(classes)],
+                 "chance": chance,
+                 "skipped_unreadable": (train_ds or test).skipped},
         "accuracy": accuracy_rows,
         "check": checked.to_dict(),
         "quantize": qreport.to_dict(),
@@ -316,9 +373,6 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
     from edgeq.learn.quant.rex import export_rex, rex_quantize
     from edgeq.learn.quantize import QuantizeReport
 
-    if cfg.bits == "mixed":
-        raise EdgeqError("--method rex takes one width (--bits 8, 4, 3 or 2), not mixed",
-                         "pick a width; REx's orders are its own accuracy ladder")
     t0 = time.perf_counter()
     qgraph, info = rex_quantize(graph, int(cfg.bits), cfg.expansion, cfg.sparsity,
                                 calib_x=calib.x)
