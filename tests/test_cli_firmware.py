@@ -1,6 +1,7 @@
 """The firmware commands of the CLI: firmware, check --target qemu, flash --dry-run."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -58,6 +59,10 @@ def test_firmware_and_qemu_check_match_tflm(small_tflite, tmp_path):
     result = run("check", small_tflite / "m.tflite", "--data", small_tflite / "data.npz",
                  "--target", "qemu", "--out", tmp_path / "qemu", "--json", out)
     assert result.exit_code == 0, result.output
+    # as people read it: percentages, and sizes as a table rather than a JSON blob
+    assert re.search(r"top-1 on the device\s+\d+\.\d\d%", result.output), result.output
+    assert re.search(r"labels = TFLM's\s+100\.00%", result.output), result.output
+    assert "{" not in result.output and re.search(r"model_flash\s+[\d,]+", result.output)
     payload = json.loads(out.read_text())
     assert payload["samples"] == 12 and payload["identical_to_tflm"] is True
     assert payload["label_agreement_tflm"] == 1.0 and payload["max_lsb_litert"] <= 1
@@ -65,8 +70,6 @@ def test_firmware_and_qemu_check_match_tflm(small_tflite, tmp_path):
 
 
 def test_firmware_wide_int8_weights_trades_flash(small_tflite, tmp_path):
-    import re
-
     def model_flash(*extra):
         result = run("firmware", small_tflite / "m.tflite", "--board", "mps2-an500",
                      "--out", tmp_path / f"fw{len(extra)}", *extra)

@@ -279,3 +279,27 @@ def test_a_model_given_as_bytes_is_not_called_bytes(user):
     x = np.random.default_rng(0).integers(-128, 128, (4, 8, 8, 3)).astype(np.int8)
     result = check_model(model, x)
     assert "<bytes>" not in str(result.to_dict()["model"])
+
+
+def test_an_interrupted_run_leaves_no_temporary_folder(tmp_path):
+    from edgeq.outputs import staged_folder
+
+    with staged_folder(tmp_path / "out") as first:
+        (first / "model.tflite").write_bytes(b"first")
+    before = snapshot(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(tmp_path / "out") as tmp:
+            (tmp / "model.tflite").write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert snapshot(tmp_path) == before
+
+
+def test_the_cli_knows_every_method_and_the_library_names_rex():
+    from edgeq.cli import METHOD_NAMES
+    from edgeq.errors import EdgeqError
+    from edgeq.learn.quantize import METHODS, get_method
+
+    assert set(METHOD_NAMES) == set(METHODS) | {"rex"}
+    with pytest.raises(EdgeqError) as e:
+        get_method("nope")
+    assert all(name in e.value.hint for name in METHOD_NAMES)

@@ -314,7 +314,7 @@ class _progress:
                 TimeElapsedColumn,
             )
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(bar_width=None),
                                 MofNCompleteColumn(), TimeElapsedColumn())
             self.bar.__enter__()
             return _RichProgress(self.bar)
