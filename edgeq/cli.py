@@ -293,10 +293,30 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
     from edgeq.learn.zoo import build_model
 
     cfg = BuildConfig(model=model_name, data=data, seed=seed, eval_limit=None)
-    train_ds, calib, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
-                                            card.preprocess.scale, card.labels)
+    if qgt and keras_model:  # the data must fit the user's model, not the card's
+        import numpy as np
+
+        from edgeq.data import check_labels, output_classes
+        from edgeq.errors import DataError
+        from edgeq.learn.modelio import load_keras_model
+
+        model = load_keras_model(keras_model).model
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        if data is None and shape != tuple(card.input_shape):
+            raise DataError(f"{keras_model}: input {shape}, but the {card.name} card's data is "
+                            f"{tuple(card.input_shape)}", "pass --data for your model")
+        own = (card, card.preprocess.color, card.preprocess.scale, card.labels) if data is None \
+            else (None, "grayscale" if shape[-1] == 1 else "rgb", 255.0, None)
+        train_ds, calib, test = load_build_data(cfg, own[0], shape, *own[1:])
+        for ds in (train_ds, test):
+            check_labels(ds.y, output_classes(int(np.prod(model.outputs[0].shape[1:]))),
+                         str(data or ds.source))
+    else:
+        model = None
+        train_ds, calib, test = load_build_data(cfg, card, card.input_shape, card.preprocess.color,
+                                                card.preprocess.scale, card.labels)
     if qgt:
-        _train_qgt(card, keras_model, train_ds, calib, test, epochs or 2, batch_size or 128, lr,
+        _train_qgt(card, model, train_ds, calib, test, epochs or 2, batch_size or 128, lr,
                    bits, regularizer, checkpoint_dir, distribute, seed, out_path)
         return
     model = build_model(card)
@@ -310,14 +330,13 @@ def train(model_name, data, epochs, batch_size, lr, seed, out_path, qgt, keras_m
                   f"validation accuracy {result.val_accuracy:.4f}; saved {out_path}")
 
 
-def _train_qgt(card, keras_model, train_ds, calib, test, epochs, batch_size, lr, bits, regularizer,
+def _train_qgt(card, model, train_ds, calib, test, epochs, batch_size, lr, bits, regularizer,
                checkpoint_dir, distribute, seed, out_path) -> None:
-    from edgeq.learn.modelio import load_keras_model
     from edgeq.learn.qgt.bottlenecks import mixed_plan
     from edgeq.learn.qgt.training import finish, recipe, train_qgt
     from edgeq.learn.zoo import build_model
 
-    model = load_keras_model(keras_model).model if keras_model else build_model(card)
+    model = model if model is not None else build_model(card)
     plan = mixed_plan(model, calib) if bits == "mixed" else int(bits)
     settings = recipe(plan)
     result = train_qgt(model, train_ds, test, plan, epochs, batch_size=batch_size,
@@ -419,16 +438,18 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
 
 def _print_build_summary(result) -> None:
     r = result.report
-    table = Table(title=f"{r['model']['name']} on {r['board']['name']}: accuracy "
-                        f"({r['data']['evaluation_samples']} evaluation samples)")
-    table.add_column("model")
-    table.add_column("top-1", justify="right")
-    table.add_column("agreement", justify="right")
+    data = r["data"]
+    table = _table(f"{r['model']['name']} on {r['board']['name']}: accuracy on "
+                   f"{data['evaluation_samples']} evaluation samples of {data['source']} "
+                   f"({data.get('evaluation_chosen', 'all samples')})",
+                   ("model", "top-1", "per class", "agreement"), keep=(1,))
+    classes = data.get("classes") or []
     for row in r["accuracy"]:
         agree = row.get("agreement")
-        top1 = row.get("accuracy")
-        table.add_row(row["name"], "–" if top1 is None else f"{100 * top1:.2f}%",
-                      "" if agree is None else f"{100 * agree:.2f}%")
+        per_class = ", ".join(f"{classes[c] if c < len(classes) else c} {_percent(v)}"
+                              for c, v in enumerate(row.get("per_class_accuracy") or []))
+        table.add_row(row["name"], _percent(row.get("accuracy")), per_class,
+                      "" if agree is None else _percent(agree))
     out_console.print(table)
     fit = r["fit"]
     out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
@@ -676,14 +697,16 @@ def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
     spec = model_input_spec(model_path)
     shape = spec.shape[1:]
     ds = load_dataset(data, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0)
-    if limit:
-        ds = ds.split(min(1.0, limit / len(ds)), seed=0)[0]
+    ds = ds.stratified(limit, 0, "--limit")
     q = quantize_inputs(ds.x, spec)
     labels = ds.y if (ds.y >= 0).all() else None
     result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True,
                            force=force)
-    payload = {"model": str(model_path), "samples": len(ds), "target": "qemu mps2-an500",
-               "accuracy": result.accuracy, "identical_to_tflm": result.identical,
+    payload = {"model": str(model_path), "samples": len(ds), "data": str(data),
+               "chosen": ds.chosen or "all samples", "classes": ds.class_names,
+               "target": "qemu mps2-an500", "accuracy": result.accuracy,
+               "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
+               "identical_to_tflm": result.identical,
                "mismatched_values": result.mismatches, "label_agreement_tflm": result.label_agreement,
                "label_agreement_litert": result.litert_label_agreement,
                "max_lsb_litert": result.litert_max_difference,
@@ -691,7 +714,8 @@ def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
                "instructions_per_mac": round(result.instructions_per_mac, 3),
                "sizes": result.sizes, "tflm_arena": result.tflm_arena}
     _print_qemu_check(payload, f"edgeq firmware under QEMU (mps2-an500): "
-                               f"{Path(model_path).name}, {len(ds)} samples")
+                               f"{Path(model_path).name}, {len(ds)} samples "
+                               f"({payload['chosen']})")
     if not result.identical:
         console.print(f"[bold red]firmware outputs differ from TFLM in {result.mismatches} values[/]")
     return payload
@@ -705,6 +729,8 @@ def _print_qemu_check(payload: dict, title: str) -> None:
     """The QEMU check as people read it: percentages, counts with separators, sizes apart."""
     identical = payload["identical_to_tflm"]
     rows = [("top-1 on the device", _percent(payload["accuracy"])),
+            *[(f"  class {name}", _percent(acc)) for name, acc in
+              zip(payload["classes"], payload["per_class_accuracy"] or [], strict=False)],
             ("outputs identical to TFLM", "yes" if identical
              else f"no: {payload['mismatched_values']:,} values differ"),
             ("labels = TFLM's", _percent(payload["label_agreement_tflm"])),

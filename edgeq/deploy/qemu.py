@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeq.boards import load_board
+from edgeq.data import check_labels, classification, output_classes
+from edgeq.deploy.check import TensorSpec, top1
 from edgeq.deploy.firmware import QEMU_NS_PER_TICK, qemu_command
 from edgeq.errors import DataError, ToolchainError
 
@@ -102,6 +104,8 @@ class QemuCheck:
     sizes: dict[str, int]  # from arm-none-eabi-size, plus the planned arena
     tflm_arena: int  # bytes TFLM's allocator reports for the same file
     accuracy: float | None = None  # on-device, when labels were given
+    per_class_accuracy: list | None = None  # on-device, per class (labels given)
+    confusion: list | None = None  # counts, rows: true label, columns: predicted
     litert_label_agreement: float | None = None  # with LiteRT (no delegates), when asked
     litert_max_difference: int | None = None  # largest |firmware - LiteRT| in LSB
 
@@ -124,8 +128,13 @@ def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300
     force replaces an `out_dir` that edgeq did not make (edgeq.outputs)."""
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.tflm import fit_arena
+    from edgeq.tflite.read import read_model
 
     model_bytes = Path(tflite_path).read_bytes()
+    classes = output_classes(int(np.prod(read_model(model_bytes).output_tensors[0].shape[1:])))
+    if labels is not None:  # before the firmware is built
+        labels = np.asarray(labels).reshape(-1)
+        check_labels(labels, classes, "the labels")
     firmware = build_firmware(tflite_path, "mps2-an500", out_dir, portable=portable, force=force)
     inputs = np.ascontiguousarray(inputs, dtype=np.int8)
     result = run_qemu(firmware.elf, inputs, timeout=timeout)
@@ -137,22 +146,27 @@ def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300
         interpreter.invoke()
         expected.append(np.asarray(interpreter.get_output(0)).reshape(-1))
     tflm = np.stack(expected) if expected else np.zeros_like(result.outputs)
-    predicted = np.argmax(result.outputs, axis=1) if len(result.outputs) else np.zeros(0)
-    agree = (predicted == np.argmax(tflm, axis=1)) if len(tflm) else []
-    accuracy = None
+    # one sigmoid unit is a binary classifier: its label comes from the dequantized value
+    out_spec = TensorSpec.from_details(interpreter.get_output_details(0))
+    predicted = top1(result.outputs, out_spec) if len(result.outputs) else np.zeros(0, np.int64)
+    agree = (predicted == top1(tflm, out_spec)) if len(tflm) else []
+    accuracy = scores = None
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(predicted):
             raise DataError(f"{len(labels)} labels for {len(predicted)} inputs",
                             "pass one label per input")
-        accuracy = float(np.mean(predicted == labels)) if len(labels) else None
+        if len(labels):
+            scores = classification(labels, predicted, classes)
+            accuracy = scores["accuracy"]
     lite_agree = lite_diff = None
     if litert:
         lite = _litert_outputs(model_bytes, inputs)
-        lite_agree = float(np.mean(np.argmax(lite, axis=1) == predicted)) if len(lite) else 1.0
+        lite_agree = float(np.mean(top1(lite, out_spec) == predicted)) if len(lite) else 1.0
         lite_diff = int(np.abs(lite.astype(np.int32) - result.outputs.astype(np.int32)).max(
             initial=0))
     return QemuCheck(accuracy=accuracy, litert_label_agreement=lite_agree,
+                     per_class_accuracy=scores and scores["per_class_accuracy"],
+                     confusion=scores and scores["confusion"],
                      litert_max_difference=lite_diff,
                      outputs=result.outputs, tflm_outputs=tflm,
                      mismatches=int(np.count_nonzero(result.outputs != tflm)),
