@@ -185,3 +185,28 @@ def test_train_qgt_validates_the_data_against_the_users_model(tmp_path):
     np.savez(tmp_path / "mine.npz", x=x, y=np.arange(64) % 5)
     bad = CliRunner().invoke(main, args)
     assert bad.exit_code == 2 and "labels 0–4, but the model has 2 classes" in " ".join(bad.output.split())
+
+
+def test_qemu_check_limit_is_stratified(tmp_path):
+    """`check --target qemu --limit 8` on labels in class order (20 of class 0, then 4 of 1)."""
+    import tf_keras as keras
+
+    from edgeq.learn.export import export_tflite
+
+    rng = np.random.default_rng(1)
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inp)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    x = rng.random((24, 12, 12, 1), np.float32)
+    export_tflite(model, x, 8, tmp_path / "m.tflite")
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0] * 20 + [1] * 4))
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "m.tflite"), "--data",
+                                       str(tmp_path / "d.npz"), "--target", "qemu", "--limit", "12",
+                                       "--out", str(tmp_path / "fw"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    assert payload["chosen"] == "12 of 24, stratified by class, seed 0"
+    assert [sum(row) for row in payload["confusion"]] == [10, 2]
+    assert payload["identical_to_tflm"] is True
