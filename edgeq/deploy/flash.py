@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,28 @@ def flash_command(board, firmware, dry_run: bool = True, tool: str | None = None
     else:
         if "mcu" not in flasher:
             raise UnknownBoardError(f"board {spec.name}: teensy_loader_cli needs `mcu`")
-        hex_file = fw.with_suffix(".hex")
-        commands = []
-        if fw.suffix.lower() == ".elf":
-            commands.append(["arm-none-eabi-objcopy", "-O", "ihex", str(fw), str(hex_file)])
-        commands.append(["teensy_loader_cli", f"--mcu={flasher['mcu']}", "-w", "-v",
-                         str(hex_file)])
+        commands = _teensy_commands(fw, fw.with_suffix(".hex"), flasher["mcu"])
     plan = FlashPlan(spec.name, tool, commands)
     if not dry_run:
         if not fw.is_file():
             raise OutputError(f"firmware {fw} does not exist",
                               "build it first with `edgeq firmware MODEL --board NAME`")
-        run_flash(plan)
+        if tool != "teensy_loader_cli" or fw.suffix.lower() == ".hex":
+            run_flash(plan)
+            return plan
+        # the .hex goes to a temporary folder: the firmware folder stays as edgeq made it
+        with tempfile.TemporaryDirectory(prefix="edgeq_flash_") as tmp:
+            run_flash(FlashPlan(spec.name, tool, _teensy_commands(fw, Path(tmp) / "fw.hex",
+                                                                  flasher["mcu"])))
     return plan
+
+
+def _teensy_commands(fw: Path, hex_file: Path, mcu: str) -> list[list[str]]:
+    commands = []
+    if fw.suffix.lower() == ".elf":
+        commands.append(["arm-none-eabi-objcopy", "-O", "ihex", str(fw), str(hex_file)])
+    return commands + [["teensy_loader_cli", f"--mcu={mcu}", "-w", "-v",
+                        str(hex_file if fw.suffix.lower() == ".elf" else fw)]]
 
 
 def run_flash(plan: FlashPlan, timeout: float = 300) -> None:
