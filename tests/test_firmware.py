@@ -156,7 +156,7 @@ def test_board_fit_is_checked_before_anything_is_written(vww_int8_path, tmp_path
     with pytest.raises(BoardFitError, match=r"55,648 bytes.*32,768.*22,880 too many"):
         build_firmware(vww_int8_path, small, tmp_path / "out")
     tiny_flash = dataclasses.replace(load_board(BOARD), flash_kib=128)
-    with pytest.raises(BoardFitError, match="fewer bits"):
+    with pytest.raises(BoardFitError, match="inner layers to 4 bits"):
         build_firmware(vww_int8_path, tiny_flash, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
