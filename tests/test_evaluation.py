@@ -130,14 +130,14 @@ def test_zoo_model_without_weights_is_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def chance_model(tmp_path_factory):
-    """An untrained model and labels that have nothing to do with the inputs."""
+    """An untrained model, and random photos with an unreadable one among them."""
     import tf_keras as keras
 
     d = tmp_path_factory.mktemp("chance")
-    rng = np.random.default_rng(3)
-    np.savez(d / "data.npz", x=rng.random((96, 12, 12, 1), np.float32), y=rng.integers(0, 2, 96))
+    _coco_like_folder(d / "photos")
+    (d / "photos" / "b" / "val2017_broken.png").write_bytes(b"not a png")
     keras.utils.set_random_seed(0)
-    inp = keras.Input((12, 12, 1))
+    inp = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(inp)
     h = keras.layers.GlobalAveragePooling2D()(h)
     keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h)).save(d / "m.h5")
@@ -146,7 +146,7 @@ def chance_model(tmp_path_factory):
 
 def test_a_float_model_at_chance_stops_the_build_unless_forced(chance_model, tmp_path):
     args = ["build", "--keras-model", str(chance_model / "m.h5"), "--data",
-            str(chance_model / "data.npz"), "--no-baseline"]
+            str(chance_model / "photos"), "--no-baseline"]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
@@ -158,8 +158,11 @@ def test_a_float_model_at_chance_stops_the_build_unless_forced(chance_model, tmp
     float_row = report["accuracy"][0]
     assert float_row["name"] == "float"
     assert float_row["accuracy"] <= report["data"]["chance"]["threshold"]
+    assert report["data"]["chance"]["majority"] == pytest.approx(58 / 64)
     assert report["data"]["evaluation_chosen"] == "all samples"
-    assert sum(map(sum, float_row["confusion"])) == report["data"]["evaluation_samples"] == 48
+    assert report["data"]["skipped_unreadable"] == ["b/val2017_broken.png"]
+    assert [sum(row) for row in float_row["confusion"]] == [58, 6]
+    assert "b/val2017_broken.png" in " ".join(forced.output.split())  # named on the console
 
 
 def test_train_qgt_validates_the_data_against_the_users_model(tmp_path):
