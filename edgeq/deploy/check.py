@@ -275,7 +275,7 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return ((np.asarray(q, np.float64) - spec.zero_point) * spec.scale).astype(np.float32)
 
 
-def _check_domain(x: np.ndarray, spec: TensorSpec, source: str) -> None:
+def check_input_range(x: np.ndarray, spec: TensorSpec, source: str) -> None:
     """Float inputs must mostly fit the int8 input tensor's range (else most of them saturate:
     0-255 pixels into a model quantized for [0, 1])."""
     if not spec.is_integer or spec.scale is None or not np.issubdtype(x.dtype, np.floating):
@@ -433,7 +433,7 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
     x = np.asarray(x)
     _check_shape(x, spec_in)
     source = data or "the data"
-    _check_domain(x, spec_in, source)
+    check_input_range(x, spec_in, source)
     q = quantize_inputs(x, spec_in)
     y = None if y is None else np.asarray(y, np.int64).reshape(-1)
     if y is not None and len(y) != len(x):
