@@ -5,7 +5,7 @@ APT_STAMP := .venv/.apt-installed
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint mutation clean
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -33,8 +33,15 @@ test: setup
 bench: setup
 	$(PY) benchmarks/run.py --out BENCHMARKS.md
 
+# Mutation testing of the integer core (pyproject's [tool.mutmut]); long: not part of `make test`.
+mutation: setup
+	$(PY) -m pip install -q 'mutmut==3.8.1'
+	rm -rf mutants
+	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/mutmut run --max-children 2
+	.venv/bin/mutmut results
+
 lint: setup
 	.venv/bin/ruff check edgeq tests benchmarks
 
 clean:
-	rm -rf out build dist *.egg-info .pytest_cache
+	rm -rf out build dist *.egg-info .pytest_cache mutants
