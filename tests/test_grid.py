@@ -228,3 +228,71 @@ def test_activation_and_weight_quantization_match_the_tflite_converter():
         np.testing.assert_array_equal(w.data, intmath.quantize_weights(kernel.T, w_scales, 8, axis))
         b_q = intmath.quantize_bias(bias, scale, np.broadcast_to(w_scales, (4,)))
         np.testing.assert_array_equal(b.data.astype(np.int64), b_q)
+
+
+# --- extremes, against plain integer formulas (the mutation run's survivors) -----------------
+
+_EDGES = [-(2**31), -(2**31) + 1, -(2**30) - 1, -(2**30), -3, -2, -1, 0, 1, 2, 3, 2**30,
+          2**30 + 1, 2**31 - 2, 2**31 - 1]
+
+
+def test_high_mul_and_divide_by_pot_at_the_int32_extremes():
+    """SaturatingRoundingDoublingHighMul = floor(a·b / 2^31 + 1/2), saturated for
+    INT32_MIN²; RoundingDivideByPOT = x / 2^e rounded half away from zero."""
+    rng = np.random.default_rng(11)
+    values = _EDGES + rng.integers(-(2**31), 2**31, size=60).tolist()
+    a = np.array([x for x in values for _ in values], np.int64)
+    b = np.array([y for _ in values for y in values], np.int64)
+    expected = [2**31 - 1 if x == y == -(2**31) else (x * y + 2**30) >> 31
+                for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+    assert intmath.saturating_rounding_doubling_high_mul(a, b).tolist() == expected
+    for e in (0, 1, 2, 5, 30, 31):
+        got = intmath.rounding_divide_by_pot(np.array(values, np.int64), e).tolist()
+        want = []
+        for x in values:
+            q, r = divmod(abs(x), 2**e)
+            want.append((q + (2 * r >= 2**e)) * (1 if x >= 0 else -1))
+        assert got == want, e
+
+
+def test_vectorized_multipliers_equal_the_scalar_ones_with_carry_and_flush():
+    rng = np.random.default_rng(12)
+    reals = np.concatenate([rng.uniform(1e-6, 4.0, 300), 2.0 ** rng.uniform(-40, 3, 300),
+                            [0.0, 1 - 2**-33, 0.5 - 2**-34, 2.0**-32, 2.0**-33, 2.0**-31 - 2**-60]])
+    m, s = intmath.quantize_multipliers(reals)
+    assert m.dtype == np.int32 and s.dtype == np.int32
+    for real, mi, si in zip(reals, m.tolist(), s.tolist(), strict=True):
+        assert (mi, si) == intmath.quantize_multiplier(real), real
+        if mi:
+            assert 2**30 <= mi < 2**31
+    assert intmath.quantize_multiplier(1 - 2**-33) == (1 << 30, 1)  # the 2^31 carry
+
+
+def test_int4_range_padding_and_buffer_sizes():
+    packed = intmath.pack_int4([-8, 7, -1])  # odd count: the last byte's high nibble is 0
+    assert packed.dtype == np.uint8 and packed.tolist() == [0x78, 0x0F]
+    with pytest.raises(DataError, match=r"INT4 values outside \[-8, 7\]") as e:
+        intmath.pack_int4([0, -9])
+    assert "bits=4" in e.value.hint
+    assert intmath.unpack_int4(np.array([0x78, 0x0F], np.uint8), 4).tolist() == [-8, 7, -1, 0]
+    unpacked = intmath.unpack_int4(np.array([0x78], np.uint8), 2)
+    assert unpacked.dtype == np.int8 and unpacked.tolist() == [-8, 7]
+    with pytest.raises(DataError, match="1 bytes is too short for 3 values"):
+        intmath.unpack_int4(np.array([0x78], np.uint8), 3)
+
+
+def test_dequantize_and_quantize_activation_dtypes():
+    q = np.array([[-127, 3], [5, 127]], np.int8)
+    w = intmath.dequantize_weights(q, np.array([0.5, 0.25], np.float32), axis=1)
+    assert w.dtype == np.float32 and w.tolist() == [[-63.5, 0.75], [2.5, 31.75]]
+    a = intmath.quantize_activations(np.array([-1e9, 0.05, 0.15, 1e9]), np.float32(0.1), -3)
+    assert a.dtype == np.int8 and a.tolist() == [-128, -2, -1, 127]
+
+
+def test_quant_spec_refuses_other_activation_widths():
+    with pytest.raises(DataError, match="activation bit width 4") as e:
+        intmath.QuantSpec(activation_bits=4)
+    assert "int8" in e.value.hint
+    with pytest.raises(DataError, match="'<default>': unsupported weight bit width 5") as e:
+        intmath.QuantSpec(default_weight_bits=5)
+    assert "[2, 3, 4, 8]" in e.value.hint
