@@ -39,7 +39,7 @@ def _progress_callback(progress, epochs: int, steps: int):
 
         def on_epoch_end(self, epoch, logs=None):
             progress.console.log(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f} "
-                                 f"acc {logs['accuracy']:.4f} val_acc {logs.get('val_accuracy', float('nan')):.4f}")
+                                 f"acc {logs['accuracy']:.4f}")
 
     return RichProgress()
 
@@ -64,12 +64,15 @@ def train(model, train_ds: Dataset, val_ds: Dataset | None, epochs: int, batch_s
         x[flip] = x[flip, :, ::-1]
     callbacks = [_progress_callback(progress, epochs, steps)] if progress is not None else []
     start = time.perf_counter()
+    # No validation during fit: Keras would measure it with the unsettled moving statistics.
     history = model.fit(x, train_ds.y, batch_size=batch_size, epochs=epochs, verbose=0,
-                        validation_data=(val_ds.x, val_ds.y) if val_ds is not None else None,
                         callbacks=callbacks, shuffle=True)
     reestimate_batchnorm(model, x[np.random.default_rng(seed).permutation(len(x))[:BN_SAMPLES]])
     seconds = time.perf_counter() - start
     val_acc = evaluate_float(model, val_ds)[0] if val_ds is not None else float("nan")
+    if progress is not None and val_ds is not None:
+        progress.console.log(f"validation accuracy {100 * val_acc:.2f}% on {len(val_ds)} samples "
+                             "(BatchNorm statistics re-estimated on the training data)")
     return TrainResult(model, epochs, seconds, val_acc, {k: [float(v) for v in vs]
                                                          for k, vs in history.history.items()})
 
