@@ -175,11 +175,14 @@ def load_build_data(cfg: BuildConfig, card: ModelCard | None, shape, color, scal
     return train, calib, test.stratified(cfg.eval_limit, cfg.seed, "--eval-limit")
 
 
-def chance_level(y, classes: int) -> dict:
+def chance_level(y, classes: int) -> dict | None:
     """What guessing reaches on labels `y`: the most common class's share, and the accuracy a
-    float model must beat to be more than that (two standard errors above it)."""
+    float model must beat to be more than that (two standard errors above it). None when the
+    labels hold fewer than two classes (always guessing one is then perfect)."""
     y = np.asarray(y)
     known = y[y >= 0]
+    if len(np.unique(known)) < 2:
+        return None
     majority = float(np.bincount(known, minlength=classes).max() / max(1, len(known)))
     spread = 2 * np.sqrt(majority * (1 - majority) / max(1, len(known)))
     return {"majority": majority, "threshold": float(min(majority + spread, 1.0 - 1e-9))}

@@ -213,3 +213,16 @@ def test_qemu_check_limit_is_stratified(tmp_path):
     assert payload["chosen"] == "12 of 24, stratified by class, seed 0"
     assert [sum(row) for row in payload["confusion"]] == [10, 2]
     assert payload["identical_to_tflm"] is True
+
+
+def test_chance_level_is_the_majority_share_plus_two_standard_errors():
+    from edgeq.build import chance_level
+
+    vww = chance_level(np.array([0] * 62 + [1] * 66), 2)  # the 128 val2017 photos
+    assert vww["majority"] == pytest.approx(66 / 128)
+    spread = 2 * np.sqrt(66 / 128 * 62 / 128 / 128)
+    assert vww["threshold"] == pytest.approx(66 / 128 + spread)
+    assert 0.4531 < vww["threshold"] < 0.86  # the untrained demo's 45.31% is refused, vww_96's 86% is not
+    ten = chance_level(np.arange(2000) % 10, 10)
+    assert ten["threshold"] == pytest.approx(0.1 + 2 * np.sqrt(0.09 / 2000))
+    assert chance_level(np.ones(20, np.int64), 2) is None  # one class only: guessing is perfect
