@@ -163,7 +163,29 @@ def test_keras3_model_builds(tmp_path, small):
     assert any(r["name"].startswith("baseline") for r in result.report["accuracy"])
 
 
-def test_export_command_writes_int4(small, tmp_path):
+def _kernels(model) -> dict[str, tuple[str, int, int, int]]:
+    """{layer: (dtype, min, max, distinct values)} of the weight tensors of a .tflite."""
+    return {t.name.removesuffix("/kernel"): (t.dtype, int(t.data.min()), int(t.data.max()),
+                                              len(np.unique(t.data)))
+            for t in model.tensors if t.name.endswith("/kernel")}
+
+
+def _assert_w4_plan(model, plan: dict[str, int]):
+    """First and last layer INT8, every other INT4 with 4-bit integers (most of the grid)."""
+    kernels = _kernels(model)
+    names = [model.tensors[i].name.removesuffix("/kernel") for op in model.ops
+             for i in op.inputs if model.tensors[i].name.endswith("/kernel")]  # graph order
+    assert set(kernels) == set(names) == set(plan) and len(names) >= 3
+    assert plan[names[0]] == plan[names[-1]] == 8 and {plan[n] for n in names[1:-1]} == {4}
+    for name in names:
+        dtype, lo, hi, distinct = kernels[name]
+        if plan[name] == 4:
+            assert dtype == "int4" and -8 <= lo and hi <= 7 and distinct >= 8, kernels[name]
+        else:
+            assert dtype == "int8" and distinct > 8, kernels[name]
+
+
+def test_export_command_writes_int4_and_float_io(small, tmp_path):
     from edgeq.tflite.read import read_model
 
     out = tmp_path / "m4.tflite"
@@ -171,7 +193,18 @@ def test_export_command_writes_int4(small, tmp_path):
                                        "--bits", "4", "--out", str(out)])
     assert result.exit_code == 0, result.output
     model = read_model(out.read_bytes())
-    assert json.loads(model.metadata["edgeq"])["io_dtype"] == "int8"
+    meta = json.loads(model.metadata["edgeq"])
+    assert meta["io_dtype"] == "int8" and model.input_tensors[0].dtype == "int8"
+    _assert_w4_plan(model, meta["bits"])
+    # --bits 8 --io float32: every kernel INT8, float input and output around the int8 model.
+    out8 = tmp_path / "m8.tflite"
+    result = CliRunner().invoke(main, ["export", str(small / "small.h5"), "--data", str(small / "data.npz"),
+                                       "--bits", "8", "--io", "float32", "--out", str(out8)])
+    assert result.exit_code == 0, result.output
+    model8 = read_model(out8.read_bytes())
+    assert {k[0] for k in _kernels(model8).values()} == {"int8"}
+    assert model8.input_tensors[0].dtype == model8.output_tensors[0].dtype == "float32"
+    assert [op.kind for op in model8.ops][0] == "QUANTIZE" and model8.ops[-1].kind == "DEQUANTIZE"
 
 
 def test_quantize_command_writes_the_model_and_its_report(small, tmp_path):
@@ -183,8 +216,10 @@ def test_quantize_command_writes_the_model_and_its_report(small, tmp_path):
                                        "--out", str(out), "--report", str(rep)])
     assert result.exit_code == 0, result.output
     report = json.loads(rep.read_text())
-    assert report["method"] == "adaround" and report["plan"] == json.loads(
-        read_model(out.read_bytes()).metadata["edgeq"])["bits"]
+    model = read_model(out.read_bytes())
+    assert report["method"] == "adaround"
+    assert report["plan"] == json.loads(model.metadata["edgeq"])["bits"]
+    _assert_w4_plan(model, report["plan"])  # what --bits 4 asks for, read from the file itself
     unknown = CliRunner().invoke(main, ["quantize", str(small / "small.h5"), "--data",
                                         str(small / "data.npz"), "--method", "magic"])
     assert unknown.exit_code == 2 and "brecq" in unknown.output
