@@ -130,7 +130,8 @@ def test_zoo_model_without_weights_is_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def chance_model(tmp_path_factory):
-    """An untrained model, and random photos with an unreadable one among them."""
+    """An untrained model, and random photos with an unreadable one among them (its warning
+    names it: tests/test_datasets.py)."""
     import tf_keras as keras
 
     d = tmp_path_factory.mktemp("chance")
@@ -162,7 +163,6 @@ def test_a_float_model_at_chance_stops_the_build_unless_forced(chance_model, tmp
     assert report["data"]["evaluation_chosen"] == "all samples"
     assert report["data"]["skipped_unreadable"] == ["b/val2017_broken.png"]
     assert [sum(row) for row in float_row["confusion"]] == [58, 6]
-    assert "b/val2017_broken.png" in " ".join(forced.output.split())  # named on the console
 
 
 def test_train_qgt_validates_the_data_against_the_users_model(tmp_path):
