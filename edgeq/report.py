@@ -486,6 +486,7 @@ def _check_summary(check) -> dict | None:
     if not isinstance(check, dict):
         return None
     rows = [("samples", _cell(check.get("samples"))),
+            ("of", check.get("data") or "–"), ("chosen", check.get("chosen") or "–"),
             ("labels agree (TFLM vs LiteRT)", _pct(check.get("tflm_litert_agreement"))),
             ("max |Δ| of raw outputs", "–" if check.get("max_abs_diff") is None else
              f"{check['max_abs_diff']:g} {check.get('diff_unit', '')}"),

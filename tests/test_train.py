@@ -101,3 +101,17 @@ def test_one_short_epoch_evaluates_like_it_trained():
     assert trained > 0.35
     assert evaluate_float(model, train_ds)[0] > trained - 0.05
     assert result.val_accuracy == evaluate_float(model, test_ds)[0] > trained - 0.15
+
+
+def test_labels_beyond_the_model_outputs_are_refused_before_training():
+    import tf_keras as keras
+
+    from edgeq.data import Dataset
+    from edgeq.errors import DataError
+    from edgeq.learn.train import train
+
+    inp = keras.Input((4, 4, 1))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inp)))
+    ds = Dataset(np.zeros((8, 4, 4, 1), np.float32), np.arange(8) % 5, [], "five.npz")
+    with pytest.raises(DataError, match="five.npz: labels 0–4, but the model has 3 classes"):
+        train(model, ds, None, 1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.data import Dataset, class_labels
+from edgeq.data import Dataset, check_labels, class_labels, output_classes
 
 BN_SAMPLES = 1024  # training samples that re-estimate the BatchNorm statistics
 
@@ -51,6 +51,10 @@ def train(model, train_ds: Dataset, val_ds: Dataset | None, epochs: int, batch_s
     import tensorflow as tf
     import tf_keras as keras
 
+    classes = output_classes(int(np.prod(model.outputs[0].shape[1:])))
+    for ds in (train_ds, val_ds):
+        if ds is not None:  # before Keras fails on them with a shape error
+            check_labels(ds.y, classes, ds.source or "the training data")
     tf.keras.utils.set_random_seed(seed) if hasattr(tf.keras.utils, "set_random_seed") else None
     keras.utils.set_random_seed(seed)
     steps = int(np.ceil(len(train_ds) / batch_size))
