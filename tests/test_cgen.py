@@ -511,3 +511,60 @@ def test_two_outputs_are_packed_back_to_back(tmp_path):
         want = np.concatenate([interpreter.get_output(0).reshape(-1),
                                interpreter.get_output(1).reshape(-1)])
         np.testing.assert_array_equal(got[k], want)
+
+
+def test_kernel_files_are_short_documented_and_listed():
+    """Each file of edgeq/kernels opens with a comment on its algorithm, stays under 600 lines
+    and is in cgen.KERNEL_FILES (else no engine would ever copy it)."""
+    files = sorted(p for p in cgen.kernel_dir().iterdir() if p.suffix in (".c", ".h"))
+    assert {p.name for p in files} == {n for names in cgen.KERNEL_FILES.values() for n in names}
+    for path in files:
+        text = path.read_text()
+        assert text.count("\n") <= 600, f"{path.name}: {text.count(chr(10))} lines"
+        assert text.startswith("/* ") and text[:text.index("*/")].count("\n") >= 1, path.name
+
+
+def _defined_kernels(unit, flags) -> set[str]:
+    obj = unit.with_suffix(".o")
+    subprocess.run(["gcc", *cgen.HOST_CFLAGS, *flags, "-c", str(unit), "-o", str(obj)],
+                   check=True, timeout=120)
+    nm = subprocess.run(["nm", "--defined-only", "-g", str(obj)], capture_output=True,
+                        text=True, check=True).stdout
+    return {line.split()[-1] for line in nm.splitlines() if line.split()[-1].startswith("eq_")}
+
+
+ALWAYS = {"eq_multiply_by_quantized_multiplier", "eq_requantize", "eq_copy"}
+
+
+@pytest.mark.parametrize("build, kernels", [
+    (lambda rng: opmodels.conv2d(rng, weight_bits=4), {"eq_conv2d", "eq_conv2d_wide"}),
+    (lambda rng: opmodels.depthwise(rng), {"eq_depthwise_conv2d"}),
+    (lambda rng: opmodels.softmax(rng), {"eq_softmax"}),
+])
+def test_engine_compiles_only_the_kernels_its_ops_use(tmp_path, build, kernels):
+    """A model without DEPTHWISE_CONV_2D or SOFTMAX gets neither file, and its kernel unit
+    defines only its own kernels; it still builds without warnings and matches TFLM on both
+    paths."""
+    rng = np.random.default_rng(2)
+    model = build(rng)
+    files = cgen.generate_engine(model, tmp_path)
+    copied = {p.name for p in tmp_path.iterdir() if p.name.startswith(("eq_", "edgeq_kernels"))}
+    assert copied == set(cgen.kernel_files({op.kind for op in model.ops})) | {cgen.KERNEL_UNIT}
+    unit = tmp_path / cgen.KERNEL_UNIT
+    x = opmodels.random_input(model, rng)[None]
+    expected = _tflm_outputs(write_model(model), [[x[0]]])[0].reshape(-1)
+    for flags in (["-DEDGEQ_PORTABLE"], ["-DEDGEQ_FAST_EMULATED"]):
+        assert _defined_kernels(unit, flags) == ALWAYS | kernels
+        exe = cgen.build_host_runner(files, tmp_path / f"host{flags[0]}",
+                                     cflags=(*cgen.HOST_CFLAGS, *flags))
+        np.testing.assert_array_equal(cgen.run_host(exe, x, output_size=expected.size)[0],
+                                      expected)
+
+
+def test_engines_sharing_a_folder_share_one_kernel_unit(tmp_path):
+    rng = np.random.default_rng(0)
+    cgen.generate_engine(opmodels.depthwise(rng), tmp_path, name="first")
+    cgen.generate_engine(opmodels.softmax(rng), tmp_path, name="second")
+    unit = (tmp_path / cgen.KERNEL_UNIT).read_text()
+    assert '#include "eq_depthwise.c"' in unit and '#include "eq_softmax.c"' in unit
+    assert "eq_conv.c" not in unit and (tmp_path / "eq_depthwise.c").is_file()

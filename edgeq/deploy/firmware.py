@@ -197,7 +197,7 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
         specs = (["--specs=nano.specs", "--specs=rdimon.specs"] if board.emulate
                  else ["--specs=nano.specs", "--specs=nosys.specs"])
         ldflags = ["-T", "link.ld", *specs, "-Wl,--gc-sections", "-Wl,-Map=fw.map"]
-        sources = ["startup.c", "main.c", files.source.name, "edgeq_kernels.c"]
+        sources = ["startup.c", "main.c", *(s.name for s in files.sources)]
         size = sum(t.nbytes for t in model.input_tensors)
         vectors = (np.zeros((1, size), dtype=np.int8) if test_inputs is None
                    else np.ascontiguousarray(test_inputs, dtype=np.int8).reshape(-1, size))
@@ -241,7 +241,7 @@ def _measure(work: Path, objects: list[Path], arena: int) -> dict[str, int]:
     sizes = _size([work / "fw.elf", *objects])
     text, data, bss = sizes["fw.elf"]
     model = sizes["edgeq_model.o"]
-    kernels = sizes["edgeq_kernels.o"]
+    kernels = sizes[Path(cgen.KERNEL_UNIT).stem + ".o"]  # every kernel the engine compiles
     return {"flash": text + data, "ram": data + bss, "text": text, "data": data, "bss": bss,
             "model_flash": model[0] + model[1], "engine_flash": kernels[0] + kernels[1],
             "arena": arena}

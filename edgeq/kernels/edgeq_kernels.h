@@ -1,16 +1,23 @@
 /* edgeq kernels: int8 operators that are bit-exact with TFLite Micro's reference kernels.
+ * This header is the public API: every kernel's parameters and contract.
  *
  * Part of edgeq (Apache-2.0). Portable C99; the fast paths (SMLAD on pairs of 16-bit values,
  * im2col into int16 columns six pixels at a time, 3x3 depthwise output row by output row on
  * four channels at once from padded rows, and an exact three-instruction SMMLAR form of the
  * requantization) are selected at compile time when the compiler defines __ARM_FEATURE_DSP and
- * EDGEQ_PORTABLE is not defined.
+ * EDGEQ_PORTABLE is not defined; EDGEQ_NO_ASM keeps them in C with the DSP intrinsics (needed
+ * with -O0 or -fno-omit-frame-pointer, which takes the assembly's thirteenth register).
  * Defining EDGEQ_FAST_EMULATED selects them on any host, with the DSP instructions emulated in
- * C, so that they can be tested there. Both paths give identical results.
+ * C, so that they can be tested there. All paths give identical results.
  * Tensors are NHWC int8. Weights are int8, or int4 packed two per byte (first value in the low
  * nibble) and unpacked inside the kernel, or (CONV_2D, eq_conv2d_wide) int8 values stored as
  * int16 pairs. Requantization is TFLite's fixed-point
  * MultiplyByQuantizedMultiplier with double rounding.
+ *
+ * The kernels are one file per op family (eq_conv.c, eq_depthwise.c, eq_fully_connected.c,
+ * eq_pool.c, eq_add.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c, eq_requantize.c,
+ * eq_copy.c; shared helpers in eq_internal.h). A generated engine copies only those its model
+ * uses and compiles them as one unit, edgeq_kernels.c.
  */
 #ifndef EDGEQ_KERNELS_H
 #define EDGEQ_KERNELS_H
@@ -104,29 +111,77 @@ typedef struct {
     int32_t count, in_zero_point, out_zero_point, multiplier, shift;
 } eq_requantize_t;
 
-/* TFLite's MultiplyByQuantizedMultiplier (double rounding). */
+/* ---- the kernels' contracts -----------------------------------------------------------------
+ * Common to all: tensors are int8, NHWC, contiguous, batch first; `in` and `out` never overlap
+ * unless said. Zero points come as offsets: in_offset = -input zero point, out_offset = output
+ * zero point. multiplier/shift are TFLite's QuantizeMultiplier of the real rescale factor
+ * (Q0.31 multiplier, shift in [-31, 30], positive = left), applied with
+ * eq_multiply_by_quantized_multiplier. act_min/act_max are the fused activation's int8 clamp.
+ * Parameter structs may live in flash (const); scratch comes from the engine's arena, 4-byte
+ * aligned, and is only read after the kernel has written it. Every kernel gives the same int8
+ * outputs as the TFLM reference kernel it names, on the fast paths too. */
+
+/* MultiplyByQuantizedMultiplier (double rounding): RoundingDivideByPOT(
+ * SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), multiplier), max(-shift, 0)). */
 int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
-/* scratch: 12 * filter_stride bytes for the fast path's six int16 im2col columns, then 16 bytes
- * per output channel (its prepared output stage), 4-byte aligned; or NULL (the portable path
- * needs none). */
+/* CONV_2D (reference_integer_ops::ConvPerChannel), per-channel multiplier/shift, optional
+ * bias, any stride, dilation and padding, grouped when filter_in_c < in_c.
+ * in [batches][in_h][in_w][in_c], out [batches][out_h][out_w][out_c]; weights as eq_conv_t
+ * says (int8, int4 packed, or row_words order for im2col from whole words).
+ * Fast path (DSP, not EDGEQ_PORTABLE): scratch != NULL, one group, weight_bits 8 or 4,
+ * filter_stride a multiple of 4 (int8) or 8 (int4) and at most 512: im2col of six pixels into
+ * int16 columns, SMLAD dot products, exact few-instruction output stage. Otherwise the
+ * reference loops (weights in stored order when row_words > 0).
+ * scratch: 12 * filter_stride bytes for the six int16 im2col columns, then 16 bytes per output
+ * channel (its prepared output stage), 4-byte aligned; or NULL (the portable path needs
+ * none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
-/* The same for weight_bits 16 (a separate function, so that the linker drops its fast path
- * from firmware without such weights). */
+/* The same for weight_bits 16 (int8 values stored as int16 pairs). Fast path: scratch != NULL,
+ * one group, filter_stride a multiple of 4 and at most 512; otherwise the reference loops. A
+ * separate function, so that the linker drops its fast path from firmware without such
+ * weights. */
 void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
-/* scratch: (in_c / 4) * (12 * ((out_w - 1) * stride_w + 3) + 236) bytes (4-byte aligned) for
- * the fast 3x3 path's three padded input rows and prepared weights per channel quad, or NULL. */
+/* DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel): out_c = in_c *
+ * depth_multiplier, output channel oc reads input channel oc / depth_multiplier; int8 or int4
+ * weights [1][filter_h][filter_w][out_c], per-channel multiplier/shift, optional bias.
+ * Fast path (DSP): scratch != NULL, 3x3, depth multiplier 1, no dilation (any stride and
+ * padding): four channels at a time, output row by output row; channel quads whose output
+ * stage has no exact short form, and the last in_c % 4 channels, take the reference loops.
+ * scratch: (in_c / 4) * (12 * ((out_w - 1) * stride_w + 3) + 236) bytes (4-byte aligned) for
+ * the three padded input rows and prepared weights per channel quad, or NULL. */
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                          int8_t *scratch);
+/* FULLY_CONNECTED (reference_integer_ops::FullyConnected / FullyConnectedPerChannel):
+ * in [batches][accum_depth], out [batches][out_depth], weights [out_depth][accum_depth] int8 or
+ * int4 (weight_offset = -weight zero point, 0 for symmetric weights), one multiplier/shift or
+ * one per output. No fast path. */
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
+/* ADD (reference_integer_ops::Add / BroadcastAdd4DSlow): out has out_dims (4-D), each input
+ * is read through its strides (0 where it broadcasts); both rescaled to a common scale after
+ * left_shift, summed, then the output stage. No fast path. */
 void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* AVERAGE_POOL_2D / MAX_POOL_2D (reference_integer_ops::AveragePool / MaxPool): in and out
+ * share their scale and zero point (nothing is rescaled); windows clipped to the image, the
+ * average rounded half away from zero, then the act_min/act_max clamp. No fast path. */
 void eq_average_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
 void eq_max_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
+/* MEAN (reference_ops::QuantizedMeanOrSum) over the axes marked in `reduce` of a 4-D input;
+ * out holds the kept axes in order; multiplier/shift already include 1 / count. */
 void eq_mean(const eq_mean_t *p, const int8_t *in, int8_t *out);
+/* PAD (reference_ops::Pad) of a 4-D input by before/after on each axis with `value` (the
+ * output zero point). */
 void eq_pad(const eq_pad_t *p, const int8_t *in, int8_t *out);
+/* CONCATENATION of num_inputs int8 tensors along one axis, all with the output's scale and
+ * zero point (TFLM's requirement): for each of `outer` steps, copy[k] bytes of input k. */
 void eq_concat(const eq_concat_t *p, const int8_t *const *ins, int8_t *out);
+/* SOFTMAX (reference_ops::Softmax, int8 -> int8) over the last axis: `outer` rows of `depth`;
+ * input_multiplier, input_left_shift and diff_min as TFLM's PreprocessSoftmaxScaling gives
+ * them for beta * input scale; output scale 1/256, zero point -128. */
 void eq_softmax(const eq_softmax_t *p, const int8_t *in, int8_t *out);
+/* QUANTIZE int8 -> int8 (reference_ops::Requantize) of `count` values. */
 void eq_requantize(const eq_requantize_t *p, const int8_t *in, int8_t *out);
+/* `bytes` bytes from in to out (memmove; nothing when they are the same). */
 void eq_copy(const int8_t *in, int8_t *out, int32_t bytes);
 
 #ifdef __cplusplus
