@@ -65,12 +65,11 @@ def _setup_console(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     warnings.showwarning = _show_warning
-    handler = logging.StreamHandler()
-    handler.emit = lambda record: console.print(f"[yellow]warning:[/yellow] {record.getMessage()}",
-                                                highlight=False)
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(logging.WARNING)
+    from rich.logging import RichHandler
+
+    # does nothing where logging is configured already (by an embedding program, or pytest)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
     for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
@@ -451,6 +450,12 @@ def _print_build_summary(result) -> None:
         table.add_row(row["name"], _percent(row.get("accuracy")), per_class,
                       "" if agree is None else _percent(agree))
     out_console.print(table)
+    tflm = next((row for row in r["accuracy"] if "TFLM" in row["name"] and row.get("confusion")), None)
+    if tflm is not None:
+        out_console.print("confusion counts on TFLM (one row per true label, counts per predicted "
+                          "label): " + "; ".join(
+                              f"{classes[c] if c < len(classes) else c}: {' '.join(map(str, counts))}"
+                              for c, counts in enumerate(tflm["confusion"])))
     fit = r["fit"]
     out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
                       f"RAM (TFLM arena): {fit['arena_bytes']:,} of {fit['arena_budget']:,} bytes")
@@ -691,13 +696,14 @@ def _write_json(payload: dict, json_path: str) -> None:
 
 def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
     from edgeq.data import load_dataset
-    from edgeq.deploy.check import model_input_spec, quantize_inputs
+    from edgeq.deploy.check import check_input_range, model_input_spec, quantize_inputs
     from edgeq.deploy.qemu import check_on_qemu
 
     spec = model_input_spec(model_path)
     shape = spec.shape[1:]
     ds = load_dataset(data, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0)
     ds = ds.stratified(limit, 0, "--limit")
+    check_input_range(ds.x, spec, str(data))
     q = quantize_inputs(ds.x, spec)
     labels = ds.y if (ds.y >= 0).all() else None
     result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True,
