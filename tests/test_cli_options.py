@@ -218,3 +218,77 @@ def test_train_qgt_options_reach_the_run(small, tmp_path):  # noqa: F811
     assert config["learning_rate"] == pytest.approx(0.0005)
     assert any(p.name.startswith("ckpt") or p.suffix == ".index" for p in ckpt.iterdir())
     assert json.loads(read_model(out.read_bytes()).metadata["edgeq"])["bits"]
+
+
+def test_check_qemu_force_replaces_a_folder_edgeq_did_not_make(tmp_path):
+    from opmodels import conv2d
+
+    from edgeq.outputs import MARKER
+    from edgeq.tflite.write import write_model
+
+    model = tmp_path / "conv.tflite"
+    model.write_bytes(write_model(conv2d(np.random.default_rng(0))))
+    spec = read_model(model.read_bytes()).input_tensors[0]
+    x = np.random.default_rng(1).uniform(0, 1, (2, *spec.shape[1:])).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x)
+    fw = tmp_path / "fw"
+    fw.mkdir()
+    (fw / "notes.txt").write_text("mine")
+    args = ("check", model, "--data", tmp_path / "data.npz", "--target", "qemu", "--out", fw)
+    refused = _run(*args)
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert (fw / "notes.txt").read_text() == "mine"
+    replaced = _run(*args, "--force")
+    assert replaced.exit_code == 0, replaced.output
+    assert (fw / MARKER).is_file() and (fw / "fw.elf").is_file()
+    assert not (fw / "notes.txt").exists()
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An unsigned-byte IDX file (the Fashion-MNIST format)."""
+    import struct
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_build_mixed_budget_on_idx_data(small, tmp_path):  # noqa: F811
+    """IDX files through build, and --bits mixed --budget-kb succeeding: the plan mixes widths
+    and its kernels fit the budget."""
+    data = np.load(small / "data.npz")
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    images = np.round(data["x"][..., 0] * 255)
+    for prefix, part in (("train", slice(0, 64)), ("t10k", slice(64, 96))):
+        _write_idx(idx / f"{prefix}-images-idx3-ubyte", images[part])
+        _write_idx(idx / f"{prefix}-labels-idx1-ubyte", data["y"][part])
+    out = tmp_path / "out"
+    result = _run("build", "--keras-model", small / "small.h5", "--data", idx, "--bits", "mixed",
+                  "--budget-kb", 0.14, "--method", "minmax", "--no-baseline", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    model = read_model((out / "model.tflite").read_bytes())
+    plan = json.loads(model.metadata["edgeq"])["bits"]
+    assert len(set(plan.values())) > 1, plan  # a mixed plan, not one width
+    kernel_bits = sum(t.num_elements * plan[t.name.removesuffix("/kernel")]
+                      for t in model.tensors if t.name.endswith("/kernel"))
+    assert kernel_bits / 8 <= 0.14 * 1024  # 160 B at 8 bits would not fit
+    assert {row["samples"] for row in report["accuracy"]} == {32}  # the t10k files evaluate
+
+
+def test_build_zoo_model_with_weights_on_a_photo_folder(vww_h5_path, coco_vww_dir, tmp_path):
+    """The README's main example on real photos, small: zoo card + --weights + image folder,
+    3-bit inner layers (stored as INT4)."""
+    out = tmp_path / "vww"
+    result = _run("build", "--board", "stm32h743", "--model", "person_detect_rgb", "--weights",
+                  vww_h5_path, "--data", coco_vww_dir, "--bits", 3, "--method", "minmax",
+                  "--calib-samples", 32, "--eval-limit", 24, "--no-baseline", "--out", out)
+    assert result.exit_code == 0, result.output
+    model = read_model((out / "model.tflite").read_bytes())
+    plan = json.loads(model.metadata["edgeq"])["bits"]
+    assert sorted(set(plan.values())) == [3, 8]
+    inner = [t for t in model.tensors if t.name.endswith("/kernel") and t.dtype == "int4"]
+    assert inner and all(-4 <= t.data.min() and t.data.max() <= 3 for t in inner)
+    report = json.loads((out / "report.json").read_text())
+    float_row = next(r for r in report["accuracy"] if r["name"] == "float")
+    assert float_row["samples"] == 24 and float_row["accuracy"] > 0.6  # the weights loaded
