@@ -108,6 +108,13 @@ def test_quantize_input_range_fisher_and_rex_sparsity(small, rex_model, tmp_path
     assert result.exit_code == 0, result.output
     tensor = read_model(pinned.read_bytes()).input_tensors[0]
     assert (int(tensor.zero_point[0]), float(tensor.scale[0])) == (-64, pytest.approx(4 / 255))
+    mixed, mixed_report = tmp_path / "mixed.tflite", tmp_path / "mixed.json"
+    result = _run("quantize", h5, "--data", data, "--method", "minmax", "--bits", "mixed",
+                  "--budget-kb", 0.14, "--out", mixed, "--report", mixed_report)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(mixed_report.read_text())["plan"]
+    assert len(set(plan.values())) > 1 and json.loads(mixed_report.read_text())[
+        "weight_bytes"] <= 0.14 * 1024  # 160 B of kernels at 8 bits would not fit
     written = {}
     for flag in ([], ["--fisher"]):
         out, report = tmp_path / f"brecq{len(flag)}.tflite", tmp_path / f"brecq{len(flag)}.json"
