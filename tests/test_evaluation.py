@@ -213,6 +213,12 @@ def test_qemu_check_limit_is_stratified(tmp_path):
     assert payload["chosen"] == "12 of 24, stratified by class, seed 0"
     assert [sum(row) for row in payload["confusion"]] == [10, 2]
     assert payload["identical_to_tflm"] is True
+    np.savez(tmp_path / "raw.npz", x=x * 255, y=np.array([0] * 20 + [1] * 4))
+    raw = CliRunner().invoke(main, ["check", str(tmp_path / "m.tflite"), "--data",
+                                    str(tmp_path / "raw.npz"), "--target", "qemu",
+                                    "--out", str(tmp_path / "fw_raw")])
+    assert raw.exit_code == 2 and "divide by 255" in " ".join(raw.output.split())
+    assert not (tmp_path / "fw_raw").exists()  # refused before the firmware is built
 
 
 def test_chance_level_is_the_majority_share_plus_two_standard_errors():
