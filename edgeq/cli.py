@@ -560,6 +560,12 @@ def quantize(keras_model, data, out_path, method, expansion, sparsity, bits, bud
     shape = loaded.input_shape
     cfg = BuildConfig(data=data, calib_samples=calib_samples)
     _, calib, _ = load_build_data(cfg, None, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0, None)
+    if input_range is not None:
+        from edgeq.data import check_input_domain
+
+        check_input_domain(calib.x, *input_range, str(data),
+                           f"scale the data to --input-range {input_range[0]:g} {input_range[1]:g} "
+                           "(0-255 pixels: divide by 255), or pass the data's own range")
     if method == "rex":
         _quantize_rex(loaded.model, calib.x, _bits(bits), expansion, sparsity, input_range,
                       out_path, report_path)

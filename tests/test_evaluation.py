@@ -232,3 +232,20 @@ def test_chance_level_is_the_majority_share_plus_two_standard_errors():
     ten = chance_level(np.arange(2000) % 10, 10)
     assert ten["threshold"] == pytest.approx(0.1 + 2 * np.sqrt(0.09 / 2000))
     assert chance_level(np.ones(20, np.int64), 2) is None  # one class only: guessing is perfect
+
+
+def test_quantize_refuses_data_outside_its_input_range(tmp_path):
+    import tf_keras as keras
+
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inp)
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(h))).save(tmp_path / "m.h5")
+    x = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)).astype(np.float32)
+    np.savez(tmp_path / "raw.npz", x=x)
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "m.h5"), "--data",
+                                       str(tmp_path / "raw.npz"), "--input-range", "0", "1",
+                                       "--bits", "8", "--out", str(tmp_path / "m.tflite")])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "outside the model's input domain [0, 1]" in text and "divide by 255" in text
+    assert not (tmp_path / "m.tflite").exists()
