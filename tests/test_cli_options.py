@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +300,66 @@ def test_build_zoo_model_with_weights_on_a_photo_folder(vww_h5_path, coco_vww_di
     report = json.loads((out / "report.json").read_text())
     float_row = next(r for r in report["accuracy"] if r["name"] == "float")
     assert float_row["samples"] == 24 and float_row["accuracy"] > 0.6  # the weights loaded
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(small, tmp_path_factory):  # noqa: F811
+    """One input of each kind the README promises a clear error for."""
+    import tf_keras as keras
+
+    d = tmp_path_factory.mktemp("bad")
+    whole = (small / "small.h5").read_bytes()
+    (d / "cut.h5").write_bytes(whole[: len(whole) // 3])
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(4, 3)(inp)
+    h = keras.layers.Reshape((14, 56))(h)
+    keras.Model(inp, keras.layers.LSTM(2)(h)).save(d / "lstm.h5")
+    for name in ("a", "b"):
+        (d / "photos" / name).mkdir(parents=True)
+        (d / "photos" / name / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    x = np.load(small / "data.npz")["x"]
+    np.savez(d / "shape.npz", x=x[:, :8])
+    nan = x.copy()
+    nan[3, 2, 2, 0] = np.nan
+    np.savez(d / "nan.npz", x=nan)
+    board = (Path(__file__).parents[1] / "boards" / "mps2-an500.yaml").read_text()
+    (d / "tiny.yaml").write_text(board.replace("name: mps2-an500", "name: tiny").replace(
+        "flash_kib: 4096", "flash_kib: 1").replace("{origin: \"0x00000000\", kib: 4096}",
+                                                     "{origin: \"0x00000000\", kib: 1}"))
+    return d
+
+
+PROMISED_ERRORS = {  # README: "Expected errors (...) print one message ... exit with status 2"
+    "truncated model": (["--keras-model", "{bad}/cut.h5"], ["cut.h5"]),
+    "unsupported layer": (["--keras-model", "{bad}/lstm.h5"], ["LSTM"]),
+    "unreadable data": (["--keras-model", "{small}/small.h5", "--data", "{bad}/photos"],
+                        ["photos", "broken.jpg"]),
+    "shape that does not match": (["--keras-model", "{small}/small.h5", "--data",
+                                   "{bad}/shape.npz"], ["shape.npz", "(8, 16, 1)"]),
+    "NaN/Inf": (["--keras-model", "{small}/small.h5", "--data", "{bad}/nan.npz"],
+                ["nan.npz", "NaN"]),
+    "model that does not fit": (["--keras-model", "{small}/small.h5", "--data",
+                                 "{small}/data.npz", "--board", "{bad}/tiny.yaml"],
+                                ["tiny", "flash"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROMISED_ERRORS))
+def test_promised_errors_through_build(case, bad_inputs, small, tmp_path):  # noqa: F811
+    """As a user sees it: the real command in a terminal 80 columns wide."""
+    import os
+    import subprocess
+    import sys
+
+    args, words = PROMISED_ERRORS[case]
+    args = [a.format(bad=bad_inputs, small=small) for a in args]
+    done = subprocess.run([sys.executable, "-m", "edgeq.cli", "build", *args, "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "80"}, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output and output.count("error:") == 1, output
+    flat = " ".join(output.split())
+    for word in words:
+        assert word in flat, (word, output)
+    assert not (tmp_path / "out").exists()
