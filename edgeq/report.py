@@ -67,7 +67,7 @@ FRACTION_KEYS = ("accuracy", "agreement", "share", "majority", "threshold", "spa
 
 
 def _pct(value) -> str:
-    return "–" if value is None else f"{100 * float(value):.1f}%"
+    return "–" if value is None else f"{100 * float(value):.2f}%"
 
 
 def _bytes(value) -> str:
@@ -303,7 +303,7 @@ def plot_accuracy_size(rows: list[dict], plt) -> str | None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, kib, acc) in enumerate(points):
         ax.scatter([kib], [acc], s=45, color=colors[i % len(colors)], zorder=3,
-                   label=f"{name}: {acc:.1f}%, {kib:,.1f} KiB")
+                   label=f"{name}: {acc:.2f}%, {kib:,.1f} KiB")
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 

@@ -123,7 +123,7 @@ def test_result_to_dict_is_json_and_table_renders(val_result):
     console = Console(record=True, width=120)
     console.print(val_result.table())
     text = console.export_text()
-    assert "86.7%" in text and "103,680" in text and "LiteRT" in text
+    assert "86.72%" in text and "103,680" in text and "LiteRT" in text
     assert "edgeq reference vs TFLM raw outputs: identical" in text
 
 

@@ -111,11 +111,11 @@ def test_html_has_the_tables(written):
                                  "LiteRT and TFLM on the same inputs", "Per layer"]
     # flash 333,288 B of 2 MiB and arena 103,680 B of 512 KiB, both fit
     assert "333,288 B (325.5 KiB)" in page.cells and "103,680 B (101.2 KiB)" in page.cells
-    assert "15.9%" in page.cells and "19.8%" in page.cells
+    assert "15.89%" in page.cells and "19.78%" in page.cells
     assert page.cells.count("fits") == 2
-    assert "86.7%" in page.cells and "98.4% vs float" in page.cells
-    assert "100.0% vs LiteRT" in page.cells
-    assert "no_person 89.1%, person 84.4%" in page.cells  # per class beside top-1
+    assert "86.72%" in page.cells and "98.44% vs float" in page.cells
+    assert "100.00% vs LiteRT" in page.cells
+    assert "no_person 89.06%, person 84.38%" in page.cells  # per class beside top-1
     assert "unavailable: pip install tflite-micro" in page.cells
     assert "yes" in page.cells  # within the LiteRT/TFLM contract
     # unknown sections rendered generically
@@ -196,11 +196,11 @@ def test_confusion_and_agreement_tables(written):
     text = written[1].read_text()
     confusion = _table_after(text, "Confusion counts")
     assert confusion == [["true \\ predicted", "no_person", "person", "accuracy"],
-                         ["no_person", "57", "7", "89.1%"], ["person", "10", "54", "84.4%"]]
+                         ["no_person", "57", "7", "89.06%"], ["person", "10", "54", "84.38%"]]
     assert "TFLM (tflite-micro 0.dev): one row per true label" in text  # TFLM's, not float's
     agreement = _table_after(text, "Label agreement")
-    assert ["TFLite INT8 via LiteRT", "float", "98.4%"] in agreement
-    assert ["TFLM (tflite-micro 0.dev)", "LiteRT", "100.0%"] in agreement
+    assert ["TFLite INT8 via LiteRT", "float", "98.44%"] in agreement
+    assert ["TFLM (tflite-micro 0.dev)", "LiteRT", "100.00%"] in agreement
 
 
 def test_what_was_measured_and_no_json_in_cells(written):
@@ -215,8 +215,8 @@ def test_what_was_measured_and_no_json_in_cells(written):
     assert memory.lstrip().startswith("<td>\n<table>")  # the memory map as a table of regions
     assert "<th>origin</th>" in memory[:400]
     # fractions in percent, the report's one number style: the chance level, not 0.5 / 0.59
-    assert re.search(r"<th>majority</th><td>50.0%</td>", text)
-    assert re.search(r"<th>threshold</th><td>59.0%</td>", text)
+    assert re.search(r"<th>majority</th><td>50.00%</td>", text)
+    assert re.search(r"<th>threshold</th><td>59.00%</td>", text)
 
 
 def test_accuracy_versus_size_plots_every_measured_model():

@@ -234,7 +234,7 @@ class CheckResult:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 def top1(outputs: np.ndarray, spec: TensorSpec | None = None) -> np.ndarray:
