@@ -200,11 +200,12 @@ def load_image_folder(path: Path, input_shape, color: str, scale: float,
                 continue
             ys.append(label)
             files.append(f.name)
-    if skipped:
-        shown = ", ".join(skipped[:SHOWN_SKIPPED]) + (", …" if len(skipped) > SHOWN_SKIPPED else "")
+    shown = ", ".join(skipped[:SHOWN_SKIPPED]) + (", …" if len(skipped) > SHOWN_SKIPPED else "")
+    if skipped and xs:
         log.warning("%s: skipped %d unreadable image(s): %s", path, len(skipped), shown)
     if not xs:
-        what = f"all {len(skipped)} images were unreadable" if skipped else "no images found"
+        what = (f"all {len(skipped)} images were unreadable ({shown})" if skipped
+                else "no images found")
         raise DataError(f"{path}: {what}", f"put {', '.join(IMAGE_SUFFIXES)} files in the class sub-folders")
     x = np.stack(xs) / np.float32(scale)
     return Dataset(x.astype(np.float32), np.asarray(ys, np.int64), names, str(path), files, skipped)

@@ -333,7 +333,7 @@ PROMISED_ERRORS = {  # README: "Expected errors (...) print one message ... exit
     "truncated model": (["--keras-model", "{bad}/cut.h5"], ["cut.h5"]),
     "unsupported layer": (["--keras-model", "{bad}/lstm.h5"], ["LSTM"]),
     "unreadable data": (["--keras-model", "{small}/small.h5", "--data", "{bad}/photos"],
-                        ["photos", "broken.jpg"]),
+                        ["photos", "all 2 images were unreadable", "a/broken.jpg", "b/broken.jpg"]),
     "shape that does not match": (["--keras-model", "{small}/small.h5", "--data",
                                    "{bad}/shape.npz"], ["shape.npz", "(8, 16, 1)"]),
     "NaN/Inf": (["--keras-model", "{small}/small.h5", "--data", "{bad}/nan.npz"],
