@@ -139,6 +139,14 @@ def test_every_short_module_name_in_code_spans_exists():
     assert not problems, problems
 
 
+def test_every_test_id_on_the_page_exists():
+    ids = sorted(set(re.findall(r"(tests/test_\w+\.py)::(test_\w+)", page())))
+    assert ids, "no tests/…py::test_… id found: has the pattern broken?"
+    missing = [f"{path}::{name}" for path, name in ids
+               if not (REPO / path).is_file() or not _resolves(REPO / path, [name])]
+    assert not missing, missing
+
+
 def _commands() -> list[list[str]]:
     """Each `edgeq …` command on the page, as words: inline spans and diagram lines."""
     lines = [span for span in INLINE.findall(page()) if span.startswith("edgeq ")]
