@@ -1,6 +1,7 @@
 """The C inference engine generated from an integer Model: weights and requantization
 parameters as const arrays (flash), one static arena laid out by the memory planner (no
-malloc), and one kernel call per op. The kernels (edgeq/kernels) are copied beside it.
+malloc), and one kernel call per op. The kernel files its ops use (edgeq/kernels) are copied
+beside it.
 
 Requantization parameters are computed here exactly as TFLM computes them at Prepare time
 (QuantizeMultiplier on double-precision ratios of the float32 scales), so the engine's results
