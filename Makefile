@@ -37,7 +37,7 @@ bench: setup
 mutation: setup
 	$(PY) -m pip install -q 'mutmut==3.8.1'
 	rm -rf mutants
-	TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/mutmut run --max-children 2
+	EDGEQ_SHARED=$(abspath ../shared) TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/mutmut run --max-children 2
 	.venv/bin/mutmut results
 
 lint: setup
