@@ -52,14 +52,18 @@ class Dataset:
                             f"{len(self)} samples")
         if limit is None or limit >= len(self):
             return self
+        of = f"{len(self)} ({self.chosen})" if self.chosen else f"{len(self)}"
         return self.subset(stratified_subset(self.y, limit, seed),
-                           f"{limit} of {len(self)}, stratified by class, seed {seed}")
+                           f"{limit} of {of}, stratified by class, seed {seed}")
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """Deterministic shuffled split: (first `fraction`, rest)."""
-        order = np.random.default_rng(seed).permutation(len(self))
-        cut = int(round(len(self) * fraction))
-        return self.subset(order[:cut]), self.subset(order[cut:])
+        """Deterministic split, each part with every class's share: (`fraction`, the rest)."""
+        n, cut = len(self), int(round(len(self) * fraction))
+        first = stratified_subset(self.y, cut, seed) if cut else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(n), first)
+        how = f"a split stratified by class, seed {seed}"
+        return (self.subset(first, f"{cut} of {n}, {how}"),
+                self.subset(rest, f"the other {n - cut} of {n}, {how}"))
 
     def by_prefix(self, prefix: str) -> Dataset:
         """Images whose file name starts with `prefix` (e.g. coco-vww's train2017_/val2017_)."""

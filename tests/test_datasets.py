@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from edgeq.data import (
+    Dataset,
     check_input_domain,
     check_labels,
     class_labels,
@@ -178,3 +179,14 @@ def test_labels_out_of_range_and_data_outside_the_domain():
         check_input_domain(pixels, 0.0, 1.0, "d.npz", "divide by 255")
     assert e.value.hint == "divide by 255"
     check_input_domain(pixels / 255, 0.0, 1.0, "d.npz", "divide by 255")
+
+
+def test_split_keeps_every_class_share():
+    y = np.array([0] * 80 + [1] * 20)
+    ds = Dataset(np.zeros((100, 2, 2, 1), np.float32), y, ["a", "b"], "d.npz")
+    first, rest = ds.split(0.5, seed=4)
+    assert np.bincount(first.y).tolist() == [40, 10] and np.bincount(rest.y).tolist() == [40, 10]
+    assert first.chosen == "50 of 100, a split stratified by class, seed 4"
+    assert rest.chosen == "the other 50 of 100, a split stratified by class, seed 4"
+    assert rest.stratified(10, 0).chosen == ("10 of 50 (the other 50 of 100, a split stratified "
+                                             "by class, seed 4), stratified by class, seed 0")
