@@ -249,3 +249,16 @@ def test_quantize_refuses_data_outside_its_input_range(tmp_path):
     text = " ".join(result.output.split())
     assert "outside the model's input domain [0, 1]" in text and "divide by 255" in text
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_preflight_refuses_eval_limit_0_and_a_zoo_model_without_weights(tmp_path):
+    from edgeq.build import preflight
+    from edgeq.errors import EdgeqError
+
+    out = str(tmp_path / "out")
+    with pytest.raises(DataError, match=r"--eval-limit 0: must be a positive number"):
+        preflight(BuildConfig(eval_limit=0, out=out))
+    with pytest.raises(EdgeqError, match="--model person_detect without --weights"):
+        preflight(BuildConfig(model="person_detect", out=out))
+    preflight(BuildConfig(model="person_detect", epochs=2, out=out))  # training asked for
+    preflight(BuildConfig(out=out))  # the demo trains by itself
