@@ -232,7 +232,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         shape, color, scale, labels = _input_spec(model, card)
         graph = capture(model)  # names any layer the integer pipeline cannot take, before any work
     epochs = cfg.epochs
-    if epochs is None and cfg.model is None and not cfg.keras_model:  # the demo trains briefly
+    if epochs is None and cfg.model is None and not cfg.keras_model and not cfg.weights:
+        # the demo (no model given) trains briefly
         epochs = card.train.get("demo_epochs", 3)
     classes = output_classes(int(np.prod(model.outputs[0].shape[1:])))
     train_ds = calib = test = None
