@@ -216,8 +216,13 @@ def test_too_few_calibration_samples(every_layer):
     with pytest.raises(DataError, match="only 7 calibration"):
         quantize(graph, calib[:7], "brecq", 4, progress=False)
     with pytest.warns(UserWarning, match="only 20 calibration samples"):
-        _, report = quantize(graph, calib[:20], "minmax", 4, progress=False)
+        _, report = quantize(graph, calib[:20], "adaround", 4, iters=5, act_iters=0,
+                             progress=False)
     assert report.calibration_samples == 20 and "only 20" in report.warnings[0]
+    with warnings.catch_warnings():  # min-max reconstructs nothing: nothing to overfit
+        warnings.simplefilter("error")
+        _, report = quantize(graph, calib[:20], "minmax", 4, progress=False)
+    assert not report.warnings
     with pytest.raises(EdgeqError, match="bit width 5"):
         quantize(graph, calib, "minmax", 5, progress=False)
 

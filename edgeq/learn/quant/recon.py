@@ -36,7 +36,7 @@ import numpy as np
 from edgeq.learn.graph import Block, Graph, Node, apply_node, run_tf
 from edgeq.learn.quant import adaround
 from edgeq.learn.quant.qforward import Walker, node_forward, run_nodes
-from edgeq.learn.quant.sim import SAME_AS_INPUT, QuantizedGraph, QuantLayer, kernel_scale_shape
+from edgeq.learn.quant.sim import QuantizedGraph, QuantLayer, kernel_scale_shape, tied_roots
 
 
 @dataclass
@@ -116,22 +116,11 @@ def with_layers(qg: QuantizedGraph, layers: dict[str, QuantLayer]) -> QuantizedG
 def tie_groups(graph: Graph) -> dict[str, list[str]]:
     """Tensors that must share activation qparams (as assign_activation_qparams ties them):
     tensor name -> every member of its group."""
-    parent = {n.name: n.name for n in graph.nodes}
-
-    def root(name):
-        while parent[name] != name:
-            name = parent[name]
-        return name
-
-    for node in graph.nodes:
-        tied = node.inputs if node.kind == "concat" else (
-            node.inputs[:1] if node.kind in SAME_AS_INPUT else [])
-        for other in tied:
-            parent[root(other)] = root(node.name)
+    roots = tied_roots(graph)
     groups: dict[str, list[str]] = {}
     for n in graph.nodes:
-        groups.setdefault(root(n.name), []).append(n.name)
-    return {n.name: groups[root(n.name)] for n in graph.nodes}
+        groups.setdefault(roots[n.name], []).append(n.name)
+    return {n.name: groups[roots[n.name]] for n in graph.nodes}
 
 
 def output_error(out: np.ndarray, target: np.ndarray, p: float = 2.0,

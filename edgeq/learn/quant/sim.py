@@ -171,30 +171,37 @@ def activation_range(activation: str, scale: float, zero_point: int) -> tuple[in
     return lo, hi
 
 
-def assign_activation_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]
-                              ) -> dict[str, tuple[np.float32, int]]:
-    """Activation (scale, zero point) per tensor from observed ranges, with the TFLite ties:
-    pools/pad/reshape share their input's qparams and concatenation inputs share the output's
-    (each tied group gets the union of its members' ranges); softmax outputs are 1/256, -128."""
-    group = {n.name: n.name for n in graph.nodes}
+def tied_roots(graph: Graph) -> dict[str, str]:
+    """Tensor name -> the representative of the group whose members share activation qparams
+    in TFLite: pools/pad/reshape with their input, concatenation inputs with the output."""
+    parent = {n.name: n.name for n in graph.nodes}
 
     def root(name):
-        while group[name] != name:
-            name = group[name]
+        while parent[name] != name:
+            name = parent[name]
         return name
 
     for node in graph.nodes:
         tied = node.inputs if node.kind == "concat" else (
             node.inputs[:1] if node.kind in SAME_AS_INPUT else [])
         for other in tied:
-            group[root(other)] = root(node.name)
+            parent[root(other)] = root(node.name)
+    return {name: root(name) for name in parent}
+
+
+def assign_activation_qparams(graph: Graph, ranges: dict[str, tuple[float, float]]
+                              ) -> dict[str, tuple[np.float32, int]]:
+    """Activation (scale, zero point) per tensor from observed ranges, with the TFLite ties:
+    pools/pad/reshape share their input's qparams and concatenation inputs share the output's
+    (each tied group gets the union of its members' ranges); softmax outputs are 1/256, -128."""
+    roots = tied_roots(graph)
     span: dict[str, tuple[float, float]] = {}
     for node in graph.nodes:
         if node.name not in ranges:
             raise DataError(f"no observed range for tensor {node.name!r}",
                             "observe ranges on the same graph before quantizing")
         lo, hi = ranges[node.name]
-        r = root(node.name)
+        r = roots[node.name]
         old = span.get(r, (lo, hi))
         span[r] = (min(old[0], lo), max(old[1], hi))
     qparams = {}
@@ -202,10 +209,10 @@ def assign_activation_qparams(graph: Graph, ranges: dict[str, tuple[float, float
         if node.kind == "softmax":
             qparams[node.name] = SOFTMAX_QPARAMS
         else:
-            scale, zp = intmath.activation_qparams(*span[root(node.name)])
+            scale, zp = intmath.activation_qparams(*span[roots[node.name]])
             qparams[node.name] = (np.float32(scale), int(zp))
     for node in graph.nodes:
-        if node.kind == "softmax" and sum(root(n.name) == root(node.name)
+        if node.kind == "softmax" and sum(roots[n.name] == roots[node.name]
                                           for n in graph.nodes) > 1:
             raise DataError(f"softmax {node.name!r}: its output would have to share qparams "
                             "with another tensor", "do not concatenate, pool or reshape a "
