@@ -44,9 +44,12 @@ def expected_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EdgeqError as e:
-            console.print(f"[bold red]error:[/bold red] {e.message}", highlight=False)
+            # soft_wrap: one line each, wrapped by the terminal, so a path in it stays whole
+            # when copied (rich would break it at the console's width).
+            console.print(f"[bold red]error:[/bold red] {e.message}", highlight=False,
+                          soft_wrap=True)
             if e.hint:
-                console.print(f"  [yellow]→ {e.hint}[/yellow]", highlight=False)
+                console.print(f"  [yellow]→ {e.hint}[/yellow]", highlight=False, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/bold red]: nothing was written to the output folder")
@@ -123,7 +126,7 @@ def _check_out_file(path, *inputs) -> None:
 
 
 def _check_data(path) -> None:
-    from edgeq.preflight import check_data_source
+    from edgeq.data import check_data_source
 
     if path is not None:
         check_data_source(path)

@@ -354,3 +354,30 @@ def fashion_mnist(input_shape=(32, 32, 1), root: Path | None = None) -> tuple[Da
     test = load_idx(root, input_shape, 255.0, "test")
     train.class_names = test.class_names = names
     return train, test
+
+
+def check_data_source(path) -> None:
+    """`path` exists and looks like a data source edgeq reads: an .npz, IDX files, or a folder
+    of class sub-folders with images in them. Cheap (no image is opened), so the CLI runs it
+    before TensorFlow is imported; the loaders check the rest when they read the data."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist", "pass an image folder, an .npz file or an IDX folder")
+    if path.is_file():
+        if path.suffix == ".npz" or _is_idx(path):
+            return
+        raise DataError(f"{path}: unknown data format", "use an image folder (one sub-folder "
+                        "per class), an .npz with x and y, or IDX files")
+    entries = list(path.iterdir())
+    if not entries:
+        raise DataError(f"{path}: the folder is empty", "put one sub-folder of images per class in it")
+    if _is_idx(path):
+        return
+    folders = sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{path}: no class sub-folders", "use the Visual Wake Words layout: one "
+                        "sub-folder per class, e.g. data/person/*.jpg and data/non_person/*.jpg")
+    if not any(f.suffix.lower() in IMAGE_SUFFIXES for folder in folders for f in folder.iterdir()):
+        names = ", ".join(f.name for f in folders)
+        raise DataError(f"{path}: no images in its class sub-folders ({names})",
+                        f"put {', '.join(IMAGE_SUFFIXES)} files in them")

