@@ -36,9 +36,18 @@ def test_image_folder_resized_converted_and_labelled(tmp_path):
 
 
 def test_class_order_follows_the_model_card(tmp_path):
-    ds = load_dataset(_folder(tmp_path), (8, 8, 3), "rgb", 255.0, class_names=["person", "no_person"])
-    assert list(ds.y[:3]) == [0, 0, 0] and ds.names[0] == "0.jpg"
+    """The card says [person, no_person]: label 0 must be the person folder, although it sorts
+    second. Each image says its class (person bright, non_person dark; 3 and 2 of them), so a
+    loader that ignored the card's order would give the bright images label 1."""
+    for name, value, count in (("non_person", 10, 2), ("person", 245, 3)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((12, 12, 3), value, np.uint8)).save(tmp_path / name / f"{name}{i}.png")
+    ds = load_dataset(tmp_path, (8, 8, 3), "rgb", 255.0, class_names=["person", "no_person"])
     assert ds.class_names == ["person", "no_person"]
+    bright = ds.x.mean(axis=(1, 2, 3)) > 0.5
+    assert list(ds.y[bright]) == [0, 0, 0] and list(ds.y[~bright]) == [1, 1]
+    assert all(n.startswith("person") for n in np.asarray(ds.names)[ds.y == 0])
 
 
 def test_unreadable_images_are_skipped_and_named(tmp_path, caplog):
