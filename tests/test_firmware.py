@@ -77,15 +77,21 @@ def test_portable_and_dsp_paths_agree_and_dsp_is_faster(vww_firmware, vww_int8_p
 
 
 def test_vww_sizes_come_from_the_elf(vww_firmware):
+    import subprocess
+
     sizes = vww_firmware.sizes
-    assert sizes["flash"] == sizes["text"] + sizes["data"]
-    assert sizes["ram"] == sizes["data"] + sizes["bss"]
+    project = vww_firmware.out_dir
+    # What arm-none-eabi-size itself says of the linked ELF (Berkeley format: text data bss).
+    text, data, bss = (int(v) for v in subprocess.run(
+        ["arm-none-eabi-size", str(project / "fw.elf")], capture_output=True, text=True,
+        check=True).stdout.splitlines()[1].split()[:3])
+    assert (sizes["text"], sizes["data"], sizes["bss"]) == (text, data, bss)
+    assert sizes["flash"] == text + data and sizes["ram"] == data + bss
     # the weights are in the model object's flash, the arena and the input buffer in .bss
     assert sizes["model_flash"] >= vww_firmware.engine.weight_bytes > 200_000
     assert sizes["bss"] >= sizes["arena"] + 96 * 96 * 3
     assert 0 < sizes["engine_flash"] < 32 * 1024
     assert sizes["flash"] > sizes["model_flash"] + sizes["engine_flash"]
-    project = vww_firmware.out_dir
     for name in ("startup.c", "link.ld", "main.c", "Makefile", "edgeq_model.c", "edgeq_model.h",
                  "edgeq_kernels.c", "edgeq_kernels.h", "fw.elf"):
         assert (project / name).is_file(), name
@@ -308,14 +314,26 @@ def test_check_on_qemu_reports_tflm_agreement_and_costs(vww_int8_path, coco_vww_
 
     from edgeq.deploy.qemu import check_on_qemu
 
-    images = sorted(coco_vww_dir.rglob("*.jpg"))[-3:]
+    from edgeq.deploy.runtimes import tflm_interpreter
+
+    photos = sorted(coco_vww_dir.rglob("*.jpg"))
+    images = photos[:2] + photos[-2:]  # two non_person, two person
     inputs = np.stack([(np.asarray(Image.open(p).convert("RGB").resize((96, 96)), np.int16)
                         - 128).astype(np.int8).reshape(-1) for p in images])
     labels = [int(p.parent.name == "person") for p in images]  # class 1 = person
+    assert labels == [0, 0, 1, 1]
     check = check_on_qemu(vww_int8_path, inputs, tmp_path / "fw", timeout=120, labels=labels,
                           litert=True)
     assert check.identical and check.mismatches == 0 and check.label_agreement == 1.0
-    assert check.accuracy is not None and 0.0 <= check.accuracy <= 1.0
+    # On-device accuracy = TFLM's labels (its Python interpreter, here) scored against the
+    # labels this test knows.
+    tflm = tflm_interpreter(vww_int8_path.read_bytes(), 1 << 20)
+    predicted = []
+    for x in inputs:
+        tflm.set_input(x.reshape(1, 96, 96, 3), 0)
+        tflm.invoke()
+        predicted.append(int(np.argmax(tflm.get_output(0))))
+    assert check.accuracy == pytest.approx(np.mean(np.array(predicted) == labels))
     assert check.litert_label_agreement == 1.0 and check.litert_max_difference <= 1
     assert check.tflm_arena == 103_680 and check.sizes["arena"] < check.tflm_arena // 1.8
     assert check.macs == 7_489_664 and 1.0 < check.instructions_per_mac < 10.0
