@@ -313,7 +313,6 @@ def test_check_on_qemu_reports_tflm_agreement_and_costs(vww_int8_path, coco_vww_
     from PIL import Image
 
     from edgeq.deploy.qemu import check_on_qemu
-
     from edgeq.deploy.runtimes import tflm_interpreter
 
     photos = sorted(coco_vww_dir.rglob("*.jpg"))
