@@ -67,8 +67,9 @@ def test_measure_arena_matches_tflm_allocator(vww_bytes):
 
 def test_measured_arena_is_enough_and_tight(vww_bytes):
     runtimes.tflm_interpreter(vww_bytes, VWW_ARENA)  # exactly the measured size works
-    with captured_fd(2), pytest.raises(RuntimeError):
+    with captured_fd(2) as log, pytest.raises(RuntimeError, match="failed to allocate"):
         runtimes.tflm_interpreter(vww_bytes, VWW_ARENA - 16)
+    assert "Failed to allocate tail memory" in "".join(log)  # short, not some other failure
 
 
 def test_captured_fd_sees_c_level_writes():
