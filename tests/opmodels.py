@@ -14,6 +14,9 @@ import numpy as np
 from edgeq import intmath
 from edgeq.tflite.model import Model, Op, Tensor
 
+# Cases built to drive most outputs to a clamp (a tiny output scale): the varied-output checks
+# expect both clamps from them instead of many values.
+SATURATING = " (saturating)"
 
 class _Builder:
     """Collects tensors and ops of one small model."""
@@ -37,6 +40,12 @@ class _Builder:
         return self.add(Tensor(name, tuple(int(d) for d in shape), "int8",
                                scale=np.array([scale], dtype=np.float32),
                                zero_point=np.array([zero_point], dtype=np.int64)))
+
+    def span(self, index: int) -> tuple[float, float]:
+        """The real range int8 tensor `index` can hold."""
+        t = self.tensors[index]
+        scale, zero_point = float(t.scale[0]), int(t.zero_point[0])
+        return scale * (-128 - zero_point), scale * (127 - zero_point)
 
     def like(self, name: str, shape, index: int) -> int:
         """An int8 activation with the same scale and zero point as tensor `index`."""
@@ -120,7 +129,7 @@ def conv2d(rng, weight_bits=8, padding="SAME", stride=1, dilation=1, activation=
          dilation_w_factor=dilation, dilation_h_factor=dilation,
          fused_activation_function=activation)
     return b.model([x], [y], f"conv2d int{weight_bits} {padding} s{stride} d{dilation} "
-                   f"{activation}")
+                   f"{activation}{SATURATING if out_scale_factor < 0.1 else ''}")
 
 
 def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, dilation=1,
@@ -163,7 +172,8 @@ def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
     b.op("FULLY_CONNECTED", inputs, y, fused_activation_function=activation,
          keep_num_dims=False)
     return b.model([x], [y], f"fully_connected int{weight_bits} "
-                   f"{'per-channel' if per_channel else 'per-tensor'} {activation}")
+                   f"{'per-channel' if per_channel else 'per-tensor'} {activation}"
+                   f"{SATURATING if out_scale_factor < 0.1 else ''}")
 
 
 def add(rng, activation="NONE", broadcast=False) -> Model:
@@ -172,7 +182,9 @@ def add(rng, activation="NONE", broadcast=False) -> Model:
     shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
     x1 = b.activation("input_a", shape)
     x2 = b.activation("input_b", (1, 1, 1, shape[3]) if broadcast else shape)
-    y = b.activation("output", shape, lo=-rng.uniform(0, 5), hi=rng.uniform(0.5, 6))
+    # The output holds the sum's range (a random one left most sums at a clamp).
+    (lo1, hi1), (lo2, hi2) = b.span(x1), b.span(x2)
+    y = b.activation("output", shape, lo=lo1 + lo2, hi=hi1 + hi2)
     b.op("ADD", [x1, x2], y, fused_activation_function=activation)
     return b.model([x1, x2], [y], f"add {activation}{' broadcast' if broadcast else ''}")
 
@@ -245,7 +257,10 @@ def concatenation(rng, same_scales=True, count=2) -> Model:
             x = b.like(f"input_{i}", (1, h, w, c), y)
             part = x
         else:
-            x = b.activation(f"input_{i}", (1, h, w, c))
+            # ranges near the output's: requantized, some beyond it (clamped), most inside
+            factor = rng.uniform(0.5, 1.5)
+            lo, hi = b.span(y)
+            x = b.activation(f"input_{i}", (1, h, w, c), lo=lo * factor, hi=hi * factor)
             part = b.like(f"requantized_{i}", (1, h, w, c), y)
             b.op("QUANTIZE", [x], part)
         inputs.append(x)
@@ -254,12 +269,15 @@ def concatenation(rng, same_scales=True, count=2) -> Model:
     return b.model(inputs, [y], f"concatenation {'same' if same_scales else 'different'} scales")
 
 
-def softmax(rng, beta=1.0, rank=2) -> Model:
-    """SOFTMAX over the last axis of a [1, n] or [1, h, w, n] input."""
+def softmax(rng, beta=1.0, rank=2, spread=1.0) -> Model:
+    """SOFTMAX over the last axis of a [1, n] or [1, h, w, n] input. A large `spread` (a wide
+    input range) with a large beta puts TFLM's diff_min inside the int8 range, so inputs far
+    below their row's maximum take the cut-off branch (exp = 0)."""
     b = _Builder(rng)
     n = int(rng.integers(2, 33))
     shape = (1, n) if rank == 2 else (1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), n)
-    x = b.activation("input", shape, lo=-rng.uniform(2, 12), hi=rng.uniform(0.5, 12))
+    x = b.activation("input", shape, lo=-rng.uniform(2, 12) * spread,
+                     hi=rng.uniform(0.5, 12) * spread)
     y = b.activation("output", shape, scale=1.0 / 256, zero_point=-128)
     b.op("SOFTMAX", [x], y, beta=beta)
     return b.model([x], [y], f"softmax beta={beta}")
@@ -392,6 +410,8 @@ CASES = [
     ("concatenation", concatenation, {"same_scales": False, "count": 3}),
     ("softmax", softmax, {}),
     ("softmax", softmax, {"beta": 0.5, "rank": 4}),
+    ("softmax", softmax, {"beta": 2.0, "spread": 5.0}),  # diff_min about -60: cut-off taken
+    ("softmax", softmax, {"beta": 8.0, "rank": 4, "spread": 4.0}),
     ("quantize", quantize, {}),
     ("requantize", requantize, {}),
     ("dequantize", dequantize, {}),
