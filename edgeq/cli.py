@@ -108,13 +108,14 @@ def _import_tensorflow() -> None:
         os.close(null)
 
 
-def _table(title: str, columns, keep=(0,), **options) -> Table:
+def _table(title: str, columns, keep=(0,), right=(), **options) -> Table:
     """A compact table that fits the terminal: long cells wrap; the `keep` columns (names)
-    are never wrapped or cut."""
+    are never wrapped or cut; the `right` columns (numbers) are right-aligned."""
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   collapse_padding=True, **options)
     for i, col in enumerate(columns):
-        table.add_column(col, no_wrap=i in keep, overflow="fold")
+        table.add_column(col, no_wrap=i in keep, overflow="fold",
+                         justify="right" if i in right else "left")
     return table
 
 
@@ -444,27 +445,41 @@ def _print_build_summary(result) -> None:
     table = _table(f"{r['model']['name']} on {r['board']['name']}: accuracy on "
                    f"{data['evaluation_samples']} evaluation samples of {data['source']} "
                    f"({data.get('evaluation_chosen', 'all samples')})",
-                   ("model", "top-1", "per class", "agreement"), keep=(1,))
-    classes = data.get("classes") or []
+                   ("model", "top-1", "agreement"), keep=(1, 2), right=(1, 2))
     for row in r["accuracy"]:
         agree = row.get("agreement")
-        per_class = ", ".join(f"{classes[c] if c < len(classes) else c} {_percent(v)}"
-                              for c, v in enumerate(row.get("per_class_accuracy") or []))
-        table.add_row(row["name"], _percent(row.get("accuracy")), per_class,
+        table.add_row(row["name"], _percent(row.get("accuracy")),
                       "" if agree is None else _percent(agree))
     out_console.print(table)
-    tflm = next((row for row in r["accuracy"] if "TFLM" in row["name"] and row.get("confusion")), None)
-    if tflm is not None:
-        out_console.print("confusion counts on TFLM (one row per true label, counts per predicted "
-                          "label): " + "; ".join(
-                              f"{classes[c] if c < len(classes) else c}: {' '.join(map(str, counts))}"
-                              for c, counts in enumerate(tflm["confusion"])))
+    _print_per_class(r["accuracy"], data.get("classes") or [])
     fit = r["fit"]
     out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
                       f"RAM (TFLM arena): {fit['arena_bytes']:,} of {fit['arena_budget']:,} bytes")
     out_console.print(f"outputs in {result.out_dir}/: model.tflite, model_data.h/.c, "
                       "report.json, report.html")
 
+
+
+def _print_per_class(rows: list[dict], classes: list[str]) -> None:
+    """Per-class top-1 of the float model and of TFLM (what the board runs) side by side, and
+    TFLM's confusion counts: a table each, one row per true class."""
+    float_row = next((row for row in rows if row["name"] == "float"), None)
+    tflm = next((row for row in rows if "TFLM" in row["name"] and row.get("confusion")), None)
+    if tflm is None:
+        return
+    names = [classes[c] if c < len(classes) else str(c) for c in range(len(tflm["confusion"]))]
+    per_class = _table("per class", ("class", "float", "TFLM"), keep=(0, 1, 2), right=(1, 2))
+    for c, name in enumerate(names):
+        ours = (float_row or {}).get("per_class_accuracy") or []
+        per_class.add_row(name, _percent(ours[c]) if c < len(ours) else "",
+                          _percent(tflm["per_class_accuracy"][c]))
+    out_console.print(per_class)
+    confusion = _table("TFLM confusion counts (rows: true class, columns: predicted)",
+                       ("true", *(str(c) for c in range(len(names)))), keep=(0,),
+                       right=tuple(range(1, len(names) + 1)))
+    for c, name in enumerate(names):
+        confusion.add_row(f"{c} {name}", *(str(n) for n in tflm["confusion"][c]))
+    out_console.print(confusion)
 
 # ---------------------------------------------------------------------------------------- export
 @main.command()

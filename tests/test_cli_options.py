@@ -363,3 +363,20 @@ def test_promised_errors_through_build(case, bad_inputs, small, tmp_path):  # no
     for word in words:
         assert word in flat, (word, output)
     assert not (tmp_path / "out").exists()
+
+
+def test_build_console_shows_per_class_and_confusion_tables(small, tmp_path):  # noqa: F811
+    import re
+
+    out = tmp_path / "out"
+    result = _run("build", "--keras-model", small / "small.h5", "--data", small / "data.npz",
+                  "--no-baseline", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    tflm = next(r for r in report["accuracy"] if "TFLM" in r["name"])
+    lines = result.output.splitlines()
+    assert any(line.strip() == "per class" for line in lines)
+    for c, counts in enumerate(tflm["confusion"]):  # the report's counts, row by row
+        pattern = rf"^\s*{c} \S+\s+" + r"\s+".join(str(n) for n in counts) + r"\s*$"
+        assert any(re.match(pattern, line) for line in lines), (pattern, result.output)
+    assert sum(map(sum, tflm["confusion"])) == tflm["samples"]
