@@ -199,3 +199,41 @@ def test_split_keeps_every_class_share():
     assert rest.chosen == "the other 50 of 100, a split stratified by class, seed 4"
     assert rest.stratified(10, 0).chosen == ("10 of 50 (the other 50 of 100, a split stratified "
                                              "by class, seed 4), stratified by class, seed 0")
+
+
+def test_stratified_subset_is_the_largest_remainder_apportionment():
+    """Against an independent count: per class floor(n·share), the remaining samples to the
+    largest remainders (when every class has at least one whole sample of quota); every
+    class present when n >= classes; never more than a class has; seeded picks."""
+    from edgeq.data import stratified_subset
+
+    rng = np.random.default_rng(3)
+    checked = forced = 0
+    for _ in range(400):
+        counts = rng.integers(1, 40, size=int(rng.integers(2, 6)))
+        y = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+        n = int(rng.integers(1, len(y)))
+        picked = stratified_subset(y, n, seed=5)
+        quota = np.bincount(y[picked], minlength=len(counts))
+        assert len(picked) == n == len(np.unique(picked)) and np.all(np.diff(picked) > 0)
+        assert np.all(quota <= counts)
+        exact = n * counts / len(y)
+        remainders = exact - np.floor(exact)
+        if n >= len(counts):
+            assert np.all(quota >= 1)
+        if np.all(exact >= 1) and len(np.unique(remainders)) == len(remainders):
+            hamilton = np.floor(exact).astype(int)
+            hamilton[np.argsort(-remainders)[: n - hamilton.sum()]] += 1
+            assert quota.tolist() == hamilton.tolist(), (counts, n)
+            checked += 1
+        else:
+            forced += 1
+        again = stratified_subset(y, n, seed=5)
+        np.testing.assert_array_equal(picked, again)
+    assert checked > 150 and forced > 20
+    y = np.repeat([0, 1], [50, 50])
+    assert not np.array_equal(stratified_subset(y, 10, seed=1), stratified_subset(y, 10, seed=2))
+    np.testing.assert_array_equal(stratified_subset(y, 100), np.arange(100))
+    np.testing.assert_array_equal(stratified_subset(y, 250), np.arange(100))
+    with pytest.raises(DataError, match="a subset of 0 samples"):
+        stratified_subset(y, 0)
