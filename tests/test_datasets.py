@@ -237,3 +237,39 @@ def test_stratified_subset_is_the_largest_remainder_apportionment():
     np.testing.assert_array_equal(stratified_subset(y, 250), np.arange(100))
     with pytest.raises(DataError, match="a subset of 0 samples"):
         stratified_subset(y, 0)
+
+
+def test_npz_contents_labels_and_every_message(tmp_path):
+    from edgeq.data import load_npz
+
+    x = np.random.default_rng(0).random((4, 6, 5), np.float32)
+    np.savez(tmp_path / "x_only.npz", x=x.astype(np.float64))
+    ds = load_npz(tmp_path / "x_only.npz", (6, 5, 1))
+    assert ds.x.shape == (4, 6, 5, 1) and ds.x.dtype == np.float32
+    assert ds.y.dtype == np.int64 and ds.y.tolist() == [-1] * 4  # no labels: -1, not a class
+    assert ds.class_names == [] and ds.source == str(tmp_path / "x_only.npz")
+    np.savez(tmp_path / "labels.npz", x=x[..., None], y=np.array([2, 0, 1, 2], np.uint8))
+    ds = load_npz(tmp_path / "labels.npz")
+    assert ds.y.dtype == np.int64 and ds.y.tolist() == [2, 0, 1, 2]
+    assert ds.class_names == ["0", "1", "2"]
+    np.savez(tmp_path / "zero.npz", x=x, y=np.zeros(4, np.int64))
+    assert load_npz(tmp_path / "zero.npz").class_names == ["0"]
+    np.savez(tmp_path / "no_x.npz", images=x, y=np.zeros(4))
+    with pytest.raises(DataError) as e:
+        load_npz(tmp_path / "no_x.npz")
+    assert e.value.message == f"{tmp_path / 'no_x.npz'}: no array named 'x' (found images, y)"
+    assert e.value.hint == "save inputs with np.savez(path, x=images, y=labels)"
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(DataError, match=r"\(found none\)"):
+        load_npz(tmp_path / "empty.npz")
+    with pytest.raises(DataError) as e:
+        load_npz(tmp_path / "labels.npz", (8, 8, 1))
+    assert e.value.message == (f"{tmp_path / 'labels.npz'}: inputs have shape (6, 5, 1), the "
+                               "model wants (8, 8, 1)")
+    assert e.value.hint == "resize the arrays or choose the matching model"
+    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(3))
+    with pytest.raises(DataError, match="4 inputs but 3 labels"):
+        load_npz(tmp_path / "short.npz")
+    np.savez(tmp_path / "pickled.npz", x=np.array([{"code": 1}] * 4, dtype=object))
+    with pytest.raises(DataError, match="not a readable .npz file"):  # never unpickled
+        load_npz(tmp_path / "pickled.npz")
