@@ -18,15 +18,18 @@ def _act(name, shape):
 
 
 def _random_dag(rng: np.random.Generator, n_ops: int) -> Model:
-    """A random graph of element-wise ops (ADD of two earlier tensors, or a RESHAPE) with
+    """A random graph of element-wise ops (ADD of two earlier tensors, QUANTIZE, RESHAPE) with
     tensors of random sizes: enough to exercise lifetimes, aliases and in-place reuse."""
     tensors = [_act("in", (1, int(rng.integers(1, 300))))]
     ops = []
     for i in range(n_ops):
         src = int(rng.integers(len(tensors)))
         size = tensors[src].num_elements
-        kind = rng.choice(["ADD", "RESHAPE", "NEW"])
-        if kind == "RESHAPE":
+        kind = rng.choice(["ADD", "RESHAPE", "QUANTIZE", "NEW"])
+        if kind == "QUANTIZE":  # int8 -> int8 requantization, element-wise: may run in place
+            tensors.append(_act(f"t{i}", tensors[src].shape))
+            ops.append(Op("QUANTIZE", [src], [len(tensors) - 1]))
+        elif kind == "RESHAPE":
             tensors.append(_act(f"t{i}", (size, 1)))
             ops.append(Op("RESHAPE", [src], [len(tensors) - 1]))
         elif kind == "ADD":
@@ -109,3 +112,42 @@ def test_multiple_inputs_are_packed_back_to_back():
     assert plan.location[a] == (INPUT, 0)
     assert plan.location[b] == (INPUT, model.tensors[a].nbytes)
     assert plan.arena_size == 0
+
+
+def test_quantize_runs_in_place_only_when_its_input_dies():
+    # in -> pool -> a -> QUANTIZE -> b -> pool -> out: b takes a's bytes
+    t = [_act("in", (1, 64)), _act("a", (1, 64)), _act("b", (1, 64)), _act("out", (1, 8))]
+    ops = [Op("MAX_POOL_2D", [0], [1]), Op("QUANTIZE", [1], [2]), Op("MAX_POOL_2D", [2], [3])]
+    plan = plan_memory(Model(t, ops, [0], [3]))
+    plan.check()
+    assert plan.location[2] == plan.location[1] and plan.arena_size == 64
+    # a read again after the QUANTIZE: b needs bytes of its own
+    t.append(_act("c", (1, 64)))
+    ops = [Op("MAX_POOL_2D", [0], [1]), Op("QUANTIZE", [1], [2]), Op("ADD", [1, 2], [4]),
+           Op("MAX_POOL_2D", [4], [3])]
+    plan = plan_memory(Model(t, ops, [0], [3]))
+    plan.check()
+    assert plan.location[2] != plan.location[1] and plan.arena_size == 128
+
+
+def test_an_output_reshaped_from_an_inner_tensor_is_written_to_the_callers_buffer():
+    # in -> pool -> a -> RESHAPE -> out: a is the output's storage, so it lives in `out`
+    t = [_act("in", (1, 64)), _act("a", (1, 16)), _act("out", (16, 1))]
+    ops = [Op("MAX_POOL_2D", [0], [1]), Op("RESHAPE", [1], [2])]
+    plan = plan_memory(Model(t, ops, [0], [2]))
+    assert plan.location[1] == plan.location[2] == (OUTPUT, 0) and plan.arena_size == 0
+
+
+def test_check_refuses_overlapping_misaligned_and_oversized_plans():
+    from edgeq.deploy.plan import Buffer, MemoryPlan
+
+    good = MemoryPlan(64, [Buffer(0, 32, 0, 1, 0), Buffer(1, 32, 1, 2, 32),
+                           Buffer(2, 32, 2, 3, 0)])  # 0 and 2 share bytes, never alive together
+    good.check()
+    for buffers in ([Buffer(0, 32, 0, 2, 0), Buffer(1, 32, 1, 3, 16)],  # alive together, overlap
+                    [Buffer(0, 32, 0, 1, 8)],  # not aligned
+                    [Buffer(0, 48, 0, 1, 32)],  # past the arena
+                    [Buffer(0, 16, 0, 3, 0), Buffer(1, 16, 0, 1, 32), Buffer(2, 16, 2, 3, 0)],
+                    [Buffer(0, 16, 0, 1, -16)]):
+        with pytest.raises(AssertionError):
+            MemoryPlan(64, buffers).check()
