@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_write import converter_versions_disagreeing
 from tflite_micro.python.tflite_micro import runtime as tflm_runtime
 
 from edgeq.deploy.interp import Interpreter, quantize_input, run, run_batch
@@ -148,6 +149,7 @@ def check_keras(tfk, model, seed: int, expect_ops: set[str], **convert_args) -> 
     model_bytes = convert(tfk, model, seed, **convert_args)
     kinds = {op.kind for op in read_model(model_bytes).ops}
     assert expect_ops <= kinds, f"the converter produced {kinds}, expected {expect_ops}"
+    assert converter_versions_disagreeing(model_bytes) == []  # edgeq's writer agrees
     assert_same_as_tflm(model_bytes, int8_inputs(model_bytes, seed))
     return model_bytes
 

@@ -242,3 +242,25 @@ def test_validation_names_the_op_and_tensor(build, options, change, error, match
     model = _broken(build, change, **options)
     with pytest.raises(error, match=match):
         write_model(model)
+
+
+def converter_versions_disagreeing(model_bytes: bytes) -> list[tuple[str, int, int]]:
+    """(op, version in the file, edgeq's op_version) for every op of a file whose version
+    edgeq's writer would write differently (files from TF's converter are the reference)."""
+    from edgeq.tflite.schema import schema
+    from edgeq.tflite.write import op_version
+
+    fb = schema.Model.GetRootAs(model_bytes, 0)
+    versions = [fb.OperatorCodes(i).Version() for i in range(fb.OperatorCodesLength())]
+    model = read_model(model_bytes)
+    operators = fb.Subgraphs(0)
+    return [(op.kind, versions[operators.Operators(j).OpcodeIndex()], op_version(op, model))
+            for j, op in enumerate(model.ops)
+            if versions[operators.Operators(j).OpcodeIndex()] != op_version(op, model)]
+
+
+def test_op_versions_are_the_converters(vww_int8_path, shared_dir):
+    """Operator versions as TF's converter wrote them in the MLPerf files (the per-op sweeps of
+    test_interp check the converter's other ops the same way)."""
+    for path in (vww_int8_path, shared_dir / "models" / "kws_ref_model.tflite"):
+        assert converter_versions_disagreeing(path.read_bytes()) == [], path.name

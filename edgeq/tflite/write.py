@@ -286,6 +286,11 @@ def _operator_t(op: Op, opcode_index: int):
     return result
 
 
+def _grouped(op: Op, model: Model) -> bool:
+    """A CONV_2D whose filters see fewer input channels than the input has."""
+    return model.tensors[op.inputs[0]].shape[-1] != model.tensors[op.inputs[1]].shape[-1]
+
+
 def op_version(op: Op, model: Model) -> int:
     """The operator version TFLite's versioning rules (tools/versioning/op_version.cc) give this
     op for its tensor types; LiteRT refuses versions its kernels do not register."""
@@ -295,6 +300,8 @@ def op_version(op: Op, model: Model) -> int:
     if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         if first == "int8" and types[1] == "int4":
             return 7
+        if kind == "CONV_2D" and _grouped(op, model):
+            return 6  # as TF's converter writes a grouped convolution
         if first == "int8":
             return 3
         return 2 if kind == "DEPTHWISE_CONV_2D" and _dilated(op) else 1
