@@ -296,3 +296,49 @@ def test_quant_spec_refuses_other_activation_widths():
     with pytest.raises(DataError, match="'<default>': unsupported weight bit width 5") as e:
         intmath.QuantSpec(default_weight_bits=5)
     assert "[2, 3, 4, 8]" in e.value.hint
+
+
+def test_output_size_and_padding_count_the_windows():
+    """ComputeOutSize and ComputePadding against a count of the filter windows themselves."""
+    for in_size in range(1, 14):
+        for filter_size in range(1, 6):
+            for stride in (1, 2, 3):
+                for dilation in (1, 2, 3):
+                    span = (filter_size - 1) * dilation + 1  # input positions one window covers
+                    if span > in_size:
+                        continue  # no VALID window fits: no model has such a layer
+                    valid = sum(1 for start in range(0, in_size, stride)
+                                if start + span <= in_size)
+                    same = sum(1 for _ in range(0, in_size, stride))
+                    assert intmath.output_size("VALID", in_size, filter_size, stride,
+                                               dilation) == valid
+                    assert intmath.output_size("SAME", in_size, filter_size, stride,
+                                               dilation) == same
+                    # the least total padding that lets the last window fit, half of it first
+                    total = next(p for p in range(0, 4 * span)
+                                 if (same - 1) * stride + span <= in_size + p)
+                    assert intmath.leading_padding(in_size, filter_size, stride, dilation,
+                                                   same) == total // 2
+
+
+def test_wrap_int32_wraps_like_the_hardware():
+    values = np.array([0, 1, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 + 5,
+                       -(2**32) - 7, 3 * 2**31 + 11])
+    expected = [int(np.array(v & 0xFFFFFFFF, np.uint32).view(np.int32)) for v in values.tolist()]
+    assert intmath.wrap_int32(values).tolist() == expected
+    assert intmath.wrap_int32(values).dtype == np.int64
+
+
+def test_weight_scales_are_float32_per_channel_or_per_tensor():
+    w = np.zeros((3, 3, 2, 4), np.float64)
+    w[..., 1] = 2.54
+    w[0, 0, 0, 3] = -1.27
+    per_channel = intmath.weight_scales(w, 8, axis=-1)
+    assert per_channel.dtype == np.float32 and per_channel.shape == (4,)
+    # all-zero channels take the smallest scale of the others (a tiny one overflows the bias)
+    np.testing.assert_allclose(per_channel, [0.01, 0.02, 0.01, 0.01], rtol=1e-6)
+    per_tensor = intmath.weight_scales(w, 8, axis=None)
+    assert per_tensor.dtype == np.float32 and per_tensor.tolist() == [np.float32(0.02)]
+    assert intmath.weight_scales(np.zeros((2, 3)), 4, axis=0).tolist() == [1.0, 1.0]
+    q = intmath.quantize_weights(w, per_channel, 8, axis=-1)
+    assert q.dtype == np.int8 and q[0, 0, 0, 1] == 127 and q[0, 0, 0, 3] == -127 and q[..., 0].max() == 0
