@@ -273,3 +273,54 @@ def test_npz_contents_labels_and_every_message(tmp_path):
     np.savez(tmp_path / "pickled.npz", x=np.array([{"code": 1}] * 4, dtype=object))
     with pytest.raises(DataError, match="not a readable .npz file"):  # never unpickled
         load_npz(tmp_path / "pickled.npz")
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + \
+        array.astype(np.uint8).tobytes()
+
+
+def test_idx_splits_padding_gzip_headers_and_fashion_mnist_names(tmp_path):
+    from edgeq.data import fashion_mnist, load_idx
+
+    train_x = np.full((3, 4, 2), 200, np.uint8)  # 4 rows, 2 columns: a swapped h/w shows
+    test_x = np.full((2, 4, 2), 100, np.uint8)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(train_x))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([9, 0, 4])))
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(test_x)))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.array([1, 2]))))
+    train = load_idx(tmp_path, (8, 6, 1), 255.0, "train")
+    assert train.x.shape == (3, 8, 6, 1) and train.x.dtype == np.float32
+    assert train.y.dtype == np.int64 and train.y.tolist() == [9, 0, 4]
+    assert train.class_names == [str(i) for i in range(10)]
+    assert train.source == str(tmp_path / "train-images-idx3-ubyte")
+    expected = np.zeros((8, 6), np.float32)
+    expected[2:6, 2:4] = 200 / 255  # centred: (8 - 4) // 2 rows, (6 - 2) // 2 columns
+    np.testing.assert_array_equal(train.x[0, ..., 0], expected)
+    test = load_idx(tmp_path, (8, 6, 1), 255.0, "test")  # the gzipped t10k files
+    assert test.y.tolist() == [1, 2] and np.isclose(test.x.max(), 100 / 255)
+    same = load_idx(tmp_path, (4, 2, 1), 255.0, "train")  # already the size: unchanged
+    assert np.isclose(same.x, 200 / 255).all()
+    header = _idx_bytes(train_x)
+    for position, value in ((0, 1), (1, 1), (2, 0x09)):
+        broken = bytearray(header)
+        broken[position] = value
+        (tmp_path / "bad-images-idx3-ubyte").write_bytes(bytes(broken))
+        (tmp_path / "bad-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([0, 0, 0])))
+        with pytest.raises(DataError, match="not an unsigned-byte IDX file"):
+            load_idx(tmp_path / "bad-images-idx3-ubyte", (4, 2, 1), 255.0)
+    (tmp_path / "bad-images-idx3-ubyte").write_bytes(header[:3])
+    with pytest.raises(DataError, match="not an unsigned-byte IDX file"):
+        load_idx(tmp_path / "bad-images-idx3-ubyte", (4, 2, 1), 255.0)
+    (tmp_path / "bad-images-idx3-ubyte").write_bytes(header)
+    (tmp_path / "bad-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([0, 0])))
+    with pytest.raises(DataError, match=r"images \(3, 4, 2\) and labels \(2,\) do not match"):
+        load_idx(tmp_path / "bad-images-idx3-ubyte", (4, 2, 1), 255.0)
+    train, test = fashion_mnist((8, 6, 1), root=tmp_path)
+    assert train.class_names == test.class_names == [
+        "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+        "bag", "ankle boot"]
+    assert train.y.tolist() == [9, 0, 4] and test.y.tolist() == [1, 2]
+    assert np.isclose(test.x.max(), 100 / 255)  # /255, the test split from the t10k files
+    with pytest.raises(DataError, match="Fashion-MNIST not found"):
+        fashion_mnist(root=tmp_path / "nowhere")
