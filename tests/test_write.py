@@ -264,3 +264,39 @@ def test_op_versions_are_the_converters(vww_int8_path, shared_dir):
     test_interp check the converter's other ops the same way)."""
     for path in (vww_int8_path, shared_dir / "models" / "kws_ref_model.tflite"):
         assert converter_versions_disagreeing(path.read_bytes()) == [], path.name
+
+
+def _data(index, value):
+    """Replace constant tensor `index` (its data and its shape)."""
+    def change(model):
+        data = np.array(value, np.int32)
+        _set(model.tensors[index], data=data, shape=data.shape)
+    return change
+
+
+@pytest.mark.parametrize(("build", "options", "change", "match"), [
+    (opmodels.mean, {}, _data(1, [1, 4]), r"axes \[1, 4\] are not valid for input"),
+    (opmodels.mean, {}, _data(1, [-5]), r"axes \[-5\] are not valid"),
+    (opmodels.mean, {}, _data(1, []), r"axes \[\] are not valid"),
+    (opmodels.mean, {"keep_dims": False}, lambda m: _set(m.tensors[2], shape=(1, 1, 1, 3)),
+     "keep_dims=False"),
+    (opmodels.mean, {}, lambda m: _set(m.ops[0], inputs=[0]), "MEAN"),
+    (opmodels.pad, {}, _data(1, [[0, 0], [1, -1], [0, 0], [0, 0]]), "must be non-negative"),
+    (opmodels.pad, {}, _data(1, [[0, 0], [1, 1]]), r"shape \[4, 2\]"),
+    (opmodels.pad, {}, lambda m: _set(m.tensors[2], shape=(1, 99, 1, 1)), r"output \(1, 99"),
+    (opmodels.pad, {}, lambda m: _set(m.tensors[2], scale=m.tensors[2].scale * 2),
+     "PAD does not rescale"),
+    (opmodels.reshape, {}, lambda m: _set(m.tensors[2], shape=(1, 9999)), "differ in size"),
+    (opmodels.reshape, {}, lambda m: _set(m.tensors[2], zero_point=np.array([5])),
+     "RESHAPE does not rescale"),
+    (opmodels.reshape, {}, lambda m: _set(m.ops[0], inputs=[0, 1, 1]), "RESHAPE"),
+])
+def test_validation_of_mean_pad_and_reshape(build, options, change, match):
+    model = _broken(build, change, **options)
+    with pytest.raises(TFLiteFormatError, match=match):
+        write_model(model)
+
+
+def test_mean_accepts_negative_axes():
+    model = _broken(opmodels.mean, _data(1, [-3, -2]))  # the same axes as [1, 2]
+    assert read_model(write_model(model)).ops[0].kind == "MEAN"
