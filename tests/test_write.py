@@ -300,3 +300,53 @@ def test_validation_of_mean_pad_and_reshape(build, options, change, match):
 def test_mean_accepts_negative_axes():
     model = _broken(opmodels.mean, _data(1, [-3, -2]))  # the same axes as [1, 2]
     assert read_model(write_model(model)).ops[0].kind == "MEAN"
+
+
+def _shorter_bias(model):
+    bias = model.tensors[2]
+    _set(bias, data=bias.data[:-1], shape=(bias.shape[0] - 1,), scale=bias.scale[:-1],
+         zero_point=bias.zero_point[:-1])
+
+
+BIAS_HINT = "quantize the bias with edgeq.intmath.quantize_bias"
+
+
+@pytest.mark.parametrize(("build", "options", "change", "error", "match", "hint"), [
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[1], data=None), UnsupportedOpError,
+     r"weights 'weights' must be constant int8 or int4, not variable int8",
+     "quantize weights with edgeq.intmath"),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[1], scale=None, zero_point=None),
+     TFLiteFormatError, "weights 'weights' have no quantization parameters", None),
+    (opmodels.conv2d, {}, lambda m: m.tensors[1].zero_point.__setitem__(0, 3), TFLiteFormatError,
+     r"weights 'weights' must be symmetric \(all zero points 0\)", None),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[2], dtype="int8",
+                                         data=m.tensors[2].data.astype(np.int8)),
+     TFLiteFormatError, "bias 'bias' must be a constant int32 tensor, not int8", BIAS_HINT),
+    (opmodels.conv2d, {}, _shorter_bias, TFLiteFormatError,
+     r"bias 'bias' has \d+ values for \d+ channels", None),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[2], scale=None, zero_point=None),
+     TFLiteFormatError, r"bias 'bias' has no quantization parameters \(scale s_in \* s_w\)",
+     None),
+    (opmodels.conv2d, {}, lambda m: m.tensors[2].zero_point.__setitem__(0, 1), TFLiteFormatError,
+     "bias 'bias' must have zero point 0", None),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[2], scale=m.tensors[2].scale * 1.001),
+     TFLiteFormatError, r"scale is not input scale \* weight scale",
+     "the bias scale must be s_in * s_w per channel"),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[0], dtype="int16"), UnsupportedOpError,
+     r"input 'input' is int16, expected int8",
+     "edgeq writes fully integer models (int8 activations)"),
+    (opmodels.conv2d, {}, lambda m: _set(m.tensors[3], scale=np.full(4, 0.1, np.float32),
+                                         zero_point=np.zeros(4, np.int64),
+                                         quantized_dimension=3), TFLiteFormatError,
+     r"output 'output' must be quantized per tensor", None),
+    (opmodels.fully_connected, {"weight_bits": 4, "per_channel": True}, lambda m: None,
+     UnsupportedOpError, "INT4 weights 'weights' are quantized per channel",
+     "quantize FULLY_CONNECTED INT4 weights per tensor, or use INT8 weights"),
+])
+def test_weights_bias_and_activation_errors_say_what_to_do(build, options, change, error, match,
+                                                           hint):
+    model = _broken(build, change, **options)
+    with pytest.raises(error, match=match) as e:
+        write_model(model)
+    if hint is not None:
+        assert e.value.hint == hint
