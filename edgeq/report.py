@@ -27,11 +27,11 @@ import dataclasses
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 from edgeq import __version__
 from edgeq.errors import OutputError
+from edgeq.outputs import write_file
 
 KNOWN_SECTIONS = ("edgeq_version", "model", "board", "fit", "accuracy", "stages", "check")
 
@@ -498,12 +498,6 @@ def _check_summary(check) -> dict | None:
     return {"kind": "kv", "rows": rows}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(report: dict, out_dir) -> tuple[Path, Path]:
     """Write `out_dir`/report.json and `out_dir`/report.html; returns their paths."""
     out = Path(out_dir)
@@ -511,8 +505,8 @@ def write_report(report: dict, out_dir) -> tuple[Path, Path]:
     html = render_html(report, out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "report.json", json_text)
-        _write_atomic(out / "report.html", html)
+        write_file(out / "report.json", json_text)
+        write_file(out / "report.html", html)
     except OSError as e:
         raise OutputError(f"{out}: cannot write the report ({e.strerror or e})",
                           "choose a writable output folder") from None

@@ -48,9 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq.errors import DataError, OutputError
+from edgeq.errors import DataError
 from edgeq.learn.graph import Node, apply_node, layer_to_nodes
 from edgeq.learn.keras_reader import read_keras
+from edgeq.outputs import staged_file
 
 LATENT_DIM = 256
 LATENT_LR = 0.1
@@ -456,14 +457,8 @@ def save_npz(x: np.ndarray, path) -> Path:
     if x.ndim != 4 or not np.all(np.isfinite(x)):
         raise DataError(f"{path}: refusing to save images of shape {x.shape} (or with NaN/Inf)",
                         "pass a finite (N, H, W, C) array")
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(tmp, x=x)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e})", "choose a writable output path") from None
+    with staged_file(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy keeps the name
+        np.savez_compressed(f, x=x)
     return path
 
 
@@ -489,14 +484,9 @@ def preview_png(x: np.ndarray, path, columns: int = 8, count: int = 32,
         else:
             ax.imshow(img[..., :3])
     fig.tight_layout(pad=0.2)
-    tmp = path.with_name(path.name + ".tmp.png")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=80)
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e})", "choose a writable output path") from None
+        with staged_file(path) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
     finally:
         plt.close(fig)
     return path
