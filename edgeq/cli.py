@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeq import __version__
+from edgeq.data import percent
 from edgeq.errors import EdgeqError
 
 console = Console(stderr=True, log_path=False)  # log lines without "build.py:77"
@@ -448,8 +449,8 @@ def _print_build_summary(result) -> None:
                    ("model", "top-1", "agreement"), keep=(1, 2), right=(1, 2))
     for row in r["accuracy"]:
         agree = row.get("agreement")
-        table.add_row(row["name"], _percent(row.get("accuracy")),
-                      "" if agree is None else _percent(agree))
+        table.add_row(row["name"], percent(row.get("accuracy")),
+                      "" if agree is None else percent(agree))
     out_console.print(table)
     _print_per_class(r["accuracy"], data.get("classes") or [])
     fit = r["fit"]
@@ -471,8 +472,8 @@ def _print_per_class(rows: list[dict], classes: list[str]) -> None:
     per_class = _table("per class", ("class", "float", "TFLM"), keep=(0, 1, 2), right=(1, 2))
     for c, name in enumerate(names):
         ours = (float_row or {}).get("per_class_accuracy") or []
-        per_class.add_row(name, _percent(ours[c]) if c < len(ours) else "",
-                          _percent(tflm["per_class_accuracy"][c]))
+        per_class.add_row(name, percent(ours[c]) if c < len(ours) else "",
+                          percent(tflm["per_class_accuracy"][c]))
     out_console.print(per_class)
     confusion = _table("TFLM confusion counts (rows: true class, columns: predicted)",
                        ("true", *(str(c) for c in range(len(names)))), keep=(0,),
@@ -751,20 +752,16 @@ def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
     return payload
 
 
-def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f}%"
-
-
 def _print_qemu_check(payload: dict, title: str) -> None:
     """The QEMU check as people read it: percentages, counts with separators, sizes apart."""
     identical = payload["identical_to_tflm"]
-    rows = [("top-1 on the device", _percent(payload["accuracy"])),
-            *[(f"  class {name}", _percent(acc)) for name, acc in
+    rows = [("top-1 on the device", percent(payload["accuracy"])),
+            *[(f"  class {name}", percent(acc)) for name, acc in
               zip(payload["classes"], payload["per_class_accuracy"] or [], strict=False)],
             ("outputs identical to TFLM", "yes" if identical
              else f"no: {payload['mismatched_values']:,} values differ"),
-            ("labels = TFLM's", _percent(payload["label_agreement_tflm"])),
-            ("labels = LiteRT's", _percent(payload["label_agreement_litert"])),
+            ("labels = TFLM's", percent(payload["label_agreement_tflm"])),
+            ("labels = LiteRT's", percent(payload["label_agreement_litert"])),
             ("largest difference from LiteRT", f"{payload['max_lsb_litert']} LSB"),
             ("instructions per inference", f"{payload['instructions_per_inference']:,}"),
             ("MACs per inference", f"{payload['macs']:,}"),

@@ -105,6 +105,11 @@ def stratified_subset(y, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def percent(value) -> str:
+    """An accuracy or agreement as every table and report shows it: 91.35%, or – when unknown."""
+    return "–" if value is None else f"{100 * float(value):.2f}%"
+
+
 def output_classes(output_size: int) -> int:
     """Classes of a classifier with `output_size` outputs: one sigmoid unit is a binary one."""
     return 2 if output_size == 1 else output_size

@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 from edgeq import __version__
+from edgeq.data import percent
 from edgeq.errors import OutputError
 from edgeq.outputs import write_file
 
@@ -66,10 +67,6 @@ def to_jsonable(value):
 FRACTION_KEYS = ("accuracy", "agreement", "share", "majority", "threshold", "sparsity")
 
 
-def _pct(value) -> str:
-    return "–" if value is None else f"{100 * float(value):.2f}%"
-
-
 def _bytes(value) -> str:
     if value is None:
         return "–"
@@ -89,7 +86,7 @@ def _cell(value, key: str = ""):
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return _pct(value) if _is_fraction_key(key) else f"{value:.4g}"
+        return percent(value) if _is_fraction_key(key) else f"{value:.4g}"
     if isinstance(value, int) and ("bytes" in str(key) or "budget" in str(key)):
         return f"{value:,}"
     if isinstance(value, dict):
@@ -133,7 +130,7 @@ def fit_rows(fit: dict) -> list[dict]:
         b = fit.get(budget)
         share = fit[used] / b if b else None
         rows.append({"what": what, "used": _bytes(fit[used]), "budget": _bytes(b),
-                     "share": _pct(share), "fits": None if b is None else fit[used] <= b})
+                     "share": percent(share), "fits": None if b is None else fit[used] <= b})
     return rows
 
 
@@ -146,10 +143,10 @@ def accuracy_rows(rows: list[dict], classes: list | None = None) -> list[dict]:
     shown = []
     for r in rows:
         versus = r.get("agreement_with")
-        agreement = _pct(r.get("agreement")) if r.get("agreement") is not None else "–"
-        per_class = ", ".join(f"{_class_name(classes, c)} {_pct(v)}"
+        agreement = percent(r.get("agreement")) if r.get("agreement") is not None else "–"
+        per_class = ", ".join(f"{_class_name(classes, c)} {percent(v)}"
                               for c, v in enumerate(r.get("per_class_accuracy") or []))
-        shown.append({"name": r.get("name", "?"), "accuracy": _pct(r.get("accuracy")),
+        shown.append({"name": r.get("name", "?"), "accuracy": percent(r.get("accuracy")),
                       "per_class": per_class or "–",
                       "agreement": f"{agreement} vs {versus}" if versus and agreement != "–"
                       else agreement,
@@ -175,19 +172,19 @@ def confusion_table(row: dict | None, classes: list | None) -> dict | None:
     names = [_class_name(classes, c) for c in range(len(matrix))]
     return {"name": row.get("name", "?"), "columns": names,
             "rows": [[names[i], *[f"{v:,}" for v in counts],
-                      _pct(counts[i] / sum(counts)) if sum(counts) else "–"]
+                      percent(counts[i] / sum(counts)) if sum(counts) else "–"]
                      for i, counts in enumerate(matrix)]}
 
 
 def agreement_rows(report: dict) -> list[dict]:
     """Which model or runtime gives the same labels as which, on the same samples."""
-    rows = [{"a": r.get("name", "?"), "b": r["agreement_with"], "agreement": _pct(r["agreement"])}
+    rows = [{"a": r.get("name", "?"), "b": r["agreement_with"], "agreement": percent(r["agreement"])}
             for r in report.get("accuracy") or []
             if r.get("agreement") is not None and r.get("agreement_with")]
     check = report.get("check") if isinstance(report.get("check"), dict) else {}
     if check.get("tflm_litert_agreement") is not None and not any(
             "TFLM" in r["a"] and r["b"] == "LiteRT" for r in rows):
-        rows.append({"a": "TFLM", "b": "LiteRT", "agreement": _pct(check["tflm_litert_agreement"])})
+        rows.append({"a": "TFLM", "b": "LiteRT", "agreement": percent(check["tflm_litert_agreement"])})
     if check.get("reference_equals_tflm") is not None:
         rows.append({"a": "edgeq reference (raw outputs)", "b": "TFLM",
                      "agreement": "identical" if check["reference_equals_tflm"] else "DIFFERENT"})
@@ -487,7 +484,7 @@ def _check_summary(check) -> dict | None:
         return None
     rows = [("samples", _cell(check.get("samples"))),
             ("of", check.get("data") or "–"), ("chosen", check.get("chosen") or "–"),
-            ("labels agree (TFLM vs LiteRT)", _pct(check.get("tflm_litert_agreement"))),
+            ("labels agree (TFLM vs LiteRT)", percent(check.get("tflm_litert_agreement"))),
             ("max |Δ| of raw outputs", "–" if check.get("max_abs_diff") is None else
              f"{check['max_abs_diff']:g} {check.get('diff_unit', '')}"),
             ("within contract (≤ 1 LSB, ≥ 99.5% agreement)", _cell(check.get("fidelity_ok"))),

@@ -30,6 +30,7 @@ from edgeq.data import (
     class_labels,
     classification,
     output_classes,
+    percent,
 )
 from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_module
 from edgeq.errors import (
@@ -183,26 +184,26 @@ class CheckResult:
         table.add_column("agreement", justify="right")
         table.add_column("time", justify="right")
         if self.float_accuracy is not None:
-            table.add_row("float model", _pct(self.float_accuracy),
+            table.add_row("float model", percent(self.float_accuracy),
                           self._per_class(self.float_per_class_accuracy), "", "")
         for r in self.runtimes:
             if not r.available:
                 table.add_row(r.name, "[yellow]unavailable[/]", "", r.reason, "")
                 continue
             if r.float_agreement is not None:
-                agreement = f"{_pct(r.float_agreement)} vs float"
+                agreement = f"{percent(r.float_agreement)} vs float"
             elif r.key == "tflm" and self.tflm_litert_agreement is not None:
-                agreement = f"{_pct(self.tflm_litert_agreement)} vs LiteRT"
+                agreement = f"{percent(self.tflm_litert_agreement)} vs LiteRT"
             else:
                 agreement = ""
-            table.add_row(r.name, _pct(r.accuracy), self._per_class(r.per_class_accuracy),
+            table.add_row(r.name, percent(r.accuracy), self._per_class(r.per_class_accuracy),
                           agreement, f"{r.seconds:.2f} s")
         if self.tflm_litert_agreement is not None:
             ok = self.fidelity_ok
             verdict = "[green]within contract[/]" if ok else "[red]outside contract[/]"
             diff = (f"{self.max_abs_diff:g} {self.diff_unit}" if self.diff_unit == "LSB"
                     else f"{self.max_abs_diff:.3g}")
-            table.caption = (f"TFLM vs LiteRT: labels agree on {_pct(self.tflm_litert_agreement)}, "
+            table.caption = (f"TFLM vs LiteRT: labels agree on {percent(self.tflm_litert_agreement)}, "
                              f"max |Δ| of raw outputs {diff} ({verdict}: ≤ {MAX_LSB} LSB, "
                              f"≥ {MIN_AGREEMENT:.1%})")
         if self.reference_equals_tflm is not None:
@@ -225,16 +226,12 @@ class CheckResult:
     def _per_class(self, values) -> str:
         if not values:
             return ""
-        return ", ".join(f"{self._class_name(c)} {_pct(v)}" for c, v in enumerate(values))
+        return ", ".join(f"{self._class_name(c)} {percent(v)}" for c, v in enumerate(values))
 
     def print(self, console=None) -> None:
         from rich.console import Console
 
         (console or Console()).print(self.table())
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 def top1(outputs: np.ndarray, spec: TensorSpec | None = None) -> np.ndarray:
