@@ -34,6 +34,7 @@ class Board:
     memory: dict = field(default_factory=dict)  # linker regions: {name: {origin, kib}}
     flasher: dict | None = None
     emulate: dict | None = None
+    template: str | None = None  # firmware_templates/<folder>; default: the board's name
     source: str = ""
 
     @property

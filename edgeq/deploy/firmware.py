@@ -136,7 +136,7 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
     """Every <name>.j2 of the board's template folder becomes <name> in `folder`."""
     from edgeq.deploy.flash import flash_command  # flash imports nothing from here
 
-    templates = template_dir(board.name)
+    templates = template_dir(board.template or board.name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
