@@ -720,32 +720,11 @@ def _write_json(payload: dict, json_path: str) -> None:
 
 
 def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
-    from edgeq.data import load_dataset
-    from edgeq.deploy.check import check_input_range, model_input_spec, quantize_inputs
-    from edgeq.deploy.qemu import check_on_qemu
+    from edgeq.deploy.qemu import qemu_check_command
 
-    spec = model_input_spec(model_path)
-    shape = spec.shape[1:]
-    ds = load_dataset(data, shape, "grayscale" if shape[-1] == 1 else "rgb", 255.0)
-    ds = ds.stratified(limit, 0, "--limit")
-    check_input_range(ds.x, spec, str(data))
-    q = quantize_inputs(ds.x, spec)
-    labels = ds.y if (ds.y >= 0).all() else None
-    result = check_on_qemu(model_path, q, out_dir, timeout=timeout, labels=labels, litert=True,
-                           force=force)
-    payload = {"model": str(model_path), "samples": len(ds), "data": str(data),
-               "chosen": ds.chosen or "all samples", "classes": ds.class_names,
-               "target": "qemu mps2-an500", "accuracy": result.accuracy,
-               "per_class_accuracy": result.per_class_accuracy, "confusion": result.confusion,
-               "identical_to_tflm": result.identical,
-               "mismatched_values": result.mismatches, "label_agreement_tflm": result.label_agreement,
-               "label_agreement_litert": result.litert_label_agreement,
-               "max_lsb_litert": result.litert_max_difference,
-               "instructions_per_inference": result.instructions_per_inference, "macs": result.macs,
-               "instructions_per_mac": round(result.instructions_per_mac, 3),
-               "sizes": result.sizes, "tflm_arena": result.tflm_arena}
+    payload, result = qemu_check_command(model_path, data, out_dir, limit, timeout, force)
     _print_qemu_check(payload, f"edgeq firmware under QEMU (mps2-an500): "
-                               f"{Path(model_path).name}, {len(ds)} samples "
+                               f"{Path(model_path).name}, {payload['samples']} samples "
                                f"({payload['chosen']})")
     if not result.identical:
         console.print(f"[bold red]firmware outputs differ from TFLM in {result.mismatches} values[/]")
@@ -754,15 +733,22 @@ def _check_qemu(model_path, data, limit, out_dir, timeout, force) -> dict:
 
 def _print_qemu_check(payload: dict, title: str) -> None:
     """The QEMU check as people read it: percentages, counts with separators, sizes apart."""
-    identical = payload["identical_to_tflm"]
-    rows = [("top-1 on the device", percent(payload["accuracy"])),
-            *[(f"  class {name}", percent(acc)) for name, acc in
-              zip(payload["classes"], payload["per_class_accuracy"] or [], strict=False)],
-            ("outputs identical to TFLM", "yes" if identical
-             else f"no: {payload['mismatched_values']:,} values differ"),
-            ("labels = TFLM's", percent(payload["label_agreement_tflm"])),
-            ("labels = LiteRT's", percent(payload["label_agreement_litert"])),
-            ("largest difference from LiteRT", f"{payload['max_lsb_litert']} LSB"),
+    identical, values = payload["identical_to_tflm"], payload["output_values"]
+    labels = payload["task"] == "classification"
+    rows = [*([("top-1 on the device", percent(payload["accuracy"])),
+               *[(f"  class {name}", percent(acc)) for name, acc in
+                 zip(payload["classes"], payload["per_class_accuracy"] or [], strict=False)]]
+              if labels else []),
+            *([("MAE vs target on the device", f"{payload['mae_target']:.4g}")]
+              if payload["mae_target"] is not None else []),
+            ("outputs identical to TFLM", f"yes ({values:,} values)" if identical
+             else f"no: {payload['mismatched_values']:,} of {values:,} values differ, max "
+                  f"{payload['max_lsb_tflm']} LSB, MAE {payload['mae_tflm']:.4g}"),
+            *([("labels = TFLM's", percent(payload["label_agreement_tflm"])),
+               ("labels = LiteRT's", percent(payload["label_agreement_litert"]))]
+              if payload["label_agreement_tflm"] is not None else []),
+            ("largest difference from LiteRT", f"{payload['max_lsb_litert']} LSB "
+             f"({payload['mismatched_values_litert']:,} of {values:,} values differ)"),
             ("instructions per inference", f"{payload['instructions_per_inference']:,}"),
             ("MACs per inference", f"{payload['macs']:,}"),
             ("instructions per MAC", f"{payload['instructions_per_mac']:.3f}")]

@@ -1,8 +1,10 @@
 """Data sources: an image folder in the Visual Wake Words layout, `.npz` arrays, IDX files
 (Fashion-MNIST). numpy and Pillow only: `edgeq check` runs where TensorFlow is absent.
 
-Every loader returns a Dataset of float32 NHWC images already preprocessed the way the model
-expects (resized, converted to the model's colour, divided by `scale`) and int64 labels.
+Every loader returns a Dataset of float32 inputs already preprocessed the way the model
+expects (images: NHWC, resized, converted to the model's colour, divided by `scale`) and int64
+labels. An .npz may hold inputs of any rank (sensor windows, audio features) and, instead of
+labels, regression targets (see load_npz).
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @dataclass
 class Dataset:
-    x: np.ndarray  # float32, N x H x W x C
-    y: np.ndarray  # int64, N
+    x: np.ndarray  # float32, N x the model's input shape (images: N x H x W x C)
+    y: np.ndarray  # int64, N: class labels, -1 = unknown (every -1 when there are targets)
     class_names: list[str]
     source: str = ""
     names: list[str] | None = None  # file names (image folders), for deterministic splits by name
     skipped: list[str] = field(default_factory=list)  # unreadable files skipped while loading
     chosen: str = ""  # how this subset was chosen, e.g. "64 of 128, stratified by class, seed 0"
+    targets: np.ndarray | None = None  # float32, N x the output shape: regression targets (.npz)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -40,8 +43,9 @@ class Dataset:
     def subset(self, index, chosen: str = "") -> Dataset:
         index = np.asarray(index, np.int64)
         names = [self.names[i] for i in index] if self.names is not None else None
+        targets = self.targets[index] if self.targets is not None else None
         return Dataset(self.x[index], self.y[index], self.class_names, self.source, names,
-                       list(self.skipped), chosen or self.chosen)
+                       list(self.skipped), chosen or self.chosen, targets)
 
     def stratified(self, limit: int | None, seed: int = 0, option: str = "--limit") -> Dataset:
         """At most `limit` samples, the same share of every class as in the whole (see
@@ -53,8 +57,9 @@ class Dataset:
         if limit is None or limit >= len(self):
             return self
         of = f"{len(self)} ({self.chosen})" if self.chosen else f"{len(self)}"
+        how = "stratified by class" if (self.y >= 0).any() else "seeded random subset"
         return self.subset(stratified_subset(self.y, limit, seed),
-                           f"{limit} of {of}, stratified by class, seed {seed}")
+                           f"{limit} of {of}, {how}, seed {seed}")
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Deterministic split, each part with every class's share: (`fraction`, the rest)."""
@@ -295,36 +300,115 @@ def _find(folder: Path, stem: str) -> Path:
                     f"puts it in {FASHION_MNIST_DIR})")
 
 
-def load_npz(path: Path, input_shape=None) -> Dataset:
-    """An .npz with `x` (N,H,W,C float in the model's input domain) and optional `y` labels."""
+def load_npz(path: Path, input_shape=None, output_shape=None) -> Dataset:
+    """An .npz with `x` (N samples, float in the model's input domain) and optional `y`.
+
+    x: N x the model's input shape without its batch axis: images (N, H, W, C) (or (N, H, W),
+    given a channel axis), sensor windows (N, 640), audio features (N, 49, 10), ...; a missing
+    trailing axis of size 1 is added when `input_shape` asks for it.
+    y, by its shape: 1-D (N,) of whole numbers = class labels (-1 = unknown); (N, ...) with two
+    or more axes = regression targets, one per sample of the model output's shape (an
+    autoencoder's y is its x), checked against `output_shape` (without the batch axis) when
+    given. No y = unlabelled. A single-output regressor stores y as (N, 1).
+    """
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f:
                 raise DataError(f"{path}: no array named 'x' (found {', '.join(f.files) or 'none'})",
                                 "save inputs with np.savez(path, x=images, y=labels)")
             x = f["x"].astype(np.float32)
-            y = f["y"].astype(np.int64) if "y" in f else np.full(len(x), -1, np.int64)
+            y = f["y"] if "y" in f else None
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    if x.ndim == 3:
-        x = x[..., None]
+    if x.ndim < 2:
+        raise DataError(f"{path}: x has shape {x.shape}; it must hold N samples, (N, ...)",
+                        "save x with the samples along its first axis, e.g. (N, 640)")
+    x = _fit_rank(x, input_shape)
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"{path}: inputs have shape {tuple(x.shape[1:])}, the model wants {tuple(input_shape)}",
                         "resize the arrays or choose the matching model")
+    targets = None
+    if y is None:
+        y = np.full(len(x), -1, np.int64)
+    elif y.ndim >= 2 and not _label_column(y, output_shape):
+        targets = _targets(y, len(x), path, output_shape)
+        y = np.full(len(x), -1, np.int64)
+    else:
+        y = _labels(y.reshape(len(y), -1)[:, 0] if y.ndim >= 2 else y, path)
     if len(y) != len(x):
         raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels")
     classes = [str(i) for i in range(int(y.max()) + 1)] if len(y) and y.max() >= 0 else []
-    return Dataset(x, y, classes, str(path))
+    return Dataset(x, y, classes, str(path), targets=targets)
+
+
+def _fit_rank(x: np.ndarray, input_shape) -> np.ndarray:
+    """Add the trailing axis of size 1 that grayscale images (N, H, W) and features (N, 49, 10)
+    for a (49, 10, 1) input leave out; without an input shape, 3-D x is taken as images."""
+    if input_shape is None:
+        return x[..., None] if x.ndim == 3 else x
+    wanted = tuple(input_shape)
+    if tuple(x.shape[1:]) + (1,) == wanted:
+        return x[..., None]
+    return x
+
+
+def _label_column(y: np.ndarray, output_shape) -> bool:
+    """(N, 1) whole numbers are labels in a column, unless the model has one output (then they
+    are the targets of a single-output regressor, as the docstring of load_npz says)."""
+    if y.ndim != 2 or y.shape[1] != 1 or not _whole(y):
+        return False
+    return output_shape is None or int(np.prod(output_shape)) != 1
+
+
+def _squeezed(shape) -> tuple[int, ...]:
+    """A shape without its axes of size 1: (1, 640) and (640,) hold the same targets."""
+    return tuple(int(d) for d in shape if d != 1)
+
+
+def _whole(y: np.ndarray) -> bool:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return True
+    return np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y))) and \
+        bool(np.all(y == np.round(y)))
+
+
+def _labels(y: np.ndarray, path: Path) -> np.ndarray:
+    if not _whole(y):
+        raise DataError(f"{path}: y has shape {y.shape} but its values are not whole numbers, so "
+                        "they are not class labels",
+                        "regression targets: save y with the model output's shape, (N, 1) for a "
+                        "single output; class labels: integers 0, 1, ... (-1 = unknown)")
+    return y.astype(np.int64)
+
+
+def _targets(y: np.ndarray, n: int, path: Path, output_shape) -> np.ndarray:
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise DataError(f"{path}: y holds {y.dtype} values, not numbers")
+    if len(y) != n:
+        raise DataError(f"{path}: {n} inputs but {len(y)} targets in y",
+                        "save one target per input, y of shape (N, ...) like the model's output")
+    if output_shape is not None and _squeezed(y.shape[1:]) != _squeezed(output_shape):
+        raise DataError(f"{path}: y has shape {tuple(y.shape[1:])} per sample, but the model's output "
+                        f"is {tuple(output_shape)} per sample",
+                        f"regression targets: save y of shape (N, {', '.join(map(str, output_shape))}) "
+                        "(an autoencoder's targets are its inputs); class labels: a 1-D y of N "
+                        "integers")
+    targets = y.astype(np.float32)
+    check_finite(targets, f"{path} (y)")
+    return targets if output_shape is None else targets.reshape((n, *tuple(output_shape)))
 
 
 def load_dataset(path, input_shape, color: str = "rgb", scale: float = 255.0,
-                 class_names: list[str] | None = None, split: str = "train") -> Dataset:
-    """Any supported source, preprocessed for a model with `input_shape` (H, W, C)."""
+                 class_names: list[str] | None = None, split: str = "train",
+                 output_shape=None) -> Dataset:
+    """Any supported source, preprocessed for a model with `input_shape` (H, W, C; an .npz:
+    any shape). `output_shape` (the model's, without the batch axis) checks an .npz's
+    regression targets (load_npz)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: does not exist", "pass an image folder, an .npz file or an IDX folder")
     if path.suffix == ".npz":
-        ds = load_npz(path, input_shape)
+        ds = load_npz(path, input_shape, output_shape)
     elif _is_idx(path):
         ds = load_idx(path, input_shape, scale, split)
     elif path.is_dir():
