@@ -1,6 +1,7 @@
 """The static memory plan: no two live tensors share bytes, aliases and in-place ops share
-storage, graph inputs/outputs stay in the caller's buffers, and the MLPerf VWW model reaches the
-layer-by-layer bound (55,296 bytes, against TFLM's 103,680)."""
+storage, graph inputs and outputs live in the arena (inputs from the start to their last reader,
+outputs from their producer to the end), and the MLPerf VWW model reaches the layer-by-layer
+bound (55,296 bytes, its input included, against TFLM's 103,680)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import opmodels
 import pytest
 
-from edgeq.deploy.plan import ALIGNMENT, ARENA, INPUT, OUTPUT, plan_memory
+from edgeq.deploy.plan import ALIGNMENT, ARENA, plan_memory
 from edgeq.tflite.model import Model, Op, Tensor
 from edgeq.tflite.read import read_model
 
@@ -59,6 +60,11 @@ def test_random_graphs_never_overlap_live_tensors(seed):
     for op in model.ops:
         if op.kind == "RESHAPE":
             root[op.outputs[0]] = root.get(op.inputs[0], op.inputs[0])
+    for t in model.inputs:  # the caller writes the inputs into the arena first
+        where, offset = plan.location[t]
+        assert where == ARENA
+        for b in range(offset, offset + model.tensors[t].nbytes):
+            owner[b] = root.get(t, t)
     for op in model.ops:
         for t in op.inputs:
             where, offset = plan.location[t]
@@ -71,6 +77,10 @@ def test_random_graphs_never_overlap_live_tensors(seed):
             if where == ARENA and op.kind != "RESHAPE":
                 for b in range(offset, offset + model.tensors[t].nbytes):
                     owner[b] = root.get(t, t)
+    for t in model.outputs:  # ... and reads the outputs after the last op
+        where, offset = plan.location[t]
+        span = range(offset, offset + model.tensors[t].nbytes)
+        assert where == ARENA and all(owner.get(b) == root.get(t, t) for b in span), seed
 
 
 def test_vww_reaches_the_layer_by_layer_bound(vww_int8_path):
@@ -82,15 +92,21 @@ def test_vww_reaches_the_layer_by_layer_bound(vww_int8_path):
     assert all(b.offset % ALIGNMENT == 0 for b in plan.buffers)
 
 
-def test_reshape_aliases_and_graph_io_stay_outside_the_arena():
+def test_reshape_aliases_share_and_graph_io_live_in_the_arena():
     model = opmodels.conv_pool_fc(np.random.default_rng(0))
     plan = plan_memory(model)
+    plan.check()
     reshape = next(op for op in model.ops if op.kind == "RESHAPE")
     assert plan.location[reshape.outputs[0]] == plan.location[reshape.inputs[0]]
-    assert plan.location[model.inputs[0]] == (INPUT, 0)
-    assert plan.location[model.outputs[0]] == (OUTPUT, 0)
-    arena_tensors = {t for t, (where, _) in plan.location.items() if where == ARENA}
-    assert model.inputs[0] not in arena_tensors and model.outputs[0] not in arena_tensors
+    by_root = {b.root: b for b in plan.buffers}
+    x, y = by_root[model.inputs[0]], by_root[model.outputs[0]]
+    readers = [i for i, op in enumerate(model.ops) if model.inputs[0] in op.inputs]
+    producer = next(i for i, op in enumerate(model.ops) if model.outputs[0] in op.outputs)
+    assert (x.first, x.last) == (0, max(readers))
+    assert (y.first, y.last) == (producer, len(model.ops))
+    assert plan.location[model.inputs[0]] == (ARENA, x.offset)
+    assert plan.location[model.outputs[0]] == (ARENA, y.offset)
+    assert x.size >= model.tensors[model.inputs[0]].nbytes
 
 
 def test_add_runs_in_place_when_its_input_dies():
@@ -105,13 +121,18 @@ def test_add_runs_in_place_when_its_input_dies():
     assert plan.arena_size == 128
 
 
-def test_multiple_inputs_are_packed_back_to_back():
+def test_several_inputs_each_have_their_own_arena_bytes():
     model = opmodels.add(np.random.default_rng(1))
     plan = plan_memory(model)
+    plan.check()
     a, b = model.inputs
-    assert plan.location[a] == (INPUT, 0)
-    assert plan.location[b] == (INPUT, model.tensors[a].nbytes)
-    assert plan.arena_size == 0
+    (where_a, off_a), (where_b, off_b) = plan.location[a], plan.location[b]
+    assert where_a == where_b == ARENA
+    size = -(-model.tensors[a].nbytes // ALIGNMENT) * ALIGNMENT
+    assert abs(off_a - off_b) >= size  # both alive at the start: never the same bytes
+    # the ADD writes its output over one of its inputs, which die with it
+    assert plan.location[model.outputs[0]] in (plan.location[a], plan.location[b])
+    assert plan.arena_size == 2 * size
 
 
 def test_quantize_runs_in_place_only_when_its_input_dies():
@@ -120,22 +141,27 @@ def test_quantize_runs_in_place_only_when_its_input_dies():
     ops = [Op("MAX_POOL_2D", [0], [1]), Op("QUANTIZE", [1], [2]), Op("MAX_POOL_2D", [2], [3])]
     plan = plan_memory(Model(t, ops, [0], [3]))
     plan.check()
-    assert plan.location[2] == plan.location[1] and plan.arena_size == 64
+    # op 0 holds the input and a (64 + 64 bytes); b then takes a's bytes
+    assert plan.location[2] == plan.location[1] and plan.arena_size == 128
     # a read again after the QUANTIZE: b needs bytes of its own
     t.append(_act("c", (1, 64)))
     ops = [Op("MAX_POOL_2D", [0], [1]), Op("QUANTIZE", [1], [2]), Op("ADD", [1, 2], [4]),
            Op("MAX_POOL_2D", [4], [3])]
     plan = plan_memory(Model(t, ops, [0], [3]))
     plan.check()
+    # a and b at op 2 (the ADD writes over one of them), the input and a at op 0
     assert plan.location[2] != plan.location[1] and plan.arena_size == 128
 
 
-def test_an_output_reshaped_from_an_inner_tensor_is_written_to_the_callers_buffer():
-    # in -> pool -> a -> RESHAPE -> out: a is the output's storage, so it lives in `out`
+def test_an_output_reshaped_from_an_inner_tensor_lives_to_the_end():
+    # in -> pool -> a -> RESHAPE -> out: a is the output's storage, so it lives to the end
     t = [_act("in", (1, 64)), _act("a", (1, 16)), _act("out", (16, 1))]
     ops = [Op("MAX_POOL_2D", [0], [1]), Op("RESHAPE", [1], [2])]
     plan = plan_memory(Model(t, ops, [0], [2]))
-    assert plan.location[1] == plan.location[2] == (OUTPUT, 0) and plan.arena_size == 0
+    plan.check()
+    assert plan.location[1] == plan.location[2] != plan.location[0]
+    by_root = {b.root: b for b in plan.buffers}
+    assert (by_root[1].first, by_root[1].last) == (0, 2) and plan.arena_size == 64 + 16
 
 
 def test_check_refuses_overlapping_misaligned_and_oversized_plans():

@@ -8,12 +8,20 @@ Requantization parameters are computed here exactly as TFLM computes them at Pre
 are bit-exact with TFLM's reference kernels.
 
 `generate_engine(model, out_dir)` writes:
-    <name>_model.h / <name>_model.c   the model (API: int <name>_invoke(const int8_t *in,
-                                     int8_t *out), macros <NAME>_ARENA_SIZE, _INPUT_SIZE, ...)
+    <name>_model.h / <name>_model.c   the model and its API (documented in the header):
+        in place, as TFLM's input(0) / Invoke() / output(0): int8_t *<name>_input(void),
+        int <name>_invoke_in_place(void), const int8_t *<name>_output(void), and for several
+        inputs (outputs) <name>_input_at(i) / <name>_output_at(i) with <name>_input_bytes(i) /
+        <name>_output_bytes(i); the graph inputs and outputs live in the arena (edgeq.deploy.plan
+        rule 3), so static RAM is the arena and the stack;
+        copying: int <name>_invoke(const int8_t *in, int8_t *out), which copies `in` into the
+        arena's inputs, runs in place and copies the outputs to `out` (several inputs or
+        outputs back to back);
+        macros <NAME>_ARENA_SIZE, _INPUT_SIZE, _OUTPUT_SIZE, shapes and quantization
     edgeq_kernels.h, the kernel files the model's ops use (KERNEL_FILES), and edgeq_kernels.c,
     the one unit that #includes them (compile it, not the eq_*.c files beside it)
-The default name "edgeq" gives `edgeq_invoke` and EDGEQ_* macros; another name lets several
-models share one firmware. Several graph inputs (outputs) are packed back to back in `in` (`out`).
+The default name "edgeq" gives `edgeq_invoke_in_place` and EDGEQ_* macros; another name lets
+several models share one firmware.
 
 Layout choices made here for the kernels' fast paths (identical results either way): CONV_2D
 filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (filter_stride);
@@ -27,7 +35,8 @@ as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to forc
 kernels.
 
 Host side: build_host_runner / run_host compile the engine with gcc (warnings as errors,
-AddressSanitizer, UBSan) and run it on inputs passed through a file.
+AddressSanitizer, UBSan) and run it on inputs passed through a file: in place by default, the
+copying <name>_invoke with HOST_COPYING_FLAG among the cflags.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import numpy as np
 
 from edgeq import __version__, data_dir
 from edgeq.deploy.carray import is_reserved_identifier
-from edgeq.deploy.plan import ARENA, CONSTANT, INPUT, MemoryPlan, plan_memory
+from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
     activation_range,
@@ -58,8 +67,8 @@ from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
-# includes them; None: every engine (the headers, the shared requantization, eq_copy for
-# graph outputs that alias an input). RESHAPE is an alias or an eq_copy.
+# includes them; None: every engine (the headers, the shared requantization, eq_copy for the
+# copying <name>_invoke). RESHAPE is an alias or an eq_copy.
 KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
     "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv.c"),
@@ -202,10 +211,10 @@ class _Lowering:
         where, offset = self.plan.location[t]
         if where == CONSTANT:
             return self.pointer(offset, writable)
-        base = {INPUT: "in", ARENA: "edgeq_arena"}.get(where, "out")
-        if where == INPUT and writable:
+        assert where == ARENA, (t, where)
+        if t in self.model.inputs and writable:
             raise UnsupportedOpError(f"tensor {tensor.name!r} is a graph input but written")
-        return base if offset == 0 else f"({base} + {offset})"
+        return "edgeq_arena" if offset == 0 else f"(edgeq_arena + {offset})"
 
     def array(self, name: str, ctype: str, values: np.ndarray, comment: str = "") -> str:
         if not any(a.name == name for a in self.arrays):
@@ -627,12 +636,6 @@ def lower_model(model: Model, name: str = "edgeq") -> Engine:
     plan = plan_memory(model, scratch_bytes(model))
     lowering = _Lowering(model, plan)
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
-    for t in model.outputs:  # an output that aliases an input still has to reach `out`
-        where, offset = plan.location[t]
-        if where == INPUT:
-            nbytes = model.tensors[t].nbytes
-            steps.append(Step(c_comment(f"copy output {model.tensors[t].name}"), None, None, [],
-                              f"eq_copy({lowering.pointer(t)}, out + {offset}, {nbytes});"))
     return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
                   macs=lowering.macs)
 
@@ -648,14 +651,24 @@ def _check_name(name: str) -> str:
 def _render(engine: Engine, source: str) -> dict[str, str]:
     model, prefix = engine.model, engine.name
     ins, outs = model.input_tensors, model.output_tensors
+    lowering = _Lowering(model, engine.plan)  # pointers only: declares no arrays here
+
+    def tensors(indices: list[int]) -> list[dict]:
+        """Per graph input (output): its tensor, size, quantization, where it sits in the arena
+        (`pointer`, a C expression) and its offset in the copying API's packed buffer."""
+        packed, rows = 0, []
+        for t in indices:
+            tensor = model.tensors[t]
+            rows.append({"tensor": tensor, "size": tensor.nbytes, "scale": _scale(tensor),
+                         "zp": _zp(tensor), "pointer": lowering.pointer(t), "packed": packed})
+            packed += tensor.nbytes
+        return rows
+
     context = {
         "version": __version__, "source": source or model.description or "a Model",
         "prefix": prefix, "PREFIX": prefix.upper(), "engine": engine,
         "arena_size": engine.plan.arena_size,
-        "inputs": [{"tensor": t, "size": t.nbytes, "scale": _scale(t), "zp": _zp(t)}
-                   for t in ins],
-        "outputs": [{"tensor": t, "size": t.nbytes, "scale": _scale(t), "zp": _zp(t)}
-                    for t in outs],
+        "inputs": tensors(model.inputs), "outputs": tensors(model.outputs),
         "input_size": sum(t.nbytes for t in ins), "output_size": sum(t.nbytes for t in outs),
     }
     env = _environment()
@@ -746,6 +759,9 @@ def count_macs(model: Model) -> int:
 
 # ---- the engine on the host (tests, `edgeq check --target host`) ---------------------------------
 
+# host_main.c with this flag runs the copying <name>_invoke(in, out) on exact-size malloc'd
+# buffers (AddressSanitizer sees any overrun of them); without it, <name>_invoke_in_place()
+HOST_COPYING_FLAG = "-DEDGEQ_HOST_COPYING"
 HOST_CFLAGS = ("-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-Wshadow",
                "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                "-fno-omit-frame-pointer")

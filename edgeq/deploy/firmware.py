@@ -9,6 +9,15 @@ arm-none-eabi-gcc and measured with arm-none-eabi-size.
 the board *before* writing anything, builds in a sibling temporary folder and only then replaces
 `out_dir` (only an empty one or edgeq's own, see edgeq.outputs), so a failed build leaves the
 previous output intact.
+
+Every main.c runs the engine in place (edgeq_input_at / edgeq_invoke_in_place /
+edgeq_output_at): no input or output buffers besides the arena. A board firmware proves itself:
+test_vectors.h (generic/ and stm32h743/) holds `test_inputs` and, for each, the outputs TFLM
+gives (`expected_outputs`, or computed here with TFLM), both const in flash; main.c compares
+every output byte and reports pass or fail per input (stm32h743: `EDGEQ_TEST` lines on the
+console; generic: `edgeq_results` in RAM). Without test inputs none are embedded (not an
+all-zero one) and the firmware says so (status NONE). The QEMU firmware reads its inputs from
+inputs.bin instead and the Python side compares (edgeq.deploy.qemu).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import numpy as np
 from edgeq import __version__, data_dir
 from edgeq.boards import Board, load_board
 from edgeq.deploy import cgen
-from edgeq.errors import BoardFitError, ToolchainError, UnknownBoardError
+from edgeq.errors import BoardFitError, DataError, ToolchainError, UnknownBoardError
 from edgeq.outputs import abandon_folder, begin_folder, check_output_folder, finish_folder
 from edgeq.tflite.model import Model
 from edgeq.tflite.read import read_model
@@ -84,6 +93,8 @@ class FirmwareResult:
     board: Board
     engine: cgen.EngineFiles | None = None
     commands: list[list[str]] = field(default_factory=list)
+    test_count: int = 0  # test inputs embedded in test_vectors.h (or written to inputs.bin)
+    expected_outputs: np.ndarray | None = None  # int8 [n, output bytes] embedded beside them
 
 
 def _load(model_or_path) -> tuple[Model, str]:
@@ -131,15 +142,26 @@ def _size(objects: list[Path]) -> dict[str, tuple[int, int, int]]:
     return result
 
 
+VECTORS_TEMPLATE = "test_vectors.h.j2"  # a board template folder with it embeds test vectors
+
+
+def embeds_test_vectors(board: Board) -> bool:
+    """True when the board's firmware carries its test vectors (and TFLM's outputs) in flash."""
+    return (template_dir(board.name) / VECTORS_TEMPLATE).is_file()
+
+
 def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
-                    ldflags: list[str], sources: list[str], test_inputs: np.ndarray) -> None:
-    """Every <name>.j2 of the board's template folder becomes <name> in `folder`."""
+                    ldflags: list[str], sources: list[str], test_inputs: np.ndarray,
+                    expected_outputs: np.ndarray) -> None:
+    """Every <name>.j2 of the board's template folder becomes <name> in `folder`. Templates may
+    include others by their path below firmware_templates/ ("generic/test_vectors.h.j2")."""
     from edgeq.deploy.flash import flash_command  # flash imports nothing from here
 
-    templates = template_dir(board.template or board.name)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    templates = template_dir(board.name)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(templates), str(data_dir("firmware_templates"))]),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+        lstrip_blocks=True)
     env.filters["ints"] = cgen.int_lines
     flash = []
     if board.flasher:
@@ -151,39 +173,96 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
                "qemu": qemu_command(board) if board.emulate else [],
                "flash": flash, "ns_per_tick": QEMU_NS_PER_TICK,
                "has_dwt": board.core not in ("cortex-m0plus",),  # ARMv6-M has no cycle counter
-               "test_inputs": [x.reshape(-1) for x in test_inputs],
-               "input_size": int(test_inputs[0].size)}
+               "test_inputs": list(test_inputs), "expected_outputs": list(expected_outputs),
+               "input_size": int(test_inputs.shape[1]),
+               "output_size": int(expected_outputs.shape[1])}
     for path in sorted(templates.glob("*.j2")):
         (folder / path.stem).write_text(env.get_template(path.name).render(**context))
 
 
+def _test_vectors(model: Model, model_bytes, test_inputs, expected_outputs,
+                  board: Board) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs [n, input bytes], expected [n, output bytes]) as int8; n = 0 without inputs.
+    Expected outputs not given are TFLM's, for boards that embed them."""
+    in_size = sum(t.nbytes for t in model.input_tensors)
+    out_size = sum(t.nbytes for t in model.output_tensors)
+    if test_inputs is None:
+        if expected_outputs is not None:
+            raise DataError("expected_outputs were given without test_inputs",
+                            "pass the test inputs they belong to, or neither")
+        return np.zeros((0, in_size), np.int8), np.zeros((0, out_size), np.int8)
+    vectors = _int8_rows(test_inputs, in_size, "test_inputs",
+                         f"the model's {len(model.inputs)} input(s) take {in_size} bytes")
+    if expected_outputs is not None:
+        expected = _int8_rows(expected_outputs, out_size, "expected_outputs",
+                              f"the model's {len(model.outputs)} output(s) give {out_size} "
+                              "bytes per input")
+        if len(expected) != len(vectors):
+            raise DataError(f"{len(expected)} expected outputs for {len(vectors)} test inputs",
+                            "pass one expected output row per test input")
+        return vectors, expected
+    if not embeds_test_vectors(board):
+        return vectors, np.zeros((len(vectors), out_size), np.int8)
+    from edgeq.deploy.tflm import tflm_outputs
+
+    return vectors, tflm_outputs(model_bytes(), vectors)
+
+
+def _int8_rows(values, size: int, what: str, why: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.size == 0 or array.size % size:
+        raise DataError(f"{what} hold {array.size} values, not a whole number of {size}-value "
+                        f"rows ({why})", f"pass an int8 array of shape [n, {size}]")
+    if array.dtype != np.int8:
+        if not np.issubdtype(array.dtype, np.integer) or array.min() < -128 or array.max() > 127:
+            raise DataError(f"{what} are {array.dtype} values outside int8 or not integers",
+                            "pass int8 values (quantize them with the model's input scale "
+                            "and zero point: edgeq.deploy.check.quantize_inputs)")
+    return np.ascontiguousarray(array, dtype=np.int8).reshape(-1, size)
+
+
 def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
                    extra_cflags=(), timeout: float = 600,
-                   wide_int8_weights: bool | None = None, force: bool = False) -> FirmwareResult:
+                   wide_int8_weights: bool | None = None, force: bool = False,
+                   expected_outputs=None) -> FirmwareResult:
     """Generate, build and measure the firmware for `board` (a name or Board).
 
-    tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, ...] written
-    to inputs.bin for `make run`. portable=True disables the DSP fast paths.
+    tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, input bytes]
+    (several model inputs back to back in a row), written to inputs.bin for `make run` (QEMU)
+    and, for a board firmware (generic/, stm32h743/), embedded in flash with the outputs each
+    must give: `expected_outputs` int8 [n, output bytes] (several outputs back to back), or,
+    when not given, TFLM's outputs for the same inputs, so that the board always checks them.
+    Without test_inputs a board firmware embeds none and reports that it has nothing to check.
+    portable=True disables the DSP fast paths.
     wide_int8_weights: INT8 conv weights stored as int16 pairs (faster, twice their flash;
     see edgeq.deploy.cgen.engine_options); None keeps the caller's engine_options.
     force: replace `out_dir` even if edgeq did not make it (edgeq.outputs).
     """
+    args = (tflite_path, board, out_dir, test_inputs, expected_outputs, portable, extra_cflags,
+            timeout, force)
     if wide_int8_weights is None:
-        return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                               timeout, force)
+        return _build_firmware(*args)
     with cgen.engine_options(wide_int8_weights=wide_int8_weights):
-        return _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                               timeout, force)
+        return _build_firmware(*args)
 
 
-def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cflags,
-                    timeout, force) -> FirmwareResult:
+def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, portable,
+                    extra_cflags, timeout, force) -> FirmwareResult:
     inputs = [] if isinstance(tflite_path, Model) else [tflite_path]
     check_output_folder(out_dir, force, inputs)  # before any work (contract 6)
     board = load_board(board) if isinstance(board, str) else board
     model, source = _load(tflite_path)
     engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
     check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
+
+    def model_bytes() -> bytes:
+        if isinstance(tflite_path, Model):
+            from edgeq.tflite.write import write_model
+
+            return write_model(tflite_path)
+        return Path(tflite_path).read_bytes()
+
+    vectors, expected = _test_vectors(model, model_bytes, test_inputs, expected_outputs, board)
     gcc = find_tool("arm-none-eabi-gcc")
 
     out = Path(out_dir)
@@ -198,11 +277,8 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
                  else ["--specs=nano.specs", "--specs=nosys.specs"])
         ldflags = ["-T", "link.ld", *specs, "-Wl,--gc-sections", "-Wl,-Map=fw.map"]
         sources = ["startup.c", "main.c", *(s.name for s in files.sources)]
-        size = sum(t.nbytes for t in model.input_tensors)
-        vectors = (np.zeros((1, size), dtype=np.int8) if test_inputs is None
-                   else np.ascontiguousarray(test_inputs, dtype=np.int8).reshape(-1, size))
-        _render_project(board, work, "edgeq", cflags, ldflags, sources, vectors)
-        if test_inputs is not None:
+        _render_project(board, work, "edgeq", cflags, ldflags, sources, vectors, expected)
+        if len(vectors):
             vectors.tofile(work / "inputs.bin")
         commands = []
         objects = []
@@ -226,7 +302,9 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, portable, extra_cf
     files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
                              [out / k.name for k in files.kernels], files.arena_size,
                              files.weight_bytes, files.macs, files.plan)
-    return FirmwareResult(out / "fw.elf", sizes, out, board, files, commands)
+    return FirmwareResult(out / "fw.elf", sizes, out, board, files, commands,
+                          test_count=len(vectors),
+                          expected_outputs=expected if embeds_test_vectors(board) else None)
 
 
 def _link_hint(stderr: str, model: Model) -> str:

@@ -29,6 +29,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
+import numpy as np
+
 from edgeq.deploy.runtimes import tflm_interpreter, tflm_module
 from edgeq.errors import TFLiteFormatError
 
@@ -117,3 +119,28 @@ def fit_arena(model_bytes: bytes, first_size: int | None = None):
 def measure_arena(model_bytes: bytes) -> int:
     """Bytes of tensor arena that TFLM uses for `model_bytes` (head + tail of its allocator)."""
     return fit_arena(model_bytes)[1]
+
+
+def tflm_outputs(model_bytes: bytes, inputs) -> np.ndarray:
+    """TFLM's raw int8 outputs for int8 `inputs` [n, input bytes]: each row holds the model's
+    inputs back to back, each result row its outputs back to back (as the generated engine's
+    copying API packs them), [n, output bytes]. Run on an arena from `fit_arena`."""
+    import numpy as np
+
+    from edgeq.tflite.read import read_model
+
+    model = read_model(model_bytes)
+    in_sizes = [t.nbytes for t in model.input_tensors]
+    rows = np.ascontiguousarray(inputs, dtype=np.int8).reshape(-1, sum(in_sizes))
+    interpreter, _ = fit_arena(model_bytes)
+    shapes = [interpreter.get_input_details(k)["shape"] for k in range(len(in_sizes))]
+    cuts = np.cumsum(in_sizes)[:-1]
+    results = []
+    for row in rows:
+        for k, part in enumerate(np.split(row, cuts)):
+            interpreter.set_input(part.reshape(shapes[k]), k)
+        interpreter.invoke()
+        results.append(np.concatenate([np.asarray(interpreter.get_output(k)).reshape(-1)
+                                       for k in range(len(model.outputs))]).astype(np.int8))
+    size = sum(t.nbytes for t in model.output_tensors)
+    return np.stack(results) if results else np.zeros((0, size), np.int8)
