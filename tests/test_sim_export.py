@@ -236,7 +236,9 @@ def test_export_tflite_writes_the_file(tmp_path):
     assert path.read_bytes() == data
     bits = json.loads(read_model(data).metadata["edgeq"])["bits"]
     assert sorted(bits.values()) == [8, 8]
-    assert [op.kind for op in read_model(data).ops] == ["CONV_2D", "MEAN", "FULLY_CONNECTED"]
+    # the logits (no activation, a model output) are stored tie-safe and restored by an ADD
+    assert [op.kind for op in read_model(data).ops] == ["CONV_2D", "MEAN", "FULLY_CONNECTED",
+                                                        "ADD"]
     with pytest.raises(DataError, match="does not fit"):
         export_tflite(model, np.zeros((4, 9, 9, 1), np.float32), 8)
 
@@ -293,7 +295,7 @@ def test_litert_rounds_negative_ties_up_in_fully_connected():
     round them away from zero. A negative value on a tie therefore comes out 1 LSB higher in
     LiteRT. Behind a ReLU the difference vanishes (negatives clamp to the zero point); with
     the output zero point at -128 it vanishes too (every negative requantized value clamps to
-    -128), which is how edgeq stores softmax inputs (edgeq.learn.quant.sim.logit_offsets)."""
+    -128), which is how edgeq stores softmax inputs (edgeq.learn.tiesafe)."""
     x = np.arange(-128, 128, dtype=np.int8).reshape(256, 1)
     zero_point = -6
     model = _fc_head(zero_point, 0)
@@ -329,7 +331,7 @@ def _softmax_head_graph(activation: str = "NONE"):
 
 
 def test_softmax_input_is_stored_with_zero_point_minus_128():
-    from edgeq.learn.quant.sim import logit_offsets
+    from edgeq.learn import tiesafe
 
     graph = _softmax_head_graph()
     x = np.random.default_rng(13).normal(0, 1, (64, 6, 6, 2)).astype(np.float32)
@@ -341,9 +343,12 @@ def test_softmax_input_is_stored_with_zero_point_minus_128():
     (reshape,) = graph.consumers("logits")
     for name in ("logits", reshape.name):  # the reshape shares the stored qparams
         assert tensors[name].scale[0] == scale and tensors[name].zero_point[0] == -128
-    offsets = logit_offsets(qgraph.input_scale(graph.node("logits")),
-                            qgraph.layers["logits"].scales, scale, zp)
-    assert offsets is not None and np.all(offsets > 0)
+    assert tiesafe.plan(graph, qgraph.act)["logits"].mode == "softmax"  # no extra op
+    offsets, steps = tiesafe.offsets(qgraph.layers["logits"].bias,
+                                     qgraph.input_scale(graph.node("logits")),
+                                     qgraph.layers["logits"].scales, scale, zp, uniform=True)
+    assert np.all(offsets > 0) and np.all(steps == zp + 128)
+    assert [op.kind for op in model.ops].count("ADD") == 0
     np.testing.assert_array_equal(tensors["logits/bias"].data,
                                   qgraph.quantized_bias("logits") + offsets)
     # The simulation applies the same offsets: sim == TFLM == interpreter == LiteRT.
@@ -378,7 +383,7 @@ def vww_bytes(vww):
         qgraph = quantize_minmax(graph, calib, bits)
         # LiteRT equals TFLM exactly: every requantization it rounds differently (negative
         # ties in ruy's GEMM) is behind a ReLU or, in the classifier head, clamped at the
-        # logits' stored zero point -128 (logit_offsets). Without it: 1 LSB at INT8, 2 LSB
+        # logits' stored zero point -128 (edgeq.learn.tiesafe). Without it: 1 LSB at INT8, 2 LSB
         # at INT4 on these photos (the softmax doubles a 1-LSB logit difference).
         out[bits] = assert_sim_matches_tflm(qgraph, val.x, litert_lsb=0)
         if bits == 8:  # the float model gets 86.7% on these photos

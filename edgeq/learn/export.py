@@ -3,9 +3,10 @@
 - `bit_plan(graph, bits)`: weight bits per weighted layer (first and last stay at 8 bits).
 - `quantize_minmax(graph, calib_x, bits)`: min-max PTQ → QuantizedGraph (the object that
   reconstruction engines improve and the exporter writes).
-- `to_tflite_model(qgraph, io_dtype)`: QuantizedGraph → edgeq's TFLite Model IR. A softmax's
-  input is stored with zero point -128 (bias offsets instead), so that LiteRT's x86 kernels
-  round exactly as TFLM's (edgeq.learn.quant.sim.logit_offsets explains why).
+- `to_tflite_model(qgraph, io_dtype)`: QuantizedGraph → edgeq's TFLite Model IR. Every conv,
+  depthwise or dense layer without a clamp at its zero point is stored tie-safe (from zero
+  point -128 with bias offsets; edgeq.learn.tiesafe says why and how), so that LiteRT's x86
+  kernels give TFLM's integers.
 - `export_tflite(keras_model, calib_x, bits, path)`: the whole way to .tflite bytes.
 
 Layout conversions (Keras → TFLite): conv kernels HWIO → OHWI, depthwise HWC·M → 1HW(C·M),
@@ -23,16 +24,10 @@ import numpy as np
 
 from edgeq import __version__, intmath
 from edgeq.errors import DataError, UnsupportedLayerError
+from edgeq.learn import tiesafe
 from edgeq.learn.graph import Graph, Node, capture
 from edgeq.learn.quant.observe import observe_ranges
-from edgeq.learn.quant.sim import (
-    STORED_LOGIT_ZERO_POINT,
-    QuantizedGraph,
-    assign_activation_qparams,
-    logit_offsets,
-    quantize_layer,
-    shifted_logit_tensors,
-)
+from edgeq.learn.quant.sim import QuantizedGraph, assign_activation_qparams, quantize_layer
 from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
@@ -97,19 +92,26 @@ def _act_tensor(name: str, shape, qparams) -> Tensor:
                   np.array([zp], np.int64))
 
 
-def _stored_logits(qgraph: QuantizedGraph) -> dict[str, np.ndarray]:
-    """Softmax inputs written with zero point -128 (see edgeq.learn.quant.sim.logit_offsets, which
-    also says why): tensor name -> the producer's bias offsets; the exact simulation applies
+def _tie_safe_biases(qgraph: QuantizedGraph, storage: dict[str, tiesafe.Storage]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({layer: int64 offsets added to its int32 bias}, {layer: output steps N per channel})
+    for the tie-safe storage (edgeq.learn.tiesafe): a stored layer's own offsets, and a "fold"
+    reader's correction for reading its input at zero point -128. The exact simulation applies
     the same offsets, so the file stays bit-exact with it."""
-    stored = {}
-    for producer, tensors in shifted_logit_tensors(qgraph.graph).items():
-        node = qgraph.graph.node(producer)
-        scale, zp = qgraph.act[producer]
-        offsets = logit_offsets(qgraph.input_scale(node), qgraph.layers[producer].scales,
-                                scale, zp)
-        if offsets is not None:
-            stored.update({t: offsets for t in tensors})
-    return stored
+    bias_offsets: dict[str, np.ndarray] = {}
+    steps: dict[str, np.ndarray] = {}
+    for name, st in storage.items():
+        node, layer = qgraph.graph.node(name), qgraph.layers[name]
+        scale, zp = qgraph.act[name]
+        own, steps[name] = tiesafe.offsets(layer.bias, qgraph.input_scale(node), layer.scales,
+                                           scale, zp, st.uniform)
+        bias_offsets[name] = bias_offsets.get(name, 0) + own
+        for reader in st.readers:
+            correction = tiesafe.fold_correction(qgraph.graph.node(reader),
+                                                 qgraph.layers[reader].qweight,
+                                                 zp - tiesafe.STORED_ZERO_POINT)
+            bias_offsets[reader] = bias_offsets.get(reader, 0) - correction
+    return bias_offsets, steps
 
 
 def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node,
@@ -134,15 +136,33 @@ def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node,
                      layer.scales.astype(np.float32), np.zeros(channels, np.int64), qdim, data))
     bias = qgraph.quantized_bias(node.name)
     if bias_offsets is not None:
-        bias = (bias.astype(np.int64) + bias_offsets).astype(np.int32)
+        bias = np.clip(bias.astype(np.int64) + bias_offsets, *intmath.BIAS_RANGE).astype(np.int32)
     s_bias = intmath.bias_scales(qgraph.input_scale(node), layer.scales)
     bt = b.add(Tensor(f"{node.name}/bias", tuple(bias.shape), "int32", s_bias,
                       np.zeros(channels, np.int64), 0, bias))
     return w, bt
 
 
-def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
-    """The quantized graph as edgeq's TFLite Model IR (batch 1), ready for the writer."""
+def _restore_add(b: _ModelBuilder, node: Node, qparams, stored: int, steps: np.ndarray) -> int:
+    """ADD(stored, constant -N) -> the layer's logical tensor (edgeq.learn.tiesafe): equal
+    scales, so exact in every runtime. One N for all channels gives a one-value constant."""
+    scale = np.array([qparams[0]], np.float32)
+    values = steps[:1] if np.all(steps == steps[0]) else steps
+    shape = (1,) * len(node.output_shape) + (len(values),)
+    constant = b.add(Tensor(f"{node.name}/offset", shape, "int8", scale,
+                            np.array([127], np.int64),
+                            data=(127 - values).astype(np.int8).reshape(shape)))
+    out = b.add(_act_tensor(node.name, node.output_shape, qparams))
+    b.op("ADD", [stored, constant], [out], fused_activation_function="NONE")
+    return out
+
+
+def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8", *,
+                    _tie_safe: bool = True) -> Model:
+    """The quantized graph as edgeq's TFLite Model IR (batch 1), ready for the writer, with
+    every layer that needs it stored tie-safe (edgeq.learn.tiesafe). `_tie_safe=False` (tests
+    only) writes the same graph without that storage: TFLM runs it as the simulation does,
+    LiteRT does not."""
     if io_dtype not in IO_DTYPES:
         raise DataError(f"io_dtype {io_dtype!r} is not supported", f"use one of {IO_DTYPES}")
     graph = qgraph.graph
@@ -154,12 +174,19 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
     b = _ModelBuilder()
     index: dict[str, int] = {}
     model_inputs = []
-    stored_logits = _stored_logits(qgraph)
+    storage = tiesafe.plan(graph, qgraph.act) if _tie_safe else {}
+    stored = {t for st in storage.values() if st.mode != "add" for t in st.tensors}
+    bias_offsets, steps = _tie_safe_biases(qgraph, storage)
     for node in graph.nodes:
         qparams = qgraph.act[node.name]
-        if node.name in stored_logits:
-            qparams = (qparams[0], STORED_LOGIT_ZERO_POINT)
-        out = b.add(_act_tensor(node.name, node.output_shape, qparams))
+        restore = node.name in storage and storage[node.name].mode == "add"
+        if node.name in stored:
+            qparams = (qparams[0], tiesafe.STORED_ZERO_POINT)
+        if restore:  # the layer writes <name>/stored; an ADD of -N writes <name>
+            out = b.add(_act_tensor(f"{node.name}/stored", node.output_shape,
+                                    (qparams[0], tiesafe.STORED_ZERO_POINT)))
+        else:
+            out = b.add(_act_tensor(node.name, node.output_shape, qparams))
         index[node.name] = out
         ins = [index[i] for i in node.inputs]
         a = node.attrs
@@ -171,7 +198,7 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
             else:
                 model_inputs.append(out)
         elif node.kind in ("conv2d", "depthwise_conv2d"):
-            w, bias = _weights_tensors(b, qgraph, node, stored_logits.get(node.name))
+            w, bias = _weights_tensors(b, qgraph, node, bias_offsets.get(node.name))
             options = dict(padding=a["padding"], stride_w=a["strides"][1],
                            stride_h=a["strides"][0], dilation_w_factor=a["dilation"][1],
                            dilation_h_factor=a["dilation"][0],
@@ -181,7 +208,7 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
             b.op("CONV_2D" if node.kind == "conv2d" else "DEPTHWISE_CONV_2D",
                  [ins[0], w, bias], [out], **options)
         elif node.kind == "dense":
-            w, bias = _weights_tensors(b, qgraph, node, stored_logits.get(node.name))
+            w, bias = _weights_tensors(b, qgraph, node, bias_offsets.get(node.name))
             b.op("FULLY_CONNECTED", [ins[0], w, bias], [out],
                  fused_activation_function=a["activation"], keep_num_dims=False)
         elif node.kind == "add":
@@ -208,6 +235,9 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
             b.op("SOFTMAX", ins, [out], beta=1.0)
         else:
             raise UnsupportedLayerError(f"node {node.name!r}: kind {node.kind!r} has no TFLite op")
+        if restore:
+            index[node.name] = _restore_add(b, node, qgraph.act[node.name], out,
+                                            steps[node.name])
     model_outputs = []
     for name in graph.outputs:
         if io_dtype == "float32":

@@ -78,12 +78,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq import intmath
 from edgeq.errors import DataError
 from edgeq.learn.export import bit_plan, quantize_minmax, to_tflite_model, write_atomically
 from edgeq.learn.graph import Graph, Node, capture, mark_blocks, validate
 from edgeq.learn.quant.sim import QuantizedGraph, QuantLayer, output_channels, quantize_layer
-from edgeq.tflite.model import Model, Op, Tensor
+from edgeq.tflite.model import Model
 
 STORED_BITS = {8: 8, 4: 4, 3: 4, 2: 4}
 
@@ -364,20 +363,10 @@ def rex_quantize(model, bits: int = 4, expansion: int = 2, sparsity: float = 1.0
 
 def rex_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
     """The REx model as edgeq's TFLite Model IR (branches as CONV_2D/DEPTHWISE_CONV_2D/
-    FULLY_CONNECTED ops on one input, summed by ADD), with every branch stored tie-safe (see
-    the module docstring); write it with edgeq.tflite.write. Plain
-    edgeq.learn.export.to_tflite_model(qgraph) gives the same graph without that rewrite: TFLM runs
-    it identically, LiteRT does not."""
-    model = to_tflite_model(qgraph, io_dtype)
-    graph = qgraph.graph
-    for base, orders in expanded_layers(graph).items():
-        names = [f"{base}/rex{k}" for k in range(orders)]
-        rest = f"{base}/rest"  # a channel-split layer's other channels: no ReLU, same ties
-        if rest in qgraph.layers and graph.node(rest).attrs["activation"] == "NONE":
-            names.append(rest)
-        for name in names:
-            _store_tie_safe(model, name, qgraph.layers[name].bias)
-    return model
+    FULLY_CONNECTED ops on one input, summed by ADD), every branch stored tie-safe: the same
+    as edgeq.learn.export.to_tflite_model, which stores every layer without a clamp at its
+    zero point that way (edgeq.learn.tiesafe); write it with edgeq.tflite.write."""
+    return to_tflite_model(qgraph, io_dtype)
 
 
 def expanded_layers(graph: Graph) -> dict[str, int]:
@@ -391,70 +380,6 @@ def expanded_layers(graph: Graph) -> dict[str, int]:
                 orders += 1
             found[base] = orders
     return found
-
-
-# ------------------------------------------------------------------- tie-safe branch storage
-
-STORED_ZERO_POINT = -128  # branch outputs are stored from the bottom of the int8 range
-
-
-def _accumulator_scales(model: Model, op: Op) -> np.ndarray:
-    """s_in * s_w per output channel (float64 of the float32 scales, as the runtimes form
-    the requantization multiplier)."""
-    x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
-    channels = model.tensors[op.outputs[0]].shape[-1]
-    s_w = np.asarray(w.scale, np.float32).astype(np.float64).reshape(-1)
-    return float(np.float32(x.scale[0])) * np.broadcast_to(s_w, (channels,))
-
-
-def _offset_bias(bias: np.ndarray, acc_scales: np.ndarray, out_scale: float, steps: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 bias, output steps N per channel) with bias * s_acc ~= b + N * s_out, N near
-    `steps`. N may differ from `steps` by a few so that the offset lands on the accumulator
-    grid: with s_acc >= s_out (2-bit weights) a fixed N would leave up to s_acc / 2 of error
-    in orders that have no bias at all. The error left is at most that of rounding b alone."""
-    acc = np.asarray(acc_scales, np.float64)
-    bias = np.asarray(bias, np.float64).reshape(-1)
-    width = max(2, int(np.ceil(acc.max() / out_scale)))
-    candidates = np.arange(max(0, steps - width), min(255, steps + width) + 1)
-    wanted = bias[:, None] + candidates[None, :] * out_scale  # [channels, candidates]
-    q = intmath.round_half_away(wanted / acc[:, None])
-    error = np.abs(q * acc[:, None] - wanted) + 1e-12 * np.abs(candidates - steps)[None, :]
-    best = np.argmin(error, axis=1)
-    rows = np.arange(len(bias))
-    return (np.clip(q[rows, best], *intmath.BIAS_RANGE).astype(np.int32),
-            candidates[best].astype(np.int64))
-
-
-def _store_tie_safe(model: Model, name: str, float_bias: np.ndarray) -> None:
-    """Rewrite branch `name` so that it never requantizes a negative accumulator (see the
-    module docstring): its conv gets the bias b + N * s_out (N ~= the distance of its zero
-    point from -128, in output steps) and writes a new tensor with zero point -128; an ADD of
-    the int8 constant -N (per channel, on the same scale: exact in every runtime, it leaves
-    the integers as they are and moves their meaning back by N steps) writes the branch's
-    original tensor, which the chain of ADDs reads as before."""
-    index = {t.name: i for i, t in enumerate(model.tensors)}
-    out = model.tensors[index[name]]
-    steps = int(out.zero_point[0]) - STORED_ZERO_POINT
-    if steps == 0:  # already stored from -128: negative accumulators clamp there
-        return
-    op = next(op for op in model.ops if op.outputs[0] == index[name])
-    bias = model.tensors[op.inputs[2]]
-    values, offsets = _offset_bias(float_bias, _accumulator_scales(model, op),
-                                   float(out.scale[0]), steps)
-    bias.data = values.reshape(bias.data.shape)
-    stored, constant = len(model.tensors), len(model.tensors) + 1
-    shape = (1,) * (len(out.shape) - 1) + (len(offsets),)
-    model.tensors.append(Tensor(f"{name}/stored", out.shape, "int8",
-                                np.array(out.scale, np.float32),
-                                np.array([STORED_ZERO_POINT], np.int64)))
-    model.tensors.append(Tensor(f"{name}/offset", shape, "int8",
-                                np.array(out.scale, np.float32), np.array([127], np.int64),
-                                data=(127 - offsets).astype(np.int8).reshape(shape)))
-    op.outputs = [stored]
-    model.ops.insert(model.ops.index(op) + 1,
-                     Op("ADD", [stored, constant], [index[name]],
-                        {"fused_activation_function": "NONE"}))
 
 
 def export_rex(qgraph: QuantizedGraph, path=None, io_dtype: str = "int8") -> bytes:

@@ -24,6 +24,7 @@ import numpy as np
 
 from edgeq import intmath
 from edgeq.errors import DataError
+from edgeq.learn import tiesafe
 from edgeq.learn.graph import Graph, Node, apply_node, check_input
 
 SOFTMAX_QPARAMS = (np.float32(1.0 / 256.0), -128)
@@ -104,62 +105,12 @@ def quantize_layer(node: Node, bits: int, kernel: np.ndarray | None = None) -> Q
     return QuantLayer(bits, scales, q, node.weights["bias"].astype(np.float32))
 
 
-# --------------------------------------------------------------------------- stored logits
+# --------------------------------------------------------------------------- tie-safe layers
 #
-# LiteRT on x86 runs int8 FULLY_CONNECTED and CONV_2D through ruy, whose requantization rounds
-# ties toward +infinity in both fixed-point steps ((acc * M + 2^30) >> 31, then
-# (x + 2^(r-1)) >> r); TFLM's MultiplyByQuantizedMultiplier rounds them away from zero. A
-# negative value on a tie comes out 1 LSB higher in LiteRT. Behind a ReLU that never shows
-# (negatives clamp to the zero point), but a classifier head has no ReLU, and the softmax after
-# it turns 1 LSB of logit into up to 64 * s_logit LSB of probability (dp/dz <= 1/4, output
-# step 1/256): 2 LSB on vww_96. So the input of a softmax is *stored* with zero point -128:
-# its bias gets offsets C = round((zp + 128) / M_eff), which move the same integers into place
-# (MBQM(acc + C) - 128 ~= MBQM(acc) + zp), and every negative requantized value then clamps
-# to -128 in both runtimes. The softmax subtracts its row maximum and never reads its input
-# zero point, so its output is unchanged. QuantizedGraph.act keeps the logical (scale, zp); the
-# exporter and the exact simulation both apply `logit_offsets`, so they stay bit-exact.
-
-STORED_LOGIT_ZERO_POINT = -128
-_MAX_LOGIT_OFFSET = 1 << 29  # keeps bias + offset + accumulation inside int32
-
-
-def shifted_logit_tensors(graph: Graph) -> dict[str, list[str]]:
-    """Softmax inputs stored with zero point -128: producer node -> the tensors that carry it
-    (the producer, then reshapes before the softmax, which share its qparams). A producer is
-    a conv/depthwise/dense without fused activation that only that softmax reads."""
-    from edgeq.learn.graph import WEIGHTED_KINDS
-
-    shifted = {}
-    for node in graph.nodes:
-        if node.kind != "softmax":
-            continue
-        chain = []
-        name = node.inputs[0]
-        while graph.node(name).kind == "reshape" and graph.uses(name) == 1:
-            chain.append(name)
-            name = graph.node(name).inputs[0]
-        producer = graph.node(name)
-        if (producer.kind in WEIGHTED_KINDS and graph.uses(name) == 1
-                and producer.attrs.get("activation", "NONE") == "NONE"):
-            shifted[name] = [name, *reversed(chain)]
-    return shifted
-
-
-def logit_offsets(input_scale, weight_scales, output_scale, zero_point: int
-                  ) -> np.ndarray | None:
-    """int32 bias offsets (one per weight scale) that store an output of logical zero point
-    `zero_point` with zero point -128 instead; None when there is nothing to move (or the
-    offsets would be too large for the int32 accumulator)."""
-    steps = int(zero_point) - STORED_LOGIT_ZERO_POINT
-    if steps <= 0:
-        return None
-    effective = (np.float64(input_scale) * np.asarray(weight_scales, np.float64).reshape(-1)
-                 / np.float64(output_scale))
-    offsets = intmath.round_half_away(steps / effective)
-    if not np.all(np.abs(offsets) < _MAX_LOGIT_OFFSET):
-        return None
-    return offsets.astype(np.int64)
-
+# A conv / depthwise / dense without a clamp at its zero point is exported tie-safe (stored
+# from zero point -128 with bias offsets, so that LiteRT's x86 kernels round as TFLM's; see
+# edgeq.learn.tiesafe). QuantizedGraph.act keeps the logical (scale, zp); the exporter and the
+# exact simulation both apply tiesafe.plan and tiesafe.offsets, so they stay bit-exact.
 
 def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized: the fused ReLU/ReLU6 as an int8 clamp."""
@@ -326,7 +277,7 @@ class SimModel:
             self.biases[name] = tf.constant(layer.bias)
         self.act_scales = {t: tf.Variable(np.float32(s), name=f"{t}/act_scale")
                            for t, (s, _) in qgraph.act.items()}
-        self._shifted_logits = shifted_logit_tensors(graph)
+        self._tie_safe = tiesafe.plan(graph, qgraph.act)
 
     def _cast(self, x):
         import tensorflow as tf
@@ -401,13 +352,17 @@ class SimModel:
             s_w = self.weight_scales[node.name].numpy().reshape(-1).astype(np.float64)
             mult, shift = intmath.quantize_multipliers(s_in * s_w / np.float64(s_out))
             acc = tf.cast(tf.round(y / tf.constant(s_in * s_w, y.dtype)), tf.int64)
-            offsets = (logit_offsets(s_in, s_w, s_out, zp)
-                       if node.name in self._shifted_logits else None)
-            if offsets is None:
+            storage = self._tie_safe.get(node.name)
+            if storage is None:
                 q = tf_multiply_by_quantized_multiplier(acc, mult, shift) + zp
-            else:  # stored with zero point -128 (see logit_offsets), read back as logical
-                q = (tf_multiply_by_quantized_multiplier(acc + tf.constant(offsets), mult, shift)
-                     + STORED_LOGIT_ZERO_POINT)
+            else:  # stored from -128 (edgeq.learn.tiesafe), read back as logical integers
+                offsets, steps = tiesafe.offsets(self.biases[node.name].numpy(), s_in, s_w,
+                                                 s_out, zp, storage.uniform)
+                q = tf.clip_by_value(
+                    tf_multiply_by_quantized_multiplier(acc + tf.constant(offsets), mult, shift)
+                    + tiesafe.STORED_ZERO_POINT, ACT_QMIN, ACT_QMAX)
+                # the restore ADD's -N per channel; zero with one N for all (softmax, fold)
+                q = q + tf.constant(zp - tiesafe.STORED_ZERO_POINT - steps)
         q = tf.clip_by_value(q, lo, hi)
         return (exact_forward(approx, q) - zp) * s_out
 

@@ -1,0 +1,209 @@
+"""Tie-safe storage: every edgeq export gives the same integers in LiteRT as in TFLM.
+
+The problem. LiteRT (ai-edge-litert, x86, builtin kernels, no delegate) runs int8 CONV_2D,
+DEPTHWISE_CONV_2D and FULLY_CONNECTED through ruy / its optimized kernels, whose final
+rounding shift in MultiplyByQuantizedMultiplier rounds a tie up, (x + 2^(r-1)) >> r; TFLM's
+reference kernels round it away from zero. A negative tie therefore comes out 1 LSB higher in
+LiteRT. (The first fixed-point step, the doubling high multiply, rounds ties alike in both.)
+Behind a ReLU or ReLU6 it never shows: the fused clamp cuts at the zero point, so a negative
+value becomes the zero point in both. Any layer whose clamp does not cut there (activation NONE
+with an output zero point above -128: a classifier's logits, a linear projection before a
+residual ADD, a BatchNorm that stands alone) requantizes negative accumulators, and with few
+bits of weights the shift r is small (2 to 5 at W4), so ties are common: on the 7-layer test
+model of tests/test_rex.py, plain min-max export, 400 seeded inputs, LiteRT differed from TFLM
+by 1 LSB on 2.0 % of them at W8 and on 24.75 % at W4 (bn_in, pw and the hidden dense; the
+softmax head was already stored this way).
+
+The fix. Such a layer is stored from zero point -128: its int32 bias becomes
+B' = round((b + N * s_out) / (s_in * s_w)) (N ~= zp + 128 output steps), so that every
+accumulator that is not clamped is non-negative, and a negative one clamps to -128 in every
+runtime. The stored integers are then those of the layer (MBQM(acc + B') - 128 ~=
+MBQM(acc + B) + zp) and only their meaning moved by N steps. How the meaning is moved back
+depends on who reads the tensor; edgeq picks per layer (`plan`), cheapest first:
+
+- "softmax": the only reader is a SOFTMAX (through reshapes that share the qparams). Softmax
+  subtracts its row maximum and never reads its input zero point: nothing to undo, no op.
+  N is one value for all channels (a per-channel shift would change the softmax).
+- "fold": every reader is a CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED whose window never
+  reaches padding (VALID, 1x1, dense; also through reshapes). A reader computes
+  sum w * (q - zp_in) + B_r; reading zp_in = -128 instead of zp adds N * sum w to it, so its
+  int32 bias gets B_r - N * sum w (per output channel, in integers): exact in every runtime,
+  no op. Padding is why a SAME 3x3 reader cannot: TFLite skips padded taps, so the border
+  outputs would be off by N * (the weights on padded taps).
+- "add": anything else (a residual ADD, CONCATENATION, PAD, pools, MEAN, a model output). The
+  layer writes `<name>/stored` (zero point -128) and an int8 ADD of the constant -N (per
+  channel, same scale) writes the original tensor. That ADD is exact in every runtime (equal
+  scales: multipliers 1/2 and 2^-19, nothing rounds). Here N may differ per channel (a few
+  steps around zp + 128, `offsets`) so that the offset lands on the accumulator grid: with
+  s_in * s_w >= s_out (2-bit layers) a single N would leave up to s_in * s_w / 2 of bias error
+  even in REx orders that have no bias at all; the ADD's clamp then writes
+  clip(q_stored + zp + 128 - N).
+
+Why not absorb the offset in a residual ADD (or MEAN) through its input zero point: a tensor
+has one zero point, the one its producer writes with and every reader reads with. An ADD that
+reads -128 sees x + N * s and writes the sum shifted by N * s / s_out output steps, which is no
+integer in general and moves the ADD's own output, so the shift only travels on (MEAN likewise).
+Only readers that forget the shift (softmax) or can cancel it in their own integers (a weighted
+reader's bias) absorb it exactly.
+
+The exact simulation (edgeq.learn.quant.sim) applies the same `plan` and `offsets`, so the
+simulated model, TFLM, edgeq's interpreter and the generated C engine give the same integers;
+the QuantizedGraph keeps the logical (scale, zero point).
+
+Measured (7-layer test model of tests/test_rex.py, min-max, 48 uniform calibration inputs,
+400 seeded inputs; TFLM arena as TFLM's allocator reports it):
+
+    W8: LiteRT vs TFLM max 1 LSB on 2.0 % of inputs -> 0 LSB; 7,920 -> 8,768 bytes,
+        arena 5,488 -> 5,968 bytes (3 restore ADDs: bn_in, pw, dense)
+    W4: max 1 LSB on 24.75 % of inputs -> 0 LSB; 6,736 -> 7,592 bytes, arena 6,368 -> 6,848
+    fold instead of ADD (a conv without activation read by a VALID conv, W4, test model of
+        tests/test_litert_identity.py): 0 extra ops, 0 extra bytes of arena, the same file size
+
+The restore ADD costs per layer one op, one activation tensor and its constant (about 280
+bytes of flatbuffer plus the constant), and where the stored and the restored tensor are live
+at the arena's peak, one more activation tensor of RAM. The fold and softmax cases cost nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq import intmath
+from edgeq.learn.graph import WEIGHTED_KINDS, Graph, Node
+
+STORED_ZERO_POINT = -128  # tie-safe tensors are stored from the bottom of the int8 range
+MODES = ("softmax", "fold", "add")
+_MAX_FOLD = 1 << 29  # a fold's bias correction bound, so that bias + correction fit in int32
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How one layer is stored tie-safe. `tensors`: the tensors written with zero point -128
+    (the layer, then reshapes that share its qparams); `readers`: in "fold" mode the weighted
+    nodes whose biases absorb the offset. `uniform`: one N for every channel."""
+
+    producer: str
+    mode: str
+    tensors: tuple[str, ...]
+    readers: tuple[str, ...] = ()
+
+    @property
+    def uniform(self) -> bool:
+        return self.mode != "add"
+
+
+def needs_storage(node: Node, zero_point: int) -> bool:
+    """A conv / depthwise / dense whose fused clamp does not cut at its zero point, so that it
+    requantizes negative accumulators (ReLU and ReLU6 clamp at the zero point)."""
+    return (node.kind in WEIGHTED_KINDS and int(zero_point) > STORED_ZERO_POINT
+            and node.attrs.get("activation", "NONE") not in ("RELU", "RELU6"))
+
+
+def _reshape_chain(graph: Graph, name: str) -> list[str]:
+    """The single-use reshapes that follow tensor `name` (they share its qparams)."""
+    chain = []
+    while graph.uses(name) == 1 and name not in graph.outputs:
+        (reader,) = graph.consumers(name)
+        if reader.kind != "reshape":
+            break
+        chain.append(reader.name)
+        name = reader.name
+    return chain
+
+
+def _no_padding(graph: Graph, reader: Node) -> bool:
+    """True when no window of a conv / depthwise reader reaches padding (dense: always)."""
+    if reader.kind == "dense":
+        return True
+    a = reader.attrs
+    if a["padding"] == "VALID":
+        return True
+    kernel = reader.weights["kernel"].shape[:2]
+    size_in = graph.node(reader.inputs[0]).output_shape[:2]
+    for size, k, stride, dilation, out in zip(size_in, kernel, a["strides"], a["dilation"],
+                                              reader.output_shape[:2], strict=True):
+        if (out - 1) * stride + (k - 1) * dilation + 1 - size > 0:
+            return False
+    return True
+
+
+def _fold_fits(reader: Node, steps: int) -> bool:
+    """The bias correction stays far inside int32 for any weights of the reader's shape."""
+    kernel = reader.weights["kernel"].shape
+    fan_in = int(np.prod(kernel[:2])) if reader.kind == "depthwise_conv2d" else int(
+        np.prod(kernel[:-1]))
+    return steps * 127 * fan_in < _MAX_FOLD
+
+
+def plan(graph: Graph, act: dict[str, tuple]) -> dict[str, Storage]:
+    """Producer name -> its tie-safe Storage, for every layer that needs one."""
+    out = {}
+    for node in graph.nodes:
+        if not needs_storage(node, act[node.name][1]):
+            continue
+        chain = _reshape_chain(graph, node.name)
+        last = chain[-1] if chain else node.name
+        readers = graph.consumers(last)
+        tensors = (node.name, *chain)
+        reaches_output = any(t in graph.outputs for t in tensors)
+        if (not reaches_output and len(readers) == 1 and readers[0].kind == "softmax"
+                and graph.uses(last) == 1):
+            out[node.name] = Storage(node.name, "softmax", tensors)
+        elif (not reaches_output and readers
+              and all(r.kind in WEIGHTED_KINDS and r.inputs.count(last) == 1
+                      and _no_padding(graph, r)
+                      and _fold_fits(r, act[node.name][1] - STORED_ZERO_POINT)
+                      for r in readers)):
+            out[node.name] = Storage(node.name, "fold", tensors,
+                                     tuple(r.name for r in readers))
+        else:
+            out[node.name] = Storage(node.name, "add", (node.name,))
+    return out
+
+
+def accumulator_scales(input_scale, weight_scales, channels: int) -> np.ndarray:
+    """s_in * s_w per output channel: the float64 product of the float32 scales, as the
+    runtimes form the requantization multiplier."""
+    s_w = np.asarray(weight_scales, np.float32).astype(np.float64).reshape(-1)
+    return float(np.float32(input_scale)) * np.broadcast_to(s_w, (channels,))
+
+
+def offsets(bias, input_scale, weight_scales, output_scale, zero_point: int, uniform: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 bias offsets on the accumulator grid, int64 output steps N per channel) that
+    store an output of logical zero point `zero_point` from -128: the stored bias is
+    intmath.quantize_bias(bias, ...) + offsets ~= (b + N * s_out) / (s_in * s_w), rounded once.
+
+    `uniform`: N = zp + 128 in every channel. Otherwise N per channel, within ceil(s_acc/s_out)
+    steps of zp + 128 when the accumulator step s_acc reaches an output step (else exactly
+    zp + 128), the one whose offset lands closest on the accumulator grid: the error left is
+    then at most that of rounding b alone."""
+    bias = np.asarray(bias, np.float32).astype(np.float64).reshape(-1)
+    acc = accumulator_scales(input_scale, weight_scales, len(bias))
+    s_out = float(np.float32(output_scale))
+    steps = int(zero_point) - STORED_ZERO_POINT
+    ratio = float(acc.max()) / s_out
+    width = 0 if uniform or ratio < 1.0 else int(np.ceil(ratio))
+    candidates = np.arange(max(0, steps - width), min(255, steps + width) + 1)
+    wanted = bias[:, None] + candidates[None, :] * s_out  # [channels, candidates]
+    q = intmath.round_half_away(wanted / acc[:, None])
+    error = np.abs(q * acc[:, None] - wanted) + 1e-12 * np.abs(candidates - steps)[None, :]
+    best = np.argmin(error, axis=1)
+    rows = np.arange(len(bias))
+    stored = np.clip(q[rows, best], *intmath.BIAS_RANGE).astype(np.int64)
+    plain = intmath.quantize_bias(bias, input_scale, weight_scales).astype(np.int64)
+    return stored - plain, candidates[best].astype(np.int64)
+
+
+def fold_correction(reader: Node, qweight: np.ndarray, steps: int) -> np.ndarray:
+    """What a weighted reader's int32 bias loses when its input, of logical zero point
+    -128 + steps, is read at zero point -128: steps * (sum of its integer weights), per output
+    channel (qweight in the Keras layout; TFLite's channel order)."""
+    w = np.asarray(qweight, np.int64)
+    if reader.kind == "depthwise_conv2d":
+        sums = w.sum(axis=(0, 1)).reshape(-1)  # channel c * multiplier + m
+    else:
+        sums = w.reshape(-1, w.shape[-1]).sum(axis=0)
+    return int(steps) * sums
