@@ -683,12 +683,15 @@ def synth(keras_model, out_path, samples, batch_size, iterations, preview, seed,
 @expected_errors
 def check(model_path, data, limit, target, out_dir, force, timeout, json_path):
     """Top-1 accuracy of an integer .tflite on-device: through LiteRT, TFLM and edgeq's reference
-    interpreter (host, needs no TensorFlow), or as edgeq's firmware under QEMU.
+    interpreter (host, needs no TensorFlow), or as edgeq's firmware under QEMU. Any input shape
+    from an .npz: y of N labels gives top-1, y of the output's shape (regression targets) the
+    MAE, no y compares the runtimes; every check counts the raw outputs that differ from TFLM.
 
     \b
     Examples:
       edgeq check out/model.tflite --data photos/ --json check.json
       edgeq check vww_96_int8.tflite --data photos/ --target qemu --limit 32
+      edgeq check autoencoder.tflite --data windows.npz --target qemu
     """
     from edgeq.outputs import check_output_folder
 
