@@ -577,7 +577,7 @@ def check_model(model, x: np.ndarray, y: np.ndarray | None = None,
         start = time.perf_counter()
         outputs = runners[key](value[0], q, advance)
         run = RuntimeRun(key, value[1], True, seconds=time.perf_counter() - start, outputs=outputs,
-                         labels=top1(outputs, spec_out) if class_output else None)
+                         labels=top1(outputs, spec_out))  # used only for class outputs
         if labelled:
             scores = classification(y, run.labels, n_classes)
             run.accuracy = scores["accuracy"]
