@@ -125,8 +125,6 @@ def tflm_outputs(model_bytes: bytes, inputs) -> np.ndarray:
     """TFLM's raw int8 outputs for int8 `inputs` [n, input bytes]: each row holds the model's
     inputs back to back, each result row its outputs back to back (as the generated engine's
     copying API packs them), [n, output bytes]. Run on an arena from `fit_arena`."""
-    import numpy as np
-
     from edgeq.tflite.read import read_model
 
     model = read_model(model_bytes)
