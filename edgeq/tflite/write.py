@@ -19,8 +19,9 @@ Layout choices (all standard TFLite):
   0.597 of INT8), identical outputs in TFLM and LiteRT.
 
 LiteRT's x86 kernels round requantization ties of negative values up where TFLM rounds them
-away from zero; the exporter stores softmax inputs with zero point -128 so that this never
-shows (edgeq.learn.quant.sim.logit_offsets). The writer itself writes the parameters it is given.
+away from zero; the exporter stores every layer without a clamp at its zero point from zero
+point -128 so that this never shows (edgeq.learn.tiesafe). The writer itself writes the
+parameters it is given.
 
 Bias quantization parameters are always written, as TensorFlow's converter does: TFLM and LiteRT
 read them for per-tensor FULLY_CONNECTED (bias scale within 2% of s_in * s_w, relative to the

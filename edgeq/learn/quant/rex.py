@@ -12,8 +12,9 @@ Export as real parallel branches, so every runtime runs it unchanged: a layer L 
 convolutions (or dense layers) on L's input, `L/rex0` … `L/rex{K-1}`, summed by a chain of
 ADD nodes; the last ADD takes L's name and L's fused activation, so nothing downstream changes.
 Branch 0 carries the bias. The expansion is a rewrite of edgeq's folded Graph, so the ordinary
-quantize → to_tflite_model path builds the graph; `rex_tflite_model` / `export_rex` then store
-every branch tie-safe (below), which is what keeps LiteRT within contract 1.
+quantize → to_tflite_model path builds and writes it; to_tflite_model stores every branch
+tie-safe (below, and edgeq.learn.tiesafe), which is what makes LiteRT give TFLM's integers.
+`rex_tflite_model` / `export_rex` are that path under REx's names.
 
 Tie-safe branches. A branch has no activation, so it requantizes negative accumulators, and
 there LiteRT (x86, no delegate) and TFLM disagree: in MultiplyByQuantizedMultiplier's final
@@ -26,15 +27,13 @@ fmnist W4, a tie in 1 of 4 to 1 of 32 values), and each 1-LSB difference then gr
 the layers. On fmnist (2,000 test images) LiteRT against TFLM: W4 K=2 80 LSB and 98.9 % label
 agreement with Genie-D calibration (benchmarks/zeroshot.py), 94 LSB and 98.5 % with 256 real
 images; W2 K=3 158 LSB and 95.6 % (Genie-D), 210 LSB and 95.1 % (real). Behind a ReLU the same ties never show (negative
-values clamp), which is why plain edgeq exports match. So each branch with zero point zp is
-stored from -128 instead: its bias becomes b + N·s_out (N ≈ zp + 128 output steps, chosen per
-channel so that the offset lands on the accumulator grid), which makes every accumulator that
-is not clamped non-negative (a negative one clamps to -128 in both runtimes), and an ADD of the
-int8 constant -N on the same scale writes the branch's original tensor. That ADD is exact in
-every runtime (equal scales: multipliers 1/2 and 2^-19, nothing rounds); it leaves the integers
-as they are and moves their meaning back by N steps. Cost: one ADD, one activation tensor and C
-bytes of constant per branch (skipped where zp is already -128). Measured after the rewrite,
-with either calibration: LiteRT == TFLM on all 2,000 images at W4 K=2, and at W2 K=3 except one
+values clamp), which is why plain edgeq exports match. So each branch, having no activation, is
+stored from zero point -128 with bias offsets (edgeq.learn.tiesafe, shared with every other
+export: there a branch is restored by an int8 ADD of -N, its reader being the summing ADD).
+Cost: one ADD, one activation tensor and a constant per branch (skipped where zp is already
+-128). Measured after the rewrite (REx's own first copy of it, which also let N move by up to 2
+steps where s_in·s_w < s_out; now N moves only where s_in·s_w reaches s_out), with either
+calibration: LiteRT == TFLM on all 2,000 images at W4 K=2, and at W2 K=3 except one
 SOFTMAX output off by 1 LSB (LiteRT's own softmax rounding; labels 100 %). TFLM top-1 with
 Genie-D 91.75 → 92.0 % (W4 K=2) and 85.9 → 86.9 % (W2 K=3), with real images 92.7 → 92.8 %
 and 88.4 → 89.5 % (the tie rounding moves, no systematic change: see the RMS errors below). The .tflite
