@@ -181,7 +181,20 @@ EXTRA_CASES = [
                                      "activation": "NONE"}),
     ("depthwise3x3", _depthwise_stress, {"h": 3, "w": 2}),
     ("depthwise3x3", _depthwise_stress, {"h": 4, "w": 5, "stride": 2, "channels": 23}),
-]
+] + [("depthwise3x3",) + case for case in (
+    # the strips of wide outputs (out_w >= 12, >= 24 at stride 2: an int16 ring per channel,
+    # one strip per channel and row): odd and even widths, channel counts that are not whole
+    # quads, every output-stage regime, narrow clamps, INT4, stride 2 with the image starting on
+    # an odd and an even ring position, VALID padding, and rows too wide for the assembly's
+    # 256-byte ring rows (the C strips)
+    (_depthwise_stress, {"h": 3, "w": 13}),
+    (_depthwise_stress, {"h": 4, "w": 12, "channels": 23, "activation": "RELU6"}),
+    (_depthwise3x3, {"channels": 13, "h": 3, "w": 16, "bits": 4}),
+    (_depthwise3x3, {"channels": 8, "h": 5, "w": 49, "stride": 2, "activation": "NONE"}),
+    (_depthwise_stress, {"h": 4, "w": 50, "stride": 2, "channels": 6, "bits": 4}),
+    (_depthwise3x3, {"channels": 4, "h": 3, "w": 14, "padding": "VALID", "activation": "NONE"}),
+    (_depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
+)]
 
 
 def int4_variant(model: Model) -> Model:

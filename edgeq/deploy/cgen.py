@@ -573,15 +573,21 @@ def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
-DW_QUAD_BYTES = 236  # eq_dw_quad_t: a 3x3 depthwise channel quad's weights and output stage
+DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
+DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
+DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
+DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
     its output channels' prepared requantization (RQ_CHANNEL_BYTES each); a 3x3
-    DEPTHWISE_CONV_2D with depth multiplier 1, per channel quad, three padded input rows of
-    4-byte words and its prepared weights and output stage (DW_QUAD_BYTES)."""
+    DEPTHWISE_CONV_2D with depth multiplier 1, for outputs at least DW_WIDE pixels wide (twice
+    that at stride 2), a ring of three int16 rows for each of a channel quad's four channels
+    (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's prepared
+    strips (DW_STRIP_BYTES), for narrower ones three padded rows of 4-byte words of every
+    channel quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
@@ -596,11 +602,20 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             if (w.shape[1:3] == (3, 3) and w.shape[3] == x.shape[3]
                     and int(options.get("dilation_h_factor", 1)) == 1
                     and int(options.get("dilation_w_factor", 1)) == 1):
-                # three padded input rows of every channel quad, then each quad's prepared
-                # weights and output stage: the 3x3 fast path
                 width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
-                quads = x.shape[3] // 4
-                scratch[index] = max(4, quads * (12 * width + DW_QUAD_BYTES))
+                if y.shape[2] < DW_WIDE * (1 if int(options.get("stride_w", 1)) == 1 else 2):
+                    # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
+                    # of every channel quad, then each quad's weights and output stage
+                    scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))
+                    continue
+                # the strips (eq_depthwise3x3_fast): the ring, one value past the row
+                pad_w = 0
+                if options.get("padding", "VALID") == "SAME":
+                    pad_w = leading_padding(x.shape[2], 3, int(options.get("stride_w", 1)), 1,
+                                            y.shape[2])
+                row = 2 * (((width + 2) & ~1) + (pad_w & 1))  # values at column + lead
+                row = DW_RING_ROW if row <= DW_RING_ROW else (row + 3) & ~3
+                scratch[index] = 12 * row + DW_STRIP_BYTES
     return scratch
 
 

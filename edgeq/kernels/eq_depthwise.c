@@ -2,25 +2,444 @@
  *
  * Reference: reference_integer_ops::DepthwiseConvPerChannel, one output channel at one pixel
  * at a time, any depth multiplier, stride, dilation and padding.
- * Fast path (EQ_FAST, 3x3, depth multiplier 1, no dilation, a scratch): four channels at once
- * over the whole image, output row by output row, from a ring of three padded input rows in
- * the scratch, every pixel taking the same nine taps (SMLAD on paired values, SMLABB/SMLATT
- * for the third tap), in inline assembly for the channel quads whose output stage has the
- * exact right-shift form (EQ_ASM). Leftover channels and the other quads take the reference
- * code.
+ * Fast path (EQ_FAST, 3x3, depth multiplier 1, no dilation, a scratch): channel quad by channel
+ * quad, output row by output row. The quad's input rows are copied once into a ring of three
+ * rows per channel as int16 planes with the input offset added (the padding becomes 0), so
+ * that one word load gives a channel's values at two neighbouring columns. Each channel's
+ * output row is then one strip with its nine weights, bias and output stage in registers: per
+ * output pixel and filter row one load, one SMLAD (taps 0 and 1) and one SMLAxy (tap 2 of the
+ * pixel before, from the same word), then the exact SMMLAR output stage; in a hand-written
+ * assembly function (EQ_ASM) for channels whose stage has the right-shift form and a whole
+ * int8 clamp, in C otherwise.
  */
 #include "eq_internal.h"
 
+static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
+                                int32_t oy, int32_t ox, int32_t c);
+
 #if EQ_FAST
 /* ---- DEPTHWISE_CONV_2D 3x3, depth multiplier 1 ------------------------------------------------
- * Four channels at a time over the whole image, from a ring of three input rows copied into the
+ * Scratch: the ring, 4 channels x 3 slots x EQ_DW_RS bytes (slot j of channel k at
+ * (3k + j) * rs bytes; rs = EQ_DW_RS unless a row needs more), then the prepared strips,
+ * 3 rotations x 4 channels x 8 words. Ring row value x is input column x - pad_w of the
+ * channel, plus the input offset, 0 in the padding. Input row iy lives in slot iy mod 3; for
+ * an output row whose first input row is in slot m, rotation m has each channel's filter rows
+ * in slot order. A strip's words: W01 of slots 0, 1, 2 ((tap 0, tap 1) of the filter row held
+ * there), tap 2 of slots 0 and 1 as a pair, tap 2 of slot 2 in the high half with the
+ * stage's shift r in the low byte, the stage's m2 and rounding term, and the bias. */
+#define EQ_DW_RS 256 /* bytes per ring row that the assembly strips assume: 127 values */
+
+typedef struct {
+    const int16_t *p;     /* channel 0's ring: slot 0, value 0 (channel k: + 3k * EQ_DW_RS bytes) */
+    int8_t *o;            /* output pixel 0 of the row, channel 0 */
+    const uint32_t *cons; /* the strip words of channel 0 (8 a channel) for the row's rotation */
+    int32_t span;         /* bytes a strip moves through its rows: out_w * stride_w * 2 */
+    int32_t depth;        /* bytes between output pixels */
+    int32_t offset;       /* output offset (EQ_RQ_RIGHT adds it after the shift) */
+    int32_t odd;          /* out_w is odd */
+    int32_t modes;        /* 2 bits a channel from bit 0: EQ_DWS_FOLDED, EQ_DWS_RIGHT, 3 (left to
+                           * C), 0 after the last channel */
+} eq_dwq_t;
+
+enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
+#if EQ_ASM
+/* One output row of a channel quad in assembly, channel after channel (eq_dwq_t), each strip
+ * with r0 = ring pointer, r1-r3 W01 of slots 0-2, r4 tap 2 of slots 0/1, r5 tap 2 of slot 2
+ * (high half) and r (low byte), r6 m2, r7 the rounding term, r8 bias, r9 and r10 the
+ * accumulators of two neighbouring pixels (one starting, one finishing), r11 scratch, r12 the
+ * output pointer, lr the output step. Frame: [sp] the strip's end, [sp, #4] a copy of the
+ * eq_dwq_t (p, o, cons move on channel by channel, modes shifts down). */
+#define EQ_DWS_STR(s) #s
+#define EQ_DWS_X(s) EQ_DWS_STR(s)
+#define EQ_DWS_RS1 EQ_DWS_X(EQ_DW_RS)
+#define EQ_DWS_RS2 EQ_DWS_X(2 * EQ_DW_RS)
+/* stride 1: P = (v[x], v[x+1]) starts pixel x (SMLAD) and ends pixel x - 1 (tap 2: v[x+1]) */
+#define EQ_DWS_TAPS1(N, F)                                        \
+    "ldr     r11, [r0, #2]!\n\t"                                  \
+    "smlad   " N ", r11, r1, r8\n\t"                              \
+    "smlatb  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                      \
+    "smlad   " N ", r11, r2, " N "\n\t"                           \
+    "smlatt  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                      \
+    "smlad   " N ", r11, r3, " N "\n\t"                           \
+    "smlatt  " F ", r11, r5, " F "\n\t"
+/* stride 2: P = (v[2x+2], v[2x+3]) starts pixel x + 1 and ends pixel x (tap 2: v[2x+2]) */
+#define EQ_DWS_TAPS2(N, F)                                        \
+    "ldr     r11, [r0, #4]!\n\t"                                  \
+    "smlad   " N ", r11, r1, r8\n\t"                              \
+    "smlabb  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                      \
+    "smlad   " N ", r11, r2, " N "\n\t"                           \
+    "smlabt  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                      \
+    "smlad   " N ", r11, r3, " N "\n\t"                           \
+    "smlabt  " F ", r11, r5, " F "\n\t"
+/* the output stage of F (EQ_RQ_FOLDED: OFF empty; EQ_RQ_RIGHT: the offset added) */
+#define EQ_DWS_OUT(F, OFF)                                        \
+    "add     r11, " F ", r7\n\t"                                  \
+    "add     r11, r11, " F ", asr #31\n\t"                        \
+    "smmlar  r11, " F ", r6, r11\n\t"                             \
+    "asr     r11, r11, r5\n\t"                                    \
+    OFF                                                           \
+    "ssat    r11, #8, r11\n\t"                                    \
+    "strb    r11, [r12]\n\t"                                      \
+    "add     r12, r12, lr\n\t"
+#define EQ_DWS_OFF(F) "ldr     " F ", [sp, #24]\n\t" "add     r11, r11, " F "\n\t"
+#define EQ_DWS_START(A)                                                                     \
+    "ldr     r11, [r0]\n\t"                                                                 \
+    "smlad   " A ", r11, r1, r8\n\t"                                                        \
+    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                                                \
+    "smlad   " A ", r11, r2, " A "\n\t"                                                     \
+    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                                                \
+    "smlad   " A ", r11, r3, " A "\n\t"
+/* the strip loop of one channel (L: label base), ending with a branch to the next channel */
+#define EQ_DWS_STRIP(L, TAPS, OFF9, OFF10)                                                  \
+    "cmp     r11, #0\n\t"                                                                   \
+    "bne     " L "3f\n\t"                                                                   \
+    EQ_DWS_START("r9")                                                                      \
+    L "1:\n\t"                                                                              \
+    TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
+    L "2:\n\t"                                                                              \
+    TAPS("r9", "r10") EQ_DWS_OUT("r10", OFF10)                                              \
+    "ldr     r11, [sp]\n\t"                                                                 \
+    "cmp     r0, r11\n\t"                                                                   \
+    "bne     " L "1b\n\t"                                                                   \
+    "b       50f\n"                                                                         \
+    L "3:\n\t"                                                                              \
+    EQ_DWS_START("r10")                                                                     \
+    "b       " L "2b\n"
+#define EQ_DWS_FUNC(NAME, TAPS)                                                             \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #36\n\t"                                                       \
+            "ldmia   r0, {r1-r8}\n\t"                                                       \
+            "add     r11, sp, #4\n\t"                                                       \
+            "stmia   r11, {r1-r8}\n"                                                        \
+            "40:\n\t" /* next channel */                                                    \
+            "ldr     r11, [sp, #32]\n\t"                                                    \
+            "and     r10, r11, #3\n\t"                                                      \
+            "lsr     r11, r11, #2\n\t"                                                      \
+            "str     r11, [sp, #32]\n\t"                                                    \
+            "cmp     r10, #0\n\t"                                                           \
+            "beq     60f\n\t"                                                               \
+            "cmp     r10, #3\n\t"                                                           \
+            "beq     50f\n\t"                                                               \
+            "ldr     r0, [sp, #4]\n\t"                                                      \
+            "ldr     r11, [sp, #16]\n\t"                                                    \
+            "add     r11, r0, r11\n\t"                                                      \
+            "str     r11, [sp]\n\t"                                                         \
+            "ldr     r12, [sp, #8]\n\t"                                                     \
+            "ldr     lr, [sp, #20]\n\t"                                                     \
+            "ldr     r11, [sp, #12]\n\t"                                                    \
+            "ldmia   r11, {r1-r8}\n\t"                                                      \
+            "ldr     r11, [sp, #28]\n\t"                                                    \
+            "cmp     r10, #1\n\t"                                                           \
+            "bne     20f\n\t"                                                               \
+            EQ_DWS_STRIP("1", TAPS, "", "")                                                 \
+            "20:\n\t"                                                                       \
+            EQ_DWS_STRIP("2", TAPS, EQ_DWS_OFF("r9"), EQ_DWS_OFF("r10"))                    \
+            "50:\n\t" /* the channel done or left to C */                                   \
+            "ldr     r0, [sp, #4]\n\t"                                                      \
+            "add     r0, r0, #" EQ_DWS_X(3 * EQ_DW_RS) "\n\t"                               \
+            "str     r0, [sp, #4]\n\t"                                                      \
+            "ldr     r0, [sp, #8]\n\t"                                                      \
+            "add     r0, r0, #1\n\t"                                                        \
+            "str     r0, [sp, #8]\n\t"                                                      \
+            "ldr     r0, [sp, #12]\n\t"                                                     \
+            "add     r0, r0, #32\n\t"                                                       \
+            "str     r0, [sp, #12]\n\t"                                                     \
+            "b       40b\n"                                                                 \
+            "60:\n\t"                                                                       \
+            "add     sp, sp, #36\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+EQ_DWS_FUNC(eq_dwq_s1, EQ_DWS_TAPS1);
+EQ_DWS_FUNC(eq_dwq_s2, EQ_DWS_TAPS2);
+void eq_dwq_s1(const eq_dwq_t *q);
+void eq_dwq_s2(const eq_dwq_t *q);
+typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 1 : -1];
+
+/* The interior of a four-channel ring fill (rows EQ_DW_RS bytes apart): `pairs` column pairs
+ * from src (columns `depth` bytes apart) into the four channels' rows from r0 on. */
+EQ_INLINE void eq_dw_fill_asm(uint32_t *r0, const int8_t *src, int32_t depth, int32_t pairs,
+                              uint32_t off2)
+{
+    uint32_t va, vb, a02, a13, t;
+    const int8_t *end = src + 2 * depth * pairs;
+    __asm volatile(
+        "1:\n\t"
+        "ldr     %[va], [%[src]]\n\t"
+        "ldr     %[vb], [%[src], %[depth]]\n\t"
+        "add     %[src], %[src], %[depth], lsl #1\n\t"
+        "sxtab16 %[a02], %[off2], %[va]\n\t"
+        "sxtab16 %[a13], %[off2], %[va], ror #8\n\t"
+        "sxtab16 %[va], %[off2], %[vb]\n\t"
+        "sxtab16 %[vb], %[off2], %[vb], ror #8\n\t"
+        "pkhbt   %[t], %[a02], %[va], lsl #16\n\t"
+        "pkhtb   %[va], %[va], %[a02], asr #16\n\t"
+        "str     %[va], [%[r0], #" EQ_DWS_X(6 * EQ_DW_RS) "]\n\t"
+        "pkhbt   %[va], %[a13], %[vb], lsl #16\n\t"
+        "str     %[va], [%[r0], #" EQ_DWS_X(3 * EQ_DW_RS) "]\n\t"
+        "pkhtb   %[vb], %[vb], %[a13], asr #16\n\t"
+        "str     %[vb], [%[r0], #" EQ_DWS_X(9 * EQ_DW_RS) "]\n\t"
+        "str     %[t], [%[r0]], #4\n\t"
+        "cmp     %[src], %[end]\n\t"
+        "bne     1b\n\t"
+        : [va] "=&r"(va), [vb] "=&r"(vb), [a02] "=&r"(a02), [a13] "=&r"(a13), [t] "=&r"(t),
+          [src] "+r"(src), [r0] "+r"(r0)
+        : [depth] "r"(depth), [off2] "r"(off2), [end] "r"(end)
+        : "cc", "memory");
+}
+#endif
+
+/* One channel's nine weights and output stage, prepared once per call. */
+typedef struct {
+    uint32_t w01[3]; /* filter row k: (tap 0, tap 1) */
+    int32_t w2[3];   /* filter row k: tap 2 */
+    eq_rqc_t rq;
+    eq_rqu_t any;
+    int32_t mode;    /* EQ_DWS_* */
+    int32_t c;       /* the channel */
+} eq_dw_chan_t;
+
+static void eq_dw_chan_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_chan_t *d)
+{
+    const int full = p->act_min == -128 && p->act_max == 127;
+    int32_t k, kind;
+    for (k = 0; k < 3; ++k) {
+        const int32_t i = 3 * k * p->out_c + c;
+        d->w01[k] = eq_pair16(eq_weight(p->weights, i, p->weight_bits),
+                              eq_weight(p->weights, i + p->out_c, p->weight_bits));
+        d->w2[k] = eq_weight(p->weights, i + 2 * p->out_c, p->weight_bits);
+    }
+    d->rq = eq_rqc_make(p->multiplier[c], p->shift[c], p->bias ? p->bias[c] : 0, p->out_offset);
+    d->any = eq_rqu_make(d->rq, p->out_offset);
+    d->c = c;
+    kind = EQ_RQ_KIND(d->rq);
+    d->mode = !full ? EQ_DWS_C : kind == EQ_RQ_FOLDED ? EQ_DWS_FOLDED
+              : kind == EQ_RQ_RIGHT ? EQ_DWS_RIGHT : EQ_DWS_C;
+}
+
+/* The strip words of a channel for rotation m (filter row 0 in slot m). */
+static void eq_dw_strip_words(const eq_dw_chan_t *d, int32_t m, uint32_t w[8])
+{
+    /* the filter row that slot j holds: (j - m) mod 3 */
+    static const int8_t rows[3][3] = {{0, 1, 2}, {2, 0, 1}, {1, 2, 0}};
+    const int8_t *row = rows[m];
+    int32_t j;
+    for (j = 0; j < 3; ++j) {
+        w[j] = d->w01[row[j]];
+    }
+    w[3] = eq_pair16(d->w2[row[0]], d->w2[row[1]]);
+    w[4] = ((uint32_t)d->w2[row[2]] << 16) | (uint32_t)(d->any.right & 0xFF);
+    w[5] = (uint32_t)d->any.m2;
+    w[6] = (uint32_t)d->any.add;
+    w[7] = (uint32_t)d->rq.bias;
+}
+
+/* One output row of one channel in C, from the ring rows (slots rs bytes apart): the taps as
+ * the assembly takes them (SMLAD on (v[x], v[x+1]) words, tap 2 from the next word), any
+ * output stage, any clamp. */
+static void eq_dw_strip_c(const eq_depthwise_t *p, const eq_dw_chan_t *d, const uint32_t *w,
+                          const int16_t *ring, int32_t rs, int8_t *o)
+{
+    const int32_t step = p->stride_w, depth = p->in_c;
+    int32_t ox, j;
+    for (ox = 0; ox < p->out_w; ++ox, o += depth) {
+        int32_t acc = (int32_t)w[7];
+        for (j = 0; j < 3; ++j) {
+            const int16_t *v = (const int16_t *)(const void *)((const int8_t *)(const void *)ring
+                                                              + j * rs) + ox * step;
+            const uint32_t pair = eq_load32(v), next = eq_load32(v + 1);
+            const uint32_t w2 = j < 2 ? (w[3] >> (16 * j)) & 0xFFFFu : w[4] >> 16;
+            acc = EQ_SMLAD(pair, w[j], acc);
+            acc = EQ_SMLATT(next, w2 << 16, acc); /* v[x+2] times tap 2 */
+        }
+        if (d->mode != EQ_DWS_C || EQ_RQ_KIND(d->rq) == EQ_RQ_LEFT) {
+            *o = (int8_t)EQ_CLAMP(eq_rqu_apply(&d->any, acc), p->act_min, p->act_max);
+        } else {
+            const eq_out_t oo = {p->multiplier, p->shift, p->out_offset, p->act_min, p->act_max};
+            *o = eq_output(oo, acc, d->c);
+        }
+    }
+}
+
+/* Input row iy of channels c0 .. c0 + nch - 1 into ring slot `slot`: ring row value x is
+ * input column x - pad_w plus the input offset, 0 outside the image, stored at position
+ * x + lead (lead = pad_w & 1, so that the image's first column starts a word). The padding
+ * positions are zeroed once per quad (eq_dw_ring_clear); a row outside the image is zeroed
+ * whole. Four channels come from one input word: SXTAB16 adds the offset to channels (0, 2)
+ * and (1, 3), and two neighbouring columns are paired into each channel's row with
+ * PKHBT/PKHTB. */
+static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy, int32_t c0,
+                       int32_t nch, int16_t *ring, int32_t rs, int32_t slot, int32_t count)
+{
+    const int32_t depth = p->in_c, in_w = p->in_w, pad_w = p->pad_w, lead = pad_w & 1;
+    const int32_t first = pad_w + lead; /* position of input column 0, even */
+    const int32_t cols = EQ_MAX(0, EQ_MIN(in_w, count - pad_w)); /* input columns used */
+    const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
+    int16_t *row[4];
+    int32_t k, x;
+    for (k = 0; k < nch; ++k) {
+        row[k] = (int16_t *)(void *)((int8_t *)(void *)ring + (3 * k + slot) * rs);
+    }
+    if (iy < 0 || iy >= p->in_h) {
+        const int32_t words = (count + lead + 1) >> 1;
+        for (k = 0; k < nch; ++k) {
+            uint32_t *z = (uint32_t *)(void *)row[k];
+            for (x = 0; x < words; ++x) {
+                z[x] = 0;
+            }
+        }
+        return;
+    }
+    image += iy * in_w * depth + c0;
+    if (nch == 4) {
+        uint32_t *r0 = (uint32_t *)(void *)row[0] + first / 2;
+#if EQ_ASM
+        if (rs == EQ_DW_RS && cols >= 2) {
+            eq_dw_fill_asm(r0, image, depth, cols >> 1, off2);
+            x = cols & ~1;
+        } else
+#endif
+        {
+            uint32_t *r1 = (uint32_t *)(void *)row[1] + first / 2;
+            uint32_t *r2 = (uint32_t *)(void *)row[2] + first / 2;
+            uint32_t *r3 = (uint32_t *)(void *)row[3] + first / 2;
+            for (x = 0; x + 1 < cols; x += 2) {
+                const uint32_t va = eq_load32(image + x * depth);
+                const uint32_t vb = eq_load32(image + (x + 1) * depth);
+                const uint32_t a02 = EQ_SXTAB16(off2, va), a13 = EQ_SXTAB16_ROR8(off2, va);
+                const uint32_t b02 = EQ_SXTAB16(off2, vb), b13 = EQ_SXTAB16_ROR8(off2, vb);
+                r0[x >> 1] = (a02 & 0xFFFFu) | (b02 << 16);
+                r2[x >> 1] = (a02 >> 16) | (b02 & 0xFFFF0000u);
+                r1[x >> 1] = (a13 & 0xFFFFu) | (b13 << 16);
+                r3[x >> 1] = (a13 >> 16) | (b13 & 0xFFFF0000u);
+            }
+        }
+        if (x < cols) { /* an odd last column: its right neighbour stays padding */
+            for (k = 0; k < 4; ++k) {
+                row[k][first + x] = (int16_t)(image[x * depth + k] + p->in_offset);
+            }
+        }
+        return;
+    }
+    for (k = 0; k < nch; ++k) {
+        for (x = 0; x < cols; ++x) {
+            row[k][first + x] = (int16_t)(image[x * depth + k] + p->in_offset);
+        }
+    }
+}
+
+/* The ring's padding positions (before the image's first column and after its last, up to
+ * the strips' last read) to 0, once per quad: the fills never write them. */
+static void eq_dw_ring_clear(const eq_depthwise_t *p, int16_t *ring, int32_t rs, int32_t count)
+{
+    const int32_t lead = p->pad_w & 1, first = p->pad_w + lead;
+    const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
+    int32_t j, x;
+    for (j = 0; j < 12; ++j) {
+        int16_t *row = (int16_t *)(void *)((int8_t *)(void *)ring + j * rs);
+        for (x = 0; x < first; ++x) {
+            row[x] = 0;
+        }
+        for (x = first + cols; x < count + lead; ++x) {
+            row[x] = 0;
+        }
+    }
+}
+
+/* Channel quad by channel quad (the last one may hold fewer channels), output row by output
+ * row: the new input rows into the ring, then the quad's strips (eq_dwq_s1/s2 in assembly,
+ * the channels it leaves, or all without EQ_ASM, eq_dw_strip_c). */
+static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                 int8_t *scratch)
+{
+    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t width = (out_w - 1) * p->stride_w + 3;
+    const int32_t count = (width + 2) & ~1; /* the strips read one value past the row */
+    const int32_t lead = p->pad_w & 1; /* ring positions are columns + lead */
+    const int32_t rs = 2 * (count + lead) <= EQ_DW_RS ? EQ_DW_RS
+                       : (2 * (count + lead) + 3) & ~3;
+    const int asm_ok = EQ_ASM && rs == EQ_DW_RS && (p->stride_w == 1 || p->stride_w == 2);
+    int16_t *ring = (int16_t *)(void *)scratch;
+    uint32_t *strips = (uint32_t *)(void *)(scratch + 12 * rs); /* [3][4][8] */
+    int32_t b, c0, k, oy, m;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = in + b * p->in_h * p->in_w * depth;
+        for (c0 = 0; c0 < depth; c0 += 4) {
+            const int32_t nch = EQ_MIN(4, depth - c0);
+            eq_dw_chan_t ch[4];
+            eq_dwq_t q;
+            int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+            int32_t left = 0; /* channels for eq_dw_strip_c */
+            q.p = ring + lead;
+            eq_dw_ring_clear(p, ring, rs, count);
+            q.span = out_w * p->stride_w * 2;
+            q.depth = depth;
+            q.offset = p->out_offset;
+            q.odd = out_w & 1;
+            q.modes = 0;
+            for (k = 0; k < nch; ++k) {
+                int32_t mode;
+                eq_dw_chan_prepare(p, c0 + k, &ch[k]);
+                for (m = 0; m < 3; ++m) {
+                    eq_dw_strip_words(&ch[k], m, strips + (4 * m + k) * 8);
+                }
+                mode = asm_ok && ch[k].mode != EQ_DWS_C ? ch[k].mode : EQ_DWS_SKIP;
+                left += mode == EQ_DWS_SKIP;
+                q.modes |= mode << (2 * k);
+            }
+            for (oy = 0; oy < out_h; ++oy) {
+                const int32_t iy0 = oy * p->stride_h - p->pad_h;
+                int8_t *o = out + ((b * out_h + oy) * out_w) * depth + c0;
+                for (k = 0; k < 3; ++k) {
+                    const int32_t iy = iy0 + k, slot = ((iy % 3) + 3) % 3;
+                    if (held[slot] != iy) {
+                        eq_dw_fill(p, image, iy, c0, nch, ring, rs, slot, count);
+                        held[slot] = iy;
+                    }
+                }
+                m = ((iy0 % 3) + 3) % 3;
+#if EQ_ASM
+                if (left < nch) {
+                    q.o = o;
+                    q.cons = strips + 4 * m * 8;
+                    (p->stride_w == 1 ? eq_dwq_s1 : eq_dwq_s2)(&q);
+                }
+#endif
+                for (k = 0; k < nch && left > 0; ++k) {
+                    if (((q.modes >> (2 * k)) & 3) == EQ_DWS_SKIP) {
+                        eq_dw_strip_c(p, &ch[k], strips + (4 * m + k) * 8,
+                                      (const int16_t *)(const void *)(scratch + 3 * k * rs)
+                                          + lead,
+                                      rs, o + k);
+                    }
+                }
+            }
+        }
+    }
+}
+#endif /* EQ_FAST */
+
+#if EQ_FAST
+/* ---- DEPTHWISE_CONV_2D 3x3, narrow outputs: channel quads pixel by pixel --------------------
+ * For output rows narrower than EQ_DW_WIDE pixels (eq_dw_wide). Four channels at a time over the whole image, from a ring of three input rows copied into the
  * scratch with the padding filled in (the input zero point), so that every pixel takes the same
  * nine taps: per filter row, taps 0 and 1 by SMLAD on PKH-paired values, tap 2 by
  * SMLABB/SMLATT. The accumulators start from bias + input offset * (sum of the nine weights).
  * Channels left over, or whose output stage has no fast formula, go one at a time through the
  * reference code. */
-static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
-                                int32_t oy, int32_t ox, int32_t c);
 
 /* The weights of channels c..c+3 as pairs of 16-bit values, six words per filter row: the
  * first two taps of each channel side by side (c0: (t0 t1), c1, c2, c3), for SMLAD on the two
@@ -345,8 +764,8 @@ static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_quad_t 
 /* Scratch: a ring of three padded input rows of every channel quad (3 * quads * width words),
  * then one eq_dw_quad_t per quad. Output row by output row, each new input row is copied in
  * once, then every quad computes its part of the row. */
-static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
-                                 uint32_t *ring)
+static void eq_depthwise3x3_quads(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                  uint32_t *ring)
 {
     const int32_t depth = p->in_c, quads = depth / 4, out_h = p->out_h, out_w = p->out_w;
     const int32_t width = (out_w - 1) * p->stride_w + 3, slot_words = quads * width;
@@ -400,6 +819,18 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
 }
 #endif /* EQ_FAST */
 
+#if EQ_FAST
+/* Which 3x3 path: the strips for outputs at least EQ_DW_WIDE pixels wide (24 with stride 2),
+ * where their per-row and per-channel set-up pays off; the pixel-by-pixel quads below that.
+ * edgeq.deploy.cgen.scratch_bytes makes the same choice. */
+#define EQ_DW_WIDE 12
+static int eq_dw_wide(const eq_depthwise_t *p)
+{
+    return p->out_w >= (p->stride_w == 1 ? EQ_DW_WIDE : 2 * EQ_DW_WIDE);
+}
+#endif
+
+
 /* ---- DEPTHWISE_CONV_2D: reference_integer_ops::DepthwiseConvPerChannel ----------------- */
 
 /* The accumulator of one output channel at one pixel, bias included. */
@@ -436,7 +867,11 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
 #if EQ_FAST
     if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
         && p->dilation_h == 1 && p->dilation_w == 1) {
-        eq_depthwise3x3_fast(p, in, out, (uint32_t *)(void *)scratch);
+        if (eq_dw_wide(p)) {
+            eq_depthwise3x3_fast(p, in, out, scratch);
+        } else {
+            eq_depthwise3x3_quads(p, in, out, (uint32_t *)(void *)scratch);
+        }
         return;
     }
 #else
