@@ -315,8 +315,9 @@ def _notes(m: dict, w4: dict, samples: int) -> list[str]:
         "Static RAM is data+bss plus the stack reserve. TFLM's arena: tflite_micro's allocator "
         "report for the same file (edgeq.deploy.tflm.fit_arena, as measure_arena). "
         f"The stm32h743 rows: with no test vectors, and with the first {BOARD_VECTORS} photos and "
-        "TFLM's outputs for them (build_firmware(test_inputs=...)), which stay in flash: the "
-        "RAM row does not grow with them but by 12 B of results per photo.",
+        "TFLM's outputs for them (build_firmware(test_inputs=...)), which stay in flash "
+        "(const, .rodata); RAM grows only by the per-photo results main.c keeps (label, "
+        "mismatching bytes, cycles: 12 B each).",
         "Per op kind: the DSP build once more with -DEDGEQ_PROFILE (SysTick read after every "
         "op, one inference; the reads add a few instructions). The fast paths: CONV_2D as int16 "
         "im2col columns of six pixels against each filter row with SMLAD (0.875 instructions "
