@@ -368,19 +368,6 @@ def rex_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8") -> Model:
     return to_tflite_model(qgraph, io_dtype)
 
 
-def expanded_layers(graph: Graph) -> dict[str, int]:
-    """Expanded layer name -> its number of orders, found by expand_graph's branch names."""
-    names = {n.name for n in graph.nodes}
-    found = {}
-    for name in sorted(names):
-        if name.endswith("/rex0"):
-            base, orders = name[:-len("/rex0")], 1
-            while f"{base}/rex{orders}" in names:
-                orders += 1
-            found[base] = orders
-    return found
-
-
 def export_rex(qgraph: QuantizedGraph, path=None, io_dtype: str = "int8") -> bytes:
     """The REx model's .tflite bytes (also written atomically to `path` when given)."""
     from edgeq.tflite.write import write_model
