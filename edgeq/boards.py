@@ -86,8 +86,28 @@ def _parse(text: str, source: str) -> Board:
             raise UnknownBoardError(f"{source}: {key} must be a positive number, got {raw[key]!r}")
     if raw["arena_kib"] > raw["ram_kib"]:
         raise UnknownBoardError(f"{source}: arena_kib ({raw['arena_kib']}) exceeds ram_kib ({raw['ram_kib']})")
+    _check_memory(raw["memory"], source)
     fields = {k: raw.get(k) for k in Board.__dataclass_fields__ if k != "source"}
     return Board(**fields, source=source)
+
+
+def _check_memory(memory, source: str) -> None:
+    """The linker regions the firmware templates need: flash and ram, each an origin and a
+    size; an optional stack region (its own RAM, e.g. a Cortex-M7's DTCM)."""
+    example = "memory: {flash: {origin: \"0x08000000\", kib: 1024}, ram: {origin: \"0x20000000\", kib: 128}}"
+    if not isinstance(memory, dict) or not {"flash", "ram"} <= set(memory):
+        raise UnknownBoardError(f"{source}: memory must name a flash and a ram region",
+                                f"add them, e.g. {example}")
+    for name, region in memory.items():
+        try:
+            origin = int(str(region["origin"]), 0)
+            kib = region["kib"]
+        except (TypeError, KeyError, ValueError):
+            raise UnknownBoardError(f"{source}: memory region {name} needs an origin (a hex "
+                                    f"string) and kib", f"e.g. {example}") from None
+        if origin < 0 or not isinstance(kib, int) or kib <= 0:
+            raise UnknownBoardError(f"{source}: memory region {name}: kib must be a positive "
+                                    f"whole number, got {kib!r}", f"e.g. {example}")
 
 
 def load_board(name: str) -> Board:

@@ -7,6 +7,8 @@ place at the end, so a failed or interrupted build leaves the previous output as
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -25,8 +27,9 @@ from edgeq.data import (
     fashion_mnist,
     load_dataset,
     output_classes,
+    stratified_subset,
 )
-from edgeq.errors import BoardFitError, DataError, EdgeqError
+from edgeq.errors import BoardFitError, DataError, EdgeqError, ToolchainError, UnsupportedOpError
 from edgeq.learn.zoo import ModelCard, load_card
 from edgeq.outputs import check_output_folder, staged_folder
 
@@ -60,6 +63,9 @@ class BuildConfig:
     train: bool = False  # fine-tune toward `bits` with QGT before export (needs labelled data)
     train_epochs: int = 2  # QGT epochs
     force: bool = False  # replace an --out folder edgeq did not make; ship a model that fails a check
+    firmware: bool = True  # the board firmware in OUT/firmware/, sized from its ELF
+    firmware_eval_limit: int = 64  # inputs the firmware runs under QEMU (seeded, stratified)
+    test_inputs: int = 4  # evaluation inputs embedded in the board firmware with TFLM's outputs
 
 
 @dataclass
@@ -100,6 +106,10 @@ def preflight(cfg: BuildConfig) -> Board:
     board = load_board(cfg.board)
     if cfg.model:
         load_card(cfg.model)
+    for option, value in (("--firmware-eval-limit", cfg.firmware_eval_limit),
+                          ("--test-inputs", cfg.test_inputs)):
+        if value < 0:
+            raise DataError(f"{option} {value}: must be 0 or more", f"pass {option} 0 to skip")
     if cfg.eval_limit is not None and cfg.eval_limit <= 0:
         raise DataError(f"--eval-limit {cfg.eval_limit}: must be a positive number of samples",
                         "pass --eval-limit N with N >= 1 (default 2000)")
@@ -193,25 +203,6 @@ def _is_fashion_folder(path) -> bool:
     return p.is_dir() and any(f.name.startswith("t10k-images") for f in p.iterdir())
 
 
-def fit_check(board: Board, model_bytes: int, arena_bytes: int) -> dict:
-    """Flash for the model, RAM for the TFLM arena; raise BoardFitError with the shortfall."""
-    fit = {"flash_bytes": model_bytes, "flash_budget": board.flash_bytes,
-           "arena_bytes": arena_bytes, "arena_budget": board.arena_bytes}
-    problems = []
-    if model_bytes > board.flash_bytes:
-        problems.append(f"the model needs {model_bytes:,} bytes of flash, {model_bytes - board.flash_bytes:,} "
-                        f"more than the {board.flash_bytes:,} of {board.name}")
-    if arena_bytes > board.arena_bytes:
-        problems.append(f"the TFLM arena needs {arena_bytes:,} bytes of RAM, {arena_bytes - board.arena_bytes:,} "
-                        f"more than the {board.arena_bytes:,} usable on {board.name}")
-    if problems:
-        raise BoardFitError("; ".join(problems),
-                            "use a board with more memory (`edgeq boards`), a smaller model, "
-                            "4-bit weights (--bits 4) or a mixed-precision plan under a budget "
-                            "(--bits mixed --budget-kb N)")
-    return fit
-
-
 def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildResult:
     from edgeq.deploy.carray import write_c_arrays
     from edgeq.deploy.check import check_model
@@ -287,87 +278,229 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                                        budget if cfg.bits == "mixed" else None, iters=cfg.iters,
                                        seed=cfg.seed, progress=progress_factory is not None)
             tflite = write_model(to_tflite_model(qgraph))
-    with st.stage("measure TFLM arena"):
-        arena = measure_arena(tflite)
-    fit = fit_check(board, len(tflite), arena)
-    where = {"classes": test.class_names or None, "data": str(cfg.data or test.source),
-             "chosen": test.chosen}
-    with st.stage("on-device checks (LiteRT, TFLM, edgeq reference)"), \
-            _bar(progress_factory, "LiteRT + TFLM + reference", 3 * len(test)) as advance:
-        checked = check_model(tflite, test.x, test.y if labelled else None,
-                              float_model_predict=float_out, advance=advance, **where)
-    with st.stage("simulated quantized model (Keras side)"):
-        sim_labels = class_labels(simulate(qgraph, test.x))
-        tflm_labels = checked.runtime("tflm").labels
-    accuracy_rows = checked.accuracy_rows(include_float=True)
-    for row in accuracy_rows:  # what each model weighs: the accuracy-versus-size plot
-        row["bytes"] = 4 * int(model.count_params()) if row["name"] == "float" else len(tflite)
-    sim_scores = classification(test.y, sim_labels, classes) if labelled else {}
-    accuracy_rows.insert(1, {"name": f"edgeq simulated {wname}A8 (Keras side)",
-                             "accuracy": sim_scores.get("accuracy"),
-                             "agreement": float((sim_labels == tflm_labels).mean()),
-                             "agreement_with": "TFLM", "samples": len(test), "bytes": len(tflite),
-                             "per_class_accuracy": sim_scores.get("per_class_accuracy"),
-                             "confusion": sim_scores.get("confusion")})
-    if cfg.baseline:
-        with st.stage("baseline: TensorFlow converter INT8 PTQ"):
-            tf_ptq = tflite_int8_ptq(model, calib.x)
-            base = check_model(tf_ptq, test.x, test.y if labelled else None,
-                               float_model_predict=float_out, **where)
-        lite = base.runtime("litert")
-        accuracy_rows.append({"name": f"baseline: TensorFlow INT8 PTQ via LiteRT ({len(tf_ptq):,} bytes)",
-                              "accuracy": lite.accuracy, "agreement": lite.float_agreement,
-                              "agreement_with": "float", "samples": len(test),
-                              "bytes": len(tf_ptq), "per_class_accuracy": lite.per_class_accuracy,
-                              "confusion": lite.confusion})
+    with st.stage("measure TFLM arena (the comparison)"):
+        tflm_arena = measure_arena(tflite)
+    # The firmware is built beside --out and moved into the staged output at the end; the
+    # folder goes however the build ends.
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)  # as staged_folder would
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.firmware-",
+                                     dir=out.absolute().parent) as work:
+        firmware = None
+        if cfg.firmware:
+            with st.stage(f"firmware for {board.name} (edgeq engine)"):
+                firmware, link_error = _firmware_stage(cfg, board, tflite, test,
+                                                       Path(work) / "firmware")
+        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena)
+        if firmware is not None and link_error is not None:  # within the budgets, not the map
+            raise BoardFitError(f"the firmware fits {board.name}'s budgets but not its memory map "
+                                f"({board.source}): {link_error.message}", link_error.hint)
+        fit["tflm_arena_bytes"] = tflm_arena  # the comparison: what TFLM would need
+        where = {"classes": test.class_names or None, "data": str(cfg.data or test.source),
+                 "chosen": test.chosen}
+        with st.stage("on-device checks (LiteRT, TFLM, edgeq reference)"), \
+                _bar(progress_factory, "LiteRT + TFLM + reference", 3 * len(test)) as advance:
+            checked = check_model(tflite, test.x, test.y if labelled else None,
+                                  float_model_predict=float_out, advance=advance, **where)
+        with st.stage("simulated quantized model (Keras side)"):
+            sim_labels = class_labels(simulate(qgraph, test.x))
+            tflm_labels = checked.runtime("tflm").labels
+        accuracy_rows = checked.accuracy_rows(include_float=True)
+        for row in accuracy_rows:  # what each model weighs: the accuracy-versus-size plot
+            row["bytes"] = 4 * int(model.count_params()) if row["name"] == "float" else len(tflite)
+        sim_scores = classification(test.y, sim_labels, classes) if labelled else {}
+        accuracy_rows.insert(1, {"name": f"edgeq simulated {wname}A8 (Keras side)",
+                                 "accuracy": sim_scores.get("accuracy"),
+                                 "agreement": float((sim_labels == tflm_labels).mean()),
+                                 "agreement_with": "TFLM", "samples": len(test), "bytes": len(tflite),
+                                 "per_class_accuracy": sim_scores.get("per_class_accuracy"),
+                                 "confusion": sim_scores.get("confusion")})
+        if cfg.baseline:
+            with st.stage("baseline: TensorFlow converter INT8 PTQ"):
+                tf_ptq = tflite_int8_ptq(model, calib.x)
+                base = check_model(tf_ptq, test.x, test.y if labelled else None,
+                                   float_model_predict=float_out, **where)
+            lite = base.runtime("litert")
+            accuracy_rows.append({"name": f"baseline: TensorFlow INT8 PTQ via LiteRT ({len(tf_ptq):,} bytes)",
+                                  "accuracy": lite.accuracy, "agreement": lite.float_agreement,
+                                  "agreement_with": "float", "samples": len(test),
+                                  "bytes": len(tf_ptq), "per_class_accuracy": lite.per_class_accuracy,
+                                  "confusion": lite.confusion})
+        emulated = None
+        if firmware is not None and firmware.elf is not None and cfg.firmware_eval_limit:
+            emulated = _emulated_stage(cfg, board, tflite, test, checked, classes, st)
+            if isinstance(emulated, dict):
+                accuracy_rows.insert(2, emulated.pop("row"))
 
-    report = {
-        "edgeq_version": __version__,
-        "model": {"name": name, "card": card.to_dict() if card else None, "input_shape": list(shape),
-                  "params": int(model.count_params()), "tflite_bytes": len(tflite),
-                  "quantization": f"{wname}A8 full-integer, {qreport.method}, written by edgeq",
-                  "bits": qreport.plan,
-                  "trained_epochs": epochs or 0,
-                  "train_seconds": round(trained.seconds, 1) if trained else 0.0},
-        "board": board.to_dict(),
-        "fit": fit,
-        "data": {"source": cfg.data or ("none" if cfg.zero_shot else "Fashion-MNIST (IDX)"),
-                 "calibration": "Genie-D synthetic images (zero-shot)" if cfg.zero_shot
-                 else "real", "calibration_samples": len(calib),
-                 "evaluation": "real, labelled" if labelled
-                 else "the synthetic images (no labels: agreement with float only)",
-                 "evaluation_samples": len(test),
-                 "evaluation_chosen": test.chosen or "all samples",
-                 "classes": test.class_names or [str(c) for c in range(classes)],
-                 "chance": chance,
-                 "skipped_unreadable": (train_ds or test).skipped},
-        "accuracy": accuracy_rows,
-        "check": checked.to_dict(),
-        "quantize": qreport.to_dict(),
-        "stages": st.records,
-        "config": asdict(cfg),
-    }
-    if qgt_section is not None:
-        report["rex" if method == "rex" else "qgt"] = qgt_section
-    stem = "model"
-    with staged_folder(out, cfg.force, _inputs(cfg)) as tmp:
-        (tmp / f"{stem}.tflite").write_bytes(tflite)
-        write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
-        if cfg.zero_shot:
-            from edgeq.learn.synth import preview_png, save_npz
+        report = {
+            "edgeq_version": __version__,
+            "model": {"name": name, "card": card.to_dict() if card else None, "input_shape": list(shape),
+                      "params": int(model.count_params()), "tflite_bytes": len(tflite),
+                      "quantization": f"{wname}A8 full-integer, {qreport.method}, written by edgeq",
+                      "bits": qreport.plan,
+                      "trained_epochs": epochs or 0,
+                      "train_seconds": round(trained.seconds, 1) if trained else 0.0},
+            "board": board.to_dict(),
+            "fit": fit,
+            "firmware": _firmware_section(cfg, board, firmware, emulated),
+            "data": {"source": cfg.data or ("none" if cfg.zero_shot else "Fashion-MNIST (IDX)"),
+                     "calibration": "Genie-D synthetic images (zero-shot)" if cfg.zero_shot
+                     else "real", "calibration_samples": len(calib),
+                     "evaluation": "real, labelled" if labelled
+                     else "the synthetic images (no labels: agreement with float only)",
+                     "evaluation_samples": len(test),
+                     "evaluation_chosen": test.chosen or "all samples",
+                     "classes": test.class_names or [str(c) for c in range(classes)],
+                     "chance": chance,
+                     "skipped_unreadable": (train_ds or test).skipped},
+            "accuracy": accuracy_rows,
+            "check": checked.to_dict(),
+            "quantize": qreport.to_dict(),
+            "stages": st.records,
+            "config": asdict(cfg),
+        }
+        if qgt_section is not None:
+            report["rex" if method == "rex" else "qgt"] = qgt_section
+        stem = "model"
+        with staged_folder(out, cfg.force, _inputs(cfg)) as tmp:
+            (tmp / f"{stem}.tflite").write_bytes(tflite)
+            if firmware is not None:
+                shutil.move(str(firmware.out_dir), tmp / "firmware")
+            write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
+            if cfg.zero_shot:
+                from edgeq.learn.synth import preview_png, save_npz
 
-            save_npz(calib.x, tmp / "synthetic.npz")
-            preview_png(calib.x, tmp / "synthetic.png")
-            report["zero_shot"] = {"calibration": "Genie-D images from the model's BatchNorm "
-                                                  "statistics", "samples": len(calib),
-                                   "images": "synthetic.npz", "preview": "synthetic.png",
-                                   "method": qreport.method}
-        if trained is not None:  # keep the trained float model so it can be rebuilt without training
-            with warnings.catch_warnings():  # tf_keras calls .h5 "legacy"; it is what tfmot reads
-                warnings.simplefilter("ignore")
-                model.save(tmp / "model_float.h5")
-        write_report(report, tmp)
-    return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+                save_npz(calib.x, tmp / "synthetic.npz")
+                preview_png(calib.x, tmp / "synthetic.png")
+                report["zero_shot"] = {"calibration": "Genie-D images from the model's BatchNorm "
+                                                      "statistics", "samples": len(calib),
+                                       "images": "synthetic.npz", "preview": "synthetic.png",
+                                       "method": qreport.method}
+            if trained is not None:  # keep the trained float model so it can be rebuilt without training
+                with warnings.catch_warnings():  # tf_keras calls .h5 "legacy"; it is what tfmot reads
+                    warnings.simplefilter("ignore")
+                    model.save(tmp / "model_float.h5")
+            write_report(report, tmp)
+        return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+TOOLCHAIN_WARNING = ("arm-none-eabi-gcc is not installed: the firmware sources are written "
+                     "but not built, and flash and RAM come from the memory plan; install it "
+                     "with: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+
+
+def _firmware_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, dest: Path):
+    """The board project in `dest` (edgeq.deploy.firmware), with `cfg.test_inputs` evaluation
+    inputs (seeded, stratified) embedded beside TFLM's outputs for them, built when
+    arm-none-eabi-gcc is installed. A firmware too big for the board's memory map is built
+    again on an enlarged map (edgeq.fit.measuring_board), so that the fit check can say by
+    how much from the ELF's own numbers. Returns (FirmwareResult, the linker's error or None)."""
+    from edgeq.deploy.check import model_input_spec, quantize_inputs
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.fit import measuring_board
+    from edgeq.tflite.read import read_model
+
+    model = read_model(tflite)
+    model.description = "model.tflite"
+    vectors = None
+    if cfg.test_inputs:
+        index = stratified_subset(test.y, min(cfg.test_inputs, len(test)), cfg.seed)
+        vectors = quantize_inputs(test.x[index], model_input_spec(tflite))
+    built = shutil.which("arm-none-eabi-gcc") is not None
+    if not built:
+        warnings.warn(TOOLCHAIN_WARNING, stacklevel=2)
+    try:
+        return build_firmware(model, board, dest, vectors, compile=built, fit_check=False), None
+    except ToolchainError as e:
+        if "overflow" not in str(e) and "will not fit" not in str(e):
+            raise
+        link_error = e
+    measured = build_firmware(model, measuring_board(board), dest.parent / "measured", vectors,
+                              fit_check=False)
+    return measured, link_error
+
+
+def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int) -> dict:
+    """Flash and RAM of the firmware (the ELF, else the memory plan) against the board; over
+    budget, a BoardFitError with what would fit (edgeq.fit.weights_hint)."""
+    from edgeq.deploy.cgen import lower_model
+    from edgeq.deploy.firmware import STACK_BYTES
+    from edgeq.fit import (
+        fit_board,
+        sizes_from_elf,
+        sizes_from_plan,
+        sizes_from_tflm,
+        symbol_bytes,
+        weights_hint,
+    )
+    from edgeq.tflite.read import read_model
+
+    if firmware is not None and firmware.elf is not None and firmware.elf.is_file():
+        sizes = sizes_from_elf(firmware.sizes, STACK_BYTES,
+                               symbol_bytes(firmware.elf, "edgeq_test_"))
+    else:
+        try:
+            engine = lower_model(read_model(tflite))
+            sizes = sizes_from_plan(engine.plan.arena_size, engine.weight_bytes, STACK_BYTES)
+        except UnsupportedOpError:  # --no-firmware on a model only TFLM runs
+            sizes = sizes_from_tflm(len(tflite), tflm_arena, STACK_BYTES)
+    nodes = graph.weighted_nodes
+    kernels = {n.name: int(n.weights["kernel"].size) for n in nodes}
+    edges = (nodes[0].name, nodes[-1].name) if nodes else ()
+    plan = {k: int(b) for k, b in (qreport.plan or {}).items() if k in kernels}
+    hint = weights_hint(sizes["flash_bytes"], kernels, plan, edges) if plan else None
+    return fit_board(board, sizes, hint)
+
+
+def _emulated_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, checked, classes: int,
+                    st: Stages):
+    """The board's firmware under QEMU on `cfg.firmware_eval_limit` evaluation inputs (seeded,
+    stratified), against TFLM's outputs for them: the accuracy row and the report section,
+    or why it could not run (a string)."""
+    from edgeq.deploy.check import quantize_inputs
+    from edgeq.deploy.ondevice import emulator_for, run_emulated
+    from edgeq.tflite.read import read_model
+
+    emulator, why = emulator_for(board)
+    tflm = checked.runtime("tflm")
+    if emulator is None or tflm is None or not tflm.available:
+        return why or f"TFLM did not run ({tflm.reason if tflm else 'missing'})"
+    index = stratified_subset(test.y, min(cfg.firmware_eval_limit, len(test)), cfg.seed)
+    chosen = (f"{len(index)} of the {len(test)} evaluation samples, stratified by class, "
+              f"seed {cfg.seed}" if len(index) < len(test) else "all evaluation samples")
+    machine = emulator.emulate["machine"]
+    with st.stage(f"on-device accuracy: the firmware under QEMU {machine} on {len(index)} "
+                  "inputs"):
+        labels = test.y[index] if bool(np.all(test.y >= 0)) else None
+        run = run_emulated(read_model(tflite), board, emulator,
+                           quantize_inputs(test.x[index], checked.input), tflm.outputs[index],
+                           labels, classes, checked.output, chosen)
+    section = run.to_dict()
+    section["row"] = {"name": f"edgeq firmware on QEMU {machine} ({board.core}, built with "
+                              f"{board.name}'s flags)", "accuracy": run.accuracy,
+                      "agreement": run.label_agreement, "agreement_with": "TFLM",
+                      "samples": run.samples, "bytes": len(tflite),
+                      "per_class_accuracy": run.per_class_accuracy, "confusion": run.confusion}
+    return section
+
+
+def _firmware_section(cfg: BuildConfig, board: Board, firmware, emulated) -> dict:
+    """report["firmware"]: what was built for the board and how it ran under QEMU."""
+    if firmware is None:
+        return {"built": False, "reason": "--no-firmware"}
+    built = firmware.elf is not None and firmware.elf.is_file()
+    section = {"built": built, "folder": "firmware/", "board": board.name,
+               "elf": "firmware/fw.elf" if built else None,
+               "reason": "" if built else TOOLCHAIN_WARNING,
+               "test_inputs": firmware.test_count, "macs": firmware.engine.macs}
+    if isinstance(emulated, dict):
+        section["emulated"] = emulated
+    elif emulated is not None:
+        section["emulated"] = {"ran": False, "reason": emulated}
+    elif not cfg.firmware_eval_limit:
+        section["emulated"] = {"ran": False, "reason": "--firmware-eval-limit 0"}
+    elif not built:
+        section["emulated"] = {"ran": False, "reason": "no ELF to run (no arm-none-eabi-gcc)"}
+    return section
 
 
 def _rex_stage(cfg: BuildConfig, graph, calib):

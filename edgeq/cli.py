@@ -401,13 +401,21 @@ def _save_model(model, path: str) -> None:
 @click.option("--train-epochs", type=int, default=2, show_default=True, help="--train: QGT epochs.")
 @click.option("--synth-iterations", type=int,
               help="--zero-shot: optimization steps per batch of synthetic images [default: edgeq.learn.synth's].")
+@click.option("--no-firmware", is_flag=True,
+              help="Stop at the .tflite and C arrays: no board firmware, no run under QEMU.")
+@click.option("--firmware-eval-limit", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Evaluation samples the firmware runs under QEMU (seeded, stratified; 0: none).")
+@click.option("--test-inputs", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Evaluation inputs embedded in the board firmware with TFLM's outputs, "
+                   "checked on the board at boot.")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Replace an --out folder that edgeq did not make "
               "(and everything in it); ship a model that fails a build check.")
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
           bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, expansion, sparsity,
-          train_qgt, train_epochs, synth_iterations, json_out, force):
+          train_qgt, train_epochs, synth_iterations, no_firmware, firmware_eval_limit, test_inputs,
+          json_out, force):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -429,7 +437,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       method=method, budget_kb=budget_kb, iters=iters, baseline=not no_baseline,
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
                       train_epochs=train_epochs, expansion=expansion, sparsity=sparsity,
-                      force=force)
+                      firmware=not no_firmware, firmware_eval_limit=firmware_eval_limit,
+                      test_inputs=test_inputs, force=force)
     _check_data(data)
     preflight(cfg)
     _import_tensorflow()
@@ -453,12 +462,16 @@ def _print_build_summary(result) -> None:
                       "" if agree is None else percent(agree))
     out_console.print(table)
     _print_per_class(r["accuracy"], data.get("classes") or [])
-    fit = r["fit"]
-    out_console.print(f"flash: {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes   "
-                      f"RAM (TFLM arena): {fit['arena_bytes']:,} of {fit['arena_budget']:,} bytes")
-    out_console.print(f"outputs in {result.out_dir}/: model.tflite, model_data.h/.c, "
-                      "report.json, report.html")
+    from edgeq.report import firmware_lines
 
+    for line in firmware_lines(r["fit"], r.get("firmware") or {}):
+        out_console.print(line)
+    files = "model.tflite, model_data.h/.c, report.json, report.html"
+    if (r.get("firmware") or {}).get("built"):
+        files += ", firmware/ (fw.elf; `edgeq flash " + str(result.out_dir) + "`)"
+    elif r.get("firmware", {}).get("reason", "").startswith("arm-none-eabi-gcc"):
+        files += ", firmware/ (sources only)"
+    out_console.print(f"outputs in {result.out_dir}/: {files}")
 
 
 def _print_per_class(rows: list[dict], classes: list[str]) -> None:
@@ -768,7 +781,8 @@ def _print_qemu_check(payload: dict, title: str) -> None:
 # -------------------------------------------------------------------------------------- firmware
 @main.command()
 @click.argument("model_path", type=EXISTING_FILE)
-@click.option("--board", default="mps2-an500", show_default=True, help="Board name, alias or YAML file.")
+@click.option("--board", default="cortex-m7", show_default=True,
+              help="Board name, alias or YAML file (as `edgeq build`; mps2-an500: QEMU's).")
 @click.option("--out", "out_dir", default="firmware", show_default=True,
               help="Project folder: a new or empty one, or edgeq's own (replaced atomically).")
 @click.option("--force", is_flag=True, help="Replace an --out folder that edgeq did not make.")
@@ -799,28 +813,34 @@ def firmware(model_path, board, out_dir, force, portable, wide_int8_weights):
 
 
 @main.command()
-@click.option("--board", required=True, help="Board name, alias or YAML file.")
-@click.option("--elf", "elf_path", default="firmware/fw.elf", show_default=True,
-              help="The firmware to flash (from `edgeq firmware`).")
+@click.argument("target", required=False, type=click.Path())
+@click.option("--board", help="Board name, alias or YAML file [default: the one TARGET was built for].")
+@click.option("--elf", "elf_path", type=click.Path(),
+              help="The firmware to flash, instead of TARGET's firmware/fw.elf.")
 @click.option("--tool", type=click.Choice(["openocd", "pyocd", "teensy_loader_cli"]),
               help="Override the board's flasher.")
 @click.option("--dry-run", is_flag=True, help="Print the commands instead of running them.")
 @expected_errors
-def flash(board, elf_path, tool, dry_run):
-    """Flash a firmware to a board with the flasher its board file names (openocd, pyocd,
-    teensy_loader_cli).
+def flash(target, board, elf_path, tool, dry_run):
+    """Flash the firmware of a build folder to the board it was built for, with the flasher
+    its board file names (openocd, pyocd, teensy_loader_cli).
+
+    TARGET is the --out folder of `edgeq build` (its firmware/fw.elf) or of `edgeq firmware`.
+    An ELF built for another board, or for QEMU, is refused.
 
     \b
-    Example:
-      edgeq flash --board stm32h743 --elf fw-h7/fw.elf --dry-run
+    Examples:
+      edgeq flash out/ --dry-run
+      edgeq flash fw-h7/ --board stm32h743 --tool pyocd
     """
-    from edgeq.deploy.flash import flash_command
+    from edgeq.deploy.flash import flash_command, locate_firmware
 
-    plan = flash_command(board, elf_path, dry_run=dry_run, tool=tool)
+    spec, elf = locate_firmware(target, board, elf_path)
+    plan = flash_command(spec, elf, dry_run=dry_run, tool=tool)
     if dry_run:
         click.echo(plan.describe())
     else:
-        console.print(f"flashed {elf_path} to {plan.board} with {plan.tool}")
+        console.print(f"flashed {elf} to {plan.board} with {plan.tool}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ The dict that build.py fills — every key optional, unknown keys are shown as g
       "model":    {"name", "input_shape", "params", "tflite_bytes", "quantization", ...},
       "board":    Board.to_dict(): {"name", "description", "core", "clock_mhz", "flash_kib",
                                     "ram_kib", "arena_kib", ...},
-      "fit":      {"flash_bytes", "flash_budget", "arena_bytes", "arena_budget"},   # bytes
+      "fit":      {"source", "flash_bytes", "flash_budget", "ram_bytes", "ram_budget",
+                   "arena_bytes", "arena_budget", "tflm_arena_bytes", ...},   # edgeq.fit, bytes
+      "firmware": {"built", "elf", "test_inputs", "emulated": EmulatedRun.to_dict(), ...},
       "accuracy": [{"name", "accuracy" (0..1 or None), "agreement" (0..1 or None),
                     "agreement_with" ("float" | "LiteRT" | None), "samples"}],
       "stages":   [{"name", "seconds"}],
@@ -34,7 +36,8 @@ from edgeq.data import percent
 from edgeq.errors import OutputError
 from edgeq.outputs import write_file
 
-KNOWN_SECTIONS = ("edgeq_version", "model", "board", "fit", "accuracy", "stages", "check")
+KNOWN_SECTIONS = ("edgeq_version", "model", "board", "fit", "accuracy", "stages", "check",
+                  "firmware")
 
 
 def to_jsonable(value):
@@ -121,10 +124,17 @@ def generic_section(value, key: str = "") -> dict:
     return {"kind": "text", "text": _cell(value, key)}
 
 
+# (label, used key, budget key) of report["fit"] (edgeq.fit): the firmware's numbers first,
+# TFLM's arena last, as the comparison it is
+FIT_ITEMS = (("flash (firmware: text + data)", "flash_bytes", "flash_budget"),
+             ("RAM (data + bss + stack)", "ram_bytes", "ram_budget"),
+             ("tensor arena (edgeq's plan)", "arena_bytes", "arena_budget"),
+             ("TFLM's arena, for comparison", "tflm_arena_bytes", "arena_budget"))
+
+
 def fit_rows(fit: dict) -> list[dict]:
     rows = []
-    for what, used, budget in (("flash (model)", "flash_bytes", "flash_budget"),
-                               ("RAM (TFLM arena)", "arena_bytes", "arena_budget")):
+    for what, used, budget in FIT_ITEMS:
         if fit.get(used) is None:
             continue
         b = fit.get(budget)
@@ -132,6 +142,39 @@ def fit_rows(fit: dict) -> list[dict]:
         rows.append({"what": what, "used": _bytes(fit[used]), "budget": _bytes(b),
                      "share": percent(share), "fits": None if b is None else fit[used] <= b})
     return rows
+
+
+def firmware_lines(fit: dict, firmware: dict) -> list[str]:
+    """The firmware in words: flash and RAM against the board (and from what), and how the
+    firmware ran under QEMU. The console and report.html print the same lines."""
+    lines = []
+    if fit.get("ram_bytes") is not None:
+        lines.append(f"flash {fit['flash_bytes']:,} of {fit['flash_budget']:,} bytes, RAM "
+                     f"{fit['ram_bytes']:,} of {fit['ram_budget']:,} (tensor arena "
+                     f"{fit['arena_bytes']:,}, stack {fit['stack_bytes']:,}), from the "
+                     f"{fit['source']}; TFLM's arena would be "
+                     f"{fit.get('tflm_arena_bytes') or 0:,} bytes")
+    if fit.get("test_vector_bytes"):
+        lines.append(f"the {firmware.get('test_inputs', 0)} embedded test inputs and their "
+                     f"expected outputs add {fit['test_vector_bytes']:,} bytes of flash "
+                     "(not counted above)")
+    run = firmware.get("emulated") or {}
+    if "instructions_per_inference" in run:
+        top1 = "" if run.get("accuracy") is None else f"top-1 {percent(run['accuracy'])}, "
+        same = ("outputs identical to TFLM's" if run["identical_to_tflm"] else
+                f"{run['mismatched_values']:,} output values differ from TFLM's")
+        lines.append(
+            f"on QEMU {run['emulator']} ({run['samples']} inputs, {run['chosen']}): {top1}"
+            f"{same}; {run['instructions_per_inference']:,} instructions per inference "
+            f"({run['instructions_per_mac']:.2f} per MAC), about "
+            f"{run['latency_ms_estimate']:.1f} ms at {run['clock_mhz']:g} MHz if one "
+            "instruction took one cycle (estimated from instruction counts, not measured "
+            "cycles)")
+    elif run.get("reason"):
+        lines.append(f"not run under QEMU: {run['reason']}")
+    if firmware.get("built") is False and firmware.get("reason"):
+        lines.append(f"no ELF: {firmware['reason']}")
+    return lines
 
 
 def _class_name(classes: list, label: int) -> str:
@@ -261,9 +304,7 @@ def _pyplot():
 
 def plot_fit(fit: dict, board_name: str, plt) -> str | None:
     """Flash and RAM used, as a share of the board's budgets (the dashed line is the budget)."""
-    items = [(label, fit.get(u), fit.get(b)) for label, u, b in
-             (("flash (model)", "flash_bytes", "flash_budget"),
-              ("RAM (TFLM arena)", "arena_bytes", "arena_budget"))
+    items = [(label, fit.get(u), fit.get(b)) for label, u, b in FIT_ITEMS
              if fit.get(u) is not None and fit.get(b)]
     if not items:
         return None
@@ -468,6 +509,7 @@ def render_html(report: dict, base: Path | None = None) -> str:
         model=generic_section(model) if model else None,
         board=generic_section(board) if board else None,
         fit=fit_rows(data.get("fit") or {}),
+        firmware=firmware_lines(data.get("fit") or {}, data.get("firmware") or {}),
         accuracy=accuracy_rows(rows, classes),
         confusion=confusion_table(confusion_row(rows), classes),
         agreement=agreement_rows(data),

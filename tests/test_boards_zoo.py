@@ -36,7 +36,8 @@ def test_unknown_board_lists_the_known_ones():
 def test_board_file_of_ones_own_is_validated(tmp_path):
     good = tmp_path / "mine.yaml"
     text = ("schema: 1\nname: mine\ndescription: d\ncore: cortex-m4\nclock_mhz: 100\nfpu: null\n"
-            "dsp: false\nflash_kib: 256\nram_kib: 64\narena_kib: 32\nmemory: {flash: {origin: '0x0', kib: 256}}\n")
+            "dsp: false\nflash_kib: 256\nram_kib: 64\narena_kib: 32\n"
+            "memory: {flash: {origin: '0x0', kib: 256}, ram: {origin: '0x20000000', kib: 64}}\n")
     good.write_text(text)
     assert load_board(str(good)).flash_bytes == 256 * 1024
     bad = tmp_path / "bad.yaml"
@@ -46,6 +47,14 @@ def test_board_file_of_ones_own_is_validated(tmp_path):
     (tmp_path / "core.yaml").write_text(text.replace("cortex-m4", "cortex-a53"))
     with pytest.raises(UnknownBoardError, match="unknown core"):
         load_board(str(tmp_path / "core.yaml"))
+    # the firmware templates link into flash and ram: both named, each with origin and size
+    for broken, words in ((", ram: {origin: '0x20000000', kib: 64}", "flash and a ram region"),
+                          ("origin: '0x20000000'", "needs an origin"),
+                          ("kib: 64}}", "kib must be a positive whole number")):
+        replacement = {"origin: '0x20000000'": "origin: 'zz'", "kib: 64}}": "kib: -4}}"}
+        (tmp_path / "mem.yaml").write_text(text.replace(broken, replacement.get(broken, "")))
+        with pytest.raises(UnknownBoardError, match=words):
+            load_board(str(tmp_path / "mem.yaml"))
 
 
 def test_model_cards_and_builders():

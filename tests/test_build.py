@@ -47,8 +47,11 @@ def test_build_writes_every_output(small, tmp_path):
     assert {"model.tflite", "model_data.h", "model_data.c", "report.json", "report.html"} <= names
     report = json.loads((out / "report.json").read_text())
     tflite = (out / "model.tflite").read_bytes()
-    assert report["fit"]["flash_bytes"] == len(tflite)
+    assert report["fit"]["source"] == "linked ELF (arm-none-eabi-size)"
     assert 0 < report["fit"]["arena_bytes"] < report["fit"]["arena_budget"]
+    from edgeq.deploy.tflm import measure_arena
+
+    assert report["fit"]["tflm_arena_bytes"] == measure_arena(tflite)  # the comparison
     rows = {r["name"]: r for r in report["accuracy"]}
     assert any("TFLM" in n for n in rows) and any("LiteRT" in n for n in rows)
     assert report["check"]["max_abs_diff"] <= 1
@@ -60,7 +63,8 @@ def _board_file(tmp_path, flash_kib, arena_kib):
     path = tmp_path / "tiny_board.yaml"
     path.write_text(f"schema: 1\nname: tiny\ndescription: t\ncore: cortex-m4\nclock_mhz: 48\nfpu: null\n"
                     f"dsp: false\nflash_kib: {flash_kib}\nram_kib: {arena_kib}\narena_kib: {arena_kib}\n"
-                    "memory: {flash: {origin: '0x0', kib: 1}}\n")
+                    f"memory: {{flash: {{origin: '0x0', kib: {flash_kib}}}, "
+                    f"ram: {{origin: '0x20000000', kib: {arena_kib}}}}}\n")
     return str(path)
 
 
@@ -72,7 +76,8 @@ def test_a_failed_build_leaves_the_previous_output_as_it_was(small, tmp_path):
                       data=str(small / "data.npz"), out=str(out))
     with pytest.raises(BoardFitError) as e:
         run_build(cfg)
-    assert "more than the 1,024" in e.value.message and "bytes of flash" in e.value.message
+    assert "flash:" in e.value.message and "more than the 1,024 of tiny" in e.value.message
+    assert "linked ELF" in e.value.message  # the numbers are the ELF's, measured
     assert (out / "keep.txt").read_text() == "previous build"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny_board.yaml"]
 
@@ -159,7 +164,9 @@ def test_keras3_model_builds(tmp_path, small):
     # untrained, so at chance: force builds it anyway (what is tested is reading Keras 3)
     result = run_build(BuildConfig(keras_model=str(tmp_path / "k3.keras"), data=str(small / "data.npz"),
                                    out=str(tmp_path / "o"), force=True))
-    assert (tmp_path / "o" / "model.tflite").stat().st_size == result.report["fit"]["flash_bytes"]
+    tflite = (tmp_path / "o" / "model.tflite").stat().st_size
+    assert tflite == result.report["model"]["tflite_bytes"]
+    assert result.report["fit"]["flash_bytes"] > tflite  # the firmware: weights, engine, libc
     assert any(r["name"].startswith("baseline") for r in result.report["accuracy"])
 
 
@@ -322,3 +329,171 @@ def test_rex_from_build_and_quantize(small, tmp_path):
                                           str(tmp_path / "mixed")])
         assert mixed.exit_code == 2 and "one width" in mixed.output, mixed.output
         assert not (tmp_path / "mixed").exists()
+
+
+# ------------------------------------------------------------------ the board path (#13)
+
+def _arm_size(elf) -> tuple[int, int, int]:
+    import subprocess
+
+    line = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[1].split()
+    return int(line[0]), int(line[1]), int(line[2])
+
+
+def _vector_bytes(elf) -> int:
+    import subprocess
+
+    listing = subprocess.run(["arm-none-eabi-nm", "--print-size", str(elf)], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    return sum(int(p[1], 16) for p in (line.split() for line in listing)
+               if len(p) == 4 and p[3].startswith("edgeq_test_"))
+
+
+def test_cortex_m7_build_ends_on_the_board(small, tmp_path):
+    from edgeq.deploy.firmware import STACK_BYTES
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", "--board", "cortex-m7", "--keras-model",
+                                       str(small / "small.h5"), "--data", str(small / "data.npz"),
+                                       "--out", str(out), "--no-baseline",
+                                       "--firmware-eval-limit", "16", "--test-inputs", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    elf = out / "firmware" / "fw.elf"
+    text, data, bss = _arm_size(elf)
+    vectors = _vector_bytes(elf)
+    assert vectors >= 3 * (16 * 16 + 2)  # 3 inputs and their expected outputs, in flash
+    fit = report["fit"]
+    assert (fit["flash_bytes"], fit["ram_bytes"]) == (text + data - vectors, data + bss + STACK_BYTES)
+    assert fit["test_vector_bytes"] == vectors and fit["flash_budget"] == 2048 * 1024
+    assert (out / "firmware" / "fw.hex").is_file() and (out / "firmware" / "fw.bin").is_file()
+    firmware = report["firmware"]
+    assert firmware["board"] == "stm32h743" and firmware["test_inputs"] == 3
+    run = firmware["emulated"]
+    assert (run["emulator"], run["compiled_for"], run["samples"]) == ("mps2-an500", "stm32h743", 16)
+    assert run["identical_to_tflm"] and run["mismatched_values"] == 0
+    assert run["instructions_per_inference"] > report["firmware"]["macs"]
+    assert run["latency_ms_estimate"] == pytest.approx(run["instructions_per_inference"] / 480e3,
+                                                       abs=1e-3)
+    assert "stratified" in run["chosen"] and sum(map(sum, run["confusion"])) == 16
+    rows = [r for r in report["accuracy"] if "QEMU" in r["name"]]
+    assert len(rows) == 1 and rows[0]["samples"] == 16 and rows[0]["agreement_with"] == "TFLM"
+    console = " ".join(result.output.split())  # rich wraps at the terminal's width
+    assert "on QEMU mps2-an500 (16 inputs" in console and "outputs identical to TFLM's" in console
+    assert "instructions per inference" in console and "not measured cycles" in console
+    html = (out / "report.html").read_text()
+    assert "not measured" in html and "TFLM&#39;s arena" in html
+    # the ELF is the board's own: it flashes from the build folder, and only to that board
+    flashed = CliRunner().invoke(main, ["flash", str(out), "--dry-run"])
+    assert flashed.exit_code == 0 and "target/stm32h7x.cfg" in flashed.output
+    assert str(elf.resolve()) in flashed.output
+    other = CliRunner().invoke(main, ["flash", str(out), "--board", "nrf52840", "--dry-run"])
+    assert other.exit_code == 2 and "built for stm32h743" in other.output
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A model whose 8-bit weights are mostly one inner Dense layer (32 KiB)."""
+    import tf_keras as keras
+
+    d = tmp_path_factory.mktemp("wide")
+    rng = np.random.default_rng(1)
+    x = rng.random((64, 16, 16, 1), np.float32)
+    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(64, activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.save(d / "wide.h5")
+    np.savez(d / "data.npz", x=x, y=y)
+    return d
+
+
+def _card(tmp_path, flash_kib, ram_kib=1024, arena_kib=512):
+    """The STM32H743's card and templates with other budgets."""
+    path = tmp_path / f"h7-{flash_kib}-{ram_kib}.yaml"
+    path.write_text(
+        "schema: 1\nname: small-h7\ndescription: an STM32H743 with less memory\ncore: cortex-m7\n"
+        f"clock_mhz: 480\nfpu: fpv5-d16\ndsp: true\nflash_kib: {flash_kib}\nram_kib: {ram_kib}\n"
+        f"arena_kib: {arena_kib}\ntemplate: stm32h743\n"
+        "memory:\n  flash: {origin: '0x08000000', kib: 2048}\n"
+        "  ram: {origin: '0x24000000', kib: 512}\n  stack: {origin: '0x20000000', kib: 128}\n"
+        "flasher: {tool: openocd, interface: interface/stlink.cfg, target: target/stm32h7x.cfg}\n"
+        "emulate: null\n")
+    return str(path)
+
+
+def _wide_build(wide, tmp_path, board, out="o", *extra):
+    cfg = BuildConfig(board=board, keras_model=str(wide / "wide.h5"), data=str(wide / "data.npz"),
+                      out=str(tmp_path / out), baseline=False, firmware_eval_limit=0,
+                      test_inputs=0, force=True, method="minmax")
+    for key, value in extra:
+        setattr(cfg, key, value)
+    return run_build(cfg)
+
+
+def test_over_budget_flash_names_the_elfs_numbers_and_a_plan_that_fits(wide, tmp_path):
+    fits = _wide_build(wide, tmp_path, "stm32h743", "big").report["fit"]
+    flash = fits["flash_bytes"]
+    budget_kib = (flash - 8 * 1024) // 1024  # 8 to 9 KiB short: 4-bit weights save 16 KiB
+    board = _card(tmp_path, budget_kib)
+    with pytest.raises(BoardFitError) as e:
+        _wide_build(wide, tmp_path, board)
+    message, hint = e.value.message, e.value.hint
+    assert f"flash: {flash:,} bytes, {flash - budget_kib * 1024:,} more than the " \
+           f"{budget_kib * 1024:,} of small-h7" in message and "linked ELF" in message
+    assert "`--bits 4`" in hint and "--bits mixed --budget-kb" in hint
+    assert not (tmp_path / "o").exists()
+    # what the hint says fits, fits
+    fit = _wide_build(wide, tmp_path, board, "o", ("bits", 4)).report["fit"]
+    assert fit["flash_bytes"] <= budget_kib * 1024 < flash
+
+
+def test_over_budget_ram_says_fewer_bits_do_not_help(wide, tmp_path):
+    with pytest.raises(BoardFitError) as e:
+        _wide_build(wide, tmp_path, _card(tmp_path, 2048, ram_kib=16, arena_kib=1))
+    assert "RAM:" in e.value.message and "(data + bss + 16,384 of stack)" in e.value.message
+    assert "tensor arena:" in e.value.message and "more than the 1,024 small-h7 has" in e.value.message
+    assert "activations stay 8-bit" in e.value.hint and "--bits 4" not in e.value.hint
+
+
+def test_no_firmware_and_no_toolchain(small, tmp_path, monkeypatch):
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--data",
+                                       str(small / "data.npz"), "--out", str(tmp_path / "nofw"),
+                                       "--no-baseline", "--no-firmware"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "nofw" / "report.json").read_text())
+    assert not (tmp_path / "nofw" / "firmware").exists()
+    assert report["fit"]["source"].startswith("memory plan")
+    assert report["firmware"] == {"built": False, "reason": "--no-firmware"}
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no arm-none-eabi-gcc, no QEMU
+    with pytest.warns(UserWarning, match="gcc-arm-none-eabi"):
+        result = run_build(BuildConfig(keras_model=str(small / "small.h5"),
+                                       data=str(small / "data.npz"), out=str(tmp_path / "src"),
+                                       baseline=False))
+    folder = tmp_path / "src" / "firmware"
+    assert {"main.c", "edgeq_model.c", "Makefile", "link.ld", "README.md"} <= {
+        p.name for p in folder.iterdir()}
+    assert not (folder / "fw.elf").exists()
+    report = result.report
+    assert report["fit"]["source"].startswith("memory plan")
+    assert report["fit"]["ram_bytes"] == report["fit"]["arena_bytes"] + report["fit"]["stack_bytes"]
+    assert report["firmware"]["built"] is False and "apt-get install" in report["firmware"]["reason"]
+    assert "no arm-none-eabi-gcc" in report["firmware"]["emulated"]["reason"]
+
+
+def test_a_core_qemu_does_not_emulate_is_named(small, tmp_path):
+    card = tmp_path / "m33.yaml"
+    card.write_text("schema: 1\nname: m33\ndescription: a Cortex-M33 board\ncore: cortex-m33\n"
+                    "clock_mhz: 64\nfpu: null\ndsp: false\nflash_kib: 1024\nram_kib: 256\n"
+                    "arena_kib: 128\nmemory: {flash: {origin: '0x0', kib: 1024}, "
+                    "ram: {origin: '0x20000000', kib: 256}}\n")
+    result = run_build(BuildConfig(board=str(card), keras_model=str(small / "small.h5"),
+                                   data=str(small / "data.npz"), out=str(tmp_path / "o"),
+                                   baseline=False))
+    run = result.report["firmware"]["emulated"]
+    assert run["ran"] is False and "QEMU emulates no cortex-m33 board" in run["reason"]
+    assert result.report["fit"]["source"] == "linked ELF (arm-none-eabi-size)"
+    assert not any("QEMU" in r["name"] for r in result.report["accuracy"])

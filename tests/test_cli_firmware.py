@@ -1,4 +1,4 @@
-"""The firmware commands of the CLI: firmware, check --target qemu, flash --dry-run."""
+"""The firmware commands of the CLI: firmware and check --target qemu (flash: test_flash.py)."""
 
 import json
 import re
@@ -12,24 +12,6 @@ from edgeq.cli import main
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-@pytest.mark.parametrize("board, words", [
-    ("stm32h743", ["openocd", "interface/stlink.cfg", "target/stm32h7x.cfg", "program"]),
-    ("stm32f746", ["openocd", "target/stm32f7x.cfg"]),
-    ("nrf52840", ["openocd", "interface/cmsis-dap.cfg", "target/nrf52.cfg"]),
-    ("imxrt1062", ["teensy_loader_cli", "TEENSY40"]),
-])
-def test_flash_dry_run_prints_the_board_command(board, words, tmp_path):
-    result = run("flash", "--board", board, "--elf", tmp_path / "fw.elf", "--dry-run")
-    assert result.exit_code == 0, result.output
-    for w in words:
-        assert w in result.output
-
-
-def test_flash_on_an_emulated_board_says_use_qemu():
-    result = run("flash", "--board", "mps2-an500", "--dry-run")
-    assert result.exit_code == 2 and "--target qemu" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -182,18 +182,6 @@ def test_firmware_portable_builds_other_kernels(tmp_path):
         assert sizes[True] != sizes[False]
 
 
-def test_flash_tool_chooses_the_flasher(tmp_path):
-    elf = tmp_path / "fw.elf"
-    elf.write_bytes(b"\x7fELF")
-    commands = {}
-    for tool in ("openocd", "pyocd"):
-        result = _run("flash", "--board", "stm32h743", "--elf", elf, "--tool", tool, "--dry-run")
-        assert result.exit_code == 0, result.output
-        commands[tool] = result.output
-    assert "openocd" in commands["openocd"] and "pyocd" not in commands["openocd"]
-    assert "pyocd" in commands["pyocd"] and str(elf) in commands["pyocd"]
-
-
 def test_check_qemu_timeout_is_a_clear_error(tmp_path):
     from opmodels import conv2d
 

@@ -263,13 +263,21 @@ def test_boards_table_fits_80_columns_without_cutting_names(user):
 
 def test_fit_error_names_what_exists():
     from edgeq.boards import load_board
-    from edgeq.build import fit_check
     from edgeq.errors import BoardFitError
+    from edgeq.fit import fit_board, sizes_from_plan, weights_hint
 
+    # 1 MiB of 8-bit weights in the middle layer: 4 bits halve it to fit the nRF52840's 1 MiB
+    kernels, plan = {"first": 1000, "middle": 2**20, "last": 1000}, {"middle": 8}
+    sizes = sizes_from_plan(1024, sum(kernels.values()), 2048)
     with pytest.raises(BoardFitError) as e:
-        fit_check(load_board("nrf52840"), 10 * 2**20, 1024)
+        fit_board(load_board("nrf52840"), sizes,
+                  weights_hint(sizes["flash_bytes"], kernels, plan, ("first", "last")))
+    over = sizes["flash_bytes"] - 2**20
+    assert f"{over:,} more than the 1,048,576 of nrf52840" in e.value.message
     assert "once available" not in e.value.hint
-    assert "--bits 4" in e.value.hint and "--bits mixed --budget-kb" in e.value.hint
+    four = 1000 + 2**19 + 1000
+    assert f"`--bits 4`) take {four:,} bytes of weights" in e.value.hint
+    assert f"--bits mixed --budget-kb {(sum(kernels.values()) - over) // 1024}" in e.value.hint
 
 
 def test_a_model_given_as_bytes_is_not_called_bytes(user):

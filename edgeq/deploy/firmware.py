@@ -22,6 +22,7 @@ inputs.bin instead and the Python side compares (edgeq.deploy.qemu).
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ import numpy as np
 from edgeq import __version__, data_dir
 from edgeq.boards import Board, load_board
 from edgeq.deploy import cgen
+from edgeq.deploy.flash import MANIFEST  # what the folder was built for
 from edgeq.errors import BoardFitError, DataError, ToolchainError, UnknownBoardError
 from edgeq.outputs import abandon_folder, begin_folder, check_output_folder, finish_folder
 from edgeq.tflite.model import Model
@@ -87,7 +89,7 @@ def template_dir(board_name: str) -> Path:
 
 @dataclass
 class FirmwareResult:
-    elf: Path
+    elf: Path | None  # None: the project was written but not built (compile=False)
     sizes: dict[str, int]  # flash, ram, text, data, bss, model_flash, engine_flash, arena
     out_dir: Path
     board: Board
@@ -147,17 +149,17 @@ VECTORS_TEMPLATE = "test_vectors.h.j2"  # a board template folder with it embeds
 
 def embeds_test_vectors(board: Board) -> bool:
     """True when the board's firmware carries its test vectors (and TFLM's outputs) in flash."""
-    return (template_dir(board.name) / VECTORS_TEMPLATE).is_file()
+    return (template_dir(board.template or board.name) / VECTORS_TEMPLATE).is_file()
 
 
 def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
                     ldflags: list[str], sources: list[str], test_inputs: np.ndarray,
-                    expected_outputs: np.ndarray) -> None:
+                    expected_outputs: np.ndarray, arena_size: int) -> None:
     """Every <name>.j2 of the board's template folder becomes <name> in `folder`. Templates may
     include others by their path below firmware_templates/ ("generic/test_vectors.h.j2")."""
     from edgeq.deploy.flash import flash_command  # flash imports nothing from here
 
-    templates = template_dir(board.name)
+    templates = template_dir(board.template or board.name)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(templates), str(data_dir("firmware_templates"))]),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
@@ -176,8 +178,12 @@ def _render_project(board: Board, folder: Path, prefix: str, cflags: list[str],
                "test_inputs": list(test_inputs), "expected_outputs": list(expected_outputs),
                "input_size": int(test_inputs.shape[1]),
                "output_size": int(expected_outputs.shape[1])}
+    context["has_console"] = templates.name != GENERIC  # generic/ leaves results in RAM
+    context["arena_size"] = arena_size
     for path in sorted(templates.glob("*.j2")):
         (folder / path.stem).write_text(env.get_template(path.name).render(**context))
+    if not (folder / "README.md").exists():  # how to build, run or flash it: one for all boards
+        (folder / "README.md").write_text(env.get_template("README.md.j2").render(**context))
 
 
 def _test_vectors(model: Model, model_bytes, test_inputs, expected_outputs,
@@ -224,7 +230,8 @@ def _int8_rows(values, size: int, what: str, why: str) -> np.ndarray:
 def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: bool = False,
                    extra_cflags=(), timeout: float = 600,
                    wide_int8_weights: bool | None = None, force: bool = False,
-                   expected_outputs=None) -> FirmwareResult:
+                   expected_outputs=None, compile: bool = True,
+                   fit_check: bool = True) -> FirmwareResult:
     """Generate, build and measure the firmware for `board` (a name or Board).
 
     tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, input bytes]
@@ -237,9 +244,12 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
     wide_int8_weights: INT8 conv weights stored as int16 pairs (faster, twice their flash;
     see edgeq.deploy.cgen.engine_options); None keeps the caller's engine_options.
     force: replace `out_dir` even if edgeq did not make it (edgeq.outputs).
+    compile=False writes the project without building it (no toolchain): `elf` is None and
+    `sizes` holds only the planned arena. fit_check=False leaves the fit to the caller (the
+    linker still refuses what overflows the board's memory map; edgeq build measures the ELF).
     """
     args = (tflite_path, board, out_dir, test_inputs, expected_outputs, portable, extra_cflags,
-            timeout, force)
+            timeout, force, compile, fit_check)
     if wide_int8_weights is None:
         return _build_firmware(*args)
     with cgen.engine_options(wide_int8_weights=wide_int8_weights):
@@ -247,13 +257,14 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
 
 
 def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, portable,
-                    extra_cflags, timeout, force) -> FirmwareResult:
+                    extra_cflags, timeout, force, compile, fit_check) -> FirmwareResult:
     inputs = [] if isinstance(tflite_path, Model) else [tflite_path]
     check_output_folder(out_dir, force, inputs)  # before any work (contract 6)
     board = load_board(board) if isinstance(board, str) else board
     model, source = _load(tflite_path)
     engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
-    check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
+    if fit_check:
+        check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
 
     def model_bytes() -> bytes:
         if isinstance(tflite_path, Model):
@@ -263,7 +274,7 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
         return Path(tflite_path).read_bytes()
 
     vectors, expected = _test_vectors(model, model_bytes, test_inputs, expected_outputs, board)
-    gcc = find_tool("arm-none-eabi-gcc")
+    gcc = find_tool("arm-none-eabi-gcc") if compile else "arm-none-eabi-gcc"
 
     out = Path(out_dir)
     work = begin_folder(out, force, inputs)
@@ -277,7 +288,8 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
                  else ["--specs=nano.specs", "--specs=nosys.specs"])
         ldflags = ["-T", "link.ld", *specs, "-Wl,--gc-sections", "-Wl,-Map=fw.map"]
         sources = ["startup.c", "main.c", *(s.name for s in files.sources)]
-        _render_project(board, work, "edgeq", cflags, ldflags, sources, vectors, expected)
+        _render_project(board, work, "edgeq", cflags, ldflags, sources, vectors, expected,
+                        files.arena_size)
         if len(vectors):
             vectors.tofile(work / "inputs.bin")
         commands = []
@@ -287,7 +299,12 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
             commands.append([gcc, *cflags, "-c", src, "-o", obj.name])
             objects.append(obj)
         commands.append([gcc, *cflags, *[o.name for o in objects], *ldflags, "-o", "fw.elf"])
-        for cmd in commands:
+        if compile:  # the images flashers other than openocd and pyocd take
+            objcopy = find_tool("arm-none-eabi-objcopy")
+            commands += [[objcopy, "-O", "binary", "fw.elf", "fw.bin"],
+                         [objcopy, "-O", "ihex", "fw.elf", "fw.hex"]]
+        _write_manifest(work, board, source, cflags)
+        for cmd in commands if compile else []:
             result = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                                     timeout=timeout)
             if result.returncode != 0:
@@ -295,16 +312,23 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
                     f"building the firmware for {board.name} failed:\n"
                     f"{' '.join(cmd)}\n{result.stderr[-3000:]}",
                     _link_hint(result.stderr, model))
-        sizes = _measure(work, objects, files.arena_size)
+        sizes = _measure(work, objects, files.arena_size) if compile else {
+            "arena": files.arena_size}
     except BaseException as e:
         raise abandon_folder(work, out, e) from None
     finish_folder(work, out, force, inputs)
     files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
                              [out / k.name for k in files.kernels], files.arena_size,
                              files.weight_bytes, files.macs, files.plan)
-    return FirmwareResult(out / "fw.elf", sizes, out, board, files, commands,
+    return FirmwareResult(out / "fw.elf" if compile else None, sizes, out, board, files, commands,
                           test_count=len(vectors),
                           expected_outputs=expected if embeds_test_vectors(board) else None)
+
+
+def _write_manifest(folder: Path, board: Board, source: str, cflags: list[str]) -> None:
+    manifest = {"board": board.name, "core": board.core, "emulated": bool(board.emulate),
+                "model": source, "elf": "fw.elf", "cflags": cflags, "edgeq_version": __version__}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _link_hint(stderr: str, model: Model) -> str:

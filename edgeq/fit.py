@@ -1,0 +1,141 @@
+"""Does a build fit its board? Flash and RAM of the firmware as linked (contract 3 of DESIGN.md):
+flash = text + data and RAM = data + bss + the stack the firmware template reserves, read from
+the ELF with arm-none-eabi-size, against the board card's budgets. Without the Arm toolchain the
+same numbers come from the memory plan (the arena and the weights, plus an estimate of the
+engine's code), and the report says so. Test vectors embedded for the board to check itself are
+counted apart: they are not part of what the model needs.
+
+Over budget, the error says by how much and what would fit, with numbers computed from the
+model's own layers: the flash that 4-bit weights would take, or the weight budget a mixed
+plan must meet (`--bits mixed --budget-kb N`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgeq.boards import Board
+from edgeq.errors import BoardFitError
+
+ENGINE_CODE_ESTIMATE = 40 * 1024  # engine code, startup and libc without the toolchain to measure
+
+
+def sizes_from_elf(sizes: dict, stack_bytes: int, vector_bytes: int = 0) -> dict:
+    """Fit numbers from edgeq.deploy.firmware's arm-none-eabi-size figures."""
+    return {"source": "linked ELF (arm-none-eabi-size)",
+            "flash_bytes": sizes["text"] + sizes["data"] - vector_bytes,
+            "ram_bytes": sizes["data"] + sizes["bss"] + stack_bytes,
+            "arena_bytes": sizes["arena"], "stack_bytes": stack_bytes,
+            "text": sizes["text"], "data": sizes["data"], "bss": sizes["bss"],
+            "test_vector_bytes": vector_bytes}
+
+
+def sizes_from_plan(arena_bytes: int, weight_bytes: int, stack_bytes: int) -> dict:
+    """Fit numbers from the memory plan when the firmware could not be linked."""
+    return {"source": "memory plan (no arm-none-eabi-gcc: the engine's code is an estimate)",
+            "flash_bytes": weight_bytes + ENGINE_CODE_ESTIMATE,
+            "ram_bytes": arena_bytes + stack_bytes, "arena_bytes": arena_bytes,
+            "stack_bytes": stack_bytes, "test_vector_bytes": 0}
+
+
+def sizes_from_tflm(model_bytes: int, tflm_arena: int, stack_bytes: int) -> dict:
+    """Fit numbers for a model edgeq's engine cannot run (--no-firmware): the .tflite in flash
+    (TFLM's own code not counted) and TFLM's arena."""
+    return {"source": "the .tflite and TFLM's arena (--no-firmware; TFLM's code not counted)",
+            "flash_bytes": model_bytes, "ram_bytes": tflm_arena + stack_bytes,
+            "arena_bytes": tflm_arena, "stack_bytes": stack_bytes, "test_vector_bytes": 0}
+
+
+def measuring_board(board: Board, kib: int = 64 * 1024) -> Board:
+    """`board` with every memory region and budget enlarged (up to `kib`, never into the next
+    region), so that a firmware too big for the board still links and can be measured."""
+    regions = sorted(board.memory.items(), key=lambda item: int(str(item[1]["origin"]), 0))
+    memory = {}
+    for i, (name, region) in enumerate(regions):
+        start = int(str(region["origin"]), 0)
+        room = kib
+        if i + 1 < len(regions):
+            room = min(room, (int(str(regions[i + 1][1]["origin"]), 0) - start) // 1024)
+        memory[name] = {**region, "kib": max(int(region["kib"]), room)}
+    big = max(kib, board.flash_kib, board.ram_kib)
+    return replace(board, memory=memory, flash_kib=big, ram_kib=big, arena_kib=big)
+
+
+def fit_board(board: Board, sizes: dict, weights_hint=None) -> dict:
+    """The fit section of the report; BoardFitError naming every budget that is exceeded, by
+    how much, and `weights_hint(flash_over)` (what would fit) when flash is over."""
+    fit = {**sizes, "flash_budget": board.flash_bytes, "ram_budget": board.ram_kib * 1024,
+           "arena_budget": board.arena_bytes}
+    problems, hints = [], []
+    flash_over = fit["flash_bytes"] - fit["flash_budget"]
+    if flash_over > 0:
+        problems.append(f"flash: {fit['flash_bytes']:,} bytes, {flash_over:,} more than the "
+                        f"{fit['flash_budget']:,} of {board.name}")
+        hints.append(weights_hint(flash_over) if weights_hint else
+                     "use a board with more flash (`edgeq boards`) or a smaller model")
+    ram_over = fit["ram_bytes"] - fit["ram_budget"]
+    arena_over = fit["arena_bytes"] - fit["arena_budget"]
+    if ram_over > 0:
+        problems.append(f"RAM: {fit['ram_bytes']:,} bytes (data + bss + "
+                        f"{fit['stack_bytes']:,} of stack), {ram_over:,} more than the "
+                        f"{fit['ram_budget']:,} of {board.name}")
+    if arena_over > 0:
+        problems.append(f"tensor arena: {fit['arena_bytes']:,} bytes, {arena_over:,} more than "
+                        f"the {fit['arena_budget']:,} {board.name} has for it")
+    if ram_over > 0 or arena_over > 0:
+        hints.append("activations stay 8-bit, so fewer weight bits do not shrink RAM: use a "
+                     "board with more RAM (`edgeq boards`), a smaller input resolution or fewer "
+                     "channels")
+    if problems:
+        raise BoardFitError(f"the firmware does not fit {board.name} ({sizes['source']}): "
+                            + "; ".join(problems), "; ".join(hints))
+    return fit
+
+
+def stored_weight_bytes(kernel_sizes: dict[str, int], plan: dict[str, int]) -> int:
+    """Bytes of the kernels as the .tflite and the engine store them: 8-bit layers one byte
+    per weight, 2- to 4-bit layers half a byte (INT4)."""
+    return sum((size + 1) // 2 if plan.get(name, 8) <= 4 else size
+               for name, size in kernel_sizes.items())
+
+
+def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str, int],
+                 edges: tuple[str, ...]) -> callable:
+    """What makes the weights fit: computed from the layers' weight counts (`kernel_sizes`,
+    name -> weights) and the current `plan` (name -> bits); `edges` keep 8 bits."""
+    now = stored_weight_bytes(kernel_sizes, plan)
+    four = {name: 8 if name in edges else 4 for name in kernel_sizes}
+    smallest = stored_weight_bytes(kernel_sizes, four)
+
+    def hint(flash_over: int) -> str:
+        need = now - flash_over  # weight bytes that would fit
+        if smallest > need:
+            return (f"even 4-bit inner layers take {smallest:,} bytes of weights, "
+                    f"{smallest - need:,} more than fit: use a board with more flash "
+                    "(`edgeq boards`) or a smaller model (fewer channels)")
+        text = (f"4-bit inner layers (`--bits 4`) take {smallest:,} bytes of weights instead of "
+                f"{now:,}: flash {flash_bytes - now + smallest:,} bytes")
+        if need >= smallest and any(b > 4 for b in plan.values()):
+            text += (f"; or keep the most sensitive layers at 8 bits with `--bits mixed "
+                     f"--budget-kb {need // 1024}` (weights at most {need:,} bytes)")
+        return text
+
+    return hint
+
+
+def symbol_bytes(elf, prefix: str) -> int:
+    """Bytes of the ELF's symbols whose names start with `prefix` (arm-none-eabi-nm)."""
+    import shutil
+    import subprocess
+
+    nm = shutil.which("arm-none-eabi-nm")
+    if nm is None:
+        return 0
+    listing = subprocess.run([nm, "--print-size", str(elf)], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    total = 0
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3].startswith(prefix):
+            total += int(parts[1], 16)
+    return total
