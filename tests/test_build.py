@@ -54,7 +54,7 @@ def test_build_writes_every_output(small, tmp_path):
     assert report["fit"]["tflm_arena_bytes"] == measure_arena(tflite)  # the comparison
     rows = {r["name"]: r for r in report["accuracy"]}
     assert any("TFLM" in n for n in rows) and any("LiteRT" in n for n in rows)
-    assert report["check"]["max_abs_diff"] <= 1
+    assert report["check"]["max_abs_diff"] == 0
     assert f"const unsigned int model_data_len = {len(tflite)}u;" in (out / "model_data.c").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
@@ -149,7 +149,7 @@ def test_build_int4_with_edgeq_writer_keeps_the_contracts(small, tmp_path):
     sim = rows["edgeq simulated W4A8 (Keras side)"]
     assert sim["agreement_with"] == "TFLM" and sim["agreement"] >= 0.995  # contract 2
     assert any(n.startswith("baseline: TensorFlow INT8 PTQ") for n in rows)  # contract 4
-    assert report["check"]["max_abs_diff"] <= 1  # contract 1 (LiteRT side)
+    assert report["check"]["max_abs_diff"] == 0  # contract 1 (LiteRT side)
 
 
 def test_keras3_model_builds(tmp_path, small):
@@ -250,7 +250,7 @@ def test_zero_shot_build_needs_no_data(small, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["source"] == "none" and "Genie-D" in report["data"]["calibration"]
     assert report["quantize"]["method"] == "genie" and report["zero_shot"]["samples"] == 16
-    assert report["check"]["max_abs_diff"] <= 1  # contract 1 against LiteRT
+    assert report["check"]["max_abs_diff"] == 0  # contract 1 against LiteRT
     assert all(r["accuracy"] is None for r in report["accuracy"])  # no labels exist
     assert any(r["agreement"] is not None for r in report["accuracy"])
     synthetic = load_npz(out / "synthetic.npz")
@@ -296,7 +296,7 @@ def test_build_train_runs_qgt_and_ranks_bottlenecks(small, tmp_path):
     assert qgt["straight_through"] and len(qgt["history"]) == 2
     ranks = [row["rank"] for row in qgt["bottlenecks"]]
     assert sorted(ranks) == ranks and len(ranks) == len(report["quantize"]["plan"])
-    assert report["check"]["max_abs_diff"] <= 1 and "bottlenecks" in (out / "report.html").read_text()
+    assert report["check"]["max_abs_diff"] == 0 and "bottlenecks" in (out / "report.html").read_text()
     both = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"), "--train",
                                      "--zero-shot", "--out", str(tmp_path / "x")])
     assert both.exit_code == 2 and "exclude each other" in both.output
@@ -313,7 +313,7 @@ def test_rex_from_build_and_quantize(small, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["quantize"]["method"] == "rex" and report["rex"]["expansion"] == 2
-    assert report["check"]["max_abs_diff"] <= 1 and report["check"]["tflm_litert_agreement"] >= 0.995
+    assert report["check"]["max_abs_diff"] == 0 and report["check"]["tflm_litert_agreement"] >= 0.995
     kinds = [op.kind for op in read_model((out / "model.tflite").read_bytes()).ops]
     assert kinds.count("ADD") >= 2  # the orders really are parallel branches summed by ADD
     q = tmp_path / "rex.tflite"
