@@ -5,7 +5,7 @@ APT_STAMP := .venv/.apt-installed
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench lint mutation clean
+.PHONY: setup demo test bench bench-vs-tflm lint mutation clean
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -32,6 +32,10 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run.py --out BENCHMARKS.md
+
+# edgeq's firmware against TFLM + CMSIS-NN (../shared/tflm-cmsis-nn) under QEMU (issue 17).
+bench-vs-tflm: setup
+	$(PY) benchmarks/run.py --only vs_tflm --out BENCHMARKS.md
 
 # Mutation testing of the integer core (pyproject's [tool.mutmut]); long: not part of `make test`.
 mutation: setup

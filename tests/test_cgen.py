@@ -129,6 +129,41 @@ def _depthwise_stress(rng, channels=20, stride=1, bits=8, activation="NONE", h=N
     return _stress_output_stage(model, rng, regimes)
 
 
+def _depthwise1x3(rng, channels=12, stride=1, padding="SAME", activation="NONE", bits=8, h=1,
+                  w=20, stress=False) -> Model:
+    """A 1x3 depthwise convolution (a 1-D one when h = 1): the 3x3 strips with the filter as
+    their middle row; stress cycles the channels through the output-stage regimes."""
+    b = opmodels._Builder(rng)
+    x = b.activation("input", (1, h, w, channels))
+    wt = b.weights("weights", (1, 1, 3, channels), bits, 3)
+    scale = b.output_scale(x, wt, 3)
+    bias = b.bias("bias", x, wt, channels, magnitude=scale * 20)
+    ow = opmodels._spatial(w, 3, stride, 1, padding)
+    y = b.out_activation("output", (1, h, ow, channels), scale)
+    b.op("DEPTHWISE_CONV_2D", [x, wt, bias], y, padding=padding, stride_w=stride, stride_h=1,
+         dilation_w_factor=1, dilation_h_factor=1, depth_multiplier=1,
+         fused_activation_function=activation)
+    model = b.model([x], [y], f"depthwise1x3 int{bits} c{channels} s{stride} {padding} {h}x{w}")
+    return _stress_output_stage(model, rng) if stress else model
+
+
+def _conv_right_stages(rng, **options) -> Model:
+    """A convolution whose channels all have right-shift output stages, folded and with the
+    offset after (the 1x1 eight-channel records take only those)."""
+    return _stress_output_stage(_conv(rng, **options), rng, STAGE_REGIMES[:2])
+
+
+def _add_same_scales(rng) -> Model:
+    """ADD of two inputs with the same scale: input multipliers of exactly 1/2 (shift 0)."""
+    b = opmodels._Builder(rng)
+    x1 = b.activation("input_a", (1, 3, 5, 7))
+    x2 = b.like("input_b", (1, 3, 5, 7), x1)
+    (lo, hi) = b.span(x1)
+    y = b.activation("output", (1, 3, 5, 7), lo=2 * lo, hi=2 * hi)
+    b.op("ADD", [x1, x2], y, fused_activation_function="RELU")
+    return b.model([x1, x2], [y], "add of same-scale inputs")
+
+
 def _add_constant(rng) -> Model:
     """ADD of an activation and a broadcast constant (a per-channel int8 tensor in flash)."""
     b = opmodels._Builder(rng)
@@ -194,7 +229,27 @@ EXTRA_CASES = [
     (_depthwise_stress, {"h": 4, "w": 50, "stride": 2, "channels": 6, "bits": 4}),
     (_depthwise3x3, {"channels": 4, "h": 3, "w": 14, "padding": "VALID", "activation": "NONE"}),
     (_depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
-)]
+    # 1x3 (1-D) depthwise through the same strips: strides 1 and 2, INT4, images taller than one
+    # row, every stage regime, VALID padding
+    (_depthwise1x3, {}),
+    (_depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
+    (_depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True}),
+    (_depthwise1x3, {"channels": 5, "w": 9, "padding": "VALID", "activation": "RELU6"}),
+)] + [
+    # 1x1 over eight input channels (eq_conv1x1_in8): INT8 and INT4, stride 2, all stages right
+    # shifts (the records), and a mix that falls back to the general fast path
+    ("conv", _conv, {"cin": 8, "cout": 6, "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv, {"cin": 8, "cout": 4, "kernel": 1, "bits": 4, "stride": 2, "h": 7, "w": 6,
+                     "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 8, "cout": 10, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv_stress, {"cin": 8, "cout": 10}),
+    # filter rows longer than 512 values (3x3 over 64 and 72 channels) on the fast path
+    ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
+    ("conv", _conv, {"kernel": 3, "cin": 72, "cout": 3, "bits": 4, "h": 3, "w": 4}),
+    # ADD's fast path with input multipliers of exactly 1/2
+    ("add", _add_same_scales, {}),
+]
 
 
 def int4_variant(model: Model) -> Model:

@@ -12,7 +12,16 @@ import subprocess
 import numpy as np
 import opmodels
 import pytest
-from test_cgen import _conv, _conv_stress, _depthwise3x3, _depthwise_stress, int4_variant
+from test_cgen import (
+    _add_same_scales,
+    _conv,
+    _conv_right_stages,
+    _conv_stress,
+    _depthwise1x3,
+    _depthwise3x3,
+    _depthwise_stress,
+    int4_variant,
+)
 
 from edgeq.boards import load_board
 from edgeq.deploy import cgen, firmware
@@ -157,6 +166,14 @@ OP_CASES = [
     ("depthwise3x3", _depthwise3x3, {"channels": 4, "h": 3, "w": 14, "padding": "VALID",
                                      "activation": "NONE"}),
     ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
+    ("depthwise1x3", _depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
+    ("depthwise1x3", _depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True}),
+    ("conv", _conv_right_stages, {"cin": 8, "cout": 10, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv, {"cin": 8, "cout": 4, "kernel": 1, "bits": 4, "stride": 2, "h": 7, "w": 6,
+                     "activation": "NONE"}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
+    ("add", _add_same_scales, {}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 4}),
     ("depthwise", opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),

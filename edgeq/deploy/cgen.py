@@ -541,7 +541,7 @@ class _Lowering:
         return op.inputs[position] if len(op.inputs) > position else -1
 
 
-FAST_MAX_FILTER = 512  # EQ_GATHER_MAX in the kernels: longer filters take the portable path
+FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filters take the portable path
 
 
 def filter_stride(x: Tensor, w: Tensor) -> int:
@@ -572,6 +572,7 @@ def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
 
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
+PW8_RECORD_BYTES = 32  # eq_conv1x1_in8: a 1x1, 8-input-channel convolution's output channel
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
 DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
 DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
@@ -596,14 +597,18 @@ def scratch_bytes(model: Model) -> dict[int, int]:
             run = 8 if w.dtype == "int4" else 4
             if w.shape[3] == x.shape[3] and stride % run == 0 and stride <= FAST_MAX_FILTER:
                 scratch[index] = 2 * IM2COL_COLUMNS * stride + RQ_CHANNEL_BYTES * w.shape[0]
+                if w.shape[1:] == (1, 1, 8) and w.shape[0] % 2 == 0:
+                    # eq_conv1x1_in8: one eight-word record per output channel
+                    scratch[index] = max(scratch[index], PW8_RECORD_BYTES * w.shape[0])
         elif op.kind == "DEPTHWISE_CONV_2D":
             x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
             options = op.options
-            if (w.shape[1:3] == (3, 3) and w.shape[3] == x.shape[3]
+            if (w.shape[1:3] in ((3, 3), (1, 3)) and w.shape[3] == x.shape[3]
                     and int(options.get("dilation_h_factor", 1)) == 1
                     and int(options.get("dilation_w_factor", 1)) == 1):
                 width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
-                if y.shape[2] < DW_WIDE * (1 if int(options.get("stride_w", 1)) == 1 else 2):
+                if w.shape[1] == 3 and y.shape[2] < DW_WIDE * (
+                        1 if int(options.get("stride_w", 1)) == 1 else 2):
                     # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
                     # of every channel quad, then each quad's weights and output stage
                     scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))

@@ -130,7 +130,7 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
  * in [batches][in_h][in_w][in_c], out [batches][out_h][out_w][out_c]; weights as eq_conv_t
  * says (int8, int4 packed, or row_words order for im2col from whole words).
  * Fast path (DSP, not EDGEQ_PORTABLE): scratch != NULL, one group, weight_bits 8 or 4,
- * filter_stride a multiple of 4 (int8) or 8 (int4) and at most 512: im2col of six pixels into
+ * filter_stride a multiple of 4 (int8) or 8 (int4) and at most 1152: im2col of six pixels into
  * int16 columns, SMLAD dot products, exact few-instruction output stage. Otherwise the
  * reference loops (weights in stored order when row_words > 0).
  * scratch: 12 * filter_stride bytes for the six int16 im2col columns, then 16 bytes per output
@@ -138,7 +138,7 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
  * none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 /* The same for weight_bits 16 (int8 values stored as int16 pairs). Fast path: scratch != NULL,
- * one group, filter_stride a multiple of 4 and at most 512; otherwise the reference loops. A
+ * one group, filter_stride a multiple of 4 and at most 1152; otherwise the reference loops. A
  * separate function, so that the linker drops its fast path from firmware without such
  * weights. */
 void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);

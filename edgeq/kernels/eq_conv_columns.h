@@ -27,7 +27,8 @@
  * columns is what the register file holds: six accumulators, two column words, two weight
  * pairs and three pointers/counters in the inner loop. */
 #define EQ_COLS 6
-#define EQ_GATHER_MAX 512 /* padded filter rows up to this are gathered on the stack */
+#define EQ_GATHER_MAX 1152 /* padded filter rows up to this (3x3x128) are gathered on the
+                            * stack */
 
 static void eq_copy_bytes(int8_t *d, const int8_t *s, int32_t n)
 {

@@ -2,8 +2,8 @@
  *
  * Reference: reference_integer_ops::DepthwiseConvPerChannel, one output channel at one pixel
  * at a time, any depth multiplier, stride, dilation and padding.
- * Fast path (EQ_FAST, 3x3, depth multiplier 1, no dilation, a scratch): channel quad by channel
- * quad, output row by output row. The quad's input rows are copied once into a ring of three
+ * Fast path (EQ_FAST, 3x3 or 1x3, depth multiplier 1, no dilation, a scratch): channel quad by
+ * channel quad, output row by output row (a 1x3 filter as the middle row of a 3x3 one). The quad's input rows are copied once into a ring of three
  * rows per channel as int16 planes with the input offset added (the padding becomes 0), so
  * that one word load gives a channel's values at two neighbouring columns. Each channel's
  * output row is then one strip with its nine weights, bias and output stage in registers: per
@@ -217,7 +217,13 @@ static void eq_dw_chan_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_chan_t 
     const int full = p->act_min == -128 && p->act_max == 127;
     int32_t k, kind;
     for (k = 0; k < 3; ++k) {
-        const int32_t i = 3 * k * p->out_c + c;
+        /* a 1x3 filter is the middle row of a 3x3 one (its rows 0 and 2 zero) */
+        const int32_t row = p->filter_h == 3 ? k : 0, i = 3 * row * p->out_c + c;
+        if (p->filter_h == 1 && k != 1) {
+            d->w01[k] = 0;
+            d->w2[k] = 0;
+            continue;
+        }
         d->w01[k] = eq_pair16(eq_weight(p->weights, i, p->weight_bits),
                               eq_weight(p->weights, i + p->out_c, p->weight_bits));
         d->w2[k] = eq_weight(p->weights, i + 2 * p->out_c, p->weight_bits);
@@ -401,7 +407,8 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 q.modes |= mode << (2 * k);
             }
             for (oy = 0; oy < out_h; ++oy) {
-                const int32_t iy0 = oy * p->stride_h - p->pad_h;
+                /* a 1x3 filter reads input row oy * stride_h - pad_h as the middle row */
+                const int32_t iy0 = oy * p->stride_h - p->pad_h - (p->filter_h == 1);
                 int8_t *o = out + ((b * out_h + oy) * out_w) * depth + c0;
                 for (k = 0; k < 3; ++k) {
                     const int32_t iy = iy0 + k, slot = ((iy % 3) + 3) % 3;
@@ -865,9 +872,9 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
 {
     int32_t b, oy, ox, oc;
 #if EQ_FAST
-    if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
-        && p->dilation_h == 1 && p->dilation_w == 1) {
-        if (eq_dw_wide(p)) {
+    if (scratch != NULL && p->depth_multiplier == 1 && (p->filter_h == 3 || p->filter_h == 1)
+        && p->filter_w == 3 && p->dilation_h == 1 && p->dilation_w == 1) {
+        if (p->filter_h == 1 || eq_dw_wide(p)) {
             eq_depthwise3x3_fast(p, in, out, scratch);
         } else {
             eq_depthwise3x3_quads(p, in, out, (uint32_t *)(void *)scratch);

@@ -240,9 +240,9 @@ EQ_INLINE int8_t eq_output(eq_out_t o, int32_t acc, int32_t channel)
  * - Adding an integer k before a floor division by 2^32 adds k after it, and
  *   floor(floor(y) / 2^r) = floor(y / 2^r); the hardware works modulo 2^32, which is exact
  *   when the true results fit int32. The bias bounds below make sure they do: filters have at
- *   most 512 values (|sum| < 2^24), so for r >= 1, r <= 30 and |bias| < 2^31 - 2^29 - 2^25,
- *   |SRDHM| <= |acc| < 2^31 - 2^29 - 2^24 and |SRDHM + 2^(r-1)| < 2^31; for r = 0, l <= 4 and
- *   |bias| < 2^(28 - l), |x| < 2^29.
+ *   most 1152 values (|sum| <= 1152 * 255 * 128 < 2^26), so for r >= 1, r <= 30 and
+ *   |bias| < 2^31 - 2^29 - 2^26, |SRDHM| <= |acc| < 2^31 - 2^29 and |SRDHM + 2^(r-1)| < 2^31;
+ *   for r = 0, l <= 4 and |bias| < 2^(28 - l), |x| < 2^28 + 2^30.
  * - M = 0 gives SRDHM = 0, so v = offset whatever the accumulator: the dot product is skipped.
  * Other channels (a left shift above 4, r = 31, huge biases) take the general path. */
 
@@ -273,11 +273,11 @@ EQ_HELPER eq_rqc_t eq_rqc_make(int32_t multiplier, int32_t shift, int32_t bias, 
     } else if (multiplier >= (1 << 30)) {
         if (shift <= -1 && shift >= -22 && magnitude < (1u << 30)) {
             /* the offset folded into the rounding term: (s + 2^(r-1) - c + offset 2^r) >> r
-             * is the shifted value plus the offset; |result| < 2^30 + 2^25 + 2^29 */
+             * is the shifted value plus the offset; |result| < 2^30 + 2^26 + 2^29 */
             rq.add = (int32_t)(((uint32_t)2 * (uint32_t)offset + 1u) << (-shift - 1));
             rq.shift = (int32_t)(high | (uint32_t)(-shift) << 8 | EQ_RQ_FOLDED);
-        } else if (shift <= -1 && shift >= -30 && magnitude < 1577058304u) {
-            /* 2^31 - 2^29 - 2^25 */
+        } else if (shift <= -1 && shift >= -30 && magnitude < 1543503872u) {
+            /* 2^31 - 2^29 - 2^26 */
             rq.add = (int32_t)((uint32_t)1 << (-shift - 1));
             rq.shift = (int32_t)(high | (uint32_t)(-shift) << 8 | EQ_RQ_RIGHT);
         } else if (shift >= 0 && shift <= 4 && magnitude < ((uint32_t)1 << (28 - shift))) {
