@@ -174,6 +174,7 @@ OP_CASES = [
                      "activation": "NONE"}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
     ("add", _add_same_scales, {}),
+    ("add", opmodels.add, {}),  # whole int8 clamp: the halved-input assembly loop
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 4}),
     ("depthwise", opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),

@@ -26,10 +26,77 @@ static int eq_add_stage(int32_t multiplier, int32_t shift, eq_rqu_t *u)
     return 1;
 }
 
+/* The input is read element by element in order: every axis longer than 1 has the stride of
+ * a contiguous tensor (axes of length 1 may have any, e.g. 0). */
 static int eq_add_contiguous(const int32_t *strides, const int32_t *dims)
 {
-    return strides[3] == 1 && strides[2] == dims[3] && strides[1] == dims[2] * dims[3]
-           && strides[0] == dims[1] * dims[2] * dims[3];
+    int32_t axis, step = 1;
+    for (axis = 3; axis >= 0; --axis) {
+        if (dims[axis] != 1 && strides[axis] != step) {
+            return 0;
+        }
+        step *= dims[axis];
+    }
+    return 1;
+}
+
+/* One input's (M, shift) is exactly (2^30, 0), the rescaling of the larger-scale input by
+ * TFLite's 1 / (2 * max scale): SRDHM(x * 2^20, 2^30) = (x * 2^20 + 1) >> 1 = x * 2^19. */
+static int eq_add_half(int32_t multiplier, int32_t shift)
+{
+    return multiplier == (1 << 30) && shift == 0;
+}
+
+/* n outputs: input a rescaled by u (right shift >= 1), input b (offset ob) halved, the output
+ * stage uo (right shift >= 1), whole int8 clamp. */
+static void eq_add_half_loop(const int8_t *a, const int8_t *b, int8_t *out, int32_t n,
+                             int32_t oa, int32_t ob, const eq_rqu_t *u, const eq_rqu_t *uo,
+                             int32_t offset)
+{
+    const uint32_t offa = (uint32_t)oa << 20, offb = (uint32_t)ob << 19;
+    const int32_t m1 = u->m2, a1 = u->add, r1 = u->right, mo = uo->m2, ao = uo->add;
+    const int32_t ro = (int32_t)(((uint32_t)offset << 16) | (uint32_t)uo->right);
+#if EQ_ASM
+    const int8_t *end = out + n;
+    uint32_t x, t;
+    if (n <= 0) {
+        return;
+    }
+    __asm volatile(
+        "1:\n\t"
+        "ldrsb   %[x], [%[a]], #1\n\t"
+        "add     %[x], %[offa], %[x], lsl #20\n\t"
+        "add     %[t], %[x], %[a1]\n\t"
+        "add     %[t], %[t], %[x], asr #31\n\t"
+        "smmlar  %[t], %[x], %[m1], %[t]\n\t"
+        "asr     %[t], %[t], %[r1]\n\t"
+        "ldrsb   %[x], [%[b]], #1\n\t"
+        "add     %[x], %[offb], %[x], lsl #19\n\t"
+        "add     %[x], %[x], %[t]\n\t"
+        "add     %[t], %[x], %[ao]\n\t"
+        "add     %[t], %[t], %[x], asr #31\n\t"
+        "smmlar  %[t], %[x], %[mo], %[t]\n\t"
+        "asr     %[t], %[t], %[ro]\n\t"
+        "add     %[t], %[t], %[ro], asr #16\n\t"
+        "ssat    %[t], #8, %[t]\n\t"
+        "strb    %[t], [%[o]], #1\n\t"
+        "ldr     %[t], %[endm]\n\t"
+        "cmp     %[o], %[t]\n\t"
+        "bne     1b\n\t"
+        : [a] "+r"(a), [b] "+r"(b), [o] "+r"(out), [x] "=&r"(x), [t] "=&r"(t)
+        : [offa] "r"(offa), [offb] "r"(offb), [m1] "r"(m1), [a1] "r"(a1), [r1] "r"(r1),
+          [mo] "r"(mo), [ao] "r"(ao), [ro] "r"(ro), [endm] "m"(end)
+        : "cc", "memory");
+#else
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const int32_t x1 = (int32_t)(offa + ((uint32_t)a[i] << 20));
+        const int32_t s1 = eq_smmlar(x1, m1, x1 + a1 + (x1 >> 31)) >> r1;
+        const int32_t x = (int32_t)(offb + ((uint32_t)b[i] << 19)) + s1;
+        const int32_t r = (eq_smmlar(x, mo, x + ao + (x >> 31)) >> (ro & 0xFF)) + (ro >> 16);
+        out[i] = (int8_t)eq_sat8(r);
+    }
+#endif
 }
 
 static int eq_add_fast(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
@@ -46,12 +113,32 @@ static int eq_add_fast(const eq_add_t *p, const int8_t *in1, const int8_t *in2, 
         || !eq_add_stage(p->out_multiplier, p->out_shift, &uo)) {
         return 0;
     }
-    for (i = 0; i < n; ++i) {
-        /* |(x + offset) * 2^20| < 2^28; each rescaled |s| <= that; |s1 + s2| < 2^29 */
-        const int32_t s1 = eq_rqu_apply(&u1, (in1[i] + off1) * (1 << 20));
-        const int32_t s2 = eq_rqu_apply(&u2, (in2[i] + off2) * (1 << 20));
-        const int32_t r = eq_rqu_apply(&uo, s1 + s2) + offset;
-        out[i] = (int8_t)EQ_CLAMP(r, lo, hi);
+    if (lo == -128 && hi == 127 && uo.right >= 1) {
+        const int half1 = eq_add_half(p->in1_multiplier, p->in1_shift);
+        const int half2 = eq_add_half(p->in2_multiplier, p->in2_shift);
+        if (half2 && !half1 && u1.right >= 1) {
+            eq_add_half_loop(in1, in2, out, n, off1, off2, &u1, &uo, offset);
+            return 1;
+        }
+        if (half1 && !half2 && u2.right >= 1) { /* the sum commutes */
+            eq_add_half_loop(in2, in1, out, n, off2, off1, &u2, &uo, offset);
+            return 1;
+        }
+    }
+    {
+        /* the stages' constants in locals (kept in registers); sign masks -1 or 0 */
+        const int32_t m1 = u1.m2, a1 = u1.add, r1 = u1.right, g1 = u1.sign;
+        const int32_t m2 = u2.m2, a2 = u2.add, r2 = u2.right, g2 = u2.sign;
+        const int32_t mo = uo.m2, ao = uo.add, ro = uo.right, go = uo.sign;
+        for (i = 0; i < n; ++i) {
+            /* |(x + offset) * 2^20| < 2^28; each rescaled |s| <= that; |s1 + s2| < 2^29 */
+            const int32_t x1 = (in1[i] + off1) * (1 << 20), x2 = (in2[i] + off2) * (1 << 20);
+            const int32_t s1 = eq_smmlar(x1, m1, x1 + a1 + ((x1 >> 31) & g1)) >> r1;
+            const int32_t s2 = eq_smmlar(x2, m2, x2 + a2 + ((x2 >> 31) & g2)) >> r2;
+            const int32_t t = s1 + s2;
+            const int32_t r = (eq_smmlar(t, mo, t + ao + ((t >> 31) & go)) >> ro) + offset;
+            out[i] = (int8_t)EQ_CLAMP(r, lo, hi);
+        }
     }
     return 1;
 }

@@ -14,6 +14,14 @@
  */
 #include "eq_internal.h"
 
+/* Short zeroing loops stay loops: GCC would turn them into memset calls, which cost more than
+ * the few stores they replace. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EQ_NO_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define EQ_NO_MEMSET
+#endif
+
 static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32_t b,
                                 int32_t oy, int32_t ox, int32_t c);
 
@@ -41,6 +49,19 @@ typedef struct {
                            * C), 0 after the last channel */
 } eq_dwq_t;
 
+/* A whole channel quad from planes: input rows r (input row r - pad_h) of the four channels
+ * side by side, EQ_DWP_RS bytes each (channel k of row r at (4r + k) * EQ_DWP_RS bytes). */
+#define EQ_DWP_RS 32 /* bytes per plane row: 15 values and the strips' one past */
+typedef struct {
+    const int16_t *p;     /* channel 0, plane row 0, value 0 */
+    int8_t *o;            /* output pixel 0 of the image, channel 0 */
+    const uint32_t *cons; /* the strip words of channel 0 (8 a channel) */
+    int32_t span, depth, offset, odd, modes; /* as eq_dwq_t */
+    int32_t row_step;     /* bytes from one output row's plane rows to the next's */
+    int32_t chan_step;    /* bytes from channel to channel: EQ_DWP_RS */
+    int32_t rows;         /* output rows */
+} eq_dwp_t;
+
 enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
 #if EQ_ASM
 /* One output row of a channel quad in assembly, channel after channel (eq_dwq_t), each strip
@@ -54,25 +75,25 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
 #define EQ_DWS_RS1 EQ_DWS_X(EQ_DW_RS)
 #define EQ_DWS_RS2 EQ_DWS_X(2 * EQ_DW_RS)
 /* stride 1: P = (v[x], v[x+1]) starts pixel x (SMLAD) and ends pixel x - 1 (tap 2: v[x+1]) */
-#define EQ_DWS_TAPS1(N, F)                                        \
+#define EQ_DW_TAPS1(N, F, R1, R2)                                 \
     "ldr     r11, [r0, #2]!\n\t"                                  \
     "smlad   " N ", r11, r1, r8\n\t"                              \
     "smlatb  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                      \
+    "ldr     r11, [r0, #" R1 "]\n\t"                              \
     "smlad   " N ", r11, r2, " N "\n\t"                           \
     "smlatt  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                      \
+    "ldr     r11, [r0, #" R2 "]\n\t"                              \
     "smlad   " N ", r11, r3, " N "\n\t"                           \
     "smlatt  " F ", r11, r5, " F "\n\t"
 /* stride 2: P = (v[2x+2], v[2x+3]) starts pixel x + 1 and ends pixel x (tap 2: v[2x+2]) */
-#define EQ_DWS_TAPS2(N, F)                                        \
+#define EQ_DW_TAPS2(N, F, R1, R2)                                 \
     "ldr     r11, [r0, #4]!\n\t"                                  \
     "smlad   " N ", r11, r1, r8\n\t"                              \
     "smlabb  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                      \
+    "ldr     r11, [r0, #" R1 "]\n\t"                              \
     "smlad   " N ", r11, r2, " N "\n\t"                           \
     "smlabt  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                      \
+    "ldr     r11, [r0, #" R2 "]\n\t"                              \
     "smlad   " N ", r11, r3, " N "\n\t"                           \
     "smlabt  " F ", r11, r5, " F "\n\t"
 /* the output stage of F (EQ_RQ_FOLDED: OFF empty; EQ_RQ_RIGHT: the offset added) */
@@ -86,13 +107,22 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
     "strb    r11, [r12]\n\t"                                      \
     "add     r12, r12, lr\n\t"
 #define EQ_DWS_OFF(F) "ldr     " F ", [sp, #24]\n\t" "add     r11, r11, " F "\n\t"
-#define EQ_DWS_START(A)                                                                     \
+#define EQ_DW_START(A, R1, R2)                                                              \
     "ldr     r11, [r0]\n\t"                                                                 \
     "smlad   " A ", r11, r1, r8\n\t"                                                        \
-    "ldr     r11, [r0, #" EQ_DWS_RS1 "]\n\t"                                                \
+    "ldr     r11, [r0, #" R1 "]\n\t"                                                        \
     "smlad   " A ", r11, r2, " A "\n\t"                                                     \
-    "ldr     r11, [r0, #" EQ_DWS_RS2 "]\n\t"                                                \
+    "ldr     r11, [r0, #" R2 "]\n\t"                                                        \
     "smlad   " A ", r11, r3, " A "\n\t"
+/* ring rows (EQ_DW_RS apart) and plane rows (EQ_DWP_RS apart) */
+#define EQ_DWS_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWS_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWS_START(A) EQ_DW_START(A, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWP_R1 EQ_DWS_X(4 * EQ_DWP_RS) /* the next plane row: four channels on */
+#define EQ_DWP_R2 EQ_DWS_X(8 * EQ_DWP_RS)
+#define EQ_DWP_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWP_R1, EQ_DWP_R2)
+#define EQ_DWP_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWP_R1, EQ_DWP_R2)
+#define EQ_DWP_START(A) EQ_DW_START(A, EQ_DWP_R1, EQ_DWP_R2)
 /* the strip loop of one channel (L: label base), ending with a branch to the next channel */
 #define EQ_DWS_STRIP(L, TAPS, OFF9, OFF10)                                                  \
     "cmp     r11, #0\n\t"                                                                   \
@@ -169,37 +199,134 @@ void eq_dwq_s1(const eq_dwq_t *q);
 void eq_dwq_s2(const eq_dwq_t *q);
 typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 1 : -1];
 
-/* The interior of a four-channel ring fill (rows EQ_DW_RS bytes apart): `pairs` column pairs
- * from src (columns `depth` bytes apart) into the four channels' rows from r0 on. */
-EQ_INLINE void eq_dw_fill_asm(uint32_t *r0, const int8_t *src, int32_t depth, int32_t pairs,
-                              uint32_t off2)
-{
-    uint32_t va, vb, a02, a13, t;
-    const int8_t *end = src + 2 * depth * pairs;
-    __asm volatile(
-        "1:\n\t"
-        "ldr     %[va], [%[src]]\n\t"
-        "ldr     %[vb], [%[src], %[depth]]\n\t"
-        "add     %[src], %[src], %[depth], lsl #1\n\t"
-        "sxtab16 %[a02], %[off2], %[va]\n\t"
-        "sxtab16 %[a13], %[off2], %[va], ror #8\n\t"
-        "sxtab16 %[va], %[off2], %[vb]\n\t"
-        "sxtab16 %[vb], %[off2], %[vb], ror #8\n\t"
-        "pkhbt   %[t], %[a02], %[va], lsl #16\n\t"
-        "pkhtb   %[va], %[va], %[a02], asr #16\n\t"
-        "str     %[va], [%[r0], #" EQ_DWS_X(6 * EQ_DW_RS) "]\n\t"
-        "pkhbt   %[va], %[a13], %[vb], lsl #16\n\t"
-        "str     %[va], [%[r0], #" EQ_DWS_X(3 * EQ_DW_RS) "]\n\t"
-        "pkhtb   %[vb], %[vb], %[a13], asr #16\n\t"
-        "str     %[vb], [%[r0], #" EQ_DWS_X(9 * EQ_DW_RS) "]\n\t"
-        "str     %[t], [%[r0]], #4\n\t"
-        "cmp     %[src], %[end]\n\t"
-        "bne     1b\n\t"
-        : [va] "=&r"(va), [vb] "=&r"(vb), [a02] "=&r"(a02), [a13] "=&r"(a13), [t] "=&r"(t),
-          [src] "+r"(src), [r0] "+r"(r0)
-        : [depth] "r"(depth), [off2] "r"(off2), [end] "r"(end)
-        : "cc", "memory");
-}
+/* A whole channel quad in planes (eq_dwp_t): channel after channel, output row after output
+ * row, the strip registers as above. Frame: [sp] the strip's end, [sp, #4] the row's start,
+ * [sp, #8] rows left, [sp, #12] a copy of the eq_dwp_t. */
+#define EQ_DWP_OFF(F) "ldr     " F ", [sp, #32]\n\t" "add     r11, r11, " F "\n\t"
+#define EQ_DWP_ROWS(L, TAPS, OFF9, OFF10)                                                   \
+    L "0:\n\t"                                                                             \
+    "ldr     r0, [sp, #4]\n\t"                                                              \
+    "ldr     r11, [sp, #24]\n\t"                                                            \
+    "add     r11, r0, r11\n\t"                                                              \
+    "str     r11, [sp]\n\t"                                                                 \
+    "ldr     r11, [sp, #36]\n\t"                                                            \
+    "cmp     r11, #0\n\t"                                                                   \
+    "bne     " L "3f\n\t"                                                                   \
+    EQ_DWP_START("r9")                                                                      \
+    L "1:\n\t"                                                                             \
+    TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
+    L "2:\n\t"                                                                             \
+    TAPS("r9", "r10") EQ_DWS_OUT("r10", OFF10)                                              \
+    "ldr     r11, [sp]\n\t"                                                                 \
+    "cmp     r0, r11\n\t"                                                                   \
+    "bne     " L "1b\n\t"                                                                   \
+    "ldr     r11, [sp, #4]\n\t"                                                             \
+    "ldr     r0, [sp, #44]\n\t"                                                             \
+    "add     r11, r11, r0\n\t"                                                              \
+    "str     r11, [sp, #4]\n\t"                                                             \
+    "ldr     r11, [sp, #8]\n\t"                                                             \
+    "subs    r11, r11, #1\n\t"                                                              \
+    "str     r11, [sp, #8]\n\t"                                                             \
+    "bne     " L "0b\n\t"                                                                   \
+    "b       50f\n"                                                                         \
+    L "3:\n\t"                                                                             \
+    EQ_DWP_START("r10")                                                                     \
+    "b       " L "2b\n"
+#define EQ_DWP_FUNC(NAME, TAPS)                                                             \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #60\n\t"                                                       \
+            "ldmia   r0, {r1-r11}\n\t"                                                      \
+            "add     r12, sp, #12\n\t"                                                      \
+            "stmia   r12, {r1-r11}\n"                                                        \
+            "40:\n\t"                                                                       \
+            "ldr     r11, [sp, #40]\n\t"                                                    \
+            "and     r10, r11, #3\n\t"                                                      \
+            "lsr     r11, r11, #2\n\t"                                                      \
+            "str     r11, [sp, #40]\n\t"                                                    \
+            "cmp     r10, #0\n\t"                                                           \
+            "beq     60f\n\t"                                                               \
+            "cmp     r10, #3\n\t"                                                           \
+            "beq     50f\n\t"                                                               \
+            "ldr     r11, [sp, #12]\n\t"                                                    \
+            "str     r11, [sp, #4]\n\t"                                                     \
+            "ldr     r11, [sp, #52]\n\t"                                                    \
+            "str     r11, [sp, #8]\n\t"                                                     \
+            "ldr     r12, [sp, #16]\n\t"                                                    \
+            "ldr     lr, [sp, #28]\n\t"                                                     \
+            "ldr     r11, [sp, #20]\n\t"                                                    \
+            "ldmia   r11, {r1-r8}\n\t"                                                      \
+            "cmp     r10, #1\n\t"                                                           \
+            "bne     30f\n\t"                                                               \
+            EQ_DWP_ROWS("7", TAPS, "", "")                                                  \
+            "30:\n\t"                                                                       \
+            EQ_DWP_ROWS("8", TAPS, EQ_DWP_OFF("r9"), EQ_DWP_OFF("r10"))                     \
+            "50:\n\t"                                                                       \
+            "ldr     r0, [sp, #12]\n\t"                                                     \
+            "ldr     r11, [sp, #48]\n\t"                                                    \
+            "add     r0, r0, r11\n\t"                                                       \
+            "str     r0, [sp, #12]\n\t"                                                     \
+            "ldr     r0, [sp, #16]\n\t"                                                     \
+            "add     r0, r0, #1\n\t"                                                        \
+            "str     r0, [sp, #16]\n\t"                                                     \
+            "ldr     r0, [sp, #20]\n\t"                                                     \
+            "add     r0, r0, #32\n\t"                                                       \
+            "str     r0, [sp, #20]\n\t"                                                     \
+            "b       40b\n"                                                                 \
+            "60:\n\t"                                                                       \
+            "add     sp, sp, #60\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+EQ_DWP_FUNC(eq_dwp_s1, EQ_DWP_TAPS1);
+EQ_DWP_FUNC(eq_dwp_s2, EQ_DWP_TAPS2);
+void eq_dwp_s1(const eq_dwp_t *q);
+void eq_dwp_s2(const eq_dwp_t *q);
+typedef char eq_dwp_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwp_t) == 44) ? 1 : -1];
+
+/* The interior of a four-channel fill: `pairs` column pairs from src (columns `depth` bytes
+ * apart) into the four channels' rows from r0 on, channel k at k * C bytes (C: 3 * EQ_DW_RS in
+ * the ring, EQ_DWP_RS in planes). */
+#define EQ_DW_FILL_ASM(NAME, C1, C2, C3)                                                    \
+    EQ_INLINE void NAME(uint32_t *r0, const int8_t *src, int32_t depth, int32_t pairs,       \
+                        uint32_t off2)                                                      \
+    {                                                                                       \
+        uint32_t va, vb, a02, a13, t;                                                       \
+        const int8_t *end = src + 2 * depth * pairs;                                        \
+        __asm volatile(                                                                     \
+            "1:\n\t"                                                                        \
+            "ldr     %[va], [%[src]]\n\t"                                                   \
+            "ldr     %[vb], [%[src], %[depth]]\n\t"                                         \
+            "add     %[src], %[src], %[depth], lsl #1\n\t"                                  \
+            "sxtab16 %[a02], %[off2], %[va]\n\t"                                            \
+            "sxtab16 %[a13], %[off2], %[va], ror #8\n\t"                                    \
+            "sxtab16 %[va], %[off2], %[vb]\n\t"                                             \
+            "sxtab16 %[vb], %[off2], %[vb], ror #8\n\t"                                     \
+            "pkhbt   %[t], %[a02], %[va], lsl #16\n\t"                                      \
+            "pkhtb   %[va], %[va], %[a02], asr #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C2) "]\n\t"                                 \
+            "pkhbt   %[va], %[a13], %[vb], lsl #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C1) "]\n\t"                                 \
+            "pkhtb   %[vb], %[vb], %[a13], asr #16\n\t"                                     \
+            "str     %[vb], [%[r0], #" EQ_DWS_X(C3) "]\n\t"                                 \
+            "str     %[t], [%[r0]], #4\n\t"                                                 \
+            "cmp     %[src], %[end]\n\t"                                                    \
+            "bne     1b\n\t"                                                                \
+            : [va] "=&r"(va), [vb] "=&r"(vb), [a02] "=&r"(a02), [a13] "=&r"(a13),           \
+              [t] "=&r"(t), [src] "+r"(src), [r0] "+r"(r0)                                  \
+            : [depth] "r"(depth), [off2] "r"(off2), [end] "r"(end)                          \
+            : "cc", "memory");                                                              \
+    }
+EQ_DW_FILL_ASM(eq_dw_fill_asm, 3 * EQ_DW_RS, 6 * EQ_DW_RS, 9 * EQ_DW_RS)
+EQ_DW_FILL_ASM(eq_dw_fill_asm_plane, EQ_DWP_RS, 2 * EQ_DWP_RS, 3 * EQ_DWP_RS)
 #endif
 
 /* One channel's nine weights and output stage, prepared once per call. */
@@ -280,15 +407,16 @@ static void eq_dw_strip_c(const eq_depthwise_t *p, const eq_dw_chan_t *d, const 
     }
 }
 
-/* Input row iy of channels c0 .. c0 + nch - 1 into ring slot `slot`: ring row value x is
+/* Input row iy of channels c0 .. c0 + nch - 1 into the rows at row0 + k * cstep bytes (a ring
+ * slot, or a plane row; kind 1 and 2: the ring's and the planes' assembly): row value x is
  * input column x - pad_w plus the input offset, 0 outside the image, stored at position
  * x + lead (lead = pad_w & 1, so that the image's first column starts a word). The padding
  * positions are zeroed once per quad (eq_dw_ring_clear); a row outside the image is zeroed
  * whole. Four channels come from one input word: SXTAB16 adds the offset to channels (0, 2)
  * and (1, 3), and two neighbouring columns are paired into each channel's row with
  * PKHBT/PKHTB. */
-static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy, int32_t c0,
-                       int32_t nch, int16_t *ring, int32_t rs, int32_t slot, int32_t count)
+EQ_NO_MEMSET static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy, int32_t c0,
+                       int32_t nch, int16_t *row0, int32_t cstep, int32_t count, int kind)
 {
     const int32_t depth = p->in_c, in_w = p->in_w, pad_w = p->pad_w, lead = pad_w & 1;
     const int32_t first = pad_w + lead; /* position of input column 0, even */
@@ -297,8 +425,9 @@ static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy,
     int16_t *row[4];
     int32_t k, x;
     for (k = 0; k < nch; ++k) {
-        row[k] = (int16_t *)(void *)((int8_t *)(void *)ring + (3 * k + slot) * rs);
+        row[k] = (int16_t *)(void *)((int8_t *)(void *)row0 + k * cstep);
     }
+    (void)kind;
     if (iy < 0 || iy >= p->in_h) {
         const int32_t words = (count + lead + 1) >> 1;
         for (k = 0; k < nch; ++k) {
@@ -313,8 +442,12 @@ static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy,
     if (nch == 4) {
         uint32_t *r0 = (uint32_t *)(void *)row[0] + first / 2;
 #if EQ_ASM
-        if (rs == EQ_DW_RS && cols >= 2) {
-            eq_dw_fill_asm(r0, image, depth, cols >> 1, off2);
+        if (kind != 0 && cols >= 2) {
+            if (kind == 1) {
+                eq_dw_fill_asm(r0, image, depth, cols >> 1, off2);
+            } else {
+                eq_dw_fill_asm_plane(r0, image, depth, cols >> 1, off2);
+            }
             x = cols & ~1;
         } else
 #endif
@@ -347,20 +480,103 @@ static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image, int32_t iy,
     }
 }
 
-/* The ring's padding positions (before the image's first column and after its last, up to
- * the strips' last read) to 0, once per quad: the fills never write them. */
-static void eq_dw_ring_clear(const eq_depthwise_t *p, int16_t *ring, int32_t rs, int32_t count)
+/* The padding positions (before the image's first column and after its last, up to the
+ * strips' last read) of `rows` rows of four channels (row j, channel k at j * rstep + k * cstep
+ * bytes) to 0, once per quad: the fills never write them. */
+EQ_NO_MEMSET static void eq_dw_ring_clear(const eq_depthwise_t *p, int16_t *ring, int32_t rows,
+                             int32_t rstep, int32_t cstep, int32_t count)
 {
     const int32_t lead = p->pad_w & 1, first = p->pad_w + lead;
     const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
     int32_t j, x;
-    for (j = 0; j < 12; ++j) {
-        int16_t *row = (int16_t *)(void *)((int8_t *)(void *)ring + j * rs);
+    for (j = 0; j < 4 * rows; ++j) {
+        int16_t *row = (int16_t *)(void *)((int8_t *)(void *)ring + (j >> 2) * rstep
+                                           + (j & 3) * cstep);
         for (x = 0; x < first; ++x) {
             row[x] = 0;
         }
         for (x = first + cols; x < count + lead; ++x) {
             row[x] = 0;
+        }
+    }
+}
+
+/* Whether the planes take the convolution: 1x3 filters (3x3 ones of narrow outputs do better
+ * in eq_depthwise3x3_quads, whose set-up is shared by all quads of a row: measured on
+ * vww_96_int8's 6x6 and 3x3 layers), rows of at most 16 values with the lead (count + lead),
+ * at most EQ_DWP_MAX_ROWS plane rows. edgeq.deploy.cgen.scratch_bytes mirrors this. */
+#define EQ_DWP_MAX_ROWS 32
+static int eq_dw_planes_fit(const eq_depthwise_t *p)
+{
+    const int32_t width = (p->out_w - 1) * p->stride_w + 3, count = (width + 2) & ~1;
+    return p->filter_h == 1 && 2 * (count + (p->pad_w & 1)) <= EQ_DWP_RS
+           && (p->out_h - 1) * p->stride_h + 3 <= EQ_DWP_MAX_ROWS;
+}
+
+/* Channel quad by channel quad: all the quad's padded input rows into planes (scratch: plane
+ * rows, then the prepared strips), then the whole quad in one eq_dwp_s1/s2 call (assembly; the
+ * channels it leaves, or all without EQ_ASM, row by row through eq_dw_strip_c). */
+static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                   int8_t *scratch)
+{
+    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const int32_t width = (out_w - 1) * p->stride_w + 3, count = (width + 2) & ~1;
+    const int32_t lead = p->pad_w & 1, rows = (out_h - 1) * p->stride_h + 3;
+    const int32_t pad_h = p->pad_h + (p->filter_h == 1); /* 1x3: the middle row */
+    const int32_t row_bytes = 4 * EQ_DWP_RS;
+    const int asm_ok = EQ_ASM && (p->stride_w == 1 || p->stride_w == 2);
+    int16_t *plane = (int16_t *)(void *)scratch;
+    uint32_t *strips = (uint32_t *)(void *)(scratch + rows * row_bytes); /* [4][8] */
+    int32_t b, c0, k, r, oy;
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = in + b * p->in_h * p->in_w * depth;
+        int8_t *image_out = out + b * out_h * out_w * depth;
+        for (c0 = 0; c0 < depth; c0 += 4) {
+            const int32_t nch = EQ_MIN(4, depth - c0);
+            eq_dw_chan_t ch[4];
+            eq_dwp_t q;
+            int32_t left = 0;
+            q.p = plane + lead;
+            q.o = image_out + c0;
+            q.cons = strips;
+            q.span = out_w * p->stride_w * 2;
+            q.depth = depth;
+            q.offset = p->out_offset;
+            q.odd = out_w & 1;
+            q.modes = 0;
+            q.row_step = p->stride_h * row_bytes;
+            q.chan_step = EQ_DWP_RS;
+            q.rows = out_h;
+            for (k = 0; k < nch; ++k) {
+                int32_t mode;
+                eq_dw_chan_prepare(p, c0 + k, &ch[k]);
+                eq_dw_strip_words(&ch[k], 0, strips + 8 * k);
+                mode = asm_ok && ch[k].mode != EQ_DWS_C ? ch[k].mode : EQ_DWS_SKIP;
+                left += mode == EQ_DWS_SKIP;
+                q.modes |= mode << (2 * k);
+            }
+            eq_dw_ring_clear(p, plane, rows, row_bytes, EQ_DWP_RS, count);
+            for (r = 0; r < rows; ++r) {
+                eq_dw_fill(p, image, r - pad_h, c0, nch,
+                           (int16_t *)(void *)(scratch + r * row_bytes), EQ_DWP_RS, count,
+                           EQ_ASM ? 2 : 0);
+            }
+#if EQ_ASM
+            if (left < nch) {
+                (p->stride_w == 1 ? eq_dwp_s1 : eq_dwp_s2)(&q);
+            }
+#endif
+            for (k = 0; k < nch && left > 0; ++k) {
+                if (((q.modes >> (2 * k)) & 3) != EQ_DWS_SKIP) {
+                    continue;
+                }
+                for (oy = 0; oy < out_h; ++oy) {
+                    eq_dw_strip_c(p, &ch[k], strips + 8 * k,
+                                  (const int16_t *)(const void *)(scratch
+                                      + oy * p->stride_h * row_bytes + k * EQ_DWP_RS) + lead,
+                                  row_bytes, image_out + oy * out_w * depth + c0 + k);
+                }
+            }
         }
     }
 }
@@ -390,7 +606,7 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
             int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
             int32_t left = 0; /* channels for eq_dw_strip_c */
             q.p = ring + lead;
-            eq_dw_ring_clear(p, ring, rs, count);
+            eq_dw_ring_clear(p, ring, 3, rs, 3 * rs, count);
             q.span = out_w * p->stride_w * 2;
             q.depth = depth;
             q.offset = p->out_offset;
@@ -413,7 +629,9 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 for (k = 0; k < 3; ++k) {
                     const int32_t iy = iy0 + k, slot = ((iy % 3) + 3) % 3;
                     if (held[slot] != iy) {
-                        eq_dw_fill(p, image, iy, c0, nch, ring, rs, slot, count);
+                        eq_dw_fill(p, image, iy, c0, nch,
+                                   (int16_t *)(void *)(scratch + slot * rs), 3 * rs, count,
+                                   EQ_ASM && rs == EQ_DW_RS);
                         held[slot] = iy;
                     }
                 }
@@ -874,7 +1092,9 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
 #if EQ_FAST
     if (scratch != NULL && p->depth_multiplier == 1 && (p->filter_h == 3 || p->filter_h == 1)
         && p->filter_w == 3 && p->dilation_h == 1 && p->dilation_w == 1) {
-        if (p->filter_h == 1 || eq_dw_wide(p)) {
+        if (eq_dw_planes_fit(p)) {
+            eq_depthwise3x3_planes(p, in, out, scratch);
+        } else if (p->filter_h == 1 || eq_dw_wide(p)) {
             eq_depthwise3x3_fast(p, in, out, scratch);
         } else {
             eq_depthwise3x3_quads(p, in, out, (uint32_t *)(void *)scratch);
