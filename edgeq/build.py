@@ -66,6 +66,7 @@ class BuildConfig:
     firmware: bool = True  # the board firmware in OUT/firmware/, sized from its ELF
     firmware_eval_limit: int = 64  # inputs the firmware runs under QEMU (seeded, stratified)
     test_inputs: int = 4  # evaluation inputs embedded in the board firmware with TFLM's outputs
+    ram_budget_kb: float | None = None  # the tensor arena's budget; default: the board's arena_kib
 
 
 @dataclass
@@ -290,7 +291,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
             with st.stage(f"firmware for {board.name} (edgeq engine)"):
                 firmware, link_error = _firmware_stage(cfg, board, tflite, test,
                                                        Path(work) / "firmware")
-        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena)
+        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena, cfg.ram_budget_kb)
         if firmware is not None and link_error is not None:  # within the budgets, not the map
             raise BoardFitError(f"the firmware fits {board.name}'s budgets but not its memory map "
                                 f"({board.source}): {link_error.message}", link_error.hint)
@@ -408,18 +409,21 @@ def _firmware_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, dest: P
     built = shutil.which("arm-none-eabi-gcc") is not None
     if not built:
         warnings.warn(TOOLCHAIN_WARNING, stacklevel=2)
+    budget = None if cfg.ram_budget_kb is None else int(cfg.ram_budget_kb * 1024)
     try:
-        return build_firmware(model, board, dest, vectors, compile=built, fit_check=False), None
+        return build_firmware(model, board, dest, vectors, compile=built, fit_check=False,
+                              arena_budget=budget), None
     except ToolchainError as e:
         if "overflow" not in str(e) and "will not fit" not in str(e):
             raise
         link_error = e
     measured = build_firmware(model, measuring_board(board), dest.parent / "measured", vectors,
-                              fit_check=False)
+                              fit_check=False, arena_budget=budget or board.arena_bytes)
     return measured, link_error
 
 
-def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int) -> dict:
+def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
+         ram_budget_kb: float | None) -> dict:
     """Flash and RAM of the firmware (the ELF, else the memory plan) against the board; over
     budget, a BoardFitError with what would fit (edgeq.fit.weights_hint)."""
     from edgeq.deploy.cgen import lower_model
@@ -434,12 +438,13 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int)
     )
     from edgeq.tflite.read import read_model
 
+    budget = None if ram_budget_kb is None else int(ram_budget_kb * 1024)
     if firmware is not None and firmware.elf is not None and firmware.elf.is_file():
         sizes = sizes_from_elf(firmware.sizes, STACK_BYTES,
                                symbol_bytes(firmware.elf, "edgeq_test_"))
     else:
         try:
-            engine = lower_model(read_model(tflite))
+            engine = lower_model(read_model(tflite), arena_budget=budget)
             sizes = sizes_from_plan(engine.plan.arena_size, engine.weight_bytes, STACK_BYTES)
         except UnsupportedOpError:  # --no-firmware on a model only TFLM runs
             sizes = sizes_from_tflm(len(tflite), tflm_arena, STACK_BYTES)
@@ -448,7 +453,14 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int)
     edges = (nodes[0].name, nodes[-1].name) if nodes else ()
     plan = {k: int(b) for k, b in (qreport.plan or {}).items() if k in kernels}
     hint = weights_hint(sizes["flash_bytes"], kernels, plan, edges) if plan else None
-    return fit_board(board, sizes, hint)
+    fit = fit_board(board, sizes, hint)
+    if budget is not None and fit["arena_bytes"] > budget:
+        raise BoardFitError(f"the tensor arena needs {fit['arena_bytes']:,} bytes, "
+                            f"{fit['arena_bytes'] - budget:,} more than --ram-budget-kb "
+                            f"{ram_budget_kb:g} ({budget:,} bytes), even with the first layers "
+                            "streamed", "raise the budget, or use a smaller input resolution")
+    fit["arena_budget_asked"] = budget
+    return fit
 
 
 def _emulated_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, checked, classes: int,

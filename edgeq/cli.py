@@ -405,6 +405,9 @@ def _save_model(model, path: str) -> None:
               help="Stop at the .tflite and C arrays: no board firmware, no run under QEMU.")
 @click.option("--firmware-eval-limit", type=click.IntRange(min=0), default=64, show_default=True,
               help="Evaluation samples the firmware runs under QEMU (seeded, stratified; 0: none).")
+@click.option("--ram-budget-kb", type=click.FloatRange(min=1),
+              help="RAM for the tensor arena in KiB [default: the board's]; above it the "
+                   "first layers run streamed, a few rows at a time.")
 @click.option("--test-inputs", type=click.IntRange(min=0), default=4, show_default=True,
               help="Evaluation inputs embedded in the board firmware with TFLM's outputs, "
                    "checked on the board at boot.")
@@ -414,8 +417,8 @@ def _save_model(model, path: str) -> None:
 @expected_errors
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
           bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, expansion, sparsity,
-          train_qgt, train_epochs, synth_iterations, no_firmware, firmware_eval_limit, test_inputs,
-          json_out, force):
+          train_qgt, train_epochs, synth_iterations, no_firmware, firmware_eval_limit,
+          ram_budget_kb, test_inputs, json_out, force):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -438,7 +441,7 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
                       train_epochs=train_epochs, expansion=expansion, sparsity=sparsity,
                       firmware=not no_firmware, firmware_eval_limit=firmware_eval_limit,
-                      test_inputs=test_inputs, force=force)
+                      test_inputs=test_inputs, ram_budget_kb=ram_budget_kb, force=force)
     _check_data(data)
     preflight(cfg)
     _import_tensorflow()
@@ -455,11 +458,14 @@ def _print_build_summary(result) -> None:
     table = _table(f"{r['model']['name']} on {r['board']['name']}: accuracy on "
                    f"{data['evaluation_samples']} evaluation samples of {data['source']} "
                    f"({data.get('evaluation_chosen', 'all samples')})",
-                   ("model", "top-1", "agreement"), keep=(1, 2), right=(1, 2))
+                   ("model", "samples", "top-1", "agreement", "with"), keep=(1, 2, 3, 4),
+                   right=(1, 2, 3))
     for row in r["accuracy"]:
         agree = row.get("agreement")
-        table.add_row(row["name"], percent(row.get("accuracy")),
-                      "" if agree is None else percent(agree))
+        samples = f"{row['samples']:,}" if row.get("samples") else ""
+        table.add_row(row["name"], samples, percent(row.get("accuracy")),
+                      "" if agree is None else percent(agree),
+                      "" if agree is None else (row.get("agreement_with") or ""))
     out_console.print(table)
     _print_per_class(r["accuracy"], data.get("classes") or [])
     from edgeq.report import firmware_lines
@@ -789,8 +795,11 @@ def _print_qemu_check(payload: dict, title: str) -> None:
 @click.option("--portable", is_flag=True, help="Portable C kernels only (no DSP fast paths).")
 @click.option("--wide-int8-weights", is_flag=True,
               help="Store INT8 conv weights as int16 pairs: fewer instructions, twice their flash.")
+@click.option("--ram-budget-kb", type=click.FloatRange(min=1),
+              help="RAM for the tensor arena in KiB [default: the board's]; above it the "
+                   "first layers run streamed, a few rows at a time.")
 @expected_errors
-def firmware(model_path, board, out_dir, force, portable, wide_int8_weights):
+def firmware(model_path, board, out_dir, force, portable, wide_int8_weights, ram_budget_kb):
     """Generate the C engine for an integer .tflite and build a firmware project for a board
     (arm-none-eabi-gcc); report flash and RAM from arm-none-eabi-size.
 
@@ -803,13 +812,20 @@ def firmware(model_path, board, out_dir, force, portable, wide_int8_weights):
     from edgeq.deploy.firmware import build_firmware
 
     board = load_board(board)
+    budget = None if ram_budget_kb is None else int(ram_budget_kb * 1024)
     result = build_firmware(model_path, board, out_dir, portable=portable,
-                            wide_int8_weights=wide_int8_weights, force=force)
+                            wide_int8_weights=wide_int8_weights, force=force,
+                            arena_budget=budget)
     table = _table(f"firmware for {result.board.name}: {result.elf}", ("section", "size"),
                    show_header=False)
     for k, v in result.sizes.items():
         table.add_row(k, f"{v:,} bytes")
     out_console.print(table)
+    stage = result.engine.stage
+    if stage is not None:
+        out_console.print(f"ops {stage.ops[0]} to {stage.ops[-1]} streamed, {stage.band} output "
+                          f"row(s) at a time, to fit the arena in {budget or board.arena_bytes:,}"
+                          " bytes")
 
 
 @main.command()

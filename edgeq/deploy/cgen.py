@@ -55,6 +55,7 @@ import numpy as np
 from edgeq import __version__, data_dir
 from edgeq.deploy.carray import is_reserved_identifier
 from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
+from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage, stage_table
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
     activation_range,
@@ -140,6 +141,8 @@ class Step:
     params_name: str | None
     fields: list[tuple[str, str]]
     call: str
+    function: str = ""  # the kernel, e.g. eq_conv2d
+    args: list[str] = field(default_factory=list)  # its arguments after the parameters
 
 
 @dataclass
@@ -152,6 +155,7 @@ class Engine:
     arrays: list[Array] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     macs: int = 0
+    stage: Stage | None = None  # the first ops streamed band by band (edgeq.deploy.stream)
 
     @property
     def weight_bytes(self) -> int:
@@ -300,7 +304,7 @@ class _Lowering:
     def _step(self, index, kind, params_type, fields, call_args) -> Step:
         pname = f"op{index}_{kind}"
         call = f"eq_{kind}(&{pname}, {', '.join(call_args)});"
-        return Step("", params_type, pname, fields, call)
+        return Step("", params_type, pname, fields, call, f"eq_{kind}", list(call_args))
 
     def _act(self, op: Op, out: Tensor) -> tuple[int, int]:
         return activation_range(op.options.get("fused_activation_function", "NONE"),
@@ -578,9 +582,6 @@ DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weigh
 DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
 DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
-DW_PLANE_ROW = 32  # EQ_DWP_RS: bytes per channel and plane row (small 3x3 depthwise outputs)
-DW_PLANE_ROWS = 32  # EQ_DWP_MAX_ROWS: at most this many padded input rows in planes
-DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
@@ -610,17 +611,6 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     and int(options.get("dilation_h_factor", 1)) == 1
                     and int(options.get("dilation_w_factor", 1)) == 1):
                 width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
-                pad_w = 0
-                if options.get("padding", "VALID") == "SAME":
-                    pad_w = leading_padding(x.shape[2], 3, int(options.get("stride_w", 1)), 1,
-                                            y.shape[2])
-                lead, count = pad_w & 1, (width + 2) & ~1
-                rows = (y.shape[1] - 1) * int(options.get("stride_h", 1)) + 3
-                if (w.shape[1] == 1 and 2 * (count + lead) <= DW_PLANE_ROW
-                        and rows <= DW_PLANE_ROWS):
-                    # eq_depthwise3x3_planes (1x3 filters): every padded input row of a quad
-                    scratch[index] = rows * 4 * DW_PLANE_ROW + DW_PLANE_STRIP_BYTES
-                    continue
                 if w.shape[1] == 3 and y.shape[2] < DW_WIDE * (
                         1 if int(options.get("stride_w", 1)) == 1 else 2):
                     # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
@@ -628,7 +618,11 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
-                row = 2 * (count + lead)  # values at column + lead
+                pad_w = 0
+                if options.get("padding", "VALID") == "SAME":
+                    pad_w = leading_padding(x.shape[2], 3, int(options.get("stride_w", 1)), 1,
+                                            y.shape[2])
+                row = 2 * (((width + 2) & ~1) + (pad_w & 1))  # values at column + lead
                 row = DW_RING_ROW if row <= DW_RING_ROW else (row + 3) & ~3
                 scratch[index] = 12 * row + DW_STRIP_BYTES
     return scratch
@@ -658,16 +652,29 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def lower_model(model: Model, name: str = "edgeq") -> Engine:
+def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = None,
+                stream: tuple[int, int] | None = None) -> Engine:
     """Plan the memory and lower every op; raises UnsupportedOpError naming the first op the
-    engine cannot run."""
+    engine cannot run. With `arena_budget` (bytes) and a layer-by-layer arena above it, the
+    first ops are streamed band by band (edgeq.deploy.stream.choose_stage) when that fits;
+    `stream` = (n, band) streams ops[0:n] by `band` output rows whatever the budget."""
     if not model.inputs or not model.outputs:
         raise UnsupportedOpError("the model has no input or no output tensor")
-    plan = plan_memory(model, scratch_bytes(model))
+    scratch = scratch_bytes(model)
+    plan, stage = plan_memory(model, scratch), None
+    if stream is not None:
+        if stream[0] not in candidate_ends(model):
+            raise UnsupportedOpError(f"ops 0 to {stream[0] - 1} cannot be streamed",
+                                     f"streamable: the first n ops for n in "
+                                     f"{candidate_ends(model)}")
+        stage = plan_stage(model, *stream)
+        plan = plan_memory(model, scratch, stage)
+    elif arena_budget is not None and plan.arena_size > arena_budget:
+        stage, plan = choose_stage(model, scratch, arena_budget) or (None, plan)
     lowering = _Lowering(model, plan)
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
     return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
-                  macs=lowering.macs)
+                  macs=lowering.macs, stage=stage)
 
 
 def _check_name(name: str) -> str:
@@ -700,6 +707,8 @@ def _render(engine: Engine, source: str) -> dict[str, str]:
         "arena_size": engine.plan.arena_size,
         "inputs": tensors(model.inputs), "outputs": tensors(model.outputs),
         "input_size": sum(t.nbytes for t in ins), "output_size": sum(t.nbytes for t in outs),
+        "stage": (stage_table(model, engine.stage, engine.plan, engine.steps)
+                  if engine.stage else None),
     }
     env = _environment()
     return {f"{prefix}_model.h": env.get_template("model.h.j2").render(**context),
@@ -725,28 +734,32 @@ class EngineFiles:
     weight_bytes: int
     macs: int
     plan: MemoryPlan
+    stage: Stage | None = None  # the streamed first ops, if any
 
     @property
     def sources(self) -> list[Path]:
         return [self.source] + [k for k in self.kernels if k.name == KERNEL_UNIT]
 
 
-def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = "") -> EngineFiles:
+def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = "",
+                    arena_budget: int | None = None,
+                    stream: tuple[int, int] | None = None) -> EngineFiles:
     """Write the engine for `model` into `out_dir` (created if needed); returns the paths and
-    the arena size, weight bytes and multiply-accumulate count."""
+    the arena size, weight bytes and multiply-accumulate count. `arena_budget`, `stream`: see
+    lower_model (streams the first ops when the layer-by-layer arena would not fit)."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror}", "choose a writable folder") from None
-    engine = lower_model(model, _check_name(name))
+    engine = lower_model(model, _check_name(name), arena_budget, stream)
     files = _render(engine, source)
     for file_name, text in files.items():
         _write_atomic(out / file_name, text)
     kernels = _write_kernels(out, {op.kind for op in model.ops})
     header, src = (out / n for n in files)
     return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,
-                       engine.macs, engine.plan)
+                       engine.macs, engine.plan, engine.stage)
 
 
 def kernel_files(kinds) -> list[str]:

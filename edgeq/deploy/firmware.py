@@ -231,7 +231,7 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
                    extra_cflags=(), timeout: float = 600,
                    wide_int8_weights: bool | None = None, force: bool = False,
                    expected_outputs=None, compile: bool = True,
-                   fit_check: bool = True) -> FirmwareResult:
+                   fit_check: bool = True, arena_budget: int | None = None) -> FirmwareResult:
     """Generate, build and measure the firmware for `board` (a name or Board).
 
     tflite_path: a .tflite path or a Model. test_inputs: optional int8 array [n, input bytes]
@@ -247,9 +247,11 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
     compile=False writes the project without building it (no toolchain): `elf` is None and
     `sizes` holds only the planned arena. fit_check=False leaves the fit to the caller (the
     linker still refuses what overflows the board's memory map; edgeq build measures the ELF).
+    arena_budget: bytes the tensor arena may take (default: the board's arena_kib); above it
+    the engine streams its first ops (edgeq.deploy.stream) if that fits.
     """
     args = (tflite_path, board, out_dir, test_inputs, expected_outputs, portable, extra_cflags,
-            timeout, force, compile, fit_check)
+            timeout, force, compile, fit_check, arena_budget)
     if wide_int8_weights is None:
         return _build_firmware(*args)
     with cgen.engine_options(wide_int8_weights=wide_int8_weights):
@@ -257,12 +259,16 @@ def build_firmware(tflite_path, board, out_dir, test_inputs=None, *, portable: b
 
 
 def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, portable,
-                    extra_cflags, timeout, force, compile, fit_check) -> FirmwareResult:
+                    extra_cflags, timeout, force, compile, fit_check,
+                    arena_budget) -> FirmwareResult:
     inputs = [] if isinstance(tflite_path, Model) else [tflite_path]
     check_output_folder(out_dir, force, inputs)  # before any work (contract 6)
     board = load_board(board) if isinstance(board, str) else board
     model, source = _load(tflite_path)
-    engine = cgen.lower_model(model)  # raises UnsupportedOpError before anything is written
+    budget = board.arena_bytes if arena_budget is None else arena_budget
+    # raises UnsupportedOpError before anything is written; streams the first ops when the
+    # layer-by-layer arena would not fit the budget (edgeq.deploy.stream)
+    engine = cgen.lower_model(model, arena_budget=budget)
     if fit_check:
         check_fit(model, board, engine.plan.arena_size, engine.weight_bytes)
 
@@ -279,7 +285,7 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
     out = Path(out_dir)
     work = begin_folder(out, force, inputs)
     try:
-        files = cgen.generate_engine(model, work, source=source)
+        files = cgen.generate_engine(model, work, source=source, arena_budget=budget)
         cflags = [*core_flags(board), *OPT_FLAGS, *(["-DEDGEQ_PORTABLE"] if portable else []),
                   *extra_cflags]
         # Under QEMU the C library talks to the host by semihosting; a real board has none.
@@ -319,7 +325,7 @@ def _build_firmware(tflite_path, board, out_dir, test_inputs, expected_outputs, 
     finish_folder(work, out, force, inputs)
     files = cgen.EngineFiles(out, out / files.header.name, out / files.source.name,
                              [out / k.name for k in files.kernels], files.arena_size,
-                             files.weight_bytes, files.macs, files.plan)
+                             files.weight_bytes, files.macs, files.plan, files.stage)
     return FirmwareResult(out / "fw.elf" if compile else None, sizes, out, board, files, commands,
                           test_count=len(vectors),
                           expected_outputs=expected if embeds_test_vectors(board) else None)

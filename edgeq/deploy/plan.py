@@ -43,6 +43,8 @@ class Buffer:
     first: int  # index of the op that writes it
     last: int  # index of the last op that reads it
     offset: int = -1
+    after: int | None = None  # root of the buffer this one must sit right after (a stage's
+    # input below its output's end: see _stream)
 
     def overlaps_in_time(self, other: Buffer) -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -105,11 +107,16 @@ def _in_place_pairs(model: Model, last_use: dict[int, int], root: dict[int, int]
     return pairs
 
 
-def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPlan:
+def plan_memory(model: Model, scratch: dict[int, int] | None = None,
+                stage=None) -> MemoryPlan:
     """Lifetimes and arena offsets of every non-constant tensor of `model`, graph inputs and
     outputs included, plus `scratch` bytes that op i needs during its own run (scratch[i], e.g.
     for im2col columns). Op indices are the lifetimes' clock: a graph input is written at 0
-    (before the first op), a graph output read at len(model.ops) (after the last)."""
+    (before the first op), a graph output read at len(model.ops) (after the last).
+
+    `stage` (edgeq.deploy.stream.Stage) streams its ops band by band: the tensors inside it
+    take only their windows' bytes, live through the whole stage, as do its input and output;
+    with `stage.output_in_input` the output shares the input's storage (from its start)."""
     root = _roots(model)
     end = len(model.ops)
     first: dict[int, int] = {}
@@ -135,6 +142,10 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
 
     # An in-place output takes over its input's storage.
     storage_of = _in_place_pairs(model, last, root)
+    if stage is not None:  # windows hold rows at moving positions: nothing shares them
+        streamed = {stage.input, stage.output, *stage.windows}
+        storage_of = {k: v for k, v in storage_of.items()
+                      if k not in streamed and v not in streamed}
 
     def storage(r: int) -> int:
         while r in storage_of:
@@ -149,8 +160,13 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
         lo, hi = spans.get(s, (first.get(r, 0), last[r]))
         spans[s] = (min(lo, first.get(r, 0)), max(hi, last[r]))
 
-    buffers = [Buffer(root=s, size=_align(model.tensors[s].nbytes), first=lo, last=hi)
+    sizes = {s: model.tensors[s].nbytes for s in spans}
+    joined = _stream(stage, model, spans, sizes, storage) if stage is not None else None
+    buffers = [Buffer(root=s, size=_align(sizes[s]), first=lo, last=hi)
                for s, (lo, hi) in sorted(spans.items())]
+    if joined is not None:
+        head, tail = joined
+        next(b for b in buffers if b.root == tail).after = head
     # Scratch buffers are named by -(op index + 1), so they never clash with tensor roots.
     buffers += [Buffer(root=-(op + 1), size=_align(n), first=op, last=op)
                 for op, n in sorted((scratch or {}).items()) if n > 0]
@@ -167,7 +183,10 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
             location[t] = (CONSTANT, r)
         elif storage(r) in by_root:
             owner[t] = storage(r)
-            location[t] = (ARENA, by_root[owner[t]].offset)
+            buf = by_root[owner[t]]
+            # a tail buffer's tensor starts at the start of the buffer it follows
+            location[t] = (ARENA, by_root[buf.after].offset if buf.after is not None
+                           else buf.offset)
     bound = 0
     for index, op in enumerate(model.ops):
         live = {owner[t] for t in op.inputs + op.outputs if t in owner}
@@ -179,6 +198,26 @@ def plan_memory(model: Model, scratch: dict[int, int] | None = None) -> MemoryPl
                       scratch={-b.root - 1: b.offset for b in buffers if b.root < 0})
 
 
+def _stream(stage, model: Model, spans: dict, sizes: dict, storage) -> tuple[int, int] | None:
+    """Lifetimes and sizes of a streamed stage (see plan_memory); (output, input) when the
+    input's storage is to sit right after the output's (the output overwrites the input)."""
+    end = stage.ops[-1]
+    for t, rows in stage.windows.items():
+        s = storage(t)
+        sizes[s] = rows * model.tensors[t].nbytes // model.tensors[t].shape[1]
+        spans[s] = (stage.ops[0], end)
+    src, sink = storage(stage.input), storage(stage.output)
+    spans[src] = (spans[src][0], max(spans[src][1], end))
+    spans[sink] = (min(spans[sink][0], stage.ops[0]), spans[sink][1])
+    if stage.output_in_input and sizes[src] > sizes[sink]:
+        # the output starts where the input starts and outlives it: the input's storage is
+        # the output's buffer plus a tail right after it that lives only through the stage
+        spans[sink] = (min(spans[src][0], spans[sink][0]), spans[sink][1])
+        sizes[src] -= sizes[sink]
+        return sink, src
+    return None
+
+
 # The orders in which _place tries buffers; the first order that gives the smallest arena wins.
 PLACEMENT_ORDERS = (
     ("largest first", lambda b: (-b.size, b.first, b.root)),
@@ -187,10 +226,32 @@ PLACEMENT_ORDERS = (
 )
 
 
+def _joint_fit(buffers: list[Buffer], offsets: dict[int, int], head: int, tail: int) -> None:
+    """The lowest offset where buffers[head] and, right after it, buffers[tail] both fit."""
+    parts = ((buffers[head], 0), (buffers[tail], buffers[head].size))
+    ends = {0} | {offsets[j] + buffers[j].size for j in offsets}
+    for start in sorted(ends | {e - buffers[head].size for e in ends if e >= buffers[head].size}):
+        if all(not (offsets[j] < start + rel + buf.size and start + rel < offsets[j] + other.size)
+               for buf, rel in parts for j, other in ((j, buffers[j]) for j in offsets)
+               if other.overlaps_in_time(buf)):
+            offsets[head], offsets[tail] = start, start + buffers[head].size
+            return
+
+
 def _best_fit(buffers: list[Buffer], key) -> dict[int, int]:
-    """Offsets (by position in `buffers`) of a best-fit placement in the order `key` gives."""
+    """Offsets (by position in `buffers`) of a best-fit placement in the order `key` gives; a
+    buffer that must sit right after another is placed with it (_joint_fit)."""
     offsets: dict[int, int] = {}
+    position = {b.root: i for i, b in enumerate(buffers)}
+    pairs = {i: position[b.after] for i, b in enumerate(buffers) if b.after is not None}
+    pairs |= {head: tail for tail, head in list(pairs.items())}
     for i in sorted(range(len(buffers)), key=lambda i: key(buffers[i])):
+        if i in offsets:
+            continue
+        if i in pairs:
+            tail = i if buffers[i].after is not None else pairs[i]
+            _joint_fit(buffers, offsets, position[buffers[tail].after], tail)
+            continue
         buf = buffers[i]
         live = sorted((offsets[j], buffers[j].size) for j in offsets
                        if buffers[j].overlaps_in_time(buf))
