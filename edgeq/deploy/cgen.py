@@ -582,6 +582,9 @@ DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weigh
 DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
 DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
+DW_PLANE_ROW = 32  # EQ_DWP_RS: bytes per channel and plane row (small 3x3 depthwise outputs)
+DW_PLANE_ROWS = 32  # EQ_DWP_MAX_ROWS: at most this many padded input rows in planes
+DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
@@ -611,6 +614,17 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     and int(options.get("dilation_h_factor", 1)) == 1
                     and int(options.get("dilation_w_factor", 1)) == 1):
                 width = (y.shape[2] - 1) * int(options.get("stride_w", 1)) + 3
+                pad_w = 0
+                if options.get("padding", "VALID") == "SAME":
+                    pad_w = leading_padding(x.shape[2], 3, int(options.get("stride_w", 1)), 1,
+                                            y.shape[2])
+                lead, count = pad_w & 1, (width + 2) & ~1
+                rows = (y.shape[1] - 1) * int(options.get("stride_h", 1)) + 3
+                if (w.shape[1] == 1 and 2 * (count + lead) <= DW_PLANE_ROW
+                        and rows <= DW_PLANE_ROWS):
+                    # eq_depthwise3x3_planes (1x3 filters): every padded input row of a quad
+                    scratch[index] = rows * 4 * DW_PLANE_ROW + DW_PLANE_STRIP_BYTES
+                    continue
                 if w.shape[1] == 3 and y.shape[2] < DW_WIDE * (
                         1 if int(options.get("stride_w", 1)) == 1 else 2):
                     # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
@@ -618,11 +632,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
-                pad_w = 0
-                if options.get("padding", "VALID") == "SAME":
-                    pad_w = leading_padding(x.shape[2], 3, int(options.get("stride_w", 1)), 1,
-                                            y.shape[2])
-                row = 2 * (((width + 2) & ~1) + (pad_w & 1))  # values at column + lead
+                row = 2 * (count + lead)  # values at column + lead
                 row = DW_RING_ROW if row <= DW_RING_ROW else (row + 3) & ~3
                 scratch[index] = 12 * row + DW_STRIP_BYTES
     return scratch
