@@ -357,6 +357,76 @@ def conv_pool_fc(rng, weight_bits=8) -> Model:
     return b.model([x], [y], f"conv_pool_fc int{weight_bits}")
 
 
+# Left shifts of the output stage: TFLM's QuantizeMultiplier gives shift = s for a real
+# multiplier in [2^(s-1), 2^s); LEFT_SHIFTS are the ones the fast kernels shift the accumulator by.
+LEFT_SHIFTS = (1, 2, 3, 4)
+SHIFT_CYCLE = (1, 2, 1, 3, 1, 2, 1, 4)
+
+
+def left_shift(rng, kind="conv", weight_bits=8, per_channel=True, kernel=1, cin=8,
+               activation="NONE") -> Model:
+    """A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED whose requantization multipliers are all
+    above 1 (a left shift of 1 to 4 bits, cycling over the channels; one multiplier for all
+    with per_channel=False) and whose outputs are mostly not clamped: each output channel has
+    two or three weights of +-1 (the others 0), so that the accumulator of full-range random
+    inputs stays within a few hundred, and times 1 to 12 lands inside int8 for many inputs."""
+    b = _Builder(rng)
+    if kind == "fully_connected":
+        in_shape, cout = (1, cin), int(rng.integers(8, 17))
+        w_shape, axis, fan = (cout, cin), 0, cin
+    elif kind == "depthwise":
+        h, w = (int(v) for v in rng.integers(3, 8, size=2))
+        in_shape, cout = (1, h, w, cin), cin
+        w_shape, axis, fan = (1, kernel, kernel, cin), 3, kernel * kernel
+    else:
+        h, w = (int(v) for v in rng.integers(3, 8, size=2))
+        in_shape, cout = (1, h, w, cin), int(rng.integers(3, 13))
+        w_shape, axis, fan = (cout, kernel, kernel, cin), 0, kernel * kernel * cin
+    x = b.activation("input", in_shape)
+    s_in = float(b.tensors[x].scale[0])
+    s_out = s_in * float(rng.uniform(0.02, 0.2))
+    channels = cout if per_channel else 1
+    # half the channels shift by 1, a quarter by 2, an eighth each by 3 and 4: the larger the
+    # multiplier, the more outputs clamp (about 1 / multiplier of them stay inside)
+    # (one multiplier for all channels: a shift of 1, which leaves most outputs inside)
+    start = int(rng.integers(8)) if per_channel else 0
+    shifts = np.array([SHIFT_CYCLE[(start + c) % 8] for c in range(channels)])
+    reals = np.exp2(shifts - 1) * rng.uniform(1.0, 1.5, size=channels)
+    w_scales = (reals * s_out / s_in).astype(np.float32)
+    taps = np.zeros((cout, fan), dtype=np.int8)  # one row of filter taps per output channel
+    for c in range(cout):
+        # a third tap (the input zero point no longer cancels) on some shift-1 channels
+        third = shifts[c % channels] == 1 and rng.integers(2) == 1
+        count = min(fan, 3 if third else 2)
+        values = [1, -1, int(rng.choice([-1, 1]))][:count]
+        taps[c, rng.choice(fan, size=count, replace=False)] = values
+    # channels first (CONV_2D, FULLY_CONNECTED) or last (DEPTHWISE_CONV_2D)
+    q = (taps.T if axis == 3 else taps).reshape(w_shape)
+    wt = b.add(Tensor("weights", w_shape, "int8" if weight_bits == 8 else "int4",
+                      scale=w_scales, zero_point=np.zeros(channels, dtype=np.int64),
+                      quantized_dimension=axis, data=q))
+    bias_scales = intmath.bias_scales(s_in, w_scales)
+    bias = b.add(Tensor("bias", (cout,), "int32", scale=bias_scales,
+                        zero_point=np.zeros(channels, dtype=np.int64),
+                        data=rng.integers(-20, 21, size=cout).astype(np.int32)))
+    zero_point = int(rng.integers(-20, 21))
+    if kind == "fully_connected":
+        y = b.activation("output", (1, cout), scale=s_out, zero_point=zero_point)
+        b.op("FULLY_CONNECTED", [x, wt, bias], y, fused_activation_function=activation,
+             keep_num_dims=False)
+    else:
+        oh, ow = (_spatial(n, kernel, 1, 1, "SAME") for n in (h, w))
+        y = b.activation("output", (1, oh, ow, cout), scale=s_out, zero_point=zero_point)
+        options = dict(padding="SAME", stride_w=1, stride_h=1, dilation_w_factor=1,
+                       dilation_h_factor=1, fused_activation_function=activation)
+        if kind == "depthwise":
+            options["depth_multiplier"] = 1
+        b.op("DEPTHWISE_CONV_2D" if kind == "depthwise" else "CONV_2D", [x, wt, bias], y,
+             **options)
+    return b.model([x], [y], f"left_shift {kind} int{weight_bits} k{kernel} cin{cin} "
+                             f"{'per-channel' if per_channel else 'per-tensor'} {activation}")
+
+
 def random_input(model: Model, rng: np.random.Generator, index: int = 0) -> np.ndarray:
     """A random input for model input `index`: int8 over the full range, or float32 values
     spanning a little beyond the quantized output range of a QUANTIZE."""
@@ -415,6 +485,15 @@ CASES = [
     ("quantize", quantize, {}),
     ("requantize", requantize, {}),
     ("dequantize", dequantize, {}),
+    # requantization multipliers above 1 (left shifts 1..4) on outputs that are not clamped
+    ("left_shift", left_shift, {"kind": "conv"}),
+    ("left_shift", left_shift, {"kind": "conv", "cin": 16, "weight_bits": 4}),
+    ("left_shift", left_shift, {"kind": "conv", "kernel": 3, "cin": 3, "activation": "RELU6"}),
+    ("left_shift", left_shift, {"kind": "conv", "kernel": 3, "cin": 5, "per_channel": False}),
+    ("left_shift", left_shift, {"kind": "depthwise", "kernel": 3, "cin": 12}),
+    ("left_shift", left_shift, {"kind": "depthwise", "kernel": 3, "cin": 7, "weight_bits": 4}),
+    ("left_shift", left_shift, {"kind": "fully_connected", "cin": 24}),
+    ("left_shift", left_shift, {"kind": "fully_connected", "cin": 9, "per_channel": False}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 4}),
 ]
