@@ -156,7 +156,8 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             "zeroshot_fmnist": _lazy("zeroshot", "zeroshot_fmnist"),
             "zeroshot_vww": _lazy("zeroshot", "zeroshot_vww"),
             "qgt_fmnist": _lazy("qgt", "qgt_fmnist"), "qgt_vww": _lazy("qgt", "qgt_vww"),
-            **firmware.REGISTRY, "vs_tflm": _lazy("vs_tflm", "vs_tflm")}
+            **firmware.REGISTRY, "vs_tflm": _lazy("vs_tflm", "vs_tflm"),
+            "stream_ram": _lazy("stream", "stream_ram")}
 ORDER = list(REGISTRY)
 
 TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
@@ -176,6 +177,10 @@ def render(name: str, result: dict, cmd: str) -> str:
         from benchmarks import vs_tflm
 
         return vs_tflm.render(name, result, cmd)
+    if name == "stream_ram":
+        from benchmarks import stream
+
+        return stream.render(name, result, cmd)
     if name in firmware.REGISTRY:
         return firmware.render_firmware(name, result, cmd)
     if name.startswith("recon_"):

@@ -278,3 +278,8 @@ def _place(buffers: list[Buffer]) -> int:
     for i, buf in enumerate(buffers):
         buf.offset = best[i]
     return best_size or 0
+
+
+def live_bytes(plan: MemoryPlan, ops: int) -> list[int]:
+    """Arena bytes alive during each of `ops` ops (buffers and scratch): the memory timeline."""
+    return [sum(b.size for b in plan.buffers if b.first <= i <= b.last) for i in range(ops)]
