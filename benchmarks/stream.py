@@ -109,7 +109,10 @@ def stream_ram(shared: Path) -> dict:
             "notes": ["inputs: 4 val2017 photos (96×96 RGB, pixel − 128) for the person "
                       "detectors; 4 seeded random int8 feature maps for the keyword spotter "
                       "(its MFCC data is not in ../shared)",
-                      "a budget that cannot be met shows the smallest arena found (fits: no)",
+                      "a budget that cannot be met shows the smallest arena found (fits: no). "
+                      "Below 40 KiB the whole 27,648-byte image, which the engine's API takes "
+                      "at once, plus the stage's windows and the kernels' scratch do not fit; "
+                      "going lower would need the caller to stream the image in by rows",
                       "plot: benchmarks/results/stream_timeline_vww.png"]}
 
 
