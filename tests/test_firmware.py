@@ -167,6 +167,7 @@ OP_CASES = [
                                      "activation": "NONE"}),
     ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
     ("depthwise1x3", _depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
+    ("depthwise1x3", _depthwise1x3, {"channels": 9, "w": 21}),
     ("depthwise1x3", _depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True}),
     ("conv", _conv_right_stages, {"cin": 8, "cout": 10, "kernel": 1, "bits": 8,
                                   "activation": "NONE"}),

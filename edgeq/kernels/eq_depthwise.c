@@ -123,6 +123,17 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
 #define EQ_DWP_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWP_R1, EQ_DWP_R2)
 #define EQ_DWP_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWP_R1, EQ_DWP_R2)
 #define EQ_DWP_START(A) EQ_DW_START(A, EQ_DWP_R1, EQ_DWP_R2)
+/* a 1x3 filter's one row (the middle one, slot 1: W01 in r2, tap 2 in r4's high half), the ring
+ * pointer on that row */
+#define EQ_DWP1_TAPS1(N, F)                                       \
+    "ldr     r11, [r0, #2]!\n\t"                                  \
+    "smlad   " N ", r11, r2, r8\n\t"                              \
+    "smlatt  " F ", r11, r4, " F "\n\t"
+#define EQ_DWP1_TAPS2(N, F)                                       \
+    "ldr     r11, [r0, #4]!\n\t"                                  \
+    "smlad   " N ", r11, r2, r8\n\t"                              \
+    "smlabt  " F ", r11, r4, " F "\n\t"
+#define EQ_DWP1_START(A) "ldr     r11, [r0]\n\t" "smlad   " A ", r11, r2, r8\n\t"
 /* the strip loop of one channel (L: label base), ending with a branch to the next channel */
 #define EQ_DWS_STRIP(L, TAPS, OFF9, OFF10)                                                  \
     "cmp     r11, #0\n\t"                                                                   \
@@ -203,7 +214,7 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
  * row, the strip registers as above. Frame: [sp] the strip's end, [sp, #4] the row's start,
  * [sp, #8] rows left, [sp, #12] a copy of the eq_dwp_t. */
 #define EQ_DWP_OFF(F) "ldr     " F ", [sp, #32]\n\t" "add     r11, r11, " F "\n\t"
-#define EQ_DWP_ROWS(L, TAPS, OFF9, OFF10)                                                   \
+#define EQ_DWP_ROWS(L, TAPS, START, OFF9, OFF10)                                            \
     L "0:\n\t"                                                                             \
     "ldr     r0, [sp, #4]\n\t"                                                              \
     "ldr     r11, [sp, #24]\n\t"                                                            \
@@ -212,7 +223,7 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
     "ldr     r11, [sp, #36]\n\t"                                                            \
     "cmp     r11, #0\n\t"                                                                   \
     "bne     " L "3f\n\t"                                                                   \
-    EQ_DWP_START("r9")                                                                      \
+    START("r9")                                                                             \
     L "1:\n\t"                                                                             \
     TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
     L "2:\n\t"                                                                             \
@@ -230,9 +241,9 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
     "bne     " L "0b\n\t"                                                                   \
     "b       50f\n"                                                                         \
     L "3:\n\t"                                                                             \
-    EQ_DWP_START("r10")                                                                     \
+    START("r10")                                                                            \
     "b       " L "2b\n"
-#define EQ_DWP_FUNC(NAME, TAPS)                                                             \
+#define EQ_DWP_FUNC(NAME, TAPS, START)                                                      \
     __asm__(".syntax unified\n\t"                                                           \
             ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
             ".balign 4\n\t"                                                                 \
@@ -266,9 +277,9 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
             "ldmia   r11, {r1-r8}\n\t"                                                      \
             "cmp     r10, #1\n\t"                                                           \
             "bne     30f\n\t"                                                               \
-            EQ_DWP_ROWS("7", TAPS, "", "")                                                  \
+            EQ_DWP_ROWS("7", TAPS, START, "", "")                                           \
             "30:\n\t"                                                                       \
-            EQ_DWP_ROWS("8", TAPS, EQ_DWP_OFF("r9"), EQ_DWP_OFF("r10"))                     \
+            EQ_DWP_ROWS("8", TAPS, START, EQ_DWP_OFF("r9"), EQ_DWP_OFF("r10"))              \
             "50:\n\t"                                                                       \
             "ldr     r0, [sp, #12]\n\t"                                                     \
             "ldr     r11, [sp, #48]\n\t"                                                    \
@@ -286,10 +297,14 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
             "pop     {r4-r11, pc}\n\t"                                                      \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
-EQ_DWP_FUNC(eq_dwp_s1, EQ_DWP_TAPS1);
-EQ_DWP_FUNC(eq_dwp_s2, EQ_DWP_TAPS2);
+EQ_DWP_FUNC(eq_dwp_s1, EQ_DWP_TAPS1, EQ_DWP_START);
+EQ_DWP_FUNC(eq_dwp_s2, EQ_DWP_TAPS2, EQ_DWP_START);
+EQ_DWP_FUNC(eq_dwp1_s1, EQ_DWP1_TAPS1, EQ_DWP1_START);
+EQ_DWP_FUNC(eq_dwp1_s2, EQ_DWP1_TAPS2, EQ_DWP1_START);
 void eq_dwp_s1(const eq_dwp_t *q);
 void eq_dwp_s2(const eq_dwp_t *q);
+void eq_dwp1_s1(const eq_dwp_t *q);
+void eq_dwp1_s2(const eq_dwp_t *q);
 typedef char eq_dwp_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwp_t) == 44) ? 1 : -1];
 
 /* The interior of a four-channel fill: `pairs` column pairs from src (columns `depth` bytes
@@ -484,19 +499,25 @@ EQ_NO_MEMSET static void eq_dw_fill(const eq_depthwise_t *p, const int8_t *image
  * strips' last read) of `rows` rows of four channels (row j, channel k at j * rstep + k * cstep
  * bytes) to 0, once per quad: the fills never write them. */
 EQ_NO_MEMSET static void eq_dw_ring_clear(const eq_depthwise_t *p, int16_t *ring, int32_t rows,
-                             int32_t rstep, int32_t cstep, int32_t count)
+                                          int32_t rstep, int32_t cstep, int32_t count)
 {
-    const int32_t lead = p->pad_w & 1, first = p->pad_w + lead;
+    const int32_t lead = p->pad_w & 1, first = p->pad_w + lead; /* first is even */
     const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
+    const int32_t tail = first + cols, stop = count + lead;
     int32_t j, x;
     for (j = 0; j < 4 * rows; ++j) {
         int16_t *row = (int16_t *)(void *)((int8_t *)(void *)ring + (j >> 2) * rstep
                                            + (j & 3) * cstep);
-        for (x = 0; x < first; ++x) {
-            row[x] = 0;
+        uint32_t *words = (uint32_t *)(void *)row;
+        for (x = 0; x < first; x += 2) {
+            words[x >> 1] = 0;
         }
-        for (x = first + cols; x < count + lead; ++x) {
-            row[x] = 0;
+        x = tail;
+        if (x & 1 && x < stop) {
+            row[x++] = 0;
+        }
+        for (; x < stop; x += 2) {
+            words[x >> 1] = 0; /* may zero one value past stop: inside the row */
         }
     }
 }
@@ -562,7 +583,10 @@ static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, in
                            EQ_ASM ? 2 : 0);
             }
 #if EQ_ASM
-            if (left < nch) {
+            if (left < nch && p->filter_h == 1) { /* only the middle plane rows */
+                q.p = plane + lead + 2 * EQ_DWP_RS;
+                (p->stride_w == 1 ? eq_dwp1_s1 : eq_dwp1_s2)(&q);
+            } else if (left < nch) {
                 (p->stride_w == 1 ? eq_dwp_s1 : eq_dwp_s2)(&q);
             }
 #endif
@@ -593,7 +617,8 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
     const int32_t lead = p->pad_w & 1; /* ring positions are columns + lead */
     const int32_t rs = 2 * (count + lead) <= EQ_DW_RS ? EQ_DW_RS
                        : (2 * (count + lead) + 3) & ~3;
-    const int asm_ok = EQ_ASM && rs == EQ_DW_RS && (p->stride_w == 1 || p->stride_w == 2);
+    const int asm_ok = EQ_ASM && (rs == EQ_DW_RS || p->filter_h == 1)
+                       && (p->stride_w == 1 || p->stride_w == 2);
     int16_t *ring = (int16_t *)(void *)scratch;
     uint32_t *strips = (uint32_t *)(void *)(scratch + 12 * rs); /* [3][4][8] */
     int32_t b, c0, k, oy, m;
@@ -615,12 +640,15 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
             for (k = 0; k < nch; ++k) {
                 int32_t mode;
                 eq_dw_chan_prepare(p, c0 + k, &ch[k]);
-                for (m = 0; m < 3; ++m) {
-                    eq_dw_strip_words(&ch[k], m, strips + (4 * m + k) * 8);
-                }
                 mode = asm_ok && ch[k].mode != EQ_DWS_C ? ch[k].mode : EQ_DWS_SKIP;
                 left += mode == EQ_DWS_SKIP;
                 q.modes |= mode << (2 * k);
+            }
+            for (k = 0; k < nch; ++k) {
+                /* the 1x3 assembly takes rotation 0 only; C strips and 3x3 all three */
+                for (m = 0; m < (p->filter_h == 1 && left == 0 ? 1 : 3); ++m) {
+                    eq_dw_strip_words(&ch[k], m, strips + (4 * m + k) * 8);
+                }
             }
             for (oy = 0; oy < out_h; ++oy) {
                 /* a 1x3 filter reads input row oy * stride_h - pad_h as the middle row */
@@ -628,6 +656,9 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 int8_t *o = out + ((b * out_h + oy) * out_w) * depth + c0;
                 for (k = 0; k < 3; ++k) {
                     const int32_t iy = iy0 + k, slot = ((iy % 3) + 3) % 3;
+                    if (p->filter_h == 1 && k != 1 && left == 0) {
+                        continue; /* the assembly reads the middle row only */
+                    }
                     if (held[slot] != iy) {
                         eq_dw_fill(p, image, iy, c0, nch,
                                    (int16_t *)(void *)(scratch + slot * rs), 3 * rs, count,
@@ -637,7 +668,24 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 }
                 m = ((iy0 % 3) + 3) % 3;
 #if EQ_ASM
-                if (left < nch) {
+                if (left < nch && p->filter_h == 1) {
+                    /* one row: rotation 0's words (slot 1's = the filter), the ring pointer
+                     * on the slot that holds the middle row */
+                    const int32_t mid = (((iy0 + 1) % 3) + 3) % 3;
+                    eq_dwp_t q1;
+                    q1.p = (const int16_t *)(const void *)(scratch + mid * rs) + lead;
+                    q1.o = o;
+                    q1.cons = strips;
+                    q1.span = q.span;
+                    q1.depth = depth;
+                    q1.offset = q.offset;
+                    q1.odd = q.odd;
+                    q1.modes = q.modes;
+                    q1.row_step = 0;
+                    q1.chan_step = 3 * rs;
+                    q1.rows = 1;
+                    (p->stride_w == 1 ? eq_dwp1_s1 : eq_dwp1_s2)(&q1);
+                } else if (left < nch) {
                     q.o = o;
                     q.cons = strips + 4 * m * 8;
                     (p->stride_w == 1 ? eq_dwq_s1 : eq_dwq_s2)(&q);
