@@ -342,7 +342,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                       "train_seconds": round(trained.seconds, 1) if trained else 0.0},
             "board": board.to_dict(),
             "fit": fit,
-            "firmware": _firmware_section(cfg, board, firmware, emulated),
+            "firmware": _firmware_section(cfg, board, firmware, emulated, tflite),
             "data": {"source": cfg.data or ("none" if cfg.zero_shot else "Fashion-MNIST (IDX)"),
                      "calibration": "Genie-D synthetic images (zero-shot)" if cfg.zero_shot
                      else "real", "calibration_samples": len(calib),
@@ -485,7 +485,9 @@ def _emulated_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, checked
         labels = test.y[index] if bool(np.all(test.y >= 0)) else None
         run = run_emulated(read_model(tflite), board, emulator,
                            quantize_inputs(test.x[index], checked.input), tflm.outputs[index],
-                           labels, classes, checked.output, chosen)
+                           labels, classes, checked.output, chosen,
+                           arena_budget=None if cfg.ram_budget_kb is None
+                           else int(cfg.ram_budget_kb * 1024))
     section = run.to_dict()
     section["row"] = {"name": f"edgeq firmware on QEMU {machine} ({board.core}, built with "
                               f"{board.name}'s flags)", "accuracy": run.accuracy,
@@ -495,7 +497,8 @@ def _emulated_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, checked
     return section
 
 
-def _firmware_section(cfg: BuildConfig, board: Board, firmware, emulated) -> dict:
+def _firmware_section(cfg: BuildConfig, board: Board, firmware, emulated,
+                      tflite: bytes) -> dict:
     """report["firmware"]: what was built for the board and how it ran under QEMU."""
     if firmware is None:
         return {"built": False, "reason": "--no-firmware"}
@@ -504,6 +507,19 @@ def _firmware_section(cfg: BuildConfig, board: Board, firmware, emulated) -> dic
                "elf": "firmware/fw.elf" if built else None,
                "reason": "" if built else TOOLCHAIN_WARNING,
                "test_inputs": firmware.test_count, "macs": firmware.engine.macs}
+    stage = firmware.engine.stage
+    if stage is not None:  # what streaming saved: the memory timeline, before and after
+        from edgeq.deploy.cgen import lower_model
+        from edgeq.deploy.plan import live_bytes
+        from edgeq.tflite.read import read_model
+
+        model = read_model(tflite)
+        plain, ops = lower_model(model).plan, len(model.ops)
+        section["streamed"] = {
+            "ops": [stage.ops[0], stage.ops[-1]], "band_rows": stage.band,
+            "arena_bytes": firmware.engine.arena_size, "layer_by_layer_bytes": plain.arena_size,
+            "timeline": {"layer by layer": live_bytes(plain, ops),
+                         "streamed": live_bytes(firmware.engine.plan, ops)}}
     if isinstance(emulated, dict):
         section["emulated"] = emulated
     elif emulated is not None:

@@ -154,6 +154,12 @@ def firmware_lines(fit: dict, firmware: dict) -> list[str]:
                      f"{fit['arena_bytes']:,}, stack {fit['stack_bytes']:,}), from the "
                      f"{fit['source']}; TFLM's arena would be "
                      f"{fit.get('tflm_arena_bytes') or 0:,} bytes")
+    streamed = firmware.get("streamed")
+    if streamed:
+        lines.append(f"ops {streamed['ops'][0]} to {streamed['ops'][1]} run streamed, "
+                     f"{streamed['band_rows']} output row(s) at a time: a tensor arena of "
+                     f"{streamed['arena_bytes']:,} bytes instead of "
+                     f"{streamed['layer_by_layer_bytes']:,} layer by layer")
     if fit.get("test_vector_bytes"):
         lines.append(f"the {firmware.get('test_inputs', 0)} embedded test inputs and their "
                      f"expected outputs add {fit['test_vector_bytes']:,} bytes of flash "
@@ -326,6 +332,25 @@ def plot_fit(fit: dict, board_name: str, plt) -> str | None:
     return png
 
 
+def plot_timeline(streamed: dict, plt) -> str | None:
+    """Arena bytes alive per op, layer by layer and with the first ops streamed."""
+    timeline = (streamed or {}).get("timeline")
+    if not timeline:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    for label, values in timeline.items():
+        ax.step(range(len(values)), [v / 1024 for v in values], where="mid", label=label)
+    ax.set_xlabel("op")
+    ax.set_ylabel("KiB alive in the arena")
+    first, last = streamed["ops"]
+    ax.set_title(f"Memory timeline: ops {first} to {last} streamed, "
+                 f"{streamed['band_rows']} row(s) a band")
+    ax.legend(fontsize=8)
+    png = _figure_png(fig)
+    plt.close(fig)
+    return png
+
+
 def _short(name: str) -> str:
     return name.split(" (")[0] if " (" in name else name
 
@@ -454,7 +479,9 @@ def make_plots(report: dict, base: Path | None = None) -> tuple[dict, str]:
     quantize = report.get("quantize") if isinstance(report.get("quantize"), dict) else {}
     plots = {
         "fit": [("Flash and RAM against the board",
-                 plot_fit(report.get("fit") or {}, board.get("name", "the board"), plt))],
+                 plot_fit(report.get("fit") or {}, board.get("name", "the board"), plt)),
+                ("Arena bytes alive per op",
+                 plot_timeline((report.get("firmware") or {}).get("streamed"), plt))],
         "accuracy": [("Accuracy versus size", plot_accuracy_size(rows, plt)),
                      ("Confusion counts", plot_confusion(chosen, classes, plt))],
         "layers": [("Per-layer bits, stored bytes and SQNR", plot_layers(layer_rows(quantize), plt))],

@@ -497,3 +497,26 @@ def test_a_core_qemu_does_not_emulate_is_named(small, tmp_path):
     assert run["ran"] is False and "QEMU emulates no cortex-m33 board" in run["reason"]
     assert result.report["fit"]["source"] == "linked ELF (arm-none-eabi-size)"
     assert not any("QEMU" in r["name"] for r in result.report["accuracy"])
+
+
+def test_ram_budget_streams_the_first_layers_on_the_board_and_under_qemu(small, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"),
+                                       "--data", str(small / "data.npz"), "--out", str(out),
+                                       "--no-baseline", "--firmware-eval-limit", "8",
+                                       "--ram-budget-kb", "1.65"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    streamed = report["firmware"]["streamed"]
+    assert streamed["arena_bytes"] <= 1.65 * 1024 < streamed["layer_by_layer_bytes"]
+    assert report["fit"]["arena_bytes"] == streamed["arena_bytes"]
+    timeline = streamed["timeline"]
+    assert max(timeline["streamed"]) < max(timeline["layer by layer"])
+    assert "edgeq_run_stage" in (out / "firmware" / "edgeq_model.c").read_text()
+    assert report["firmware"]["emulated"]["identical_to_tflm"]  # the streamed engine, on QEMU
+    assert "Arena bytes alive per op" in (out / "report.html").read_text()
+    # a budget no stage meets stops the build, before anything is written
+    with pytest.raises(BoardFitError, match="more than --ram-budget-kb 1"):
+        run_build(BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"),
+                              out=str(tmp_path / "tight"), baseline=False, ram_budget_kb=1))
+    assert not (tmp_path / "tight").exists()

@@ -181,3 +181,17 @@ def test_vww_streamed_under_qemu_equals_tflm_and_links_the_planned_arena(vww_int
     arena = next(line.split() for line in symbols.splitlines() if line.endswith(" edgeq_arena"))
     assert int(arena[1], 16) == fw.engine.arena_size
     assert fw.sizes["bss"] < 40 * 1024 + 1024
+
+
+def test_firmware_command_takes_a_ram_budget(vww_int8_path, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeq.cli import main
+
+    result = CliRunner().invoke(main, ["firmware", str(vww_int8_path), "--board", "mps2-an500",
+                                       "--ram-budget-kb", "40", "--out", str(tmp_path / "fw")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "streamed" in text and "40,960 bytes" in text
+    arena = int(text.split("arena ")[1].split(" ")[0].replace(",", ""))
+    assert arena <= 40 * 1024

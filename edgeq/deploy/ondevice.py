@@ -111,18 +111,22 @@ class EmulatedRun:
 
 def run_emulated(model, board: Board, emulator: Board, inputs: np.ndarray,
                  tflm_outputs: np.ndarray, labels=None, classes: int | None = None,
-                 output_spec=None, chosen: str = "", timeout: float = 900) -> EmulatedRun:
+                 output_spec=None, chosen: str = "", timeout: float = 900,
+                 arena_budget: int | None = None) -> EmulatedRun:
     """Build edgeq's firmware for `model` (a Model or .tflite path) on `emulator` (from
     emulator_for), run it under QEMU on the int8 `inputs` [n, ...] and compare its raw outputs
     with `tflm_outputs` [n, ...]. `labels` (n class indices, -1 unknown) add top-1;
-    `output_spec` (edgeq.deploy.check.TensorSpec) dequantizes a single sigmoid unit."""
+    `output_spec` (edgeq.deploy.check.TensorSpec) dequantizes a single sigmoid unit.
+    `arena_budget`: the board's (default: its arena_kib), so that the engine that runs is the
+    board's, streamed where the board needs it (edgeq.deploy.stream)."""
     from edgeq.deploy.check import top1
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.qemu import run_qemu
 
     inputs = np.ascontiguousarray(inputs, dtype=np.int8)
     with tempfile.TemporaryDirectory(prefix="edgeq_emulated_") as tmp:
-        firmware = build_firmware(model, emulator, Path(tmp) / "fw")
+        budget = board.arena_bytes if arena_budget is None else arena_budget
+        firmware = build_firmware(model, emulator, Path(tmp) / "fw", arena_budget=budget)
         result = run_qemu(firmware.elf, inputs, timeout=timeout, board=emulator.name)
     expected = np.asarray(tflm_outputs).reshape(len(inputs), -1)
     differ = result.outputs != expected
