@@ -195,3 +195,17 @@ def test_firmware_command_takes_a_ram_budget(vww_int8_path, tmp_path):
     assert "streamed" in text and "40,960 bytes" in text
     arena = int(text.split("arena ")[1].split(" ")[0].replace(",", ""))
     assert arena <= 40 * 1024
+
+
+def test_the_person_detector_fits_a_64_kib_board_only_streamed(vww_int8_path, tmp_path):
+    from edgeq.boards import load_board
+    from edgeq.deploy.firmware import STACK_BYTES
+    from edgeq.tflite.read import read_model
+
+    board = load_board("nrf52832")
+    assert board.ram_kib == 64
+    layer_by_layer = cgen.lower_model(read_model(vww_int8_path.read_bytes()))
+    assert layer_by_layer.plan.arena_size > board.arena_bytes  # did not fit before
+    fw = build_firmware(vww_int8_path, board, tmp_path / "fw")
+    assert fw.engine.stage is not None and fw.engine.arena_size <= board.arena_bytes
+    assert fw.sizes["data"] + fw.sizes["bss"] + STACK_BYTES <= 64 * 1024
