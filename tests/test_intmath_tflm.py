@@ -10,7 +10,12 @@ needs only g++ and numpy, so that the mutation run (pyproject's [tool.mutmut]) c
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,20 +90,27 @@ int main() {
 
 
 @pytest.fixture(scope="module")
-def tflm(shared_dir, tmp_path_factory):
-    """ask(lines) -> the harness's answer lines, one per query."""
+def tflm(shared_dir):
+    """ask(lines) -> the harness's answer lines, one per query. The program is built once per
+    content of the harness and TFLM's sources (in the temporary folder, by hash), so that the
+    mutation run does not recompile it for every mutant."""
     third = shared_dir / "tflm-cmsis-nn" / "third_party"
     internal = third / "tflite-micro" / "tensorflow" / "lite" / "kernels" / "internal"
     if not (internal / "quantization_util.cc").is_file():
         pytest.fail(f"TFLM's sources are required in {third} (../shared/tflm-cmsis-nn)")
-    work = tmp_path_factory.mktemp("tflm_intmath")
-    (work / "harness.cc").write_text(HARNESS)
-    exe = work / "harness"
-    built = subprocess.run(["g++", "-std=c++17", "-O1", f"-I{third / 'tflite-micro'}",
-                            f"-I{third / 'gemmlowp'}", str(work / "harness.cc"),
-                            str(internal / "quantization_util.cc"), str(internal / "common.cc"),
-                            "-o", str(exe)], capture_output=True, text=True, timeout=240)
-    assert exe.is_file(), built.stderr[-3000:]
+    sources = [internal / "quantization_util.cc", internal / "common.cc"]
+    key = hashlib.sha256(HARNESS.encode() + b"".join(p.read_bytes() for p in sources))
+    exe = Path(tempfile.gettempdir()) / f"edgeq-tflm-intmath-{key.hexdigest()[:16]}"
+    if not exe.is_file():
+        work = Path(tempfile.mkdtemp(prefix="edgeq-tflm-intmath-"))
+        (work / "harness.cc").write_text(HARNESS)
+        built = subprocess.run(["g++", "-std=c++17", "-O1", f"-I{third / 'tflite-micro'}",
+                                f"-I{third / 'gemmlowp'}", str(work / "harness.cc"),
+                                *map(str, sources), "-o", str(work / "harness")],
+                               capture_output=True, text=True, timeout=240)
+        assert (work / "harness").is_file(), built.stderr[-3000:]
+        os.replace(work / "harness", exe)  # atomic: concurrent runs see a whole program
+        shutil.rmtree(work)
 
     def ask(queries: list[str]) -> list[list[int]]:
         done = subprocess.run([str(exe)], input="\n".join(queries) + "\n", capture_output=True,
