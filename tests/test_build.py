@@ -12,15 +12,19 @@ from edgeq.errors import BoardFitError, OutputError, UnsupportedLayerError
 from edgeq.outputs import MARKER, staged_folder
 
 
+def _two_halves(rng, n: int):
+    """n random 16x16 images, labelled by which half is brighter."""
+    x = rng.random((n, 16, 16, 1), np.float32)
+    return x, (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A small trained-ish Keras 2 model and an .npz of inputs it separates."""
     import tf_keras as keras
 
     d = tmp_path_factory.mktemp("small")
-    rng = np.random.default_rng(0)
-    x = rng.random((96, 16, 16, 1), np.float32)
-    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+    x, y = _two_halves(np.random.default_rng(0), 96)
     x[y == 1] = 0.4 + 0.6 * x[y == 1]  # class 1 brighter: what global pooling can see (a
     x[y == 0] = 0.6 * x[y == 0]  # model at chance stops the build)
     inp = keras.Input((16, 16, 1))
@@ -398,9 +402,7 @@ def wide(tmp_path_factory):
     import tf_keras as keras
 
     d = tmp_path_factory.mktemp("wide")
-    rng = np.random.default_rng(1)
-    x = rng.random((64, 16, 16, 1), np.float32)
-    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
+    x, y = _two_halves(np.random.default_rng(1), 64)
     inp = keras.Input((16, 16, 1))
     h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
     h = keras.layers.Flatten()(h)

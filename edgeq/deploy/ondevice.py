@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeq.boards import Board, load_board
 from edgeq.data import classification
+from edgeq.deploy.qemu import FirmwareFigures, run_qemu
 
 # the QEMU machine that emulates each core (qemu-system-arm -machine help)
 EMULATORS = {"cortex-m7": "mps2-an500", "cortex-m4": "mps2-an386"}
@@ -64,7 +65,7 @@ def emulator_for(board: Board) -> tuple[Board | None, str]:
 
 
 @dataclass
-class EmulatedRun:
+class EmulatedRun(FirmwareFigures):
     """The firmware on the emulated core next to TFLM on the same int8 inputs."""
 
     emulator: str  # QEMU machine name
@@ -80,14 +81,6 @@ class EmulatedRun:
     label_agreement: float | None = None  # arg max equal to TFLM's
     per_class_accuracy: list | None = None
     confusion: list | None = None
-
-    @property
-    def identical(self) -> bool:
-        return self.mismatches == 0
-
-    @property
-    def instructions_per_mac(self) -> float:
-        return self.instructions_per_inference / self.macs if self.macs else 0.0
 
     @property
     def latency_ms_estimate(self) -> float:
@@ -121,7 +114,6 @@ def run_emulated(model, board: Board, emulator: Board, inputs: np.ndarray,
     board's, streamed where the board needs it (edgeq.deploy.stream)."""
     from edgeq.deploy.check import top1
     from edgeq.deploy.firmware import build_firmware
-    from edgeq.deploy.qemu import run_qemu
 
     inputs = np.ascontiguousarray(inputs, dtype=np.int8)
     with tempfile.TemporaryDirectory(prefix="edgeq_emulated_") as tmp:

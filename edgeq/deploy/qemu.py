@@ -100,8 +100,21 @@ def run_qemu(elf, inputs: np.ndarray, timeout: float = 120,
                       op_instructions=[ops[i] for i in sorted(ops)] or None)
 
 
+class FirmwareFigures:
+    """What a firmware run against TFLM gives, for classes with `mismatches`,
+    `instructions_per_inference` and `macs`."""
+
+    @property
+    def identical(self) -> bool:
+        return self.mismatches == 0
+
+    @property
+    def instructions_per_mac(self) -> float:
+        return self.instructions_per_inference / self.macs if self.macs else 0.0
+
+
 @dataclass
-class QemuCheck:
+class QemuCheck(FirmwareFigures):
     """The firmware under QEMU next to TFLM on the same int8 inputs (contract 1)."""
 
     outputs: np.ndarray  # firmware, int8 [n, output_size]
@@ -122,14 +135,6 @@ class QemuCheck:
     mae_tflm: float = 0.0  # mean |dequantized firmware - TFLM| (must be 0)
     mae_target: float | None = None  # mean |dequantized firmware output - target| (targets)
     task: str = "classification"  # "classification" (labels), "regression", "unlabelled"
-
-    @property
-    def identical(self) -> bool:
-        return self.mismatches == 0
-
-    @property
-    def instructions_per_mac(self) -> float:
-        return self.instructions_per_inference / self.macs if self.macs else 0.0
 
 
 def check_on_qemu(tflite_path, inputs: np.ndarray, out_dir, timeout: float = 300,
