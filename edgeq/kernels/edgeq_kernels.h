@@ -2,9 +2,11 @@
  * This header is the public API: every kernel's parameters and contract.
  *
  * Part of edgeq (Apache-2.0). Portable C99; the fast paths (SMLAD on pairs of 16-bit values,
- * im2col into int16 columns six pixels at a time, 3x3 depthwise output row by output row on
- * four channels at once from padded rows, and an exact three-instruction SMMLAR form of the
- * requantization) are selected at compile time when the compiler defines __ARM_FEATURE_DSP and
+ * im2col into int16 columns six pixels at a time, 1x1 convolutions over eight channels pixel by
+ * pixel from one LDM record per output channel, 3x3 and 1x3 depthwise strips over int16 rows
+ * of one channel (narrow 3x3 outputs: four channels at once from padded rows), ADD without
+ * broadcasting, and an exact three-instruction SMMLAR form of the requantization) are selected
+ * at compile time when the compiler defines __ARM_FEATURE_DSP and
  * EDGEQ_PORTABLE is not defined; EDGEQ_NO_ASM keeps them in C with the DSP intrinsics (needed
  * with -O0 or -fno-omit-frame-pointer, which takes the assembly's thirteenth register).
  * Defining EDGEQ_FAST_EMULATED selects them on any host, with the DSP instructions emulated in
@@ -131,11 +133,13 @@ int32_t eq_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32
  * says (int8, int4 packed, or row_words order for im2col from whole words).
  * Fast path (DSP, not EDGEQ_PORTABLE): scratch != NULL, one group, weight_bits 8 or 4,
  * filter_stride a multiple of 4 (int8) or 8 (int4) and at most 1152: im2col of six pixels into
- * int16 columns, SMLAD dot products, exact few-instruction output stage. Otherwise the
- * reference loops (weights in stored order when row_words > 0).
+ * int16 columns, SMLAD dot products, exact few-instruction output stage. A 1x1 filter over
+ * in_c = 8 without padding, an even out_c, a whole int8 clamp and every channel's stage a
+ * right shift (EQ_RQ_FOLDED or EQ_RQ_RIGHT) goes pixel by pixel instead, one 8-word record per
+ * output channel. Otherwise the reference loops (weights in stored order when row_words > 0).
  * scratch: 12 * filter_stride bytes for the six int16 im2col columns, then 16 bytes per output
- * channel (its prepared output stage), 4-byte aligned; or NULL (the portable path needs
- * none). */
+ * channel (its prepared output stage), and for a 1x1 filter over 8 channels with an even out_c
+ * at least 32 * out_c bytes, 4-byte aligned; or NULL (the portable path needs none). */
 void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
 /* The same for weight_bits 16 (int8 values stored as int16 pairs). Fast path: scratch != NULL,
  * one group, filter_stride a multiple of 4 and at most 1152; otherwise the reference loops. A
@@ -145,11 +149,19 @@ void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *
 /* DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel): out_c = in_c *
  * depth_multiplier, output channel oc reads input channel oc / depth_multiplier; int8 or int4
  * weights [1][filter_h][filter_w][out_c], per-channel multiplier/shift, optional bias.
- * Fast path (DSP): scratch != NULL, 3x3, depth multiplier 1, no dilation (any stride and
- * padding): four channels at a time, output row by output row; channel quads whose output
- * stage has no exact short form, and the last in_c % 4 channels, take the reference loops.
- * scratch: (in_c / 4) * (12 * ((out_w - 1) * stride_w + 3) + 236) bytes (4-byte aligned) for
- * the three padded input rows and prepared weights per channel quad, or NULL. */
+ * Fast path (DSP): scratch != NULL, 3x3 or 1x3, depth multiplier 1, no dilation (any stride
+ * and padding), channel quad by channel quad. With width = (out_w - 1) * stride_w + 3,
+ * count = (width + 2) & ~1, lead = pad_w & 1 and rows = (out_h - 1) * stride_h + 3:
+ * - 1x3 with 2 * (count + lead) <= 32 and rows <= 32: int16 planes of all rows;
+ *   scratch rows * 128 + 128 bytes;
+ * - 1x3, or 3x3 with out_w >= 12 (>= 24 at stride 2): a ring of three int16 rows per channel,
+ *   one strip per channel and output row; scratch 12 * rs + 384 bytes, rs = 256 when
+ *   2 * (count + lead) <= 256, else that rounded up to a multiple of 4;
+ * - other 3x3: four channels at a time pixel by pixel from three padded rows of words; channel
+ *   quads whose output stage has no exact short form, and the last in_c % 4 channels, take the
+ *   reference loops; scratch (in_c / 4) * (12 * width + 236) bytes (at least 4).
+ * The strips run in assembly for channels whose stage is a right shift and whose clamp is the
+ * whole int8 range, in C otherwise (every stage, any clamp). Scratch 4-byte aligned, or NULL. */
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                          int8_t *scratch);
 /* FULLY_CONNECTED (reference_integer_ops::FullyConnected / FullyConnectedPerChannel):
@@ -159,7 +171,10 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
 /* ADD (reference_integer_ops::Add / BroadcastAdd4DSlow): out has out_dims (4-D), each input
  * is read through its strides (0 where it broadcasts); both rescaled to a common scale after
- * left_shift, summed, then the output stage. No fast path. */
+ * left_shift, summed, then the output stage. Fast path (DSP): no broadcasting (axes of length
+ * 1 may have any stride), left_shift 20, normalized multipliers with right shifts of 0..30:
+ * the exact SMMLAR form of each rescaling (an input whose multiplier is exactly 1/2 as one
+ * shift, in assembly with a whole int8 clamp). No scratch. */
 void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 /* AVERAGE_POOL_2D / MAX_POOL_2D (reference_integer_ops::AveragePool / MaxPool): in and out
  * share their scale and zero point (nothing is rescaled); windows clipped to the image, the

@@ -1,0 +1,183 @@
+/* edgeq kernels, private to eq_conv.c: CONV_2D 1x1 over eight input channels (eq_conv1x1_in8).
+ *
+ * Pixel by pixel, output channel by output channel: the pixel's eight inputs in four registers,
+ * each output channel one eight-word record loaded by one LDM (four SMLADs and the SMMLAR
+ * output stage per output), in assembly with EQ_ASM, else the same arithmetic in C. Only with
+ * EQ_FAST.
+ */
+#ifndef EQ_CONV_PW8_H
+#define EQ_CONV_PW8_H
+
+#include "eq_internal.h"
+
+#if EQ_FAST
+/* ---- CONV_2D 1x1 over eight input channels: pixel by pixel, channel by channel ---------------
+ * A pixel's eight inputs stay in four registers (SXTAB16 adds the offset), and each output
+ * channel is one eight-word record in the scratch (its weights as SXTB16 pairs, bias, m2, the
+ * rounding term, and r with the offset added after the shift in the high half), loaded by one
+ * LDM: four SMLADs and the SMMLAR output stage per output, stored with post-increment (the
+ * channels of a pixel are adjacent, and so are the pixels). For convolutions whose channels
+ * all have the right-shift stage and a whole int8 clamp; the others take eq_conv2d_fast. */
+typedef struct {
+    const int8_t *in;   /* the row's first input pixel */
+    int8_t *out;        /* its first output */
+    const uint32_t *rec; /* the records */
+    const uint32_t *rec_end;
+    int32_t step;       /* bytes between input pixels */
+    int32_t pixels;     /* in the row */
+    uint32_t off2;      /* the input offset, twice */
+} eq_pw8_t;
+
+#if EQ_ASM
+/* r0 records, r1 output, r2-r5 the pixel's (x0 x2) (x1 x3) (x4 x6) (x5 x7), r6-r9 weights, r10
+ * bias then the accumulator, r11 m2, r12 the rounding term, lr r | offset << 16; frame: [sp]
+ * input pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] pixels left,
+ * [sp, #20] off2. Two channels a turn (the channel count is even). */
+#define EQ_PW8_ONE                                                  \
+    "ldmia   r0!, {r6-r12, lr}\n\t"                                 \
+    "smlad   r10, r2, r6, r10\n\t"                                  \
+    "smlad   r10, r3, r7, r10\n\t"                                  \
+    "smlad   r10, r4, r8, r10\n\t"                                  \
+    "smlad   r10, r5, r9, r10\n\t"                                  \
+    "add     r6, r10, r12\n\t"                                      \
+    "add     r6, r6, r10, asr #31\n\t"                              \
+    "smmlar  r6, r10, r11, r6\n\t"                                  \
+    "asr     r6, r6, lr\n\t"                                        \
+    "add     r6, r6, lr, asr #16\n\t"                               \
+    "ssat    r6, #8, r6\n\t"                                        \
+    "strb    r6, [r1], #1\n\t"
+__asm__(".syntax unified\n\t"
+        ".section .text.eq_pw8_row,\"ax\",%progbits\n\t"
+        ".balign 4\n\t"
+        ".global eq_pw8_row\n\t"
+        ".hidden eq_pw8_row\n\t"
+        ".thumb\n\t"
+        ".thumb_func\n\t"
+        ".type eq_pw8_row, %function\n"
+        "eq_pw8_row:\n\t"
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #28\n\t"
+        "ldmia   r0, {r1-r7}\n\t" /* in out rec rec_end step pixels off2 */
+        "str     r1, [sp]\n\t"
+        "strd    r3, r4, [sp, #4]\n\t"
+        "strd    r5, r6, [sp, #12]\n\t"
+        "str     r7, [sp, #20]\n\t"
+        "mov     r1, r2\n"
+        "1:\n\t" /* a pixel */
+        "ldr     r0, [sp]\n\t"
+        "ldr     r6, [sp, #12]\n\t"
+        "ldr     r7, [sp, #20]\n\t"
+        "ldr     r3, [r0, #4]\n\t"
+        "ldr     r2, [r0]\n\t"
+        "add     r0, r0, r6\n\t"
+        "str     r0, [sp]\n\t"
+        "sxtab16 r4, r7, r3\n\t"
+        "sxtab16 r5, r7, r3, ror #8\n\t"
+        "sxtab16 r3, r7, r2, ror #8\n\t"
+        "sxtab16 r2, r7, r2\n\t"
+        "ldr     r0, [sp, #4]\n"
+        "2:\n\t" /* two channels */
+        EQ_PW8_ONE
+        EQ_PW8_ONE
+        "ldr     r6, [sp, #8]\n\t"
+        "cmp     r0, r6\n\t"
+        "bne     2b\n\t"
+        "ldr     r6, [sp, #16]\n\t"
+        "subs    r6, r6, #1\n\t"
+        "str     r6, [sp, #16]\n\t"
+        "bne     1b\n\t"
+        "add     sp, sp, #28\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_pw8_row, .-eq_pw8_row\n\t"
+        ".text\n");
+void eq_pw8_row(const eq_pw8_t *a);
+typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 28) ? 1 : -1];
+#else
+/* The same in C: the records' arithmetic exactly as the assembly does it. */
+static void eq_pw8_row(const eq_pw8_t *a)
+{
+    const int8_t *in = a->in;
+    int8_t *o = a->out;
+    int32_t n;
+    for (n = 0; n < a->pixels; ++n, in += a->step) {
+        const uint32_t v0 = eq_load32(in), v1 = eq_load32(in + 4);
+        const uint32_t x0 = EQ_SXTAB16(a->off2, v0), x1 = EQ_SXTAB16_ROR8(a->off2, v0);
+        const uint32_t x2 = EQ_SXTAB16(a->off2, v1), x3 = EQ_SXTAB16_ROR8(a->off2, v1);
+        const uint32_t *r;
+        for (r = a->rec; r < a->rec_end; r += 8) {
+            int32_t acc = EQ_SMLAD(x0, r[0], (int32_t)r[4]);
+            int32_t t;
+            acc = EQ_SMLAD(x1, r[1], acc);
+            acc = EQ_SMLAD(x2, r[2], acc);
+            acc = EQ_SMLAD(x3, r[3], acc);
+            t = eq_smmlar(acc, (int32_t)r[5], acc + (int32_t)r[6] + (acc >> 31));
+            t = (t >> (r[7] & 0xFF)) + ((int32_t)r[7] >> 16);
+            *o++ = (int8_t)eq_sat8(t);
+        }
+    }
+}
+#endif
+
+/* The records of every channel; 0 when a channel has no right-shift stage (then the caller
+ * takes the general fast path). */
+static int eq_pw8_records(const eq_conv_t *p, uint32_t *rec)
+{
+    int32_t oc, k;
+    for (oc = 0; oc < p->out_c; ++oc, rec += 8) {
+        const eq_rqc_t rq = eq_rqc_make(p->multiplier[oc], p->shift[oc],
+                                        p->bias ? p->bias[oc] : 0, p->out_offset);
+        const int32_t kind = EQ_RQ_KIND(rq);
+        const eq_rqu_t u = eq_rqu_make(rq, p->out_offset);
+        int32_t w[8];
+        if (kind != EQ_RQ_FOLDED && kind != EQ_RQ_RIGHT) {
+            return 0;
+        }
+        for (k = 0; k < 8; ++k) {
+            w[k] = eq_weight(p->weights, oc * p->filter_stride + k, p->weight_bits);
+        }
+        rec[0] = eq_pair16(w[0], w[2]);
+        rec[1] = eq_pair16(w[1], w[3]);
+        rec[2] = eq_pair16(w[4], w[6]);
+        rec[3] = eq_pair16(w[5], w[7]);
+        rec[4] = (uint32_t)rq.bias;
+        rec[5] = (uint32_t)u.m2;
+        rec[6] = (uint32_t)u.add;
+        rec[7] = (uint32_t)u.right | (uint32_t)u.after << 16;
+    }
+    return 1;
+}
+
+/* 1x1, eight input channels, no padding, an even number of output channels, whole int8
+ * clamp: eq_pw8_row output row by output row. 0 if a channel's stage does not allow it. */
+static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uint32_t *rec)
+{
+    eq_pw8_t a;
+    int32_t b, oy;
+    if (!eq_pw8_records(p, rec)) {
+        return 0;
+    }
+    a.rec = rec;
+    a.rec_end = rec + 8 * p->out_c;
+    a.step = p->stride_w * 8;
+    a.pixels = p->out_w;
+    a.off2 = eq_pair16(p->in_offset, p->in_offset);
+    for (b = 0; b < p->batches; ++b) {
+        for (oy = 0; oy < p->out_h; ++oy) {
+            a.in = in + ((b * p->in_h + oy * p->stride_h) * p->in_w) * 8;
+            a.out = out + ((b * p->out_h + oy) * p->out_w) * p->out_c;
+            eq_pw8_row(&a);
+        }
+    }
+    return 1;
+}
+
+static int eq_conv1x1_in8_applies(const eq_conv_t *p)
+{
+    return p->filter_h == 1 && p->filter_w == 1 && p->in_c == 8 && p->filter_in_c == 8
+           && p->filter_stride == 8 && p->pad_h == 0 && p->pad_w == 0 && p->out_c % 2 == 0
+           && p->act_min == -128 && p->act_max == 127
+           && (p->weight_bits == 8 || p->weight_bits == 4) && p->out_w > 0;
+}
+#endif /* EQ_FAST */
+
+#endif /* EQ_CONV_PW8_H */

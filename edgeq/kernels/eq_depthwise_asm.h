@@ -1,0 +1,333 @@
+/* edgeq kernels, private to eq_depthwise.c: the types and assembly of the depthwise strips.
+ *
+ * eq_dwq_t (one output row of a channel quad from the ring) and eq_dwp_t (a whole quad from
+ * planes), their assembly functions (eq_dwq_s1/s2, eq_dwp_s1/s2, eq_dwp1_s1/s2 for 1x3
+ * filters: one row) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
+ * C around them is in eq_depthwise_strips.h. Only with EQ_FAST; the assembly with EQ_ASM.
+ */
+#ifndef EQ_DEPTHWISE_ASM_H
+#define EQ_DEPTHWISE_ASM_H
+
+#include "eq_internal.h"
+
+#if EQ_FAST
+/* ---- DEPTHWISE_CONV_2D 3x3, depth multiplier 1 ------------------------------------------------
+ * Scratch: the ring, 4 channels x 3 slots x EQ_DW_RS bytes (slot j of channel k at
+ * (3k + j) * rs bytes; rs = EQ_DW_RS unless a row needs more), then the prepared strips,
+ * 3 rotations x 4 channels x 8 words. Ring row value x is input column x - pad_w of the
+ * channel, plus the input offset, 0 in the padding. Input row iy lives in slot iy mod 3; for
+ * an output row whose first input row is in slot m, rotation m has each channel's filter rows
+ * in slot order. A strip's words: W01 of slots 0, 1, 2 ((tap 0, tap 1) of the filter row held
+ * there), tap 2 of slots 0 and 1 as a pair, tap 2 of slot 2 in the high half with the
+ * stage's shift r in the low byte, the stage's m2 and rounding term, and the bias. */
+#define EQ_DW_RS 256 /* bytes per ring row that the assembly strips assume: 127 values */
+
+typedef struct {
+    const int16_t *p;     /* channel 0's ring: slot 0, value 0 (channel k: + 3k * EQ_DW_RS bytes) */
+    int8_t *o;            /* output pixel 0 of the row, channel 0 */
+    const uint32_t *cons; /* the strip words of channel 0 (8 a channel) for the row's rotation */
+    int32_t span;         /* bytes a strip moves through its rows: out_w * stride_w * 2 */
+    int32_t depth;        /* bytes between output pixels */
+    int32_t offset;       /* output offset (EQ_RQ_RIGHT adds it after the shift) */
+    int32_t odd;          /* out_w is odd */
+    int32_t modes;        /* 2 bits a channel from bit 0: EQ_DWS_FOLDED, EQ_DWS_RIGHT, 3 (left to
+                           * C), 0 after the last channel */
+} eq_dwq_t;
+
+/* A whole channel quad from planes: input rows r (input row r - pad_h) of the four channels
+ * side by side, EQ_DWP_RS bytes each (channel k of row r at (4r + k) * EQ_DWP_RS bytes). */
+#define EQ_DWP_RS 32 /* bytes per plane row: 15 values and the strips' one past */
+typedef struct {
+    const int16_t *p;     /* channel 0, plane row 0, value 0 */
+    int8_t *o;            /* output pixel 0 of the image, channel 0 */
+    const uint32_t *cons; /* the strip words of channel 0 (8 a channel) */
+    int32_t span, depth, offset, odd, modes; /* as eq_dwq_t */
+    int32_t row_step;     /* bytes from one output row's plane rows to the next's */
+    int32_t chan_step;    /* bytes from channel to channel: EQ_DWP_RS */
+    int32_t rows;         /* output rows */
+} eq_dwp_t;
+
+enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
+#if EQ_ASM
+/* One output row of a channel quad in assembly, channel after channel (eq_dwq_t), each strip
+ * with r0 = ring pointer, r1-r3 W01 of slots 0-2, r4 tap 2 of slots 0/1, r5 tap 2 of slot 2
+ * (high half) and r (low byte), r6 m2, r7 the rounding term, r8 bias, r9 and r10 the
+ * accumulators of two neighbouring pixels (one starting, one finishing), r11 scratch, r12 the
+ * output pointer, lr the output step. Frame: [sp] the strip's end, [sp, #4] a copy of the
+ * eq_dwq_t (p, o, cons move on channel by channel, modes shifts down). */
+#define EQ_DWS_STR(s) #s
+#define EQ_DWS_X(s) EQ_DWS_STR(s)
+#define EQ_DWS_RS1 EQ_DWS_X(EQ_DW_RS)
+#define EQ_DWS_RS2 EQ_DWS_X(2 * EQ_DW_RS)
+/* stride 1: P = (v[x], v[x+1]) starts pixel x (SMLAD) and ends pixel x - 1 (tap 2: v[x+1]) */
+#define EQ_DW_TAPS1(N, F, R1, R2)                                 \
+    "ldr     r11, [r0, #2]!\n\t"                                  \
+    "smlad   " N ", r11, r1, r8\n\t"                              \
+    "smlatb  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" R1 "]\n\t"                              \
+    "smlad   " N ", r11, r2, " N "\n\t"                           \
+    "smlatt  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" R2 "]\n\t"                              \
+    "smlad   " N ", r11, r3, " N "\n\t"                           \
+    "smlatt  " F ", r11, r5, " F "\n\t"
+/* stride 2: P = (v[2x+2], v[2x+3]) starts pixel x + 1 and ends pixel x (tap 2: v[2x+2]) */
+#define EQ_DW_TAPS2(N, F, R1, R2)                                 \
+    "ldr     r11, [r0, #4]!\n\t"                                  \
+    "smlad   " N ", r11, r1, r8\n\t"                              \
+    "smlabb  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" R1 "]\n\t"                              \
+    "smlad   " N ", r11, r2, " N "\n\t"                           \
+    "smlabt  " F ", r11, r4, " F "\n\t"                           \
+    "ldr     r11, [r0, #" R2 "]\n\t"                              \
+    "smlad   " N ", r11, r3, " N "\n\t"                           \
+    "smlabt  " F ", r11, r5, " F "\n\t"
+/* the output stage of F (EQ_RQ_FOLDED: OFF empty; EQ_RQ_RIGHT: the offset added) */
+#define EQ_DWS_OUT(F, OFF)                                        \
+    "add     r11, " F ", r7\n\t"                                  \
+    "add     r11, r11, " F ", asr #31\n\t"                        \
+    "smmlar  r11, " F ", r6, r11\n\t"                             \
+    "asr     r11, r11, r5\n\t"                                    \
+    OFF                                                           \
+    "ssat    r11, #8, r11\n\t"                                    \
+    "strb    r11, [r12]\n\t"                                      \
+    "add     r12, r12, lr\n\t"
+#define EQ_DWS_OFF(F) "ldr     " F ", [sp, #24]\n\t" "add     r11, r11, " F "\n\t"
+#define EQ_DW_START(A, R1, R2)                                                              \
+    "ldr     r11, [r0]\n\t"                                                                 \
+    "smlad   " A ", r11, r1, r8\n\t"                                                        \
+    "ldr     r11, [r0, #" R1 "]\n\t"                                                        \
+    "smlad   " A ", r11, r2, " A "\n\t"                                                     \
+    "ldr     r11, [r0, #" R2 "]\n\t"                                                        \
+    "smlad   " A ", r11, r3, " A "\n\t"
+/* ring rows (EQ_DW_RS apart) and plane rows (EQ_DWP_RS apart) */
+#define EQ_DWS_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWS_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWS_START(A) EQ_DW_START(A, EQ_DWS_RS1, EQ_DWS_RS2)
+#define EQ_DWP_R1 EQ_DWS_X(4 * EQ_DWP_RS) /* the next plane row: four channels on */
+#define EQ_DWP_R2 EQ_DWS_X(8 * EQ_DWP_RS)
+#define EQ_DWP_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWP_R1, EQ_DWP_R2)
+#define EQ_DWP_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWP_R1, EQ_DWP_R2)
+#define EQ_DWP_START(A) EQ_DW_START(A, EQ_DWP_R1, EQ_DWP_R2)
+/* a 1x3 filter's one row (the middle one, slot 1: W01 in r2, tap 2 in r4's high half), the ring
+ * pointer on that row */
+#define EQ_DWP1_TAPS1(N, F)                                       \
+    "ldr     r11, [r0, #2]!\n\t"                                  \
+    "smlad   " N ", r11, r2, r8\n\t"                              \
+    "smlatt  " F ", r11, r4, " F "\n\t"
+#define EQ_DWP1_TAPS2(N, F)                                       \
+    "ldr     r11, [r0, #4]!\n\t"                                  \
+    "smlad   " N ", r11, r2, r8\n\t"                              \
+    "smlabt  " F ", r11, r4, " F "\n\t"
+#define EQ_DWP1_START(A) "ldr     r11, [r0]\n\t" "smlad   " A ", r11, r2, r8\n\t"
+/* the strip loop of one channel (L: label base), ending with a branch to the next channel */
+#define EQ_DWS_STRIP(L, TAPS, OFF9, OFF10)                                                  \
+    "cmp     r11, #0\n\t"                                                                   \
+    "bne     " L "3f\n\t"                                                                   \
+    EQ_DWS_START("r9")                                                                      \
+    L "1:\n\t"                                                                              \
+    TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
+    L "2:\n\t"                                                                              \
+    TAPS("r9", "r10") EQ_DWS_OUT("r10", OFF10)                                              \
+    "ldr     r11, [sp]\n\t"                                                                 \
+    "cmp     r0, r11\n\t"                                                                   \
+    "bne     " L "1b\n\t"                                                                   \
+    "b       50f\n"                                                                         \
+    L "3:\n\t"                                                                              \
+    EQ_DWS_START("r10")                                                                     \
+    "b       " L "2b\n"
+#define EQ_DWS_FUNC(NAME, TAPS)                                                             \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #36\n\t"                                                       \
+            "ldmia   r0, {r1-r8}\n\t"                                                       \
+            "add     r11, sp, #4\n\t"                                                       \
+            "stmia   r11, {r1-r8}\n"                                                        \
+            "40:\n\t" /* next channel */                                                    \
+            "ldr     r11, [sp, #32]\n\t"                                                    \
+            "and     r10, r11, #3\n\t"                                                      \
+            "lsr     r11, r11, #2\n\t"                                                      \
+            "str     r11, [sp, #32]\n\t"                                                    \
+            "cmp     r10, #0\n\t"                                                           \
+            "beq     60f\n\t"                                                               \
+            "cmp     r10, #3\n\t"                                                           \
+            "beq     50f\n\t"                                                               \
+            "ldr     r0, [sp, #4]\n\t"                                                      \
+            "ldr     r11, [sp, #16]\n\t"                                                    \
+            "add     r11, r0, r11\n\t"                                                      \
+            "str     r11, [sp]\n\t"                                                         \
+            "ldr     r12, [sp, #8]\n\t"                                                     \
+            "ldr     lr, [sp, #20]\n\t"                                                     \
+            "ldr     r11, [sp, #12]\n\t"                                                    \
+            "ldmia   r11, {r1-r8}\n\t"                                                      \
+            "ldr     r11, [sp, #28]\n\t"                                                    \
+            "cmp     r10, #1\n\t"                                                           \
+            "bne     20f\n\t"                                                               \
+            EQ_DWS_STRIP("1", TAPS, "", "")                                                 \
+            "20:\n\t"                                                                       \
+            EQ_DWS_STRIP("2", TAPS, EQ_DWS_OFF("r9"), EQ_DWS_OFF("r10"))                    \
+            "50:\n\t" /* the channel done or left to C */                                   \
+            "ldr     r0, [sp, #4]\n\t"                                                      \
+            "add     r0, r0, #" EQ_DWS_X(3 * EQ_DW_RS) "\n\t"                               \
+            "str     r0, [sp, #4]\n\t"                                                      \
+            "ldr     r0, [sp, #8]\n\t"                                                      \
+            "add     r0, r0, #1\n\t"                                                        \
+            "str     r0, [sp, #8]\n\t"                                                      \
+            "ldr     r0, [sp, #12]\n\t"                                                     \
+            "add     r0, r0, #32\n\t"                                                       \
+            "str     r0, [sp, #12]\n\t"                                                     \
+            "b       40b\n"                                                                 \
+            "60:\n\t"                                                                       \
+            "add     sp, sp, #36\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+EQ_DWS_FUNC(eq_dwq_s1, EQ_DWS_TAPS1);
+EQ_DWS_FUNC(eq_dwq_s2, EQ_DWS_TAPS2);
+void eq_dwq_s1(const eq_dwq_t *q);
+void eq_dwq_s2(const eq_dwq_t *q);
+typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 1 : -1];
+
+/* A whole channel quad in planes (eq_dwp_t): channel after channel, output row after output
+ * row, the strip registers as above. Frame: [sp] the strip's end, [sp, #4] the row's start,
+ * [sp, #8] rows left, [sp, #12] a copy of the eq_dwp_t. */
+#define EQ_DWP_OFF(F) "ldr     " F ", [sp, #32]\n\t" "add     r11, r11, " F "\n\t"
+#define EQ_DWP_ROWS(L, TAPS, START, OFF9, OFF10)                                            \
+    L "0:\n\t"                                                                             \
+    "ldr     r0, [sp, #4]\n\t"                                                              \
+    "ldr     r11, [sp, #24]\n\t"                                                            \
+    "add     r11, r0, r11\n\t"                                                              \
+    "str     r11, [sp]\n\t"                                                                 \
+    "ldr     r11, [sp, #36]\n\t"                                                            \
+    "cmp     r11, #0\n\t"                                                                   \
+    "bne     " L "3f\n\t"                                                                   \
+    START("r9")                                                                             \
+    L "1:\n\t"                                                                             \
+    TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
+    L "2:\n\t"                                                                             \
+    TAPS("r9", "r10") EQ_DWS_OUT("r10", OFF10)                                              \
+    "ldr     r11, [sp]\n\t"                                                                 \
+    "cmp     r0, r11\n\t"                                                                   \
+    "bne     " L "1b\n\t"                                                                   \
+    "ldr     r11, [sp, #4]\n\t"                                                             \
+    "ldr     r0, [sp, #44]\n\t"                                                             \
+    "add     r11, r11, r0\n\t"                                                              \
+    "str     r11, [sp, #4]\n\t"                                                             \
+    "ldr     r11, [sp, #8]\n\t"                                                             \
+    "subs    r11, r11, #1\n\t"                                                              \
+    "str     r11, [sp, #8]\n\t"                                                             \
+    "bne     " L "0b\n\t"                                                                   \
+    "b       50f\n"                                                                         \
+    L "3:\n\t"                                                                             \
+    START("r10")                                                                            \
+    "b       " L "2b\n"
+#define EQ_DWP_FUNC(NAME, TAPS, START)                                                      \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #60\n\t"                                                       \
+            "ldmia   r0, {r1-r11}\n\t"                                                      \
+            "add     r12, sp, #12\n\t"                                                      \
+            "stmia   r12, {r1-r11}\n"                                                        \
+            "40:\n\t"                                                                       \
+            "ldr     r11, [sp, #40]\n\t"                                                    \
+            "and     r10, r11, #3\n\t"                                                      \
+            "lsr     r11, r11, #2\n\t"                                                      \
+            "str     r11, [sp, #40]\n\t"                                                    \
+            "cmp     r10, #0\n\t"                                                           \
+            "beq     60f\n\t"                                                               \
+            "cmp     r10, #3\n\t"                                                           \
+            "beq     50f\n\t"                                                               \
+            "ldr     r11, [sp, #12]\n\t"                                                    \
+            "str     r11, [sp, #4]\n\t"                                                     \
+            "ldr     r11, [sp, #52]\n\t"                                                    \
+            "str     r11, [sp, #8]\n\t"                                                     \
+            "ldr     r12, [sp, #16]\n\t"                                                    \
+            "ldr     lr, [sp, #28]\n\t"                                                     \
+            "ldr     r11, [sp, #20]\n\t"                                                    \
+            "ldmia   r11, {r1-r8}\n\t"                                                      \
+            "cmp     r10, #1\n\t"                                                           \
+            "bne     30f\n\t"                                                               \
+            EQ_DWP_ROWS("7", TAPS, START, "", "")                                           \
+            "30:\n\t"                                                                       \
+            EQ_DWP_ROWS("8", TAPS, START, EQ_DWP_OFF("r9"), EQ_DWP_OFF("r10"))              \
+            "50:\n\t"                                                                       \
+            "ldr     r0, [sp, #12]\n\t"                                                     \
+            "ldr     r11, [sp, #48]\n\t"                                                    \
+            "add     r0, r0, r11\n\t"                                                       \
+            "str     r0, [sp, #12]\n\t"                                                     \
+            "ldr     r0, [sp, #16]\n\t"                                                     \
+            "add     r0, r0, #1\n\t"                                                        \
+            "str     r0, [sp, #16]\n\t"                                                     \
+            "ldr     r0, [sp, #20]\n\t"                                                     \
+            "add     r0, r0, #32\n\t"                                                       \
+            "str     r0, [sp, #20]\n\t"                                                     \
+            "b       40b\n"                                                                 \
+            "60:\n\t"                                                                       \
+            "add     sp, sp, #60\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+EQ_DWP_FUNC(eq_dwp_s1, EQ_DWP_TAPS1, EQ_DWP_START);
+EQ_DWP_FUNC(eq_dwp_s2, EQ_DWP_TAPS2, EQ_DWP_START);
+EQ_DWP_FUNC(eq_dwp1_s1, EQ_DWP1_TAPS1, EQ_DWP1_START);
+EQ_DWP_FUNC(eq_dwp1_s2, EQ_DWP1_TAPS2, EQ_DWP1_START);
+void eq_dwp_s1(const eq_dwp_t *q);
+void eq_dwp_s2(const eq_dwp_t *q);
+void eq_dwp1_s1(const eq_dwp_t *q);
+void eq_dwp1_s2(const eq_dwp_t *q);
+typedef char eq_dwp_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwp_t) == 44) ? 1 : -1];
+
+/* The interior of a four-channel fill: `pairs` column pairs from src (columns `depth` bytes
+ * apart) into the four channels' rows from r0 on, channel k at k * C bytes (C: 3 * EQ_DW_RS in
+ * the ring, EQ_DWP_RS in planes). */
+#define EQ_DW_FILL_ASM(NAME, C1, C2, C3)                                                    \
+    EQ_INLINE void NAME(uint32_t *r0, const int8_t *src, int32_t depth, int32_t pairs,       \
+                        uint32_t off2)                                                      \
+    {                                                                                       \
+        uint32_t va, vb, a02, a13, t;                                                       \
+        const int8_t *end = src + 2 * depth * pairs;                                        \
+        __asm volatile(                                                                     \
+            "1:\n\t"                                                                        \
+            "ldr     %[va], [%[src]]\n\t"                                                   \
+            "ldr     %[vb], [%[src], %[depth]]\n\t"                                         \
+            "add     %[src], %[src], %[depth], lsl #1\n\t"                                  \
+            "sxtab16 %[a02], %[off2], %[va]\n\t"                                            \
+            "sxtab16 %[a13], %[off2], %[va], ror #8\n\t"                                    \
+            "sxtab16 %[va], %[off2], %[vb]\n\t"                                             \
+            "sxtab16 %[vb], %[off2], %[vb], ror #8\n\t"                                     \
+            "pkhbt   %[t], %[a02], %[va], lsl #16\n\t"                                      \
+            "pkhtb   %[va], %[va], %[a02], asr #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C2) "]\n\t"                                 \
+            "pkhbt   %[va], %[a13], %[vb], lsl #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C1) "]\n\t"                                 \
+            "pkhtb   %[vb], %[vb], %[a13], asr #16\n\t"                                     \
+            "str     %[vb], [%[r0], #" EQ_DWS_X(C3) "]\n\t"                                 \
+            "str     %[t], [%[r0]], #4\n\t"                                                 \
+            "cmp     %[src], %[end]\n\t"                                                    \
+            "bne     1b\n\t"                                                                \
+            : [va] "=&r"(va), [vb] "=&r"(vb), [a02] "=&r"(a02), [a13] "=&r"(a13),           \
+              [t] "=&r"(t), [src] "+r"(src), [r0] "+r"(r0)                                  \
+            : [depth] "r"(depth), [off2] "r"(off2), [end] "r"(end)                          \
+            : "cc", "memory");                                                              \
+    }
+EQ_DW_FILL_ASM(eq_dw_fill_asm, 3 * EQ_DW_RS, 6 * EQ_DW_RS, 9 * EQ_DW_RS)
+EQ_DW_FILL_ASM(eq_dw_fill_asm_plane, EQ_DWP_RS, 2 * EQ_DWP_RS, 3 * EQ_DWP_RS)
+#endif
+#endif /* EQ_FAST */
+
+#endif /* EQ_DEPTHWISE_ASM_H */
