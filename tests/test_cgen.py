@@ -244,6 +244,11 @@ EXTRA_CASES = [
     ("conv", _conv_right_stages, {"cin": 8, "cout": 10, "kernel": 1, "bits": 8,
                                   "activation": "NONE"}),
     ("conv", _conv_stress, {"cin": 8, "cout": 10}),
+    # the same over 16 input channels (twelve-word records; any output channel count)
+    ("conv", _conv_right_stages, {"cin": 16, "cout": 7, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv, {"cin": 16, "cout": 5, "kernel": 1, "bits": 4, "stride": 2, "h": 7,
+                     "w": 5, "activation": "NONE"}),
     # filter rows longer than 512 values (3x3 over 64 and 72 channels) on the fast path
     ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
     ("conv", _conv, {"kernel": 3, "cin": 72, "cout": 3, "bits": 4, "h": 3, "w": 4}),

@@ -174,6 +174,10 @@ OP_CASES = [
     ("conv", _conv, {"cin": 8, "cout": 4, "kernel": 1, "bits": 4, "stride": 2, "h": 7, "w": 6,
                      "activation": "NONE"}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
+    ("conv", _conv_right_stages, {"cin": 16, "cout": 7, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv, {"cin": 16, "cout": 5, "kernel": 1, "bits": 4, "stride": 2, "h": 7,
+                     "w": 5, "activation": "NONE"}),
     ("add", _add_same_scales, {}),
     ("add", opmodels.add, {}),  # whole int8 clamp: the halved-input assembly loop
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),

@@ -633,6 +633,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
                 row = 2 * (count + lead)  # values at column + lead
+PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
                 row = DW_RING_ROW if row <= DW_RING_ROW else (row + 3) & ~3
                 scratch[index] = 12 * row + DW_STRIP_BYTES
     return scratch
@@ -663,6 +664,9 @@ def _environment() -> jinja2.Environment:
 
 
 def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = None,
+                elif w.shape[1:] == (1, 1, 16):
+                    # the same over 16 input channels: twelve words a channel
+                    scratch[index] = max(scratch[index], PW16_RECORD_BYTES * w.shape[0])
                 stream: tuple[int, int] | None = None) -> Engine:
     """Plan the memory and lower every op; raises UnsupportedOpError naming the first op the
     engine cannot run. With `arena_budget` (bytes) and a layer-by-layer arena above it, the
