@@ -449,3 +449,151 @@ def softmax_scaling(beta: float, input_scale: np.float32,
     radius = math.floor(((1 << integer_bits) - 1) * (1 << (31 - integer_bits))
                         / (1 << left_shift))
     return multiplier, left_shift, -radius
+
+
+# --- element-wise int8 activations, as TFLM's reference kernels compute them -----------------
+#
+# LEAKY_RELU, LOGISTIC, TANH and HARD_SWISH map one int8 value to one int8 value, so each is a
+# 256-entry table of its input (index q + 128). The tables below are computed with the integer
+# arithmetic of TFLM's reference kernels (the Prepare-time parameters from the float32 scales,
+# the gemmlowp fixed point at Eval time), which the interpreter, the exact simulation and the
+# C engine (a table lookup, eq_lut) all use.
+
+INT8_VALUES = np.arange(-128, 128, dtype=np.int64)
+
+
+def leaky_relu_table(in_scale, in_zp: int, out_scale, out_zp: int, alpha: float) -> np.ndarray:
+    """reference_ops::QuantizeLeakyRelu with CalculateOpDataLeakyRelu's multipliers (the
+    ratios in float32): x >= 0 rescaled by s_in / s_out, x < 0 by s_in * alpha / s_out."""
+    s_in, s_out = np.float32(in_scale), np.float32(out_scale)
+    alpha = np.float32(alpha)
+    if alpha < 0:
+        raise DataError(f"LEAKY_RELU alpha {float(alpha)} is negative",
+                        "edgeq supports slopes alpha >= 0")
+    m_alpha, s_alpha = quantize_multiplier(float(np.float32(s_in * alpha / s_out)))
+    m_id, s_id = quantize_multiplier(float(np.float32(s_in / s_out)))
+    x = INT8_VALUES - int(in_zp)
+    y = np.where(x >= 0, multiply_by_quantized_multiplier(x, m_id, s_id),
+                 multiply_by_quantized_multiplier(x, m_alpha, s_alpha)) + int(out_zp)
+    return np.clip(y, -128, 127).astype(np.int8)
+
+
+def _input_radius(integer_bits: int, left_shift: int, total_bits: int = 31) -> int:
+    """TFLite's CalculateInputRadius (double arithmetic, floor)."""
+    return int(math.floor(1.0 * ((1 << integer_bits) - 1) * (1 << (total_bits - integer_bits))
+                          / (1 << left_shift) if left_shift >= 0 else
+                          1.0 * ((1 << integer_bits) - 1) * (1 << (total_bits - integer_bits))
+                          * (1 << -left_shift)))
+
+
+def _frexp_multiplier(real: float) -> tuple[int, int]:
+    """frexp(real) and round(q * 2^31) without the carry QuantizeMultiplier handles, as the
+    LOGISTIC and TANH Prepare functions of TFLM compute their input multiplier."""
+    mantissa, exponent = math.frexp(float(real))
+    return int(round_half_away(mantissa * float(1 << 31))), int(exponent)
+
+
+def logistic_table(in_scale, in_zp: int) -> np.ndarray:
+    """reference_integer_ops::Logistic (int8, output scale 1/256, zero point -128): the input
+    rescaled to Q4.27, gemmlowp's logistic, rounded to Q0.8."""
+    multiplier, left_shift = _frexp_multiplier(float(np.float32(in_scale)) * float(1 << 27))
+    radius = _input_radius(4, left_shift)
+    x = INT8_VALUES - int(in_zp)
+    q4 = multiply_by_quantized_multiplier(x, multiplier, left_shift)
+    positive = q4 > 0
+    magnitude = np.where(positive, q4, -q4)
+    on_positive = one_over_one_plus_x(exp_on_negative_values(-magnitude, 4))
+    value = np.where(q4 == 0, 1 << 30, np.where(positive, on_positive, INT32_MAX - on_positive))
+    out = np.clip(rounding_divide_by_pot(value, 23) - 128, -128, 127)
+    out = np.where(x <= -radius, -128, np.where(x >= radius, 127, out))
+    return out.astype(np.int8)
+
+
+def _one_minus_x_over_one_plus_x(a: np.ndarray) -> np.ndarray:
+    """gemmlowp's one_minus_x_over_one_plus_x_for_x_in_0_1, Q0.31 in and out."""
+    half_denominator = _rounding_half_sum(np.asarray(a, dtype=np.int64), INT32_MAX)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)
+    one_q2 = 1 << 29
+    for _ in range(3):
+        half_denominator_times_x = srdhm(half_denominator, x)
+        one_minus = one_q2 - half_denominator_times_x
+        x = x + _saturating_shift_left(srdhm(x, one_minus), 2)
+    return _saturating_shift_left(x - one_q2, 2)  # Rescale<0>(x - F2::One())
+
+
+def tanh_table(in_scale, in_zp: int) -> np.ndarray:
+    """reference_integer_ops::Tanh (int8, output scale 1/128, zero point 0): the input
+    rescaled to Q4.27, gemmlowp's tanh, rounded to Q0.7 (no output zero point is added)."""
+    multiplier, left_shift = _frexp_multiplier(float(np.float32(in_scale)) * float(1 << 27))
+    radius = _input_radius(4, left_shift)
+    x = INT8_VALUES - int(in_zp)
+    q4 = multiply_by_quantized_multiplier(x, multiplier, left_shift)
+    negative = q4 < 0
+    n = np.where(negative, q4, -q4)  # <= 0
+    exp2n = exp_on_negative_values(n, 5)  # ExactMulByPot<1>: the raw value in Q5.26
+    t = _one_minus_x_over_one_plus_x(exp2n)  # tanh(-n) >= 0
+    value = np.where(q4 == 0, 0, np.where(negative, -t, t))
+    out = np.clip(rounding_divide_by_pot(value, 24), -128, 127)
+    out = np.where(x <= -radius, -128, np.where(x >= radius, 127, out))
+    return out.astype(np.int8)
+
+
+def _int16_srdhm(a: np.ndarray, b: int) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul on int16 values."""
+    a = np.asarray(a, dtype=np.int64)
+    ab = a * int(b)
+    nudge = np.where(ab >= 0, 1 << 14, 1 - (1 << 14))
+    total = ab + nudge
+    high = np.sign(total) * (np.abs(total) // (1 << 15))  # C's truncating division
+    return np.where((a == -32768) & (b == -32768), 32767, high)
+
+
+def _int16_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """reference_ops::SaturatingDoublingHighMul (int16, truncating, no rounding)."""
+    ab = np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)
+    high = np.sign(ab) * (np.abs(ab) // (1 << 15))
+    return np.where((a == -32768) & (b == -32768), 32767, high)
+
+
+def _int16_saturating_left_shift(x: np.ndarray, amount: int) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.int64) * (1 << amount), -32768, 32767)
+
+
+def _downscale_to_int16(multiplier: int) -> int:
+    """DownScaleInt32ToInt16Multiplier."""
+    if multiplier >= INT32_MAX - (1 << 15):
+        return 32767
+    return (multiplier + (1 << 15)) >> 16
+
+
+def hard_swish_parameters(in_scale, out_scale) -> tuple[int, int, int, int]:
+    """HardSwishPrepare: (output multiplier int16, its exponent, reluish multiplier int16, its
+    exponent), the ratios in float32 as TFLM computes them. The output exponent must be <= 0
+    (TFLM refuses the model otherwise: the output scale must exceed s_in / 128)."""
+    s_in, s_out = np.float32(in_scale), np.float32(out_scale)
+    hires = np.float32(np.float32(1.0 / 128.0) * s_in)
+    out_m, out_e = quantize_multiplier(float(np.float32(hires / s_out)))
+    relu_m, relu_e = quantize_multiplier(float(np.float32(hires / np.float32(3.0 / 32768.0))))
+    return _downscale_to_int16(out_m), out_e, _downscale_to_int16(relu_m), relu_e
+
+
+def hard_swish_table(in_scale, in_zp: int, out_scale, out_zp: int) -> np.ndarray:
+    """reference_ops::HardSwish (int8): x * relu6(x + 3) / 6 in int16 fixed point."""
+    out_m, out_e, relu_m, relu_e = hard_swish_parameters(in_scale, out_scale)
+    if out_e > 0:
+        raise DataError(f"HARD_SWISH output scale {float(out_scale)} is below input scale / 128 "
+                        f"({float(in_scale) / 128})", "TFLM refuses it; widen the output range")
+    hires = (INT8_VALUES - int(in_zp)) * (1 << 7)
+    preshift = _int16_srdhm(hires, out_m)
+    reluish = hires
+    if relu_e > 0:
+        reluish = _int16_saturating_left_shift(reluish, relu_e - 1)
+    reluish = _int16_srdhm(reluish, relu_m)
+    if relu_e > 0:
+        reluish = _int16_saturating_left_shift(reluish, 1)
+    if relu_e < 0:
+        reluish = rounding_divide_by_pot(reluish, -relu_e)
+    reluish = (reluish + (1 << 15)) >> 1
+    value = _int16_doubling_high_mul(reluish, preshift)
+    value = rounding_divide_by_pot(value, -out_e) + int(out_zp)
+    return np.clip(value, -128, 127).astype(np.int8)

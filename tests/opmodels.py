@@ -427,6 +427,68 @@ def left_shift(rng, kind="conv", weight_bits=8, per_channel=True, kernel=1, cin=
                              f"{'per-channel' if per_channel else 'per-tensor'} {activation}")
 
 
+def mul(rng, activation="NONE", broadcast=False) -> Model:
+    """MUL of two inputs with their own scales; `broadcast` makes the second [1, 1, 1, c], as
+    a squeeze-and-excitation block scales a feature map per channel."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
+    x1 = b.activation("input_a", shape)
+    x2 = b.activation("input_b", (1, 1, 1, shape[3]) if broadcast else shape)
+    (lo1, hi1), (lo2, hi2) = b.span(x1), b.span(x2)
+    corners = [lo1 * lo2, lo1 * hi2, hi1 * lo2, hi1 * hi2]
+    # a product range a little narrower than the extremes: most outputs inside, some clamped
+    factor = rng.uniform(0.3, 0.8)
+    y = b.activation("output", shape, lo=min(corners) * factor, hi=max(corners) * factor)
+    b.op("MUL", [x1, x2], y, fused_activation_function=activation)
+    return b.model([x1, x2], [y], f"mul {activation}{' broadcast' if broadcast else ''}")
+
+
+def _unary(rng, kind, out=None, span=None, **options) -> Model:
+    """A one-input element-wise op on a random 4-D (or 2-D) tensor; `out` fixes the output's
+    (scale, zero point), else `span(lo, hi)` maps the input's real range to the output's
+    (jittered, so that some outputs clamp)."""
+    b = _Builder(rng)
+    rank4 = bool(rng.integers(0, 2))
+    shape = ((1, int(rng.integers(2, 7)), int(rng.integers(2, 7)), int(rng.integers(1, 9)))
+             if rank4 else (1, int(rng.integers(8, 40))))
+    lo = -rng.uniform(0.5, 10.0)
+    x = b.activation("input", shape, lo=lo, hi=-lo * rng.uniform(0.5, 2.0))
+    if out is None:
+        lo, hi = span(*b.span(x))
+        jitter = rng.uniform(0.7, 1.2)
+        y = b.activation("output", shape, lo=lo * jitter, hi=hi * jitter)
+    else:
+        y = b.activation("output", shape, scale=out[0], zero_point=out[1])
+    b.op(kind, [x], y, **options)
+    return b.model([x], [y], f"{kind.lower()} {options or ''}".strip())
+
+
+def leaky_relu(rng, alpha=None) -> Model:
+    alpha = float(np.float32(rng.uniform(0.01, 0.5) if alpha is None else alpha))
+    return _unary(rng, "LEAKY_RELU", span=lambda lo, hi: (alpha * lo - 0.1 * hi, hi),
+                  alpha=alpha)
+
+
+def logistic(rng) -> Model:
+    return _unary(rng, "LOGISTIC", out=(1 / 256, -128))
+
+
+def tanh(rng) -> Model:
+    return _unary(rng, "TANH", out=(1 / 128, 0))
+
+
+def hard_swish(rng) -> Model:
+    """hard_swish's output spans [-0.375, max(x, 0)]: a range near that, jittered."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.integers(1, 9)))
+    hi_in = rng.uniform(0.5, 12.0)
+    x = b.activation("input", shape, lo=-rng.uniform(0.5, 8.0), hi=hi_in)
+    y = b.activation("output", shape, lo=-0.375 * rng.uniform(0.5, 1.5),
+                     hi=hi_in * rng.uniform(0.6, 1.2))
+    b.op("HARD_SWISH", [x], y)
+    return b.model([x], [y], "hard_swish")
+
+
 def random_input(model: Model, rng: np.random.Generator, index: int = 0) -> np.ndarray:
     """A random input for model input `index`: int8 over the full range, or float32 values
     spanning a little beyond the quantized output range of a QUANTIZE."""
@@ -496,4 +558,12 @@ CASES = [
     ("left_shift", left_shift, {"kind": "fully_connected", "cin": 9, "per_channel": False}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", conv_pool_fc, {"weight_bits": 4}),
+    ("mul", mul, {}),
+    ("mul", mul, {"broadcast": True}),
+    ("mul", mul, {"activation": "RELU", "broadcast": True}),
+    ("leaky_relu", leaky_relu, {}),
+    ("leaky_relu", leaky_relu, {"alpha": 0.0}),
+    ("logistic", logistic, {}),
+    ("tanh", tanh, {}),
+    ("hard_swish", hard_swish, {}),
 ]

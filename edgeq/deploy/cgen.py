@@ -59,10 +59,14 @@ from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage,
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
     activation_range,
+    hard_swish_table,
     leading_padding,
+    leaky_relu_table,
+    logistic_table,
     pack_int4,
     quantize_multiplier,
     softmax_scaling,
+    tanh_table,
 )
 from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
@@ -84,6 +88,11 @@ KERNEL_FILES = {
     "SOFTMAX": ("eq_softmax.c",),
     "QUANTIZE": ("eq_requantize.c",),
     "RESHAPE": ("eq_copy.c",),
+    "MUL": ("eq_mul.c",),
+    "LEAKY_RELU": ("eq_activation.c",),
+    "LOGISTIC": ("eq_activation.c",),
+    "TANH": ("eq_activation.c",),
+    "HARD_SWISH": ("eq_activation.c",),
 }
 KERNEL_UNIT = "edgeq_kernels.c"  # generated: the only kernel file the engine compiles
 VALUES_PER_LINE = 16
@@ -295,7 +304,8 @@ class _Lowering:
             raise UnsupportedOpError(
                 f"op {index}: {op.kind} is not supported by the C engine",
                 "supported: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, "
-                "MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION, SOFTMAX, QUANTIZE (int8)")
+                "MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION, SOFTMAX, QUANTIZE (int8), MUL, "
+                "LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH")
         step = handler(index, op)
         name = self.model.tensors[op.outputs[0]].name
         step.comment = c_comment(f"{index}: {op.kind} -> {name}")
@@ -539,6 +549,52 @@ class _Lowering:
                   ("out_zero_point", _zp(y)), ("multiplier", multiplier), ("shift", shift)]
         return self._step(index, "requantize", "eq_requantize_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    # ---- element-wise ops of issue #14: MUL and the table activations -------------------------
+
+    def _mul(self, index, op):
+        m = self.model
+        a, c, y = (m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]])
+        out_dims = _dims4(y.shape, f"op {index} MUL")
+        # CalculateOpDataMul: the double product of the float32 scales over the output's
+        multiplier, shift = quantize_multiplier(float(np.float32(a.scale[0]))
+                                                * float(np.float32(c.scale[0]))
+                                                / float(np.float32(y.scale[0])))
+        lo, hi = self._act(op, y)
+        fields = [("out_dims", out_dims),
+                  ("in1_strides", self._broadcast_strides(a, out_dims, index)),
+                  ("in2_strides", self._broadcast_strides(c, out_dims, index)),
+                  ("in1_offset", -_zp(a)), ("in2_offset", -_zp(c)), ("out_offset", _zp(y)),
+                  ("multiplier", multiplier), ("shift", shift), ("act_min", lo), ("act_max", hi)]
+        return self._step(index, "mul", "eq_mul_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.inputs[1]),
+                           self.pointer(op.outputs[0], True)])
+
+    def _lut(self, index, op, table: np.ndarray):
+        """An element-wise int8 op as eq_lut over its 256-entry table (edgeq.intmath)."""
+        x = self.model.tensors[op.inputs[0]]
+        name = self.array(f"op{index}_table", "int8_t", np.asarray(table, np.int64),
+                          f"{op.kind} output for inputs -128..127")
+        fields = [("count", x.num_elements), ("table", name)]
+        return self._step(index, "lut", "eq_lut_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _leaky_relu(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        return self._lut(index, op, leaky_relu_table(x.scale[0], _zp(x), y.scale[0], _zp(y),
+                                                     float(op.options.get("alpha", 0.2))))
+
+    def _logistic(self, index, op):
+        x = self.model.tensors[op.inputs[0]]
+        return self._lut(index, op, logistic_table(x.scale[0], _zp(x)))
+
+    def _tanh(self, index, op):
+        x = self.model.tensors[op.inputs[0]]
+        return self._lut(index, op, tanh_table(x.scale[0], _zp(x)))
+
+    def _hard_swish(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        return self._lut(index, op, hard_swish_table(x.scale[0], _zp(x), y.scale[0], _zp(y)))
 
     @staticmethod
     def _opt_input(op: Op, position: int) -> int:

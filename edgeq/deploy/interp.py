@@ -42,6 +42,11 @@ PREPARE: dict[str, Callable[[OpContext], Kernel]] = {
     "SOFTMAX": interp_ops.prepare_softmax,
     "QUANTIZE": interp_ops.prepare_quantize,
     "DEQUANTIZE": interp_ops.prepare_dequantize,
+    "MUL": interp_ops.prepare_mul,
+    "LEAKY_RELU": interp_ops.prepare_leaky_relu,
+    "LOGISTIC": interp_ops.prepare_logistic,
+    "TANH": interp_ops.prepare_tanh,
+    "HARD_SWISH": interp_ops.prepare_hard_swish,
 }
 assert set(PREPARE) == set(SUPPORTED_OPS)
 

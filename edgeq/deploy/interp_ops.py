@@ -9,7 +9,11 @@ from edgeq.deploy.interp_common import INT8_MAX, INT8_MIN, OpContext, clamp_int8
 from edgeq.intmath import (
     activation_range,
     exp_on_negative_values,
+    hard_swish_parameters,
+    hard_swish_table,
     leading_padding,
+    leaky_relu_table,
+    logistic_table,
     multiply_by_quantized_multiplier,
     output_size,
     quantize_multiplier,
@@ -18,6 +22,7 @@ from edgeq.intmath import (
     rounding_divide_by_pot,
     softmax_scaling,
     srdhm,
+    tanh_table,
     wrap_int32,
 )
 
@@ -302,3 +307,78 @@ def prepare_dequantize(ctx: OpContext):
         return (float(scale) * (inputs[0].astype(np.float64) - zero_point)).astype(np.float32)
 
     return run
+
+
+def prepare_mul(ctx: OpContext):
+    """reference_integer_ops::Mul / BroadcastMul4DSlow: (x1 - zp1) * (x2 - zp2) requantized
+    by s1 * s2 / s_out (double-precision ratio of the float32 scales), then the clamp."""
+    a, b, out = ctx.input(0), ctx.input(1), ctx.output
+    for tensor, role in ((a, "input 0"), (b, "input 1"), (out, "output")):
+        ctx.expect_dtype(tensor, role, "int8")
+    scale_a, zp_a = ctx.per_tensor(a, "input 0")
+    scale_b, zp_b = ctx.per_tensor(b, "input 1")
+    scale_out, zp_out = ctx.per_tensor(out, "output")
+    multiplier, shift = quantize_multiplier(float(scale_a) * float(scale_b) / float(scale_out))
+    act_min, act_max = _activation(ctx, scale_out, zp_out)
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError as exc:
+        raise ctx.invalid(f"input shapes {a.shape} and {b.shape} do not broadcast") from exc
+    ctx.check_shape(shape)
+
+    def run(inputs):
+        product = (inputs[0].astype(np.int64) - zp_a) * (inputs[1].astype(np.int64) - zp_b)
+        result = multiply_by_quantized_multiplier(product, multiplier, shift) + zp_out
+        return clamp_int8(np.broadcast_to(result, shape), act_min, act_max)
+
+    return run
+
+
+def _table_op(ctx: OpContext, make_table):
+    """An element-wise int8 op as its 256-entry table (edgeq.intmath), indexed by q + 128."""
+    x, out = ctx.input(0), ctx.output
+    ctx.expect_dtype(x, "input", "int8")
+    ctx.expect_dtype(out, "output", "int8")
+    if tuple(x.shape) != tuple(out.shape):
+        raise ctx.invalid(f"input shape {x.shape} and output shape {out.shape} differ")
+    in_scale, in_zp = ctx.per_tensor(x, "input")
+    out_scale, out_zp = ctx.per_tensor(out, "output")
+    table = make_table(in_scale, in_zp, out_scale, out_zp)
+
+    def run(inputs):
+        return table[inputs[0].astype(np.int64) + 128]
+
+    return run
+
+
+def prepare_leaky_relu(ctx: OpContext):
+    alpha = float(ctx.op.options.get("alpha", 0.2))
+    if alpha < 0:
+        raise ctx.unsupported(f"alpha {alpha} < 0", hint="edgeq supports slopes alpha >= 0")
+    return _table_op(ctx, lambda s, z, so, zo: leaky_relu_table(s, z, so, zo, alpha))
+
+
+def _fixed_output(ctx: OpContext, scale: float, zero_point: int) -> None:
+    out_scale, out_zp = ctx.per_tensor(ctx.output, "output")
+    if out_zp != zero_point or abs(float(out_scale) - scale) > 1e-3 * scale:
+        raise ctx.unsupported(f"int8 {ctx.op.kind} output must have scale {scale} and zero "
+                              f"point {zero_point}, got {out_scale} and {out_zp}")
+
+
+def prepare_logistic(ctx: OpContext):
+    _fixed_output(ctx, 1 / 256, -128)
+    return _table_op(ctx, lambda s, z, so, zo: logistic_table(s, z))
+
+
+def prepare_tanh(ctx: OpContext):
+    _fixed_output(ctx, 1 / 128, 0)
+    return _table_op(ctx, lambda s, z, so, zo: tanh_table(s, z))
+
+
+def prepare_hard_swish(ctx: OpContext):
+    in_scale, _ = ctx.per_tensor(ctx.input(0), "input")
+    out_scale, _ = ctx.per_tensor(ctx.output, "output")
+    if hard_swish_parameters(in_scale, out_scale)[1] > 0:
+        raise ctx.unsupported(f"output scale {out_scale} is below input scale / 128",
+                              hint="TFLM refuses this HARD_SWISH; widen the output range")
+    return _table_op(ctx, hard_swish_table)

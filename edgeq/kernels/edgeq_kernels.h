@@ -17,9 +17,9 @@
  * MultiplyByQuantizedMultiplier with double rounding.
  *
  * The kernels are one file per op family (eq_conv.c, eq_depthwise.c, eq_fully_connected.c,
- * eq_pool.c, eq_add.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c, eq_requantize.c,
- * eq_copy.c; shared helpers in eq_internal.h). A generated engine copies only those its model
- * uses and compiles them as one unit, edgeq_kernels.c.
+ * eq_pool.c, eq_add.c, eq_mul.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c,
+ * eq_activation.c, eq_requantize.c, eq_copy.c; shared helpers in eq_internal.h). A generated
+ * engine copies only those its model uses and compiles them as one unit, edgeq_kernels.c.
  */
 #ifndef EDGEQ_KERNELS_H
 #define EDGEQ_KERNELS_H
@@ -113,6 +113,17 @@ typedef struct {
     int32_t count, in_zero_point, out_zero_point, multiplier, shift;
 } eq_requantize_t;
 
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in1_strides[4], in2_strides[4]; /* 0 along broadcast dimensions */
+    int32_t in1_offset, in2_offset, out_offset, multiplier, shift, act_min, act_max;
+} eq_mul_t;
+
+typedef struct {
+    int32_t count;
+    const int8_t *table; /* [256]: the output for input value v at table[v + 128] */
+} eq_lut_t;
+
 /* ---- the kernels' contracts -----------------------------------------------------------------
  * Common to all: tensors are int8, NHWC, contiguous, batch first; `in` and `out` never overlap
  * unless said. Zero points come as offsets: in_offset = -input zero point, out_offset = output
@@ -196,6 +207,16 @@ void eq_concat(const eq_concat_t *p, const int8_t *const *ins, int8_t *out);
 void eq_softmax(const eq_softmax_t *p, const int8_t *in, int8_t *out);
 /* QUANTIZE int8 -> int8 (reference_ops::Requantize) of `count` values. */
 void eq_requantize(const eq_requantize_t *p, const int8_t *in, int8_t *out);
+/* MUL (reference_integer_ops::Mul / BroadcastMul4DSlow): out has out_dims (4-D), each input
+ * read through its strides (0 where it broadcasts, e.g. a [1, 1, 1, c] channel scale);
+ * (x1 + in1_offset) * (x2 + in2_offset) times multiplier/shift (s1 * s2 / s_out), plus
+ * out_offset, clamped to act_min/act_max. No fast path. */
+void eq_mul(const eq_mul_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH: out[i] = table[in[i] + 128] for `count` values,
+ * the table computed by the generator with the TFLM reference kernel's integer arithmetic
+ * (edgeq.intmath.leaky_relu_table, logistic_table, tanh_table, hard_swish_table). `in` and
+ * `out` may be the same buffer. */
+void eq_lut(const eq_lut_t *p, const int8_t *in, int8_t *out);
 /* `bytes` bytes from in to out (memmove; nothing when they are the same). */
 void eq_copy(const int8_t *in, int8_t *out, int32_t bytes);
 

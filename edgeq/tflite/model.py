@@ -22,7 +22,11 @@ neither TensorFlow nor the flatbuffer object API. Conventions:
     MEAN:               keep_dims  (the axes are the op's second input, an INT32 constant)
     SOFTMAX:            beta
     RESHAPE:            new_shape (may be absent; the shape is then the second input)
-    PAD, QUANTIZE, DEQUANTIZE: no options
+    MUL:                fused_activation_function (the inputs broadcast, e.g. [1,h,w,c] by
+                        [1,1,1,c])
+    LEAKY_RELU:         alpha
+    PAD, QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, HARD_SWISH: no options (LOGISTIC's int8
+                        output is 1/256, -128; TANH's 1/128, 0)
   fused_activation_function is one of "NONE", "RELU", "RELU_N1_TO_1", "RELU6".
 """
 
@@ -49,6 +53,11 @@ SUPPORTED_OPS = (
     "SOFTMAX",
     "QUANTIZE",
     "DEQUANTIZE",
+    "MUL",
+    "LEAKY_RELU",
+    "LOGISTIC",
+    "TANH",
+    "HARD_SWISH",
 )
 
 ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")

@@ -79,6 +79,13 @@ _OPTIONS = {
     "PAD": ("PadOptions", []),
     "QUANTIZE": ("QuantizeOptions", []),
     "DEQUANTIZE": ("DequantizeOptions", []),
+    "MUL": ("MulOptions", [
+        ("fusedActivationFunction", "fused_activation_function", "ActivationFunctionType"),
+    ]),
+    "LEAKY_RELU": ("LeakyReluOptions", [("alpha", "alpha", None)]),
+    "HARD_SWISH": ("HardSwishOptions", []),
+    "LOGISTIC": (None, []),  # no options table
+    "TANH": (None, []),
 }
 _OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
 
@@ -86,7 +93,8 @@ _OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
 _MIN_INPUTS = {
     "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "ADD": 2,
     "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "MEAN": 2, "PAD": 2, "RESHAPE": 1,
-    "CONCATENATION": 1, "SOFTMAX": 1, "QUANTIZE": 1, "DEQUANTIZE": 1,
+    "CONCATENATION": 1, "SOFTMAX": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "MUL": 2,
+    "LEAKY_RELU": 1, "LOGISTIC": 1, "TANH": 1, "HARD_SWISH": 1,
 }
 
 
@@ -311,9 +319,11 @@ class _Reader:
 
     def options(self, fb_op, kind: str, where: str) -> dict:
         class_name, fields = _OPTIONS[kind]
-        options_class = getattr(schema, class_name + "T")
         stored_type = fb_op.BuiltinOptionsType()
         table = fb_op.BuiltinOptions()
+        if class_name is None:  # an op without options (LOGISTIC, TANH)
+            return {}
+        options_class = getattr(schema, class_name + "T")
         if stored_type == 0 or table is None:
             values = options_class()  # defaults, as TFLite uses when options are omitted
         else:

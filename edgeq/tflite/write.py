@@ -108,6 +108,13 @@ _OPTIONS = {
     "PAD": ("PadOptions", {}),
     "QUANTIZE": ("QuantizeOptions", {}),
     "DEQUANTIZE": ("DequantizeOptions", {}),
+    "MUL": ("MulOptions", {
+        "fused_activation_function": ("fusedActivationFunction", "ActivationFunctionType", False),
+    }),
+    "LEAKY_RELU": ("LeakyReluOptions", {"alpha": ("alpha", "float", True)}),
+    "HARD_SWISH": ("HardSwishOptions", {}),
+    "LOGISTIC": (None, {}),  # written without an options table, as the converter does
+    "TANH": (None, {}),
 }
 _OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
 
@@ -262,6 +269,13 @@ def _tensor_t(tensor: Tensor, buffer_index: int, shared: dict | None):
 
 def _operator_t(op: Op, opcode_index: int):
     class_name, fields = _OPTIONS[op.kind]
+    result = schema.OperatorT()
+    result.opcodeIndex = opcode_index
+    result.inputs = np.array(op.inputs, dtype=np.int32)
+    result.outputs = np.array(op.outputs, dtype=np.int32)
+    if class_name is None:
+        result.builtinOptionsType = schema.BuiltinOptions.NONE
+        return result
     options = getattr(schema, class_name + "T")()
     for key, (attr, kind, _) in fields.items():
         if key not in op.options:
@@ -278,10 +292,6 @@ def _operator_t(op: Op, opcode_index: int):
         else:
             value = getattr(getattr(schema, kind), value)
         setattr(options, attr, value)
-    result = schema.OperatorT()
-    result.opcodeIndex = opcode_index
-    result.inputs = np.array(op.inputs, dtype=np.int32)
-    result.outputs = np.array(op.outputs, dtype=np.int32)
     result.builtinOptionsType = getattr(schema.BuiltinOptions, class_name)
     result.builtinOptions = options
     return result
@@ -323,7 +333,7 @@ def op_version(op: Op, model: Model) -> int:
     if kind == "PAD" and len(model.tensors[op.inputs[0]].shape) > 4:
         return 4
     if kind in ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "CONCATENATION", "SOFTMAX",
-                "MEAN"):
+                "MEAN", "MUL", "LEAKY_RELU", "LOGISTIC", "TANH"):
         return {"int16": 3, "int8": 2}.get(first, 1)
     return 1
 
@@ -722,6 +732,40 @@ class _OpCheck:
             self.activation(inp, "input")
         self.activation(out, "output")
         self.same_shape(inp, out)
+
+    def check_mul(self) -> None:
+        self.check_add()
+
+    def unary(self) -> tuple[Tensor, Tensor]:
+        self.count_inputs(1)
+        inp, out = self.t(0), self.out
+        self.activation(inp, "input")
+        self.activation(out, "output")
+        self.same_shape(inp, out)
+        return inp, out
+
+    def fixed_output(self, out: Tensor, scale: float, zero_point: int) -> None:
+        if abs(float(out.scale[0]) - scale) > 1e-3 * scale or int(out.zero_point[0]) != zero_point:
+            raise self.fail(f"int8 output '{out.name}' must have scale {scale} and zero point "
+                            f"{zero_point} (TFLM and LiteRT require it), has "
+                            f"{float(out.scale[0])}, {int(out.zero_point[0])}")
+
+    def check_leaky_relu(self) -> None:
+        self.unary()
+        if not float(self.op.options["alpha"]) >= 0:
+            raise self.fail(f"alpha {self.op.options['alpha']} must be >= 0")
+
+    def check_logistic(self) -> None:
+        self.fixed_output(self.unary()[1], 1 / 256, -128)
+
+    def check_tanh(self) -> None:
+        self.fixed_output(self.unary()[1], 1 / 128, 0)
+
+    def check_hard_swish(self) -> None:
+        inp, out = self.unary()
+        if np.float32(np.float32(1 / 128) * np.float32(inp.scale[0])) >= np.float32(out.scale[0]):
+            raise self.fail(f"output scale {float(out.scale[0])} must exceed the input scale / "
+                            f"128 ({float(inp.scale[0]) / 128}); TFLM refuses a smaller one")
 
     def check_dequantize(self) -> None:
         self.count_inputs(1)
