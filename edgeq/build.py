@@ -291,7 +291,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
             with st.stage(f"firmware for {board.name} (edgeq engine)"):
                 firmware, link_error = _firmware_stage(cfg, board, tflite, test,
                                                        Path(work) / "firmware")
-        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena, cfg.ram_budget_kb)
+        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena, cfg.ram_budget_kb,
+                   calib.x)
         if firmware is not None and link_error is not None:  # within the budgets, not the map
             raise BoardFitError(f"the firmware fits {board.name}'s budgets but not its memory map "
                                 f"({board.source}): {link_error.message}", link_error.hint)
@@ -423,7 +424,7 @@ def _firmware_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, dest: P
 
 
 def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
-         ram_budget_kb: float | None) -> dict:
+         ram_budget_kb: float | None, calib_x) -> dict:
     """Flash and RAM of the firmware (the ELF, else the memory plan) against the board; over
     budget, a BoardFitError with what would fit (edgeq.fit.weights_hint)."""
     from edgeq.deploy.cgen import lower_model
@@ -452,7 +453,12 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
     kernels = {n.name: int(n.weights["kernel"].size) for n in nodes}
     edges = (nodes[0].name, nodes[-1].name) if nodes else ()
     plan = {k: int(b) for k, b in (qreport.plan or {}).items() if k in kernels}
-    hint = weights_hint(sizes["flash_bytes"], kernels, plan, edges) if plan else None
+    def solve(weight_bytes: int) -> dict[str, int]:  # only when the flash is over
+        from edgeq.learn.quant.mixed import plan_mixed
+
+        return plan_mixed(graph, calib_x, weight_bytes, widths=(8, 4)).plan
+
+    hint = weights_hint(sizes["flash_bytes"], kernels, plan, edges, solve) if plan else None
     fit = fit_board(board, sizes, hint)
     if budget is not None and fit["arena_bytes"] > budget:
         raise BoardFitError(f"the tensor arena needs {fit['arena_bytes']:,} bytes, "

@@ -100,9 +100,10 @@ def stored_weight_bytes(kernel_sizes: dict[str, int], plan: dict[str, int]) -> i
 
 
 def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str, int],
-                 edges: tuple[str, ...]) -> callable:
+                 edges: tuple[str, ...], solve=None) -> callable:
     """What makes the weights fit: computed from the layers' weight counts (`kernel_sizes`,
-    name -> weights) and the current `plan` (name -> bits); `edges` keep 8 bits."""
+    name -> weights) and the current `plan` (name -> bits); `edges` keep 8 bits. `solve`
+    (weight bytes -> {name: bits}), when given, computes the mixed 8/4-bit plan under them."""
     now = stored_weight_bytes(kernel_sizes, plan)
     four = {name: 8 if name in edges else 4 for name in kernel_sizes}
     smallest = stored_weight_bytes(kernel_sizes, four)
@@ -114,11 +115,19 @@ def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str,
                     f"{smallest - need:,} more than fit: use a board with more flash "
                     "(`edgeq boards`) or a smaller model (fewer channels)")
         text = (f"4-bit inner layers (`--bits 4`) take {smallest:,} bytes of weights instead of "
-                f"{now:,}: flash {flash_bytes - now + smallest:,} bytes")
-        if need >= smallest and any(b > 4 for b in plan.values()):
-            text += (f"; or keep the most sensitive layers at 8 bits with `--bits mixed "
-                     f"--budget-kb {need // 1024}` (weights at most {need:,} bytes)")
-        return text
+                f"{now:,}: flash about {flash_bytes - now + smallest:,} bytes")
+        if not any(b > 4 for n, b in plan.items() if n not in edges):
+            return text
+        if solve is not None:
+            mixed = solve(need)
+            fours = [n for n, b in mixed.items() if b <= 4]
+            names = ", ".join(fours[:6]) + (", …" if len(fours) > 6 else "")
+            text += (f"; or a mixed plan, computed by the integer program on the calibration "
+                     f"data for at most {need:,} bytes of weights: {len(fours)} of "
+                     f"{len(mixed)} layers at 4 bits ({names}), the rest at 8, "
+                     f"{stored_weight_bytes(kernel_sizes, mixed):,} bytes")
+        return text + (f" (`--bits mixed --budget-kb {need // 1024}` plans that budget among "
+                       "8, 4 and 2 bits)")
 
     return hint
 

@@ -447,6 +447,7 @@ def test_over_budget_flash_names_the_elfs_numbers_and_a_plan_that_fits(wide, tmp
     assert f"flash: {flash:,} bytes, {flash - budget_kib * 1024:,} more than the " \
            f"{budget_kib * 1024:,} of small-h7" in message and "linked ELF" in message
     assert "`--bits 4`" in hint and "--bits mixed --budget-kb" in hint
+    assert "computed by the integer program" in hint and "1 of 3 layers at 4 bits" in hint
     assert not (tmp_path / "o").exists()
     # what the hint says fits, fits
     fit = _wide_build(wide, tmp_path, board, "o", ("bits", 4)).report["fit"]
