@@ -633,6 +633,7 @@ def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
 
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
 PW8_RECORD_BYTES = 32  # eq_conv1x1_in8: a 1x1, 8-input-channel convolution's output channel
+PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
 DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
 DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
@@ -663,6 +664,9 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                 if w.shape[1:] == (1, 1, 8) and w.shape[0] % 2 == 0:
                     # eq_conv1x1_in8: one eight-word record per output channel
                     scratch[index] = max(scratch[index], PW8_RECORD_BYTES * w.shape[0])
+                elif w.shape[1:] == (1, 1, 16):
+                    # the same over 16 input channels: twelve words a channel
+                    scratch[index] = max(scratch[index], PW16_RECORD_BYTES * w.shape[0])
         elif op.kind == "DEPTHWISE_CONV_2D":
             x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
             options = op.options
@@ -689,7 +693,6 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
                 row = 2 * (count + lead)  # values at column + lead
-PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
                 row = DW_RING_ROW if row <= DW_RING_ROW else (row + 3) & ~3
                 scratch[index] = 12 * row + DW_STRIP_BYTES
     return scratch
@@ -720,9 +723,6 @@ def _environment() -> jinja2.Environment:
 
 
 def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = None,
-                elif w.shape[1:] == (1, 1, 16):
-                    # the same over 16 input channels: twelve words a channel
-                    scratch[index] = max(scratch[index], PW16_RECORD_BYTES * w.shape[0])
                 stream: tuple[int, int] | None = None) -> Engine:
     """Plan the memory and lower every op; raises UnsupportedOpError naming the first op the
     engine cannot run. With `arena_budget` (bytes) and a layer-by-layer arena above it, the
