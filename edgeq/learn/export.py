@@ -178,6 +178,9 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8", *,
     stored = {t for st in storage.values() if st.mode != "add" for t in st.tensors}
     bias_offsets, steps = _tie_safe_biases(qgraph, storage)
     for node in graph.nodes:
+        if node.kind == "clip":  # the producer's int8 range is the clip: no op, same tensor
+            index[node.name] = index[node.inputs[0]]
+            continue
         qparams = qgraph.act[node.name]
         restore = node.name in storage and storage[node.name].mode == "add"
         if node.name in stored:
@@ -233,6 +236,12 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8", *,
             b.op("CONCATENATION", ins, [out], axis=a["axis"], fused_activation_function="NONE")
         elif node.kind == "softmax":
             b.op("SOFTMAX", ins, [out], beta=1.0)
+        elif node.kind == "mul":
+            b.op("MUL", ins, [out], fused_activation_function=a["activation"])
+        elif node.kind == "leaky_relu":
+            b.op("LEAKY_RELU", ins, [out], alpha=float(a["alpha"]))
+        elif node.kind in ("logistic", "tanh", "hard_swish"):
+            b.op(node.kind.upper(), ins, [out])
         else:
             raise UnsupportedLayerError(f"node {node.name!r}: kind {node.kind!r} has no TFLite op")
         if restore:

@@ -6,14 +6,22 @@ adapters (edgeq/learn/keras_reader.py: Keras 2 and Keras 3), turns each layer in
 the rewrite passes listed in PASSES, in that order, each small and testable alone:
 
 1. drop_identities         Dropout and Activation('linear') disappear.
+   affines_before_relu      a positive per-channel scale after a ReLU moves before it (the
+                            ReLU's max_value scaled): relu6(x + 3) * (1/6), Keras 3's
+                            hard_sigmoid, becomes a scale and a ReLU(max_value=1).
+   merge_affines            consecutive affines (BatchNormalization, Rescaling, Normalization,
+                            `x + c`, `x * c`, hard_sigmoid's slope) become one.
 2. fold_batchnorm          BatchNormalization folds into the Conv2D / DepthwiseConv2D / Dense
                            before it when that op's output feeds only the BN.
 3. batchnorm_to_depthwise  any other BN (after an input, a pool, a ReLU, or a conv whose output
                            also feeds something else) becomes a 1x1 depthwise conv (4-D tensors)
                            or a diagonal dense (2-D), so that it still runs as integer ops.
 4. fuse_activations        ReLU / ReLU6 fuse into the op that produces their input (conv,
-                           depthwise, dense, add, pools), which TFLite does as a clamp in the
-                           quantized domain.
+                           depthwise, dense, add, mul, pools), which TFLite does as a clamp in
+                           the quantized domain; a ReLU(max_value=m) with another m fuses as
+                           ReLU plus a `clip` node (0, m): the producer's int8 range is then
+                           exactly [0, m], so that its saturation is the clip and no op is
+                           written for it (hard_sigmoid after a conv costs nothing).
 5. check_supported         anything left that TFLite cannot express raises
                            UnsupportedLayerError.
 
@@ -52,6 +60,10 @@ def _is_pad(v):
 
 
 # Declared attributes of every node kind: name -> check. A node must have exactly these.
+def _real(v):
+    return isinstance(v, float) and np.isfinite(v)
+
+
 NODE_ATTRS = {
     "input": {},
     "conv2d": {"strides": _pair, "padding": _is_pad, "dilation": _pair, "activation": _is_act},
@@ -69,19 +81,33 @@ NODE_ATTRS = {
         isinstance(d, int) and d >= 1 for d in v)},
     "concat": {"axis": lambda v: isinstance(v, int) and v >= 1},
     "softmax": {},
+    "mul": {"activation": _is_act},
+    "leaky_relu": {"alpha": lambda v: _real(v) and v >= 0},
+    "logistic": {},
+    "tanh": {},
+    "hard_swish": {},
+    # the producer's int8 range is exactly [lo, hi] (tied qparams): exported as no op
+    "clip": {"lo": lambda v: v == 0.0, "hi": lambda v: _real(v) and v > 0},
 }
 NODE_WEIGHTS = {"conv2d": ("kernel", "bias"), "depthwise_conv2d": ("kernel", "bias"),
                 "dense": ("kernel", "bias")}
 # Raw kinds that exist only while the passes run.
 TRANSIENT_KINDS = ("batch_norm", "relu", "identity")
 WEIGHTED_KINDS = tuple(NODE_WEIGHTS)
-FUSABLE_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "max_pool")
+FUSABLE_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "mul", "avg_pool", "max_pool")
 
 SUPPORTED_LAYERS = (
-    "InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU",
-    "Activation(relu|relu6|linear|softmax)", "Softmax", "Add", "AveragePooling2D",
-    "MaxPooling2D", "GlobalAveragePooling2D", "ZeroPadding2D", "Flatten", "Reshape",
-    "Concatenate", "Dropout")
+    "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense",
+    "BatchNormalization", "ReLU(max_value, negative_slope; threshold 0)", "LeakyReLU",
+    "PReLU(one shared slope)",
+    "Activation(relu|relu6|linear|softmax|sigmoid|tanh|hard_sigmoid|hard_silu|hard_swish|"
+    "leaky_relu)", "Softmax", "Add", "Multiply (same shape or a per-channel vector)",
+    "AveragePooling2D", "MaxPooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+    "ZeroPadding2D", "Flatten", "Reshape", "Concatenate", "Dropout", "Rescaling",
+    "Normalization", "x + c, x - c, x * c, x / c with a constant c (Keras 3 operations)")
+# Activation names (Keras `activation=` arguments and Activation layers) and what they become.
+_ACTIVATION_NAMES = ("linear", "none", "relu", "relu6", "softmax", "sigmoid", "tanh",
+                     "hard_sigmoid", "hard_silu", "hard_swish", "leaky_relu")
 
 
 def _nonneg_pair(p):
@@ -188,7 +214,7 @@ def validate_node(node: Node) -> None:
             raise UnsupportedLayerError(
                 f"node {node.name!r} ({node.kind}): kernel {kernel.shape} and bias {bias.shape} "
                 "do not match", "this is an edgeq bug: please report it")
-    arity = {"input": 0, "add": 2, "concat": None}.get(node.kind, 1)
+    arity = {"input": 0, "add": 2, "mul": 2, "concat": None}.get(node.kind, 1)
     if arity is not None and len(node.inputs) != arity:
         raise UnsupportedLayerError(f"node {node.name!r} ({node.kind}) has {len(node.inputs)} "
                                     f"inputs, expected {arity}",
@@ -287,15 +313,109 @@ def _channels_last(layer: KerasLayer) -> None:
 def _activation_nodes(layer: KerasLayer, source: str) -> list[Node]:
     """The nodes that a layer's `activation` argument adds after the op."""
     act = _activation_name(layer.config.get("activation", "linear"))
+    nodes = _named_activation(layer, act, f"{layer.name}/{act}", [source])
+    return [n for n in nodes if n.kind != "identity"]
+
+
+def _affine(name: str, inputs: list[str], shape, scale, offset) -> Node:
+    """A per-channel y = x * scale + offset (kind batch_norm: folds like a BatchNormalization)."""
+    channels = shape[-1] if shape else 1
+    return Node(name, "batch_norm", inputs,
+                {"scale": np.broadcast_to(np.asarray(scale, np.float32), (channels,)).copy(),
+                 "offset": np.broadcast_to(np.asarray(offset, np.float32), (channels,)).copy()},
+                {}, shape)
+
+
+def _named_activation(layer: KerasLayer, act: str, name: str, inputs: list[str]) -> list[Node]:
+    """An activation function by its Keras name, as nodes reading `inputs`; the last node is
+    named `name`."""
     shape = layer.output_shape
     if act in ("linear", "none"):
-        return []
+        return [Node(name, "identity", inputs, {}, {}, shape)]
     if act in ("relu", "relu6"):
-        return [Node(f"{layer.name}/{act}", "relu", [source],
-                     {"max_value": 6.0 if act == "relu6" else None}, {}, shape)]
+        return [Node(name, "relu", inputs, {"max_value": 6.0 if act == "relu6" else None}, {},
+                     shape)]
     if act == "softmax":
-        return [Node(f"{layer.name}/softmax", "softmax", [source], {}, {}, shape)]
+        return [Node(name, "softmax", inputs, {}, {}, shape)]
+    if act == "sigmoid":
+        return [Node(name, "logistic", inputs, {}, {}, shape)]
+    if act == "tanh":
+        return [Node(name, "tanh", inputs, {}, {}, shape)]
+    if act in ("hard_silu", "hard_swish"):
+        return [Node(name, "hard_swish", inputs, {}, {}, shape)]
+    if act == "leaky_relu":  # keras.activations.leaky_relu's default slope
+        return [Node(name, "leaky_relu", inputs, {"alpha": 0.2}, {}, shape)]
+    if act == "hard_sigmoid":
+        # Keras 3: relu6(x + 3) / 6; tf_keras: clip(0.2 x + 0.5, 0, 1)
+        slope = 1.0 / 6.0 if layer.keras_version == 3 else 0.2
+        return [_affine(f"{name}/affine", inputs, shape, slope, 0.5),
+                Node(name, "relu", [f"{name}/affine"], {"max_value": 1.0}, {}, shape)]
     raise _unsupported(layer, f"activation {act!r}")
+
+
+def _separable(layer: KerasLayer) -> list[Node]:
+    """SeparableConv2D: a depthwise convolution (no bias) and a 1x1 convolution with the bias."""
+    cfg, name, shape = layer.config, layer.name, layer.output_shape
+    _channels_last(layer)
+    depthwise, pointwise = layer.weights[0], layer.weights[1]
+    bias = layer.weights[2] if cfg.get("use_bias", True) else np.zeros(shape[-1], np.float32)
+    padding = cfg["padding"].upper()
+    if padding not in PADDINGS:
+        raise _unsupported(layer, f"padding {cfg['padding']!r}")
+    mid = depthwise.shape[2] * depthwise.shape[3]
+    dw = Node(f"{name}/depthwise", "depthwise_conv2d", list(layer.inbound),
+              {"strides": _tuple2(cfg["strides"]), "padding": padding,
+               "dilation": _tuple2(cfg.get("dilation_rate", 1)),
+               "depth_multiplier": int(cfg.get("depth_multiplier", 1)), "activation": "NONE"},
+              {"kernel": depthwise, "bias": np.zeros(mid, np.float32)},
+              (*shape[:-1], mid))
+    pw = Node(name, "conv2d", [dw.name], {"strides": (1, 1), "padding": "VALID",
+                                          "dilation": (1, 1), "activation": "NONE"},
+              {"kernel": pointwise, "bias": bias}, shape)
+    return [dw, pw, *_activation_nodes(layer, name)]
+
+
+def _relu_layer(layer: KerasLayer) -> list[Node]:
+    cfg = layer.config
+    slope = float(cfg.get("negative_slope", 0) or 0)
+    threshold = float(cfg.get("threshold", 0) or 0)
+    max_value = cfg.get("max_value")
+    if threshold != 0:
+        raise _unsupported(layer, f"threshold={threshold} (TFLite has no thresholded ReLU; "
+                                  "only threshold 0)")
+    if slope:
+        if max_value is not None:
+            raise _unsupported(layer, "negative_slope together with max_value")
+        return [Node(layer.name, "leaky_relu", list(layer.inbound), {"alpha": slope}, {},
+                     layer.output_shape)]
+    if max_value is not None and not float(max_value) > 0:
+        raise _unsupported(layer, f"max_value={max_value} (it must be positive)")
+    return [Node(layer.name, "relu", list(layer.inbound),
+                 {"max_value": None if max_value is None else float(max_value)}, {},
+                 layer.output_shape)]
+
+
+def _operation(layer: KerasLayer) -> list[Node]:
+    """Keras 3 operations in a functional model: x + c, x - c, x * c, x / c with a constant c
+    (an affine), and the tensor-tensor add and multiply."""
+    op = layer.class_name[len("ops."):]
+    constants = layer.config["constants"]
+    tensors = [c for c in constants if c is None]
+    values = [c for c in constants if c is not None]
+    shape = layer.output_shape
+    if len(tensors) == 2 and not values and op in ("Add", "Multiply"):
+        return [Node(layer.name, "add" if op == "Add" else "mul", list(layer.inbound),
+                     {"activation": "NONE"}, {}, shape)]
+    if len(tensors) == 1 and len(values) == 1 and isinstance(values[0], (int, float)):
+        c, first = float(values[0]), constants[0] is None
+        affine = {"Add": (1.0, c), "Subtract": (1.0, -c) if first else (-1.0, c),
+                  "Multiply": (c, 0.0)}
+        if op in ("Divide", "TrueDivide") and first and c != 0:
+            affine[op] = (1.0 / c, 0.0)
+        if op in affine:
+            return [_affine(layer.name, list(layer.inbound), shape, *affine[op])]
+    raise _unsupported(layer, "this operation (edgeq reads x + c, x - c, x * c, x / c with a "
+                              "constant c, and the add or multiply of two tensors)")
 
 
 def layer_to_nodes(layer: KerasLayer) -> list[Node]:
@@ -304,6 +424,10 @@ def layer_to_nodes(layer: KerasLayer) -> list[Node]:
     cls = layer.class_name
     if cls == "InputLayer":
         return [Node(name, "input", [], {}, {}, shape)]
+    if cls.startswith("ops."):
+        return _operation(layer)
+    if cls == "SeparableConv2D":
+        return _separable(layer)
     if cls in ("Conv2D", "DepthwiseConv2D"):
         _channels_last(layer)
         if cfg.get("groups", 1) != 1:
@@ -331,23 +455,49 @@ def layer_to_nodes(layer: KerasLayer) -> list[Node]:
     if cls == "BatchNormalization":
         return [Node(name, "batch_norm", list(inbound), _bn_attrs(layer), {}, shape)]
     if cls == "ReLU":
-        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
-            raise _unsupported(layer, "leaky or thresholded ReLU")
-        max_value = cfg.get("max_value")
-        if max_value is not None and float(max_value) != 6.0:
-            raise _unsupported(layer, f"max_value={max_value} (only None and 6 map to TFLite)")
-        return [Node(name, "relu", list(inbound),
-                     {"max_value": None if max_value is None else 6.0}, {}, shape)]
+        return _relu_layer(layer)
+    if cls == "LeakyReLU":
+        alpha = cfg.get("negative_slope", cfg.get("alpha", 0.3))
+        return [Node(name, "leaky_relu", list(inbound), {"alpha": float(alpha)}, {}, shape)]
+    if cls == "PReLU":
+        alpha = layer.weights[0]
+        if alpha.size == 0 or not np.all(alpha == alpha.reshape(-1)[0]):
+            raise _unsupported(layer, "a slope per element or channel (edgeq maps a PReLU with "
+                                      "one shared slope to LEAKY_RELU)")
+        if float(alpha.reshape(-1)[0]) < 0:
+            raise _unsupported(layer, "a negative slope")
+        return [Node(name, "leaky_relu", list(inbound), {"alpha": float(alpha.reshape(-1)[0])},
+                     {}, shape)]
     if cls == "Activation":
         act = _activation_name(cfg["activation"])
-        if act in ("linear", "none"):
-            return [Node(name, "identity", list(inbound), {}, {}, shape)]
-        if act in ("relu", "relu6"):
-            return [Node(name, "relu", list(inbound),
-                         {"max_value": 6.0 if act == "relu6" else None}, {}, shape)]
-        if act == "softmax":
-            return [Node(name, "softmax", list(inbound), {}, {}, shape)]
-        raise _unsupported(layer, f"activation {act!r}")
+        return _named_activation(layer, act, name, list(inbound))
+    if cls == "Multiply":
+        if len(inbound) != 2:
+            raise _unsupported(layer, f"{len(inbound)} inputs (TFLite MUL takes two)")
+        return [Node(name, "mul", list(inbound), {"activation": "NONE"}, {}, shape)]
+    if cls == "Rescaling":
+        return [_affine(name, list(inbound), shape, cfg.get("scale", 1.0),
+                        cfg.get("offset", 0.0))]
+    if cls == "Normalization":
+        if cfg.get("invert"):
+            raise _unsupported(layer, "invert=True")
+        axis = cfg.get("axis", -1)
+        if axis not in (-1, [-1], (-1,), len(shape), [len(shape)]):
+            raise _unsupported(layer, f"normalization over axis {axis} (only the channels)")
+        mean, variance = (np.asarray(w, np.float32).reshape(-1) for w in layer.weights[:2])
+        std = np.sqrt(np.maximum(variance, np.float32(1e-7)))
+        return [_affine(name, list(inbound), shape, 1.0 / std, -mean / std)]
+    if cls == "GlobalMaxPooling2D":
+        _channels_last(layer)
+        h, w = layer.input_shapes[0][:2]
+        keep = bool(cfg.get("keepdims", False))
+        pooled = Node(name if keep else f"{name}/pool", "max_pool", list(inbound),
+                      {"pool_size": (h, w), "strides": (h, w), "padding": "VALID",
+                       "activation": "NONE"}, {}, (1, 1, shape[-1]))
+        if keep:
+            return [pooled]
+        return [pooled, Node(name, "reshape", [pooled.name], {"target_shape": tuple(shape)}, {},
+                             shape)]
     if cls == "Softmax":
         axis = cfg.get("axis", -1)
         if axis not in (-1, len(shape), [-1]):
@@ -410,6 +560,42 @@ def drop_identities(graph: Graph) -> None:
         graph.remove(node.name, node.inputs[0])
 
 
+def affines_before_relu(graph: Graph) -> None:
+    """relu(x, max m) * s with s > 0 per channel and no offset is relu(x * s, max m * s) (one m
+    for all channels): the scale moves before the ReLU, where it can fold into a conv."""
+    changed = True
+    while changed:
+        changed = False
+        for bn in [n for n in graph.nodes if n.kind == "batch_norm"]:
+            relu = graph.node(bn.inputs[0])
+            scale, offset = bn.attrs["scale"], bn.attrs["offset"]
+            if (relu.kind != "relu" or graph.uses(relu.name) != 1 or np.any(offset != 0)
+                    or not np.all(scale > 0)):
+                continue
+            m = relu.attrs["max_value"]
+            if m is not None and not np.all(scale == scale[0]):
+                continue
+            # the two nodes swap their work; names and wiring stay
+            relu.kind, relu.attrs = "batch_norm", dict(bn.attrs)
+            bn.kind, bn.attrs = "relu", {"max_value": None if m is None
+                                         else float(m * float(scale[0]))}
+            changed = True
+
+
+def merge_affines(graph: Graph) -> None:
+    """An affine (batch_norm kind) that reads only another affine becomes one with it."""
+    for bn in [n for n in graph.nodes if n.kind == "batch_norm"]:
+        first = graph.node(bn.inputs[0])
+        if first.kind != "batch_norm" or graph.uses(first.name) != 1:
+            continue
+        s1, o1 = first.attrs["scale"], first.attrs["offset"]
+        s2, o2 = bn.attrs["scale"], bn.attrs["offset"]
+        bn.attrs = {"scale": (s1 * s2).astype(np.float32),
+                    "offset": (o1 * s2 + o2).astype(np.float32)}
+        bn.inputs = list(first.inputs)
+        graph.nodes = [n for n in graph.nodes if n.name != first.name]
+
+
 def fold_batchnorm(graph: Graph) -> None:
     for bn in [n for n in graph.nodes if n.kind == "batch_norm"]:
         producer = graph.node(bn.inputs[0])
@@ -455,7 +641,18 @@ def fuse_activations(graph: Graph) -> None:
                 "cannot be fused into it",
                 "TFLite fuses ReLU/ReLU6 only into a conv, dense, add or pool whose output "
                 "feeds nothing else; restructure the model accordingly")
-        new = "RELU6" if relu.attrs["max_value"] is not None else "RELU"
+        m = relu.attrs["max_value"]
+        if m is not None and m != 6.0:
+            if producer.attrs["activation"] == "RELU6" and m > 6.0:
+                graph.remove(relu.name, producer.name)  # relu6 stays below m
+                continue
+            # RELU, and the clip (0, m): the producer's int8 range becomes exactly [0, m]
+            producer.attrs["activation"] = "RELU"
+            relu.kind, relu.attrs = "clip", {"lo": 0.0, "hi": float(m)}
+            if any(n.kind == "clip" for n in graph.consumers(producer.name) if n is not relu):
+                raise UnsupportedLayerError(f"{relu.name!r}: two clips of one tensor")
+            continue
+        new = "RELU6" if m is not None else "RELU"
         if producer.attrs["activation"] == "RELU6" or new == "RELU6":
             new = "RELU6"  # relu(relu6(x)) == relu6(relu(x)) == relu6(x)
         producer.attrs["activation"] = new
@@ -469,8 +666,8 @@ def check_supported(graph: Graph) -> None:
                                         "this is an edgeq bug: please report it")
 
 
-PASSES = (drop_identities, fold_batchnorm, batchnorm_to_depthwise, fuse_activations,
-          check_supported)
+PASSES = (drop_identities, affines_before_relu, merge_affines, fold_batchnorm,
+          batchnorm_to_depthwise, fuse_activations, check_supported)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -549,6 +746,18 @@ def apply_node(node: Node, inputs: list, weights: dict | None = None, activation
         return tf.concat(list(inputs), axis=a["axis"])
     elif kind == "softmax":
         return tf.nn.softmax(x, axis=-1)
+    elif kind == "mul":
+        y = inputs[0] * inputs[1]
+    elif kind == "leaky_relu":
+        return tf.nn.leaky_relu(x, alpha=a["alpha"])
+    elif kind == "logistic":
+        return tf.sigmoid(x)
+    elif kind == "tanh":
+        return tf.tanh(x)
+    elif kind == "hard_swish":
+        return x * tf.nn.relu6(x + 3.0) / 6.0
+    elif kind == "clip":
+        return tf.clip_by_value(x, a["lo"], a["hi"])
     elif kind == "input":
         return x
     else:

@@ -7,7 +7,7 @@ never depends on one Keras version. Only functional and Sequential models are re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,8 @@ class KerasLayer:
     inbound: list[str]  # names of the layers whose outputs this layer consumes, in order
     weights: list[np.ndarray]  # as layer.get_weights() returns them
     output_shape: tuple[int, ...]  # without the batch dimension
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # without the batch
+    keras_version: int = 3
 
 
 @dataclass
@@ -86,6 +88,8 @@ def read_keras(model) -> KerasModel:
 def _layer_record(model, entry, name, inbound, version) -> KerasLayer:
     class_name = entry["class_name"]
     cfg = dict(entry["config"])
+    if str(entry.get("module", "")).startswith("keras.src.ops"):
+        return _operation_record(entry, name, inbound)
     if class_name == "InputLayer":
         shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
         return KerasLayer(name, class_name, cfg, [], [], tuple(int(d) for d in shape[1:]))
@@ -98,7 +102,39 @@ def _layer_record(model, entry, name, inbound, version) -> KerasLayer:
         raise UnsupportedLayerError(f"layer {name!r} ({class_name}) is called more than once",
                                     "use a separate layer object for each call")
     weights = [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-    return KerasLayer(name, class_name, cfg, inbound, weights, _output_shape(layer, name, version))
+    return KerasLayer(name, class_name, cfg, inbound, weights, _output_shape(layer, name, version),
+                      _input_shapes(layer), version)
+
+
+def _input_shapes(layer) -> list[tuple[int, ...]]:
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError):
+        return []
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return [tuple(int(d) if d is not None else -1 for d in t.shape[1:]) for t in inputs]
+
+
+def _operation_record(entry, name, inbound) -> KerasLayer:
+    """A Keras 3 operation in a functional model (`x + 3.0`, `x * (1 / 6)`: keras.ops.add,
+    keras.ops.multiply, ...): no layer object, no weights. Its record is class "ops.<Name>" with
+    the non-tensor arguments in config["constants"] (None where a tensor is) and the output
+    shape broadcast from the input tensors' shapes."""
+    nodes = _single_call(entry, name)
+    args = nodes[0].get("args", []) if nodes else []
+    constants, shapes = [], []
+    for arg in args:
+        if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
+            constants.append(None)
+            shapes.append(tuple(int(d) for d in arg["config"]["shape"][1:]))
+        else:
+            constants.append(arg)
+    cfg = {"name": name, "constants": constants}
+    if not shapes:
+        raise UnsupportedLayerError(f"operation {name!r} ({entry['class_name']}) reads no tensor",
+                                    "edgeq reads operations on the model's tensors")
+    shape = tuple(int(d) for d in np.broadcast_shapes(*shapes))
+    return KerasLayer(name, "ops." + entry["class_name"], cfg, inbound, [], shape, shapes, 3)
 
 
 def _output_shape(layer, name, version) -> tuple[int, ...]:

@@ -28,13 +28,18 @@ from edgeq.learn import tiesafe
 from edgeq.learn.graph import Graph, Node, apply_node, check_input
 
 SOFTMAX_QPARAMS = (np.float32(1.0 / 256.0), -128)
+# Ops whose int8 output qparams TFLite fixes (TFLM and LiteRT check them).
+FIXED_QPARAMS = {"softmax": SOFTMAX_QPARAMS, "logistic": SOFTMAX_QPARAMS,
+                 "tanh": (np.float32(1.0 / 128.0), 0)}
+# Element-wise ops computed as their 256-entry int8 table (edgeq.intmath).
+TABLE_KINDS = ("leaky_relu", "logistic", "tanh", "hard_swish")
 ACT_QMIN, ACT_QMAX = -128, 127
 # Ops whose forward values the exact simulation computes with TFLM's integer arithmetic.
 INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool",
-                 "softmax")
+                 "softmax", "mul", *TABLE_KINDS)
 # Ops whose output the TFLite integer kernels write without requantizing: they share their
 # input's qparams (pools, pad and reshape copy or average int8 values as they are).
-SAME_AS_INPUT = ("avg_pool", "max_pool", "pad", "reshape")
+SAME_AS_INPUT = ("avg_pool", "max_pool", "pad", "reshape", "clip")
 
 
 @dataclass
@@ -155,19 +160,27 @@ def assign_activation_qparams(graph: Graph, ranges: dict[str, tuple[float, float
         r = roots[node.name]
         old = span.get(r, (lo, hi))
         span[r] = (min(old[0], lo), max(old[1], hi))
+    clipped: dict[str, tuple[float, float]] = {}
+    for node in graph.nodes:  # a clip fixes its group's range: the int8 saturation is the clip
+        if node.kind == "clip":
+            r, want = roots[node.name], (node.attrs["lo"], node.attrs["hi"])
+            if clipped.setdefault(r, want) != want:
+                raise DataError(f"clip {node.name!r}: its tensor is clipped twice differently",
+                                "clip a tensor once")
+            span[r] = want
     qparams = {}
     for node in graph.nodes:
-        if node.kind == "softmax":
-            qparams[node.name] = SOFTMAX_QPARAMS
+        if node.kind in FIXED_QPARAMS:
+            qparams[node.name] = FIXED_QPARAMS[node.kind]
         else:
             scale, zp = intmath.activation_qparams(*span[roots[node.name]])
             qparams[node.name] = (np.float32(scale), int(zp))
     for node in graph.nodes:
-        if node.kind == "softmax" and sum(roots[n.name] == roots[node.name]
-                                          for n in graph.nodes) > 1:
-            raise DataError(f"softmax {node.name!r}: its output would have to share qparams "
-                            "with another tensor", "do not concatenate, pool or reshape a "
-                            "softmax output")
+        if node.kind in FIXED_QPARAMS and sum(roots[n.name] == roots[node.name]
+                                              for n in graph.nodes) > 1:
+            raise DataError(f"{node.kind} {node.name!r}: its output would have to share qparams "
+                            "with another tensor", f"do not concatenate, pool, clip or reshape a "
+                            f"{node.kind} output")
     return qparams
 
 
@@ -347,6 +360,11 @@ class SimModel:
             q = tf.where(total >= 0, (total + half) // count, -((-total + half) // count))
         elif node.kind == "add":
             q = self._integer_add(node, inputs, s_out, zp)
+        elif node.kind == "mul":
+            q = self._integer_mul(node, inputs, s_out, zp)
+        elif node.kind in TABLE_KINDS:
+            q = tf.constant(self._table(node, s_out, zp)[self._integer_input(node, inputs[0])
+                                                         + 128].astype(np.int64))
         else:
             s_in = np.float64(self.act_scales[node.inputs[0]].numpy())
             s_w = self.weight_scales[node.name].numpy().reshape(-1).astype(np.float64)
@@ -406,6 +424,34 @@ class SimModel:
             total = total + tf_multiply_by_quantized_multiplier(q_in, m, sh)
         m, sh = intmath.quantize_multiplier(twice_max / ((1 << 20) * np.float64(s_out)))
         return tf_multiply_by_quantized_multiplier(total, m, sh) + zp
+
+    def _integer_input(self, node: Node, x, position: int = 0) -> np.ndarray:
+        """The int8 values of a node's input (dequantized on its grid) as an int64 array."""
+        name = node.inputs[position]
+        s, zp = np.float64(self.act_scales[name].numpy()), self.qgraph.act[name][1]
+        return np.round(x.numpy().astype(np.float64) / s).astype(np.int64) + zp
+
+    def _table(self, node: Node, s_out: float, zp: int) -> np.ndarray:
+        s_in = np.float32(self.act_scales[node.inputs[0]].numpy())
+        zp_in = self.qgraph.act[node.inputs[0]][1]
+        if node.kind == "leaky_relu":
+            return intmath.leaky_relu_table(s_in, zp_in, s_out, zp, node.attrs["alpha"])
+        if node.kind == "logistic":
+            return intmath.logistic_table(s_in, zp_in)
+        if node.kind == "tanh":
+            return intmath.tanh_table(s_in, zp_in)
+        return intmath.hard_swish_table(s_in, zp_in, s_out, zp)
+
+    def _integer_mul(self, node: Node, inputs: list, s_out: float, zp: int):
+        """TFLM's int8 MUL: the product of the centered inputs requantized by s1 * s2 / s_out."""
+        import tensorflow as tf
+
+        (s1, z1), (s2, z2) = (self.qgraph.act[i] for i in node.inputs)
+        s1, s2 = (float(np.float32(self.act_scales[i].numpy())) for i in node.inputs)
+        product = ((self._integer_input(node, inputs[0], 0) - z1)
+                   * (self._integer_input(node, inputs[1], 1) - z2))
+        m, sh = intmath.quantize_multiplier(s1 * s2 / float(np.float32(s_out)))
+        return tf_multiply_by_quantized_multiplier(tf.constant(product), m, sh) + zp
 
     def tensors(self, x) -> dict:
         """Every tensor of the simulated model (dequantized values) for one batch."""
