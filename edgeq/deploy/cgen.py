@@ -387,7 +387,8 @@ class _Lowering:
                   ("multiplier", mult), ("shift", shift)]
         scratch = self.plan.scratch.get(index)
         scratch_ptr = "NULL" if scratch is None else f"(edgeq_arena + {scratch})"
-        return self._step(index, "depthwise_conv2d", "eq_depthwise_t", fields,
+        kind = "depthwise_conv2d_1x3" if (fh, fw) == (1, 3) else "depthwise_conv2d"
+        return self._step(index, kind, "eq_depthwise_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True),
                            scratch_ptr])
 

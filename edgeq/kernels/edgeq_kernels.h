@@ -172,9 +172,14 @@ void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *
  *   quads whose output stage has no exact short form, and the last in_c % 4 channels, take the
  *   reference loops; scratch (in_c / 4) * (12 * width + 236) bytes (at least 4).
  * The strips run in assembly for channels whose stage is a right shift and whose clamp is the
- * whole int8 range, in C otherwise (every stage, any clamp). Scratch 4-byte aligned, or NULL. */
+ * whole int8 range, in C otherwise (every stage, any clamp). Scratch 4-byte aligned, or NULL.
+ * 1x3 filters take their fast path through eq_depthwise_conv2d_1x3 only (the same contract; a
+ * separate function so that the linker drops that code from firmware without 1x3 filters);
+ * eq_depthwise_conv2d runs them with the reference loops. */
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                          int8_t *scratch);
+void eq_depthwise_conv2d_1x3(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                             int8_t *scratch);
 /* FULLY_CONNECTED (reference_integer_ops::FullyConnected / FullyConnectedPerChannel):
  * in [batches][accum_depth], out [batches][out_depth], weights [out_depth][accum_depth] int8 or
  * int4 (weight_offset = -weight zero point, 0 for symmetric weights), one multiplier/shift or

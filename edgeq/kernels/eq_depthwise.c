@@ -449,17 +449,37 @@ static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32
     return acc;
 }
 
+void eq_depthwise_conv2d_1x3(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                             int8_t *scratch)
+{
+#if EQ_FAST
+    if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 1 && p->filter_w == 3
+        && p->dilation_h == 1 && p->dilation_w == 1) {
+        if (eq_dw_planes_fit(p)) {
+            eq_depthwise3x3_planes(p, in, out, scratch);
+        } else {
+#if EQ_ASM
+            eq_depthwise3x3_fast(p, in, out, scratch,
+                                 p->stride_w == 1 ? eq_dwp1_s1 : eq_dwp1_s2);
+#else
+            eq_depthwise3x3_fast(p, in, out, scratch, NULL);
+#endif
+        }
+        return;
+    }
+#endif
+    eq_depthwise_conv2d(p, in, out, scratch);
+}
+
 void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                          int8_t *scratch)
 {
     int32_t b, oy, ox, oc;
 #if EQ_FAST
-    if (scratch != NULL && p->depth_multiplier == 1 && (p->filter_h == 3 || p->filter_h == 1)
-        && p->filter_w == 3 && p->dilation_h == 1 && p->dilation_w == 1) {
-        if (eq_dw_planes_fit(p)) {
-            eq_depthwise3x3_planes(p, in, out, scratch);
-        } else if (p->filter_h == 1 || eq_dw_wide(p)) {
-            eq_depthwise3x3_fast(p, in, out, scratch);
+    if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
+        && p->dilation_h == 1 && p->dilation_w == 1) {
+        if (eq_dw_wide(p)) {
+            eq_depthwise3x3_fast(p, in, out, scratch, NULL);
         } else {
             eq_depthwise3x3_quads(p, in, out, (uint32_t *)(void *)scratch);
         }

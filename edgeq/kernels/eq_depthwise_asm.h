@@ -1,8 +1,8 @@
 /* edgeq kernels, private to eq_depthwise.c: the types and assembly of the depthwise strips.
  *
  * eq_dwq_t (one output row of a channel quad from the ring) and eq_dwp_t (a whole quad from
- * planes), their assembly functions (eq_dwq_s1/s2, eq_dwp_s1/s2, eq_dwp1_s1/s2 for 1x3
- * filters: one row) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
+ * planes), their assembly functions (eq_dwq_s1/s2; eq_dwp1_s1/s2 for 1x3 filters: one row,
+ * from planes or from the ring) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
  * C around them is in eq_depthwise_strips.h. Only with EQ_FAST; the assembly with EQ_ASM.
  */
 #ifndef EQ_DEPTHWISE_ASM_H
@@ -103,11 +103,6 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
 #define EQ_DWS_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
 #define EQ_DWS_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
 #define EQ_DWS_START(A) EQ_DW_START(A, EQ_DWS_RS1, EQ_DWS_RS2)
-#define EQ_DWP_R1 EQ_DWS_X(4 * EQ_DWP_RS) /* the next plane row: four channels on */
-#define EQ_DWP_R2 EQ_DWS_X(8 * EQ_DWP_RS)
-#define EQ_DWP_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWP_R1, EQ_DWP_R2)
-#define EQ_DWP_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWP_R1, EQ_DWP_R2)
-#define EQ_DWP_START(A) EQ_DW_START(A, EQ_DWP_R1, EQ_DWP_R2)
 /* a 1x3 filter's one row (the middle one, slot 1: W01 in r2, tap 2 in r4's high half), the ring
  * pointer on that row */
 #define EQ_DWP1_TAPS1(N, F)                                       \
@@ -282,12 +277,8 @@ typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 
             "pop     {r4-r11, pc}\n\t"                                                      \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
-EQ_DWP_FUNC(eq_dwp_s1, EQ_DWP_TAPS1, EQ_DWP_START);
-EQ_DWP_FUNC(eq_dwp_s2, EQ_DWP_TAPS2, EQ_DWP_START);
 EQ_DWP_FUNC(eq_dwp1_s1, EQ_DWP1_TAPS1, EQ_DWP1_START);
 EQ_DWP_FUNC(eq_dwp1_s2, EQ_DWP1_TAPS2, EQ_DWP1_START);
-void eq_dwp_s1(const eq_dwp_t *q);
-void eq_dwp_s2(const eq_dwp_t *q);
 void eq_dwp1_s1(const eq_dwp_t *q);
 void eq_dwp1_s2(const eq_dwp_t *q);
 typedef char eq_dwp_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwp_t) == 44) ? 1 : -1];

@@ -212,7 +212,7 @@ static int eq_dw_planes_fit(const eq_depthwise_t *p)
 }
 
 /* Channel quad by channel quad: all the quad's padded input rows into planes (scratch: plane
- * rows, then the prepared strips), then the whole quad in one eq_dwp_s1/s2 call (assembly; the
+ * rows, then the prepared strips), then the whole quad in one eq_dwp1_s1/s2 call (assembly; the
  * channels it leaves, or all without EQ_ASM, row by row through eq_dw_strip_c). */
 static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                                    int8_t *scratch)
@@ -260,11 +260,9 @@ static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, in
                            EQ_ASM ? 2 : 0);
             }
 #if EQ_ASM
-            if (left < nch && p->filter_h == 1) { /* only the middle plane rows */
+            if (left < nch) { /* 1x3 filters only: the middle plane rows */
                 q.p = plane + lead + 2 * EQ_DWP_RS;
                 (p->stride_w == 1 ? eq_dwp1_s1 : eq_dwp1_s2)(&q);
-            } else if (left < nch) {
-                (p->stride_w == 1 ? eq_dwp_s1 : eq_dwp_s2)(&q);
             }
 #endif
             for (k = 0; k < nch && left > 0; ++k) {
@@ -285,8 +283,12 @@ static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, in
 /* Channel quad by channel quad (the last one may hold fewer channels), output row by output
  * row: the new input rows into the ring, then the quad's strips (eq_dwq_s1/s2 in assembly,
  * the channels it leaves, or all without EQ_ASM, eq_dw_strip_c). */
+/* The one-row assembly strip for 1x3 filters (eq_dwp1_s1/s2), NULL from the 3x3 entry point,
+ * so that firmware without 1x3 filters links none of it. */
+typedef void (*eq_dw_row1_fn)(const eq_dwp_t *q);
+
 static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
-                                 int8_t *scratch)
+                                 int8_t *scratch, eq_dw_row1_fn row1)
 {
     const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const int32_t width = (out_w - 1) * p->stride_w + 3;
@@ -294,7 +296,7 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
     const int32_t lead = p->pad_w & 1; /* ring positions are columns + lead */
     const int32_t rs = 2 * (count + lead) <= EQ_DW_RS ? EQ_DW_RS
                        : (2 * (count + lead) + 3) & ~3;
-    const int asm_ok = EQ_ASM && (rs == EQ_DW_RS || p->filter_h == 1)
+    const int asm_ok = EQ_ASM && (p->filter_h == 1 ? row1 != NULL : rs == EQ_DW_RS)
                        && (p->stride_w == 1 || p->stride_w == 2);
     int16_t *ring = (int16_t *)(void *)scratch;
     uint32_t *strips = (uint32_t *)(void *)(scratch + 12 * rs); /* [3][4][8] */
@@ -345,7 +347,7 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                 }
                 m = ((iy0 % 3) + 3) % 3;
 #if EQ_ASM
-                if (left < nch && p->filter_h == 1) {
+                if (left < nch && p->filter_h == 1 && row1 != NULL) {
                     /* one row: rotation 0's words (slot 1's = the filter), the ring pointer
                      * on the slot that holds the middle row */
                     const int32_t mid = (((iy0 + 1) % 3) + 3) % 3;
@@ -361,7 +363,7 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                     q1.row_step = 0;
                     q1.chan_step = 3 * rs;
                     q1.rows = 1;
-                    (p->stride_w == 1 ? eq_dwp1_s1 : eq_dwp1_s2)(&q1);
+                    row1(&q1);
                 } else if (left < nch) {
                     q.o = o;
                     q.cons = strips + 4 * m * 8;
