@@ -182,6 +182,13 @@ OP_CASES = [
     ("add", opmodels.add, {}),  # whole int8 clamp: the halved-input assembly loop
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 4}),
+    # issue #14: MUL with the SE broadcast, the table activations (eq_lut)
+    ("mul", opmodels.mul, {"broadcast": True}),
+    ("mul", opmodels.mul, {"activation": "RELU"}),
+    ("leaky_relu", opmodels.leaky_relu, {}),
+    ("logistic", opmodels.logistic, {}),
+    ("tanh", opmodels.tanh, {}),
+    ("hard_swish", opmodels.hard_swish, {}),
     ("depthwise", opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),
     ("add", opmodels.add, {"activation": "RELU"}),
     ("mean", opmodels.mean, {"keep_dims": False}),

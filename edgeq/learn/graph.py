@@ -578,7 +578,7 @@ def affines_before_relu(graph: Graph) -> None:
             # the two nodes swap their work; names and wiring stay
             relu.kind, relu.attrs = "batch_norm", dict(bn.attrs)
             bn.kind, bn.attrs = "relu", {"max_value": None if m is None
-                                         else float(m * float(scale[0]))}
+                                         else float(np.float32(m * float(scale[0])))}
             changed = True
 
 

@@ -97,8 +97,11 @@ def _savedmodel_config(path: Path) -> tuple[dict, int]:
     if not (path / "saved_model.pb").is_file():
         raise ModelLoadError(f"{path}: not a SavedModel folder (no saved_model.pb)")
     if not meta.is_file():
-        raise ModelLoadError(f"{path}: a SavedModel without Keras metadata",
-                             "export it from Keras (tf_keras model.save(path)) or pass a .keras/.h5 file")
+        raise ModelLoadError(
+            f"{path}: a SavedModel without Keras metadata (Keras 3's model.export() writes "
+            "only a serving function, without the layers edgeq reads)",
+            "save the Keras 3 model with model.save('model.keras') and pass that file (or a "
+            "tf_keras model with model.save(folder), or an .h5)")
     text = meta.read_bytes().decode("utf-8", "replace")
     # keras_metadata.pb holds one JSON document per layer; scanning for the class names suffices.
     names = {m for m in UNSAFE_LAYERS if f'"class_name": "{m}"' in text}

@@ -168,19 +168,25 @@ def assign_activation_qparams(graph: Graph, ranges: dict[str, tuple[float, float
                 raise DataError(f"clip {node.name!r}: its tensor is clipped twice differently",
                                 "clip a tensor once")
             span[r] = want
-    qparams = {}
+    # a fixed-qparams output (softmax, logistic, tanh) gives its qparams to the pools, pads,
+    # reshapes and clips that read it; anything else sharing them is an error
+    fixed: dict[str, tuple[np.float32, int]] = {}
     for node in graph.nodes:
         if node.kind in FIXED_QPARAMS:
-            qparams[node.name] = FIXED_QPARAMS[node.kind]
+            members = [n for n in graph.nodes if roots[n.name] == roots[node.name]]
+            if any(n is not node and not (n.kind in SAME_AS_INPUT and n.inputs[0] in
+                                          {m.name for m in members}) for n in members):
+                raise DataError(f"{node.kind} {node.name!r}: its output would have to share "
+                                "qparams with another tensor", "do not concatenate or add a "
+                                f"{node.kind} output to another tensor before requantizing it")
+            fixed[roots[node.name]] = FIXED_QPARAMS[node.kind]
+    qparams = {}
+    for node in graph.nodes:
+        if roots[node.name] in fixed:
+            qparams[node.name] = fixed[roots[node.name]]
         else:
             scale, zp = intmath.activation_qparams(*span[roots[node.name]])
             qparams[node.name] = (np.float32(scale), int(zp))
-    for node in graph.nodes:
-        if node.kind in FIXED_QPARAMS and sum(roots[n.name] == roots[node.name]
-                                              for n in graph.nodes) > 1:
-            raise DataError(f"{node.kind} {node.name!r}: its output would have to share qparams "
-                            "with another tensor", f"do not concatenate, pool, clip or reshape a "
-                            f"{node.kind} output")
     return qparams
 
 
@@ -252,10 +258,13 @@ def integer_softmax(q: np.ndarray, input_scale: float, beta: float = 1.0) -> np.
 
 
 def exact_forward(approx, exact):
-    """`exact` values forward, `approx`'s gradient backward."""
+    """`exact` values forward, `approx`'s gradient backward. Written as exact + (approx -
+    approx), which is exactly `exact` in floating point (approx + (exact - approx) is not
+    always: equal int8 outputs, e.g. a two-class softmax at 0.5, then dequantize to different
+    floats and the arg max no longer picks the first class as TFLM's does)."""
     import tensorflow as tf
 
-    return approx + tf.stop_gradient(tf.cast(exact, approx.dtype) - approx)
+    return tf.stop_gradient(tf.cast(exact, approx.dtype)) + (approx - tf.stop_gradient(approx))
 
 
 class SimModel:

@@ -1,0 +1,218 @@
+"""The layers of issue #14 through every path, on tiny Keras models (seeded weights, BN
+statistics from the calibration inputs): the folded graph in float equals Keras; min-max W8
+and W4 exports, the exact simulation, edgeq's interpreter and TFLM give identical int8
+outputs; LiteRT is within 1 LSB; the C engine on the host (ASan/UBSan) equals TFLM; and a
+layer edgeq cannot express is named, with the list of what is supported."""
+
+from __future__ import annotations
+
+import collections
+
+import kerasmodels
+import numpy as np
+import pytest
+
+from edgeq.deploy import cgen
+from edgeq.deploy.interp import Interpreter, quantize_input
+from edgeq.errors import UnsupportedLayerError
+from edgeq.learn.export import quantize_minmax, to_tflite_model
+from edgeq.learn.graph import capture
+from edgeq.learn.quant.sim import simulate
+from edgeq.tflite.write import write_model
+
+SAMPLES = 24
+
+
+def _separable(layers, keras):
+    """SeparableConv2D (depth multiplier 2, strides 2, VALID), LeakyReLU, GlobalMaxPooling2D,
+    a Dense with sigmoid."""
+    inp = keras.Input((12, 10, 3))
+    h = layers.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, activation="relu")(inp)
+    h = layers.SeparableConv2D(6, 3, strides=2, padding="valid")(h)
+    h = layers.BatchNormalization()(h)
+    h = layers.LeakyReLU(0.1)(h)
+    h = layers.GlobalMaxPooling2D()(h)
+    return keras.Model(inp, layers.Dense(3, activation="sigmoid")(h), name="separable")
+
+
+def _squeeze_excite(layers, keras):
+    """hard_swish, an SE block (GAP keepdims, Conv+ReLU, Conv, Keras 3's hard_sigmoid as
+    operations, Multiply by the per-channel vector), tanh, GlobalMaxPooling2D keepdims."""
+    inp = keras.Input((8, 8, 6))
+    h = layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    h = layers.Activation("hard_swish")(layers.BatchNormalization()(h))
+    s = layers.GlobalAveragePooling2D(keepdims=True)(h)
+    s = layers.Conv2D(4, 1, activation="relu")(s)
+    s = layers.Conv2D(8, 1)(s)
+    s = layers.ReLU(6.0)(s + 3.0) * (1.0 / 6.0)
+    h = layers.Multiply()([h, s])
+    h = layers.Activation("tanh")(layers.Conv2D(4, 1)(h))
+    h = layers.GlobalMaxPooling2D(keepdims=True)(h)
+    out = layers.Activation("softmax")(layers.Flatten()(layers.Conv2D(3, 1)(h)))
+    return keras.Model(inp, out, name="squeeze_excite")
+
+
+def _relu_variants(layers, keras):
+    """Rescaling, ReLU(max_value=3), PReLU with one shared slope, ReLU(negative_slope),
+    Activation('hard_sigmoid') after an Add (no conv to fold into), Multiply of two maps."""
+    inp = keras.Input((6, 6, 4))
+    h = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    h = layers.ReLU(max_value=3.0)(layers.Conv2D(8, 3, padding="same")(h))
+    h = layers.DepthwiseConv2D(3, padding="same")(h)
+    h = layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25),
+                     shared_axes=[1, 2, 3])(h)
+    a = layers.ReLU(negative_slope=0.1)(layers.Conv2D(8, 1)(h))
+    b = layers.Conv2D(8, 1)(h)
+    g = layers.Activation("hard_sigmoid")(layers.Add()([a, b]))
+    h = layers.Multiply()([a, g])
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, layers.Dense(2, activation="softmax")(h), name="relu_variants")
+
+
+MODELS = {"separable": _separable, "squeeze_excite": _squeeze_excite,
+          "relu_variants": _relu_variants}
+
+
+def _build(name: str, version: int):
+    if version == 3:
+        import keras
+        from keras import layers
+    else:
+        import tf_keras as keras
+        from tf_keras import layers
+    keras.utils.set_random_seed(0)
+    model = MODELS[name](layers, keras)
+    shape = model.inputs[0].shape[1:]
+    rng = np.random.default_rng(0)
+    scale = 255.0 if name == "relu_variants" else 1.0
+    x = (rng.uniform(-1, 1, size=(SAMPLES, *shape)) * scale).astype(np.float32)
+    if name == "relu_variants":
+        x = np.abs(x)
+    if version == 3:
+        kerasmodels.set_bn_statistics(model, x)
+    return model, x
+
+
+def _tflm(data: bytes, xs: np.ndarray) -> np.ndarray:
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(data, arena_size=512 * 1024)
+    outs = []
+    for x in xs:
+        interpreter.set_input(x[None], 0)
+        interpreter.invoke()
+        outs.append(interpreter.get_output(0).copy())
+    return np.concatenate(outs)
+
+
+def _litert(data: bytes, xs: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter as LiteRT
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = LiteRT(model_content=data, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    outs = []
+    for x in xs:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x[None])
+        interpreter.invoke()
+        outs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+    return np.concatenate(outs)
+
+
+EXPECTED_OPS = {  # TFLite ops each model must use (the layers under test)
+    "separable": {"DEPTHWISE_CONV_2D", "CONV_2D", "LEAKY_RELU", "MAX_POOL_2D", "LOGISTIC"},
+    "squeeze_excite": {"HARD_SWISH", "MUL", "MEAN", "TANH", "MAX_POOL_2D", "SOFTMAX"},
+    "relu_variants": {"LEAKY_RELU", "MUL", "DEPTHWISE_CONV_2D"},
+}
+
+
+# tf_keras (Keras 2) has no hard_swish and writes `x + 3.0` as a TFOpLambda: SE is Keras 3's
+CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2)]
+
+
+@pytest.mark.parametrize("name, version", CASES, ids=[f"{n}-keras{v}" for n, v in CASES])
+def test_layers_through_every_path(name, version, tmp_path):
+    model, x = _build(name, version)
+    graph = capture(model)
+    np.testing.assert_allclose(graph.run_float(x), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+    for bits in (8, 4):
+        qgraph = quantize_minmax(graph, x, bits)
+        tflite = to_tflite_model(qgraph)
+        kinds = collections.Counter(op.kind for op in tflite.ops)
+        assert EXPECTED_OPS[name] <= set(kinds), kinds
+        data = write_model(tflite)
+        xq = quantize_input(tflite.input_tensors[0], x)
+        expected = _tflm(data, xq)
+        where = f"{name} Keras {version} W{bits}"
+        assert len(np.unique(expected)) > 4, f"{where}: outputs {np.unique(expected)}"
+        np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected, where)
+        interpreter = Interpreter(tflite)
+        got = np.concatenate([interpreter.invoke(s[None])[0] for s in xq])
+        np.testing.assert_array_equal(got, expected, where)
+        lite = _litert(data, xq)
+        assert np.abs(lite.astype(int) - expected.astype(int)).max() <= 1, where
+        if version == 3:  # the C engine once per model and width
+            engine = cgen.generate_engine(tflite, tmp_path / f"engine{bits}")
+            exe = cgen.build_host_runner(engine)
+            host = cgen.run_host(exe, xq.reshape(len(xq), -1), expected[0].size)
+            np.testing.assert_array_equal(host, expected.reshape(len(xq), -1), where)
+
+
+def test_hard_sigmoid_after_a_conv_writes_no_op():
+    """Keras 3's hard_sigmoid, relu6(x + 3) * (1/6), after a conv: the +3 and the 1/6 fold into
+    the conv, the ReLU fuses, and the clip at 1 is the conv's int8 range [0, 1]."""
+    model, x = _build("squeeze_excite", 3)
+    graph = capture(model)
+    clips = [n for n in graph.nodes if n.kind == "clip"]
+    assert [(n.attrs["lo"], n.attrs["hi"]) for n in clips] == [(0.0, 1.0)]
+    producer = graph.node(clips[0].inputs[0])
+    assert producer.kind == "conv2d" and producer.attrs["activation"] == "RELU"
+    qgraph = quantize_minmax(graph, x, 8)
+    scale, zero_point = qgraph.act[producer.name]
+    assert zero_point == -128 and float(scale) * 255 == pytest.approx(1.0, rel=1e-6)
+    tflite = to_tflite_model(qgraph)
+    assert "LOGISTIC" not in {op.kind for op in tflite.ops}
+    assert sum(op.kind == "CONV_2D" for op in tflite.ops) == 5  # no op for the hard_sigmoid
+
+
+@pytest.mark.parametrize("layer, what", [
+    ("threshold", "threshold=0.5"),
+    ("prelu", "a slope per element or channel"),
+    ("leaky_max", "negative_slope together with max_value"),
+    ("swish", "activation 'silu'"),
+])
+def test_unsupported_layers_are_named_with_what_is_supported(layer, what):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((4, 4, 3))
+    h = layers.Conv2D(4, 1)(inp)
+    make = {"threshold": lambda: layers.ReLU(threshold=0.5),
+            "prelu": lambda: layers.PReLU(alpha_initializer="random_uniform"),
+            "leaky_max": lambda: layers.ReLU(max_value=2.0, negative_slope=0.1),
+            "swish": lambda: layers.Activation("silu")}[layer]
+    bad = make()
+    model = keras.Model(inp, bad(h))
+    with pytest.raises(UnsupportedLayerError) as err:
+        capture(model)
+    text = str(err.value) + " " + err.value.hint
+    assert bad.name in text and what in text
+    assert "SeparableConv2D" in text and "GlobalMaxPooling2D" in text
+
+
+def test_keras3_export_savedmodel_says_how_to_save_instead(tmp_path):
+    """A Keras 3 `model.export()` folder (serving function only): a clear error naming
+    model.save('model.keras')."""
+    import keras
+
+    from edgeq.errors import ModelLoadError
+    from edgeq.learn.modelio import load_keras_model
+
+    inp = keras.Input((4, 4, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(2, 1)(inp))
+    model.export(str(tmp_path / "exported"), verbose=False)
+    with pytest.raises(ModelLoadError) as err:
+        load_keras_model(tmp_path / "exported")
+    text = str(err.value) + " " + err.value.hint
+    assert "model.export()" in text and "model.save('model.keras')" in text
