@@ -346,7 +346,12 @@ class _Lowering:
         stride = filter_stride(x, w)
         words = line_words(x, w)
         order = line_order(fh, fw * fic, words) if words else None
-        if self.wide_int8_weights and w.dtype == "int8" and fic == ic and stride % 4 == 0:
+        # 1x1 over 8, 16 or 32 channels runs from prepared records (eq_conv1x1_in8) either way:
+        # widening its weights would only cost flash and take it off that faster path
+        records = fh == fw == 1 and fic == ic and (
+            ic == 16 or (ic == 8 and oc % 2 == 0) or (ic == 32 and oh * ow >= PW32_MIN_PIXELS))
+        if (self.wide_int8_weights and w.dtype == "int8" and fic == ic and stride % 4 == 0
+                and not records):
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16
         else:
             wname, bits = self.weights(index, op.inputs[1], stride, order)
@@ -635,6 +640,8 @@ def line_order(filter_h: int, line: int, words: int) -> np.ndarray:
 RQ_CHANNEL_BYTES = 16  # eq_rqc_t: the fast output stage of one channel, prepared per call
 PW8_RECORD_BYTES = 32  # eq_conv1x1_in8: a 1x1, 8-input-channel convolution's output channel
 PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
+PW32_RECORD_BYTES = 84  # eq_conv1x1_in8 over 32 input channels
+PW32_MIN_PIXELS = 256  # EQ_PW32_MIN_PIXELS: from this many output pixels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
 DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
 DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
@@ -668,6 +675,11 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                 elif w.shape[1:] == (1, 1, 16):
                     # the same over 16 input channels: twelve words a channel
                     scratch[index] = max(scratch[index], PW16_RECORD_BYTES * w.shape[0])
+                elif (w.shape[1:] == (1, 1, 32)
+                        and model.tensors[op.outputs[0]].shape[1] * model.tensors[
+                            op.outputs[0]].shape[2] >= PW32_MIN_PIXELS):
+                    # over 32: 21 words a channel (its first pass's sum included)
+                    scratch[index] = max(scratch[index], PW32_RECORD_BYTES * w.shape[0])
         elif op.kind == "DEPTHWISE_CONV_2D":
             x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
             options = op.options

@@ -1,10 +1,11 @@
-/* edgeq kernels, private to eq_conv.c: CONV_2D 1x1 over 8 or 16 input channels
+/* edgeq kernels, private to eq_conv.c: CONV_2D 1x1 over 8, 16 or 32 input channels
  * (eq_conv1x1_in8).
  *
  * Pixel by pixel, output channel by output channel: the pixel's inputs in four or eight
- * registers, each output channel one record of 8 or 12 words (one LDM, or four), then four or
- * eight SMLADs and the SMMLAR output stage per output, in assembly with EQ_ASM, else the same
- * arithmetic in C. Only with EQ_FAST.
+ * registers, each output channel one record of 8, 12 or 21 words (one LDM, or four), then four
+ * or eight SMLADs and the SMMLAR output stage per output, in assembly with EQ_ASM, else the same
+ * arithmetic in C; 32 channels in two passes of 16 over all output channels, the first pass's
+ * sums kept in the records. Only with EQ_FAST.
  */
 #ifndef EQ_CONV_PW8_H
 #define EQ_CONV_PW8_H
@@ -163,6 +164,99 @@ __asm__(".syntax unified\n\t"
         ".size eq_pw16_row, .-eq_pw16_row\n\t"
         ".text\n");
 void eq_pw16_row(const eq_pw8_t *a);
+
+/* 32 input channels: records [bias, w0 .. w7, partial sum, w8 .. w15, m2, add, r] (21 words);
+ * pass A: inputs 0-15 against w0 .. w7 of every channel, the sum into the record; pass B:
+ * inputs 16-31 from that sum on, then the output stage. Frame as eq_pw8_row, [sp, #24] the
+ * end of pass B (rec_end + 36). */
+#define EQ_PW32_X(OFF)                                              \
+    "ldr     r0, [sp]\n\t"                                           \
+    "ldr     r10, [sp, #20]\n\t"                                     \
+    "ldr     r6, [r0, #" OFF "]\n\t"                                 \
+    "ldr     r7, [r0, #" OFF "+4]\n\t"                               \
+    "ldr     r8, [r0, #" OFF "+8]\n\t"                               \
+    "ldr     r9, [r0, #" OFF "+12]\n\t"                              \
+    "sxtab16 r2, r10, r6\n\t"                                        \
+    "sxtab16 r3, r10, r6, ror #8\n\t"                                \
+    "sxtab16 r4, r10, r7\n\t"                                        \
+    "sxtab16 r5, r10, r7, ror #8\n\t"                                \
+    "sxtab16 r6, r10, r8\n\t"                                        \
+    "sxtab16 r7, r10, r8, ror #8\n\t"                                \
+    "sxtab16 r8, r10, r9\n\t"                                        \
+    "sxtab16 r9, r10, r9, ror #8\n\t"
+#define EQ_PW32_DOT8                                                \
+    "ldmia   r0!, {r10, r11, r12, lr}\n\t"                           \
+    "smlad   r10, r2, r11, r10\n\t"                                  \
+    "smlad   r10, r3, r12, r10\n\t"                                  \
+    "smlad   r10, r4, lr, r10\n\t"                                   \
+    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
+    "smlad   r10, r5, r11, r10\n\t"                                  \
+    "smlad   r10, r6, r12, r10\n\t"                                  \
+    "smlad   r10, r7, lr, r10\n\t"
+__asm__(".syntax unified\n\t"
+        ".section .text.eq_pw32_row,\"ax\",%progbits\n\t"
+        ".balign 4\n\t"
+        ".global eq_pw32_row\n\t"
+        ".hidden eq_pw32_row\n\t"
+        ".thumb\n\t"
+        ".thumb_func\n\t"
+        ".type eq_pw32_row, %function\n"
+        "eq_pw32_row:\n\t"
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #28\n\t"
+        "ldmia   r0, {r1-r7}\n\t" /* in out rec rec_end step pixels off2 */
+        "str     r1, [sp]\n\t"
+        "strd    r3, r4, [sp, #4]\n\t"
+        "strd    r5, r6, [sp, #12]\n\t"
+        "str     r7, [sp, #20]\n\t"
+        "add     r4, r4, #36\n\t"
+        "str     r4, [sp, #24]\n\t"
+        "mov     r1, r2\n"
+        "1:\n\t" /* a pixel: pass A over inputs 0-15 */
+        EQ_PW32_X("0")
+        "ldr     r0, [sp, #4]\n"
+        "2:\n\t"
+        EQ_PW32_DOT8
+        "ldmia   r0!, {r11, r12}\n\t"
+        "smlad   r10, r8, r11, r10\n\t"
+        "smlad   r10, r9, r12, r10\n\t"
+        "str     r10, [r0], #48\n\t" /* the partial sum; on to the next record */
+        "ldr     r11, [sp, #8]\n\t"
+        "cmp     r0, r11\n\t"
+        "bne     2b\n\t"
+        /* pass B over inputs 16-31, the input pointer on to the next pixel */
+        EQ_PW32_X("16")
+        "ldr     r11, [sp, #12]\n\t"
+        "add     r0, r0, r11\n\t"
+        "str     r0, [sp]\n\t"
+        "ldr     r0, [sp, #4]\n\t"
+        "add     r0, r0, #36\n"
+        "3:\n\t"
+        EQ_PW32_DOT8
+        "ldmia   r0!, {r11, r12, lr}\n\t"
+        "smlad   r10, r8, r11, r10\n\t"
+        "smlad   r10, r9, r12, r10\n\t"
+        "ldmia   r0!, {r11, r12}\n\t"
+        "add     r11, r10, r11\n\t"
+        "add     r11, r11, r10, asr #31\n\t"
+        "smmlar  r11, r10, lr, r11\n\t"
+        "asr     r11, r11, r12\n\t"
+        "add     r11, r11, r12, asr #16\n\t"
+        "ssat    r11, #8, r11\n\t"
+        "strb    r11, [r1], #1\n\t"
+        "add     r0, r0, #36\n\t"
+        "ldr     r10, [sp, #24]\n\t"
+        "cmp     r0, r10\n\t"
+        "bne     3b\n\t"
+        "ldr     r6, [sp, #16]\n\t"
+        "subs    r6, r6, #1\n\t"
+        "str     r6, [sp, #16]\n\t"
+        "bne     1b\n\t"
+        "add     sp, sp, #28\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_pw32_row, .-eq_pw32_row\n\t"
+        ".text\n");
+void eq_pw32_row(const eq_pw8_t *a);
 typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 28) ? 1 : -1];
 #else
 /* The same in C: the records' arithmetic exactly as the assembly does it. */
@@ -186,6 +280,34 @@ static void eq_pw16_row(const eq_pw8_t *a)
             }
             t = eq_smmlar(acc, (int32_t)r[9], acc + (int32_t)r[10] + (acc >> 31));
             t = (t >> (r[11] & 0xFF)) + ((int32_t)r[11] >> 16);
+            *o++ = (int8_t)eq_sat8(t);
+        }
+    }
+}
+
+static void eq_pw32_row(const eq_pw8_t *a)
+{
+    const int8_t *in = a->in;
+    int8_t *o = a->out;
+    int32_t n, k;
+    for (n = 0; n < a->pixels; ++n, in += a->step) {
+        uint32_t x[16];
+        const uint32_t *r;
+        for (k = 0; k < 8; ++k) {
+            const uint32_t v = eq_load32(in + 4 * k);
+            x[2 * k] = EQ_SXTAB16(a->off2, v);
+            x[2 * k + 1] = EQ_SXTAB16_ROR8(a->off2, v);
+        }
+        for (r = a->rec; r < a->rec_end; r += 21) {
+            int32_t acc = (int32_t)r[0], t;
+            for (k = 0; k < 8; ++k) {
+                acc = EQ_SMLAD(x[k], r[1 + k], acc);
+            }
+            for (k = 0; k < 8; ++k) {
+                acc = EQ_SMLAD(x[8 + k], r[10 + k], acc);
+            }
+            t = eq_smmlar(acc, (int32_t)r[18], acc + (int32_t)r[19] + (acc >> 31));
+            t = (t >> (r[20] & 0xFF)) + ((int32_t)r[20] >> 16);
             *o++ = (int8_t)eq_sat8(t);
         }
     }
@@ -215,20 +337,21 @@ static void eq_pw8_row(const eq_pw8_t *a)
 }
 #endif
 
-/* The records of every channel (k = in_c, 8 or 16 values: 8 words [w0 .. w3, bias, m2, add, r]
- * or 12 [bias, w0 .. w7, m2, add, r], w as SXTB16 pairs); 0 when a channel has no right-shift
- * stage (then the caller takes the general fast path). */
+/* The records of every channel (k = in_c, 8, 16 or 32 values: 8 words [w0 .. w3, bias, m2,
+ * add, r], 12 [bias, w0 .. w7, m2, add, r] or 21 [bias, w0 .. w7, partial sum, w8 .. w15, m2,
+ * add, r], w as SXTB16 pairs); 0 when a channel has no right-shift stage (then the caller takes
+ * the general fast path). */
 static int eq_pw8_records(const eq_conv_t *p, uint32_t *rec)
 {
-    const int32_t k = p->in_c, words = k == 8 ? 8 : 12;
+    const int32_t k = p->in_c, words = k == 8 ? 8 : k == 16 ? 12 : 21;
     int32_t oc, i;
     for (oc = 0; oc < p->out_c; ++oc, rec += words) {
         const eq_rqc_t rq = eq_rqc_make(p->multiplier[oc], p->shift[oc],
                                         p->bias ? p->bias[oc] : 0, p->out_offset);
         const int32_t kind = EQ_RQ_KIND(rq);
         const eq_rqu_t u = eq_rqu_make(rq, p->out_offset);
-        uint32_t *w = rec + (k == 8 ? 0 : 1), *tail = rec + (k == 8 ? 5 : 9);
-        int32_t v[16];
+        uint32_t *w = rec + (k == 8 ? 0 : 1), *tail = rec + (k == 8 ? 5 : k == 16 ? 9 : 18);
+        int32_t v[32];
         if (kind != EQ_RQ_FOLDED && kind != EQ_RQ_RIGHT) {
             return 0;
         }
@@ -236,8 +359,12 @@ static int eq_pw8_records(const eq_conv_t *p, uint32_t *rec)
             v[i] = eq_weight(p->weights, oc * p->filter_stride + i, p->weight_bits);
         }
         for (i = 0; i < k / 4; ++i) {
-            w[2 * i] = eq_pair16(v[4 * i], v[4 * i + 2]);
-            w[2 * i + 1] = eq_pair16(v[4 * i + 1], v[4 * i + 3]);
+            uint32_t *d = w + 2 * i + (i >= 4); /* 32: the partial sum after w7 */
+            d[0] = eq_pair16(v[4 * i], v[4 * i + 2]);
+            d[1] = eq_pair16(v[4 * i + 1], v[4 * i + 3]);
+        }
+        if (k == 32) {
+            rec[9] = 0; /* written by the first pass */
         }
         rec[k == 8 ? 4 : 0] = (uint32_t)rq.bias;
         tail[0] = (uint32_t)u.m2;
@@ -247,8 +374,8 @@ static int eq_pw8_records(const eq_conv_t *p, uint32_t *rec)
     return 1;
 }
 
-/* 1x1 over 8 or 16 input channels, no padding (an even number of output channels for 8), whole
- * int8 clamp: eq_pw8_row / eq_pw16_row output row by output row. 0 if a channel's stage does
+/* 1x1 over 8, 16 or 32 input channels, no padding (an even number of output channels for 8),
+ * whole int8 clamp: eq_pw8_row / eq_pw16_row / eq_pw32_row output row by output row. 0 if a channel's stage does
  * not allow it. */
 static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uint32_t *rec)
 {
@@ -259,7 +386,7 @@ static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uin
         return 0;
     }
     a.rec = rec;
-    a.rec_end = rec + (k == 8 ? 8 : 12) * p->out_c;
+    a.rec_end = rec + (k == 8 ? 8 : k == 16 ? 12 : 21) * p->out_c;
     a.step = p->stride_w * k;
     a.pixels = p->out_w;
     a.off2 = eq_pair16(p->in_offset, p->in_offset);
@@ -267,16 +394,22 @@ static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uin
         for (oy = 0; oy < p->out_h; ++oy) {
             a.in = in + ((b * p->in_h + oy * p->stride_h) * p->in_w) * k;
             a.out = out + ((b * p->out_h + oy) * p->out_w) * p->out_c;
-            (k == 8 ? eq_pw8_row : eq_pw16_row)(&a);
+            (k == 8 ? eq_pw8_row : k == 16 ? eq_pw16_row : eq_pw32_row)(&a);
         }
     }
     return 1;
 }
 
+/* 32 input channels only from this many output pixels: the 21-word records (32 weights
+ * unpacked per channel, once per call) cost more than they save on fewer (measured: vww_96's
+ * 12x12 32->64 layer and a 32-pixel audio row were slower). cgen.scratch_bytes mirrors it. */
+#define EQ_PW32_MIN_PIXELS 256
+
 static int eq_conv1x1_in8_applies(const eq_conv_t *p)
 {
     return p->filter_h == 1 && p->filter_w == 1 && p->filter_in_c == p->in_c
-           && ((p->in_c == 8 && p->out_c % 2 == 0) || p->in_c == 16)
+           && ((p->in_c == 8 && p->out_c % 2 == 0) || p->in_c == 16
+               || (p->in_c == 32 && p->out_h * p->out_w >= EQ_PW32_MIN_PIXELS))
            && p->filter_stride == p->in_c && p->pad_h == 0 && p->pad_w == 0
            && p->act_min == -128 && p->act_max == 127
            && (p->weight_bits == 8 || p->weight_bits == 4) && p->out_w > 0;
