@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, live_bytes, plan_memory
+from edgeq.deploy.plan import ARENA, CONSTANT, Buffer, MemoryPlan, _place, live_bytes, plan_memory
 from edgeq.deploy.stream import Stage
 from edgeq.tflite.model import Model, Op, Tensor
 
@@ -214,3 +214,48 @@ def test_a_one_byte_scratch_takes_an_aligned_buffer():
     assert plan.scratch == {0: by_root[-1].offset, 1: by_root[-2].offset}
     # op0 holds in, t1 and 16 scratch bytes; op1 t1, out and 32
     assert plan.lower_bound == 160 and plan.arena_size == _peak(plan, 2) == 160
+
+
+def test_a_reshaped_constant_beside_activations_leaves_them_planned():
+    # flat = RESHAPE(c) is c's bytes in flash; out = ADD(x, flat) still gets its buffer
+    t = [Tensor("c", (1, 64), "int8", data=np.zeros(64, np.int8)), _act("x", (1, 64)),
+         _act("flat", (64, 1)), _act("out", (1, 64))]
+    ops = [Op("RESHAPE", [0], [2]), Op("ADD", [1, 2], [3])]
+    plan = plan_memory(Model(t, ops, [1], [3]))
+    plan.check()
+    assert plan.location[2] == (CONSTANT, 0)
+    # the ADD writes over x, which dies with it
+    assert _spans(plan) == {1: (64, 0, 2)} and plan.location[3] == plan.location[1]
+
+
+def test_a_stage_over_the_graph_input_puts_the_output_first_at_offset_0():
+    # stage op0, op1 reads the graph input t0 (128 B) and writes t2 (32 B) over its first
+    # rows: the input's other 96 B are a tail right after t2, alive through the stage
+    model = _chain([WHOLE, HALF, (1, 2, 2, 8), (1, 2, 2, 8)])
+    stage = Stage(ops=[0, 1], input=0, output=2, band=1, windows={1: 2},
+                  output_in_input=True)
+    plan = plan_memory(model, None, stage)
+    plan.check()
+    assert _spans(plan) == {0: (96, 0, 1), 1: (32, 0, 1), 2: (32, 0, 2), 3: (32, 2, 3)}
+    # op0 holds t0 (t2 + tail) and t1's window: 160 B, and largest first reaches it
+    assert {b.root: b.offset for b in plan.buffers} == {2: 0, 0: 32, 1: 128, 3: 32}
+    assert plan.arena_size == _peak(plan, 3) == 160
+    assert plan.location[0] == plan.location[2] == (ARENA, 0)
+
+
+def test_the_joint_placement_takes_the_lowest_start_where_both_parts_fit():
+    # b1 (64 B, op0) at 0 and b2 (48 B, ops 0-5) at 64; the pair head (32 B, ops 1-4) + tail
+    # (32 B, ops 1-2) fits exactly below b2, at 0 (b1 is dead by then): 112 B, the peak
+    buffers = [Buffer(0, 64, 0, 0), Buffer(1, 48, 0, 5), Buffer(2, 32, 1, 4),
+               Buffer(3, 32, 1, 2, after=2)]
+    assert _place(buffers) == 112
+    assert [b.offset for b in buffers] == [0, 64, 0, 32]
+    MemoryPlan(112, buffers).check()
+    # b2 (32 B) at 48 over the tail's bytes at start 0: largest first has to lift the pair
+    # to 80 (144 B); longest-lived first (b2 at 0, the pair at 32, b1 at 32) gives 96 B, the
+    # peak, and wins
+    buffers = [Buffer(0, 48, 0, 0), Buffer(1, 32, 0, 5), Buffer(2, 32, 1, 4),
+               Buffer(3, 32, 1, 2, after=2)]
+    assert _place(buffers) == 96
+    assert [b.offset for b in buffers] == [32, 0, 32, 64]
+    MemoryPlan(96, buffers).check()
