@@ -567,8 +567,8 @@ def test_unsupported_op_and_float_io_are_named():
         cgen.lower_model(opmodels.quantize(rng))
     t = [Tensor("x", (1, 4), "int8", np.array([0.1], np.float32), np.array([0])),
          Tensor("y", (1, 4), "int8", np.array([0.1], np.float32), np.array([0]))]
-    model = Model(t, [Op("TANH", [0], [1])], [0], [1])
-    with pytest.raises(UnsupportedOpError, match="op 0: TANH is not supported"):
+    model = Model(t, [Op("SQUARED_DIFFERENCE", [0, 0], [1])], [0], [1])
+    with pytest.raises(UnsupportedOpError, match="op 0: SQUARED_DIFFERENCE is not supported"):
         cgen.lower_model(model)
 
 

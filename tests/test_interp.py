@@ -423,8 +423,8 @@ def test_softmax_output_must_be_1_over_256():
 def test_unknown_op_and_wrong_types_are_named():
     from edgeq.errors import UnsupportedOpError
 
-    with pytest.raises(UnsupportedOpError, match="operator 0 is TANH"):
-        Interpreter(_single_op("TANH", [_q("x", (1, 4)), _q("y", (1, 4))], [0]))
+    with pytest.raises(UnsupportedOpError, match="operator 0 is SQUARED_DIFFERENCE"):
+        Interpreter(_single_op("SQUARED_DIFFERENCE", [_q("x", (1, 4)), _q("y", (1, 4))], [0, 0]))
     weights = _q("w", (2, 4), dtype="float32", data=np.zeros((2, 4), np.float32))
     model = _single_op("FULLY_CONNECTED", [_q("x", (1, 4)), weights, _q("y", (1, 2))], [0, 1])
     with pytest.raises(UnsupportedOpError, match="weights 'w' is float32"):
