@@ -402,10 +402,10 @@ def test_int4_vww_under_qemu_is_exact_and_fits_160_kib(vww_int8_path, tmp_path):
     result = run_qemu(fw.elf, inputs, timeout=120)
     np.testing.assert_array_equal(result.outputs,
                                   _tflm(write_model(model), inputs.reshape(2, 1, 96, 96, 3)))
-    # measured: flash 166,644 B (model ~133 KB, engine object ~25 KB), 1.88 instructions per MAC
+    # measured: flash 167,156 B (model ~133 KB, engine object ~25 KB), 1.88 instructions per MAC
     # before issue 17 (edgeq's own brecq W4 detector: 1.48, its many zero-scale channels skip
     # their dot products). Issue 17's kernels (1x1 records, depthwise strips, fast ADD) added
-    # ~7.9 KB of engine code: the 160 KiB target of issue 7 is exceeded by 2,804 B, which
+    # ~8 KB of engine code: the 160 KiB target of issue 7 is exceeded by 3,316 B, which
     # BENCHMARKS.md (firmware_vww) reports as NOT met; this bound keeps it from growing further.
     assert fw.sizes["flash"] <= 164 * 1024 + 3 * 1024
     assert fw.sizes["model_flash"] + fw.sizes["engine_flash"] < 160_000
