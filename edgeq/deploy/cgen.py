@@ -655,12 +655,15 @@ DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
-    its output channels' prepared requantization (RQ_CHANNEL_BYTES each); a 3x3
-    DEPTHWISE_CONV_2D with depth multiplier 1, for outputs at least DW_WIDE pixels wide (twice
-    that at stride 2), a ring of three int16 rows for each of a channel quad's four channels
+    its output channels' prepared requantization (RQ_CHANNEL_BYTES each), a 1x1 over 8, 16 or
+    32 input channels at least its records (PW8/PW16/PW32_RECORD_BYTES per output channel); a
+    3x3 or 1x3 DEPTHWISE_CONV_2D with depth multiplier 1: a 1x3 whose rows fit planes all its
+    padded input rows (DW_PLANE_ROW bytes per channel and row) and the quad's strips
+    (DW_PLANE_STRIP_BYTES); 3x3 outputs at least DW_WIDE pixels wide (twice that at stride 2)
+    and other 1x3 a ring of three int16 rows for each of a channel quad's four channels
     (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's prepared
-    strips (DW_STRIP_BYTES), for narrower ones three padded rows of 4-byte words of every
-    channel quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
+    strips (DW_STRIP_BYTES); narrower 3x3 three padded rows of 4-byte words of every channel
+    quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
     scratch = {}
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
