@@ -6,6 +6,7 @@ Pillow only: these run in the mutation run of edgeq/data.py)."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -301,8 +302,12 @@ def test_check_thresholds_and_messages():
     e = _raises(check_input_domain, x, 0.0, 1.0, "d", "fix")
     assert e.message == ("d: 11.0% of the input values lie outside the model's input domain [0, 1] "
                          "(the data spans [0.5, 2])") and e.hint == "fix"
-    # within 1% of the width outside the domain counts as inside
-    check_input_domain(np.array([-1.9, 101.9, 50.0]), 0.0, 200.0, "d", "fix")
+    # up to 1% of the width outside the domain counts as inside: exactly at the edges too
+    check_input_domain(np.array([-2.0, 202.0, 50.0]), 0.0, 200.0, "d", "fix")
+    check_input_domain(np.full(4, 1.015), -1.0, 1.0, "d", "fix")  # 1% of a width of 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty array
+        check_input_domain(np.zeros(0), 0.0, 1.0, "d", "fix")
     assert "66.7%" in _raises(check_input_domain, np.array([-2.1, 202.1, 50.0]), 0.0, 200.0,
                               "d", "fix").message
     check_input_domain(np.zeros(0), 0.0, 1.0, "d", "fix")
@@ -314,3 +319,151 @@ def test_check_thresholds_and_messages():
     scores = classification([0, 1, 1, 1], [5, -3, 1, 1], 2)  # predictions clipped to a class
     assert scores["confusion"] == [[0, 1], [1, 2]]
     assert scores["accuracy"] == 0.5 and scores["per_class_accuracy"] == [0.0, 2 / 3]
+
+
+# ---- IDX files, Fashion-MNIST, seeds ----------------------------------------------------------
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    import struct
+
+    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + \
+        array.astype(np.uint8).tobytes()
+
+
+def test_idx_split_default_pad_or_resize_and_shapes(tmp_path):
+    from edgeq.data import load_idx
+
+    ramp = np.arange(10 * 2, dtype=np.uint8).reshape(1, 10, 2) * 10  # taller than 8 rows
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.repeat(ramp, 2, 0)))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([3, 1])))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.full((1, 8, 2), 7)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([0])))
+    assert load_idx(tmp_path, (8, 6, 1), 1.0).y.tolist() == [3, 1]  # the train files
+    assert load_dataset(tmp_path, (8, 6, 1), split="test", scale=1.0).y.tolist() == [0]
+    assert load_dataset(tmp_path, (8, 6, 1), scale=1.0).y.tolist() == [3, 1]
+    # 10 rows do not fit 8: resized (bilinear) to 8 x 6, though 2 columns would fit 6
+    x = load_idx(tmp_path, (8, 6, 1), 1.0).x
+    expected = np.asarray(Image.fromarray(ramp[0]).resize((6, 8), Image.BILINEAR), np.float32)
+    assert x.shape == (2, 8, 6, 1)
+    np.testing.assert_array_equal(x[0, ..., 0], expected)
+    # 8 rows fit 8 exactly, 2 columns are padded to 6: zeros around, values kept
+    x = load_idx(tmp_path, (8, 6, 1), 1.0, "test").x
+    assert x[0, :, 2:4, 0].tolist() == [[7.0, 7.0]] * 8 and x[0, :, [0, 1, 4, 5], 0].max() == 0
+    x = load_idx(tmp_path / "t10k-images-idx3-ubyte", (8, 2, 1), 1.0).x  # exactly the size
+    assert x[0, ..., 0].tolist() == [[7.0, 7.0]] * 8
+    # 2-D images (no sample axis) are refused even with as many labels as rows
+    (tmp_path / "flat-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((3, 4))))
+    (tmp_path / "flat-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(3)))
+    e = _raises(load_idx, tmp_path / "flat-images-idx3-ubyte", (4, 1, 1), 1.0)
+    assert e.message == (f"{tmp_path / 'flat-images-idx3-ubyte'}: images (3, 4) and labels (3,) "
+                         "do not match")
+    # a 4-byte header with no axes is a complete header: the single value is missing
+    (tmp_path / "nil-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 0]))
+    (tmp_path / "nil-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(1)))
+    e = _raises(load_idx, tmp_path / "nil-images-idx3-ubyte", (4, 1, 1), 1.0)
+    assert e.message == f"{tmp_path / 'nil-images-idx3-ubyte'}: truncated IDX file (0 of 1 values)"
+    e = _raises(load_idx, tmp_path / "lone-images-idx3-ubyte", (4, 1, 1), 1.0)
+    assert e.message == (f"{tmp_path / 'lone-images-idx3-ubyte'}: no labels file "
+                         "lone-labels-idx1-ubyte beside it")
+    e = _raises(load_idx, tmp_path / "t10k-images-idx3-ubyte", (8, 2, 3), 1.0)
+    assert e.message == (f"{tmp_path / 't10k-images-idx3-ubyte'}: IDX images are grayscale but "
+                         "the model wants 3 channels")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    e = _raises(load_idx, empty, (8, 2, 1), 1.0)
+    assert e.message == f"{empty}: no train-images-idx3-ubyte[.gz]"
+    assert e.hint == ("point --data at the Fashion-MNIST folder (apt-get install "
+                      "dataset-fashion-mnist puts it in /usr/share/datasets/fashion-mnist)")
+    (tmp_path / "gone-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    (tmp_path / "gone-labels-idx1-ubyte.gz").write_bytes(b"")
+    e = _raises(load_idx, tmp_path / "gone-images-idx3-ubyte.gz", (8, 2, 1), 1.0)
+    assert e.message.startswith(f"{tmp_path / 'gone-images-idx3-ubyte.gz'}: cannot read IDX file (")
+
+
+def test_fashion_mnist_divides_both_splits_by_255(tmp_path):
+    from edgeq.data import fashion_mnist
+
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.full((1, 2, 2), 200)))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([4])))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.full((1, 2, 2), 51)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.array([2])))
+    train, test = fashion_mnist((2, 2, 1), root=tmp_path)
+    assert train.x.max() == np.float32(200) / np.float32(255)
+    assert test.x.max() == np.float32(51) / np.float32(255) and test.y.tolist() == [2]
+    e = _raises(fashion_mnist, root=tmp_path / "nowhere")
+    assert e.message == f"{tmp_path / 'nowhere'}: Fashion-MNIST not found"
+    assert e.hint == "apt-get install dataset-fashion-mnist, or pass --data with the IDX folder"
+
+
+def test_seeds_default_to_0_and_excess_quota_comes_off_the_most_over_allocated():
+    from edgeq.data import stratified_subset
+
+    y = np.repeat([0, 1, 2], [7, 9, 5])
+    ds = Dataset(np.arange(21, dtype=np.float32), y, ["a", "b", "c"], "d")
+    assert not np.array_equal(stratified_subset(y, 6, 0), stratified_subset(y, 6, 1))
+    np.testing.assert_array_equal(stratified_subset(y, 6), stratified_subset(y, 6, 0))
+    np.testing.assert_array_equal(ds.stratified(6).x, ds.x[stratified_subset(y, 6, 0)])
+    np.testing.assert_array_equal(ds.stratified(6, seed=4).x, ds.x[stratified_subset(y, 6, 4)])
+    first, _ = ds.split(0.5)
+    np.testing.assert_array_equal(first.x, ds.x[stratified_subset(y, 10, 0)])
+    first, rest = ds.split(0.3, seed=3)  # round(6.3) = 6
+    np.testing.assert_array_equal(first.x, ds.x[stratified_subset(y, 6, 3)])
+    assert len(rest) == 15
+    # 6 of 15 samples in classes of 1, 1, 5 and 8: shares 0.4, 0.4, 2.0, 3.2; every class
+    # raised to one gives 1, 1, 2, 3 (7): the one too many comes off class 2, which is at its
+    # share (2 - 2.0), not off class 3, already below its share (3 - 3.2)
+    y = np.repeat([0, 1, 2, 3], [1, 1, 5, 8])
+    assert np.bincount(y[stratified_subset(y, 6)]).tolist() == [1, 1, 1, 3]
+
+
+def test_types_of_labels_counts_and_subsets():
+    assert class_labels(np.array([[0.9], [0.1]])).dtype == np.int64
+    assert class_labels(np.array([[0.1, 0.9]])).dtype == np.int64
+    confusion = classification([0, 1, 1], [0, 1, 0], 2)["confusion"]
+    assert confusion == [[1, 0], [1, 1]] and all(type(v) is int for row in confusion for v in row)
+    ds = Dataset(np.arange(4, dtype=np.float32), np.array([0, 0, -1, 0]), ["only"], "d")
+    assert ds.subset([]).x.shape == (0,) and ds.subset([2]).class_names == ["only"]
+    assert len(ds.stratified(1)) == 1  # one sample is a positive number
+    # label 0 known: stratified by class, although no label is above 0
+    assert ds.stratified(2).chosen == "2 of 4, stratified by class, seed 0"
+
+
+def test_image_folder_details(tmp_path, caplog):
+    (tmp_path / "big-cat").mkdir()
+    (tmp_path / "person").mkdir()
+    ramp = (np.arange(5 * 3 * 3, dtype=np.uint8).reshape(3, 5, 3) * 5)  # 3 rows, 5 columns
+    Image.fromarray(ramp).save(tmp_path / "big-cat" / "b.png")
+    (tmp_path / "big-cat" / "a.txt").write_text("sorted first, not an image")
+    Image.fromarray(np.full((2, 2, 3), 255, np.uint8)).save(tmp_path / "person" / "p.png")
+    with caplog.at_level(logging.WARNING, logger="edgeq.data"):
+        ds = load_dataset(tmp_path, (4, 6, 3), class_names=["person", "big cat"])
+    assert not caplog.records  # nothing skipped, nothing said
+    assert ds.source == str(tmp_path) and ds.names == ["p.png", "b.png"]
+    assert ds.y.tolist() == [0, 1] and ds.x[0].max() == ds.x[0].min() == 1.0  # 255 / 255
+    resized = np.asarray(Image.fromarray(ramp).resize((6, 4), Image.BILINEAR), np.float32)
+    np.testing.assert_array_equal(ds.x[1], resized / np.float32(255))
+    for i in range(4):
+        (tmp_path / "person" / f"bad{i}.jpg").write_bytes(b"no")
+    (tmp_path / "big-cat" / "bad.jpg").write_bytes(b"no")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeq.data"):
+        load_dataset(tmp_path, (4, 6, 3))
+    assert [r.getMessage() for r in caplog.records] == [  # five: all named, no "…"
+        f"{tmp_path}: skipped 5 unreadable image(s): big-cat/bad.jpg, person/bad0.jpg, "
+        "person/bad1.jpg, person/bad2.jpg, person/bad3.jpg"]
+    (tmp_path / "loose.png").write_bytes(b"")
+    e = _raises(load_dataset, tmp_path / "person", (4, 6, 3))
+    assert e.hint == ("use the Visual Wake Words layout: one sub-folder per class, e.g. "
+                      "data/person/*.jpg and data/non_person/*.jpg")
+
+
+def test_load_dataset_passes_its_shape_and_names_the_source(tmp_path):
+    np.savez(tmp_path / "f.npz", x=np.zeros((2, 49, 10)))  # features for a (49, 10) input
+    assert load_dataset(tmp_path / "f.npz", (49, 10)).x.shape == (2, 49, 10)
+    np.savez(tmp_path / "nan.npz", x=np.array([[np.nan, 1.0], [2.0, 3.0]]))
+    e = _raises(load_dataset, tmp_path / "nan.npz", (2,))
+    assert e.message == f"{tmp_path / 'nan.npz'}: 1 NaN/Inf values in the data"
+    np.savez(tmp_path / "s.npz", x=np.zeros((2, 3)), y=np.array(["cat", "dog"]))
+    e = _raises(load_dataset, tmp_path / "s.npz", (3,))  # words are not class indices
+    assert "its values are not whole numbers" in e.message
