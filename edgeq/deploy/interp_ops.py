@@ -27,6 +27,16 @@ from edgeq.intmath import (
 )
 
 
+def _broadcast_shape(ctx: OpContext, a, b) -> tuple[int, ...]:
+    """The output shape of an element-wise op on `a` and `b`, checked against its tensor."""
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError as exc:
+        raise ctx.invalid(f"input shapes {a.shape} and {b.shape} do not broadcast") from exc
+    ctx.check_shape(shape)
+    return shape
+
+
 def _activation(ctx: OpContext, scale, zero_point) -> tuple[int, int]:
     return activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
                             scale, zero_point)
@@ -45,11 +55,7 @@ def prepare_add(ctx: OpContext):
     mult_b, shift_b = quantize_multiplier(float(scale_b) / twice_max)
     mult_out, shift_out = quantize_multiplier(twice_max / ((1 << left_shift) * float(scale_out)))
     act_min, act_max = _activation(ctx, scale_out, zp_out)
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError as exc:
-        raise ctx.invalid(f"input shapes {a.shape} and {b.shape} do not broadcast") from exc
-    ctx.check_shape(shape)
+    shape = _broadcast_shape(ctx, a, b)
 
     def run(inputs):
         x = (inputs[0].astype(np.int64) - zp_a) << left_shift
@@ -320,11 +326,7 @@ def prepare_mul(ctx: OpContext):
     scale_out, zp_out = ctx.per_tensor(out, "output")
     multiplier, shift = quantize_multiplier(float(scale_a) * float(scale_b) / float(scale_out))
     act_min, act_max = _activation(ctx, scale_out, zp_out)
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError as exc:
-        raise ctx.invalid(f"input shapes {a.shape} and {b.shape} do not broadcast") from exc
-    ctx.check_shape(shape)
+    shape = _broadcast_shape(ctx, a, b)
 
     def run(inputs):
         product = (inputs[0].astype(np.int64) - zp_a) * (inputs[1].astype(np.int64) - zp_b)
