@@ -350,6 +350,8 @@ def test_idx_split_default_pad_or_resize_and_shapes(tmp_path):
     # 8 rows fit 8 exactly, 2 columns are padded to 6: zeros around, values kept
     x = load_idx(tmp_path, (8, 6, 1), 1.0, "test").x
     assert x[0, :, 2:4, 0].tolist() == [[7.0, 7.0]] * 8 and x[0, :, [0, 1, 4, 5], 0].max() == 0
+    x = load_idx(tmp_path / "t10k-images-idx3-ubyte", (10, 2, 1), 1.0).x  # as wide: padded
+    assert x[0, 1:9, :, 0].tolist() == [[7.0, 7.0]] * 8 and x[0, [0, 9], :, 0].max() == 0
     x = load_idx(tmp_path / "t10k-images-idx3-ubyte", (8, 2, 1), 1.0).x  # exactly the size
     assert x[0, ..., 0].tolist() == [[7.0, 7.0]] * 8
     # 2-D images (no sample axis) are refused even with as many labels as rows
