@@ -8,11 +8,10 @@ activations of plausible ranges.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from conftest import SHARED
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-vww-256"
+PHOTOS = SHARED / "data" / "coco-vww-256"  # ../shared, or EDGEQ_SHARED as for every test
 
 
 def photos(n: int, size: int = 96, scale: float = 255.0) -> np.ndarray:
