@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from test_tflite_read import _object_model, _pack
 
-from edgeq.errors import TFLiteFormatError
+from edgeq.errors import TFLiteFormatError, UnsupportedOpError
+from edgeq.tflite.model import SUPPORTED_OPS
 from edgeq.tflite.read import read_model, unpack_int4
 from edgeq.tflite.schema import schema
 
@@ -55,3 +56,62 @@ def test_options_without_their_table_take_the_defaults_and_unknown_types_are_nam
     with pytest.raises(TFLiteFormatError) as e:
         read_model(_pack(model_t))
     assert "carries 250, expected Conv2DOptions" in e.value.message
+
+
+def _broken(vww_bytes, change) -> Exception:
+    model_t = _object_model(vww_bytes)
+    change(model_t, model_t.subgraphs[0], model_t.subgraphs[0].operators[0])
+    with pytest.raises((TFLiteFormatError, UnsupportedOpError)) as e:
+        read_model(_pack(model_t))
+    return e.value
+
+
+def _set(op, side: str, k: int, value: int) -> None:
+    values = list(getattr(op, side))
+    values[k] = value
+    setattr(op, side, values)
+
+
+def test_indices_one_past_the_end_and_operand_counts_are_named(vww_bytes):
+    default = "re-export the model with the TFLite converter"
+    e = _broken(vww_bytes, lambda m, g, op: setattr(g.tensors[0], "buffer", len(m.buffers)))
+    assert (e.message, e.hint) == ("<bytes>: tensor 0 'input_1_int8' refers to buffer 91, but "
+                                   "the model has 91 buffers", default)
+    e = _broken(vww_bytes, lambda m, g, op: setattr(op, "opcodeIndex", len(m.operatorCodes)))
+    assert e.message == "<bytes>: operator 0 uses opcode 8, but the model has 8 opcodes"
+    e = _broken(vww_bytes, lambda m, g, op: _set(op, "inputs", 0, len(g.tensors)))
+    assert e.message == ("<bytes>: operator 0 (CONV_2D): input refers to tensor 89, but the "
+                         "model has 89 tensors")
+    # -1 is an omitted optional input, never an output
+    e = _broken(vww_bytes, lambda m, g, op: _set(op, "outputs", 0, -1))
+    assert e.message == ("<bytes>: operator 0 (CONV_2D): output refers to tensor -1, but the "
+                         "model has 89 tensors")
+    # the weights are not optional, although the input list is long enough
+    e = _broken(vww_bytes, lambda m, g, op: _set(op, "inputs", 1, -1))
+    assert e.message == "<bytes>: operator 0 (CONV_2D) has inputs [0, -1, 3]; it needs at least 2"
+    e = _broken(vww_bytes, lambda m, g, op: setattr(op, "outputs", list(op.outputs) * 2))
+    assert (e.message, e.hint) == ("<bytes>: operator 0 (CONV_2D) has 2 outputs, expected 1",
+                                   default)
+    e = _broken(vww_bytes, lambda m, g, op: setattr(op, "builtinOptionsType", 250))
+    assert e.message == "<bytes>: operator 0 (CONV_2D) carries 250, expected Conv2DOptions"
+
+
+def test_unsupported_features_name_the_fix(vww_bytes):
+    def shuffled(m, g, op):
+        fc = next(o for o in g.operators if m.operatorCodes[o.opcodeIndex].builtinCode
+                  == schema.BuiltinOperator.FULLY_CONNECTED)
+        fc.builtinOptions.weightsFormat = 1
+
+    e = _broken(vww_bytes, shuffled)
+    assert isinstance(e, UnsupportedOpError)
+    assert e.message == ("<bytes>: operator 29 (FULLY_CONNECTED) uses shuffled weights "
+                         "(format 1)")
+    assert e.hint == "export FULLY_CONNECTED with the DEFAULT weights format"
+
+    def lstm(m, g, op):
+        code = m.operatorCodes[op.opcodeIndex]
+        code.builtinCode = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+        code.deprecatedBuiltinCode = schema.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM
+
+    e = _broken(vww_bytes, lstm)
+    assert e.hint == "supported operators: " + ", ".join(SUPPORTED_OPS)
