@@ -4,6 +4,7 @@ known options type (numpy and the flatbuffer schema only)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from test_tflite_read import _object_model, _pack
 
@@ -115,3 +116,15 @@ def test_unsupported_features_name_the_fix(vww_bytes):
 
     e = _broken(vww_bytes, lstm)
     assert e.hint == "supported operators: " + ", ".join(SUPPORTED_OPS)
+
+
+def test_an_offset_of_1_means_the_data_is_inline(vww_bytes):
+    """Buffer.offset 0 and 1 both mean 'no data after the flatbuffer' (TFLite's own rule is
+    offset > 1), so the inline data is read."""
+    from test_tflite_read import _conv_weights_index
+
+    model_t = _object_model(vww_bytes)
+    index = _conv_weights_index(model_t)
+    model_t.buffers[model_t.subgraphs[0].tensors[index].buffer].offset = 1
+    np.testing.assert_array_equal(read_model(_pack(model_t)).tensors[index].data,
+                                  read_model(vww_bytes).tensors[index].data)
