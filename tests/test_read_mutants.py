@@ -128,3 +128,30 @@ def test_an_offset_of_1_means_the_data_is_inline(vww_bytes):
     model_t.buffers[model_t.subgraphs[0].tensors[index].buffer].offset = 1
     np.testing.assert_array_equal(read_model(_pack(model_t)).tensors[index].data,
                                   read_model(vww_bytes).tensors[index].data)
+
+
+def test_names_for_codes_the_schema_does_not_know_and_their_hints(vww_bytes):
+    def code(value, custom=None):
+        def change(m, g, op):
+            c = m.operatorCodes[op.opcodeIndex]
+            c.builtinCode, c.deprecatedBuiltinCode, c.customCode = value, min(value, 127), custom
+        return change
+
+    e = _broken(vww_bytes, code(250))
+    assert e.message == "<bytes>: operator 0 is builtin code 250, which edgeq does not support"
+    e = _broken(vww_bytes, code(schema.BuiltinOperator.CUSTOM))
+    assert e.message == ("<bytes>: operator 0 is CUSTOM (no custom code), which edgeq does not "
+                         "support")
+    e = _broken(vww_bytes, lambda m, g, op: setattr(g.tensors[0], "type", 99))
+    assert e.message == ("<bytes>: tensor 0 'input_1_int8' has type type code 99; edgeq "
+                         "supports FLOAT32, INT32, INT16, INT8, UINT8, INT4, INT64")
+    assert e.hint == "quantize the model to full integer (int8 activations, int8/int4 weights)"
+
+    def far(m, g, op):
+        buffer = m.buffers[g.tensors[op.inputs[1]].buffer]
+        buffer.data, buffer.offset, buffer.size = None, 10**6, 16
+
+    e = _broken(vww_bytes, far)
+    assert e.message.endswith("buffer 45 at offset 1000000 with 16 bytes runs past the end of "
+                              "the 333120-byte file")
+    assert e.hint == "the file is truncated; copy or export it again"
