@@ -523,3 +523,14 @@ def test_ram_budget_streams_the_first_layers_on_the_board_and_under_qemu(small, 
         run_build(BuildConfig(keras_model=str(small / "small.h5"), data=str(small / "data.npz"),
                               out=str(tmp_path / "tight"), baseline=False, ram_budget_kb=1))
     assert not (tmp_path / "tight").exists()
+
+
+def test_a_card_whose_memory_map_is_smaller_than_its_budgets_is_named(wide, tmp_path):
+    card = tmp_path / "map.yaml"
+    card.write_text(open(_card(tmp_path, 2048)).read().replace(
+        "flash: {origin: '0x08000000', kib: 2048}", "flash: {origin: '0x08000000', kib: 16}"))
+    with pytest.raises(BoardFitError) as e:
+        _wide_build(wide, tmp_path, str(card))
+    assert "fits small-h7's budgets but not its memory map" in e.value.message
+    assert str(card) in e.value.message and "overflow" in e.value.message.lower()
+    assert not (tmp_path / "o").exists()

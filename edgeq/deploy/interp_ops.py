@@ -27,6 +27,14 @@ from edgeq.intmath import (
 )
 
 
+def _int8_operands(ctx: OpContext, a, b, out):
+    """The (scale, zero point) of a binary op's int8 per-tensor inputs and output."""
+    roles = ((a, "input 0"), (b, "input 1"), (out, "output"))
+    for tensor, role in roles:
+        ctx.expect_dtype(tensor, role, "int8")
+    return [ctx.per_tensor(tensor, role) for tensor, role in roles]
+
+
 def _broadcast_shape(ctx: OpContext, a, b) -> tuple[int, ...]:
     """The output shape of an element-wise op on `a` and `b`, checked against its tensor."""
     try:
@@ -44,11 +52,7 @@ def _activation(ctx: OpContext, scale, zero_point) -> tuple[int, int]:
 
 def prepare_add(ctx: OpContext):
     a, b, out = ctx.input(0), ctx.input(1), ctx.output
-    for tensor, role in ((a, "input 0"), (b, "input 1"), (out, "output")):
-        ctx.expect_dtype(tensor, role, "int8")
-    scale_a, zp_a = ctx.per_tensor(a, "input 0")
-    scale_b, zp_b = ctx.per_tensor(b, "input 1")
-    scale_out, zp_out = ctx.per_tensor(out, "output")
+    (scale_a, zp_a), (scale_b, zp_b), (scale_out, zp_out) = _int8_operands(ctx, a, b, out)
     left_shift = 20
     twice_max = 2.0 * float(max(scale_a, scale_b))
     mult_a, shift_a = quantize_multiplier(float(scale_a) / twice_max)
@@ -319,11 +323,7 @@ def prepare_mul(ctx: OpContext):
     """reference_integer_ops::Mul / BroadcastMul4DSlow: (x1 - zp1) * (x2 - zp2) requantized
     by s1 * s2 / s_out (double-precision ratio of the float32 scales), then the clamp."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output
-    for tensor, role in ((a, "input 0"), (b, "input 1"), (out, "output")):
-        ctx.expect_dtype(tensor, role, "int8")
-    scale_a, zp_a = ctx.per_tensor(a, "input 0")
-    scale_b, zp_b = ctx.per_tensor(b, "input 1")
-    scale_out, zp_out = ctx.per_tensor(out, "output")
+    (scale_a, zp_a), (scale_b, zp_b), (scale_out, zp_out) = _int8_operands(ctx, a, b, out)
     multiplier, shift = quantize_multiplier(float(scale_a) * float(scale_b) / float(scale_out))
     act_min, act_max = _activation(ctx, scale_out, zp_out)
     shape = _broadcast_shape(ctx, a, b)

@@ -202,9 +202,9 @@ def _stream(stage, model: Model, spans: dict, sizes: dict, storage) -> tuple[int
     """Lifetimes and sizes of a streamed stage (see plan_memory); (output, input) when the
     input's storage is to sit right after the output's (the output overwrites the input)."""
     end = stage.ops[-1]
-    for t, rows in stage.windows.items():
+    for t, size in stage.window_bytes(model).items():
         s = storage(t)
-        sizes[s] = rows * model.tensors[t].nbytes // model.tensors[t].shape[1]
+        sizes[s] = size
         spans[s] = (stage.ops[0], end)
     src, sink = storage(stage.input), storage(stage.output)
     spans[src] = (spans[src][0], max(spans[src][1], end))

@@ -80,11 +80,9 @@ def _geometry(model: Model, op: Op) -> tuple[int, int, int, int]:
     if op.kind in ROWWISE:
         return 1, 1, 1, 0
     x, y = model.tensors[op.inputs[0]], model.tensors[op.outputs[0]]
-    if op.kind == "CONV_2D":
+    if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):  # filters [.., kernel rows, ..]
         kh = model.tensors[op.inputs[1]].shape[1]
-    elif op.kind == "DEPTHWISE_CONV_2D":
-        kh = model.tensors[op.inputs[1]].shape[1]
-    else:
+    else:  # pools
         kh = int(op.options.get("filter_height", 1))
     stride = int(op.options.get("stride_h", 1))
     dilation = int(op.options.get("dilation_h_factor", 1))
