@@ -68,6 +68,11 @@ class BuildConfig:
     test_inputs: int = 4  # evaluation inputs embedded in the board firmware with TFLM's outputs
     ram_budget_kb: float | None = None  # the tensor arena's budget; default: the board's arena_kib
 
+    @property
+    def arena_budget(self) -> int | None:
+        """--ram-budget-kb in bytes (None: the board's arena_kib)."""
+        return None if self.ram_budget_kb is None else int(self.ram_budget_kb * 1024)
+
 
 @dataclass
 class BuildResult:
@@ -291,8 +296,7 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
             with st.stage(f"firmware for {board.name} (edgeq engine)"):
                 firmware, link_error = _firmware_stage(cfg, board, tflite, test,
                                                        Path(work) / "firmware")
-        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena, cfg.ram_budget_kb,
-                   calib.x)
+        fit = _fit(board, tflite, firmware, graph, qreport, tflm_arena, cfg, calib.x)
         if firmware is not None and link_error is not None:  # within the budgets, not the map
             raise BoardFitError(f"the firmware fits {board.name}'s budgets but not its memory map "
                                 f"({board.source}): {link_error.message}", link_error.hint)
@@ -410,7 +414,7 @@ def _firmware_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, dest: P
     built = shutil.which("arm-none-eabi-gcc") is not None
     if not built:
         warnings.warn(TOOLCHAIN_WARNING, stacklevel=2)
-    budget = None if cfg.ram_budget_kb is None else int(cfg.ram_budget_kb * 1024)
+    budget = cfg.arena_budget
     try:
         return build_firmware(model, board, dest, vectors, compile=built, fit_check=False,
                               arena_budget=budget), None
@@ -424,7 +428,7 @@ def _firmware_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, dest: P
 
 
 def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
-         ram_budget_kb: float | None, calib_x) -> dict:
+         cfg: BuildConfig, calib_x) -> dict:
     """Flash and RAM of the firmware (the ELF, else the memory plan) against the board; over
     budget, a BoardFitError with what would fit (edgeq.fit.weights_hint)."""
     from edgeq.deploy.cgen import lower_model
@@ -439,13 +443,13 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
     )
     from edgeq.tflite.read import read_model
 
-    budget = None if ram_budget_kb is None else int(ram_budget_kb * 1024)
+    budget = cfg.arena_budget
     if firmware is not None and firmware.elf is not None and firmware.elf.is_file():
         sizes = sizes_from_elf(firmware.sizes, STACK_BYTES,
                                symbol_bytes(firmware.elf, "edgeq_test_"))
     else:
         try:
-            engine = lower_model(read_model(tflite), arena_budget=budget)
+            engine = lower_model(read_model(tflite), arena_budget=budget or board.arena_bytes)
             sizes = sizes_from_plan(engine.plan.arena_size, engine.weight_bytes, STACK_BYTES)
         except UnsupportedOpError:  # --no-firmware on a model only TFLM runs
             sizes = sizes_from_tflm(len(tflite), tflm_arena, STACK_BYTES)
@@ -463,7 +467,7 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
     if budget is not None and fit["arena_bytes"] > budget:
         raise BoardFitError(f"the tensor arena needs {fit['arena_bytes']:,} bytes, "
                             f"{fit['arena_bytes'] - budget:,} more than --ram-budget-kb "
-                            f"{ram_budget_kb:g} ({budget:,} bytes), even with the first layers "
+                            f"{cfg.ram_budget_kb:g} ({budget:,} bytes), even with the first layers "
                             "streamed", "raise the budget, or use a smaller input resolution")
     fit["arena_budget_asked"] = budget
     return fit
@@ -492,8 +496,7 @@ def _emulated_stage(cfg: BuildConfig, board: Board, tflite: bytes, test, checked
         run = run_emulated(read_model(tflite), board, emulator,
                            quantize_inputs(test.x[index], checked.input), tflm.outputs[index],
                            labels, classes, checked.output, chosen,
-                           arena_budget=None if cfg.ram_budget_kb is None
-                           else int(cfg.ram_budget_kb * 1024))
+                           arena_budget=cfg.arena_budget)
     section = run.to_dict()
     section["row"] = {"name": f"edgeq firmware on QEMU {machine} ({board.core}, built with "
                               f"{board.name}'s flags)", "accuracy": run.accuracy,
