@@ -10,7 +10,7 @@ import pytest
 from test_graph import _every_layer_model, _randomize_bn
 
 from edgeq.deploy import interp
-from edgeq.deploy.runtimes import litert_interpreter, tflm_interpreter
+from edgeq.deploy.runtimes import tflm_interpreter
 from edgeq.errors import DataError
 from edgeq.learn import tiesafe
 from edgeq.learn.graph import Node, capture
@@ -134,19 +134,10 @@ def test_rex_branches_export_exactly_and_error_falls_with_the_order(every_layer_
 
 def _litert_vs_tflm(model_bytes, x):
     """(max |LiteRT - TFLM| in LSB, label agreement, fraction of samples that differ)."""
+    from test_litert_identity import _outputs  # the one LiteRT-beside-TFLM runner
+
     model = read_model(model_bytes)
-    q = interp.quantize_input(model.input_tensors[0], x)
-    litert, tflm = litert_interpreter(model_bytes), tflm_interpreter(model_bytes, 1 << 20)
-    src, dst = litert.get_input_details()[0]["index"], litert.get_output_details()[0]["index"]
-    a, b = [], []
-    for i in range(len(q)):
-        litert.set_tensor(src, q[i:i + 1])
-        litert.invoke()
-        a.append(litert.get_tensor(dst)[0].astype(np.int32))
-        tflm.set_input(q[i:i + 1], 0)
-        tflm.invoke()
-        b.append(tflm.get_output(0)[0].astype(np.int32))
-    a, b = np.array(a), np.array(b)
+    a, b = _outputs(model_bytes, interp.quantize_input(model.input_tensors[0], x))
     diff = np.abs(a - b)
     return int(diff.max()), float(np.mean(a.argmax(1) == b.argmax(1))), float(
         np.mean(diff.max(1) > 0))
