@@ -5,7 +5,7 @@ APT_STAMP := .venv/.apt-installed
 APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench bench-vs-tflm lint mutation clean
+.PHONY: setup demo test bench bench-vs-tflm lint mutation break-check clean
 
 setup: $(STAMP) $(APT_STAMP)
 
@@ -43,6 +43,10 @@ mutation: setup
 	rm -rf mutants
 	EDGEQ_SHARED=$(abspath ../shared) TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/mutmut run --max-children 2
 	.venv/bin/mutmut results
+
+# Each weak-test case of issue 18 broken on purpose in a copy of HEAD: its tests must fail.
+break-check: setup
+	EDGEQ_SHARED=$(abspath ../shared) $(PY) scripts/break_on_purpose.py
 
 lint: setup
 	.venv/bin/ruff check edgeq tests benchmarks
