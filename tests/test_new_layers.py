@@ -69,8 +69,27 @@ def _relu_variants(layers, keras):
     return keras.Model(inp, layers.Dense(2, activation="softmax")(h), name="relu_variants")
 
 
+def _unet_ops(layers, keras):
+    """Subtract, Maximum, Minimum, UpSampling2D, Conv2DTranspose (k3 s2 SAME with ReLU; k2 s2
+    VALID without bias; k3 s1 SAME) and a skip Concatenate, as a tiny U-Net's decoder."""
+    inp = keras.Input((12, 12, 3))
+    a = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    d = layers.BatchNormalization()(layers.Conv2D(8, 3, strides=2, padding="same")(a))
+    b = layers.Conv2D(8, 1)(d)
+    low = layers.Maximum()([layers.Subtract()([d, b]), b])
+    up = layers.UpSampling2D()(low)
+    t = layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu")(
+        layers.Minimum()([d, b]))
+    t = layers.Conv2DTranspose(6, 2, strides=2, padding="valid", use_bias=False)(
+        layers.Conv2D(8, 1, strides=2)(t))
+    t = layers.Conv2DTranspose(8, 3, padding="same")(t)
+    h = layers.Conv2D(4, 1)(layers.Concatenate()([a, up, t]))
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(h), name="unet_ops")
+
+
 MODELS = {"separable": _separable, "squeeze_excite": _squeeze_excite,
-          "relu_variants": _relu_variants}
+          "relu_variants": _relu_variants, "unet_ops": _unet_ops}
 
 
 def _build(name: str, version: int):
@@ -124,11 +143,14 @@ EXPECTED_OPS = {  # TFLite ops each model must use (the layers under test)
     "separable": {"DEPTHWISE_CONV_2D", "CONV_2D", "LEAKY_RELU", "MAX_POOL_2D", "LOGISTIC"},
     "squeeze_excite": {"HARD_SWISH", "MUL", "MEAN", "TANH", "MAX_POOL_2D", "SOFTMAX"},
     "relu_variants": {"LEAKY_RELU", "MUL", "DEPTHWISE_CONV_2D"},
+    "unet_ops": {"SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV",
+                 "CONCATENATION"},
 }
 
 
 # tf_keras (Keras 2) has no hard_swish and writes `x + 3.0` as a TFOpLambda: SE is Keras 3's
-CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2)]
+CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2),
+                                                  ("unet_ops", 2)]
 
 
 @pytest.mark.parametrize("name, version", CASES, ids=[f"{n}-keras{v}" for n, v in CASES])

@@ -54,7 +54,6 @@ import numpy as np
 
 from edgeq import __version__, data_dir
 from edgeq.deploy.carray import is_reserved_identifier
-from edgeq.deploy.interp_ops import nearest_indices
 from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
 from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage, stage_table
 from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
@@ -64,6 +63,7 @@ from edgeq.intmath import (
     leading_padding,
     leaky_relu_table,
     logistic_table,
+    nearest_indices,
     output_size,
     pack_int4,
     quantize_multiplier,

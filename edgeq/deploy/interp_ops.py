@@ -15,6 +15,7 @@ from edgeq.intmath import (
     leaky_relu_table,
     logistic_table,
     multiply_by_quantized_multiplier,
+    nearest_indices,
     output_size,
     quantize_multiplier,
     reciprocal,
@@ -435,21 +436,6 @@ def prepare_maximum(ctx: OpContext):
 
 def prepare_minimum(ctx: OpContext):
     return _min_max(ctx, np.minimum)
-
-
-def nearest_indices(in_size: int, out_size: int, align_corners: bool,
-                    half_pixel_centers: bool) -> np.ndarray:
-    """GetNearestNeighbor of reference_ops::ResizeNearestNeighbor for every output position,
-    in float32 as the kernel computes it."""
-    if align_corners and out_size > 1:
-        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
-    else:
-        scale = np.float32(in_size) / np.float32(out_size)
-    offset = np.float32(0.5 if half_pixel_centers else 0.0)
-    where = (np.arange(out_size, dtype=np.float32) + offset) * np.float32(scale)
-    index = (round_half_away(where) if align_corners else np.floor(where)).astype(np.int64)
-    index = np.minimum(index, in_size - 1)
-    return np.maximum(index, 0) if half_pixel_centers else index
 
 
 def prepare_resize_nearest_neighbor(ctx: OpContext):
