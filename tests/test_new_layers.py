@@ -238,3 +238,26 @@ def test_keras3_export_savedmodel_says_how_to_save_instead(tmp_path):
         load_keras_model(tmp_path / "exported")
     text = str(err.value) + " " + err.value.hint
     assert "model.export()" in text and "model.save('model.keras')" in text
+
+
+def test_keras3_operations_of_two_tensors():
+    """Keras 3's `a - b`, `ops.maximum(a, b)` and `ops.minimum(a, b)` of two tensors become
+    SUB, MAXIMUM and MINIMUM; float graph == Keras, simulation == TFLM at W8."""
+    import keras
+    from keras import layers, ops
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    a, b = layers.Conv2D(4, 3, padding="same")(inp), layers.Conv2D(4, 1)(inp)
+    h = ops.minimum(ops.maximum(a - b, b), a)
+    model = keras.Model(inp, layers.Dense(3, activation="softmax")(
+        layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).uniform(-1, 1, (SAMPLES, 6, 6, 3)).astype(np.float32)
+    graph = capture(model)
+    assert {"sub", "maximum", "minimum"} <= {n.kind for n in graph.nodes}
+    np.testing.assert_allclose(graph.run_float(x), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+    qgraph = quantize_minmax(graph, x, 8)
+    tflite = to_tflite_model(qgraph)
+    assert {"SUB", "MAXIMUM", "MINIMUM"} <= {op.kind for op in tflite.ops}
+    expected = _tflm(write_model(tflite), quantize_input(tflite.input_tensors[0], x))
+    np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)

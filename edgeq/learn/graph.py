@@ -410,15 +410,17 @@ def _relu_layer(layer: KerasLayer) -> list[Node]:
 
 def _operation(layer: KerasLayer) -> list[Node]:
     """Keras 3 operations in a functional model: x + c, x - c, x * c, x / c with a constant c
-    (an affine), and the tensor-tensor add and multiply."""
+    (an affine), and the tensor-tensor add, subtract, multiply, maximum and minimum."""
     op = layer.class_name[len("ops."):]
     constants = layer.config["constants"]
     tensors = [c for c in constants if c is None]
     values = [c for c in constants if c is not None]
     shape = layer.output_shape
-    if len(tensors) == 2 and not values and op in ("Add", "Multiply"):
-        return [Node(layer.name, "add" if op == "Add" else "mul", list(layer.inbound),
-                     {"activation": "NONE"}, {}, shape)]
+    binary = {"Add": "add", "Multiply": "mul", "Subtract": "sub", "Maximum": "maximum",
+              "Minimum": "minimum"}
+    if len(tensors) == 2 and not values and op in binary:
+        attrs = {} if op in ("Maximum", "Minimum") else {"activation": "NONE"}
+        return [Node(layer.name, binary[op], list(layer.inbound), attrs, {}, shape)]
     if len(tensors) == 1 and len(values) == 1 and isinstance(values[0], (int, float)):
         c, first = float(values[0]), constants[0] is None
         affine = {"Add": (1.0, c), "Subtract": (1.0, -c) if first else (-1.0, c),
@@ -428,7 +430,8 @@ def _operation(layer: KerasLayer) -> list[Node]:
         if op in affine:
             return [_affine(layer.name, list(layer.inbound), shape, *affine[op])]
     raise _unsupported(layer, "this operation (edgeq reads x + c, x - c, x * c, x / c with a "
-                              "constant c, and the add or multiply of two tensors)")
+                              "constant c, and the add, subtract, multiply, maximum or minimum "
+                              "of two tensors)")
 
 
 def layer_to_nodes(layer: KerasLayer) -> list[Node]:
