@@ -261,3 +261,20 @@ def test_keras3_operations_of_two_tensors():
     assert {"SUB", "MAXIMUM", "MINIMUM"} <= {op.kind for op in tflite.ops}
     expected = _tflm(write_model(tflite), quantize_input(tflite.input_tensors[0], x))
     np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)
+
+
+def test_brecq_at_4_bits_keeps_conv2d_transpose_8_bit_and_exact():
+    """`--bits 4`'s default method (BRECQ) on the U-Net layers: the Conv2DTranspose layers
+    stay 8-bit (TFLM has no INT4 TRANSPOSE_CONV), the others get 4, and the reconstructed
+    model's simulation equals TFLM."""
+    from edgeq.learn.quantize import quantize
+
+    model, x = _build("unet_ops", 3)
+    qgraph, _ = quantize(model, x, method="brecq", bits=4, iters=20, act_iters=5,
+                         progress=False)
+    kinds = {n.name: n.kind for n in qgraph.graph.weighted_nodes}
+    assert {qgraph.plan[n] for n, k in kinds.items() if k == "conv2d_transpose"} == {8}
+    assert 4 in qgraph.plan.values()
+    tflite = to_tflite_model(qgraph)
+    expected = _tflm(write_model(tflite), quantize_input(tflite.input_tensors[0], x))
+    np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)
