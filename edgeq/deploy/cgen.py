@@ -431,7 +431,8 @@ class _Lowering:
     def _sub(self, index, op):
         """SUB: ADD's parameters (eq_add_t), the difference taken in eq_sub."""
         step = self._add(index, op)
-        step.call = step.call.replace("eq_add(", "eq_sub(", 1)
+        step.params_name = f"op{index}_sub"
+        step.call = step.call.replace(f"eq_add(&op{index}_add", f"eq_sub(&op{index}_sub", 1)
         step.function = "eq_sub"
         return step
 
