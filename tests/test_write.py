@@ -391,3 +391,15 @@ def test_op_versions_of_issue_14_ops_are_the_converters():
     assert sorted(op_version(op, model) for op in transposes) == [2, 3, 4]
     disagreeing = converter_versions_disagreeing(data)
     assert {(kind, file) for kind, file, _ in disagreeing} <= {("TRANSPOSE_CONV", 4)}
+    # and the converter's own file runs in edgeq's interpreter exactly as in TFLM
+    from tflite_micro.python.tflite_micro import runtime
+
+    from edgeq.deploy.interp import Interpreter
+
+    x = rng.integers(-128, 128, size=(1, 6, 6, 3)).astype(np.int8)
+    tflm = runtime.Interpreter.from_bytes(data, arena_size=256 * 1024)
+    tflm.set_input(x, 0)
+    tflm.invoke()
+    got = Interpreter(model).invoke([x])
+    for i, out in enumerate(got):
+        np.testing.assert_array_equal(out, tflm.get_output(i), f"output {i}")
