@@ -361,6 +361,22 @@ def leading_padding(in_size: int, filter_size: int, stride: int, dilation: int,
     return total // 2
 
 
+def nearest_indices(in_size: int, out_size: int, align_corners: bool,
+                    half_pixel_centers: bool) -> np.ndarray:
+    """GetNearestNeighbor of reference_ops::ResizeNearestNeighbor for every output position,
+    in float32 as the kernel computes it (shared by the interpreter, the C generator
+    and the Keras side's UpSampling2D)."""
+    if align_corners and out_size > 1:
+        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    else:
+        scale = np.float32(in_size) / np.float32(out_size)
+    offset = np.float32(0.5 if half_pixel_centers else 0.0)
+    where = (np.arange(out_size, dtype=np.float32) + offset) * np.float32(scale)
+    index = (round_half_away(where) if align_corners else np.floor(where)).astype(np.int64)
+    index = np.minimum(index, in_size - 1)
+    return np.maximum(index, 0) if half_pixel_centers else index
+
+
 # --- gemmlowp fixed point, as TFLM's reference Softmax uses it --------------------------------
 
 

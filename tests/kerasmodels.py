@@ -84,3 +84,30 @@ def ds_cnn(x, filters: int = 16, classes: int = 4):
     model = keras.Model(inp, out, name="ds_cnn")
     set_bn_statistics(model, x)
     return model
+
+
+def unet(x, size: int = 64, classes: int = 2):
+    """A small U-Net on size x size RGB: two strided Conv2D down (BN, ReLU), back up by
+    UpSampling2D with a Concatenate skip and by Conv2DTranspose (stride 2, BN) with an Add
+    skip, a 1x1 Conv2D to `classes` maps. The maps are averaged and soft-maxed so that the
+    build's label checks apply (a per-image decision from the per-pixel head)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 3))
+
+    def conv(h, filters, strides=1):
+        h = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(h)
+        return layers.ReLU()(layers.BatchNormalization()(h))
+
+    e1 = conv(inp, 8)
+    e2 = conv(e1, 16, 2)
+    e3 = conv(e2, 24, 2)
+    d2 = conv(layers.Concatenate()([layers.UpSampling2D()(e3), e2]), 16)
+    up = layers.Conv2DTranspose(8, 3, strides=2, padding="same", use_bias=False)(d2)
+    d1 = layers.ReLU()(layers.Add()([layers.BatchNormalization()(up), e1]))
+    h = layers.GlobalAveragePooling2D()(layers.Conv2D(classes, 1)(d1))
+    model = keras.Model(inp, layers.Softmax()(h), name="unet")
+    set_bn_statistics(model, x)
+    return model

@@ -489,6 +489,73 @@ def hard_swish(rng) -> Model:
     return b.model([x], [y], "hard_swish")
 
 
+def sub(rng, activation="NONE", broadcast=False) -> Model:
+    """SUB of two inputs with their own scales; `broadcast` makes the second [1, 1, 1, c]."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
+    x1 = b.activation("input_a", shape)
+    x2 = b.activation("input_b", (1, 1, 1, shape[3]) if broadcast else shape)
+    (lo1, hi1), (lo2, hi2) = b.span(x1), b.span(x2)
+    factor = rng.uniform(0.6, 1.0)  # most differences inside, the extremes clamped
+    y = b.activation("output", shape, lo=(lo1 - hi2) * factor, hi=(hi1 - lo2) * factor)
+    b.op("SUB", [x1, x2], y, fused_activation_function=activation)
+    return b.model([x1, x2], [y], f"sub {activation}{' broadcast' if broadcast else ''}")
+
+
+def min_max(rng, kind="MAXIMUM", broadcast=False) -> Model:
+    """MAXIMUM or MINIMUM; both inputs share the output's scale and zero point, as the
+    converter writes them (it requantizes the inputs first)."""
+    b = _Builder(rng)
+    shape = (1, int(rng.integers(1, 8)), int(rng.integers(1, 8)), int(rng.integers(1, 9)))
+    y = b.activation("output", shape)
+    x1 = b.like("input_a", shape, y)
+    x2 = b.like("input_b", (1, 1, 1, shape[3]) if broadcast else shape, y)
+    b.op(kind, [x1, x2], y)
+    return b.model([x1, x2], [y], f"{kind.lower()}{' broadcast' if broadcast else ''}")
+
+
+def resize_nearest(rng, align_corners=False, half_pixel_centers=False, factor=None) -> Model:
+    """RESIZE_NEAREST_NEIGHBOR by an integer `factor` (UpSampling2D) or to a random size."""
+    b = _Builder(rng)
+    h, w, c = int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.integers(1, 9))
+    if factor is None:
+        size = [int(rng.integers(1, 13)), int(rng.integers(1, 13))]
+    else:
+        size = [h * factor, w * factor]
+    x = b.activation("input", (1, h, w, c))
+    y = b.like("output", (1, *size, c), x)
+    b.op("RESIZE_NEAREST_NEIGHBOR", [x, b.const_int32("size", size)], y,
+         align_corners=align_corners, half_pixel_centers=half_pixel_centers)
+    return b.model([x], [y], f"resize_nearest align={align_corners} half={half_pixel_centers} "
+                             f"x{factor}")
+
+
+def transpose_conv(rng, padding="SAME", stride=2, with_bias=True, activation="NONE",
+                   kernel=None) -> Model:
+    """TRANSPOSE_CONV (Conv2DTranspose): inputs [output_shape, weights, input, bias?], INT8
+    per-channel weights [out_c, kh, kw, in_c]."""
+    b = _Builder(rng)
+    h, w = (int(v) for v in rng.integers(2, 7, size=2))
+    cin, cout = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    kh, kw = (kernel, kernel) if kernel else (int(v) for v in rng.integers(1, 5, size=2))
+    if padding == "SAME":
+        oh, ow = h * stride, w * stride
+    else:
+        oh, ow = (h - 1) * stride + kh, (w - 1) * stride + kw
+    x = b.activation("input", (1, h, w, cin))
+    wt = b.weights("weights", (cout, kh, kw, cin), 8, 0)
+    # each output sums about kh * kw * cin / stride^2 products
+    scale = b.output_scale(x, wt, max(1, kh * kw * cin // (stride * stride)))
+    inputs = [b.const_int32("output_shape", [1, oh, ow, cout]), wt, x]
+    if with_bias:
+        inputs.append(b.bias("bias", x, wt, cout, magnitude=scale * 20))
+    y = b.out_activation("output", (1, oh, ow, cout), scale)
+    b.op("TRANSPOSE_CONV", inputs, y, padding=padding, stride_w=stride, stride_h=stride,
+         fused_activation_function=activation)
+    return b.model([x], [y], f"transpose_conv {padding} s{stride} k{kh}x{kw} "
+                             f"{'bias' if with_bias else 'no bias'} {activation}")
+
+
 def random_input(model: Model, rng: np.random.Generator, index: int = 0) -> np.ndarray:
     """A random input for model input `index`: int8 over the full range, or float32 values
     spanning a little beyond the quantized output range of a QUANTIZE."""
@@ -566,4 +633,22 @@ CASES = [
     ("logistic", logistic, {}),
     ("tanh", tanh, {}),
     ("hard_swish", hard_swish, {}),
+    ("sub", sub, {}),
+    ("sub", sub, {"broadcast": True}),
+    ("sub", sub, {"activation": "RELU6"}),
+    ("maximum", min_max, {"kind": "MAXIMUM"}),
+    ("maximum", min_max, {"kind": "MAXIMUM", "broadcast": True}),
+    ("minimum", min_max, {"kind": "MINIMUM"}),
+    ("minimum", min_max, {"kind": "MINIMUM", "broadcast": True}),
+    ("resize_nearest", resize_nearest, {"half_pixel_centers": True, "factor": 2}),
+    ("resize_nearest", resize_nearest, {"factor": 3}),
+    ("resize_nearest", resize_nearest, {"half_pixel_centers": True}),
+    ("resize_nearest", resize_nearest, {"align_corners": True}),
+    ("resize_nearest", resize_nearest, {}),
+    ("transpose_conv", transpose_conv, {}),
+    ("transpose_conv", transpose_conv, {"kernel": 3}),
+    ("transpose_conv", transpose_conv, {"stride": 1}),
+    ("transpose_conv", transpose_conv, {"padding": "VALID", "with_bias": False}),
+    ("transpose_conv", transpose_conv, {"padding": "VALID", "stride": 1, "activation": "RELU"}),
+    ("transpose_conv", transpose_conv, {"with_bias": False, "activation": "RELU6"}),
 ]

@@ -231,7 +231,8 @@ def test_node_attributes_are_validated():
 
 @pytest.mark.parametrize("make_layer, cls", [
     (lambda L: L.ReLU(threshold=0.5), "ReLU"),
-    (lambda L: L.Conv2DTranspose(2, 3), "Conv2DTranspose"),
+    (lambda L: L.Conv2DTranspose(2, 3, dilation_rate=2), "Conv2DTranspose"),  # runs since #14
+    (lambda L: L.UpSampling2D(interpolation="bilinear"), "UpSampling2D"),
     (lambda L: L.Activation("softsign"), "Activation"),
 ])
 def test_unsupported_layer_names_layer_class_and_alternatives(make_layer, cls):
@@ -245,6 +246,7 @@ def test_unsupported_layer_names_layer_class_and_alternatives(make_layer, cls):
     text = str(info.value)
     assert cls in text and "is not supported" in text
     assert "DepthwiseConv2D" in info.value.hint and "GlobalAveragePooling2D" in info.value.hint
+    assert "Conv2DTranspose" in info.value.hint and "UpSampling2D(nearest)" in info.value.hint
 
 
 def test_dense_on_unflattened_input_is_rejected():

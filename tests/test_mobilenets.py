@@ -1,7 +1,8 @@
 """Whole models of issue #14 through `edgeq build` (Keras 3 .keras files, random weights with
 BatchNorm statistics from coco-vww-256 photos, min-max quantization): MobileNetV2 alpha 0.35
 and MobileNetV3Small (with its preprocessing layer, and minimalistic without it) at 96x96, and
-a DS-CNN with SeparableConv2D, at --bits 8 and --bits 4. Each build must end with its firmware
+a DS-CNN with SeparableConv2D, and a small U-Net at 64x64 (UpSampling2D, Conv2DTranspose,
+skip Concatenate and Add; its Conv2DTranspose stays 8-bit at --bits 4), at --bits 8 and 4. Each build must end with its firmware
 run under QEMU (mps2-an500) giving outputs identical to TFLM's, and the simulated model
 agreeing with TFLM on at least 99.5% of the evaluation labels."""
 
@@ -30,6 +31,9 @@ def _model(name: str):
     if name == "mobilenet_v3_small_minimalistic":
         xs = x * 2 - 1
         return kerasmodels.mobilenet_v3_small(xs, minimalistic=True, preprocessing=False), xs, y
+    if name == "unet":
+        xs = kerasmodels.photos(PHOTOS, size=64) * 2 - 1
+        return kerasmodels.unet(xs), xs, y
     rng = np.random.default_rng(0)
     xs = rng.normal(0, 1, size=(PHOTOS, 49, 10, 1)).astype(np.float32)
     return kerasmodels.ds_cnn(xs), xs, y
@@ -62,7 +66,7 @@ V3M_W8 = pytest.param("mobilenet_v3_small_minimalistic", 8, marks=pytest.mark.xf
     strict=True, reason="Keras-side simulation not exact here: 83% label agreement, open (#14)"))
 CASES = [("mobilenet_v2", 8), V2_W4, ("mobilenet_v3_small", 8),
          ("mobilenet_v3_small", 4), V3M_W8, ("ds_cnn", 8),
-         ("ds_cnn", 4)]
+         ("ds_cnn", 4), ("unet", 8), ("unet", 4)]
 
 
 @pytest.mark.parametrize("name, bits", CASES)

@@ -69,8 +69,27 @@ def _relu_variants(layers, keras):
     return keras.Model(inp, layers.Dense(2, activation="softmax")(h), name="relu_variants")
 
 
+def _unet_ops(layers, keras):
+    """Subtract, Maximum, Minimum, UpSampling2D, Conv2DTranspose (k3 s2 SAME with ReLU; k2 s2
+    VALID without bias; k3 s1 SAME) and a skip Concatenate, as a tiny U-Net's decoder."""
+    inp = keras.Input((12, 12, 3))
+    a = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    d = layers.BatchNormalization()(layers.Conv2D(8, 3, strides=2, padding="same")(a))
+    b = layers.Conv2D(8, 1)(d)
+    low = layers.Maximum()([layers.Subtract()([d, b]), b])
+    up = layers.UpSampling2D()(low)
+    t = layers.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu")(
+        layers.Minimum()([d, b]))
+    t = layers.Conv2DTranspose(6, 2, strides=2, padding="valid", use_bias=False)(
+        layers.Conv2D(8, 1, strides=2)(t))
+    t = layers.Conv2DTranspose(8, 3, padding="same")(t)
+    h = layers.Conv2D(4, 1)(layers.Concatenate()([a, up, t]))
+    h = layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(h), name="unet_ops")
+
+
 MODELS = {"separable": _separable, "squeeze_excite": _squeeze_excite,
-          "relu_variants": _relu_variants}
+          "relu_variants": _relu_variants, "unet_ops": _unet_ops}
 
 
 def _build(name: str, version: int):
@@ -124,11 +143,14 @@ EXPECTED_OPS = {  # TFLite ops each model must use (the layers under test)
     "separable": {"DEPTHWISE_CONV_2D", "CONV_2D", "LEAKY_RELU", "MAX_POOL_2D", "LOGISTIC"},
     "squeeze_excite": {"HARD_SWISH", "MUL", "MEAN", "TANH", "MAX_POOL_2D", "SOFTMAX"},
     "relu_variants": {"LEAKY_RELU", "MUL", "DEPTHWISE_CONV_2D"},
+    "unet_ops": {"SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV",
+                 "CONCATENATION"},
 }
 
 
 # tf_keras (Keras 2) has no hard_swish and writes `x + 3.0` as a TFOpLambda: SE is Keras 3's
-CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2)]
+CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2),
+                                                  ("unet_ops", 2)]
 
 
 @pytest.mark.parametrize("name, version", CASES, ids=[f"{n}-keras{v}" for n, v in CASES])
@@ -216,3 +238,43 @@ def test_keras3_export_savedmodel_says_how_to_save_instead(tmp_path):
         load_keras_model(tmp_path / "exported")
     text = str(err.value) + " " + err.value.hint
     assert "model.export()" in text and "model.save('model.keras')" in text
+
+
+def test_keras3_operations_of_two_tensors():
+    """Keras 3's `a - b`, `ops.maximum(a, b)` and `ops.minimum(a, b)` of two tensors become
+    SUB, MAXIMUM and MINIMUM; float graph == Keras, simulation == TFLM at W8."""
+    import keras
+    from keras import layers, ops
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    a, b = layers.Conv2D(4, 3, padding="same")(inp), layers.Conv2D(4, 1)(inp)
+    h = ops.minimum(ops.maximum(a - b, b), a)
+    model = keras.Model(inp, layers.Dense(3, activation="softmax")(
+        layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).uniform(-1, 1, (SAMPLES, 6, 6, 3)).astype(np.float32)
+    graph = capture(model)
+    assert {"sub", "maximum", "minimum"} <= {n.kind for n in graph.nodes}
+    np.testing.assert_allclose(graph.run_float(x), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+    qgraph = quantize_minmax(graph, x, 8)
+    tflite = to_tflite_model(qgraph)
+    assert {"SUB", "MAXIMUM", "MINIMUM"} <= {op.kind for op in tflite.ops}
+    expected = _tflm(write_model(tflite), quantize_input(tflite.input_tensors[0], x))
+    np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)
+
+
+def test_brecq_at_4_bits_keeps_conv2d_transpose_8_bit_and_exact():
+    """`--bits 4`'s default method (BRECQ) on the U-Net layers: the Conv2DTranspose layers
+    stay 8-bit (TFLM has no INT4 TRANSPOSE_CONV), the others get 4, and the reconstructed
+    model's simulation equals TFLM."""
+    from edgeq.learn.quantize import quantize
+
+    model, x = _build("unet_ops", 3)
+    qgraph, _ = quantize(model, x, method="brecq", bits=4, iters=20, act_iters=5,
+                         progress=False)
+    kinds = {n.name: n.kind for n in qgraph.graph.weighted_nodes}
+    assert {qgraph.plan[n] for n, k in kinds.items() if k == "conv2d_transpose"} == {8}
+    assert 4 in qgraph.plan.values()
+    tflite = to_tflite_model(qgraph)
+    expected = _tflm(write_model(tflite), quantize_input(tflite.input_tensors[0], x))
+    np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)

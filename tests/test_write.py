@@ -350,3 +350,56 @@ def test_weights_bias_and_activation_errors_say_what_to_do(build, options, chang
         write_model(model)
     if hint is not None:
         assert e.value.hint == hint
+
+
+def test_op_versions_of_issue_14_ops_are_the_converters():
+    """SUB, MAXIMUM, MINIMUM, RESIZE_NEAREST_NEIGHBOR (tf_keras's UpSampling2D: half-pixel
+    centres) and TRANSPOSE_CONV (with a bias and a fused ReLU, with a bias, without one) as
+    TF's converter versions them in an int8 file of tf_keras layers (batch 1, so that the
+    output_shape is a constant)."""
+    import tensorflow as tf
+    import tf_keras as k
+
+    k.utils.set_random_seed(0)
+    L = k.layers
+    inp = k.Input((6, 6, 3), batch_size=1)
+    a, b = L.Conv2D(4, 3, padding="same")(inp), L.Conv2D(4, 1)(inp)
+    h = L.Minimum()([L.Maximum()([L.Subtract()([a, b]), b]), a])
+    biased = "random_normal"
+    outs = [L.UpSampling2D()(h),
+            L.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu",
+                              bias_initializer=biased)(h),
+            L.Conv2DTranspose(3, 2, strides=2, padding="valid", bias_initializer=biased)(h),
+            L.Conv2DTranspose(3, 3, padding="valid", use_bias=False)(h)]
+    rng = np.random.default_rng(0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(k.Model(inp, outs))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-1, 1, (1, 6, 6, 3)).astype(np.float32)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    data = converter.convert()
+    model = read_model(data)
+    kinds = {op.kind for op in model.ops}
+    assert {"SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV"} <= kinds
+    from edgeq.tflite.write import op_version
+
+    transposes = [op for op in model.ops if op.kind == "TRANSPOSE_CONV"]
+    assert sorted(len(op.inputs) for op in transposes) == [3, 4, 4]
+    # One operator code per op in the converter's file, at the highest version of its uses
+    # (edgeq writes one per version): 4 for the fused ReLU, 3 with a bias, 2 without.
+    assert sorted(op_version(op, model) for op in transposes) == [2, 3, 4]
+    disagreeing = converter_versions_disagreeing(data)
+    assert {(kind, file) for kind, file, _ in disagreeing} <= {("TRANSPOSE_CONV", 4)}
+    # and the converter's own file runs in edgeq's interpreter exactly as in TFLM
+    from tflite_micro.python.tflite_micro import runtime
+
+    from edgeq.deploy.interp import Interpreter
+
+    x = rng.integers(-128, 128, size=(1, 6, 6, 3)).astype(np.int8)
+    tflm = runtime.Interpreter.from_bytes(data, arena_size=256 * 1024)
+    tflm.set_input(x, 0)
+    tflm.invoke()
+    got = Interpreter(model).invoke([x])
+    for i, out in enumerate(got):
+        np.testing.assert_array_equal(out, tflm.get_output(i), f"output {i}")

@@ -63,6 +63,8 @@ from edgeq.intmath import (
     leading_padding,
     leaky_relu_table,
     logistic_table,
+    nearest_indices,
+    output_size,
     pack_int4,
     quantize_multiplier,
     softmax_scaling,
@@ -93,6 +95,11 @@ KERNEL_FILES = {
     "LOGISTIC": ("eq_activation.c",),
     "TANH": ("eq_activation.c",),
     "HARD_SWISH": ("eq_activation.c",),
+    "SUB": ("eq_sub.c",),
+    "MAXIMUM": ("eq_minmax.c",),
+    "MINIMUM": ("eq_minmax.c",),
+    "RESIZE_NEAREST_NEIGHBOR": ("eq_resize.c",),
+    "TRANSPOSE_CONV": ("eq_transpose_conv.c",),
 }
 KERNEL_UNIT = "edgeq_kernels.c"  # generated: the only kernel file the engine compiles
 VALUES_PER_LINE = 16
@@ -305,7 +312,8 @@ class _Lowering:
                 f"op {index}: {op.kind} is not supported by the C engine",
                 "supported: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, "
                 "MAX_POOL_2D, MEAN, PAD, RESHAPE, CONCATENATION, SOFTMAX, QUANTIZE (int8), MUL, "
-                "LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH")
+                "LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH, SUB, MAXIMUM, MINIMUM, "
+                "RESIZE_NEAREST_NEIGHBOR, TRANSPOSE_CONV")
         step = handler(index, op)
         name = self.model.tensors[op.outputs[0]].name
         step.comment = c_comment(f"{index}: {op.kind} -> {name}")
@@ -419,6 +427,68 @@ class _Lowering:
                   ("multiplier", mult), ("shift", shift)]
         return self._step(index, "fully_connected", "eq_fully_connected_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _sub(self, index, op):
+        """SUB: ADD's parameters (eq_add_t), the difference taken in eq_sub."""
+        step = self._add(index, op)
+        step.params_name = f"op{index}_sub"
+        step.call = step.call.replace(f"eq_add(&op{index}_add", f"eq_sub(&op{index}_sub", 1)
+        step.function = "eq_sub"
+        return step
+
+    def _min_max(self, index, op):
+        m = self.model
+        a, c, y = (m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]])
+        out_dims = _dims4(y.shape, f"op {index} {op.kind}")
+        fields = [("out_dims", out_dims),
+                  ("in1_strides", self._broadcast_strides(a, out_dims, index)),
+                  ("in2_strides", self._broadcast_strides(c, out_dims, index))]
+        return self._step(index, op.kind.lower(), "eq_minmax_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.inputs[1]),
+                           self.pointer(op.outputs[0], True)])
+
+    _maximum = _min_max
+    _minimum = _min_max
+
+    def _resize_nearest_neighbor(self, index, op):
+        x, y = self.model.tensors[op.inputs[0]], self.model.tensors[op.outputs[0]]
+        b, ih, iw, c = x.shape
+        _, oh, ow, _ = y.shape
+        align = bool(op.options.get("align_corners", False))
+        half = bool(op.options.get("half_pixel_centers", False))
+        rows = self.array(f"op{index}_rows", "int32_t", nearest_indices(ih, oh, align, half),
+                          "input row of each output row")
+        cols = self.array(f"op{index}_cols", "int32_t", nearest_indices(iw, ow, align, half),
+                          "input column of each output column")
+        fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("channels", c), ("out_h", oh),
+                  ("out_w", ow), ("rows", rows), ("cols", cols)]
+        return self._step(index, "resize_nearest", "eq_resize_nearest_t", fields,
+                          [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
+
+    def _transpose_conv(self, index, op):
+        m = self.model
+        w, x, y = m.tensors[op.inputs[1]], m.tensors[op.inputs[2]], m.tensors[op.outputs[0]]
+        b, ih, iw, ic = x.shape
+        oc, fh, fw, _ = w.shape
+        _, oh, ow, _ = y.shape
+        sh, sw = int(op.options["stride_h"]), int(op.options["stride_w"])
+        padding = op.options["padding"]
+        # TFLite pads as for the conv from the output back to the input (dilation 1)
+        ph = leading_padding(oh, fh, sh, 1, output_size(padding, oh, fh, sh, 1))
+        pw = leading_padding(ow, fw, sw, 1, output_size(padding, ow, fw, sw, 1))
+        wname, _ = self.weights(index, op.inputs[1])
+        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        lo, hi = self._act(op, y)
+        self.macs += b * ih * iw * ic * fh * fw * oc
+        fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
+                  ("out_w", ow), ("out_c", oc), ("filter_h", fh), ("filter_w", fw),
+                  ("stride_h", sh), ("stride_w", sw), ("pad_h", ph), ("pad_w", pw),
+                  ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
+                  ("act_max", hi), ("weights", wname),
+                  ("bias", self.bias(index, op.inputs[3] if len(op.inputs) > 3 else -1)),
+                  ("multiplier", mult), ("shift", shift)]
+        return self._step(index, "transpose_conv", "eq_transpose_conv_t", fields,
+                          [self.pointer(op.inputs[2]), self.pointer(op.outputs[0], True)])
 
     def _add(self, index, op):
         m = self.model

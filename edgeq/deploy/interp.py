@@ -47,6 +47,11 @@ PREPARE: dict[str, Callable[[OpContext], Kernel]] = {
     "LOGISTIC": interp_ops.prepare_logistic,
     "TANH": interp_ops.prepare_tanh,
     "HARD_SWISH": interp_ops.prepare_hard_swish,
+    "SUB": interp_ops.prepare_sub,
+    "MAXIMUM": interp_ops.prepare_maximum,
+    "MINIMUM": interp_ops.prepare_minimum,
+    "RESIZE_NEAREST_NEIGHBOR": interp_ops.prepare_resize_nearest_neighbor,
+    "TRANSPOSE_CONV": interp_conv.prepare_transpose_conv,
 }
 assert set(PREPARE) == set(SUPPORTED_OPS)
 

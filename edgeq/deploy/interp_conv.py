@@ -225,3 +225,65 @@ def prepare_fully_connected(ctx: OpContext):
         return result.reshape(out.shape)
 
     return run
+
+
+def prepare_transpose_conv(ctx: OpContext):
+    """reference_integer_ops::TransposeConv: inputs [output_shape, filter, input, bias?]; each
+    input value times each filter tap is added into the output position it reaches (stride
+    apart, shifted back by the padding TFLite computes from the output size), then the
+    per-channel output stage of a convolution."""
+    shape, w, x, out = ctx.input(0), ctx.input(1), ctx.input(2), ctx.output
+    ctx.expect_dtype(x, "input", "int8")
+    ctx.expect_dtype(w, "filter", "int8")
+    ctx.expect_dtype(out, "output", "int8")
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(out.shape) != 4:
+        raise ctx.invalid(f"needs 4-D input, filter and output, got {x.shape}, {w.shape}, "
+                          f"{out.shape}")
+    ctx.expect_dtype(shape, "output_shape", "int32")
+    if tuple(int(v) for v in ctx.constant(shape, "output_shape").reshape(-1)) != out.shape:
+        raise ctx.invalid(f"output_shape {shape.data.tolist()} is not the output's {out.shape}")
+    out_ch, kernel_h, kernel_w, in_depth = w.shape
+    if in_depth != x.shape[3] or out_ch != out.shape[3] or x.shape[0] != out.shape[0]:
+        raise ctx.invalid(f"filter {w.shape} does not map input {x.shape} to output {out.shape}")
+    weights = ctx.constant(w, "filter").astype(np.float64)
+    in_scale, in_zp = ctx.per_tensor(x, "input")
+    out_scale, out_zp = ctx.per_tensor(out, "output")
+    multiplier, shift = _channel_multipliers(ctx, in_scale, w.scale, out_scale, out_ch)
+    act_min, act_max = activation_range(ctx.op.options.get("fused_activation_function", "NONE"),
+                                        out_scale, out_zp)
+    bias = np.zeros(out_ch, dtype=np.int64)
+    if ctx.has_input(3):
+        b = ctx.input(3)
+        ctx.expect_dtype(b, "bias", "int32")
+        bias = ctx.constant(b, "bias").astype(np.int64).reshape(-1)
+        if bias.size != out_ch:
+            raise ctx.invalid(f"bias '{b.name}' has {bias.size} values for {out_ch} channels")
+    opts = ctx.op.options
+    stride_h, stride_w = int(opts.get("stride_h", 1)), int(opts.get("stride_w", 1))
+    padding = opts.get("padding", "SAME")
+    _, out_h, out_w, _ = out.shape
+    # ComputePaddingHeightWidth over the output as the conv's input (dilation 1)
+    pad_h = leading_padding(out_h, kernel_h, stride_h, 1,
+                            output_size(padding, out_h, kernel_h, stride_h, 1))
+    pad_w = leading_padding(out_w, kernel_w, stride_w, 1,
+                            output_size(padding, out_w, kernel_w, stride_w, 1))
+    _, in_h, in_w, _ = x.shape
+    # a canvas wide enough for every tap; the output is its window from the padding on
+    full_h = max((in_h - 1) * stride_h + kernel_h, pad_h + out_h)
+    full_w = max((in_w - 1) * stride_w + kernel_w, pad_w + out_w)
+    taps = weights.transpose(1, 2, 3, 0)  # [kh, kw, in_c, out_c]
+
+    def run(inputs):
+        centered = inputs[2].astype(np.float64) - in_zp
+        batch = centered.shape[0]
+        rows = centered.reshape(-1, in_depth)
+        canvas = np.zeros((batch, full_h, full_w, out_ch), dtype=np.float64)
+        for ky in range(kernel_h):
+            for kx in range(kernel_w):
+                part = _matmul(rows, taps[ky, kx]).reshape(batch, in_h, in_w, out_ch)
+                canvas[:, ky:ky + (in_h - 1) * stride_h + 1:stride_h,
+                       kx:kx + (in_w - 1) * stride_w + 1:stride_w, :] += part
+        acc = np.rint(canvas[:, pad_h:pad_h + out_h, pad_w:pad_w + out_w, :]).astype(np.int64)
+        return _finish(ctx, acc, bias, multiplier, shift, act_min, act_max, out_zp)
+
+    return run

@@ -15,6 +15,7 @@ from edgeq.intmath import (
     leaky_relu_table,
     logistic_table,
     multiply_by_quantized_multiplier,
+    nearest_indices,
     output_size,
     quantize_multiplier,
     reciprocal,
@@ -384,3 +385,75 @@ def prepare_hard_swish(ctx: OpContext):
         raise ctx.unsupported(f"output scale {out_scale} is below input scale / 128",
                               hint="TFLM refuses this HARD_SWISH; widen the output range")
     return _table_op(ctx, hard_swish_table)
+
+
+def prepare_sub(ctx: OpContext):
+    """reference_integer_ops Sub (sub.cc, int8): ADD's arithmetic (both inputs shifted left by
+    20 and rescaled to 1 / (2 * max scale)) with the second rescaled input subtracted."""
+    a, b, out = ctx.input(0), ctx.input(1), ctx.output
+    (scale_a, zp_a), (scale_b, zp_b), (scale_out, zp_out) = _int8_operands(ctx, a, b, out)
+    left_shift = 20
+    twice_max = 2.0 * float(max(scale_a, scale_b))
+    mult_a, shift_a = quantize_multiplier(float(scale_a) / twice_max)
+    mult_b, shift_b = quantize_multiplier(float(scale_b) / twice_max)
+    mult_out, shift_out = quantize_multiplier(twice_max / ((1 << left_shift) * float(scale_out)))
+    act_min, act_max = _activation(ctx, scale_out, zp_out)
+    shape = _broadcast_shape(ctx, a, b)
+
+    def run(inputs):
+        x = (inputs[0].astype(np.int64) - zp_a) << left_shift
+        y = (inputs[1].astype(np.int64) - zp_b) << left_shift
+        difference = (multiply_by_quantized_multiplier(x, mult_a, shift_a)
+                      - multiply_by_quantized_multiplier(y, mult_b, shift_b))
+        result = (multiply_by_quantized_multiplier(wrap_int32(difference), mult_out, shift_out)
+                  + zp_out)
+        return clamp_int8(np.broadcast_to(result, shape), act_min, act_max)
+
+    return run
+
+
+def _min_max(ctx: OpContext, pick):
+    """MAXIMUM / MINIMUM on int8: the larger (smaller) stored value, which is the larger
+    (smaller) real value only when both inputs share the output's scale and zero point (the
+    converter requantizes them so; TFLM's kernel compares the stored values)."""
+    a, b, out = ctx.input(0), ctx.input(1), ctx.output
+    params = _int8_operands(ctx, a, b, out)
+    if params[0] != params[2] or params[1] != params[2]:
+        raise ctx.unsupported("inputs and output have different scales or zero points",
+                              hint="requantize the inputs to the output's parameters "
+                                   "(QUANTIZE int8 -> int8), as TF's converter does")
+    shape = _broadcast_shape(ctx, a, b)
+
+    def run(inputs):
+        return np.broadcast_to(pick(inputs[0], inputs[1]), shape).astype(np.int8)
+
+    return run
+
+
+def prepare_maximum(ctx: OpContext):
+    return _min_max(ctx, np.maximum)
+
+
+def prepare_minimum(ctx: OpContext):
+    return _min_max(ctx, np.minimum)
+
+
+def prepare_resize_nearest_neighbor(ctx: OpContext):
+    x, out = ctx.input(0), ctx.output
+    ctx.expect_dtype(x, "input", "int8")
+    ctx.expect_dtype(out, "output", "int8")
+    if len(x.shape) != 4:
+        raise ctx.invalid(f"needs a 4-D input, got {x.shape}")
+    size = ctx.input(1)
+    ctx.expect_dtype(size, "size", "int32")
+    out_h, out_w = (int(v) for v in ctx.constant(size, "size").reshape(-1))
+    ctx.check_shape((x.shape[0], out_h, out_w, x.shape[3]))
+    align = bool(ctx.op.options.get("align_corners", False))
+    half = bool(ctx.op.options.get("half_pixel_centers", False))
+    rows = nearest_indices(x.shape[1], out_h, align, half)
+    cols = nearest_indices(x.shape[2], out_w, align, half)
+
+    def run(inputs):
+        return inputs[0][:, rows][:, :, cols]
+
+    return run

@@ -18,7 +18,8 @@
  *
  * The kernels are one file per op family (eq_conv.c, eq_depthwise.c, eq_fully_connected.c,
  * eq_pool.c, eq_add.c, eq_mul.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c,
- * eq_activation.c, eq_requantize.c, eq_copy.c; shared helpers in eq_internal.h). A generated
+ * eq_activation.c, eq_sub.c, eq_minmax.c, eq_resize.c, eq_transpose_conv.c, eq_requantize.c,
+ * eq_copy.c; shared helpers in eq_internal.h). A generated
  * engine copies only those its model uses and compiles them as one unit, edgeq_kernels.c.
  */
 #ifndef EDGEQ_KERNELS_H
@@ -124,6 +125,27 @@ typedef struct {
     const int8_t *table; /* [256]: the output for input value v at table[v + 128] */
 } eq_lut_t;
 
+typedef struct {
+    int32_t out_dims[4];
+    int32_t in1_strides[4], in2_strides[4]; /* 0 along broadcast dimensions */
+} eq_minmax_t;
+
+typedef struct {
+    int32_t batches, in_h, in_w, channels, out_h, out_w;
+    const int32_t *rows; /* [out_h]: the input row of each output row */
+    const int32_t *cols; /* [out_w]: the input column of each output column */
+} eq_resize_nearest_t;
+
+typedef struct {
+    int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c, filter_h, filter_w;
+    int32_t stride_h, stride_w, pad_h, pad_w; /* pad: TFLite's, from the output size */
+    int32_t in_offset, out_offset, act_min, act_max;
+    const int8_t *weights; /* [out_c][filter_h][filter_w][in_c], int8 */
+    const int32_t *bias;   /* [out_c] or NULL */
+    const int32_t *multiplier; /* [out_c] */
+    const int8_t *shift;       /* [out_c], in [-31, 30] */
+} eq_transpose_conv_t;
+
 /* ---- the kernels' contracts -----------------------------------------------------------------
  * Common to all: tensors are int8, NHWC, contiguous, batch first; `in` and `out` never overlap
  * unless said. Zero points come as offsets: in_offset = -input zero point, out_offset = output
@@ -222,6 +244,20 @@ void eq_mul(const eq_mul_t *p, const int8_t *in1, const int8_t *in2, int8_t *out
  * (edgeq.intmath.leaky_relu_table, logistic_table, tanh_table, hard_swish_table). `in` and
  * `out` may be the same buffer. */
 void eq_lut(const eq_lut_t *p, const int8_t *in, int8_t *out);
+/* SUB (TFLM's int8 Sub / BroadcastSubSlow): eq_add's parameters and arithmetic with the second
+ * rescaled input subtracted. No fast path. */
+void eq_sub(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* MAXIMUM / MINIMUM (reference_ops::MaximumMinimumBroadcastSlow): the larger / smaller stored
+ * value; inputs and output share one scale and zero point. Broadcasting as eq_mul. */
+void eq_maximum(const eq_minmax_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void eq_minimum(const eq_minmax_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* RESIZE_NEAREST_NEIGHBOR (reference_ops::ResizeNearestNeighbor): output (y, x) is input
+ * (rows[y], cols[x]), the generator's float32 evaluation of TFLM's GetNearestNeighbor. */
+void eq_resize_nearest(const eq_resize_nearest_t *p, const int8_t *in, int8_t *out);
+/* TRANSPOSE_CONV (reference_integer_ops::TransposeConv): the same int32 sums gathered per
+ * output instead of scattered into a scratch, then the per-channel output stage. No scratch,
+ * no fast path. */
+void eq_transpose_conv(const eq_transpose_conv_t *p, const int8_t *in, int8_t *out);
 /* `bytes` bytes from in to out (memmove; nothing when they are the same). */
 void eq_copy(const int8_t *in, int8_t *out, int32_t bytes);
 

@@ -35,6 +35,12 @@ EXPORT_BITS = (8, 4)  # weight widths TFLite / TFLM can store and run
 IO_DTYPES = ("int8", "float32")
 
 
+def eight_bit_only(graph: Graph) -> list[str]:
+    """Weighted layers that must keep 8-bit weights: Conv2DTranspose (TFLM's TRANSPOSE_CONV
+    refuses INT4 filters as a hybrid model)."""
+    return [n.name for n in graph.weighted_nodes if n.kind == "conv2d_transpose"]
+
+
 def bit_plan(graph: Graph, bits: int | dict[str, int] = 8, edge_bits: int = 8) -> dict[str, int]:
     """Weight bits for every weighted node. An int gives that width to every layer except the
     first and last, which stay at `edge_bits` (they are small and the most sensitive, the usual
@@ -50,6 +56,13 @@ def bit_plan(graph: Graph, bits: int | dict[str, int] = 8, edge_bits: int = 8) -
         plan = {name: int(bits) for name in weighted}
         if weighted and int(bits) < edge_bits:
             plan[weighted[0]] = plan[weighted[-1]] = edge_bits
+        for name in eight_bit_only(graph):  # TFLM has no INT4 TRANSPOSE_CONV
+            plan[name] = max(plan[name], 8)
+    asked = sorted(n for n in eight_bit_only(graph) if plan[n] != 8)
+    if asked:
+        raise DataError(f"bit plan gives {asked} {plan[asked[0]]} bits; Conv2DTranspose layers "
+                        "are exported as TRANSPOSE_CONV, which TFLM runs with 8-bit weights only",
+                        "give these layers 8 bits")
     for b in set(plan.values()):
         intmath.weight_qrange(b)  # rejects unknown widths with the list of known ones
     return plan
@@ -127,6 +140,8 @@ def _weights_tensors(b: _ModelBuilder, qgraph: QuantizedGraph, node: Node,
     elif node.kind == "depthwise_conv2d":
         kh, kw, c, m = q.shape
         data, qdim = q.reshape(1, kh, kw, c * m), 3
+    elif node.kind == "conv2d_transpose":  # Keras [kh, kw, out, in] -> TFLite [out, kh, kw, in]
+        data, qdim = q.transpose(2, 0, 1, 3), 0
     else:
         data, qdim = q.T, 0
     data = np.ascontiguousarray(data).astype(np.int8)
@@ -214,8 +229,24 @@ def to_tflite_model(qgraph: QuantizedGraph, io_dtype: str = "int8", *,
             w, bias = _weights_tensors(b, qgraph, node, bias_offsets.get(node.name))
             b.op("FULLY_CONNECTED", [ins[0], w, bias], [out],
                  fused_activation_function=a["activation"], keep_num_dims=False)
+        elif node.kind == "conv2d_transpose":
+            w, bias = _weights_tensors(b, qgraph, node, bias_offsets.get(node.name))
+            shape = b.const_int32(f"{node.name}/output_shape", [1, *node.output_shape])
+            b.op("TRANSPOSE_CONV", [shape, w, ins[0], bias], [out], padding=a["padding"],
+                 stride_w=a["strides"][1], stride_h=a["strides"][0],
+                 fused_activation_function=a["activation"])
         elif node.kind == "add":
             b.op("ADD", ins, [out], fused_activation_function=a["activation"])
+        elif node.kind == "sub":
+            b.op("SUB", ins, [out], fused_activation_function=a["activation"])
+        elif node.kind in ("maximum", "minimum"):
+            b.op(node.kind.upper(), ins, [out])
+        elif node.kind == "resize_nearest":
+            size = b.const_int32(f"{node.name}/size", list(node.output_shape[:2]))
+            # as the converter writes tf_keras's UpSampling2D (the same indices for whole
+            # factors as Keras 3's repeat)
+            b.op("RESIZE_NEAREST_NEIGHBOR", [ins[0], size], [out], align_corners=False,
+                 half_pixel_centers=True)
         elif node.kind in ("avg_pool", "max_pool"):
             b.op("AVERAGE_POOL_2D" if node.kind == "avg_pool" else "MAX_POOL_2D", ins, [out],
                  padding=a["padding"], stride_w=a["strides"][1], stride_h=a["strides"][0],

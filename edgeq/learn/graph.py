@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import DataError, UnsupportedLayerError
+from edgeq.intmath import nearest_indices
 from edgeq.learn.keras_reader import KerasLayer, read_keras
 
 ACTIVATIONS = ("NONE", "RELU", "RELU6")
@@ -86,15 +87,22 @@ NODE_ATTRS = {
     "logistic": {},
     "tanh": {},
     "hard_swish": {},
+    "sub": {"activation": _is_act},
+    "maximum": {},
+    "minimum": {},
+    # UpSampling2D(interpolation="nearest"): output (y, x) reads input (y // sy, x // sx)
+    "resize_nearest": {"size": _pair},
+    "conv2d_transpose": {"strides": _pair, "padding": _is_pad, "activation": _is_act},
     # the producer's int8 range is exactly [lo, hi] (tied qparams): exported as no op
     "clip": {"lo": lambda v: v == 0.0, "hi": lambda v: _real(v) and v > 0},
 }
 NODE_WEIGHTS = {"conv2d": ("kernel", "bias"), "depthwise_conv2d": ("kernel", "bias"),
-                "dense": ("kernel", "bias")}
+                "dense": ("kernel", "bias"), "conv2d_transpose": ("kernel", "bias")}
 # Raw kinds that exist only while the passes run.
 TRANSIENT_KINDS = ("batch_norm", "relu", "identity")
 WEIGHTED_KINDS = tuple(NODE_WEIGHTS)
-FUSABLE_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "mul", "avg_pool", "max_pool")
+FUSABLE_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "mul", "avg_pool", "max_pool",
+                 "sub", "conv2d_transpose")
 
 SUPPORTED_LAYERS = (
     "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense",
@@ -104,6 +112,8 @@ SUPPORTED_LAYERS = (
     "leaky_relu)", "Softmax", "Add", "Multiply (same shape or a per-channel vector)",
     "AveragePooling2D", "MaxPooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
     "ZeroPadding2D", "Flatten", "Reshape", "Concatenate", "Dropout", "Rescaling",
+    "Subtract", "Maximum", "Minimum", "UpSampling2D(nearest)",
+    "Conv2DTranspose(dilation 1, no output_padding)",
     "Normalization", "x + c, x - c, x * c, x / c with a constant c (Keras 3 operations)")
 # Activation names (Keras `activation=` arguments and Activation layers) and what they become.
 _ACTIVATION_NAMES = ("linear", "none", "relu", "relu6", "softmax", "sigmoid", "tanh",
@@ -210,11 +220,14 @@ def validate_node(node: Node) -> None:
         kernel, bias = node.weights["kernel"], node.weights["bias"]
         rank = 2 if node.kind == "dense" else 4
         out = kernel.shape[-1] * (kernel.shape[-2] if node.kind == "depthwise_conv2d" else 1)
+        if node.kind == "conv2d_transpose":  # Keras: [kh, kw, out_c, in_c]
+            out = kernel.shape[2]
         if kernel.ndim != rank or bias.shape != (out,):
             raise UnsupportedLayerError(
                 f"node {node.name!r} ({node.kind}): kernel {kernel.shape} and bias {bias.shape} "
                 "do not match", "this is an edgeq bug: please report it")
-    arity = {"input": 0, "add": 2, "mul": 2, "concat": None}.get(node.kind, 1)
+    arity = {"input": 0, "add": 2, "mul": 2, "sub": 2, "maximum": 2, "minimum": 2,
+             "concat": None}.get(node.kind, 1)
     if arity is not None and len(node.inputs) != arity:
         raise UnsupportedLayerError(f"node {node.name!r} ({node.kind}) has {len(node.inputs)} "
                                     f"inputs, expected {arity}",
@@ -397,15 +410,17 @@ def _relu_layer(layer: KerasLayer) -> list[Node]:
 
 def _operation(layer: KerasLayer) -> list[Node]:
     """Keras 3 operations in a functional model: x + c, x - c, x * c, x / c with a constant c
-    (an affine), and the tensor-tensor add and multiply."""
+    (an affine), and the tensor-tensor add, subtract, multiply, maximum and minimum."""
     op = layer.class_name[len("ops."):]
     constants = layer.config["constants"]
     tensors = [c for c in constants if c is None]
     values = [c for c in constants if c is not None]
     shape = layer.output_shape
-    if len(tensors) == 2 and not values and op in ("Add", "Multiply"):
-        return [Node(layer.name, "add" if op == "Add" else "mul", list(layer.inbound),
-                     {"activation": "NONE"}, {}, shape)]
+    binary = {"Add": "add", "Multiply": "mul", "Subtract": "sub", "Maximum": "maximum",
+              "Minimum": "minimum"}
+    if len(tensors) == 2 and not values and op in binary:
+        attrs = {} if op in ("Maximum", "Minimum") else {"activation": "NONE"}
+        return [Node(layer.name, binary[op], list(layer.inbound), attrs, {}, shape)]
     if len(tensors) == 1 and len(values) == 1 and isinstance(values[0], (int, float)):
         c, first = float(values[0]), constants[0] is None
         affine = {"Add": (1.0, c), "Subtract": (1.0, -c) if first else (-1.0, c),
@@ -415,7 +430,8 @@ def _operation(layer: KerasLayer) -> list[Node]:
         if op in affine:
             return [_affine(layer.name, list(layer.inbound), shape, *affine[op])]
     raise _unsupported(layer, "this operation (edgeq reads x + c, x - c, x * c, x / c with a "
-                              "constant c, and the add or multiply of two tensors)")
+                              "constant c, and the add, subtract, multiply, maximum or minimum "
+                              "of two tensors)")
 
 
 def layer_to_nodes(layer: KerasLayer) -> list[Node]:
@@ -475,6 +491,35 @@ def layer_to_nodes(layer: KerasLayer) -> list[Node]:
         if len(inbound) != 2:
             raise _unsupported(layer, f"{len(inbound)} inputs (TFLite MUL takes two)")
         return [Node(name, "mul", list(inbound), {"activation": "NONE"}, {}, shape)]
+    if cls in ("Subtract", "Maximum", "Minimum"):
+        if len(inbound) != 2:
+            raise _unsupported(layer, f"{len(inbound)} inputs (TFLite's op takes two)")
+        kind = {"Subtract": "sub", "Maximum": "maximum", "Minimum": "minimum"}[cls]
+        attrs = {"activation": "NONE"} if kind == "sub" else {}
+        return [Node(name, kind, list(inbound), attrs, {}, shape)]
+    if cls == "UpSampling2D":
+        _channels_last(layer)
+        if cfg.get("interpolation", "nearest") != "nearest":
+            raise _unsupported(layer, f"interpolation {cfg['interpolation']!r} (only nearest)")
+        return [Node(name, "resize_nearest", list(inbound), {"size": _tuple2(cfg["size"])}, {},
+                     shape)]
+    if cls == "Conv2DTranspose":
+        _channels_last(layer)
+        if _tuple2(cfg.get("dilation_rate", 1)) != (1, 1):
+            raise _unsupported(layer, "dilation (TFLite's TRANSPOSE_CONV has none)")
+        if cfg.get("output_padding") is not None:
+            raise _unsupported(layer, "output_padding (TFLite's TRANSPOSE_CONV has none)")
+        if cfg.get("groups", 1) != 1:
+            raise _unsupported(layer, "grouped convolution")
+        attrs = {"strides": _tuple2(cfg["strides"]), "padding": cfg["padding"].upper(),
+                 "activation": "NONE"}
+        if attrs["padding"] not in PADDINGS:
+            raise _unsupported(layer, f"padding {cfg['padding']!r}")
+        kernel = layer.weights[0]
+        bias = (layer.weights[1] if cfg.get("use_bias", True)
+                else np.zeros(kernel.shape[2], np.float32))
+        return [Node(name, "conv2d_transpose", list(inbound), attrs,
+                     {"kernel": kernel, "bias": bias}, shape), *_activation_nodes(layer, name)]
     if cls == "Rescaling":
         return [_affine(name, list(inbound), shape, cfg.get("scale", 1.0),
                         cfg.get("offset", 0.0))]
@@ -607,6 +652,8 @@ def fold_batchnorm(graph: Graph) -> None:
         kernel, bias = producer.weights["kernel"], producer.weights["bias"]
         if producer.kind == "depthwise_conv2d":  # output channel c*multiplier + m
             k = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+        elif producer.kind == "conv2d_transpose":  # output channels on axis 2
+            k = kernel * scale.reshape(-1, 1)
         else:
             k = kernel * scale
         producer.weights = {"kernel": k.astype(np.float32),
@@ -731,6 +778,18 @@ def apply_node(node: Node, inputs: list, weights: dict | None = None, activation
                                    padding=a["padding"], dilations=a["dilation"]) + w["bias"]
     elif kind == "dense":
         y = tf.matmul(x, w["kernel"]) + w["bias"]
+    elif kind == "conv2d_transpose":
+        shape = tf.concat([tf.shape(x)[:1], node.output_shape], 0)
+        y = tf.nn.conv2d_transpose(x, tf.cast(w["kernel"], x.dtype), shape,
+                                   strides=[1, *a["strides"], 1], padding=a["padding"]) + w["bias"]
+    elif kind == "sub":
+        y = inputs[0] - inputs[1]
+    elif kind in ("maximum", "minimum"):
+        return (tf.maximum if kind == "maximum" else tf.minimum)(inputs[0], inputs[1])
+    elif kind == "resize_nearest":
+        rows, cols = (nearest_indices(int(x.shape[axis]), node.output_shape[axis - 1], False,
+                                      True) for axis in (1, 2))
+        return tf.gather(tf.gather(x, rows, axis=1), cols, axis=2)
     elif kind == "add":
         y = tf.add_n(list(inputs))
     elif kind in ("avg_pool", "max_pool"):

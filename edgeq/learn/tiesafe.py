@@ -82,7 +82,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeq import intmath
-from edgeq.learn.graph import WEIGHTED_KINDS, Graph, Node
+from edgeq.learn.graph import Graph, Node
 
 STORED_ZERO_POINT = -128  # tie-safe tensors are stored from the bottom of the int8 range
 MODES = ("softmax", "fold", "add")
@@ -105,10 +105,16 @@ class Storage:
         return self.mode != "add"
 
 
+# The layers stored tie-safe (and readers a stored tensor can be folded into). Not
+# conv2d_transpose: its outputs sum a varying number of taps, which the bias fold cannot
+# correct; it is exported plainly (LiteRT within 1 LSB, TFLM exact as for every op).
+TIE_SAFE_KINDS = ("conv2d", "depthwise_conv2d", "dense")
+
+
 def needs_storage(node: Node, zero_point: int) -> bool:
     """A conv / depthwise / dense whose fused clamp does not cut at its zero point, so that it
     requantizes negative accumulators (ReLU and ReLU6 clamp at the zero point)."""
-    return (node.kind in WEIGHTED_KINDS and int(zero_point) > STORED_ZERO_POINT
+    return (node.kind in TIE_SAFE_KINDS and int(zero_point) > STORED_ZERO_POINT
             and node.attrs.get("activation", "NONE") not in ("RELU", "RELU6"))
 
 
@@ -163,7 +169,7 @@ def plan(graph: Graph, act: dict[str, tuple]) -> dict[str, Storage]:
                 and graph.uses(last) == 1):
             out[node.name] = Storage(node.name, "softmax", tensors)
         elif (not reaches_output and readers
-              and all(r.kind in WEIGHTED_KINDS and r.inputs.count(last) == 1
+              and all(r.kind in TIE_SAFE_KINDS and r.inputs.count(last) == 1
                       and _no_padding(graph, r)
                       and _fold_fits(r, act[node.name][1] - STORED_ZERO_POINT)
                       for r in readers)):

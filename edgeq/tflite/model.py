@@ -25,6 +25,14 @@ neither TensorFlow nor the flatbuffer object API. Conventions:
     MUL:                fused_activation_function (the inputs broadcast, e.g. [1,h,w,c] by
                         [1,1,1,c])
     LEAKY_RELU:         alpha
+    SUB:                fused_activation_function (broadcasting as ADD)
+    MAXIMUM, MINIMUM:   no options; both inputs and the output share one scale and zero point
+                        (the int8 kernels compare stored values; the converter requantizes)
+    RESIZE_NEAREST_NEIGHBOR: align_corners, half_pixel_centers (the new size [h, w] is the
+                        second input, an INT32 constant); input and output share qparams
+    TRANSPOSE_CONV:     padding, stride_w, stride_h, fused_activation_function; inputs
+                        [output_shape (INT32 constant [4]), weights [out_c, kh, kw, in_c],
+                        input, bias (optional, omitted from the list when absent)]
     PAD, QUANTIZE, DEQUANTIZE, LOGISTIC, TANH, HARD_SWISH: no options (LOGISTIC's int8
                         output is 1/256, -128; TANH's 1/128, 0)
   fused_activation_function is one of "NONE", "RELU", "RELU_N1_TO_1", "RELU6".
@@ -58,6 +66,11 @@ SUPPORTED_OPS = (
     "LOGISTIC",
     "TANH",
     "HARD_SWISH",
+    "SUB",
+    "MAXIMUM",
+    "MINIMUM",
+    "RESIZE_NEAREST_NEIGHBOR",
+    "TRANSPOSE_CONV",
 )
 
 ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6")

@@ -86,6 +86,21 @@ _OPTIONS = {
     "HARD_SWISH": ("HardSwishOptions", []),
     "LOGISTIC": (None, []),  # no options table
     "TANH": (None, []),
+    "SUB": ("SubOptions", [
+        ("fusedActivationFunction", "fused_activation_function", "ActivationFunctionType"),
+    ]),
+    "MAXIMUM": (None, []),  # the converter writes no options table
+    "MINIMUM": (None, []),
+    "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", [
+        ("alignCorners", "align_corners", None),
+        ("halfPixelCenters", "half_pixel_centers", None),
+    ]),
+    "TRANSPOSE_CONV": ("TransposeConvOptions", [
+        ("padding", "padding", "Padding"),
+        ("strideW", "stride_w", None),
+        ("strideH", "stride_h", None),
+        ("fusedActivationFunction", "fused_activation_function", "ActivationFunctionType"),
+    ]),
 }
 _OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
 
@@ -94,7 +109,8 @@ _MIN_INPUTS = {
     "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "ADD": 2,
     "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "MEAN": 2, "PAD": 2, "RESHAPE": 1,
     "CONCATENATION": 1, "SOFTMAX": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "MUL": 2,
-    "LEAKY_RELU": 1, "LOGISTIC": 1, "TANH": 1, "HARD_SWISH": 1,
+    "LEAKY_RELU": 1, "LOGISTIC": 1, "TANH": 1, "HARD_SWISH": 1, "SUB": 2, "MAXIMUM": 2,
+    "MINIMUM": 2, "RESIZE_NEAREST_NEIGHBOR": 2, "TRANSPOSE_CONV": 3,
 }
 
 

@@ -115,6 +115,21 @@ _OPTIONS = {
     "HARD_SWISH": ("HardSwishOptions", {}),
     "LOGISTIC": (None, {}),  # written without an options table, as the converter does
     "TANH": (None, {}),
+    "SUB": ("SubOptions", {
+        "fused_activation_function": ("fusedActivationFunction", "ActivationFunctionType", False),
+    }),
+    "MAXIMUM": (None, {}),  # the converter writes no options table
+    "MINIMUM": (None, {}),
+    "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", {
+        "align_corners": ("alignCorners", "bool", False),
+        "half_pixel_centers": ("halfPixelCenters", "bool", False),
+    }),
+    "TRANSPOSE_CONV": ("TransposeConvOptions", {
+        "padding": ("padding", "Padding", True),
+        "stride_w": ("strideW", "int", True),
+        "stride_h": ("strideH", "int", True),
+        "fused_activation_function": ("fusedActivationFunction", "ActivationFunctionType", False),
+    }),
 }
 _OPTIONS["MAX_POOL_2D"] = _OPTIONS["AVERAGE_POOL_2D"]
 
@@ -332,8 +347,18 @@ def op_version(op: Op, model: Model) -> int:
         return 2 if model.tensors[op.outputs[0]].dtype == "int16" else 1
     if kind == "PAD" and len(model.tensors[op.inputs[0]].shape) > 4:
         return 4
+    if kind == "TRANSPOSE_CONV":
+        if op.options.get("fused_activation_function", "NONE") != "NONE":
+            return 4
+        if len(op.inputs) == 4:
+            return 3
+        return 2 if types[2] == "int8" else 1
+    if kind == "RESIZE_NEAREST_NEIGHBOR":
+        if op.options.get("align_corners") or op.options.get("half_pixel_centers"):
+            return 3
+        return 2 if first == "int8" else 1
     if kind in ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "CONCATENATION", "SOFTMAX",
-                "MEAN", "MUL", "LEAKY_RELU", "LOGISTIC", "TANH"):
+                "MEAN", "MUL", "LEAKY_RELU", "LOGISTIC", "TANH", "SUB", "MAXIMUM", "MINIMUM"):
         return {"int16": 3, "int8": 2}.get(first, 1)
     return 1
 
@@ -735,6 +760,65 @@ class _OpCheck:
 
     def check_mul(self) -> None:
         self.check_add()
+
+    def check_sub(self) -> None:
+        self.check_add()
+
+    def check_maximum(self) -> None:
+        self.check_add()
+        for position in (0, 1):
+            self.same_qparams(self.t(position), self.out,
+                              f"int8 {self.op.kind} compares the stored values")
+
+    check_minimum = check_maximum
+
+    def check_resize_nearest_neighbor(self) -> None:
+        self.count_inputs(2)
+        inp, out = self.t(0), self.out
+        self.activation(inp, "input")
+        self.activation(out, "output")
+        self.rank4(inp, out)
+        size = self.constant_int32(1, "size").reshape(-1)
+        if size.size != 2 or np.any(size < 1):
+            raise self.fail(f"size {size.tolist()} must be two positive values [height, width]")
+        expected = (inp.shape[0], int(size[0]), int(size[1]), inp.shape[3])
+        if tuple(out.shape) != expected:
+            raise self.fail(f"output {out.shape}, expected {expected}")
+        if self.op.options.get("align_corners") and self.op.options.get("half_pixel_centers"):
+            raise self.fail("align_corners and half_pixel_centers are both set",
+                            hint="TFLite allows at most one of them")
+        self.same_qparams(inp, out, "RESIZE_NEAREST_NEIGHBOR copies values")
+
+    def check_transpose_conv(self) -> None:
+        """Inputs [output_shape, weights, input, bias?]: the weights/bias checks of a conv,
+        run on the inputs in CONV_2D's order."""
+        self.count_inputs(3, 4)
+        shape = self.constant_int32(0, "output_shape").reshape(-1)
+        inp, out = self.t(2), self.out
+        self.activation(inp, "input")
+        self.activation(out, "output")
+        conv_order = _OpCheck(self.model, Op("CONV_2D", [self.op.inputs[2], *self.op.inputs[1:2],
+                                                          *self.op.inputs[3:]],
+                                             self.op.outputs, {}), 0)
+        conv_order.where = self.where
+        weights, _ = conv_order.weights_and_bias(0)
+        if weights.dtype == "int4":
+            raise UnsupportedOpError(f"{self.where}: INT4 weights '{weights.name}'; TFLM's "
+                                     "TRANSPOSE_CONV takes INT8 filters only",
+                                     hint="keep Conv2DTranspose layers at 8 bits")
+        self.rank4(inp, weights, out)
+        if tuple(shape.tolist()) != tuple(out.shape):
+            raise self.fail(f"output_shape {shape.tolist()} is not the output's {out.shape}")
+        if weights.shape[3] != inp.shape[3] or weights.shape[0] != out.shape[3]:
+            raise self.fail(f"weights {weights.shape} do not map {inp.shape[3]} input channels "
+                            f"to {out.shape[3]} output channels")
+        o = self.op.options
+        for axis, stride, kernel in ((1, o["stride_h"], weights.shape[1]),
+                                     (2, o["stride_w"], weights.shape[2])):
+            # the conv of the output with this filter gives back the input's size
+            if _conv_out(out.shape[axis], kernel, stride, 1, o["padding"]) != inp.shape[axis]:
+                raise self.fail(f"output {out.shape} with {o['padding']} padding and stride "
+                                f"{stride} does not map back to input {inp.shape}")
 
     def unary(self) -> tuple[Tensor, Tensor]:
         self.count_inputs(1)

@@ -60,11 +60,14 @@ def layer_macs(node: Node) -> int:
 
 def allowed_widths(graph: Graph, widths=WIDTHS, edge_bits: int | None = 8) -> dict[str, tuple]:
     """Candidate widths per layer: the first and last weighted layers only `edge_bits` (None:
-    no exception)."""
+    no exception), Conv2DTranspose layers only 8."""
     names = [n.name for n in graph.weighted_nodes]
     allowed = {n: tuple(sorted(set(widths), reverse=True)) for n in names}
     if edge_bits is not None and names:
         allowed[names[0]] = allowed[names[-1]] = (edge_bits,)
+    for node in graph.weighted_nodes:  # TFLM runs TRANSPOSE_CONV with INT8 filters only
+        if node.kind == "conv2d_transpose":
+            allowed[node.name] = (8,)
     return allowed
 
 

@@ -36,10 +36,13 @@ TABLE_KINDS = ("leaky_relu", "logistic", "tanh", "hard_swish")
 ACT_QMIN, ACT_QMAX = -128, 127
 # Ops whose forward values the exact simulation computes with TFLM's integer arithmetic.
 INTEGER_KINDS = ("conv2d", "depthwise_conv2d", "dense", "add", "avg_pool", "global_avg_pool",
-                 "softmax", "mul", *TABLE_KINDS)
+                 "softmax", "mul", "sub", "conv2d_transpose", *TABLE_KINDS)
 # Ops whose output the TFLite integer kernels write without requantizing: they share their
 # input's qparams (pools, pad and reshape copy or average int8 values as they are).
-SAME_AS_INPUT = ("avg_pool", "max_pool", "pad", "reshape", "clip")
+SAME_AS_INPUT = ("avg_pool", "max_pool", "pad", "reshape", "clip", "resize_nearest")
+# Ops whose inputs share their output's qparams (the int8 kernels copy or compare stored
+# values; the converter requantizes the inputs first).
+SAME_AS_OUTPUT = ("concat", "maximum", "minimum")
 
 
 @dataclass
@@ -89,6 +92,8 @@ def kernel_scale_shape(node: Node, count: int) -> tuple[int, ...]:
         return (1,) * kernel.ndim
     if node.kind == "depthwise_conv2d":  # output channel c * multiplier + m
         return (1, 1, kernel.shape[2], kernel.shape[3])
+    if node.kind == "conv2d_transpose":  # Keras [kh, kw, out_c, in_c]
+        return (1, 1, kernel.shape[2], 1)
     return (1,) * (kernel.ndim - 1) + (kernel.shape[-1],)
 
 
@@ -97,6 +102,8 @@ def output_channels(node: Node) -> np.ndarray:
     kernel = node.weights["kernel"]
     if node.kind == "depthwise_conv2d":
         return kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])
+    if node.kind == "conv2d_transpose":
+        return kernel.transpose(0, 1, 3, 2).reshape(-1, kernel.shape[2])
     return kernel.reshape(-1, kernel.shape[-1])
 
 
@@ -106,7 +113,11 @@ def quantize_layer(node: Node, bits: int, kernel: np.ndarray | None = None) -> Q
     flat = output_channels(Node(node.name, node.kind, [], {}, {"kernel": kernel}))
     axis = None if node.kind == "dense" else 1
     scales = intmath.weight_scales(flat, bits, axis)
-    q = intmath.quantize_weights(flat, scales, bits, axis).reshape(kernel.shape)
+    q = intmath.quantize_weights(flat, scales, bits, axis)
+    if node.kind == "conv2d_transpose":  # back from (kh, kw, in_c) x out_c to Keras's layout
+        kh, kw, out_c, in_c = kernel.shape
+        q = q.reshape(kh, kw, in_c, out_c).transpose(0, 1, 3, 2)
+    q = q.reshape(kernel.shape)
     return QuantLayer(bits, scales, q, node.weights["bias"].astype(np.float32))
 
 
@@ -138,7 +149,7 @@ def tied_roots(graph: Graph) -> dict[str, str]:
         return name
 
     for node in graph.nodes:
-        tied = node.inputs if node.kind == "concat" else (
+        tied = node.inputs if node.kind in SAME_AS_OUTPUT else (
             node.inputs[:1] if node.kind in SAME_AS_INPUT else [])
         for other in tied:
             parent[root(other)] = root(node.name)
@@ -367,7 +378,7 @@ class SimModel:
             total = tf.cast(tf.round(y / s_in * tf.cast(count, y.dtype)), tf.int64) + zp * count
             half = count // 2
             q = tf.where(total >= 0, (total + half) // count, -((-total + half) // count))
-        elif node.kind == "add":
+        elif node.kind in ("add", "sub"):
             q = self._integer_add(node, inputs, s_out, zp)
         elif node.kind == "mul":
             q = self._integer_mul(node, inputs, s_out, zp)
@@ -417,8 +428,8 @@ class SimModel:
         return tf.cast(tf.round(counts), tf.int64)
 
     def _integer_add(self, node: Node, inputs: list, s_out: float, zp: int):
-        """TFLM's int8 ADD: inputs shifted left by 20, each rescaled to twice the larger input
-        scale, summed, rescaled to the output."""
+        """TFLM's int8 ADD (SUB): inputs shifted left by 20, each rescaled to twice the larger
+        input scale, summed (the second subtracted), rescaled to the output."""
         import tensorflow as tf
 
         scales = [np.float64(self.act_scales[i].numpy()) for i in node.inputs]
@@ -427,10 +438,11 @@ class SimModel:
                             "split it into a chain of two-input Add layers")
         twice_max = 2 * max(scales)
         total = 0
-        for x, s in zip(inputs, scales, strict=True):
+        signs = (1, -1) if node.kind == "sub" else (1, 1)
+        for x, s, sign in zip(inputs, scales, signs, strict=True):
             m, sh = intmath.quantize_multiplier(s / twice_max)
             q_in = tf.cast(tf.round(x / s), tf.int64) * (1 << 20)
-            total = total + tf_multiply_by_quantized_multiplier(q_in, m, sh)
+            total = total + sign * tf_multiply_by_quantized_multiplier(q_in, m, sh)
         m, sh = intmath.quantize_multiplier(twice_max / ((1 << 20) * np.float64(s_out)))
         return tf_multiply_by_quantized_multiplier(total, m, sh) + zp
 
