@@ -157,3 +157,115 @@ def test_per_channel_scales_must_match_their_dimension():
     e = _error(_tensor(scale=(0.5, 0.5), zero_point=(0,)))
     assert e.message == (f"{WHERE} has 2 scales and 1 zero points; they must be equally many, "
                          "at least one")
+
+
+# -- every op names its activations -----------------------------------------------------------
+
+ONE_INPUT = ("conv2d", "depthwise", "fully_connected", "avg_pool", "max_pool", "mean", "pad",
+             "reshape", "softmax", "leaky_relu", "logistic", "tanh", "hard_swish",
+             "resize_nearest", "transpose_conv")
+TWO_INPUTS = ("add", "mul", "sub", "min_max", "concatenation")
+
+
+def _activations(model):
+    """(tensor index, role) of the op's activation inputs and its output."""
+    op = model.ops[0]
+    inputs = [i for i in op.inputs if i >= 0 and model.tensors[i].data is None]
+    roles = ["input"] if len(inputs) == 1 else [f"input {k}" for k in range(len(inputs))]
+    return [*zip(inputs, roles, strict=True), (op.outputs[0], "output")]
+
+
+@pytest.mark.parametrize("builder", ONE_INPUT + TWO_INPUTS)
+def test_every_op_names_the_activation_that_is_not_int8_per_tensor(builder):
+    import opmodels
+
+    from edgeq.tflite.write import write_model
+
+    build = getattr(opmodels, builder)
+    kind = build(np.random.default_rng(2)).ops[0].kind
+    for index, role in _activations(build(np.random.default_rng(2))):
+        model = build(np.random.default_rng(2))
+        tensor = model.tensors[index]
+        tensor.dtype = "int16"
+        with pytest.raises(UnsupportedOpError) as e:
+            write_model(model)
+        assert e.value.message == (f"operator 0 ({kind}): {role} '{tensor.name}' is int16, "
+                                   "expected int8"), builder
+        assert e.value.hint == "edgeq writes fully integer models (int8 activations)"
+        model = build(np.random.default_rng(2))
+        tensor = model.tensors[index]
+        axis = int(np.argmax(tensor.shape))  # a dimension with several channels
+        tensor.scale = np.full(tensor.shape[axis], float(tensor.scale[0]), np.float32)
+        tensor.zero_point = np.full(tensor.shape[axis], int(tensor.zero_point[0]), np.int64)
+        tensor.quantized_dimension = axis
+        with pytest.raises(TFLiteFormatError) as e:
+            write_model(model)
+        assert e.value.message == (f"operator 0 ({kind}): {role} '{tensor.name}' must be "
+                                   "quantized per tensor (one scale and zero point)"), builder
+
+
+def _write_error(build, change, error=TFLiteFormatError):
+    import opmodels
+
+    from edgeq.tflite.write import write_model
+
+    model = getattr(opmodels, build)(np.random.default_rng(2))
+    change(model)
+    with pytest.raises(error) as e:
+        write_model(model)
+    return e.value
+
+
+def test_options_are_checked_by_their_kind_with_whole_messages():
+    e = _write_error("conv2d", lambda m: m.ops[0].options.update(colour=1))
+    assert e.message == "operator 0 (CONV_2D): unknown options ['colour']"
+    assert e.hint == ("known: padding, stride_w, stride_h, dilation_w_factor, "
+                      "dilation_h_factor, fused_activation_function")
+    e = _write_error("conv2d", lambda m: m.ops[0].options.update(padding="FULL"))
+    assert e.message == "operator 0 (CONV_2D): option padding='FULL'; allowed: SAME, VALID"
+    e = _write_error("conv2d", lambda m: m.ops[0].options.update(fused_activation_function="GELU"))
+    assert e.message.startswith("operator 0 (CONV_2D): option fused_activation_function='GELU'; "
+                                "allowed: NONE, RELU")
+    for key in ("stride_w", "stride_h", "dilation_w_factor", "dilation_h_factor"):
+        e = _write_error("conv2d", lambda m, key=key: m.ops[0].options.update({key: 0}))
+        assert e.message == f"operator 0 (CONV_2D): option {key}=0 must be at least 1"
+    e = _write_error("conv2d", lambda m: m.ops[0].options.pop("stride_w"))
+    assert e.message == "operator 0 (CONV_2D): option 'stride_w' is missing"
+    # CONCATENATION's axis may be 0 or negative: only its range is checked.
+    import opmodels
+
+    from edgeq.tflite.write import write_model
+
+    model = opmodels.concatenation(np.random.default_rng(2))
+    model.ops[0].options["axis"] = -1
+    write_model(model)
+
+
+def test_input_counts_and_references():
+    e = _write_error("conv2d", lambda m: setattr(m.ops[0], "inputs", m.ops[0].inputs[:1]))
+    assert e.message == "operator 0 (CONV_2D): has 1 inputs, expects 2 to 3"
+    e = _write_error("add", lambda m: setattr(m.ops[0], "inputs", m.ops[0].inputs * 2))
+    assert e.message == "operator 0 (ADD): has 4 inputs, expects 2"
+    e = _write_error("conv2d", lambda m: m.ops[0].inputs.__setitem__(0, len(m.tensors)))
+    assert e.message == f"operator 0 (CONV_2D): input 0 refers to tensor {len_tensors('conv2d')}, " \
+                        f"but the model has {len_tensors('conv2d')} tensors"
+    e = _write_error("conv2d", lambda m: m.ops[0].inputs.__setitem__(1, -1))
+    assert e.message.startswith("operator 0 (CONV_2D): input 1 refers to tensor -1")
+    e = _write_error("conv2d", lambda m: setattr(m.ops[0], "outputs", [len(m.tensors)]))
+    assert e.message == f"operator 0 (CONV_2D): needs exactly one output tensor, has [{len_tensors('conv2d')}]"
+
+
+def len_tensors(build):
+    import opmodels
+
+    return len(getattr(opmodels, build)(np.random.default_rng(2)).tensors)
+
+
+def test_weights_and_bias_messages():
+    e = _write_error("conv2d", lambda m: setattr(m.tensors[1], "dtype", "int16"),
+                     UnsupportedOpError)
+    assert e.message == ("operator 0 (CONV_2D): weights 'weights' must be constant int8 or int4, "
+                         "not int16")
+    e = _write_error("conv2d", lambda m: setattr(m.tensors[2], "scale",
+                                                 np.asarray(m.tensors[2].scale[:1])), TFLiteFormatError)
+    assert "bias 'bias' has" in e.message
