@@ -266,6 +266,9 @@ def test_weights_and_bias_messages():
                      UnsupportedOpError)
     assert e.message == ("operator 0 (CONV_2D): weights 'weights' must be constant int8 or int4, "
                          "not int16")
-    e = _write_error("conv2d", lambda m: setattr(m.tensors[2], "scale",
-                                                 np.asarray(m.tensors[2].scale[:1])), TFLiteFormatError)
-    assert "bias 'bias' has" in e.message
+    def one_bias_scale(m):
+        m.tensors[2].scale = np.asarray(m.tensors[2].scale[:1])
+        m.tensors[2].zero_point = np.asarray(m.tensors[2].zero_point[:1])
+
+    e = _write_error("conv2d", one_bias_scale)
+    assert e.message == "operator 0 (CONV_2D): bias 'bias' has 1 scales, the weights 4"
