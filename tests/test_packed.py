@@ -23,23 +23,29 @@ from edgeq.tflite.read import read_model
 from edgeq.tflite.write import write_model
 
 
-def packed_variant(model: Model, bits: int) -> Model:
+def packed_variant(model: Model, bits: int | dict[int, int]) -> Model:
     """The same network with every weighted op's INT4/INT8 integers scaled into `bits` bits
     (the scales kept, so the output-stage regimes of the stress cases stay), one value at the
     most negative end (the sign bit of the stream), the tensors named "<layer>/kernel" and
-    edgeq's plan in the metadata, as edgeq's exporter writes them."""
+    edgeq's plan in the metadata, as edgeq's exporter writes them. `bits` as a dict: op index
+    -> width for those ops only (the others keep their type, at 8 or 4 bits in the plan)."""
     m = copy.deepcopy(model)
-    qmin, qmax = intmath.WEIGHT_RANGES[bits]
     plan = {}
     for k, op in enumerate(m.ops):
         if op.kind not in cgen.WEIGHTED:
             continue
         w = m.tensors[op.inputs[1]]
+        width = bits.get(k) if isinstance(bits, dict) else bits
+        if width is None:
+            w.name = f"layer{k}/kernel"
+            plan[f"layer{k}"] = 4 if w.dtype == "int4" else 8
+            continue
+        qmin, qmax = intmath.WEIGHT_RANGES[width]
         top = 7 if w.dtype == "int4" else 127
         q = np.clip(np.round(w.data.astype(np.float64) * qmax / top), qmin, qmax)
         q.reshape(-1)[k % q.size] = qmin
         w.data, w.dtype, w.name = q.astype(np.int8), "int4", f"layer{k}/kernel"
-        plan[f"layer{k}"] = bits
+        plan[f"layer{k}"] = width
     m.metadata = {"edgeq": json.dumps({"bits": plan}).encode()}
     m.description = f"{model.description} at {bits} bits"
     return m
@@ -248,3 +254,28 @@ def test_packed_ops_under_qemu_match_tflm(case, bits, tmp_path):
         write_model(model), [[x] for x in inputs])])
     np.testing.assert_array_equal(result.outputs, expected)
     tc._assert_varied(model.description, expected)
+
+
+def test_mixed_vww_under_qemu_is_exact_and_smaller_than_its_int4_container(vww_int8_path,
+                                                                         tmp_path):
+    """vww_96 with INT4 weights and every convolution between the first and the last at 2 or 3
+    bits (alternating): exact against TFLM under QEMU, and the firmware's flash below the same
+    file's with the weights stored as their INT4 containers (kernel code included)."""
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.deploy.qemu import run_qemu
+
+    base = tc.int4_variant(read_model(vww_int8_path))
+    weighted = [k for k, op in enumerate(base.ops) if op.kind in cgen.WEIGHTED]
+    model = packed_variant(base, {k: 2 + i % 2 for i, k in enumerate(weighted[1:-1])})
+    inputs = np.random.default_rng(4).integers(-128, 128, size=(2, 96 * 96 * 3), dtype=np.int8)
+    packed = build_firmware(model, "mps2-an500", tmp_path / "packed", extra_cflags=("-Werror",))
+    with cgen.engine_options(packed_weights=False):
+        container = build_firmware(model, "mps2-an500", tmp_path / "int4",
+                                   extra_cflags=("-Werror",))
+    result = run_qemu(packed.elf, inputs, timeout=180)
+    np.testing.assert_array_equal(result.outputs, np.stack([e.reshape(-1) for e in tc._tflm_outputs(
+        write_model(model), [[x.reshape(1, 96, 96, 3)] for x in inputs])]))
+    print("packed", packed.sizes, "int4", container.sizes,
+          "instructions/MAC", result.instructions[0] / packed.engine.macs)
+    assert packed.sizes["model_flash"] < 0.8 * container.sizes["model_flash"]
+    assert packed.sizes["flash"] < container.sizes["flash"]
