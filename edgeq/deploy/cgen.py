@@ -30,7 +30,10 @@ words first, then the lines' leftovers (row_words: im2col from whole input words
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
 per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
 prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
-stored as int8. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
+stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
+(inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
+edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
+(eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
 as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to force the portable
 kernels.
 
