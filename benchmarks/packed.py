@@ -64,6 +64,7 @@ def packed_vww(shared: Path) -> dict:
     from edgeq.deploy.check import model_input_spec, quantize_inputs
     from edgeq.deploy.firmware import build_firmware
     from edgeq.deploy.qemu import check_on_qemu
+    from edgeq.errors import DataError
     from edgeq.learn.train import evaluate_float
 
     calib, val = _data(shared)
@@ -76,7 +77,13 @@ def packed_vww(shared: Path) -> dict:
     y = np.concatenate([val.y, calib.y])
     out = CACHE / "packed_vww"
     for budget in BUDGETS_KB:
-        path, info = _plan_file(model, calib, budget)
+        try:
+            path, info = _plan_file(model, calib, budget)
+        except DataError as e:  # below the smallest stored model: say so, with its size
+            rows.append({"model": f"brecq mixed <= {budget:g} KiB stored", "budget_kb": budget,
+                         "infeasible": e.message})
+            print(f"  {budget} KiB: {e.message}", flush=True)
+            continue
         q = quantize_inputs(x, model_input_spec(path))
         dsp = check_on_qemu(path, q, out / f"{budget}_dsp", timeout=QEMU_TIMEOUT_S, labels=y,
                             force=True)
@@ -136,6 +143,11 @@ def render(name: str, result: dict, cmd: str) -> str:
         if "budget_kb" not in r:
             lines.append(f"| {r['model']} | {r['val']:.2%} | — | {r['all']:.2%} | — | — | — | — "
                          "| — | — | — | — | — | — |")
+            continue
+        if "infeasible" in r:
+            target = TARGETS.get(r["budget_kb"])
+            lines.append(f"| {r['model']} | no plan: {r['infeasible']} | — | — | — | — | — | — "
+                         f"| — | — | — | — | — | {'NOT met' if target else '—'} |")
             continue
         stored = (f"{r['stored_bytes'] / 1024:.1f} ({r['board_weight_bytes'] / 1024:.1f} + "
                   f"{r['board_param_bytes'] / 1024:.1f})")
