@@ -112,9 +112,10 @@ def packed_vww(shared: Path) -> dict:
         row["drop_val"] = float_val - row["val"]
         if budget in TARGETS:
             points, flash = TARGETS[budget]
-            row["target"] = (f"within {points:g} point(s), flash <= {flash // 1024} KiB: "
-                             + ("met" if row["drop_val"] * 100 <= points
-                                and row["flash_mps2"] <= flash else "NOT met"))
+            row["target"] = (f"within {points:g} point(s): "
+                             + ("met" if row["drop_val"] * 100 <= points else "NOT met")
+                             + f"; flash <= {flash // 1024} KiB: "
+                             + ("met" if row["flash_mps2"] <= flash else "NOT met"))
         rows.append(row)
         print(f"  {row['model']}: val {row['val']:.4f}, flash {row['flash_mps2']:,}", flush=True)
     return {"rows": rows, "notes": [
@@ -128,7 +129,8 @@ def packed_vww(shared: Path) -> dict:
         "flash = text + data of the linked ELF (arm-none-eabi-size); 'INT4 containers' = the "
         "same .tflite with engine_options(packed_weights=False).",
         "instructions / MAC: QEMU -icount, mean over the photos, DSP build (not cycles).",
-        f"Anchor: {ANCHOR}.",
+        f"Anchor: {ANCHOR} (its own evaluation set, not these photos).",
+        "The quantize seconds of each plan are in the JSON (brecq mixed, 2 loaded cores).",
         "Not measured here: QGT W2 on Fashion-MNIST (model object vs W4)."]}
 
 
