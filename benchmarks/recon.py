@@ -110,8 +110,9 @@ def recon_fmnist(shared: Path, widths=FMNIST_BITS, methods=METHODS, deadline: fl
         "test images; calibration: 1,024 seeded training images, batch 32.",
         "A8 = int8 activations; first and last layer at 8 bits; 3- and 2-bit weights are stored "
         "in INT4 tensors; weight KiB counts kernels at their logical width.",
-        f"mixed: integer program on per-layer sensitivity at 8/4/2 bits, weight budget "
-        f"{budget_kb:.1f} KiB = {MIXED_AVG_BITS:g} bits × {params:,} weights.",
+        f"mixed: integer program on per-layer sensitivity at 8/4/3/2 bits, budget "
+        f"{budget_kb:.1f} KiB of stored model (packed weights + per-channel parameters, "
+        f"edgeq.learn.quant.mixed.layer_bytes; {MIXED_AVG_BITS:g} bits × {params:,} weights).",
         "sim=TFLM: label agreement of edgeq's simulated model with TFLM on the first "
         f"{SIM_CHECK} test images (contract 2)."]
     result = {"rows": rows, "notes": notes}
@@ -167,9 +168,10 @@ def recon_vww(shared: Path, on_row=None) -> dict:
         f"than 1,024), evaluate on the {len(test)} val2017_* photos.",
         "brecq defaults (edgeq.learn.quantize.DEFAULT_ITERS) on 2 shared cores; seconds = the whole "
         "quantize() call (ranges, reconstruction, report SQNR).",
-        f"mixed: weight budget {VWW_BUDGET_KB:g} KiB of kernel weights at logical widths "
-        "(2-bit layers counted at 2 bits; stored as INT4 in the .tflite, whose size is in "
-        "'bytes')."]}
+        f"mixed: budget {VWW_BUDGET_KB:g} KiB of stored model: weights as the board's engine "
+        "packs them (2/3 bits as dense streams) + per-channel parameters "
+        "(edgeq.learn.quant.mixed.layer_bytes); in the .tflite 2/3-bit layers are INT4 "
+        "tensors, whose size is in 'bytes'."]}
 
 
 REGISTRY = {"recon_fmnist": recon_fmnist, "recon_vww": recon_vww}

@@ -157,7 +157,8 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             "zeroshot_vww": _lazy("zeroshot", "zeroshot_vww"),
             "qgt_fmnist": _lazy("qgt", "qgt_fmnist"), "qgt_vww": _lazy("qgt", "qgt_vww"),
             **firmware.REGISTRY, "vs_tflm": _lazy("vs_tflm", "vs_tflm"),
-            "stream_ram": _lazy("stream", "stream_ram")}
+            "stream_ram": _lazy("stream", "stream_ram"),
+            "packed_vww": _lazy("packed", "packed_vww")}
 ORDER = list(REGISTRY)
 
 TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
@@ -169,7 +170,9 @@ TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines,
           "zeroshot_vww": "Zero-shot person detection (vww_96.h5, no images; all 256 coco-vww-256 photos)",
           "qgt_fmnist": "Quantization Guided Training on Fashion-MNIST (`fmnist`)",
           "qgt_vww": "QGT on person detection: vww_96 distilled on Genie-D + train2017, val2017",
-          **firmware.TITLES}
+          **firmware.TITLES,
+          "packed_vww": "2- and 3-bit weights packed on the board (issue #16): person detection "
+                        "mixed plans by stored bytes"}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
@@ -183,6 +186,10 @@ def render(name: str, result: dict, cmd: str) -> str:
         return stream.render(name, result, cmd)
     if name in firmware.REGISTRY:
         return firmware.render_firmware(name, result, cmd)
+    if name == "packed_vww":
+        from benchmarks import packed
+
+        return packed.render(name, result, cmd)
     if name.startswith("recon_"):
         from benchmarks import recon
 

@@ -127,7 +127,7 @@ def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str,
                      f"{len(mixed)} layers at 4 bits ({names}), the rest at 8, "
                      f"{stored_weight_bytes(kernel_sizes, mixed):,} bytes")
         return text + (f" (`--bits mixed --budget-kb {need // 1024}` plans that budget among "
-                       "8, 4 and 2 bits)")
+                       "8, 4, 3 and 2 bits)")
 
     return hint
 

@@ -182,6 +182,67 @@ def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
     return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
 
 
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Signed `bits`-bit values (2, 3 or 4) as a dense little-endian bit stream: value k in
+    bits [bits*k, bits*(k+1)), least significant bit first; the last byte padded with zeros.
+    For 4 bits this is pack_int4's layout. How the C engine stores 2- and 3-bit weights
+    (eq_weight in edgeq/kernels/eq_internal.h reads it)."""
+    qmin, qmax = WEIGHT_RANGES[bits]
+    v = np.asarray(values).reshape(-1).astype(np.int64)
+    if v.size and (v.min() < qmin or v.max() > qmax):
+        raise DataError(f"values outside the {bits}-bit range [{qmin}, {qmax}]",
+                        hint=f"quantize with bits={bits} first")
+    fields = (v & ((1 << bits) - 1)).astype(np.uint8)
+    stream = ((fields[:, None] >> np.arange(bits, dtype=np.uint8)) & 1).reshape(-1)
+    return np.packbits(stream, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, count: int, bits: int) -> np.ndarray:
+    """Inverse of pack_bits: `count` signed values."""
+    stream = np.unpackbits(np.asarray(packed, dtype=np.uint8).reshape(-1), bitorder="little")
+    if stream.size < count * bits:
+        raise DataError(f"{bits}-bit buffer of {stream.size // 8} bytes is too short for "
+                        f"{count} values")
+    fields = stream[:count * bits].reshape(count, bits).astype(np.int64) << np.arange(bits)
+    v = fields.sum(axis=1)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v).astype(np.int8)
+
+
+# What the C engine (edgeq.deploy.cgen) stores in flash per weighted layer. The planner
+# (edgeq.learn.quant.mixed), the report and cgen all count with engine_layer_bytes.
+FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filter rows take the portable path
+CHANNEL_PARAM_BYTES = 4 + 4 + 1  # per output channel: int32 bias, int32 multiplier, int8 shift
+
+
+def stored_weight_bytes(count: int, bits: int) -> int:
+    """Bytes of `count` weights at `bits` (8: one a byte; 4: two; 3 and 2: a dense stream)."""
+    return -(-int(count) * int(bits) // 8)
+
+
+def conv_row_values(values: int, bits: int, grouped: bool = False) -> int:
+    """Values per stored CONV_2D filter row of `values` taps: padded with zeros to the DSP
+    fast path's run (4 for int8, 8 for int4 and the 2/3-bit widths, which unpack to int4)
+    unless the convolution is grouped or the padded row is longer than FAST_MAX_FILTER."""
+    run = 4 if bits == 8 else 8
+    padded = -(-int(values) // run) * run
+    return padded if not grouped and padded <= FAST_MAX_FILTER else int(values)
+
+
+def engine_layer_bytes(kind: str, channels: int, values_per_channel: int, bits: int,
+                       grouped: bool = False, bias: bool = True,
+                       per_channel: bool = True) -> tuple[int, int]:
+    """(weight bytes, per-channel parameter bytes) the engine stores for one layer: `kind`
+    "conv" (rows padded as conv_row_values), "depthwise" or "dense"; `channels` output
+    channels of `values_per_channel` weights each, at `bits`."""
+    if kind == "conv":
+        values_per_channel = conv_row_values(values_per_channel, bits, grouped)
+    elif kind not in ("depthwise", "dense"):
+        raise DataError(f"unknown layer kind {kind!r}", hint="use conv, depthwise or dense")
+    weights = stored_weight_bytes(channels * values_per_channel, bits)
+    params = channels * (4 if bias else 0) + (channels if per_channel else 1) * 5
+    return weights, params
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixed-point requantization: what TFLM computes at Prepare time from the float scales in the
 # flatbuffer, and the double-rounding multiply its reference kernels use at Eval time.

@@ -39,19 +39,31 @@ def _brute_force(graph, sens, budget, bops=None):
     return best
 
 
+PARAMS = 3 * (4 + 5)  # three one-unit dense layers: an int32 bias, one multiplier and shift
+
+
+def test_board_bytes_are_the_engines():
+    """Budgets count what the engine stores: weights at their width (3 bits: a dense stream,
+    rounded up to whole bytes), bias and requantization parameters."""
+    graph = _dense_graph([64, 128, 256])
+    assert [mixed.layer_bytes(graph.node("d0"), b) for b in (8, 4, 3, 2)] == [73, 41, 33, 25]
+    assert mixed.logical_bytes(graph.node("d0"), 3) == 24.0
+
+
 def test_hand_checkable_plan():
-    """Three layers of 64, 128 and 256 weights. All at 8 bits = 448 bytes; the budget of 320
-    bytes forces 128 bytes of savings: the 256-weight layer to 4 bits saves exactly 128 and is
-    the cheapest way (sensitivity 1), better than 64- and 128-weight layers at 2 bits (saves 48
-    + 96 = 144 for 3 + 3)."""
+    """Three layers of 64, 128 and 256 weights. All at 8 bits = 448 bytes (+ PARAMS); the
+    budget of 320 bytes forces 128 bytes of savings: the 256-weight layer to 4 bits saves
+    exactly 128 and is the cheapest way (sensitivity 1), better than 64- and 128-weight layers
+    at 2 bits (saves 48 + 96 = 144 for 3 + 3)."""
     graph = _dense_graph([64, 128, 256])
     sens = {"d0": {8: 0.0, 4: 1.0, 2: 3.0}, "d1": {8: 0.0, 4: 2.0, 2: 3.0},
             "d2": {8: 0.0, 4: 1.0, 2: 10.0}}
-    result = mixed.solve(graph, sens, budget_bytes=320)
+    result = mixed.solve(graph, sens, budget_bytes=320 + PARAMS)
     assert result.plan == {"d0": 8, "d1": 8, "d2": 4}
-    assert result.weight_bytes == 320 and result.objective == 1.0
+    assert result.weight_bytes == 320 + PARAMS and result.objective == 1.0
     # A tighter budget: 256 bytes needs 192 saved; cheapest: d1 and d2 at 4 (64+128, cost 3).
-    assert mixed.solve(graph, sens, budget_bytes=256).plan == {"d0": 8, "d1": 4, "d2": 4}
+    assert mixed.solve(graph, sens, budget_bytes=256 + PARAMS).plan == {"d0": 8, "d1": 4,
+                                                                        "d2": 4}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -79,15 +91,15 @@ def test_impossible_budget_names_the_smallest_possible():
     sens = {n: {8: 0.0, 4: 1.0, 2: 2.0} for n in ("d0", "d1", "d2")}
     with pytest.raises(DataError) as info:
         mixed.solve(graph, sens, budget_bytes=100)
-    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes
-    assert "smallest possible" in str(info.value) and "112 bytes" in str(info.value)
+    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes, + 27 of parameters
+    assert "smallest possible" in str(info.value) and "139 bytes" in str(info.value)
 
 
 def test_edge_layers_stay_at_8_bits_by_default():
     graph = _dense_graph([64, 128, 256, 64])
     allowed = mixed.allowed_widths(graph)
-    assert allowed["d0"] == allowed["d3"] == (8,) and allowed["d1"] == (8, 4, 2)
-    assert mixed.allowed_widths(graph, edge_bits=None)["d0"] == (8, 4, 2)
+    assert allowed["d0"] == allowed["d3"] == (8,) and allowed["d1"] == (8, 4, 3, 2)
+    assert mixed.allowed_widths(graph, edge_bits=None)["d0"] == (8, 4, 3, 2)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +129,12 @@ def test_sensitivity_grows_as_bits_fall(tiny):
 
 def test_facade_mixed_plan_within_budget(tiny):
     graph, calib = tiny
-    full = sum(n.weights["kernel"].size for n in graph.weighted_nodes)  # bytes at 8 bits
+    full = sum(mixed.layer_bytes(n, 8) for n in graph.weighted_nodes)  # stored at 8 bits
     budget_kb = 0.5 * full / 1024
     qgraph, report = quantize(graph, calib, "minmax", "mixed", budget_kb=budget_kb,
                               progress=False)
-    assert report.weight_bytes <= budget_kb * 1024
+    assert report.weight_bytes <= report.board_weight_bytes
+    assert report.board_weight_bytes + report.board_param_bytes <= budget_kb * 1024
     assert report.mixed["plan"] == report.plan and min(report.plan.values()) < 8
     assert report.plan["c0"] == report.plan["head"] == 8
     assert {layer.bits for layer in qgraph.layers.values()} <= {8, 4}

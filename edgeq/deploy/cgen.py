@@ -30,7 +30,10 @@ words first, then the lines' leftovers (row_words: im2col from whole input words
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
 per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
 prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
-stored as int8. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
+stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
+(inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
+edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
+(eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
 as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to force the portable
 kernels.
 
@@ -42,6 +45,7 @@ copying <name>_invoke with HOST_COPYING_FLAG among the cflags.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -56,15 +60,19 @@ from edgeq import __version__, data_dir
 from edgeq.deploy.carray import is_reserved_identifier
 from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
 from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage, stage_table
-from edgeq.errors import OutputError, ToolchainError, UnsupportedOpError
+from edgeq.errors import OutputError, TFLiteFormatError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
+    FAST_MAX_FILTER,
+    WEIGHT_RANGES,
     activation_range,
+    conv_row_values,
     hard_swish_table,
     leading_padding,
     leaky_relu_table,
     logistic_table,
     nearest_indices,
     output_size,
+    pack_bits,
     pack_int4,
     quantize_multiplier,
     softmax_scaling,
@@ -73,6 +81,7 @@ from edgeq.intmath import (
 from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
+PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_conv2d_packed
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
 # copying <name>_invoke). RESHAPE is an alias or an eq_copy.
@@ -100,6 +109,9 @@ KERNEL_FILES = {
     "MINIMUM": ("eq_minmax.c",),
     "RESIZE_NEAREST_NEIGHBOR": ("eq_resize.c",),
     "TRANSPOSE_CONV": ("eq_transpose_conv.c",),
+    # engines with 2- or 3-bit CONV_2D weights on the fast path (after eq_conv.c: it calls
+    # eq_conv2d and the 1x1 record path)
+    PACKED_CONV: ("eq_unpack.c",),
 }
 KERNEL_UNIT = "edgeq_kernels.c"  # generated: the only kernel file the engine compiles
 VALUES_PER_LINE = 16
@@ -194,16 +206,21 @@ def _dims4(shape: tuple[int, ...], what: str) -> list[int]:
 
 
 # Engine options that build_firmware cannot pass yet: set them with engine_options().
-_OPTIONS = {"wide_int8_weights": False}
+_OPTIONS = {"wide_int8_weights": False, "packed_weights": True}
 
 
 @contextlib.contextmanager
-def engine_options(*, wide_int8_weights: bool = False):
+def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | None = None):
     """Options for every engine lowered inside the block (also through build_firmware).
     wide_int8_weights: INT8 CONV_2D weights of the DSP fast path stored as int16 pairs, ready
-    for SMLAD (twice their flash; 2 instructions less per 24 MACs). INT4 weights never."""
+    for SMLAD (twice their flash; 2 instructions less per 24 MACs). INT4 weights never.
+    packed_weights: weights the plan in the .tflite metadata declares 2 or 3 bits wide stored
+    at that width (declared_widths; the default); False stores them as their INT4 container
+    (comparisons); None keeps the enclosing block's choice."""
     saved = dict(_OPTIONS)
     _OPTIONS["wide_int8_weights"] = bool(wide_int8_weights)
+    if packed_weights is not None:
+        _OPTIONS["packed_weights"] = bool(packed_weights)
     try:
         yield
     finally:
@@ -218,6 +235,7 @@ class _Lowering:
         self.arrays: list[Array] = []
         self.macs = 0
         self.wide_int8_weights = _OPTIONS["wide_int8_weights"]
+        self.widths = declared_widths(model)
 
     # pointers -----------------------------------------------------------------------------------
     def pointer(self, t: int, writable: bool = False) -> str:
@@ -257,8 +275,13 @@ class _Lowering:
             if order is not None:
                 rows = rows[:, order]
             data = np.pad(rows, ((0, 0), (0, row_stride - rows.shape[1])))
-        bits = 4 if tensor.dtype == "int4" else 8
-        packed = pack_int4(data).view(np.int8) if bits == 4 else data.astype(np.int8)
+        bits = self.widths.get(t, 4 if tensor.dtype == "int4" else 8)
+        if bits < 4:
+            packed = pack_bits(data, bits).view(np.int8)
+        elif bits == 4:
+            packed = pack_int4(data).view(np.int8)
+        else:
+            packed = data.astype(np.int8)
         name = self.array(f"op{index}_weights", "int8_t", packed,
                           f"{tensor.name} {tensor.shape} int{bits}")
         return name, bits
@@ -376,7 +399,10 @@ class _Lowering:
                   ("multiplier", mult), ("shift", shift), ("row_words", words)]
         scratch = self.plan.scratch.get(index)
         scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
-        return self._step(index, "conv2d_wide" if bits == 16 else "conv2d", "eq_conv_t", fields,
+        kind = "conv2d_wide" if bits == 16 else "conv2d"
+        if bits < 4 and scratch is not None:
+            kind = "conv2d_packed"  # the fast path on an int4 copy (eq_unpack.c)
+        return self._step(index, kind, "eq_conv_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True),
                            scratch_ptr])
 
@@ -677,16 +703,55 @@ class _Lowering:
         return op.inputs[position] if len(op.inputs) > position else -1
 
 
-FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filters take the portable path
 
 
 def filter_stride(x: Tensor, w: Tensor) -> int:
     """Values per stored CONV_2D filter row: h * w * in_c, padded with zeros to a multiple of
-    the fast path's run (4 for int8, 8 for int4) when the fast path can take the op."""
-    k = w.shape[1] * w.shape[2] * w.shape[3]
-    run = 8 if w.dtype == "int4" else 4
-    padded = -(-k // run) * run
-    return padded if w.shape[3] == x.shape[3] and padded <= FAST_MAX_FILTER else k
+    the fast path's run (4 for int8, 8 for int4 and the 2/3-bit widths inside INT4 tensors)
+    when the fast path can take the op (edgeq.intmath.conv_row_values)."""
+    return conv_row_values(w.shape[1] * w.shape[2] * w.shape[3], 4 if w.dtype == "int4" else 8,
+                           grouped=w.shape[3] != x.shape[3])
+
+
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def declared_widths(model: Model) -> dict[int, int]:
+    """Weight tensor -> 2 or 3: the tensors that edgeq's plan in the .tflite metadata (entry
+    "edgeq", {"bits": {layer: bits}}, the layer's weights named "<layer>/kernel") declares
+    below 4 bits, to be stored at that width. Checked against the values: a tensor whose values
+    do not fit its declared width is an error naming it. Empty without such a plan (any other
+    .tflite) or under engine_options(packed_weights=False)."""
+    raw = model.metadata.get("edgeq")
+    if not raw or not _OPTIONS["packed_weights"]:
+        return {}
+    try:
+        plan = json.loads(bytes(raw).decode())["bits"]
+        low = {f"{layer}/kernel": int(b) for layer, b in plan.items() if int(b) in (2, 3)}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}  # not edgeq's plan: every tensor keeps its own type
+    widths = {}
+    for op in model.ops:
+        if op.kind not in WEIGHTED or len(op.inputs) < 2:
+            continue
+        t = op.inputs[1]
+        tensor = model.tensors[t]
+        bits = low.get(tensor.name)
+        if bits is None or not tensor.is_constant:
+            continue
+        qmin, qmax = WEIGHT_RANGES[bits]
+        data = np.asarray(tensor.data)
+        if tensor.dtype not in ("int4", "int8") or (data.size and (
+                data.min() < qmin or data.max() > qmax or np.any(tensor.zero_point != 0))):
+            span = f"[{data.min()}, {data.max()}]" if data.size else "no values"
+            raise TFLiteFormatError(
+                f"tensor {tensor.name!r}: the plan in the .tflite metadata declares {bits}-bit "
+                f"weights, but it is {tensor.dtype} with values {span} (the {bits}-bit range is "
+                f"[{qmin}, {qmax}], zero point 0)",
+                "re-export the model with edgeq, or drop the metadata entry 'edgeq' to store "
+                "the tensor as its own type")
+        widths[t] = bits
+    return widths
 
 
 def line_words(x: Tensor, w: Tensor) -> int:
@@ -735,6 +800,7 @@ def scratch_bytes(model: Model) -> dict[int, int]:
     strips (DW_STRIP_BYTES); narrower 3x3 three padded rows of 4-byte words of every channel
     quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
     scratch = {}
+    widths = declared_widths(model)
     for index, op in enumerate(model.ops):
         if op.kind == "CONV_2D":
             x, w = model.tensors[op.inputs[0]], model.tensors[op.inputs[1]]
@@ -753,6 +819,8 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                             op.outputs[0]].shape[2] >= PW32_MIN_PIXELS):
                     # over 32: 21 words a channel (its first pass's sum included)
                     scratch[index] = max(scratch[index], PW32_RECORD_BYTES * w.shape[0])
+                if op.inputs[1] in widths:  # eq_conv2d_packed: first the weights as int4
+                    scratch[index] += 4 * -(-w.shape[0] * stride // 8)
         elif op.kind == "DEPTHWISE_CONV_2D":
             x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
             options = op.options
@@ -912,7 +980,10 @@ def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = ""
     files = _render(engine, source)
     for file_name, text in files.items():
         _write_atomic(out / file_name, text)
-    kernels = _write_kernels(out, {op.kind for op in model.ops})
+    kinds = {op.kind for op in model.ops}
+    if any(s.function == "eq_conv2d_packed" for s in engine.steps):
+        kinds.add(PACKED_CONV)
+    kernels = _write_kernels(out, kinds)
     header, src = (out / n for n in files)
     return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,
                        engine.macs, engine.plan, engine.stage)

@@ -12,14 +12,15 @@
  * Defining EDGEQ_FAST_EMULATED selects them on any host, with the DSP instructions emulated in
  * C, so that they can be tested there. All paths give identical results.
  * Tensors are NHWC int8. Weights are int8, or int4 packed two per byte (first value in the low
- * nibble) and unpacked inside the kernel, or (CONV_2D, eq_conv2d_wide) int8 values stored as
- * int16 pairs. Requantization is TFLite's fixed-point
- * MultiplyByQuantizedMultiplier with double rounding.
+ * nibble) and unpacked inside the kernel, or 2 or 3 bits (weight_bits 2, 3) in a dense bit
+ * stream (value i in bits [bits * i, bits * (i + 1)), least significant first; eq_unpack.c),
+ * or (CONV_2D, eq_conv2d_wide) int8 values stored as int16 pairs. Requantization is TFLite's
+ * fixed-point MultiplyByQuantizedMultiplier with double rounding.
  *
  * The kernels are one file per op family (eq_conv.c, eq_depthwise.c, eq_fully_connected.c,
  * eq_pool.c, eq_add.c, eq_mul.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c,
  * eq_activation.c, eq_sub.c, eq_minmax.c, eq_resize.c, eq_transpose_conv.c, eq_requantize.c,
- * eq_copy.c; shared helpers in eq_internal.h). A generated
+ * eq_copy.c, eq_unpack.c for 2- and 3-bit weights; shared helpers in eq_internal.h). A generated
  * engine copies only those its model uses and compiles them as one unit, edgeq_kernels.c.
  */
 #ifndef EDGEQ_KERNELS_H
@@ -37,7 +38,7 @@ typedef struct {
     int32_t filter_stride; /* values per stored filter row: h * w * in_c, padded with zeros */
     int32_t stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
     int32_t in_offset, out_offset, act_min, act_max;
-    int32_t weight_bits; /* 8 or 4; 16: int8 values stored as int16, each run of four as
+    int32_t weight_bits; /* 8, 4, 3 or 2; 16: int8 values stored as int16, each run of four as
                           * (v0 v2) (v1 v3) (4-byte aligned; the fast path's SXTB16 done) */
     const int8_t *weights; /* [out_c][filter_stride]: [filter_h][filter_w][filter_in_c] + 0s */
     const int32_t *bias;   /* [out_c] or NULL */
@@ -179,6 +180,13 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
  * separate function, so that the linker drops its fast path from firmware without such
  * weights. */
 void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
+/* CONV_2D with weight_bits 2 or 3 on the fast path: the weights expanded to int4 at the start
+ * of scratch (out_c * filter_stride nibbles, rounded up to 4 bytes), then eq_conv2d on them
+ * with the rest of scratch (eq_conv2d's for weight_bits 4). eq_conv2d itself takes 2- and
+ * 3-bit weights on its reference loops and its 1x1 record path (no copy). */
+void eq_conv2d_packed(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
+/* `count` 2- or 3-bit weights (bits) from their stream to int4 nibbles (first value low). */
+void eq_unpack_int4(const int8_t *packed, int32_t bits, int32_t count, int8_t *out);
 /* DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel): out_c = in_c *
  * depth_multiplier, output channel oc reads input channel oc / depth_multiplier; int8 or int4
  * weights [1][filter_h][filter_w][out_c], per-channel multiplier/shift, optional bias.

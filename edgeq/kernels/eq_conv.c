@@ -377,7 +377,8 @@ void eq_conv2d(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scrat
         return;
     }
     if (scratch != NULL && groups == 1 && p->filter_stride % (p->weight_bits == 4 ? 8 : 4) == 0
-        && p->filter_stride <= EQ_GATHER_MAX && p->weight_bits != 16) {
+        && p->filter_stride <= EQ_GATHER_MAX
+        && (p->weight_bits == 8 || p->weight_bits == 4)) { /* 2/3 bits: eq_conv2d_packed */
         eq_conv2d_fast(p, in, out, scratch, eq_conv_block);
         return;
     }

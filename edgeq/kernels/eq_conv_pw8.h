@@ -412,7 +412,7 @@ static int eq_conv1x1_in8_applies(const eq_conv_t *p)
                || (p->in_c == 32 && p->out_h * p->out_w >= EQ_PW32_MIN_PIXELS))
            && p->filter_stride == p->in_c && p->pad_h == 0 && p->pad_w == 0
            && p->act_min == -128 && p->act_max == 127
-           && (p->weight_bits == 8 || p->weight_bits == 4) && p->out_w > 0;
+           && p->weight_bits != 16 && p->out_w > 0;
 }
 #endif /* EQ_FAST */
 

@@ -42,9 +42,12 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[1
     int32_t t, fy;
     for (t = 0; t < 9; ++t) {
         const int32_t i = t * depth + c;
-        if (p->weight_bits == 4) {
-            e02[t] = eq_pair16(eq_weight(p->weights, i, 4), eq_weight(p->weights, i + 2, 4));
-            e13[t] = eq_pair16(eq_weight(p->weights, i + 1, 4), eq_weight(p->weights, i + 3, 4));
+        if (p->weight_bits != 8) {
+            const int32_t bits = p->weight_bits;
+            e02[t] = eq_pair16(eq_weight(p->weights, i, bits),
+                               eq_weight(p->weights, i + 2, bits));
+            e13[t] = eq_pair16(eq_weight(p->weights, i + 1, bits),
+                               eq_weight(p->weights, i + 3, bits));
         } else {
             const uint32_t w = eq_load32(p->weights + i);
             e02[t] = EQ_SXTB16(w);

@@ -66,9 +66,20 @@ EQ_HELPER int32_t eq_shl(int32_t x, int32_t n) /* x * 2^n, wrapping like TFLM's 
 
 #define eq_mbqm eq_multiply_by_quantized_multiplier
 
-/* A weight, int8 or int4 (two per byte, first in the low nibble). */
+/* A weight, int8, int4 (two per byte, first in the low nibble) or 2 or 3 bits (a dense
+ * stream: value i in bits [bits * i, bits * (i + 1)), least significant first; the second
+ * byte is read only when the value crosses into it, so the array has no slack). */
 EQ_HELPER int32_t eq_weight(const int8_t *w, int32_t i, int32_t bits)
 {
+    if (bits < 4) {
+        const uint32_t at = (uint32_t)(bits * i), shift = at & 7u;
+        uint32_t v = (uint8_t)w[at >> 3];
+        if (shift + (uint32_t)bits > 8u) {
+            v |= (uint32_t)(uint8_t)w[(at >> 3) + 1u] << 8;
+        }
+        v = (v >> shift) & ((1u << bits) - 1u);
+        return (int32_t)v - (int32_t)((v >> (bits - 1)) << bits);
+    }
     if (bits == 4) {
         const uint8_t b = (uint8_t)w[i >> 1];
         const int32_t nibble = (i & 1) ? (int32_t)(b >> 4) : (int32_t)(b & 0x0F);

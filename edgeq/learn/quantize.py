@@ -84,6 +84,9 @@ class QuantizeReport:
     weight_bytes: float = 0.0  # kernel weights at their logical widths
     stored_weight_bytes: float = 0.0  # as stored in the .tflite (2/3-bit layers in INT4)
     bias_bytes: int = 0
+    # what the board's C engine stores (edgeq.intmath.engine_layer_bytes; what budgets count):
+    board_weight_bytes: int = 0  # weights at their width (2/3 bits packed), rows padded
+    board_param_bytes: int = 0  # biases and per-channel requantization parameters
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -93,7 +96,10 @@ class QuantizeReport:
         after = [r["sqnr_db"] for r in self.layers if r["sqnr_db"] is not None]
         return (f"{self.method} at {self.bits} bits: {len(self.layers)} layers, weights "
                 f"{self.weight_bytes / 1024:.1f} KiB ({self.stored_weight_bytes / 1024:.1f} KiB "
-                f"stored), mean layer SQNR {np.mean(before):.1f} dB (min-max) → "
+                f"in the .tflite; the board stores "
+                f"{(self.board_weight_bytes + self.board_param_bytes) / 1024:.1f} KiB: "
+                f"{self.board_weight_bytes / 1024:.1f} KiB of weights + "
+                f"{self.board_param_bytes / 1024:.1f} KiB of per-channel parameters), mean layer SQNR {np.mean(before):.1f} dB (min-max) → "
                 f"{np.mean(after):.1f} dB, {self.seconds:.0f} s")
 
 
@@ -185,7 +191,9 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
     """Quantize a Keras model (or a captured Graph) with calibration inputs `calib_x`.
 
     bits: 8, 4, 3 or 2 for every layer but the first and last (`edge_bits`), or "mixed" with
-    `budget_kb` (KiB of kernel weights at their logical widths) and optionally `bops_budget`.
+    `budget_kb` (KiB of stored model: the weights as the board's engine packs them plus their
+    biases and per-channel parameters, edgeq.learn.quant.mixed.layer_bytes) and optionally
+    `bops_budget`.
     method: see METHODS; None picks brecq below 8 bits (and for mixed), minmax at 8.
     iters / act_iters: per block or layer; None takes DEFAULT_ITERS / DEFAULT_ACT_ITERS.
     progress: True for rich progress bars, False for none, or an object with start/advance/
@@ -226,9 +234,13 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
                             mixed=mixed_plan.to_dict() if mixed_plan else None)
     report.blocks = [b.to_dict() for b in blocks]
     report.layers = _layer_rows(graph, plan, minmax_qg, qgraph, calib[:SQNR_SAMPLES], blocks)
-    report.weight_bytes = float(sum(mixed.layer_bytes(graph.node(n), b) for n, b in plan.items()))
-    report.stored_weight_bytes = float(sum(mixed.layer_bytes(graph.node(n), STORED_BITS[b])
+    report.weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), b)
+                                    for n, b in plan.items()))
+    report.stored_weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), STORED_BITS[b])
                                            for n, b in plan.items()))
+    board = [mixed.engine_bytes(graph.node(n), b) for n, b in plan.items()]
+    report.board_weight_bytes = int(sum(w for w, _ in board))
+    report.board_param_bytes = int(sum(p for _, p in board))
     report.bias_bytes = int(sum(4 * graph.node(n).weights["bias"].size for n in plan))
     report.seconds = round(time.perf_counter() - t0, 1)
     return stored, report

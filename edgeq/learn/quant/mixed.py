@@ -8,10 +8,13 @@
    Σ sensitivity[l, b]·x[l, b] subject to Σ bytes[l, b]·x[l, b] ≤ budget, and optionally
    Σ BOPs[l, b]·x[l, b] ≤ a BOPs budget (BOPs = MACs × weight bits × activation bits).
 
-Weight memory counts kernel weights at their logical width (params × bits / 8): 2-bit layers
-are stored in INT4 tensors in the .tflite (TFLite has no INT2 kernels) but a firmware that
-packs them takes 2 bits each; biases (int32, 4 bytes per output channel, the same for every
-plan) are reported separately. First and last layers stay at 8 bits unless asked otherwise.
+Memory counts what the board stores (issue #16): each layer's weights as the C engine lays
+them out at that width (2 and 3 bits as dense bit streams, INT4 two a byte, INT8 one; CONV_2D
+filter rows padded for the fast path) plus its bias and per-channel requantization parameters,
+all from edgeq.intmath.engine_layer_bytes, the formula the engine generator uses. In the
+.tflite 2- and 3-bit layers are INT4 tensors (TFLite has no narrower kernels); logical_bytes
+gives params × bits / 8 for reports. First and last layers stay at 8 bits unless asked
+otherwise.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeq.errors import DataError
+from edgeq.intmath import engine_layer_bytes
 from edgeq.learn.graph import Graph, Node, apply_node
 from edgeq.learn.quant.ranges import quantize_layer_range
 
-WIDTHS = (8, 4, 2)
+WIDTHS = (8, 4, 3, 2)
 ACT_BITS = 8
 
 
@@ -46,7 +50,29 @@ class MixedPlan:
                                 for k, s in self.sensitivity.items()}}
 
 
-def layer_bytes(node: Node, bits: int) -> float:
+def engine_bytes(node: Node, bits: int) -> tuple[int, int]:
+    """(weight bytes, per-channel parameter bytes) the C engine stores for this layer at `bits`
+    (dense layers are per tensor, as the exporter writes them)."""
+    kernel = node.weights["kernel"]
+    bias = node.weights.get("bias") is not None
+    if node.kind == "dense":
+        return engine_layer_bytes("dense", kernel.shape[-1], kernel.size // kernel.shape[-1],
+                                  bits, bias=bias, per_channel=False)
+    if node.kind == "depthwise_conv2d":  # (kh, kw, in, multiplier)
+        channels = kernel.shape[2] * kernel.shape[3]
+        return engine_layer_bytes("depthwise", channels, kernel.size // channels, bits, bias=bias)
+    return engine_layer_bytes("conv", kernel.shape[-1], kernel.size // kernel.shape[-1], bits,
+                              bias=bias)
+
+
+def layer_bytes(node: Node, bits: int) -> int:
+    """Flash bytes the board stores for this layer at `bits`: weights + per-channel parameters
+    (what budgets count)."""
+    return sum(engine_bytes(node, bits))
+
+
+def logical_bytes(node: Node, bits: int) -> float:
+    """The kernel's weights at their logical width: params × bits / 8."""
     return node.weights["kernel"].size * bits / 8.0
 
 
@@ -141,7 +167,8 @@ def solve(graph: Graph, sens: dict[str, dict[int, float]], budget_bytes: float,
     least = smallest_bytes(graph, allowed)
     if least > budget_bytes + 1e-6:
         raise DataError(
-            f"no bit plan fits a weight budget of {budget_bytes / 1024:.2f} KiB: the smallest "
+            f"no bit plan fits a budget of {budget_bytes / 1024:.2f} KiB of stored model (weights "
+            f"as the engine packs them + per-channel parameters): the smallest "
             f"possible at widths {sorted({b for w in allowed.values() for b in w})} is "
             f"{least / 1024:.2f} KiB ({least:,.0f} bytes)",
             "raise the budget to at least that, or allow narrower widths / narrower first and "

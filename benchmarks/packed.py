@@ -1,0 +1,169 @@
+"""Benchmark section for issue #16, 2- and 3-bit weights stored at their width on the board:
+
+    packed_vww   the person detector (vww_96.h5 calibrated on the coco-vww-256 train2017_*
+                 photos) with mixed plans (brecq, edgeq's default iterations, widths 8/4/3/2)
+                 under budgets of stored model (weights as the engine packs them + biases and
+                 per-channel parameters: edgeq.learn.quant.mixed.layer_bytes): on-device
+                 accuracy under QEMU on the 128 val2017_* and on all 256 photos, exactness
+                 against TFLM on the same INT4-container .tflite, firmware flash (text + data)
+                 for mps2-an500 and stm32h743, and the same file with its 2/3-bit layers stored as
+                 INT4 containers (cgen.engine_options(packed_weights=False)) beside it.
+
+Instruction counts are QEMU's (`-icount shift=0`), not cycles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path(__file__).resolve().parents[1] / "bench_out"
+BUDGETS_KB = (81, 64, 48)  # most informative first
+TARGETS = {81: (1.0, 144 * 1024), 64: (2.0, 128 * 1024)}  # budget: (points from float, flash)
+QEMU_TIMEOUT_S = 900
+ANCHOR = "QGT paper (person detection): 81 KB at -3 points"
+
+
+def _data(shared: Path):
+    from edgeq.data import load_dataset
+
+    data = load_dataset(shared / "data" / "coco-vww-256", (96, 96, 3), "rgb", 255.0,
+                        ["no_person", "person"])
+    return data.by_prefix("train2017_"), data.by_prefix("val2017_")
+
+
+def _plan_file(model, calib, budget: float) -> tuple[Path, dict]:
+    """The mixed plan's .tflite (cached in bench_out/) and its quantize report."""
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quantize import quantize
+    from edgeq.tflite.write import write_model
+
+    path = CACHE / f"packed_vww_{budget:g}kb.tflite"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        return path, json.loads(meta.read_text())
+    CACHE.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    qgraph, report = quantize(model, calib.x, "brecq", "mixed", budget, progress=False)
+    info = {"seconds": round(time.perf_counter() - t, 1), "plan": report.plan,
+            "weight_bytes": report.weight_bytes, "tflite_weight_bytes": report.stored_weight_bytes,
+            "board_weight_bytes": report.board_weight_bytes,
+            "board_param_bytes": report.board_param_bytes}
+    path.write_bytes(write_model(to_tflite_model(qgraph)))
+    meta.write_text(json.dumps(info))
+    return path, info
+
+
+def packed_vww(shared: Path) -> dict:
+    import tf_keras
+
+    from edgeq.deploy import cgen
+    from edgeq.deploy.check import model_input_spec, quantize_inputs
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.deploy.qemu import check_on_qemu
+    from edgeq.errors import DataError
+    from edgeq.learn.train import evaluate_float
+
+    calib, val = _data(shared)
+    model = tf_keras.models.load_model(shared / "models" / "vww_96.h5", compile=False)
+    float_val, _ = evaluate_float(model, val)
+    float_train, _ = evaluate_float(model, calib)
+    float_all = (float_val * len(val) + float_train * len(calib)) / (len(val) + len(calib))
+    rows = [{"model": "float (vww_96.h5)", "val": float_val, "all": float_all}]
+    x = np.concatenate([val.x, calib.x])  # val first: its accuracy is that of the first rows
+    y = np.concatenate([val.y, calib.y])
+    out = CACHE / "packed_vww"
+    for budget in BUDGETS_KB:
+        try:
+            path, info = _plan_file(model, calib, budget)
+        except DataError as e:  # below the smallest stored model: say so, with its size
+            rows.append({"model": f"brecq mixed <= {budget:g} KiB stored", "budget_kb": budget,
+                         "infeasible": e.message})
+            print(f"  {budget} KiB: {e.message}", flush=True)
+            continue
+        q = quantize_inputs(x, model_input_spec(path))
+        dsp = check_on_qemu(path, q, out / f"{budget}_dsp", timeout=QEMU_TIMEOUT_S, labels=y,
+                            force=True)
+        predicted = np.argmax(dsp.outputs.astype(np.int32), axis=1)
+        h7 = build_firmware(path, "stm32h743", out / f"{budget}_h7", force=True)
+        with cgen.engine_options(packed_weights=False):
+            container = build_firmware(path, "mps2-an500", out / f"{budget}_int4", force=True)
+            h7_container = build_firmware(path, "stm32h743", out / f"{budget}_h7_int4",
+                                          force=True)
+        widths = sorted(info["plan"].values())
+        row = {"model": f"brecq mixed <= {budget:g} KiB stored", "budget_kb": budget,
+               "val": float(np.mean(predicted[:len(val)] == y[:len(val)])),
+               "all": dsp.accuracy, "tflm_mismatches": dsp.mismatches,
+               "tflm_labels": dsp.label_agreement,
+               "stored_bytes": info["board_weight_bytes"] + info["board_param_bytes"],
+               "board_weight_bytes": info["board_weight_bytes"],
+               "board_param_bytes": info["board_param_bytes"],
+               "logical_weight_bytes": info["weight_bytes"],
+               "layers_by_bits": {str(b): widths.count(b) for b in sorted(set(widths))},
+               "flash_mps2": dsp.sizes["flash"], "model_flash": dsp.sizes["model_flash"],
+               "engine_flash": dsp.sizes["engine_flash"], "flash_stm32h743": h7.sizes["flash"],
+               "flash_mps2_int4": container.sizes["flash"],
+               "flash_stm32h743_int4": h7_container.sizes["flash"],
+               "arena": dsp.sizes["arena"], "ipm": dsp.instructions_per_mac,
+               "quantize_seconds": info["seconds"]}
+        row["drop_val"] = float_val - row["val"]
+        if budget in TARGETS:
+            points, flash = TARGETS[budget]
+            row["target"] = (f"within {points:g} point(s): "
+                             + ("met" if row["drop_val"] * 100 <= points else "NOT met")
+                             + f"; flash <= {flash // 1024} KiB: "
+                             + ("met" if row["flash_mps2"] <= flash else "NOT met"))
+        rows.append(row)
+        print(f"  {row['model']}: val {row['val']:.4f}, flash {row['flash_mps2']:,}", flush=True)
+    return {"rows": rows, "notes": [
+        f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos; accuracy on the "
+        f"{len(val)} val2017_* photos and on all {len(x)} (the calibration photos included), "
+        "measured on the firmware under QEMU (mps2-an500, DSP build); float with tf_keras.",
+        "Plans: quantize(vww_96, train2017, 'brecq', 'mixed', budget_kb) with brecq's default "
+        "iterations on 2 shared cores, widths 8/4/3/2, first and last layers at 8 bits; "
+        "budget = stored model: weights as the engine packs them (2/3 bits as dense streams) + "
+        "int32 bias, int32 multiplier and int8 shift per output channel.",
+        "flash = text + data of the linked ELF (arm-none-eabi-size); 'INT4 containers' = the "
+        "same .tflite with engine_options(packed_weights=False).",
+        "instructions / MAC: QEMU -icount, mean over the photos, DSP build (not cycles).",
+        f"Anchor: {ANCHOR} (its own evaluation set, not these photos).",
+        "The quantize seconds of each plan are in the JSON (brecq mixed, 2 loaded cores).",
+        "Not measured here: QGT W2 on Fashion-MNIST (model object vs W4)."]}
+
+
+def render(name: str, result: dict, cmd: str) -> str:
+    head = ("| model | val2017 top-1 | drop | all 256 | = TFLM | stored KiB (weights + params) "
+            "| widths (layers) | flash mps2-an500 | as INT4 containers | flash stm32h743 "
+            "| as INT4 containers | arena B | instr / MAC | target |")
+    lines = [f"## {TITLES[name]}", "", f"Command: `{cmd}` (section wall time "
+             f"{result.get('wall_seconds')} s; {result.get('machine')})", "", head,
+             "|" + "---|" * head.count(" | ") + "---|"]
+    for r in result["rows"]:
+        if "budget_kb" not in r:
+            lines.append(f"| {r['model']} | {r['val']:.2%} | — | {r['all']:.2%} | — | — | — | — "
+                         "| — | — | — | — | — | — |")
+            continue
+        if "infeasible" in r:
+            target = TARGETS.get(r["budget_kb"])
+            lines.append(f"| {r['model']} | no plan: {r['infeasible']} | — | — | — | — | — | — "
+                         f"| — | — | — | — | — | {'NOT met' if target else '—'} |")
+            continue
+        stored = (f"{r['stored_bytes'] / 1024:.1f} ({r['board_weight_bytes'] / 1024:.1f} + "
+                  f"{r['board_param_bytes'] / 1024:.1f})")
+        widths = ", ".join(f"W{b}: {n}" for b, n in r["layers_by_bits"].items())
+        lines.append(
+            f"| {r['model']} | {r['val']:.2%} | {100 * r['drop_val']:+.2f} | {r['all']:.2%} | "
+            f"{'yes' if r['tflm_mismatches'] == 0 else 'NO'} | {stored} | {widths} | "
+            f"{r['flash_mps2']:,} | {r['flash_mps2_int4']:,} | {r['flash_stm32h743']:,} | "
+            f"{r['flash_stm32h743_int4']:,} | {r['arena']:,} | {r['ipm']:.2f} | "
+            f"{r.get('target', '—')} |")
+    lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+REGISTRY = {"packed_vww": packed_vww}
+TITLES = {"packed_vww": "2- and 3-bit weights packed on the board (issue #16): person "
+                        "detection mixed plans by stored bytes"}
