@@ -201,8 +201,24 @@ def render(name: str, result: dict, cmd: str) -> str:
                                 else f"NO ({row['mismatches']} values)")
         lines.append("| " + " | ".join(cell(row.get(k), kind) for _, k, kind in cols) + " |")
     lines.append("")
-    lines += [f"- {n}" for n in result.get("notes", [])]
+    lines += [f"- {n}" for n in result.get("notes", []) + _measured_notes(result)]
     return "\n".join(lines) + "\n"
+
+
+def _measured_notes(result: dict) -> list[str]:
+    """What the rows show that the section does not explain yet (from the rows themselves)."""
+    rows = {r["model"]: r for r in result["rows"]}
+    ptq, w8 = rows.get("TensorFlow INT8 PTQ (TF converter)"), rows.get("edgeq W8 min-max")
+    notes = [f"Wall time {result['wall_seconds'] / 60:.0f} min on the shared 2-core machine "
+             f"(target: under 30 min), most of it the W4 Genie row."]
+    if ptq and w8 and ptq.get("instructions") and w8.get("instructions"):
+        notes.append(
+            f"NOT explained yet: edgeq's engine runs edgeq's own W8 file in "
+            f"{w8['instructions'] / ptq['instructions']:.2f}x the instructions of TensorFlow's "
+            f"PTQ file of the same model ({w8['ipm']:.2f} vs {ptq['ipm']:.2f} per MAC) with a "
+            f"{w8['arena'] / ptq['arena']:.2f}x larger arena; the two files differ in how "
+            "they write the same graph (not investigated here).")
+    return notes
 
 
 TITLE = ("MobileNetV2 person detector (`person_detect_v2`, 128 training photos): W8, W4 brecq, "
