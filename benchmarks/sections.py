@@ -158,7 +158,8 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             "qgt_fmnist": _lazy("qgt", "qgt_fmnist"), "qgt_vww": _lazy("qgt", "qgt_vww"),
             **firmware.REGISTRY, "vs_tflm": _lazy("vs_tflm", "vs_tflm"),
             "stream_ram": _lazy("stream", "stream_ram"),
-            "packed_vww": _lazy("packed", "packed_vww")}
+            "packed_vww": _lazy("packed", "packed_vww"),
+            "mobilenet_v2": _lazy("mobilenet_v2", "mobilenet_v2")}
 ORDER = list(REGISTRY)
 
 TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines, edgeq min-max W8/W4",
@@ -180,6 +181,10 @@ def render(name: str, result: dict, cmd: str) -> str:
         from benchmarks import vs_tflm
 
         return vs_tflm.render(name, result, cmd)
+    if name == "mobilenet_v2":
+        from benchmarks import mobilenet_v2
+
+        return mobilenet_v2.render(name, result, cmd)
     if name == "stream_ram":
         from benchmarks import stream
 

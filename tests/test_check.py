@@ -169,6 +169,24 @@ def test_quantize_inputs_rounds_and_clips():
         quantize_inputs(np.array([[1, 2]], np.int32), spec)
 
 
+def test_quantize_inputs_rounds_half_steps_as_tflite_quantize():
+    """Pixels / 127.5 - 1 on a 2/255 step fall on exact half steps: rounded half away from
+    zero, as TFLite's QUANTIZE and the reference interpreter's quantize_input do (numpy's
+    half-to-even gave 1 LSB less on them, and the simulated model then disagreed with TFLM)."""
+    from edgeq.deploy.interp import quantize_input
+    from edgeq.tflite.model import Tensor
+
+    spec = TensorSpec("int8", (1, 4), 0.5, 0)
+    q = quantize_inputs(np.array([[0.25, -0.25, 0.75, -1.25]], np.float32), spec)
+    np.testing.assert_array_equal(q, np.array([[1, -1, 2, -3]], np.int8))
+    x = (np.arange(256, dtype=np.float32)[None] / np.float32(127.5) - 1).astype(np.float32)
+    scale, zp = np.float32(2 / 255), -1
+    tensor = Tensor(name="input", shape=(1, 256), dtype="int8", scale=np.array([scale]),
+                    zero_point=np.array([zp]))
+    np.testing.assert_array_equal(quantize_inputs(x, TensorSpec("int8", (1, 256), scale, zp)),
+                                  quantize_input(tensor, x))
+
+
 def test_bad_inputs_are_data_errors(vww_int8_path):
     with pytest.raises(DataError, match="shape"):
         check_model(vww_int8_path, np.zeros((2, 32, 32, 3), np.float32))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeq import __version__
+from edgeq import __version__, intmath
 from edgeq.data import (
     check_input_domain,
     check_labels,
@@ -351,7 +351,11 @@ def quantize_inputs(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
         raise DataError(f"the model's {spec.dtype} input tensor has no quantization parameters",
                         "pass already-quantized inputs")
     info = np.iinfo(spec.dtype)
-    q = np.round(x.astype(np.float64) / spec.scale) + spec.zero_point
+    # As TFLite's QUANTIZE (and the simulated model) do: a float32 quotient rounded half away
+    # from zero. np.round's half-to-even gave 1 LSB less on every exact half step, which inputs
+    # in [-1, 1] (pixels / 127.5 - 1) hit on a quarter of their values.
+    quotient = x.astype(np.float32) / np.float32(spec.scale)
+    q = intmath.round_half_away(quotient) + spec.zero_point
     return np.clip(q, info.min, info.max).astype(spec.dtype)
 
 

@@ -30,7 +30,8 @@ every stride (both put the extra row/column at the bottom/right), so it stays an
 A softmax activation on a layer becomes its own `softmax` node; 'linear' is dropped.
 
 Finally `mark_blocks` marks reconstruction blocks for AdaRound/BRECQ-style engines: residual
-blocks (the nodes between a fork and its Add), depthwise+pointwise pairs, else single layers.
+blocks (the nodes between a fork and its Add), MobileNetV2 inverted residual blocks,
+squeeze-and-excitation blocks, depthwise+pointwise pairs, else single layers.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Node:
 
 @dataclass
 class Block:
-    kind: str  # "residual" | "dw_pw" | "single"
+    kind: str  # "residual" | "inverted_residual" | "squeeze_excite" | "dw_pw" | "single"
     nodes: list[str]  # in topological order
 
 
@@ -720,16 +721,24 @@ PASSES = (drop_identities, affines_before_relu, merge_affines, fold_batchnorm,
 # --------------------------------------------------------------------------- blocks
 
 
+# Unweighted one-input nodes that may sit inside an inverted residual or SE block.
+PASS_THROUGH = ("pad", "hard_swish", "clip", "leaky_relu", "logistic", "tanh", "reshape")
+
+
 def mark_blocks(graph: Graph) -> list[Block]:
-    """Residual blocks first (outermost wins when they nest), then depthwise+pointwise pairs,
-    then every remaining weighted node as a single block. Every weighted node is in exactly one
-    block; unweighted nodes appear only inside residual blocks."""
+    """Residual blocks first (outermost wins when they nest; "inverted_residual" when inside
+    they are MobileNetV2's expand 1x1 → depthwise → linear project 1x1, with or without a
+    squeeze-and-excitation), then inverted residual blocks without an ADD, then
+    squeeze-and-excitation blocks on their own (GAP → two 1x1 conv / dense → MUL), then
+    depthwise+pointwise pairs, then every remaining weighted node as a single block. Every
+    weighted node is in exactly one block; unweighted nodes appear only inside the first four
+    kinds."""
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     ancestors: dict[str, set[str]] = {}
     for n in graph.nodes:
         ancestors[n.name] = {n.name}.union(*(ancestors[i] for i in n.inputs))
     taken: set[str] = set()
-    residual = []
+    blocks = []
     for add in reversed([n for n in graph.nodes if n.kind == "add"]):
         common = set.intersection(*(ancestors[i] for i in add.inputs))
         if not common:
@@ -741,8 +750,20 @@ def mark_blocks(graph: Graph) -> list[Block]:
             continue
         members = sorted(inner | {add.name}, key=order.get)
         taken.update(members)
-        residual.append(Block("residual", members))
-    blocks = list(reversed(residual))
+        chain = _inverted_residual(graph, graph.node(members[0]), set())
+        kind = "inverted_residual" if chain and set(chain) | {add.name} == set(members) \
+            else "residual"
+        blocks.append(Block(kind, members))
+    for n in graph.nodes:
+        chain = None if n.name in taken else _inverted_residual(graph, n, taken)
+        if chain:
+            blocks.append(Block("inverted_residual", chain))
+            taken.update(chain)
+    for n in graph.nodes:
+        se = None if n.name in taken else _squeeze_excite(graph, n.name, taken)
+        if se:
+            blocks.append(Block("squeeze_excite", se))
+            taken.update(se)
     for n in graph.nodes:
         if n.kind != "depthwise_conv2d" or n.name in taken:
             continue
@@ -756,6 +777,78 @@ def mark_blocks(graph: Graph) -> list[Block]:
             blocks.append(Block("single", [n.name]))
     first = {b.nodes[0]: b for b in blocks}
     return [first[n.name] for n in graph.nodes if n.name in first]
+
+
+def _is_pointwise(node: Node | None) -> bool:
+    return (node is not None and node.kind == "conv2d"
+            and node.weights["kernel"].shape[:2] == (1, 1))
+
+
+def _only_reader(graph: Graph, name: str, taken: set[str]) -> Node | None:
+    """The one node that reads tensor `name` (read once, not a graph output), if not taken."""
+    readers = graph.consumers(name)
+    if len(readers) != 1 or graph.uses(name) != 1 or readers[0].name in taken:
+        return None
+    return readers[0]
+
+
+def _through(graph: Graph, node: Node, taken: set[str]) -> tuple[list[Node], Node | None]:
+    """The PASS_THROUGH nodes after `node`, and the node after them (None: no single reader)."""
+    chain = []
+    nxt = _only_reader(graph, node.name, taken)
+    while nxt is not None and nxt.kind in PASS_THROUGH:
+        chain.append(nxt)
+        nxt = _only_reader(graph, nxt.name, taken)
+    return chain, nxt
+
+
+def _inverted_residual(graph: Graph, expand: Node, taken: set[str]) -> list[str] | None:
+    """expand 1x1 conv → depthwise → [squeeze-excite] → project 1x1 conv with no activation
+    (the linear bottleneck, which tells it from MobileNetV1's pointwise-depthwise-pointwise),
+    PASS_THROUGH nodes allowed between them, every inner tensor read only inside; node names
+    or None."""
+    if not _is_pointwise(expand):
+        return None
+    mid, dw = _through(graph, expand, taken)
+    if dw is None or dw.kind != "depthwise_conv2d":
+        return None
+    names = [n.name for n in (expand, *mid, dw)]
+    chain, project = _through(graph, dw, taken)
+    names += [n.name for n in chain]
+    if project is None:
+        se = _squeeze_excite(graph, names[-1], taken)
+        if se is None:
+            return None
+        chain, project = _through(graph, graph.node(se[-1]), taken)
+        names += se + [n.name for n in chain]
+    if not _is_pointwise(project) or project.attrs["activation"] != "NONE":
+        return None
+    return names + [project.name]
+
+
+def _squeeze_excite(graph: Graph, tensor: str, taken: set[str]) -> list[str] | None:
+    """Tensor `tensor` read by a global average pool and a MUL, the pool reaching the MUL's
+    other input through two 1x1 conv / dense layers and PASS_THROUGH nodes (the gate, e.g.
+    hard_sigmoid = a clip after the folded conv): the block's node names or None."""
+    readers = graph.consumers(tensor)
+    if graph.uses(tensor) != 2 or sorted(r.kind for r in readers) != ["global_avg_pool", "mul"]:
+        return None
+    gap, mul = sorted(readers, key=lambda r: r.kind)
+    if gap.name in taken or mul.name in taken:
+        return None
+    names, node, weighted = [gap.name], gap, 0
+    while True:
+        node = _only_reader(graph, node.name, taken)
+        if node is None:
+            return None
+        if node is mul:
+            break
+        if _is_pointwise(node) or node.kind == "dense":
+            weighted += 1
+        elif node.kind not in PASS_THROUGH:
+            return None
+        names.append(node.name)
+    return names + [mul.name] if weighted == 2 else None
 
 
 # --------------------------------------------------------------------------- float execution

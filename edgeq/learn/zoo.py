@@ -114,7 +114,18 @@ def mobilenet_v1(input_shape, num_classes, alpha=0.25, first_stride=2, blocks=()
     return keras.Model(inputs, outputs, name=name)
 
 
-BUILDERS = {"mobilenet_v1": mobilenet_v1}
+def mobilenet_v2(input_shape, num_classes, alpha=0.35, name="mobilenet_v2"):
+    """keras.applications.MobileNetV2 (Keras 2's, randomly initialised): inverted residual
+    blocks of expand 1x1, depthwise 3x3 and project 1x1 convolutions, global average pooling
+    and a dense softmax; its layer names (block_N_expand, ...) are Keras's own."""
+    import tf_keras as keras
+
+    model = keras.applications.MobileNetV2(input_shape=tuple(input_shape), alpha=alpha,
+                                           weights=None, classes=num_classes)
+    return keras.Model(model.inputs, model.outputs, name=name)
+
+
+BUILDERS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2}
 
 
 def build_model(card: ModelCard):
