@@ -204,6 +204,29 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
     blk.cols = cols;
     blk.runs = int4 ? k_pad / 8 : k_pad / 4;
     blk.stride = out_c;
+#if EQ_ASM
+    if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127 && !int4 && !wide) {
+        /* runs of hot channels in eq_conv6_hot, the others one by one */
+        eq_conv6_t s;
+        s.q = rq;
+        s.end = end;
+        s.dst = dst;
+        s.w = p->weights;
+        s.cols = cols;
+        s.runs = blk.runs;
+        s.stride = out_c;
+        for (;;) {
+            eq_conv6_hot(&s);
+            if (s.q == end) {
+                return;
+            }
+            eq_conv_channel(p, cols, s.q, s.w, s.dst, n, (int32_t)(s.q - rq));
+            ++s.q;
+            ++s.dst;
+            s.w += w_step;
+        }
+    }
+#endif
     if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127 && !int4) {
         blk.w = p->weights;
         while (blk.q < end) {

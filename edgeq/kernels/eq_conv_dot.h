@@ -295,6 +295,177 @@ static void eq_dot_wide(const int16_t *col, const int8_t *w, int32_t runs, int32
     }
 }
 
+#if EQ_ASM
+/* ---- A block's run of hot int8 channels in one assembly function -------------------------------
+ * eq_conv6_hot: output channels from s->q on, while their stage is EQ_RQ_FOLDED or
+ * EQ_RQ_RIGHT (the first other one, or the end, stops it), for a block of EQ_COLS pixels with
+ * a whole int8 clamp: per channel the six accumulators start from the bias, then per run one
+ * weight word sign-extended by SXTB16 and the six columns' twelve words in three LDMs (18
+ * instructions per 24 MACs, against 21 with LDRDs), then the exact SMMLAR stage and the six
+ * stores. Weights of successive channels are contiguous (filter_stride bytes each). On
+ * return q, dst and w name the first channel not done. */
+typedef struct {
+    const eq_rqc_t *q;    /* the channel's prepared stage */
+    const eq_rqc_t *end;  /* one past the last output channel */
+    int8_t *dst;          /* the channel's output at the block's first pixel */
+    const int8_t *w;      /* the channel's weights */
+    const int16_t *cols;  /* the block's columns */
+    int32_t runs;         /* runs of 4 values per filter row, at least 1 */
+    int32_t stride;       /* bytes between output pixels (out_c) */
+} eq_conv6_t;
+
+/* registers: r0-r5 the accumulators of pixels 0-5, r6/r7 the weight pairs (w0 w2) (w1 w3),
+ * r8-r11 two pixels' columns, r12 the columns, lr the weights */
+#define EQ_C6_RUN                                   \
+    "ldr     r7, [lr], #4\n\t"                      \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
+    "sxtb16  r6, r7\n\t"                            \
+    "sxtb16  r7, r7, ror #8\n\t"                    \
+    "smlad   r0, r8, r6, r0\n\t"                    \
+    "smlad   r0, r9, r7, r0\n\t"                    \
+    "smlad   r1, r10, r6, r1\n\t"                   \
+    "smlad   r1, r11, r7, r1\n\t"                   \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
+    "smlad   r2, r8, r6, r2\n\t"                    \
+    "smlad   r2, r9, r7, r2\n\t"                    \
+    "smlad   r3, r10, r6, r3\n\t"                   \
+    "smlad   r3, r11, r7, r3\n\t"                   \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
+    "smlad   r4, r8, r6, r4\n\t"                    \
+    "smlad   r4, r9, r7, r4\n\t"                    \
+    "smlad   r5, r10, r6, r5\n\t"                   \
+    "smlad   r5, r11, r7, r5\n\t"
+/* the first run: every accumulator from the bias in r0 (pixel 0 last) */
+#define EQ_C6_PIX(A)                                \
+    "ldrd    r10, r11, [r12], #8\n\t"               \
+    "smlad   " A ", r10, r6, r0\n\t"                \
+    "smlad   " A ", r11, r7, " A "\n\t"
+#define EQ_C6_FIRST                                 \
+    "ldr     r7, [lr], #4\n\t"                      \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
+    "sxtb16  r6, r7\n\t"                            \
+    "sxtb16  r7, r7, ror #8\n\t"                    \
+    "smlad   r1, r10, r6, r0\n\t"                   \
+    "smlad   r1, r11, r7, r1\n\t"                   \
+    EQ_C6_PIX("r2") EQ_C6_PIX("r3") EQ_C6_PIX("r4") EQ_C6_PIX("r5") \
+    "smlad   r0, r8, r6, r0\n\t"                    \
+    "smlad   r0, r9, r7, r0\n\t"
+/* the stage of accumulator A: m2 r6, rounding term r7, r r8, value r9, output r11, stride
+ * r10; OFF adds the offset (lr) for EQ_RQ_RIGHT */
+#define EQ_C6_OUT(A, OFF, STORE)                    \
+    "add     r9, " A ", r7\n\t"                     \
+    "add     r9, r9, " A ", asr #31\n\t"            \
+    "smmlar  r9, " A ", r6, r9\n\t"                 \
+    "asr     r9, r9, r8\n\t"                        \
+    OFF                                             \
+    "ssat    r9, #8, r9\n\t"                        \
+    STORE "\n\t"
+#define EQ_C6_STAGE(OFF)                                                        \
+    EQ_C6_OUT("r0", OFF, "strb    r9, [r11]")                                   \
+    EQ_C6_OUT("r1", OFF, "strb    r9, [r11, r10]")                              \
+    "add     r11, r11, r10, lsl #1\n\t"                                         \
+    EQ_C6_OUT("r2", OFF, "strb    r9, [r11]")                                   \
+    EQ_C6_OUT("r3", OFF, "strb    r9, [r11, r10]")                              \
+    "add     r11, r11, r10, lsl #1\n\t"                                         \
+    EQ_C6_OUT("r4", OFF, "strb    r9, [r11]")                                   \
+    EQ_C6_OUT("r5", OFF, "strb    r9, [r11, r10]")
+/* frame: [sp] q, [sp, #4] end, [sp, #8] dst, [sp, #12] the channel's weight end, [sp, #16]
+ * cols, [sp, #20] runs - 1, [sp, #24] stride, [sp, #28] s */
+__asm__(".syntax unified\n\t"
+        ".section .text.eq_conv6_hot,\"ax\",%progbits\n\t"
+        ".balign 4\n\t"
+        ".global eq_conv6_hot\n\t"
+        ".hidden eq_conv6_hot\n\t"
+        ".thumb\n\t"
+        ".thumb_func\n\t"
+        ".type eq_conv6_hot, %function\n"
+        "eq_conv6_hot:\n\t"
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #32\n\t"
+        "str     r0, [sp, #28]\n\t"
+        "ldmia   r0, {r1-r7}\n\t" /* q end dst w cols runs stride */
+        "stmia   sp, {r1-r3}\n\t"
+        "str     r5, [sp, #16]\n\t"
+        "sub     r6, r6, #1\n\t"
+        "strd    r6, r7, [sp, #20]\n\t"
+        "mov     lr, r4\n"
+        "10:\n\t" /* a channel: r1 q, r2 end, lr its weights */
+        "cmp     r1, r2\n\t"
+        "beq     90f\n\t"
+        "ldrb    r3, [r1, #12]\n\t"
+        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */
+        "beq     11f\n\t"
+        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */
+        "bne     90f\n"
+        "11:\n\t"
+        "ldr     r0, [r1]\n\t"
+        "ldr     r12, [sp, #16]\n\t"
+        "ldr     r3, [sp, #20]\n\t"
+        "add     r3, lr, r3, lsl #2\n\t"
+        "add     r3, r3, #4\n\t"
+        "str     r3, [sp, #12]\n\t"
+        EQ_C6_FIRST
+        "ldr     r8, [sp, #20]\n\t"
+        "tst     r8, #1\n\t"
+        "beq     2f\n\t"
+        EQ_C6_RUN
+        "2:\n\t"
+        "ldr     r8, [sp, #20]\n\t"
+        "tst     r8, #2\n\t"
+        "beq     4f\n\t"
+        EQ_C6_RUN
+        EQ_C6_RUN
+        "4:\n\t"
+        "ldr     r8, [sp, #12]\n\t"
+        "cmp     lr, r8\n\t"
+        "beq     3f\n"
+        "1:\n\t"
+        EQ_C6_RUN
+        EQ_C6_RUN
+        EQ_C6_RUN
+        EQ_C6_RUN
+        "ldr     r8, [sp, #12]\n\t"
+        "cmp     lr, r8\n\t"
+        "bne     1b\n"
+        "3:\n\t"
+        "ldr     r12, [sp]\n\t"
+        "ldr     r11, [sp, #8]\n\t"
+        "ldr     r10, [sp, #24]\n\t"
+        "ldrd    r6, r7, [r12, #4]\n\t"
+        "ldrb    r8, [r12, #13]\n\t"
+        "ldrb    r9, [r12, #12]\n\t"
+        "cmp     r9, #4\n\t"
+        "bne     30f\n\t"
+        EQ_C6_STAGE("")
+        "b       40f\n"
+        "30:\n\t"
+        "ldrsh   lr, [r12, #14]\n\t"
+        EQ_C6_STAGE("add     r9, r9, lr\n\t")
+        "40:\n\t" /* the next channel */
+        "ldr     r1, [sp]\n\t"
+        "add     r1, r1, #16\n\t"
+        "str     r1, [sp]\n\t"
+        "ldr     r3, [sp, #8]\n\t"
+        "add     r3, r3, #1\n\t"
+        "str     r3, [sp, #8]\n\t"
+        "ldr     r2, [sp, #4]\n\t"
+        "ldr     lr, [sp, #12]\n\t"
+        "b       10b\n"
+        "90:\n\t" /* q, dst, w of the first channel not done back into s */
+        "ldr     r0, [sp, #28]\n\t"
+        "ldr     r3, [sp, #8]\n\t"
+        "str     r1, [r0]\n\t"
+        "str     r3, [r0, #8]\n\t"
+        "str     lr, [r0, #12]\n\t"
+        "add     sp, sp, #32\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_conv6_hot, .-eq_conv6_hot\n\t"
+        ".text\n");
+void eq_conv6_hot(eq_conv6_t *s);
+typedef char eq_conv6_layout_ok[(sizeof(void *) == 4 && sizeof(eq_conv6_t) == 28
+                                 && sizeof(eq_rqc_t) == 16) ? 1 : -1];
+#endif
+
 #endif /* EQ_FAST */
 
 #endif /* EQ_CONV_DOT_H */
