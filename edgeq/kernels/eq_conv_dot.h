@@ -369,8 +369,9 @@ typedef struct {
     "add     r11, r11, r10, lsl #1\n\t"                                         \
     EQ_C6_OUT("r4", OFF, "strb    r9, [r11]")                                   \
     EQ_C6_OUT("r5", OFF, "strb    r9, [r11, r10]")
-/* frame: [sp] q, [sp, #4] end, [sp, #8] dst, [sp, #12] the channel's weight end, [sp, #16]
- * cols, [sp, #20] runs - 1, [sp, #24] stride, [sp, #28] s */
+/* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the channel's weight end,
+ * [sp, #16] cols, [sp, #20] 4 * runs, [sp, #24] where the four-run loop is entered (runs - 1
+ * mod 4 runs before its first test), [sp, #28] s, [sp, #32] end */
 __asm__(".syntax unified\n\t"
         ".section .text.eq_conv6_hot,\"ax\",%progbits\n\t"
         ".balign 4\n\t"
@@ -381,15 +382,36 @@ __asm__(".syntax unified\n\t"
         ".type eq_conv6_hot, %function\n"
         "eq_conv6_hot:\n\t"
         "push    {r4-r11, lr}\n\t"
-        "sub     sp, sp, #32\n\t"
+        "sub     sp, sp, #36\n\t"
         "str     r0, [sp, #28]\n\t"
         "ldmia   r0, {r1-r7}\n\t" /* q end dst w cols runs stride */
-        "stmia   sp, {r1-r3}\n\t"
+        "str     r7, [sp]\n\t"
+        "str     r3, [sp, #4]\n\t"
+        "str     r1, [sp, #8]\n\t"
         "str     r5, [sp, #16]\n\t"
+        "str     r2, [sp, #32]\n\t"
+        "lsl     r8, r6, #2\n\t"
+        "str     r8, [sp, #20]\n\t"
         "sub     r6, r6, #1\n\t"
-        "strd    r6, r7, [sp, #20]\n\t"
+        "and     r6, r6, #3\n\t"
+        "adr     r8, 60f\n\t"
+        "cmp     r6, #1\n\t"
+        "bne     5f\n\t"
+        "adr     r8, 61f\n"
+        "5:\n\t"
+        "cmp     r6, #2\n\t"
+        "bne     6f\n\t"
+        "adr     r8, 62f\n"
+        "6:\n\t"
+        "cmp     r6, #3\n\t"
+        "bne     7f\n\t"
+        "adr     r8, 63f\n"
+        "7:\n\t"
+        "orr     r8, r8, #1\n\t" /* Thumb */
+        "str     r8, [sp, #24]\n\t"
         "mov     lr, r4\n"
-        "10:\n\t" /* a channel: r1 q, r2 end, lr its weights */
+        "10:\n\t" /* a channel: r1 q, lr its weights */
+        "ldr     r2, [sp, #32]\n\t"
         "cmp     r1, r2\n\t"
         "beq     90f\n\t"
         "ldrb    r3, [r1, #12]\n\t"
@@ -401,63 +423,50 @@ __asm__(".syntax unified\n\t"
         "ldr     r0, [r1]\n\t"
         "ldr     r12, [sp, #16]\n\t"
         "ldr     r3, [sp, #20]\n\t"
-        "add     r3, lr, r3, lsl #2\n\t"
-        "add     r3, r3, #4\n\t"
+        "add     r3, lr, r3\n\t"
         "str     r3, [sp, #12]\n\t"
         EQ_C6_FIRST
-        "ldr     r8, [sp, #20]\n\t"
-        "tst     r8, #1\n\t"
-        "beq     2f\n\t"
-        EQ_C6_RUN
-        "2:\n\t"
-        "ldr     r8, [sp, #20]\n\t"
-        "tst     r8, #2\n\t"
-        "beq     4f\n\t"
-        EQ_C6_RUN
-        EQ_C6_RUN
-        "4:\n\t"
-        "ldr     r8, [sp, #12]\n\t"
-        "cmp     lr, r8\n\t"
-        "beq     3f\n"
+        "ldr     pc, [sp, #24]\n"
+        ".balign 4\n"
         "1:\n\t"
         EQ_C6_RUN
+        "63:\n\t"
         EQ_C6_RUN
+        "62:\n\t"
         EQ_C6_RUN
+        "61:\n\t"
         EQ_C6_RUN
+        "60:\n\t"
         "ldr     r8, [sp, #12]\n\t"
         "cmp     lr, r8\n\t"
-        "bne     1b\n"
-        "3:\n\t"
-        "ldr     r12, [sp]\n\t"
-        "ldr     r11, [sp, #8]\n\t"
-        "ldr     r10, [sp, #24]\n\t"
+        "bne     1b\n\t"
+        "ldmia   sp, {r10-r12}\n\t" /* stride dst q */
+        "add     r9, r11, #1\n\t" /* the next channel's dst and q */
+        "str     r9, [sp, #4]\n\t"
+        "add     r9, r12, #16\n\t"
+        "str     r9, [sp, #8]\n\t"
         "ldrd    r6, r7, [r12, #4]\n\t"
         "ldrb    r8, [r12, #13]\n\t"
         "ldrb    r9, [r12, #12]\n\t"
         "cmp     r9, #4\n\t"
         "bne     30f\n\t"
         EQ_C6_STAGE("")
-        "b       40f\n"
+        "ldr     r1, [sp, #8]\n\t"
+        "ldr     lr, [sp, #12]\n\t"
+        "b       10b\n"
         "30:\n\t"
         "ldrsh   lr, [r12, #14]\n\t"
         EQ_C6_STAGE("add     r9, r9, lr\n\t")
-        "40:\n\t" /* the next channel */
-        "ldr     r1, [sp]\n\t"
-        "add     r1, r1, #16\n\t"
-        "str     r1, [sp]\n\t"
-        "ldr     r3, [sp, #8]\n\t"
-        "add     r3, r3, #1\n\t"
-        "str     r3, [sp, #8]\n\t"
-        "ldr     r2, [sp, #4]\n\t"
+        "ldr     r1, [sp, #8]\n\t"
         "ldr     lr, [sp, #12]\n\t"
         "b       10b\n"
         "90:\n\t" /* q, dst, w of the first channel not done back into s */
         "ldr     r0, [sp, #28]\n\t"
-        "ldr     r3, [sp, #8]\n\t"
+        "ldr     r3, [sp, #4]\n\t"
         "str     r1, [r0]\n\t"
         "str     r3, [r0, #8]\n\t"
         "str     lr, [r0, #12]\n\t"
-        "add     sp, sp, #32\n\t"
+        "add     sp, sp, #36\n\t"
         "pop     {r4-r11, pc}\n\t"
         ".size eq_conv6_hot, .-eq_conv6_hot\n\t"
         ".text\n");
