@@ -312,6 +312,7 @@ typedef struct {
     const int16_t *cols;  /* the block's columns */
     int32_t runs;         /* runs of 4 values per filter row, at least 1 */
     int32_t stride;       /* bytes between output pixels (out_c) */
+    int32_t n;            /* the block's pixels (eq_conv3_hot: 1 to 3) */
 } eq_conv6_t;
 
 /* registers: r0-r5 the accumulators of pixels 0-5, r6/r7 the weight pairs (w0 w2) (w1 w3),
@@ -471,7 +472,135 @@ __asm__(".syntax unified\n\t"
         ".size eq_conv6_hot, .-eq_conv6_hot\n\t"
         ".text\n");
 void eq_conv6_hot(eq_conv6_t *s);
-typedef char eq_conv6_layout_ok[(sizeof(void *) == 4 && sizeof(eq_conv6_t) == 28
+
+/* eq_conv3_hot: the same for a block of n <= 3 pixels (columns 0-2 of each run; the missing
+ * ones repeat the last pixel, so computing three and storing n is exact): per run one weight
+ * word, two SXTB16, an LDM and an LDRD of the columns, six SMLADs (12 instructions per 12
+ * MACs). Registers: r0-r2 the accumulators, r3 the channel's weight end, r4 stride, r5 n,
+ * r6/r7 the weight pairs, r8-r11 columns, r12 the columns, lr the weights. */
+#define EQ_C3_RUN                                   \
+    "ldr     r7, [lr], #4\n\t"                      \
+    "ldmia   r12, {r8-r11}\n\t"                     \
+    "sxtb16  r6, r7\n\t"                            \
+    "sxtb16  r7, r7, ror #8\n\t"                    \
+    "smlad   r0, r8, r6, r0\n\t"                    \
+    "smlad   r0, r9, r7, r0\n\t"                    \
+    "ldrd    r8, r9, [r12, #16]\n\t"                \
+    "add     r12, r12, #48\n\t"                     \
+    "smlad   r1, r10, r6, r1\n\t"                   \
+    "smlad   r1, r11, r7, r1\n\t"                   \
+    "smlad   r2, r8, r6, r2\n\t"                    \
+    "smlad   r2, r9, r7, r2\n\t"
+/* the stage of the three accumulators, n of them stored (output r10, stride r4) */
+#define EQ_C3_STAGE(OFF)                                                        \
+    EQ_C6_OUT("r0", OFF, "strb    r9, [r10]")                                   \
+    "cmp     r5, #2\n\t"                                                        \
+    "blt     40f\n\t"                                                           \
+    EQ_C6_OUT("r1", OFF, "strb    r9, [r10, r4]")                               \
+    "cmp     r5, #3\n\t"                                                        \
+    "blt     40f\n\t"                                                           \
+    "add     r10, r10, r4, lsl #1\n\t"                                          \
+    EQ_C6_OUT("r2", OFF, "strb    r9, [r10]")
+/* frame: [sp] q, [sp, #4] dst, [sp, #8] end, [sp, #12] cols, [sp, #16] 4 * runs, [sp, #20]
+ * where the four-run loop is entered (runs mod 4 runs before its first test), [sp, #24] s */
+__asm__(".syntax unified\n\t"
+        ".section .text.eq_conv3_hot,\"ax\",%progbits\n\t"
+        ".balign 4\n\t"
+        ".global eq_conv3_hot\n\t"
+        ".hidden eq_conv3_hot\n\t"
+        ".thumb\n\t"
+        ".thumb_func\n\t"
+        ".type eq_conv3_hot, %function\n"
+        "eq_conv3_hot:\n\t"
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #28\n\t"
+        "str     r0, [sp, #24]\n\t"
+        "ldr     r5, [r0, #28]\n\t" /* n */
+        "ldmia   r0, {r1-r4, r6-r8}\n\t" /* q end dst w cols runs stride */
+        "str     r1, [sp]\n\t"
+        "str     r3, [sp, #4]\n\t"
+        "str     r2, [sp, #8]\n\t"
+        "str     r6, [sp, #12]\n\t"
+        "mov     lr, r4\n\t"
+        "mov     r4, r8\n\t"
+        "lsl     r8, r7, #2\n\t"
+        "str     r8, [sp, #16]\n\t"
+        "and     r7, r7, #3\n\t"
+        "adr     r8, 60f\n\t"
+        "cmp     r7, #1\n\t"
+        "bne     5f\n\t"
+        "adr     r8, 61f\n"
+        "5:\n\t"
+        "cmp     r7, #2\n\t"
+        "bne     6f\n\t"
+        "adr     r8, 62f\n"
+        "6:\n\t"
+        "cmp     r7, #3\n\t"
+        "bne     7f\n\t"
+        "adr     r8, 63f\n"
+        "7:\n\t"
+        "orr     r8, r8, #1\n\t" /* Thumb */
+        "str     r8, [sp, #20]\n"
+        "10:\n\t" /* a channel: r1 q, lr its weights */
+        "ldr     r2, [sp, #8]\n\t"
+        "cmp     r1, r2\n\t"
+        "beq     90f\n\t"
+        "ldrb    r3, [r1, #12]\n\t"
+        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */
+        "beq     11f\n\t"
+        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */
+        "bne     90f\n"
+        "11:\n\t"
+        "ldr     r0, [r1]\n\t"
+        "mov     r1, r0\n\t"
+        "mov     r2, r0\n\t"
+        "ldr     r12, [sp, #12]\n\t"
+        "ldr     r3, [sp, #16]\n\t"
+        "add     r3, lr, r3\n\t"
+        "ldr     pc, [sp, #20]\n"
+        ".balign 4\n"
+        "1:\n\t"
+        EQ_C3_RUN
+        "63:\n\t"
+        EQ_C3_RUN
+        "62:\n\t"
+        EQ_C3_RUN
+        "61:\n\t"
+        EQ_C3_RUN
+        "60:\n\t"
+        "cmp     lr, r3\n\t"
+        "bne     1b\n\t"
+        "ldr     r12, [sp]\n\t"
+        "ldr     r10, [sp, #4]\n\t"
+        "add     r9, r10, #1\n\t" /* the next channel's dst and q */
+        "str     r9, [sp, #4]\n\t"
+        "add     r9, r12, #16\n\t"
+        "str     r9, [sp]\n\t"
+        "ldrd    r6, r7, [r12, #4]\n\t"
+        "ldrb    r8, [r12, #13]\n\t"
+        "ldrb    r9, [r12, #12]\n\t"
+        "cmp     r9, #4\n\t"
+        "bne     30f\n\t"
+        EQ_C3_STAGE("")
+        "b       40f\n"
+        "30:\n\t"
+        "ldrsh   r11, [r12, #14]\n\t"
+        EQ_C3_STAGE("add     r9, r9, r11\n\t")
+        "40:\n\t"
+        "ldr     r1, [sp]\n\t"
+        "b       10b\n"
+        "90:\n\t" /* q, dst, w of the first channel not done back into s */
+        "ldr     r0, [sp, #24]\n\t"
+        "ldr     r3, [sp, #4]\n\t"
+        "str     r1, [r0]\n\t"
+        "str     r3, [r0, #8]\n\t"
+        "str     lr, [r0, #12]\n\t"
+        "add     sp, sp, #28\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_conv3_hot, .-eq_conv3_hot\n\t"
+        ".text\n");
+void eq_conv3_hot(eq_conv6_t *s);
+typedef char eq_conv6_layout_ok[(sizeof(void *) == 4 && sizeof(eq_conv6_t) == 32
                                  && sizeof(eq_rqc_t) == 16) ? 1 : -1];
 #endif
 
