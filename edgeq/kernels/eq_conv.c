@@ -205,9 +205,10 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
     blk.runs = int4 ? k_pad / 8 : k_pad / 4;
     blk.stride = out_c;
 #if EQ_ASM
-    if ((n == EQ_COLS || n <= 3) && p->act_min == -128 && p->act_max == 127 && !int4 && !wide) {
-        /* runs of hot channels in eq_conv6_hot (eq_conv3_hot for n <= 3), the others one by
-         * one */
+    if ((n == EQ_COLS || (n <= 3 && !wide)) && p->act_min == -128 && p->act_max == 127
+        && !int4) {
+        /* runs of hot channels in eq_conv6_hot (eq_conv6_hot_wide, eq_conv3_hot for n <= 3),
+         * the others one by one */
         eq_conv6_t s;
         s.q = rq;
         s.end = end;
@@ -218,7 +219,9 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
         s.stride = out_c;
         s.n = n;
         for (;;) {
-            if (n == EQ_COLS) {
+            if (wide) {
+                eq_conv6_hot_wide(&s);
+            } else if (n == EQ_COLS) {
                 eq_conv6_hot(&s);
             } else {
                 eq_conv3_hot(&s);
