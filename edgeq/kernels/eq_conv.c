@@ -5,13 +5,15 @@
  * their stored order (row_words, weight_bits 16) are found through eq_conv_weight_at.
  * Fast path (EQ_FAST, one group, padded filter rows of at most EQ_GATHER_MAX values, a
  * scratch): a matrix product, EQ_COLS output pixels at a time, their receptive fields as int16
- * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h), the output stages
+ * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h; eq_conv_hot.h for a
+ * block's channels with the fast stages in assembly), the output stages
  * prepared once per channel in the scratch. eq_conv2d_wide (int8 stored as int16 pairs) is a
  * separate function so that the linker drops its fast path from firmware without such weights.
  */
 #include "eq_internal.h"
 #include "eq_conv_columns.h"
 #include "eq_conv_dot.h"
+#include "eq_conv_hot.h"
 #include "eq_conv_pw8.h"
 
 #if EQ_FAST
