@@ -322,8 +322,9 @@ def _notes(m: dict, w4: dict, samples: int) -> list[str]:
         "mismatching bytes, cycles: 12 B each).",
         "Per op kind: the DSP build once more with -DEDGEQ_PROFILE (SysTick read after every "
         "op, one inference; the reads add a few instructions). The fast paths: CONV_2D as int16 "
-        "im2col columns of six pixels against each filter row with SMLAD (0.875 instructions "
-        "per MAC in the inner loop, 0.79 with wide weights; filter lines that are not whole "
+        "im2col columns of six pixels against each filter row with SMLAD (0.75 instructions "
+        "per MAC in the inner loop: the columns by LDM, one assembly function per block of "
+        "channels, eq_conv6_hot; 0.67 with wide weights; filter lines that are not whole "
         "words, such as the 3x3 RGB first layer, are stored line words first so that columns "
         "come from whole input words; 1x1 over 8 or 16 input channels pixel by pixel from one "
         "record per output channel, LDM-loaded), 3x3 depthwise with outputs at least 12 "

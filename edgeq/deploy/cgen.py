@@ -87,7 +87,8 @@ PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_co
 # copying <name>_invoke). RESHAPE is an alias or an eq_copy.
 KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
-    "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_pw8.h", "eq_conv.c"),
+    "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h", "eq_conv_pw8.h",
+                "eq_conv.c"),
     "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise.c"),
     "FULLY_CONNECTED": ("eq_fully_connected.c",),
     "ADD": ("eq_add.c",),

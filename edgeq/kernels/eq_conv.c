@@ -5,13 +5,15 @@
  * their stored order (row_words, weight_bits 16) are found through eq_conv_weight_at.
  * Fast path (EQ_FAST, one group, padded filter rows of at most EQ_GATHER_MAX values, a
  * scratch): a matrix product, EQ_COLS output pixels at a time, their receptive fields as int16
- * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h), the output stages
+ * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h; eq_conv_hot.h for a
+ * block's channels with the fast stages in assembly), the output stages
  * prepared once per channel in the scratch. eq_conv2d_wide (int8 stored as int16 pairs) is a
  * separate function so that the linker drops its fast path from firmware without such weights.
  */
 #include "eq_internal.h"
 #include "eq_conv_columns.h"
 #include "eq_conv_dot.h"
+#include "eq_conv_hot.h"
 #include "eq_conv_pw8.h"
 
 #if EQ_FAST
@@ -204,6 +206,38 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
     blk.cols = cols;
     blk.runs = int4 ? k_pad / 8 : k_pad / 4;
     blk.stride = out_c;
+#if EQ_ASM
+    if ((n == EQ_COLS || (n <= 3 && !wide)) && p->act_min == -128 && p->act_max == 127
+        && !int4) {
+        /* runs of hot channels in eq_conv6_hot (eq_conv6_hot_wide, eq_conv3_hot for n <= 3),
+         * the others one by one */
+        eq_conv6_t s;
+        s.q = rq;
+        s.end = end;
+        s.dst = dst;
+        s.w = p->weights;
+        s.cols = cols;
+        s.runs = blk.runs;
+        s.stride = out_c;
+        s.n = n;
+        for (;;) {
+            if (wide) {
+                eq_conv6_hot_wide(&s);
+            } else if (n == EQ_COLS) {
+                eq_conv6_hot(&s);
+            } else {
+                eq_conv3_hot(&s);
+            }
+            if (s.q == end) {
+                return;
+            }
+            eq_conv_channel(p, cols, s.q, s.w, s.dst, n, (int32_t)(s.q - rq));
+            ++s.q;
+            ++s.dst;
+            s.w += w_step;
+        }
+    }
+#endif
     if (n == EQ_COLS && p->act_min == -128 && p->act_max == 127 && !int4) {
         blk.w = p->weights;
         while (blk.q < end) {
