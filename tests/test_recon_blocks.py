@@ -53,6 +53,9 @@ def test_mobilenet_v2_blocks_are_inverted_residuals(photos):
 
 
 def test_mobilenet_v3_small_blocks_hold_squeeze_excite(photos):
+    import keras
+
+    keras.backend.clear_session()  # Keras names its unnamed layers (multiply_1, ...) per session
     graph = capture(kerasmodels.mobilenet_v3_small(photos * 255))
     blocks = _kinds(graph)
     _covered_once(graph)
