@@ -51,7 +51,9 @@ def _activation(ctx: OpContext, scale, zero_point) -> tuple[int, int]:
                             scale, zero_point)
 
 
-def prepare_add(ctx: OpContext):
+def prepare_add(ctx: OpContext, sign: int = 1):
+    """reference_integer_ops Add (and Sub, sign -1: the second rescaled input subtracted): both
+    inputs shifted left by 20 and rescaled to 1 / (2 * max scale), then to the output."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output
     (scale_a, zp_a), (scale_b, zp_b), (scale_out, zp_out) = _int8_operands(ctx, a, b, out)
     left_shift = 20
@@ -66,11 +68,15 @@ def prepare_add(ctx: OpContext):
         x = (inputs[0].astype(np.int64) - zp_a) << left_shift
         y = (inputs[1].astype(np.int64) - zp_b) << left_shift
         total = (multiply_by_quantized_multiplier(x, mult_a, shift_a)
-                 + multiply_by_quantized_multiplier(y, mult_b, shift_b))
+                 + sign * multiply_by_quantized_multiplier(y, mult_b, shift_b))
         result = multiply_by_quantized_multiplier(wrap_int32(total), mult_out, shift_out) + zp_out
         return clamp_int8(np.broadcast_to(result, shape), act_min, act_max)
 
     return run
+
+
+def prepare_sub(ctx: OpContext):
+    return prepare_add(ctx, sign=-1)
 
 
 def _pool_geometry(ctx: OpContext):
@@ -385,31 +391,6 @@ def prepare_hard_swish(ctx: OpContext):
         raise ctx.unsupported(f"output scale {out_scale} is below input scale / 128",
                               hint="TFLM refuses this HARD_SWISH; widen the output range")
     return _table_op(ctx, hard_swish_table)
-
-
-def prepare_sub(ctx: OpContext):
-    """reference_integer_ops Sub (sub.cc, int8): ADD's arithmetic (both inputs shifted left by
-    20 and rescaled to 1 / (2 * max scale)) with the second rescaled input subtracted."""
-    a, b, out = ctx.input(0), ctx.input(1), ctx.output
-    (scale_a, zp_a), (scale_b, zp_b), (scale_out, zp_out) = _int8_operands(ctx, a, b, out)
-    left_shift = 20
-    twice_max = 2.0 * float(max(scale_a, scale_b))
-    mult_a, shift_a = quantize_multiplier(float(scale_a) / twice_max)
-    mult_b, shift_b = quantize_multiplier(float(scale_b) / twice_max)
-    mult_out, shift_out = quantize_multiplier(twice_max / ((1 << left_shift) * float(scale_out)))
-    act_min, act_max = _activation(ctx, scale_out, zp_out)
-    shape = _broadcast_shape(ctx, a, b)
-
-    def run(inputs):
-        x = (inputs[0].astype(np.int64) - zp_a) << left_shift
-        y = (inputs[1].astype(np.int64) - zp_b) << left_shift
-        difference = (multiply_by_quantized_multiplier(x, mult_a, shift_a)
-                      - multiply_by_quantized_multiplier(y, mult_b, shift_b))
-        result = (multiply_by_quantized_multiplier(wrap_int32(difference), mult_out, shift_out)
-                  + zp_out)
-        return clamp_int8(np.broadcast_to(result, shape), act_min, act_max)
-
-    return run
 
 
 def _min_max(ctx: OpContext, pick):
