@@ -15,7 +15,7 @@ against TFLM's (identical or not), flash (text + data of the ELF, arm-none-eabi-
 counts, not cycles). The float model and TensorFlow's own INT8 PTQ are rows too (contract 4).
 
 The trained model and the three .tflite files are cached in bench_out/ (`w8_tflite` gives the
-W8 file to benchmarks/vs_tflm.py).
+W8 file; TFLM + CMSIS-NN cannot run it: the ../shared kit has no PAD or MEAN kernel).
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ def mobilenet_v2(shared: Path) -> dict:
         "(for W4 Genie: synthesis + Genie-M), on 2 shared cores.",
         "Flash: text + data of the mps2-an500 ELF (arm-none-eabi-size); RAM: edgeq's planned "
         "arena and the ELF's data + bss; instructions: QEMU -icount shift=0 counts per "
-        "inference (median), not Cortex-M7 cycles. TFLM + CMSIS-NN on the W8 file: the "
-        "vs_tflm section (its person_detect_v2_w8 model).",
+        "inference (median), not Cortex-M7 cycles. TFLM + CMSIS-NN is not measured here: "
+        "the kit in ../shared registers no PAD or MEAN kernel, which these files use.",
     ]
     return {"rows": rows, "notes": notes, "float_accuracy": float_acc, "chance": chance,
             "epochs": EPOCHS, "recon_iters": RECON_ITERS}
