@@ -373,22 +373,26 @@ def op_engines(tmp_path_factory):
 @pytest.mark.parametrize("variant", ["portable", "fast"])
 def test_every_op_matches_tflm_exactly(op_engines, variant):
     work, runners, cases = op_engines
-    exe = runners[variant]
     for k, (where, model, inputs, _, _) in enumerate(cases):
-        expected = _tflm_outputs(write_model(model), inputs)
-        flat = b"".join(b"".join(x.astype(np.int8).tobytes() for x in xs) for xs in inputs)
-        (work / "in.bin").write_bytes(flat)
-        subprocess.run([str(exe), str(k), str(work / "in.bin"), str(work / "out.bin")],
-                       check=True, timeout=60)
-        got = np.frombuffer((work / "out.bin").read_bytes(), dtype=np.int8)
-        got = got.reshape(len(inputs), -1)
-        for trial, want in enumerate(expected):
-            mismatch = np.flatnonzero(got[trial] != want.reshape(-1))
-            assert mismatch.size == 0, (
-                f"{where}, input {trial}: C engine differs from TFLM at {mismatch.size} of "
-                f"{want.size} values, first at {mismatch[0]}: {got[trial][mismatch[0]]} vs "
-                f"{want.reshape(-1)[mismatch[0]]}")
-        _assert_varied(where, np.stack([w.reshape(-1) for w in expected]))
+        assert_case_matches_tflm(runners[variant], k, where, model, inputs, work)
+
+
+def assert_case_matches_tflm(exe, k, where, model, inputs, work):
+    """Case `k` of a multi-case host runner on `inputs` gives TFLM's outputs, and they vary."""
+    expected = _tflm_outputs(write_model(model), inputs)
+    flat = b"".join(b"".join(x.astype(np.int8).tobytes() for x in xs) for xs in inputs)
+    (work / "in.bin").write_bytes(flat)
+    subprocess.run([str(exe), str(k), str(work / "in.bin"), str(work / "out.bin")],
+                   check=True, timeout=60)
+    got = np.frombuffer((work / "out.bin").read_bytes(), dtype=np.int8)
+    got = got.reshape(len(inputs), -1)
+    for trial, want in enumerate(expected):
+        mismatch = np.flatnonzero(got[trial] != want.reshape(-1))
+        assert mismatch.size == 0, (
+            f"{where}, input {trial}: C engine differs from TFLM at {mismatch.size} of "
+            f"{want.size} values, first at {mismatch[0]}: {got[trial][mismatch[0]]} vs "
+            f"{want.reshape(-1)[mismatch[0]]}")
+    _assert_varied(where, np.stack([w.reshape(-1) for w in expected]))
 
 
 def _assert_varied(where: str, outputs: np.ndarray) -> None:

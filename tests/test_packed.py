@@ -124,19 +124,7 @@ def packed_engines(tmp_path_factory):
 def test_packed_weights_match_tflm_on_the_int4_container(packed_engines, variant):
     work, runners, cases = packed_engines
     for k, (where, model, inputs, _, _) in enumerate(cases):
-        expected = tc._tflm_outputs(write_model(model), inputs)
-        (work / "in.bin").write_bytes(b"".join(xs[0].astype(np.int8).tobytes() for xs in inputs))
-        subprocess.run([str(runners[variant]), str(k), str(work / "in.bin"),
-                        str(work / "out.bin")], check=True, timeout=60)
-        got = np.frombuffer((work / "out.bin").read_bytes(), dtype=np.int8)
-        got = got.reshape(len(inputs), -1)
-        for trial, want in enumerate(expected):
-            mismatch = np.flatnonzero(got[trial] != want.reshape(-1))
-            assert mismatch.size == 0, (
-                f"{where}, input {trial}: C engine differs from TFLM at {mismatch.size} of "
-                f"{want.size} values, first at {mismatch[0]}: {got[trial][mismatch[0]]} vs "
-                f"{want.reshape(-1)[mismatch[0]]}")
-        tc._assert_varied(where, np.stack([w.reshape(-1) for w in expected]))
+        tc.assert_case_matches_tflm(runners[variant], k, where, model, inputs, work)
 
 
 def test_packed_cases_take_every_path(packed_engines):
