@@ -105,7 +105,7 @@ KERNEL_FILES = {
     "LOGISTIC": ("eq_activation.c",),
     "TANH": ("eq_activation.c",),
     "HARD_SWISH": ("eq_activation.c",),
-    "SUB": ("eq_sub.c",),
+    "SUB": ("eq_add.c",),
     "MAXIMUM": ("eq_minmax.c",),
     "MINIMUM": ("eq_minmax.c",),
     "RESIZE_NEAREST_NEIGHBOR": ("eq_resize.c",),

@@ -19,7 +19,7 @@
  *
  * The kernels are one file per op family (eq_conv.c, eq_depthwise.c, eq_fully_connected.c,
  * eq_pool.c, eq_add.c, eq_mul.c, eq_mean.c, eq_pad.c, eq_concat.c, eq_softmax.c,
- * eq_activation.c, eq_sub.c, eq_minmax.c, eq_resize.c, eq_transpose_conv.c, eq_requantize.c,
+ * eq_activation.c, eq_minmax.c, eq_resize.c, eq_transpose_conv.c, eq_requantize.c,
  * eq_copy.c, eq_unpack.c for 2- and 3-bit weights; shared helpers in eq_internal.h). A generated
  * engine copies only those its model uses and compiles them as one unit, edgeq_kernels.c.
  */

@@ -1,4 +1,4 @@
-/* edgeq kernels: ADD (eq_add).
+/* edgeq kernels: ADD (eq_add) and SUB (eq_sub).
  *
  * reference_integer_ops::Add / BroadcastAdd4DSlow: both inputs shifted left by left_shift and
  * rescaled to a common scale, summed, then the output stage; broadcasting through strides of
@@ -144,16 +144,14 @@ static int eq_add_fast(const eq_add_t *p, const int8_t *in1, const int8_t *in2, 
 }
 #endif
 
-/* ---- ADD: reference_integer_ops::Add / BroadcastAdd4DSlow ------------------------------ */
+/* ---- ADD and SUB: reference_integer_ops::Add / BroadcastAdd4DSlow, and TFLM's SUB -------- */
 
-void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+/* The portable loop of both: TFLM's SUB (sub.cc, SubElementwise / BroadcastSubSlow) is ADD's
+ * arithmetic with the second rescaled input subtracted (sign -1) instead of added (+1). */
+static void eq_add_signed(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out,
+                          int32_t sign)
 {
     int32_t i0, i1, i2, i3, n = 0;
-#if EQ_FAST
-    if (eq_add_fast(p, in1, in2, out)) {
-        return;
-    }
-#endif
     for (i0 = 0; i0 < p->out_dims[0]; ++i0) {
         for (i1 = 0; i1 < p->out_dims[1]; ++i1) {
             for (i2 = 0; i2 < p->out_dims[2]; ++i2) {
@@ -166,11 +164,28 @@ void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out
                     const int32_t x2 = eq_shl(in2[c] + p->in2_offset, p->left_shift);
                     const int32_t s1 = eq_mbqm(x1, p->in1_multiplier, p->in1_shift);
                     const int32_t s2 = eq_mbqm(x2, p->in2_multiplier, p->in2_shift);
-                    int32_t r = eq_mbqm(s1 + s2, p->out_multiplier, p->out_shift)
+                    int32_t r = eq_mbqm(s1 + sign * s2, p->out_multiplier, p->out_shift)
                                 + p->out_offset;
                     out[n++] = (int8_t)EQ_CLAMP(r, p->act_min, p->act_max);
                 }
             }
         }
     }
+}
+
+void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+#if EQ_FAST
+    if (eq_add_fast(p, in1, in2, out)) {
+        return;
+    }
+#endif
+    eq_add_signed(p, in1, in2, out, 1);
+}
+
+/* SUB has no fast path: it is rare in the models edgeq targets (a U-Net's difference, a
+ * normalization) and the portable loop is a few dozen instructions per value. */
+void eq_sub(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out)
+{
+    eq_add_signed(p, in1, in2, out, -1);
 }
