@@ -523,6 +523,12 @@ def softmax_scaling(beta: float, input_scale: np.float32,
     real = min(float(np.float32(beta)) * float(np.float32(input_scale))
                * float(1 << (31 - integer_bits)), float((1 << 31) - 1))
     multiplier, left_shift = quantize_multiplier(real)
+    if left_shift < 0:  # TFLite's CalculateInputRadius would shift by a negative count (UB)
+        raise DataError(f"SOFTMAX input scale {float(input_scale):.3g} (beta {beta:g}) is too "
+                        "small for TFLite's int8 softmax: its input multiplier needs a negative "
+                        "left shift",
+                        "calibrate the layer before the softmax on data with a wider range "
+                        "(its input scale times beta must be at least 2^-27)")
     radius = math.floor(((1 << integer_bits) - 1) * (1 << (31 - integer_bits))
                         / (1 << left_shift))
     return multiplier, left_shift, -radius

@@ -83,3 +83,11 @@ def test_empty_and_all_zero_weights_get_scale_one():
         assert intmath.weight_scales(w, 8, axis=None).tolist() == [1.0]
     assert intmath.weight_scales(np.array([0.0, 0.0, 2.54]), 8, axis=0).tolist() == [
         np.float32(0.02)] * 3
+
+
+def test_softmax_scaling_refuses_an_input_scale_tflite_cannot_shift():
+    """Below 2^-27 (beta 1), TFLite's input radius would shift by a negative count: a named
+    error instead of a Python shift error; 2^-27 itself is the last scale that works."""
+    assert intmath.softmax_scaling(1.0, np.float32(2.0 ** -27))[1:] == (0, -2080374784)
+    with pytest.raises(DataError, match=r"SOFTMAX input scale 3.73e-09 \(beta 1\) is too small"):
+        intmath.softmax_scaling(1.0, np.float32(2.0 ** -28))
