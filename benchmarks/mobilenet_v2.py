@@ -15,7 +15,8 @@ against TFLM's (identical or not), flash (text + data of the ELF, arm-none-eabi-
 counts, not cycles). The float model and TensorFlow's own INT8 PTQ are rows too (contract 4).
 
 The trained model and the three .tflite files are cached in bench_out/ (`w8_tflite` gives the
-W8 file; TFLM + CMSIS-NN cannot run it: the ../shared kit has no PAD or MEAN kernel).
+W8 file; TFLM + CMSIS-NN cannot run it: the ../shared kit has no MEAN kernel, and TF's file
+also has no PAD).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def mobilenet_v2(shared: Path) -> dict:
         "Flash: text + data of the mps2-an500 ELF (arm-none-eabi-size); RAM: edgeq's planned "
         "arena and the ELF's data + bss; instructions: QEMU -icount shift=0 counts per "
         "inference (median), not Cortex-M7 cycles. TFLM + CMSIS-NN is not measured here: "
-        "the kit in ../shared registers no PAD or MEAN kernel, which these files use.",
+        "the kit in ../shared registers no MEAN kernel, which these files use.",
     ]
     return {"rows": rows, "notes": notes, "float_accuracy": float_acc, "chance": chance,
             "epochs": EPOCHS, "recon_iters": RECON_ITERS}
