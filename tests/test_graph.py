@@ -216,7 +216,7 @@ def test_passes_run_in_a_fixed_order():
     assert [p.__name__ for p in PASSES] == ["drop_identities", "affines_before_relu",
                                             "merge_affines", "fold_batchnorm",
                                             "batchnorm_to_depthwise", "fuse_activations",
-                                            "check_supported"]
+                                            "fold_zero_padding", "check_supported"]
 
 
 def test_node_attributes_are_validated():

@@ -182,6 +182,31 @@ def test_residual_block_with_linear_projection(bits):
         assert _lsb(qgraph, x, tie_safe=False)[0] >= 1
 
 
+@pytest.mark.parametrize("bits, changed", [(8, False), (4, False), (8, True)])
+def test_engine_copies_a_restore_add_that_changes_no_integer(bits, changed, tmp_path):
+    """A restore ADD that writes each int8 value unchanged (N = zp + 128 in every channel) is
+    a copy in the C engine (eq_copy, no eq_add step); one whose constant is moved by one step
+    (changed) stays an ADD. Either way the engine equals TFLM, and LiteRT equals TFLM."""
+    from edgeq.deploy import cgen
+
+    graph, calib, x = _case(_residual_model, (8, 8, 3), 21)
+    qgraph = storable(quantize_minmax(graph, calib, bits))
+    ir = read_model(write_model(to_tflite_model(qgraph)))
+    adds = [op for op in ir.ops if op.kind == "ADD"]
+    restores = [op for op in adds if ir.tensors[op.inputs[1]].is_constant]
+    assert len(adds) == 4 and len(restores) == 2  # two residual ADDs, two restore ADDs
+    if changed:
+        constant = ir.tensors[restores[0].inputs[1]]
+        constant.data = np.asarray(constant.data) + 1
+    q = interp.quantize_input(ir.input_tensors[0], x[:32])
+    files = cgen.generate_engine(ir, tmp_path)
+    assert files.source.read_text().count("eq_add(") == 2 + changed
+    lite, expected = _outputs(write_model(ir), q)
+    np.testing.assert_array_equal(lite, expected)
+    got = cgen.run_host(cgen.build_host_runner(files), q, output_size=expected.shape[-1])
+    np.testing.assert_array_equal(got, expected.reshape(len(q), -1))
+
+
 @pytest.mark.parametrize("softmax", [True, False])
 @pytest.mark.parametrize("bits", [8, 4])
 def test_logits_with_and_without_softmax(softmax, bits, tmp_path):

@@ -88,8 +88,30 @@ def _unet_ops(layers, keras):
     return keras.Model(inp, layers.Dense(3, activation="softmax")(h), name="unet_ops")
 
 
+def _zero_padding(layers, keras):
+    """ZeroPadding2D before VALID convs, exactly SAME (folded): (1, 1) at an odd size before a
+    stride-2 conv, (2, 2) before a dilated depthwise, MobileNetV2's correct_pad (0, 1) at an
+    even size before a stride-2 depthwise; not SAME (kept as PAD): before a pool, and a
+    one-sided (1, 0) before a stride-2 conv."""
+    inp = keras.Input((13, 13, 3))
+    h = layers.Conv2D(8, 1, activation="relu6")(inp)
+    h = layers.ZeroPadding2D(1, name="odd_pad")(h)
+    h = layers.Conv2D(8, 3, strides=2, activation="relu", name="odd_conv")(h)  # 7x7
+    h = layers.ZeroPadding2D(2, name="dilated_pad")(h)
+    h = layers.DepthwiseConv2D(3, dilation_rate=2, activation="relu6", name="dilated_dw")(h)
+    h = layers.ZeroPadding2D(((0, 1), (0, 1)), name="pool_pad")(h)
+    h = layers.Conv2D(16, 1, activation="relu6")(layers.MaxPooling2D(2)(h))  # 4x4
+    a = layers.ZeroPadding2D(((0, 1), (0, 1)), name="even_pad")(h)
+    a = layers.DepthwiseConv2D(3, strides=2, activation="relu6", name="even_dw")(a)  # 2x2
+    b = layers.ZeroPadding2D(((1, 0), (1, 0)), name="left_pad")(h)
+    b = layers.Conv2D(16, 3, strides=2, activation="relu", name="left_conv")(b)
+    # the output is the map itself, so that every border value is compared
+    return keras.Model(inp, layers.Add()([a, b]), name="zero_padding")
+
+
 MODELS = {"separable": _separable, "squeeze_excite": _squeeze_excite,
-          "relu_variants": _relu_variants, "unet_ops": _unet_ops}
+          "relu_variants": _relu_variants, "unet_ops": _unet_ops,
+          "zero_padding": _zero_padding}
 
 
 def _build(name: str, version: int):
@@ -145,12 +167,13 @@ EXPECTED_OPS = {  # TFLite ops each model must use (the layers under test)
     "relu_variants": {"LEAKY_RELU", "MUL", "DEPTHWISE_CONV_2D"},
     "unet_ops": {"SUB", "MAXIMUM", "MINIMUM", "RESIZE_NEAREST_NEIGHBOR", "TRANSPOSE_CONV",
                  "CONCATENATION"},
+    "zero_padding": {"PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D"},
 }
 
 
 # tf_keras (Keras 2) has no hard_swish and writes `x + 3.0` as a TFOpLambda: SE is Keras 3's
 CASES = [(name, 3) for name in sorted(MODELS)] + [("separable", 2), ("relu_variants", 2),
-                                                  ("unet_ops", 2)]
+                                                  ("unet_ops", 2), ("zero_padding", 2)]
 
 
 @pytest.mark.parametrize("name, version", CASES, ids=[f"{n}-keras{v}" for n, v in CASES])
@@ -179,6 +202,35 @@ def test_layers_through_every_path(name, version, tmp_path):
             exe = cgen.build_host_runner(engine)
             host = cgen.run_host(exe, xq.reshape(len(xq), -1), expected[0].size)
             np.testing.assert_array_equal(host, expected.reshape(len(xq), -1), where)
+
+
+@pytest.mark.parametrize("version", [3, 2])
+def test_zero_padding_folds_into_a_conv_only_when_it_is_same(version, monkeypatch):
+    """The three SAME ZeroPadding2D become their conv's SAME padding, the other two stay PAD;
+    the folded export gives the integers of the unfolded one (PADs kept) in TFLM, at W8 and
+    W4, and its simulation equals TFLM."""
+    from edgeq.learn import graph as graph_module
+
+    model, x = _build("zero_padding", version)
+    graph = capture(model)
+    assert sorted(n.name for n in graph.nodes if n.kind == "pad") == ["left_pad", "pool_pad"]
+    padding = {n.name: n.attrs.get("padding") for n in graph.weighted_nodes}
+    assert {k: padding[k] for k in ("odd_conv", "dilated_dw", "even_dw", "left_conv")} == {
+        "odd_conv": "SAME", "dilated_dw": "SAME", "even_dw": "SAME", "left_conv": "VALID"}
+    monkeypatch.setattr(graph_module, "PASSES", tuple(
+        p for p in graph_module.PASSES if p is not graph_module.fold_zero_padding))
+    unfolded = capture(model)
+    assert sum(n.kind == "pad" for n in unfolded.nodes) == 5
+    for bits in (8, 4):
+        qgraph, plain = quantize_minmax(graph, x, bits), quantize_minmax(unfolded, x, bits)
+        folded_tfl, plain_tfl = to_tflite_model(qgraph), to_tflite_model(plain)
+        assert [op.kind for op in plain_tfl.ops].count("PAD") == 5
+        assert [op.kind for op in folded_tfl.ops].count("PAD") == 2
+        xq = quantize_input(folded_tfl.input_tensors[0], x)
+        expected = _tflm(write_model(plain_tfl), xq)
+        assert len(np.unique(expected)) > 4
+        np.testing.assert_array_equal(_tflm(write_model(folded_tfl), xq), expected)
+        np.testing.assert_array_equal(simulate(qgraph, x, integer=True), expected)
 
 
 def test_hard_sigmoid_after_a_conv_writes_no_op():

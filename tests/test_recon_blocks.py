@@ -36,9 +36,12 @@ def test_mobilenet_v2_blocks_are_inverted_residuals(photos):
     graph = capture(kerasmodels.mobilenet_v2(photos * 2 - 1))
     blocks = _kinds(graph)
     _covered_once(graph)
-    # stride 2, no ADD: the 'valid' depthwise's ZeroPadding2D is inside the block
-    assert blocks["block_1_expand"] == ["inverted_residual", "block_1_expand", "block_1_pad",
+    # stride 2, no ADD: the 'valid' depthwise's ZeroPadding2D (exactly SAME at 48x48) is its
+    # SAME padding
+    assert blocks["block_1_expand"] == ["inverted_residual", "block_1_expand",
                                         "block_1_depthwise", "block_1_project"]
+    assert graph.node("block_1_depthwise").attrs["padding"] == "SAME"
+    assert not [n.name for n in graph.nodes if n.kind == "pad"]
     assert blocks["block_2_expand"] == ["inverted_residual", "block_2_expand",
                                         "block_2_depthwise", "block_2_project", "block_2_add"]
     assert blocks["block_16_expand"] == ["inverted_residual", "block_16_expand",
@@ -67,7 +70,7 @@ def test_mobilenet_v3_small_blocks_hold_squeeze_excite(photos):
     assert blocks["expanded_conv_project"] == ["single", "expanded_conv_project"]
     p = "expanded_conv_3_"
     assert blocks[p + "expand"] == [
-        "inverted_residual", p + "expand", "activation_1", p + "depthwise_pad", p + "depthwise",
+        "inverted_residual", p + "expand", "activation_1", p + "depthwise",
         "activation_2", p + "squeeze_excite_avg_pool", p + "squeeze_excite_conv",
         p + "squeeze_excite_conv_1", "multiply_1", p + "squeeze_excite_mul", p + "project"]
     p = "expanded_conv_4_"

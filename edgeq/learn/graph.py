@@ -22,11 +22,14 @@ the rewrite passes listed in PASSES, in that order, each small and testable alon
                            ReLU plus a `clip` node (0, m): the producer's int8 range is then
                            exactly [0, m], so that its saturation is the clip and no op is
                            written for it (hard_sigmoid after a conv costs nothing).
-5. check_supported         anything left that TFLite cannot express raises
+5. fold_zero_padding       a ZeroPadding2D read only by a VALID conv / depthwise whose amounts
+                           are exactly TFLite's SAME padding for it becomes that conv's SAME.
+6. check_supported         anything left that TFLite cannot express raises
                            UnsupportedLayerError.
 
-Padding: ZeroPadding2D becomes a `pad` node (TFLite PAD); Keras 'same' padding is TFLite SAME for
-every stride (both put the extra row/column at the bottom/right), so it stays an attribute.
+Padding: ZeroPadding2D becomes a `pad` node (TFLite PAD) unless fold_zero_padding folds it; Keras
+'same' padding is TFLite SAME for every stride (both put the extra row/column at the
+bottom/right), so it stays an attribute.
 A softmax activation on a layer becomes its own `softmax` node; 'linear' is dropped.
 
 Finally `mark_blocks` marks reconstruction blocks for AdaRound/BRECQ-style engines: residual
@@ -707,6 +710,38 @@ def fuse_activations(graph: Graph) -> None:
         graph.remove(relu.name, producer.name)
 
 
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TFLite's SAME padding (before, after) of one spatial axis: the extra row or column,
+    if any, goes after (TensorFlow's and Keras's 'same' alike)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def fold_zero_padding(graph: Graph) -> None:
+    """A ZeroPadding2D read only by a VALID conv / depthwise becomes that conv's SAME padding
+    when its amounts are exactly SAME's for the unpadded input (Keras MobileNetV2's
+    correct_pad before each stride-2 depthwise): one op and one tensor fewer, as TF's
+    converter writes it. Exact in integers: PAD writes the zero point (it shares its input's
+    qparams) and a SAME conv skips padded taps, which is reading the zero point."""
+    for pad in [n for n in graph.nodes if n.kind == "pad"]:
+        readers = graph.consumers(pad.name)
+        if graph.uses(pad.name) != 1 or len(readers) != 1:
+            continue
+        conv = readers[0]
+        if conv.kind not in ("conv2d", "depthwise_conv2d") or conv.attrs["padding"] != "VALID":
+            continue
+        size = graph.node(pad.inputs[0]).output_shape[:2]
+        a, kernel = conv.attrs, conv.weights["kernel"].shape[:2]
+        same = tuple(same_padding(*args) for args in zip(size, kernel, a["strides"],
+                                                         a["dilation"], strict=True))
+        out = tuple(-(-s // st) for s, st in zip(size, a["strides"], strict=True))
+        if same != pad.attrs["paddings"] or out != tuple(conv.output_shape[:2]):
+            continue
+        conv.attrs["padding"] = "SAME"
+        graph.remove(pad.name, pad.inputs[0])
+
+
 def check_supported(graph: Graph) -> None:
     for node in graph.nodes:
         if node.kind in TRANSIENT_KINDS:
@@ -715,7 +750,7 @@ def check_supported(graph: Graph) -> None:
 
 
 PASSES = (drop_identities, affines_before_relu, merge_affines, fold_batchnorm,
-          batchnorm_to_depthwise, fuse_activations, check_supported)
+          batchnorm_to_depthwise, fuse_activations, fold_zero_padding, check_supported)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -68,6 +68,13 @@ of the .tflite; TFLM arena as TFLM's allocator reports it):
         fold 0 LSB, 8,320 / 7,872 bytes, arena 8,160 / 8,224; all ADDs 8,544 / 8,112 bytes,
         arena 8,352 / 8,416
 
+With one N for every channel, N = zp + 128, the restore ADD writes every int8 value as it
+reads it (only the declared zero point changes): edgeq's C engine checks this on all 256 values
+and copies the tensor instead (edgeq.deploy.cgen). Measured on person_detect_v2 W8 (15 restore
+ADDs, QEMU mps2-an500, 128 photos): 21,952,140 -> 17,921,040 instructions per inference, the
+same as the file without tie-safe storage (17,920,920), which LiteRT gets wrong on 240 of the
+256 output values (up to 134 LSB).
+
 So a restore ADD costs about 230 bytes of flatbuffer (one op, one activation tensor, its
 constant: one byte when N is the same in every channel, which it is unless s_in * s_w reaches
 s_out) and, where the stored and the restored tensor are both live at the arena's peak, one
