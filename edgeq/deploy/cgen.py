@@ -779,13 +779,23 @@ PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
 PW32_RECORD_BYTES = 84  # eq_conv1x1_in8 over 32 input channels
 PW32_MIN_PIXELS = 256  # EQ_PW32_MIN_PIXELS: from this many output pixels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
-DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
-DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
+DW_BAND_BYTES = 8192  # EQ_DW_BAND_BYTES: a band of a 3x3 depthwise channel quad's planes
+DW_PAIR_ROW = 124  # EQ_DW_PR: bytes per channel and plane row of eq_depthwise3x3_pairs (at least)
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
 DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
 DW_PLANE_ROW = 32  # EQ_DWP_RS: bytes per channel and plane row (small 3x3 depthwise outputs)
 DW_PLANE_ROWS = 32  # EQ_DWP_MAX_ROWS: at most this many padded input rows in planes
 DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
+
+
+def dw_band_bytes(out_h: int, out_w: int, stride_h: int, stride_w: int) -> int:
+    """Scratch of eq_depthwise3x3_pairs (eq_dw_band): four int16 planes of a band of padded
+    input rows, as many output rows as DW_BAND_BYTES allows (at least one)."""
+    even = (out_w + 1) & ~1
+    row = max(DW_PAIR_ROW, 2 * (((even - 1) * stride_w + 5) & ~1))
+    band = int((DW_BAND_BYTES // (4 * row) - 3) / stride_h) + 1  # C division: toward zero
+    band = max(1, min(out_h, band))
+    return 4 * row * ((band - 1) * stride_h + 3)
 
 
 def scratch_bytes(model: Model) -> dict[int, int]:
@@ -840,11 +850,11 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     # eq_depthwise3x3_planes (1x3 filters): every padded input row of a quad
                     scratch[index] = rows * 4 * DW_PLANE_ROW + DW_PLANE_STRIP_BYTES
                     continue
-                if w.shape[1] == 3 and y.shape[2] < DW_WIDE * (
-                        1 if int(options.get("stride_w", 1)) == 1 else 2):
-                    # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
-                    # of every channel quad, then each quad's weights and output stage
-                    scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))
+                stride_w = int(options.get("stride_w", 1))
+                if w.shape[1] == 3:
+                    if stride_w <= 2:  # eq_depthwise3x3_pairs: a band of a quad's planes
+                        scratch[index] = dw_band_bytes(y.shape[1], y.shape[2],
+                                                       int(options.get("stride_h", 1)), stride_w)
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
                 row = 2 * (count + lead)  # values at column + lead

@@ -21,295 +21,6 @@ static int32_t eq_depthwise_one(const eq_depthwise_t *p, const int8_t *in, int32
                                 int32_t oy, int32_t ox, int32_t c);
 
 #if EQ_FAST
-/* ---- DEPTHWISE_CONV_2D 3x3, narrow outputs: channel quads pixel by pixel --------------------
- * For output rows narrower than EQ_DW_WIDE pixels (eq_dw_wide). Four channels at a time over
- * the whole image, from a ring of three input rows copied into the scratch with the padding
- * filled in (the input zero point), so that every pixel takes the same
- * nine taps: per filter row, taps 0 and 1 by SMLAD on PKH-paired values, tap 2 by
- * SMLABB/SMLATT. The accumulators start from bias + input offset * (sum of the nine weights).
- * Channels left over, or whose output stage has no fast formula, go one at a time through the
- * reference code. */
-
-/* The weights of channels c..c+3 as pairs of 16-bit values, six words per filter row: the
- * first two taps of each channel side by side (c0: (t0 t1), c1, c2, c3), for SMLAD on the two
- * taps; then the third tap as (c0 c2) (c1 c3), for SMLABB/SMLATT. sum[i]: channel c+i's nine
- * weights added up. */
-static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c, uint32_t wq[18],
-                               int32_t sum[4])
-{
-    const int32_t depth = p->in_c;
-    uint32_t e02[9], e13[9];
-    int32_t t, fy;
-    for (t = 0; t < 9; ++t) {
-        const int32_t i = t * depth + c;
-        if (p->weight_bits != 8) {
-            const int32_t bits = p->weight_bits;
-            e02[t] = eq_pair16(eq_weight(p->weights, i, bits),
-                               eq_weight(p->weights, i + 2, bits));
-            e13[t] = eq_pair16(eq_weight(p->weights, i + 1, bits),
-                               eq_weight(p->weights, i + 3, bits));
-        } else {
-            const uint32_t w = eq_load32(p->weights + i);
-            e02[t] = EQ_SXTB16(w);
-            e13[t] = EQ_SXTB16_ROR8(w);
-        }
-        sum[0] += (int16_t)(e02[t] & 0xFFFFu);
-        sum[2] += (int16_t)(e02[t] >> 16);
-        sum[1] += (int16_t)(e13[t] & 0xFFFFu);
-        sum[3] += (int16_t)(e13[t] >> 16);
-    }
-    for (fy = 0; fy < 3; ++fy) {
-        const uint32_t a02 = e02[3 * fy], b02 = e02[3 * fy + 1];
-        const uint32_t a13 = e13[3 * fy], b13 = e13[3 * fy + 1];
-        uint32_t *row = wq + 6 * fy;
-        row[0] = (a02 & 0xFFFFu) | (b02 << 16);
-        row[1] = (a13 & 0xFFFFu) | (b13 << 16);
-        row[2] = (a02 >> 16) | (b02 & 0xFFFF0000u);
-        row[3] = (a13 >> 16) | (b13 & 0xFFFF0000u);
-        row[4] = e02[3 * fy + 2];
-        row[5] = e13[3 * fy + 2];
-    }
-}
-
-#if EQ_ASM
-/* Taps 0 and 1 of a filter row (two adjacent words: xa, xb) as (a b) pairs per channel with
- * PKHBT/PKHTB and SXTB16, one SMLAD per channel; tap 2 with SMLABB/SMLATT. */
-#define EQ_DW_ROW(ROW, W)                                                 \
-    "ldrd    %[xa], %[xb], [%[" ROW "]]\n\t"                              \
-    "pkhbt   %[t], %[xa], %[xb], lsl #16\n\t"                             \
-    "pkhtb   %[xb], %[xb], %[xa], asr #16\n\t"                            \
-    "ldrd    %[w0], %[w1], [%[wq], #" #W "]\n\t"                          \
-    "sxtb16  %[xa], %[t]\n\t"                                             \
-    "sxtb16  %[t], %[t], ror #8\n\t"                                      \
-    "smlad   %[a0], %[xa], %[w0], %[a0]\n\t"                              \
-    "smlad   %[a1], %[t], %[w1], %[a1]\n\t"                               \
-    "ldrd    %[w0], %[w1], [%[wq], #" #W "+8]\n\t"                        \
-    "sxtb16  %[xa], %[xb]\n\t"                                            \
-    "sxtb16  %[xb], %[xb], ror #8\n\t"                                    \
-    "smlad   %[a2], %[xa], %[w0], %[a2]\n\t"                              \
-    "smlad   %[a3], %[xb], %[w1], %[a3]\n\t"                              \
-    "ldr     %[xa], [%[" ROW "], #8]\n\t"                                 \
-    "ldrd    %[w0], %[w1], [%[wq], #" #W "+16]\n\t"                       \
-    "sxtb16  %[xb], %[xa], ror #8\n\t"                                    \
-    "sxtb16  %[xa], %[xa]\n\t"                                            \
-    "smlabb  %[a0], %[xa], %[w0], %[a0]\n\t"                              \
-    "smlatt  %[a2], %[xa], %[w0], %[a2]\n\t"                              \
-    "smlabb  %[a1], %[xb], %[w1], %[a1]\n\t"                              \
-    "smlatt  %[a3], %[xb], %[w1], %[a3]\n\t"
-/* One pixel's nine taps from three rows of four-channel words (no offset: it is in the
- * accumulators' start). */
-#define EQ_DW_PIXEL(R0, R1, R2, WQ, A0, A1, A2, A3)                                        \
-    do {                                                                                   \
-        uint32_t xa_, xb_, t_, w0_, w1_;                                                   \
-        __asm volatile(                                                                    \
-            EQ_DW_ROW("r0", 0) EQ_DW_ROW("r1", 24) EQ_DW_ROW("r2", 48)                     \
-            : [a0] "+r"(A0), [a1] "+r"(A1), [a2] "+r"(A2), [a3] "+r"(A3),                  \
-              [xa] "=&r"(xa_), [xb] "=&r"(xb_), [t] "=&r"(t_), [w0] "=&r"(w0_),            \
-              [w1] "=&r"(w1_)                                                              \
-            : [r0] "r"(R0), [r1] "r"(R1), [r2] "r"(R2), [wq] "r"(WQ)                       \
-            : "memory");                                                                   \
-    } while (0)
-#else
-static void eq_dw_pixel(const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
-                        const uint32_t *wq, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
-{
-    const uint32_t *rows[3];
-    int32_t fy, fx;
-    rows[0] = r0;
-    rows[1] = r1;
-    rows[2] = r2;
-    for (fy = 0; fy < 3; ++fy) {
-        const uint32_t *w = wq + 6 * fy;
-        for (fx = 0; fx < 3; ++fx) {
-            const uint32_t x = rows[fy][fx];
-            const uint32_t x02 = EQ_SXTB16(x), x13 = EQ_SXTB16_ROR8(x);
-            const int32_t hi = fx == 1 ? 16 : 0;
-            if (fx < 2) {
-                *a0 += eq_lo16(x02) * (int16_t)(w[0] >> hi);
-                *a1 += eq_lo16(x13) * (int16_t)(w[1] >> hi);
-                *a2 += eq_hi16(x02) * (int16_t)(w[2] >> hi);
-                *a3 += eq_hi16(x13) * (int16_t)(w[3] >> hi);
-            } else {
-                *a0 = EQ_SMLABB(x02, w[4], *a0);
-                *a2 = EQ_SMLATT(x02, w[4], *a2);
-                *a1 = EQ_SMLABB(x13, w[5], *a1);
-                *a3 = EQ_SMLATT(x13, w[5], *a3);
-            }
-        }
-    }
-}
-#define EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3) eq_dw_pixel(r0, r1, r2, wq, &a0, &a1, &a2, &a3)
-#endif
-
-/* The weights and output stage of one channel quad, prepared once per call in the scratch. */
-typedef struct {
-    uint32_t wq[18];
-    int32_t u[12];   /* m2, add, r of the four channels (all EQ_RQ_RIGHT) */
-    eq_rqu_t any[4]; /* the same for quads with EQ_RQ_LEFT channels */
-    int32_t inner[4]; /* accumulator start: bias + input offset * sum of the nine weights */
-    int32_t hot;     /* whole int8 clamp and all four channels shift right: 1, u holds 2^(r-1)
-                      * and the offset is added after the shift; 2 (all EQ_RQ_FOLDED), u holds
-                      * the folded rounding terms; 0 any fast stage; -1 none (the quad's
-                      * channels go through the reference code) */
-} eq_dw_quad_t;
-typedef char eq_dw_quad_is_236_bytes[sizeof(eq_dw_quad_t) == 236 ? 1 : -1]; /* cgen */
-
-static void eq_dw_outputs(const eq_depthwise_t *p, const eq_dw_quad_t *d, const int32_t a[4],
-                          int8_t *dst)
-{
-    int32_t i;
-    for (i = 0; i < 4; ++i) {
-        dst[i] = (int8_t)EQ_CLAMP(eq_rqu_apply(&d->any[i], a[i]), p->act_min, p->act_max);
-    }
-}
-
-/* Input row iy of every channel quad into `slot`: quad q's row is `width` words at
- * slot + q * width, word j input column j - pad_w, or the input zero point four times where that
- * lies in the padding. With the offset in the accumulators' start, padding taps then add
- * w * (zero point + offset) = 0, as TFLM's skipped taps do. */
-static void eq_dw_rows(const eq_depthwise_t *p, const int8_t *image, int32_t iy, uint32_t *slot,
-                       int32_t width, int32_t quads, uint32_t zp4)
-{
-    const int32_t depth = p->in_c, pad_w = EQ_MIN(p->pad_w, width);
-    const int32_t inside = EQ_MIN(width, p->in_w + p->pad_w);
-    int32_t q, j;
-    if (iy < 0 || iy >= p->in_h) {
-        for (j = 0; j < quads * width; ++j) {
-            slot[j] = zp4;
-        }
-        return;
-    }
-    image += iy * p->in_w * depth; /* column 0 */
-    for (q = 0; q < quads; ++q, slot += width) {
-        const int8_t *src = image + 4 * q;
-        for (j = 0; j < pad_w; ++j) {
-            slot[j] = zp4;
-        }
-        for (; j < inside; ++j, src += depth) {
-            slot[j] = eq_load32(src);
-        }
-        for (; j < width; ++j) {
-            slot[j] = zp4;
-        }
-    }
-}
-
-#if EQ_ASM
-/* The output stage of accumulator A for channel I of the quad (u at byte U of the
- * eq_dw_quad_t): m2 in w0, the rounding term in xb, r in xa, the value in t; the output pointer
- * in w1. OFF adds the offset (EQ_RQ_RIGHT). */
-#define EQ_DWQ_OUT(A, U, OFF, I)                                          \
-    "ldrd    %[w0], %[xb], [%[wq], #" #U "]\n\t"                          \
-    "ldr     %[xa], [%[wq], #" #U "+8]\n\t"                               \
-    "add     %[t], %[" A "], %[xb]\n\t"                                   \
-    "add     %[t], %[t], %[" A "], asr #31\n\t"                           \
-    "smmlar  %[t], %[" A "], %[w0], %[t]\n\t"                             \
-    "asr     %[t], %[t], %[xa]\n\t"                                       \
-    OFF                                                                   \
-    "ssat    %[t], #8, %[t]\n\t"                                          \
-    "strb    %[t], [%[w1], #" #I "]\n\t"
-#define EQ_DWQ_OFF "ldr     %[xa], %[offm]\n\t" "add     %[t], %[t], %[xa]\n\t"
-/* A whole output row of one quad (hot 1 or 2, rows STEP bytes apart per pixel) in one piece:
- * accumulators from inner[] (byte 216), the nine taps, the output stage (u at byte 72). */
-#define EQ_DWQ_LOOP(STEP, OFF)                                                              \
-    __asm volatile(                                                                         \
-        "1:\n\t"                                                                            \
-        "ldrd    %[a0], %[a1], [%[wq], #216]\n\t"                                           \
-        "ldrd    %[a2], %[a3], [%[wq], #224]\n\t"                                           \
-        EQ_DW_ROW("r0", 0) EQ_DW_ROW("r1", 24) EQ_DW_ROW("r2", 48)                          \
-        "ldr     %[w1], %[om]\n\t"                                                          \
-        EQ_DWQ_OUT("a0", 72, OFF, 0)                                                        \
-        EQ_DWQ_OUT("a1", 84, OFF, 1)                                                        \
-        EQ_DWQ_OUT("a2", 96, OFF, 2)                                                        \
-        EQ_DWQ_OUT("a3", 108, OFF, 3)                                                       \
-        "ldr     %[xa], %[depthm]\n\t"                                                      \
-        "add     %[w1], %[w1], %[xa]\n\t"                                                   \
-        "str     %[w1], %[om]\n\t"                                                          \
-        "add     %[r0], %[r0], #" #STEP "\n\t"                                              \
-        "add     %[r1], %[r1], #" #STEP "\n\t"                                              \
-        "add     %[r2], %[r2], #" #STEP "\n\t"                                              \
-        "ldr     %[xa], %[endm]\n\t"                                                        \
-        "cmp     %[r0], %[xa]\n\t"                                                          \
-        "bne     1b\n\t"                                                                    \
-        : [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [a0] "=&r"(a0), [a1] "=&r"(a1),      \
-          [a2] "=&r"(a2), [a3] "=&r"(a3), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t),     \
-          [w0] "=&r"(w0), [w1] "=&r"(w1), [om] "+m"(o)                                      \
-        : [wq] "r"(wq), [depthm] "m"(depth), [endm] "m"(end), [offm] "m"(offset)            \
-        : "cc", "memory")
-typedef char eq_dw_quad_layout_ok[(sizeof(uint32_t) * 18 == 72 && sizeof(int32_t) * 30 == 120
-                                   && sizeof(eq_rqu_t) == 24) ? 1 : -1];
-
-/* One output row of a hot quad, stride 1 or 2, in assembly. */
-EQ_NOINLINE void eq_dw_quad_row_asm(const eq_depthwise_t *p, const eq_dw_quad_t *d,
-                                    const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
-                                    int8_t *o)
-{
-    const int32_t depth = p->in_c, offset = p->out_offset;
-    const uint32_t *const end = r0 + p->out_w * p->stride_w;
-    const uint32_t *wq = d->wq;
-    int32_t a0, a1, a2, a3;
-    uint32_t xa, xb, t, w0, w1;
-    if (p->stride_w == 1) {
-        if (d->hot == 2) {
-            EQ_DWQ_LOOP(4, "");
-        } else {
-            EQ_DWQ_LOOP(4, EQ_DWQ_OFF);
-        }
-    } else if (d->hot == 2) {
-        EQ_DWQ_LOOP(8, "");
-    } else {
-        EQ_DWQ_LOOP(8, EQ_DWQ_OFF);
-    }
-}
-#endif
-
-/* One output row of one channel quad from its three padded rows: every pixel takes the same
- * nine-tap path. With the assembly, hot quads of strides 1 and 2 go through
- * eq_dw_quad_row_asm and the rest through the general output stage (less code). */
-EQ_NOINLINE void eq_dw_quad_row(const eq_depthwise_t *p, const eq_dw_quad_t *d,
-                                const uint32_t *r0, const uint32_t *r1, const uint32_t *r2,
-                                int8_t *o)
-{
-    const int32_t depth = p->in_c, out_w = p->out_w, stride_w = p->stride_w;
-    const int32_t offset = p->out_offset;
-    const int32_t i0 = d->inner[0], i1 = d->inner[1], i2 = d->inner[2], i3 = d->inner[3];
-    const int32_t *u = d->u;
-    const uint32_t *wq = d->wq;
-    int32_t ox;
-    if (!EQ_ASM && d->hot == 2) {
-        for (ox = 0; ox < out_w; ++ox, o += depth) {
-            int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
-            EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
-            eq_rq4_folded_quad(a0, a1, a2, a3, u, o);
-            r0 += stride_w;
-            r1 += stride_w;
-            r2 += stride_w;
-        }
-    } else if (!EQ_ASM && d->hot == 1) {
-        for (ox = 0; ox < out_w; ++ox, o += depth) {
-            int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
-            EQ_DW_PIXEL(r0, r1, r2, wq, a0, a1, a2, a3);
-            eq_rq4_right_quad(a0, a1, a2, a3, u, offset, o);
-            r0 += stride_w;
-            r1 += stride_w;
-            r2 += stride_w;
-        }
-    } else {
-        for (ox = 0; ox < out_w; ++ox, o += depth) {
-            int32_t a[4];
-            a[0] = i0;
-            a[1] = i1;
-            a[2] = i2;
-            a[3] = i3;
-            EQ_DW_PIXEL(r0, r1, r2, wq, a[0], a[1], a[2], a[3]);
-            eq_dw_outputs(p, d, a, o);
-            r0 += stride_w;
-            r1 += stride_w;
-            r2 += stride_w;
-        }
-    }
-}
-
 /* One channel through the reference code (border and interior alike). */
 static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out, int32_t b,
                           int32_t c)
@@ -324,103 +35,425 @@ static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out
     }
 }
 
-/* Quad q's eq_dw_quad_t. */
-static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_quad_t *d)
+/* ---- DEPTHWISE_CONV_2D 3x3, strides 1 and 2 across: output pairs from int16 planes ----------
+ * Channel quad by channel quad and band of output rows by band: the band's padded input rows
+ * of the four channels become int16 planes with the input offset added (0 in the padding),
+ * plane row r of channel k at (4r + k) * rs bytes, so that every word holds a channel's values
+ * at two neighbouring columns, word aligned at even columns. Then channel by channel, with
+ * the nine weights as (w0 w1) (w1 w2) pairs per filter row, two neighbouring outputs at a time
+ * from two or three aligned words per filter row:
+ *   stride 1, outputs x, x + 1 (x even), words a = (v[x] v[x+1]), b = (v[x+2] v[x+3]):
+ *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLATB(a, (w0 w1)) + SMLAD(b, (w1 w2))
+ *   stride 2, a = (v[2x] v[2x+1]), b, c the next words:
+ *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLAD(b, (w0 w1)) + SMLABT(c, (w1 w2))
+ * six multiply instructions for nine MACs. Channels with the folded output stage, the whole
+ * int8 range and a bias below 2^29 (mode 2) take doubled weights and bias: with the
+ * accumulator doubled, SMMLAR(2 acc, M, c) = c + ((acc * M + 2^30) >> 31) is the rounding
+ * doubling high multiply itself (for M in [2^30, 2^31)), so the stage is
+ *   v = SSAT8(SMMLAR(2 acc, M, add + (acc >> 31)) >> r)
+ * with add = 2^(r-1) + offset * 2^r (eq_rqc_make's EQ_RQ_FOLDED proof; |2 acc| < 2^31). Other
+ * fast stages use eq_rqu_apply; channels without one go through the reference code. */
+#define EQ_DW_BAND_BYTES 8192 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
+#define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
+
+typedef struct {
+    int32_t count; /* values per plane row: the pairs read up to the last pair's third word */
+    int32_t rs;    /* bytes per plane row: EQ_DW_PR, or 2 * count rounded up to words */
+    int32_t band;  /* output rows per band */
+    int32_t rows;  /* plane rows per band */
+} eq_dw_band_t;
+
+static eq_dw_band_t eq_dw_band(const eq_depthwise_t *p)
 {
-    const int full = p->act_min == -128 && p->act_max == 127;
-    int right = 1, folded = 1, fast = 1;
-    int32_t sum[4] = {0, 0, 0, 0};
-    int32_t i;
-    eq_dw_quad_weights(p, c, d->wq, sum);
-    for (i = 0; i < 4; ++i) {
-        const eq_rqc_t rq = eq_rqc_make(p->multiplier[c + i], p->shift[c + i],
-                                        p->bias ? p->bias[c + i] : 0, p->out_offset);
-        const int32_t kind = EQ_RQ_KIND(rq), r = EQ_RQ_AMOUNT(rq);
-        folded &= kind == EQ_RQ_FOLDED;
-        right &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED;
-        fast &= kind == EQ_RQ_RIGHT || kind == EQ_RQ_FOLDED || kind == EQ_RQ_LEFT;
-        d->u[3 * i] = rq.m2;
-        d->u[3 * i + 1] = kind == EQ_RQ_FOLDED ? (int32_t)((uint32_t)1 << (r - 1)) : rq.add;
-        d->u[3 * i + 2] = r;
-        d->any[i] = eq_rqu_make(rq, p->out_offset);
-        d->inner[i] = rq.bias + p->in_offset * sum[i];
+    const int32_t even = (p->out_w + 1) & ~1;
+    eq_dw_band_t g;
+    g.count = ((even - 1) * p->stride_w + 5) & ~1;
+    g.rs = 2 * g.count <= EQ_DW_PR ? EQ_DW_PR : 2 * g.count;
+    g.band = (EQ_DW_BAND_BYTES / (4 * g.rs) - 3) / p->stride_h + 1;
+    g.band = EQ_MAX(1, EQ_MIN(p->out_h, g.band));
+    g.rows = (g.band - 1) * p->stride_h + 3;
+    return g;
+}
+
+EQ_HELPER void eq_store32(void *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v); /* one STR: Cortex-M7 allows unaligned words */
+}
+
+#if EQ_ASM
+EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
+#endif
+
+/* Input row iy of channels c0 .. c0 + nch - 1 into the plane row `row` (channel k at k * rs
+ * bytes): value j is input column j - pad_w plus the input offset. A row outside the image is
+ * zeroed whole; the padding columns of the others are zeroed once per call
+ * (eq_dw_plane_clear). Four channels come from one input word: SXTAB16 adds the offset to
+ * channels (0, 2) and (1, 3), and two neighbouring columns are paired into each channel's row
+ * with PKHBT/PKHTB. */
+EQ_NO_MEMSET static void eq_dw_plane_row(const eq_depthwise_t *p, const int8_t *image,
+                                         int32_t iy, int32_t c0, int32_t nch, int16_t *row,
+                                         const eq_dw_band_t *g)
+{
+    const int32_t depth = p->in_c, count = g->count, plane = g->rs / 2;
+    const int32_t pad = EQ_MIN(p->pad_w, count);
+    const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
+    int32_t k, x;
+    if (iy < 0 || iy >= p->in_h) {
+        for (k = 0; k < nch; ++k) {
+            uint32_t *z = (uint32_t *)(void *)(row + k * plane);
+            for (x = 0; x < count / 2; ++x) {
+                z[x] = 0;
+            }
+        }
+        return;
     }
-    d->hot = !fast ? -1 : !full ? 0 : folded ? 2 : right ? 1 : 0;
-    if (d->hot == 2) {
-        for (i = 0; i < 4; ++i) {
-            d->u[3 * i + 1] = d->any[i].add;
+    image += iy * p->in_w * depth + c0;
+    if (nch == 4) {
+        const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
+        int16_t *r0 = row + pad;
+        const int8_t *src = image;
+        x = 0;
+#if EQ_ASM
+        if (plane * 2 == EQ_DW_PR && cols >= 2) {
+            eq_dw_fill_pr((uint32_t *)(void *)r0, src, depth, cols >> 1, off2);
+            x = cols & ~1;
+            src += x * depth;
+        }
+#endif
+        for (; x + 1 < cols; x += 2, src += 2 * depth) {
+            const uint32_t va = eq_load32(src), vb = eq_load32(src + depth);
+            const uint32_t a02 = EQ_SXTAB16(off2, va), a13 = EQ_SXTAB16_ROR8(off2, va);
+            const uint32_t b02 = EQ_SXTAB16(off2, vb), b13 = EQ_SXTAB16_ROR8(off2, vb);
+            eq_store32(r0 + x, (a02 & 0xFFFFu) | (b02 << 16));
+            eq_store32(r0 + 2 * plane + x, (a02 >> 16) | (b02 & 0xFFFF0000u));
+            eq_store32(r0 + plane + x, (a13 & 0xFFFFu) | (b13 << 16));
+            eq_store32(r0 + 3 * plane + x, (a13 >> 16) | (b13 & 0xFFFF0000u));
+        }
+        if (x < cols) {
+            for (k = 0; k < 4; ++k) {
+                r0[k * plane + x] = (int16_t)(src[k] + p->in_offset);
+            }
+        }
+        return;
+    }
+    for (k = 0; k < nch; ++k) {
+        for (x = 0; x < cols; ++x) {
+            row[k * plane + pad + x] = (int16_t)(image[x * depth + k] + p->in_offset);
         }
     }
 }
 
-/* Scratch: a ring of three padded input rows of every channel quad (3 * quads * width words),
- * then one eq_dw_quad_t per quad. Output row by output row, each new input row is copied in
- * once, then every quad computes its part of the row. */
-static void eq_depthwise3x3_quads(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
-                                  uint32_t *ring)
+/* The padding columns (before the image's first column and after its last, up to count) of
+ * every plane row of the band to 0: the fills of rows inside the image never write them. */
+EQ_NO_MEMSET static void eq_dw_plane_clear(const eq_depthwise_t *p, int16_t *planes,
+                                           const eq_dw_band_t *g)
 {
-    const int32_t depth = p->in_c, quads = depth / 4, out_h = p->out_h, out_w = p->out_w;
-    const int32_t width = (out_w - 1) * p->stride_w + 3, slot_words = quads * width;
-    const uint32_t zp4 = 0x01010101u * (uint8_t)(-p->in_offset);
-    eq_dw_quad_t *d = (eq_dw_quad_t *)(void *)(ring + 3 * slot_words);
-    int32_t b, c, q, oy, k;
-    for (q = 0; q < quads; ++q) {
-        eq_dw_quad_prepare(p, 4 * q, &d[q]);
+    const int32_t pad = EQ_MIN(p->pad_w, g->count), plane = g->rs / 2;
+    const int32_t tail = pad + EQ_MAX(0, EQ_MIN(p->in_w, g->count - p->pad_w));
+    int32_t j, x;
+    for (j = 0; j < 4 * g->rows; ++j) {
+        int16_t *row = planes + j * plane;
+        for (x = 0; x < pad; ++x) {
+            row[x] = 0;
+        }
+        for (x = tail; x < g->count; ++x) {
+            row[x] = 0;
+        }
     }
+}
+
+/* One channel's weights as pairs and its output stage. */
+typedef struct {
+    uint32_t w[6]; /* per filter row: (w0 w1), (w1 w2); doubled in mode 2 */
+    int32_t bias;  /* doubled in mode 2 */
+    int32_t m, add, r; /* mode 2: M, the folded rounding term, r */
+    eq_rqu_t u;        /* mode 1 */
+    int32_t mode;      /* 2 the doubled short stage, 1 any fast stage, 0 none (reference) */
+} eq_dw_pair_t;
+
+static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+{
+    const int32_t bias = p->bias ? p->bias[c] : 0;
+    const eq_rqc_t rq = eq_rqc_make(p->multiplier[c], p->shift[c], bias, p->out_offset);
+    const int32_t kind = EQ_RQ_KIND(rq), bits = p->weight_bits, depth = p->in_c;
+    const int8_t *w = p->weights;
+    int32_t fy, twice;
+    d->mode = kind == EQ_RQ_FOLDED && p->act_min == -128 && p->act_max == 127
+              && bias < (1 << 29) && bias > -(1 << 29) ? 2
+              : kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT ? 1 : 0;
+    twice = d->mode == 2 ? 2 : 1;
+    for (fy = 0; fy < 3; ++fy) {
+        const int32_t i = 3 * fy * depth + c;
+        const int32_t w0 = twice * (bits == 8 ? w[i] : eq_weight(w, i, bits));
+        const int32_t w1 = twice * (bits == 8 ? w[i + depth] : eq_weight(w, i + depth, bits));
+        const int32_t w2 = twice * (bits == 8 ? w[i + 2 * depth]
+                                              : eq_weight(w, i + 2 * depth, bits));
+        d->w[2 * fy] = eq_pair16(w0, w1);
+        d->w[2 * fy + 1] = eq_pair16(w1, w2);
+    }
+    d->bias = twice * bias;
+    d->m = p->multiplier[c];
+    d->add = rq.add;
+    d->r = EQ_RQ_AMOUNT(rq);
+    d->u = eq_rqu_make(rq, p->out_offset);
+}
+
+EQ_INLINE int8_t eq_dw_pair_out(const eq_depthwise_t *p, const eq_dw_pair_t *d, int32_t acc,
+                                int32_t mode)
+{
+    if (mode == 2) {
+        return (int8_t)eq_sat8(eq_smmlar(acc, d->m, d->add + (acc >> 31)) >> d->r);
+    }
+    return (int8_t)EQ_CLAMP(eq_rqu_apply(&d->u, acc), p->act_min, p->act_max);
+}
+
+/* Output rows 0 .. n - 1 of the band of one channel in C (plane: its first plane row; plane
+ * rows rw words apart). */
+EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
+                               const uint32_t *plane, int32_t rw, int8_t *o, int32_t n,
+                               int32_t unit, int32_t mode)
+{
+    const int32_t depth = p->in_c, out_w = p->out_w, pairs = out_w >> 1;
+    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias;
+    int32_t oy, x, j;
+    for (oy = 0; oy < n; ++oy, plane += down) {
+        const uint32_t *r = plane;
+        int8_t *q = o + oy * out_w * depth;
+        for (x = 0; x < pairs; ++x, r += step, q += 2 * depth) {
+            int32_t s0 = bias, s1 = bias;
+            for (j = 0; j < 3; ++j) {
+                const uint32_t *rr = r + j * rw, a = d->w[2 * j], b = d->w[2 * j + 1];
+                s0 = EQ_SMLAD(rr[0], a, s0);
+                s0 = EQ_SMLABT(rr[1], b, s0);
+                if (unit) {
+                    s1 = EQ_SMLATB(rr[0], a, s1);
+                    s1 = EQ_SMLAD(rr[1], b, s1);
+                } else {
+                    s1 = EQ_SMLAD(rr[1], a, s1);
+                    s1 = EQ_SMLABT(rr[2], b, s1);
+                }
+            }
+            q[0] = eq_dw_pair_out(p, d, s0, mode);
+            q[depth] = eq_dw_pair_out(p, d, s1, mode);
+        }
+        if (out_w & 1) { /* the last output alone */
+            int32_t s0 = bias;
+            for (j = 0; j < 3; ++j) {
+                const uint32_t *rr = r + j * rw;
+                s0 = EQ_SMLAD(rr[0], d->w[2 * j], s0);
+                s0 = EQ_SMLABT(rr[1], d->w[2 * j + 1], s0);
+            }
+            q[0] = eq_dw_pair_out(p, d, s0, mode);
+        }
+    }
+}
+
+#if EQ_ASM
+/* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
+ * apart): r0 the plane pointer, r1-r6 the weight pairs, r7 and r8 the two outputs'
+ * accumulators, r9-r11 words and the stage's temporaries, r12 the output pointer, lr the end
+ * of the row's pairs. The frame is a copy of the eq_dw_asm_t. */
+typedef struct {
+    const uint32_t *p; /* 0: the first output row's first plane row */
+    int8_t *q;         /* 4: the first output row's first output */
+    uint32_t w[6];     /* 8 */
+    int32_t bias[2];   /* 32: twice, for one LDRD */
+    int32_t m, add;    /* 40 */
+    int32_t r, depth;  /* 48 */
+    int32_t span;      /* 56: plane bytes of a row's pairs */
+    int32_t next_p;    /* 60: plane bytes from a row's end of pairs to the next row's start */
+    int32_t next_q;    /* 64: output bytes from a row's end of pairs to the next row's start */
+    const uint32_t *end; /* 68: the plane pointer after the last row */
+    int32_t odd;       /* 72: out_w is odd (the last output alone) */
+    int32_t pad_;      /* 76 */
+} eq_dw_asm_t;
+typedef char eq_dw_asm_is_80_bytes[sizeof(eq_dw_asm_t) == 80 ? 1 : -1];
+
+#define EQ_DWA_X(s) EQ_DWS_X(s)
+#define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
+#define EQ_DWA_R2 EQ_DWA_X(8 * EQ_DW_PR)
+#define EQ_DWA_S1(OFF, A, B)                                      \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"                              \
+    "smlatb  r8, r9, " A ", r8\n\t"                               \
+    "smlad   r8, r10, " B ", r8\n\t"
+#define EQ_DWA_S2(OFF, A, B)                                      \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "ldr     r11, [r0, #" OFF "+8]\n\t"                           \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"                              \
+    "smlad   r8, r10, " A ", r8\n\t"                              \
+    "smlabt  r8, r11, " B ", r8\n\t"
+#define EQ_DWA_ONE(OFF, A, B)                                     \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"
+/* the stage of accumulator A with M in r9, add in r10 (r11 a temporary) */
+#define EQ_DWA_STAGE(A)                                           \
+    "add     r11, r10, " A ", asr #31\n\t"                        \
+    "smmlar  " A ", " A ", r9, r11\n\t"
+#define EQ_DWA_FUNC(NAME, TAPS, STEP)                                                       \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #80\n\t"                                                       \
+            "ldmia   r0!, {r1-r10}\n\t"                                                     \
+            "stmia   sp, {r1-r10}\n\t"                                                      \
+            "ldmia   r0, {r1-r10}\n\t"                                                      \
+            "add     r11, sp, #40\n\t"                                                      \
+            "stmia   r11, {r1-r10}\n\t"                                                     \
+            "add     r1, sp, #8\n\t"                                                        \
+            "ldmia   r1, {r1-r6}\n\t"                                                       \
+            "ldrd    r0, r12, [sp]\n"                                                       \
+            "1:\n\t" /* a row: r0, r12 at its start */                                      \
+            "ldr     lr, [sp, #56]\n\t"                                                     \
+            "adds    lr, r0, lr\n\t"                                                        \
+            "cmp     r0, lr\n\t"                                                            \
+            "beq     3f\n"                                                                  \
+            "2:\n\t"                                                                        \
+            "ldrd    r7, r8, [sp, #32]\n\t"                                                 \
+            TAPS                                                                            \
+            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            EQ_DWA_STAGE("r7") EQ_DWA_STAGE("r8")                                           \
+            "ldrd    r9, r10, [sp, #48]\n\t"                                                \
+            "asr     r7, r7, r9\n\t"                                                        \
+            "asr     r8, r8, r9\n\t"                                                        \
+            "ssat    r7, #8, r7\n\t"                                                        \
+            "ssat    r8, #8, r8\n\t"                                                        \
+            "strb    r7, [r12]\n\t"                                                         \
+            "strb    r8, [r12, r10]\n\t"                                                    \
+            "add     r12, r12, r10, lsl #1\n\t"                                             \
+            "add     r0, r0, #" #STEP "\n\t"                                                \
+            "cmp     r0, lr\n\t"                                                            \
+            "bne     2b\n"                                                                  \
+            "3:\n\t"                                                                        \
+            "ldr     r7, [sp, #72]\n\t"                                                     \
+            "cbz     r7, 4f\n\t"                                                            \
+            "ldr     r7, [sp, #32]\n\t"                                                     \
+            EQ_DWA_ONE("0", "r1", "r2") EQ_DWA_ONE(EQ_DWA_R1, "r3", "r4")                   \
+            EQ_DWA_ONE(EQ_DWA_R2, "r5", "r6")                                               \
+            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            EQ_DWA_STAGE("r7")                                                              \
+            "ldr     r9, [sp, #48]\n\t"                                                     \
+            "asr     r7, r7, r9\n\t"                                                        \
+            "ssat    r7, #8, r7\n\t"                                                        \
+            "strb    r7, [r12]\n"                                                           \
+            "4:\n\t"                                                                        \
+            "ldrd    r9, r10, [sp, #60]\n\t"                                                \
+            "add     r0, r0, r9\n\t"                                                        \
+            "add     r12, r12, r10\n\t"                                                     \
+            "ldr     r9, [sp, #68]\n\t"                                                     \
+            "cmp     r0, r9\n\t"                                                            \
+            "bne     1b\n\t"                                                                \
+            "add     sp, sp, #80\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+EQ_DWA_FUNC(eq_dw_pairs_s1,
+            EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(EQ_DWA_R1, "r3", "r4")
+            EQ_DWA_S1(EQ_DWA_R2, "r5", "r6"),
+            4);
+EQ_DWA_FUNC(eq_dw_pairs_s2,
+            EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(EQ_DWA_R1, "r3", "r4")
+            EQ_DWA_S2(EQ_DWA_R2, "r5", "r6"),
+            8);
+void eq_dw_pairs_s1(const eq_dw_asm_t *a);
+void eq_dw_pairs_s2(const eq_dw_asm_t *a);
+#endif
+
+/* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
+ * are EQ_DW_PR bytes, else in C. */
+static void eq_dw_pair_channel(const eq_depthwise_t *p, const eq_dw_pair_t *d,
+                               const uint32_t *plane, int32_t rw, int8_t *o, int32_t n)
+{
+#if EQ_ASM
+    if (d->mode == 2 && rw == EQ_DW_PR) {
+        const int32_t pairs = p->out_w >> 1, depth = p->in_c;
+        eq_dw_asm_t a;
+        int32_t i;
+        a.p = plane;
+        a.q = o;
+        for (i = 0; i < 6; ++i) {
+            a.w[i] = d->w[i];
+        }
+        a.bias[0] = a.bias[1] = d->bias;
+        a.m = d->m;
+        a.add = d->add;
+        a.r = d->r;
+        a.depth = depth;
+        a.span = pairs * 4 * p->stride_w;
+        a.next_p = p->stride_h * 4 * EQ_DW_PR - a.span;
+        a.next_q = p->out_w * depth - 2 * pairs * depth;
+        a.end = plane + n * p->stride_h * EQ_DW_PR;
+        a.odd = p->out_w & 1;
+        a.pad_ = 0;
+        (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(&a);
+        return;
+    }
+#endif
+    if (p->stride_w == 1) {
+        if (d->mode == 2) {
+            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 2);
+        } else {
+            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 1);
+        }
+    } else if (d->mode == 2) {
+        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 2);
+    } else {
+        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 1);
+    }
+}
+
+static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                  int8_t *scratch)
+{
+    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const eq_dw_band_t g = eq_dw_band(p);
+    int16_t *planes = (int16_t *)(void *)scratch;
+    int32_t b, c0, k, oy0, r;
+    eq_dw_plane_clear(p, planes, &g);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * depth;
-        int32_t held[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
-        for (oy = 0; oy < out_h && quads > 0; ++oy) {
-            const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-            const uint32_t *r[3];
-            int8_t *o = out + ((b * out_h + oy) * out_w) * depth;
-            for (k = 0; k < 3; ++k) {
-                const int32_t iy = in_y0 + k;
-                const int32_t slot = ((iy % 3) + 3) % 3;
-                if (held[slot] != iy) {
-                    eq_dw_rows(p, image, iy, ring + slot * slot_words, width, quads, zp4);
-                    held[slot] = iy;
-                }
-                r[k] = ring + slot * slot_words;
+        for (c0 = 0; c0 < depth; c0 += 4) {
+            const int32_t nch = EQ_MIN(4, depth - c0);
+            eq_dw_pair_t d[4];
+            for (k = 0; k < nch; ++k) {
+                eq_dw_pair_prepare(p, c0 + k, &d[k]);
             }
-            for (q = 0; q < quads; ++q, o += 4) {
-#if EQ_ASM
-                if (d[q].hot > 0 && (p->stride_w == 1 || p->stride_w == 2)) {
-                    eq_dw_quad_row_asm(p, &d[q], r[0] + q * width, r[1] + q * width,
-                                       r[2] + q * width, o);
-                    continue;
+            for (oy0 = 0; oy0 < out_h; oy0 += g.band) {
+                const int32_t n = EQ_MIN(g.band, out_h - oy0);
+                const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
+                int8_t *o = out + ((b * out_h + oy0) * out_w) * depth + c0;
+                for (r = 0; r < (n - 1) * p->stride_h + 3; ++r) {
+                    eq_dw_plane_row(p, image, iy0 + r, c0, nch, planes + r * 2 * g.rs, &g);
                 }
-#endif
-                if (d[q].hot >= 0) {
-                    eq_dw_quad_row(p, &d[q], r[0] + q * width, r[1] + q * width,
-                                   r[2] + q * width, o);
+                for (k = 0; k < nch; ++k) {
+                    if (d[k].mode != 0) {
+                        eq_dw_pair_channel(p, &d[k],
+                                           (const uint32_t *)(const void *)(planes
+                                                                            + k * (g.rs / 2)),
+                                           g.rs, o + k, n);
+                    }
                 }
             }
-        }
-        for (q = 0; q < quads; ++q) {
-            if (d[q].hot < 0) {
-                for (c = 4 * q; c < 4 * q + 4; ++c) {
-                    eq_dw_channel(p, in, out, b, c);
+            for (k = 0; k < nch; ++k) {
+                if (d[k].mode == 0) {
+                    eq_dw_channel(p, in, out, b, c0 + k);
                 }
             }
-        }
-        for (c = 4 * quads; c < depth; ++c) {
-            eq_dw_channel(p, in, out, b, c);
         }
     }
 }
 #endif /* EQ_FAST */
 
-#if EQ_FAST
-/* Which 3x3 path: the strips for outputs at least EQ_DW_WIDE pixels wide (24 with stride 2),
- * where their per-row and per-channel set-up pays off; the pixel-by-pixel quads below that.
- * edgeq.deploy.cgen.scratch_bytes makes the same choice. */
-#define EQ_DW_WIDE 12
-static int eq_dw_wide(const eq_depthwise_t *p)
-{
-    return p->out_w >= (p->stride_w == 1 ? EQ_DW_WIDE : 2 * EQ_DW_WIDE);
-}
-#endif
 
 
 /* ---- DEPTHWISE_CONV_2D: reference_integer_ops::DepthwiseConvPerChannel ----------------- */
@@ -480,12 +513,8 @@ void eq_depthwise_conv2d(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
     int32_t b, oy, ox, oc;
 #if EQ_FAST
     if (scratch != NULL && p->depth_multiplier == 1 && p->filter_h == 3 && p->filter_w == 3
-        && p->dilation_h == 1 && p->dilation_w == 1) {
-        if (eq_dw_wide(p)) {
-            eq_depthwise3x3_fast(p, in, out, scratch, NULL);
-        } else {
-            eq_depthwise3x3_quads(p, in, out, (uint32_t *)(void *)scratch);
-        }
+        && p->dilation_h == 1 && p->dilation_w == 1 && p->stride_w <= 2) {
+        eq_depthwise3x3_pairs(p, in, out, scratch);
         return;
     }
 #else
