@@ -162,40 +162,65 @@ EQ_NO_MEMSET static void eq_dw_plane_clear(const eq_depthwise_t *p, int16_t *pla
     }
 }
 
-/* One channel's weights as pairs and its output stage. */
+/* One channel's weights as pairs, its output stage and, for the assembly, where it works
+ * (the first 80 bytes: the assembly's frame, offsets in the comments). */
 typedef struct {
-    uint32_t w[6]; /* per filter row: (w0 w1), (w1 w2); doubled in mode 2 */
-    int32_t bias;  /* doubled in mode 2 */
-    int32_t m, add, r; /* mode 2: M, the folded rounding term, r */
-    eq_rqu_t u;        /* mode 1 */
-    int32_t mode;      /* 2 the doubled short stage, 1 any fast stage, 0 none (reference) */
+    const uint32_t *p; /* 0: the band's first plane row of the channel */
+    int8_t *q;         /* 4: the band's first output of the channel */
+    uint32_t w[6];     /* 8: per filter row (w0 w1), (w1 w2); doubled in mode 2 */
+    int32_t bias[2];   /* 32: twice, for one LDRD; doubled in mode 2 */
+    int32_t m, add;    /* 40: mode 2: M and the folded rounding term */
+    int32_t r, depth;  /* 48: mode 2: the right shift; bytes between output pixels */
+    int32_t span;      /* 56: plane bytes of a row's pairs */
+    int32_t next_p;    /* 60: plane bytes from a row's end of pairs to the next row */
+    int32_t next_q;    /* 64: output bytes from a row's end of pairs to the next row */
+    const uint32_t *end; /* 68: the plane pointer after the band's last row */
+    int32_t odd;       /* 72: out_w is odd (the last output alone) */
+    int32_t mode;      /* 76: 2 the doubled short stage, 1 any fast stage (u), 0 none */
+    eq_rqu_t u;
 } eq_dw_pair_t;
+typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
 
 static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
 {
-    const int32_t bias = p->bias ? p->bias[c] : 0;
-    const eq_rqc_t rq = eq_rqc_make(p->multiplier[c], p->shift[c], bias, p->out_offset);
-    const int32_t kind = EQ_RQ_KIND(rq), bits = p->weight_bits, depth = p->in_c;
-    const int8_t *w = p->weights;
-    int32_t fy, twice;
-    d->mode = kind == EQ_RQ_FOLDED && p->act_min == -128 && p->act_max == 127
-              && bias < (1 << 29) && bias > -(1 << 29) ? 2
-              : kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT ? 1 : 0;
-    twice = d->mode == 2 ? 2 : 1;
-    for (fy = 0; fy < 3; ++fy) {
-        const int32_t i = 3 * fy * depth + c;
-        const int32_t w0 = twice * (bits == 8 ? w[i] : eq_weight(w, i, bits));
-        const int32_t w1 = twice * (bits == 8 ? w[i + depth] : eq_weight(w, i + depth, bits));
-        const int32_t w2 = twice * (bits == 8 ? w[i + 2 * depth]
-                                              : eq_weight(w, i + 2 * depth, bits));
-        d->w[2 * fy] = eq_pair16(w0, w1);
-        d->w[2 * fy + 1] = eq_pair16(w1, w2);
+    const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
+    const int32_t bits = p->weight_bits, depth = p->in_c;
+    const int8_t *w = p->weights + c;
+    int32_t fy, twice = 1;
+    /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29 */
+    if (m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
+        && bias > -(1 << 29) && p->act_min == -128 && p->act_max == 127) {
+        d->mode = 2;
+        d->m = m;
+        d->r = -shift;
+        d->add = (int32_t)(((uint32_t)2 * (uint32_t)p->out_offset + 1u) << (-shift - 1));
+        twice = 2;
+    } else {
+        const eq_rqc_t rq = eq_rqc_make(m, shift, bias, p->out_offset);
+        const int32_t kind = EQ_RQ_KIND(rq);
+        d->mode = kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
+        d->u = eq_rqu_make(rq, p->out_offset);
     }
-    d->bias = twice * bias;
-    d->m = p->multiplier[c];
-    d->add = rq.add;
-    d->r = EQ_RQ_AMOUNT(rq);
-    d->u = eq_rqu_make(rq, p->out_offset);
+    for (fy = 0; fy < 3; ++fy) {
+        const int32_t i = 3 * fy * depth;
+        int32_t w0, w1, w2;
+        if (bits == 8) {
+            w0 = w[i];
+            w1 = w[i + depth];
+            w2 = w[i + 2 * depth];
+        } else {
+            w0 = eq_weight(p->weights, c + i, bits);
+            w1 = eq_weight(p->weights, c + i + depth, bits);
+            w2 = eq_weight(p->weights, c + i + 2 * depth, bits);
+        }
+        d->w[2 * fy] = eq_pair16(twice * w0, twice * w1);
+        d->w[2 * fy + 1] = eq_pair16(twice * w1, twice * w2);
+    }
+    d->bias[0] = d->bias[1] = twice * bias;
+    d->depth = depth;
+    d->span = (p->out_w >> 1) * 4 * p->stride_w;
+    d->next_q = (p->out_w & 1) * depth;
+    d->odd = p->out_w & 1;
 }
 
 EQ_INLINE int8_t eq_dw_pair_out(const eq_depthwise_t *p, const eq_dw_pair_t *d, int32_t acc,
@@ -214,7 +239,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
                                int32_t unit, int32_t mode)
 {
     const int32_t depth = p->in_c, out_w = p->out_w, pairs = out_w >> 1;
-    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias;
+    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias[0];
     int32_t oy, x, j;
     for (oy = 0; oy < n; ++oy, plane += down) {
         const uint32_t *r = plane;
@@ -252,22 +277,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 /* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
  * apart): r0 the plane pointer, r1-r6 the weight pairs, r7 and r8 the two outputs'
  * accumulators, r9-r11 words and the stage's temporaries, r12 the output pointer, lr the end
- * of the row's pairs. The frame is a copy of the eq_dw_asm_t. */
-typedef struct {
-    const uint32_t *p; /* 0: the first output row's first plane row */
-    int8_t *q;         /* 4: the first output row's first output */
-    uint32_t w[6];     /* 8 */
-    int32_t bias[2];   /* 32: twice, for one LDRD */
-    int32_t m, add;    /* 40 */
-    int32_t r, depth;  /* 48 */
-    int32_t span;      /* 56: plane bytes of a row's pairs */
-    int32_t next_p;    /* 60: plane bytes from a row's end of pairs to the next row's start */
-    int32_t next_q;    /* 64: output bytes from a row's end of pairs to the next row's start */
-    const uint32_t *end; /* 68: the plane pointer after the last row */
-    int32_t odd;       /* 72: out_w is odd (the last output alone) */
-    int32_t pad_;      /* 76 */
-} eq_dw_asm_t;
-typedef char eq_dw_asm_is_80_bytes[sizeof(eq_dw_asm_t) == 80 ? 1 : -1];
+ * of the row's pairs. The frame is a copy of the eq_dw_pair_t's first 80 bytes. */
 
 #define EQ_DWA_X(s) EQ_DWS_X(s)
 #define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
@@ -365,37 +375,22 @@ EQ_DWA_FUNC(eq_dw_pairs_s2,
             EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(EQ_DWA_R1, "r3", "r4")
             EQ_DWA_S2(EQ_DWA_R2, "r5", "r6"),
             8);
-void eq_dw_pairs_s1(const eq_dw_asm_t *a);
-void eq_dw_pairs_s2(const eq_dw_asm_t *a);
+void eq_dw_pairs_s1(const eq_dw_pair_t *a);
+void eq_dw_pairs_s2(const eq_dw_pair_t *a);
 #endif
 
 /* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
  * are EQ_DW_PR bytes, else in C. */
-static void eq_dw_pair_channel(const eq_depthwise_t *p, const eq_dw_pair_t *d,
+static void eq_dw_pair_channel(const eq_depthwise_t *p, eq_dw_pair_t *d,
                                const uint32_t *plane, int32_t rw, int8_t *o, int32_t n)
 {
 #if EQ_ASM
     if (d->mode == 2 && rw == EQ_DW_PR) {
-        const int32_t pairs = p->out_w >> 1, depth = p->in_c;
-        eq_dw_asm_t a;
-        int32_t i;
-        a.p = plane;
-        a.q = o;
-        for (i = 0; i < 6; ++i) {
-            a.w[i] = d->w[i];
-        }
-        a.bias[0] = a.bias[1] = d->bias;
-        a.m = d->m;
-        a.add = d->add;
-        a.r = d->r;
-        a.depth = depth;
-        a.span = pairs * 4 * p->stride_w;
-        a.next_p = p->stride_h * 4 * EQ_DW_PR - a.span;
-        a.next_q = p->out_w * depth - 2 * pairs * depth;
-        a.end = plane + n * p->stride_h * EQ_DW_PR;
-        a.odd = p->out_w & 1;
-        a.pad_ = 0;
-        (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(&a);
+        d->p = plane;
+        d->q = o;
+        d->end = plane + n * p->stride_h * EQ_DW_PR;
+        d->next_p = p->stride_h * 4 * EQ_DW_PR - d->span;
+        (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(d);
         return;
     }
 #endif
