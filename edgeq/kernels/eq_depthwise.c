@@ -84,38 +84,48 @@ EQ_HELPER void eq_store32(void *p, uint32_t v)
 EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
 #endif
 
-/* Input row iy of channels c0 .. c0 + nch - 1 into the plane row `row` (channel k at k * rs
- * bytes): value j is input column j - pad_w plus the input offset. A row outside the image is
- * zeroed whole; the padding columns of the others are zeroed once per call
- * (eq_dw_plane_clear). Four channels come from one input word: SXTAB16 adds the offset to
- * channels (0, 2) and (1, 3), and two neighbouring columns are paired into each channel's row
- * with PKHBT/PKHTB. */
-EQ_NO_MEMSET static void eq_dw_plane_row(const eq_depthwise_t *p, const int8_t *image,
-                                         int32_t iy, int32_t c0, int32_t nch, int16_t *row,
-                                         const eq_dw_band_t *g)
+/* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
+ * (plane row r of channel k at (4r + k) * rs bytes): value j is input column j - pad_w plus
+ * the input offset. A row outside the image is zeroed whole; the padding columns of the
+ * others are zeroed once per call (eq_dw_plane_clear). Four channels come from one input
+ * word: SXTAB16 adds the offset to channels (0, 2) and (1, 3), and two neighbouring columns
+ * are paired into each channel's row with PKHBT/PKHTB. */
+EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
+                                          int32_t iy0, int32_t rows, int32_t c0, int32_t nch,
+                                          int16_t *planes, const eq_dw_band_t *g)
 {
     const int32_t depth = p->in_c, count = g->count, plane = g->rs / 2;
-    const int32_t pad = EQ_MIN(p->pad_w, count);
+    const int32_t pad = EQ_MIN(p->pad_w, count), line = p->in_w * depth;
     const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
-    int32_t k, x;
-    if (iy < 0 || iy >= p->in_h) {
-        for (k = 0; k < nch; ++k) {
-            uint32_t *z = (uint32_t *)(void *)(row + k * plane);
-            for (x = 0; x < count / 2; ++x) {
-                z[x] = 0;
+    const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
+    int32_t r, k, x;
+    for (r = 0; r < rows; ++r) {
+        const int32_t iy = iy0 + r;
+        int16_t *row = planes + r * 4 * plane;
+        const int8_t *src;
+        if (iy < 0 || iy >= p->in_h) {
+            for (k = 0; k < nch; ++k) {
+                uint32_t *z = (uint32_t *)(void *)(row + k * plane);
+                for (x = 0; x < count / 2; ++x) {
+                    z[x] = 0;
+                }
             }
+            continue;
         }
-        return;
-    }
-    image += iy * p->in_w * depth + c0;
-    if (nch == 4) {
-        const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
-        int16_t *r0 = row + pad;
-        const int8_t *src = image;
+        src = image + iy * line + c0;
+        if (nch < 4) {
+            for (k = 0; k < nch; ++k) {
+                for (x = 0; x < cols; ++x) {
+                    row[k * plane + pad + x] = (int16_t)(src[x * depth + k] + p->in_offset);
+                }
+            }
+            continue;
+        }
+        row += pad;
         x = 0;
 #if EQ_ASM
         if (plane * 2 == EQ_DW_PR && cols >= 2) {
-            eq_dw_fill_pr((uint32_t *)(void *)r0, src, depth, cols >> 1, off2);
+            eq_dw_fill_pr((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
             x = cols & ~1;
             src += x * depth;
         }
@@ -124,21 +134,18 @@ EQ_NO_MEMSET static void eq_dw_plane_row(const eq_depthwise_t *p, const int8_t *
             const uint32_t va = eq_load32(src), vb = eq_load32(src + depth);
             const uint32_t a02 = EQ_SXTAB16(off2, va), a13 = EQ_SXTAB16_ROR8(off2, va);
             const uint32_t b02 = EQ_SXTAB16(off2, vb), b13 = EQ_SXTAB16_ROR8(off2, vb);
-            eq_store32(r0 + x, (a02 & 0xFFFFu) | (b02 << 16));
-            eq_store32(r0 + 2 * plane + x, (a02 >> 16) | (b02 & 0xFFFF0000u));
-            eq_store32(r0 + plane + x, (a13 & 0xFFFFu) | (b13 << 16));
-            eq_store32(r0 + 3 * plane + x, (a13 >> 16) | (b13 & 0xFFFF0000u));
+            eq_store32(row + x, (a02 & 0xFFFFu) | (b02 << 16));
+            eq_store32(row + 2 * plane + x, (a02 >> 16) | (b02 & 0xFFFF0000u));
+            eq_store32(row + plane + x, (a13 & 0xFFFFu) | (b13 << 16));
+            eq_store32(row + 3 * plane + x, (a13 >> 16) | (b13 & 0xFFFF0000u));
         }
-        if (x < cols) {
-            for (k = 0; k < 4; ++k) {
-                r0[k * plane + x] = (int16_t)(src[k] + p->in_offset);
-            }
-        }
-        return;
-    }
-    for (k = 0; k < nch; ++k) {
-        for (x = 0; x < cols; ++x) {
-            row[k * plane + pad + x] = (int16_t)(image[x * depth + k] + p->in_offset);
+        if (x < cols) { /* an odd last column */
+            const uint32_t v = eq_load32(src);
+            const uint32_t a02 = EQ_SXTAB16(off2, v), a13 = EQ_SXTAB16_ROR8(off2, v);
+            row[x] = (int16_t)eq_lo16(a02);
+            row[plane + x] = (int16_t)eq_lo16(a13);
+            row[2 * plane + x] = (int16_t)eq_hi16(a02);
+            row[3 * plane + x] = (int16_t)eq_hi16(a13);
         }
     }
 }
@@ -179,7 +186,6 @@ typedef struct {
     int32_t mode;      /* 76: 2 the doubled short stage, 1 any fast stage (u), 0 none */
     eq_rqu_t u;
 } eq_dw_pair_t;
-typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
 
 static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
 {
@@ -377,6 +383,7 @@ EQ_DWA_FUNC(eq_dw_pairs_s2,
             8);
 void eq_dw_pairs_s1(const eq_dw_pair_t *a);
 void eq_dw_pairs_s2(const eq_dw_pair_t *a);
+typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
 #endif
 
 /* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
@@ -413,7 +420,7 @@ static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int
     const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const eq_dw_band_t g = eq_dw_band(p);
     int16_t *planes = (int16_t *)(void *)scratch;
-    int32_t b, c0, k, oy0, r;
+    int32_t b, c0, k, oy0;
     eq_dw_plane_clear(p, planes, &g);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * depth;
@@ -427,9 +434,7 @@ static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int
                 const int32_t n = EQ_MIN(g.band, out_h - oy0);
                 const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
                 int8_t *o = out + ((b * out_h + oy0) * out_w) * depth + c0;
-                for (r = 0; r < (n - 1) * p->stride_h + 3; ++r) {
-                    eq_dw_plane_row(p, image, iy0 + r, c0, nch, planes + r * 2 * g.rs, &g);
-                }
+                eq_dw_plane_rows(p, image, iy0, (n - 1) * p->stride_h + 3, c0, nch, planes, &g);
                 for (k = 0; k < nch; ++k) {
                     if (d[k].mode != 0) {
                         eq_dw_pair_channel(p, &d[k],
