@@ -187,12 +187,11 @@ typedef struct {
     eq_rqu_t u;
 } eq_dw_pair_t;
 
+/* Channel c's output stage, its bias and the geometry the assembly needs. */
 static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
 {
     const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
-    const int32_t bits = p->weight_bits, depth = p->in_c;
-    const int8_t *w = p->weights + c;
-    int32_t fy, twice = 1;
+    int32_t twice = 1;
     /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29 */
     if (m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
         && bias > -(1 << 29) && p->act_min == -128 && p->act_max == 127) {
@@ -207,26 +206,70 @@ static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
         d->mode = kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
         d->u = eq_rqu_make(rq, p->out_offset);
     }
-    for (fy = 0; fy < 3; ++fy) {
-        const int32_t i = 3 * fy * depth;
-        int32_t w0, w1, w2;
-        if (bits == 8) {
-            w0 = w[i];
-            w1 = w[i + depth];
-            w2 = w[i + 2 * depth];
-        } else {
-            w0 = eq_weight(p->weights, c + i, bits);
-            w1 = eq_weight(p->weights, c + i + depth, bits);
-            w2 = eq_weight(p->weights, c + i + 2 * depth, bits);
-        }
-        d->w[2 * fy] = eq_pair16(twice * w0, twice * w1);
-        d->w[2 * fy + 1] = eq_pair16(twice * w1, twice * w2);
-    }
     d->bias[0] = d->bias[1] = twice * bias;
-    d->depth = depth;
+    d->depth = p->in_c;
     d->span = (p->out_w >> 1) * 4 * p->stride_w;
-    d->next_q = (p->out_w & 1) * depth;
+    d->next_q = (p->out_w & 1) * p->in_c;
     d->odd = p->out_w & 1;
+}
+
+/* Channel c's weight pairs, any weight width. */
+static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+{
+    const int32_t bits = p->weight_bits, depth = p->in_c;
+    int32_t fy;
+    for (fy = 0; fy < 3; ++fy) {
+        const int32_t i = 3 * fy * depth + c;
+        const int32_t w0 = eq_weight(p->weights, i, bits);
+        const int32_t w1 = eq_weight(p->weights, i + depth, bits);
+        const int32_t w2 = eq_weight(p->weights, i + 2 * depth, bits);
+        d->w[2 * fy] = eq_pair16(w0, w1);
+        d->w[2 * fy + 1] = eq_pair16(w1, w2);
+    }
+}
+
+/* The weight pairs of channels c0 .. c0 + 3 (int8 weights) from one word per tap: SXTB16
+ * gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring taps. */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t *d)
+{
+    const int32_t depth = p->in_c;
+    const int8_t *w = p->weights + c0;
+    int32_t fy, k;
+    for (fy = 0; fy < 3; ++fy, w += 3 * depth) {
+        const uint32_t t0 = eq_load32(w), t1 = eq_load32(w + depth);
+        const uint32_t t2 = eq_load32(w + 2 * depth);
+        for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
+            const uint32_t e0 = k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0);
+            const uint32_t e1 = k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1);
+            const uint32_t e2 = k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2);
+            d[k].w[2 * fy] = (e0 & 0xFFFFu) | (e1 << 16);
+            d[k].w[2 * fy + 1] = (e1 & 0xFFFFu) | (e2 << 16);
+            d[k + 2].w[2 * fy] = (e0 >> 16) | (e1 & 0xFFFF0000u);
+            d[k + 2].w[2 * fy + 1] = (e1 >> 16) | (e2 & 0xFFFF0000u);
+        }
+    }
+}
+
+/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled (each half
+ * shifted left, the carry out of the low half dropped). */
+static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c0, int32_t nch,
+                               eq_dw_pair_t *d)
+{
+    int32_t k, i;
+    if (nch == 4 && p->weight_bits == 8) {
+        eq_dw_quad_weights(p, c0, d);
+    }
+    for (k = 0; k < nch; ++k) {
+        if (nch != 4 || p->weight_bits != 8) {
+            eq_dw_pair_weights(p, c0 + k, &d[k]);
+        }
+        eq_dw_pair_prepare(p, c0 + k, &d[k]);
+        if (d[k].mode == 2) {
+            for (i = 0; i < 6; ++i) {
+                d[k].w[i] = (d[k].w[i] << 1) & 0xFFFEFFFFu;
+            }
+        }
+    }
 }
 
 EQ_INLINE int8_t eq_dw_pair_out(const eq_depthwise_t *p, const eq_dw_pair_t *d, int32_t acc,
@@ -427,9 +470,7 @@ static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int
         for (c0 = 0; c0 < depth; c0 += 4) {
             const int32_t nch = EQ_MIN(4, depth - c0);
             eq_dw_pair_t d[4];
-            for (k = 0; k < nch; ++k) {
-                eq_dw_pair_prepare(p, c0 + k, &d[k]);
-            }
+            eq_dw_quad_prepare(p, c0, nch, d);
             for (oy0 = 0; oy0 < out_h; oy0 += g.band) {
                 const int32_t n = EQ_MIN(g.band, out_h - oy0);
                 const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
