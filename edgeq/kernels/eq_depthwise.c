@@ -86,8 +86,8 @@ EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
 
 /* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
  * (plane row r of channel k at (4r + k) * rs bytes): value j is input column j - pad_w plus
- * the input offset. A row outside the image is zeroed whole; the padding columns of the
- * others are zeroed once per call (eq_dw_plane_clear). Four channels come from one input
+ * the input offset. A row outside the image is zeroed whole (once per call with one band);
+ * the padding columns of the others are zeroed once per call (eq_dw_plane_clear). Four channels come from one input
  * word: SXTAB16 adds the offset to channels (0, 2) and (1, 3), and two neighbouring columns
  * are paired into each channel's row with PKHBT/PKHTB. */
 EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
@@ -104,6 +104,9 @@ EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t 
         int16_t *row = planes + r * 4 * plane;
         const int8_t *src;
         if (iy < 0 || iy >= p->in_h) {
+            if (g->band == p->out_h) {
+                continue; /* zeroed once (eq_dw_plane_clear) */
+            }
             for (k = 0; k < nch; ++k) {
                 uint32_t *z = (uint32_t *)(void *)(row + k * plane);
                 for (x = 0; x < count / 2; ++x) {
@@ -151,16 +154,20 @@ EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t 
 }
 
 /* The padding columns (before the image's first column and after its last, up to count) of
- * every plane row of the band to 0: the fills of rows inside the image never write them. */
+ * every plane row of the band to 0: the fills of rows inside the image never write them. With
+ * one band, the rows outside the image are the same for every quad: zeroed here whole. */
 EQ_NO_MEMSET static void eq_dw_plane_clear(const eq_depthwise_t *p, int16_t *planes,
                                            const eq_dw_band_t *g)
 {
     const int32_t pad = EQ_MIN(p->pad_w, g->count), plane = g->rs / 2;
     const int32_t tail = pad + EQ_MAX(0, EQ_MIN(p->in_w, g->count - p->pad_w));
+    const int once = g->band == p->out_h;
     int32_t j, x;
     for (j = 0; j < 4 * g->rows; ++j) {
+        const int32_t iy = (j >> 2) - p->pad_h;
+        const int outside = once && (iy < 0 || iy >= p->in_h);
         int16_t *row = planes + j * plane;
-        for (x = 0; x < pad; ++x) {
+        for (x = 0; x < (outside ? g->count : pad); ++x) {
             row[x] = 0;
         }
         for (x = tail; x < g->count; ++x) {
