@@ -28,8 +28,8 @@ filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (
 INT8 filters whose lines (filter_w * in_c values) are not whole words store each line's whole
 words first, then the lines' leftovers (row_words: im2col from whole input words, e.g. the 3x3
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
-per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
-prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
+per-channel output stages, 3x3 depthwise convolutions one for int16 planes of a band of input
+rows of a channel quad (scratch_bytes); requantization shifts are
 stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
 (inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
@@ -803,13 +803,12 @@ def scratch_bytes(model: Model) -> dict[int, int]:
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
     its output channels' prepared requantization (RQ_CHANNEL_BYTES each), a 1x1 over 8, 16 or
     32 input channels at least its records (PW8/PW16/PW32_RECORD_BYTES per output channel); a
-    3x3 or 1x3 DEPTHWISE_CONV_2D with depth multiplier 1: a 1x3 whose rows fit planes all its
-    padded input rows (DW_PLANE_ROW bytes per channel and row) and the quad's strips
-    (DW_PLANE_STRIP_BYTES); 3x3 outputs at least DW_WIDE pixels wide (twice that at stride 2)
-    and other 1x3 a ring of three int16 rows for each of a channel quad's four channels
-    (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's prepared
-    strips (DW_STRIP_BYTES); narrower 3x3 three padded rows of 4-byte words of every channel
-    quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
+    3x3 or 1x3 DEPTHWISE_CONV_2D with depth multiplier 1: a 3x3 of stride_w 1 or 2 a band of a
+    channel quad's int16 planes (dw_band_bytes); a 1x3 whose rows fit planes all its padded
+    input rows (DW_PLANE_ROW bytes per channel and row) and the quad's strips
+    (DW_PLANE_STRIP_BYTES); other 1x3 a ring of three int16 rows for each of a channel quad's
+    four channels (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's
+    prepared strips (DW_STRIP_BYTES)."""
     scratch = {}
     widths = declared_widths(model)
     for index, op in enumerate(model.ops):

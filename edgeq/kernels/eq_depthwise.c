@@ -2,17 +2,14 @@
  *
  * Reference: reference_integer_ops::DepthwiseConvPerChannel, one output channel at one pixel
  * at a time, any depth multiplier, stride, dilation and padding.
- * Fast paths (EQ_FAST, 3x3 or 1x3, depth multiplier 1, no dilation, a scratch), channel quad
- * by channel quad:
- * - strips (eq_depthwise_strips.h, eq_depthwise_asm.h) for 1x3 filters and outputs at least
- *   EQ_DW_WIDE pixels wide: the quad's input rows become int16 rows of one channel with the
- *   input offset added (the padding 0), so that one word load gives a channel's values at two
- *   neighbouring columns; each channel's output row is one strip with its weights, bias and
- *   output stage in registers: per output pixel and filter row one load, one SMLAD (taps 0 and
- *   1) and one SMLAxy (tap 2 of the pixel before, from the same word), then the exact SMMLAR
- *   output stage; a 1x3 filter is the middle row of a 3x3 one;
- * - narrower 3x3 outputs: four channels at once pixel by pixel from padded rows of words
- *   (below), whose set-up all quads of a row share.
+ * Fast paths (EQ_FAST, depth multiplier 1, no dilation, a scratch), channel quad by channel
+ * quad, from int16 rows of one channel with the input offset added (the padding 0), so that
+ * one word holds a channel's values at two neighbouring columns:
+ * - 3x3 filters, strides 1 and 2 across: eq_depthwise3x3_pairs (below), two outputs at a time
+ *   from planes of a band of rows, in assembly for the folded output stage;
+ * - 1x3 filters: the strips (eq_depthwise_strips.h, eq_depthwise_asm.h): each channel's output
+ *   row is one strip with its weights, bias and output stage in registers, per output pixel
+ *   one load, one SMLAD (taps 0 and 1) and one SMLAxy (tap 2 of the pixel before).
  */
 #include "eq_internal.h"
 #include "eq_depthwise_strips.h"
@@ -87,9 +84,9 @@ EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
 /* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
  * (plane row r of channel k at (4r + k) * rs bytes): value j is input column j - pad_w plus
  * the input offset. A row outside the image is zeroed whole (once per call with one band);
- * the padding columns of the others are zeroed once per call (eq_dw_plane_clear). Four channels come from one input
- * word: SXTAB16 adds the offset to channels (0, 2) and (1, 3), and two neighbouring columns
- * are paired into each channel's row with PKHBT/PKHTB. */
+ * the padding columns of the others are zeroed once per call (eq_dw_plane_clear). Four
+ * channels come from one input word: SXTAB16 adds the offset to channels (0, 2) and (1, 3),
+ * and two neighbouring columns are paired into each channel's row with PKHBT/PKHTB. */
 EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
                                           int32_t iy0, int32_t rows, int32_t c0, int32_t nch,
                                           int16_t *planes, const eq_dw_band_t *g)
