@@ -191,7 +191,7 @@ typedef struct {
     eq_rqu_t u;
 } eq_dw_pair_t;
 
-/* Channel c's output stage, its bias and the geometry the assembly needs. */
+/* Channel c's output stage and its bias. */
 static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
 {
     const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
@@ -211,10 +211,6 @@ static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
         d->u = eq_rqu_make(rq, p->out_offset);
     }
     d->bias[0] = d->bias[1] = twice * bias;
-    d->depth = p->in_c;
-    d->span = (p->out_w >> 1) * 4 * p->stride_w;
-    d->next_q = (p->out_w & 1) * p->in_c;
-    d->odd = p->out_w & 1;
 }
 
 /* Channel c's weight pairs, any weight width. */
@@ -232,9 +228,18 @@ static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
     }
 }
 
-/* The weight pairs of channels c0 .. c0 + 3 (int8 weights) from one word per tap: SXTB16
- * gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring taps. */
-static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t *d)
+/* A word of two int16 values doubled: each half shifted left, the carry out of the low half
+ * dropped. */
+EQ_INLINE uint32_t eq_dw_twice(uint32_t w)
+{
+    return (w << 1) & 0xFFFEFFFFu;
+}
+
+/* The weight pairs of channels c0 .. c0 + 3 (int8 weights, doubled if `twice`) from one word
+ * per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring
+ * taps. */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t *d,
+                               int twice)
 {
     const int32_t depth = p->in_c;
     const int8_t *w = p->weights + c0;
@@ -243,9 +248,14 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t
         const uint32_t t0 = eq_load32(w), t1 = eq_load32(w + depth);
         const uint32_t t2 = eq_load32(w + 2 * depth);
         for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
-            const uint32_t e0 = k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0);
-            const uint32_t e1 = k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1);
-            const uint32_t e2 = k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2);
+            uint32_t e0 = k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0);
+            uint32_t e1 = k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1);
+            uint32_t e2 = k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2);
+            if (twice) {
+                e0 = eq_dw_twice(e0);
+                e1 = eq_dw_twice(e1);
+                e2 = eq_dw_twice(e2);
+            }
             d[k].w[2 * fy] = (e0 & 0xFFFFu) | (e1 << 16);
             d[k].w[2 * fy + 1] = (e1 & 0xFFFFu) | (e2 << 16);
             d[k + 2].w[2 * fy] = (e0 >> 16) | (e1 & 0xFFFF0000u);
@@ -254,23 +264,26 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t
     }
 }
 
-/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled (each half
- * shifted left, the carry out of the low half dropped). */
+/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled. */
 static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c0, int32_t nch,
                                eq_dw_pair_t *d)
 {
-    int32_t k, i;
-    if (nch == 4 && p->weight_bits == 8) {
-        eq_dw_quad_weights(p, c0, d);
+    const int quad8 = nch == 4 && p->weight_bits == 8;
+    int32_t k, i, all = 1;
+    for (k = 0; k < nch; ++k) {
+        eq_dw_pair_prepare(p, c0 + k, &d[k]);
+        all &= d[k].mode == 2;
+    }
+    if (quad8) {
+        eq_dw_quad_weights(p, c0, d, all);
     }
     for (k = 0; k < nch; ++k) {
-        if (nch != 4 || p->weight_bits != 8) {
+        if (!quad8) {
             eq_dw_pair_weights(p, c0 + k, &d[k]);
         }
-        eq_dw_pair_prepare(p, c0 + k, &d[k]);
-        if (d[k].mode == 2) {
+        if (d[k].mode == 2 && !(quad8 && all)) {
             for (i = 0; i < 6; ++i) {
-                d[k].w[i] = (d[k].w[i] << 1) & 0xFFFEFFFFu;
+                d[k].w[i] = eq_dw_twice(d[k].w[i]);
             }
         }
     }
@@ -467,13 +480,19 @@ static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int
     const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const eq_dw_band_t g = eq_dw_band(p);
     int16_t *planes = (int16_t *)(void *)scratch;
+    eq_dw_pair_t d[4];
     int32_t b, c0, k, oy0;
+    for (k = 0; k < 4; ++k) { /* the geometry the assembly needs */
+        d[k].depth = depth;
+        d[k].span = (out_w >> 1) * 4 * p->stride_w;
+        d[k].next_q = (out_w & 1) * depth;
+        d[k].odd = out_w & 1;
+    }
     eq_dw_plane_clear(p, planes, &g);
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * depth;
         for (c0 = 0; c0 < depth; c0 += 4) {
             const int32_t nch = EQ_MIN(4, depth - c0);
-            eq_dw_pair_t d[4];
             eq_dw_quad_prepare(p, c0, nch, d);
             for (oy0 = 0; oy0 < out_h; oy0 += g.band) {
                 const int32_t n = EQ_MIN(g.band, out_h - oy0);
