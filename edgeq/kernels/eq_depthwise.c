@@ -52,10 +52,11 @@ static void eq_dw_channel(const eq_depthwise_t *p, const int8_t *in, int8_t *out
  * fast stages use eq_rqu_apply; channels without one go through the reference code. */
 #define EQ_DW_BAND_BYTES 8192 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
 #define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
+#define EQ_DW_PRN 32 /* the same for rows of at most 16 values (less scratch) */
 
 typedef struct {
     int32_t count; /* values per plane row: the pairs read up to the last pair's third word */
-    int32_t rs;    /* bytes per plane row: EQ_DW_PR, or 2 * count rounded up to words */
+    int32_t rs;    /* bytes per plane row: EQ_DW_PRN, EQ_DW_PR, or 2 * count */
     int32_t band;  /* output rows per band */
     int32_t rows;  /* plane rows per band */
 } eq_dw_band_t;
@@ -65,7 +66,8 @@ static eq_dw_band_t eq_dw_band(const eq_depthwise_t *p)
     const int32_t even = (p->out_w + 1) & ~1;
     eq_dw_band_t g;
     g.count = ((even - 1) * p->stride_w + 5) & ~1;
-    g.rs = 2 * g.count <= EQ_DW_PR ? EQ_DW_PR : 2 * g.count;
+    g.rs = 2 * g.count <= EQ_DW_PRN ? EQ_DW_PRN : 2 * g.count <= EQ_DW_PR ? EQ_DW_PR
+                                                                        : 2 * g.count;
     g.band = (EQ_DW_BAND_BYTES / (4 * g.rs) - 3) / p->stride_h + 1;
     g.band = EQ_MAX(1, EQ_MIN(p->out_h, g.band));
     g.rows = (g.band - 1) * p->stride_h + 3;
@@ -79,6 +81,7 @@ EQ_HELPER void eq_store32(void *p, uint32_t v)
 
 #if EQ_ASM
 EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
+EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
 #endif
 
 /* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
@@ -124,8 +127,12 @@ EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t 
         row += pad;
         x = 0;
 #if EQ_ASM
-        if (plane * 2 == EQ_DW_PR && cols >= 2) {
-            eq_dw_fill_pr((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
+        if ((plane * 2 == EQ_DW_PR || plane * 2 == EQ_DW_PRN) && cols >= 2) {
+            if (plane * 2 == EQ_DW_PR) { /* direct calls: the fills are inlined */
+                eq_dw_fill_pr((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
+            } else {
+                eq_dw_fill_prn((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
+            }
             x = cols & ~1;
             src += x * depth;
         }
@@ -341,13 +348,16 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 
 #if EQ_ASM
 /* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
- * apart): r0 the plane pointer, r1-r6 the weight pairs, r7 and r8 the two outputs'
- * accumulators, r9-r11 words and the stage's temporaries, r12 the output pointer, lr the end
- * of the row's pairs. The frame is a copy of the eq_dw_pair_t's first 80 bytes. */
+ * apart; the _n functions 4 * EQ_DW_PRN): r0 the plane pointer, r1-r6 the weight pairs, r7
+ * and r8 the two outputs' accumulators, r9-r11 words and the stage's temporaries, r12 the
+ * output pointer, lr the end of the row's pairs. The frame is a copy of the eq_dw_pair_t's
+ * first 80 bytes. */
 
 #define EQ_DWA_X(s) EQ_DWS_X(s)
 #define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
 #define EQ_DWA_R2 EQ_DWA_X(8 * EQ_DW_PR)
+#define EQ_DWA_N1 EQ_DWA_X(4 * EQ_DW_PRN)
+#define EQ_DWA_N2 EQ_DWA_X(8 * EQ_DW_PRN)
 #define EQ_DWA_S1(OFF, A, B)                                      \
     "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
     "smlad   r7, r9, " A ", r7\n\t"                               \
@@ -369,7 +379,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 #define EQ_DWA_STAGE(A)                                           \
     "add     r11, r10, " A ", asr #31\n\t"                        \
     "smmlar  " A ", " A ", r9, r11\n\t"
-#define EQ_DWA_FUNC(NAME, TAPS, STEP)                                                       \
+#define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
     __asm__(".syntax unified\n\t"                                                           \
             ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
             ".balign 4\n\t"                                                                 \
@@ -414,8 +424,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "ldr     r7, [sp, #72]\n\t"                                                     \
             "cbz     r7, 4f\n\t"                                                            \
             "ldr     r7, [sp, #32]\n\t"                                                     \
-            EQ_DWA_ONE("0", "r1", "r2") EQ_DWA_ONE(EQ_DWA_R1, "r3", "r4")                   \
-            EQ_DWA_ONE(EQ_DWA_R2, "r5", "r6")                                               \
+            ONE                                                                             \
             "ldrd    r9, r10, [sp, #40]\n\t"                                                \
             EQ_DWA_STAGE("r7")                                                              \
             "ldr     r9, [sp, #48]\n\t"                                                     \
@@ -433,31 +442,43 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "pop     {r4-r11, pc}\n\t"                                                      \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
-EQ_DWA_FUNC(eq_dw_pairs_s1,
-            EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(EQ_DWA_R1, "r3", "r4")
-            EQ_DWA_S1(EQ_DWA_R2, "r5", "r6"),
+#define EQ_DWA_ONES(R1, R2)                                                                 \
+    EQ_DWA_ONE("0", "r1", "r2") EQ_DWA_ONE(R1, "r3", "r4") EQ_DWA_ONE(R2, "r5", "r6")
+#define EQ_DWA_S1S(R1, R2)                                                                  \
+    EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(R1, "r3", "r4") EQ_DWA_S1(R2, "r5", "r6")
+#define EQ_DWA_S2S(R1, R2)                                                                  \
+    EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(R1, "r3", "r4") EQ_DWA_S2(R2, "r5", "r6")
+EQ_DWA_FUNC(eq_dw_pairs_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
             4);
-EQ_DWA_FUNC(eq_dw_pairs_s2,
-            EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(EQ_DWA_R1, "r3", "r4")
-            EQ_DWA_S2(EQ_DWA_R2, "r5", "r6"),
+EQ_DWA_FUNC(eq_dw_pairs_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
             8);
+EQ_DWA_FUNC(eq_dw_pairs_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
+            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 4);
+EQ_DWA_FUNC(eq_dw_pairs_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
+            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 8);
 void eq_dw_pairs_s1(const eq_dw_pair_t *a);
 void eq_dw_pairs_s2(const eq_dw_pair_t *a);
+void eq_dw_pairs_s1_n(const eq_dw_pair_t *a);
+void eq_dw_pairs_s2_n(const eq_dw_pair_t *a);
 typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
 #endif
 
 /* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
- * are EQ_DW_PR bytes, else in C. */
+ * are EQ_DW_PR or EQ_DW_PRN bytes, else in C. */
 static void eq_dw_pair_channel(const eq_depthwise_t *p, eq_dw_pair_t *d,
                                const uint32_t *plane, int32_t rw, int8_t *o, int32_t n)
 {
 #if EQ_ASM
-    if (d->mode == 2 && rw == EQ_DW_PR) {
+    if (d->mode == 2 && (rw == EQ_DW_PR || rw == EQ_DW_PRN)) {
         d->p = plane;
         d->q = o;
-        d->end = plane + n * p->stride_h * EQ_DW_PR;
-        d->next_p = p->stride_h * 4 * EQ_DW_PR - d->span;
-        (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(d);
+        d->end = plane + n * p->stride_h * rw;
+        d->next_p = p->stride_h * 4 * rw - d->span;
+        if (rw == EQ_DW_PR) {
+            (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(d);
+        } else {
+            (p->stride_w == 1 ? eq_dw_pairs_s1_n : eq_dw_pairs_s2_n)(d);
+        }
         return;
     }
 #endif
