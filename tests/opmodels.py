@@ -591,12 +591,14 @@ CASES = [
     ("depthwise", depthwise, {"weight_bits": 8, "dilation": 2, "activation": "RELU"}),
     ("depthwise", depthwise, {"weight_bits": 4, "stride": 2, "padding": "SAME"}),
     # 3x3, depth multiplier 1 (eq_depthwise3x3_pairs): channels not a multiple of 4, strides
-    # 1 and 2, SAME and VALID, int4, odd and even widths, two bands of rows, rows too long
-    # for the assembly's planes, and a clamp that is not the whole int8 range (C stage)
+    # 1 and 2, SAME and VALID, int4, odd and even widths, several bands of rows (plane rows of
+    # 32 and 124 bytes), rows too long for the assembly's planes, an output one pixel wide, and
+    # a clamp that is not the whole int8 range (C stage)
     ("depthwise", depthwise, {"kernel": 3, "cin": 7}),
     ("depthwise", depthwise, {"kernel": 3, "cin": 12, "stride": 2, "padding": "VALID"}),
     ("depthwise", depthwise, {"kernel": 3, "cin": 5, "stride": 2, "weight_bits": 4}),
-    ("depthwise", depthwise, {"kernel": 3, "cin": 8, "size": (21, 9)}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 8, "size": (70, 9)}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (20, 20)}),
     ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (34, 13), "stride": 2}),
     ("depthwise", depthwise, {"kernel": 3, "cin": 6, "size": (6, 70)}),
     ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (7, 3), "padding": "VALID"}),
