@@ -226,8 +226,9 @@ def loop_floor(path: Path) -> int:
     """Instructions of one inference if only the fast paths' inner loops ran (no set-up, no
     im2col, no other ops): CONV_2D 18 instructions per 4 values x 6 pixels (0.75 per MAC:
     one weight word, two SXTB16, three LDMs of the int16 columns, twelve SMLADs) plus the
-    6-instruction output stage per output; DEPTHWISE_CONV_2D strips 16 per output (per
-    filter row one load, one SMLAD, one SMLAxy; the output stage; the output step). A floor for
+    6-instruction output stage per output; 3x3 DEPTHWISE_CONV_2D 32 per two outputs (the bias,
+    per filter row one LDRD and four SMLAxy, the stages with their constants, the output and
+    loop steps: eq_dw_pairs_s1), 1x3 strips 10 per output. A floor for
     these kernels' design on this ISA, to weigh the instructions/MAC target against (other
     depthwise filter shapes, not on a fast path, are counted at one instruction per MAC plus
     the stage)."""
@@ -347,7 +348,7 @@ def _notes(m: dict) -> list[str]:
         "ran (CONV_2D 0.75 instructions per MAC, 18 per 4 values x 6 pixels with int8 weights "
         "sign-extended by SXTB16 and the columns loaded by LDM, plus the exact 6-instruction "
         "output stage per output; the "
-        "depthwise strips 16 per output of 9 MACs), it would take "
+        "3x3 depthwise output pairs 16 per output of 9 MACs), it would take "
         f"{vww['loop_floor']:,} instructions ({vww['loop_floor'] / vww['macs']:.2f}/MAC): "
         f"the 1.2 target ({int(TARGET_VWW_IPM * vww['macs']):,}) leaves "
         f"{int(TARGET_VWW_IPM * vww['macs']) - vww['loop_floor']:,} instructions for all set-up, "

@@ -133,12 +133,17 @@ def conv2d(rng, weight_bits=8, padding="SAME", stride=1, dilation=1, activation=
 
 
 def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, dilation=1,
-              activation="NONE") -> Model:
+              activation="NONE", kernel=None, cin=None, size=None) -> Model:
+    """kernel, cin, size (h, w): fixed instead of drawn (3 reaches the 3x3 fast path)."""
     b = _Builder(rng)
     h, w = (int(v) for v in rng.integers(5, 12, size=2))
-    cin = int(rng.integers(1, 9))
+    if size is not None:
+        h, w = size
+    cin = int(rng.integers(1, 9)) if cin is None else cin
     cout = cin * depth_multiplier
     kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
+    if kernel is not None:
+        kh = kw = kernel
     x = b.activation("input", (1, h, w, cin))
     wt = b.weights("weights", (1, kh, kw, cout), weight_bits, 3)
     scale = b.output_scale(x, wt, kh * kw)
@@ -150,7 +155,7 @@ def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, 
          stride_h=stride, dilation_w_factor=dilation, dilation_h_factor=dilation,
          depth_multiplier=depth_multiplier, fused_activation_function=activation)
     return b.model([x], [y], f"depthwise int{weight_bits} dm{depth_multiplier} {padding} "
-                   f"s{stride} d{dilation} {activation}")
+                   f"s{stride} d{dilation} {activation} {h}x{w}x{cin} k{kh}x{kw}")
 
 
 def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
@@ -585,6 +590,19 @@ CASES = [
     ("depthwise", depthwise, {"weight_bits": 4, "depth_multiplier": 2, "activation": "RELU6"}),
     ("depthwise", depthwise, {"weight_bits": 8, "dilation": 2, "activation": "RELU"}),
     ("depthwise", depthwise, {"weight_bits": 4, "stride": 2, "padding": "SAME"}),
+    # 3x3, depth multiplier 1 (eq_depthwise3x3_pairs): channels not a multiple of 4, strides
+    # 1 and 2, SAME and VALID, int4, odd and even widths, several bands of rows (plane rows of
+    # 32 and 124 bytes), rows too long for the assembly's planes, an output one pixel wide, and
+    # a clamp that is not the whole int8 range (C stage)
+    ("depthwise", depthwise, {"kernel": 3, "cin": 7}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 12, "stride": 2, "padding": "VALID"}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 5, "stride": 2, "weight_bits": 4}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 8, "size": (70, 9)}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (20, 20)}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (34, 13), "stride": 2}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 6, "size": (6, 70)}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 4, "size": (7, 3), "padding": "VALID"}),
+    ("depthwise", depthwise, {"kernel": 3, "cin": 9, "activation": "RELU6"}),
     ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": True}),
     ("fully_connected", fully_connected, {"weight_bits": 8, "per_channel": False}),
     ("fully_connected", fully_connected, {"weight_bits": 4, "per_channel": False}),

@@ -28,8 +28,8 @@ filter rows are padded with zeros to a multiple of 4 (INT8) or 8 (INT4) values (
 INT8 filters whose lines (filter_w * in_c values) are not whole words store each line's whole
 words first, then the lines' leftovers (row_words: im2col from whole input words, e.g. the 3x3
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
-per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
-prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
+per-channel output stages, 3x3 depthwise convolutions one for int16 planes of a band of input
+rows of a channel quad (scratch_bytes); requantization shifts are
 stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
 (inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
@@ -90,7 +90,8 @@ KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
     "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h", "eq_conv_pw8.h",
                 "eq_conv.c"),
-    "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise.c"),
+    "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise_pairs.h",
+                          "eq_depthwise.c"),
     "FULLY_CONNECTED": ("eq_fully_connected.c",),
     "ADD": ("eq_add.c",),
     "AVERAGE_POOL_2D": ("eq_pool.c",),
@@ -799,8 +800,9 @@ PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
 PW32_RECORD_BYTES = 84  # eq_conv1x1_in8 over 32 input channels
 PW32_MIN_PIXELS = 256  # EQ_PW32_MIN_PIXELS: from this many output pixels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
-DW_QUAD_BYTES = 236  # eq_dw_quad_t: a narrow 3x3 depthwise channel quad's weights and stage
-DW_WIDE = 12  # EQ_DW_WIDE: output width from which the 3x3 depthwise takes the strips
+DW_BAND_BYTES = 4096  # EQ_DW_BAND_BYTES: a band of a 3x3 depthwise channel quad's planes
+DW_PAIR_ROW = 124  # EQ_DW_PR: bytes per channel and plane row of eq_depthwise3x3_pairs (at least)
+DW_PAIR_ROW_NARROW = 32  # EQ_DW_PRN: the same for rows of at most 16 values
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
 DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
 DW_PLANE_ROW = 32  # EQ_DWP_RS: bytes per channel and plane row (small 3x3 depthwise outputs)
@@ -808,18 +810,28 @@ DW_PLANE_ROWS = 32  # EQ_DWP_MAX_ROWS: at most this many padded input rows in pl
 DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
 
 
+def dw_band_bytes(out_h: int, out_w: int, stride_h: int, stride_w: int) -> int:
+    """Scratch of eq_depthwise3x3_pairs (eq_dw_band): four int16 planes of a band of padded
+    input rows, as many output rows as DW_BAND_BYTES allows (at least one)."""
+    even = (out_w + 1) & ~1
+    row = 2 * (((even - 1) * stride_w + 5) & ~1)
+    row = DW_PAIR_ROW_NARROW if row <= DW_PAIR_ROW_NARROW else max(DW_PAIR_ROW, row)
+    band = int((DW_BAND_BYTES // (4 * row) - 3) / stride_h) + 1  # C division: toward zero
+    band = max(1, min(out_h, band))
+    return 4 * row * ((band - 1) * stride_h + 3)
+
+
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
     its output channels' prepared requantization (RQ_CHANNEL_BYTES each), a 1x1 over 8, 16 or
     32 input channels at least its records (PW8/PW16/PW32_RECORD_BYTES per output channel); a
-    3x3 or 1x3 DEPTHWISE_CONV_2D with depth multiplier 1: a 1x3 whose rows fit planes all its
-    padded input rows (DW_PLANE_ROW bytes per channel and row) and the quad's strips
-    (DW_PLANE_STRIP_BYTES); 3x3 outputs at least DW_WIDE pixels wide (twice that at stride 2)
-    and other 1x3 a ring of three int16 rows for each of a channel quad's four channels
-    (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's prepared
-    strips (DW_STRIP_BYTES); narrower 3x3 three padded rows of 4-byte words of every channel
-    quad and each quad's weights and output stage (DW_QUAD_BYTES)."""
+    3x3 or 1x3 DEPTHWISE_CONV_2D with depth multiplier 1: a 3x3 of stride_w 1 or 2 a band of a
+    channel quad's int16 planes (dw_band_bytes); a 1x3 whose rows fit planes all its padded
+    input rows (DW_PLANE_ROW bytes per channel and row) and the quad's strips
+    (DW_PLANE_STRIP_BYTES); other 1x3 a ring of three int16 rows for each of a channel quad's
+    four channels (DW_RING_ROW bytes a row, more for rows wider than 126 values) and the quad's
+    prepared strips (DW_STRIP_BYTES)."""
     scratch = {}
     widths = declared_widths(model)
     for index, op in enumerate(model.ops):
@@ -860,11 +872,11 @@ def scratch_bytes(model: Model) -> dict[int, int]:
                     # eq_depthwise3x3_planes (1x3 filters): every padded input row of a quad
                     scratch[index] = rows * 4 * DW_PLANE_ROW + DW_PLANE_STRIP_BYTES
                     continue
-                if w.shape[1] == 3 and y.shape[2] < DW_WIDE * (
-                        1 if int(options.get("stride_w", 1)) == 1 else 2):
-                    # narrow rows (eq_depthwise3x3_quads): three padded rows of 4-byte words
-                    # of every channel quad, then each quad's weights and output stage
-                    scratch[index] = max(4, x.shape[3] // 4 * (12 * width + DW_QUAD_BYTES))
+                stride_w = int(options.get("stride_w", 1))
+                if w.shape[1] == 3:
+                    if stride_w <= 2:  # eq_depthwise3x3_pairs: a band of a quad's planes
+                        scratch[index] = dw_band_bytes(y.shape[1], y.shape[2],
+                                                       int(options.get("stride_h", 1)), stride_w)
                     continue
                 # the strips (eq_depthwise3x3_fast): the ring, one value past the row
                 row = 2 * (count + lead)  # values at column + lead

@@ -3,8 +3,8 @@
  *
  * Part of edgeq (Apache-2.0). Portable C99; the fast paths (SMLAD on pairs of 16-bit values,
  * im2col into int16 columns six pixels at a time, 1x1 convolutions over eight channels pixel by
- * pixel from one LDM record per output channel, 3x3 and 1x3 depthwise strips over int16 rows
- * of one channel (narrow 3x3 outputs: four channels at once from padded rows), ADD without
+ * pixel from one LDM record per output channel, 3x3 depthwise two outputs at a time and 1x3
+ * depthwise strips over int16 rows of one channel, ADD without
  * broadcasting, and an exact three-instruction SMMLAR form of the requantization) are selected
  * at compile time when the compiler defines __ARM_FEATURE_DSP and
  * EDGEQ_PORTABLE is not defined; EDGEQ_NO_ASM keeps them in C with the DSP intrinsics (needed
@@ -190,19 +190,26 @@ void eq_unpack_int4(const int8_t *packed, int32_t bits, int32_t count, int8_t *o
 /* DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel): out_c = in_c *
  * depth_multiplier, output channel oc reads input channel oc / depth_multiplier; int8 or int4
  * weights [1][filter_h][filter_w][out_c], per-channel multiplier/shift, optional bias.
- * Fast path (DSP): scratch != NULL, 3x3 or 1x3, depth multiplier 1, no dilation (any stride
- * and padding), channel quad by channel quad. With width = (out_w - 1) * stride_w + 3,
- * count = (width + 2) & ~1, lead = pad_w & 1 and rows = (out_h - 1) * stride_h + 3:
+ * Fast path (DSP): scratch != NULL, 3x3 (stride_w 1 or 2) or 1x3, depth multiplier 1, no
+ * dilation (any stride_h and padding), channel quad by channel quad:
+ * - 3x3: int16 planes of a band of input rows of four channels, two outputs at a time. With
+ *   even = (out_w + 1) & ~1, count = ((even - 1) * stride_w + 5) & ~1, rs = 32 if
+ *   2 * count <= 32, else max(124, 2 * count), and band = max(1, min(out_h,
+ *   (4096 / (4 * rs) - 3) / stride_h + 1)) output rows (C division): scratch
+ *   4 * rs * ((band - 1) * stride_h + 3) bytes. In assembly for channels whose stage is the
+ *   folded right shift with the whole int8 clamp and |bias| < 2^29 and rows that fit 32 or 124
+ *   bytes, in C otherwise (every fast stage, any clamp); channels whose stage has no fast form
+ *   take the reference loops.
+ * With width = (out_w - 1) * stride_w + 3, count = (width + 2) & ~1, lead = pad_w & 1 and
+ * rows = (out_h - 1) * stride_h + 3:
  * - 1x3 with 2 * (count + lead) <= 32 and rows <= 32: int16 planes of all rows;
  *   scratch rows * 128 + 128 bytes;
- * - 1x3, or 3x3 with out_w >= 12 (>= 24 at stride 2): a ring of three int16 rows per channel,
- *   one strip per channel and output row; scratch 12 * rs + 384 bytes, rs = 256 when
- *   2 * (count + lead) <= 256, else that rounded up to a multiple of 4;
- * - other 3x3: four channels at a time pixel by pixel from three padded rows of words; channel
- *   quads whose output stage has no exact short form, and the last in_c % 4 channels, take the
- *   reference loops; scratch (in_c / 4) * (12 * width + 236) bytes (at least 4).
- * The strips run in assembly for channels whose stage is a right shift and whose clamp is the
- * whole int8 range, in C otherwise (every stage, any clamp). Scratch 4-byte aligned, or NULL.
+ * - other 1x3: a ring of three int16 rows per channel, one strip per channel and output row;
+ *   scratch 12 * rs + 384 bytes, rs = 256 when 2 * (count + lead) <= 256, else that rounded up
+ *   to a multiple of 4.
+ * The 1x3 strips run in assembly for channels whose stage is a right shift and whose clamp is
+ * the whole int8 range, in C otherwise (every stage, any clamp). Scratch 4-byte aligned, or
+ * NULL (3x3 with stride_w above 2: no scratch, the reference loops).
  * 1x3 filters take their fast path through eq_depthwise_conv2d_1x3 only (the same contract; a
  * separate function so that the linker drops that code from firmware without 1x3 filters);
  * eq_depthwise_conv2d runs them with the reference loops. */

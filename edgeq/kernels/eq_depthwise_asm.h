@@ -1,8 +1,7 @@
 /* edgeq kernels, private to eq_depthwise.c: the types and assembly of the depthwise strips.
  *
  * eq_dwq_t (one output row of a channel quad from the ring) and eq_dwp_t (a whole quad from
- * planes), their assembly functions (eq_dwq_s1/s2; eq_dwp1_s1/s2 for 1x3 filters: one row,
- * from planes or from the ring) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
+ * planes), the assembly of 1x3 filters (eq_dwp1_s1/s2: one row, from planes or from the ring) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
  * C around them is in eq_depthwise_strips.h. Only with EQ_FAST; the assembly with EQ_ASM.
  */
 #ifndef EQ_DEPTHWISE_ASM_H
@@ -11,7 +10,7 @@
 #include "eq_internal.h"
 
 #if EQ_FAST
-/* ---- DEPTHWISE_CONV_2D 3x3, depth multiplier 1 ------------------------------------------------
+/* ---- DEPTHWISE_CONV_2D 1x3 strips, depth multiplier 1 (eq_dw_strip_c also takes 3x3 ones) ----
  * Scratch: the ring, 4 channels x 3 slots x EQ_DW_RS bytes (slot j of channel k at
  * (3k + j) * rs bytes; rs = EQ_DW_RS unless a row needs more), then the prepared strips,
  * 3 rotations x 4 channels x 8 words. Ring row value x is input column x - pad_w of the
@@ -49,38 +48,12 @@ typedef struct {
 
 enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
 #if EQ_ASM
-/* One output row of a channel quad in assembly, channel after channel (eq_dwq_t), each strip
- * with r0 = ring pointer, r1-r3 W01 of slots 0-2, r4 tap 2 of slots 0/1, r5 tap 2 of slot 2
- * (high half) and r (low byte), r6 m2, r7 the rounding term, r8 bias, r9 and r10 the
- * accumulators of two neighbouring pixels (one starting, one finishing), r11 scratch, r12 the
- * output pointer, lr the output step. Frame: [sp] the strip's end, [sp, #4] a copy of the
- * eq_dwq_t (p, o, cons move on channel by channel, modes shifts down). */
+/* The 1x3 strips in assembly (eq_dwp1_s1/s2), each strip with r0 = row pointer, r2 W01 of the
+ * filter row, r4 tap 2 (high half), r5 r (low byte), r6 m2, r7 the rounding term, r8 bias, r9
+ * and r10 the accumulators of two neighbouring pixels (one starting, one finishing), r11
+ * scratch, r12 the output pointer, lr the output step. */
 #define EQ_DWS_STR(s) #s
 #define EQ_DWS_X(s) EQ_DWS_STR(s)
-#define EQ_DWS_RS1 EQ_DWS_X(EQ_DW_RS)
-#define EQ_DWS_RS2 EQ_DWS_X(2 * EQ_DW_RS)
-/* stride 1: P = (v[x], v[x+1]) starts pixel x (SMLAD) and ends pixel x - 1 (tap 2: v[x+1]) */
-#define EQ_DW_TAPS1(N, F, R1, R2)                                 \
-    "ldr     r11, [r0, #2]!\n\t"                                  \
-    "smlad   " N ", r11, r1, r8\n\t"                              \
-    "smlatb  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" R1 "]\n\t"                              \
-    "smlad   " N ", r11, r2, " N "\n\t"                           \
-    "smlatt  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" R2 "]\n\t"                              \
-    "smlad   " N ", r11, r3, " N "\n\t"                           \
-    "smlatt  " F ", r11, r5, " F "\n\t"
-/* stride 2: P = (v[2x+2], v[2x+3]) starts pixel x + 1 and ends pixel x (tap 2: v[2x+2]) */
-#define EQ_DW_TAPS2(N, F, R1, R2)                                 \
-    "ldr     r11, [r0, #4]!\n\t"                                  \
-    "smlad   " N ", r11, r1, r8\n\t"                              \
-    "smlabb  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" R1 "]\n\t"                              \
-    "smlad   " N ", r11, r2, " N "\n\t"                           \
-    "smlabt  " F ", r11, r4, " F "\n\t"                           \
-    "ldr     r11, [r0, #" R2 "]\n\t"                              \
-    "smlad   " N ", r11, r3, " N "\n\t"                           \
-    "smlabt  " F ", r11, r5, " F "\n\t"
 /* the output stage of F (EQ_RQ_FOLDED: OFF empty; EQ_RQ_RIGHT: the offset added) */
 #define EQ_DWS_OUT(F, OFF)                                        \
     "add     r11, " F ", r7\n\t"                                  \
@@ -92,17 +65,6 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
     "strb    r11, [r12]\n\t"                                      \
     "add     r12, r12, lr\n\t"
 #define EQ_DWS_OFF(F) "ldr     " F ", [sp, #24]\n\t" "add     r11, r11, " F "\n\t"
-#define EQ_DW_START(A, R1, R2)                                                              \
-    "ldr     r11, [r0]\n\t"                                                                 \
-    "smlad   " A ", r11, r1, r8\n\t"                                                        \
-    "ldr     r11, [r0, #" R1 "]\n\t"                                                        \
-    "smlad   " A ", r11, r2, " A "\n\t"                                                     \
-    "ldr     r11, [r0, #" R2 "]\n\t"                                                        \
-    "smlad   " A ", r11, r3, " A "\n\t"
-/* ring rows (EQ_DW_RS apart) and plane rows (EQ_DWP_RS apart) */
-#define EQ_DWS_TAPS1(N, F) EQ_DW_TAPS1(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
-#define EQ_DWS_TAPS2(N, F) EQ_DW_TAPS2(N, F, EQ_DWS_RS1, EQ_DWS_RS2)
-#define EQ_DWS_START(A) EQ_DW_START(A, EQ_DWS_RS1, EQ_DWS_RS2)
 /* a 1x3 filter's one row (the middle one, slot 1: W01 in r2, tap 2 in r4's high half), the ring
  * pointer on that row */
 #define EQ_DWP1_TAPS1(N, F)                                       \
@@ -114,82 +76,6 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
     "smlad   " N ", r11, r2, r8\n\t"                              \
     "smlabt  " F ", r11, r4, " F "\n\t"
 #define EQ_DWP1_START(A) "ldr     r11, [r0]\n\t" "smlad   " A ", r11, r2, r8\n\t"
-/* the strip loop of one channel (L: label base), ending with a branch to the next channel */
-#define EQ_DWS_STRIP(L, TAPS, OFF9, OFF10)                                                  \
-    "cmp     r11, #0\n\t"                                                                   \
-    "bne     " L "3f\n\t"                                                                   \
-    EQ_DWS_START("r9")                                                                      \
-    L "1:\n\t"                                                                              \
-    TAPS("r10", "r9") EQ_DWS_OUT("r9", OFF9)                                                \
-    L "2:\n\t"                                                                              \
-    TAPS("r9", "r10") EQ_DWS_OUT("r10", OFF10)                                              \
-    "ldr     r11, [sp]\n\t"                                                                 \
-    "cmp     r0, r11\n\t"                                                                   \
-    "bne     " L "1b\n\t"                                                                   \
-    "b       50f\n"                                                                         \
-    L "3:\n\t"                                                                              \
-    EQ_DWS_START("r10")                                                                     \
-    "b       " L "2b\n"
-#define EQ_DWS_FUNC(NAME, TAPS)                                                             \
-    __asm__(".syntax unified\n\t"                                                           \
-            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
-            ".balign 4\n\t"                                                                 \
-            ".global " #NAME "\n\t"                                                         \
-            ".hidden " #NAME "\n\t"                                                         \
-            ".thumb\n\t"                                                                    \
-            ".thumb_func\n\t"                                                               \
-            ".type " #NAME ", %function\n"                                                  \
-            #NAME ":\n\t"                                                                   \
-            "push    {r4-r11, lr}\n\t"                                                      \
-            "sub     sp, sp, #36\n\t"                                                       \
-            "ldmia   r0, {r1-r8}\n\t"                                                       \
-            "add     r11, sp, #4\n\t"                                                       \
-            "stmia   r11, {r1-r8}\n"                                                        \
-            "40:\n\t" /* next channel */                                                    \
-            "ldr     r11, [sp, #32]\n\t"                                                    \
-            "and     r10, r11, #3\n\t"                                                      \
-            "lsr     r11, r11, #2\n\t"                                                      \
-            "str     r11, [sp, #32]\n\t"                                                    \
-            "cmp     r10, #0\n\t"                                                           \
-            "beq     60f\n\t"                                                               \
-            "cmp     r10, #3\n\t"                                                           \
-            "beq     50f\n\t"                                                               \
-            "ldr     r0, [sp, #4]\n\t"                                                      \
-            "ldr     r11, [sp, #16]\n\t"                                                    \
-            "add     r11, r0, r11\n\t"                                                      \
-            "str     r11, [sp]\n\t"                                                         \
-            "ldr     r12, [sp, #8]\n\t"                                                     \
-            "ldr     lr, [sp, #20]\n\t"                                                     \
-            "ldr     r11, [sp, #12]\n\t"                                                    \
-            "ldmia   r11, {r1-r8}\n\t"                                                      \
-            "ldr     r11, [sp, #28]\n\t"                                                    \
-            "cmp     r10, #1\n\t"                                                           \
-            "bne     20f\n\t"                                                               \
-            EQ_DWS_STRIP("1", TAPS, "", "")                                                 \
-            "20:\n\t"                                                                       \
-            EQ_DWS_STRIP("2", TAPS, EQ_DWS_OFF("r9"), EQ_DWS_OFF("r10"))                    \
-            "50:\n\t" /* the channel done or left to C */                                   \
-            "ldr     r0, [sp, #4]\n\t"                                                      \
-            "add     r0, r0, #" EQ_DWS_X(3 * EQ_DW_RS) "\n\t"                               \
-            "str     r0, [sp, #4]\n\t"                                                      \
-            "ldr     r0, [sp, #8]\n\t"                                                      \
-            "add     r0, r0, #1\n\t"                                                        \
-            "str     r0, [sp, #8]\n\t"                                                      \
-            "ldr     r0, [sp, #12]\n\t"                                                     \
-            "add     r0, r0, #32\n\t"                                                       \
-            "str     r0, [sp, #12]\n\t"                                                     \
-            "b       40b\n"                                                                 \
-            "60:\n\t"                                                                       \
-            "add     sp, sp, #36\n\t"                                                       \
-            "pop     {r4-r11, pc}\n\t"                                                      \
-            ".size " #NAME ", .-" #NAME "\n\t"                                              \
-            ".text\n")
-EQ_DWS_FUNC(eq_dwq_s1, EQ_DWS_TAPS1);
-EQ_DWS_FUNC(eq_dwq_s2, EQ_DWS_TAPS2);
-void eq_dwq_s1(const eq_dwq_t *q);
-void eq_dwq_s2(const eq_dwq_t *q);
-typedef char eq_dwq_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwq_t) == 32) ? 1 : -1];
-
 /* A whole channel quad in planes (eq_dwp_t): channel after channel, output row after output
  * row, the strip registers as above. Frame: [sp] the strip's end, [sp, #4] the row's start,
  * [sp, #8] rows left, [sp, #12] a copy of the eq_dwp_t. */

@@ -281,8 +281,8 @@ static void eq_depthwise3x3_planes(const eq_depthwise_t *p, const int8_t *in, in
 }
 
 /* Channel quad by channel quad (the last one may hold fewer channels), output row by output
- * row: the new input rows into the ring, then the quad's strips (eq_dwq_s1/s2 in assembly,
- * the channels it leaves, or all without EQ_ASM, eq_dw_strip_c). */
+ * row: the new input rows into the ring, then the quad's strips (1x3 filters: eq_dwp1_s1/s2
+ * in assembly; the channels it leaves, 3x3 filters or all without EQ_ASM, eq_dw_strip_c). */
 /* The one-row assembly strip for 1x3 filters (eq_dwp1_s1/s2), NULL from the 3x3 entry point,
  * so that firmware without 1x3 filters links none of it. */
 typedef void (*eq_dw_row1_fn)(const eq_dwp_t *q);
@@ -364,10 +364,6 @@ static void eq_depthwise3x3_fast(const eq_depthwise_t *p, const int8_t *in, int8
                     q1.chan_step = 3 * rs;
                     q1.rows = 1;
                     row1(&q1);
-                } else if (left < nch) {
-                    q.o = o;
-                    q.cons = strips + 4 * m * 8;
-                    (p->stride_w == 1 ? eq_dwq_s1 : eq_dwq_s2)(&q);
                 }
 #endif
                 for (k = 0; k < nch && left > 0; ++k) {

@@ -134,6 +134,8 @@ static inline uint32_t EQ_SXTAB16_ROR8(uint32_t a, uint32_t x)
 #define EQ_SMLAD(a, b, acc) __smlad((a), (b), (acc))
 #define EQ_SMLABB(a, b, acc) __smlabb((int32_t)(a), (int32_t)(b), (acc))
 #define EQ_SMLATT(a, b, acc) __smlatt((int32_t)(a), (int32_t)(b), (acc))
+#define EQ_SMLABT(a, b, acc) __smlabt((int32_t)(a), (int32_t)(b), (acc))
+#define EQ_SMLATB(a, b, acc) __smlatb((int32_t)(a), (int32_t)(b), (acc))
 #else
 /* The same instructions in C, for testing the fast paths on any host. */
 EQ_HELPER uint32_t eq_pack16(int32_t lo, int32_t hi)
@@ -165,6 +167,14 @@ EQ_HELPER int32_t EQ_SMLABB(uint32_t a, uint32_t b, int32_t acc)
 EQ_HELPER int32_t EQ_SMLATT(uint32_t a, uint32_t b, int32_t acc)
 {
     return acc + eq_hi16(a) * eq_hi16(b);
+}
+EQ_HELPER int32_t EQ_SMLABT(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + eq_lo16(a) * eq_hi16(b);
+}
+EQ_HELPER int32_t EQ_SMLATB(uint32_t a, uint32_t b, int32_t acc)
+{
+    return acc + eq_hi16(a) * eq_lo16(b);
 }
 #endif
 

@@ -1,0 +1,519 @@
+/* edgeq kernels, private to eq_depthwise.c: the 3x3 depthwise convolution two outputs at a
+ * time (eq_depthwise3x3_pairs), its int16 planes, its prepared channels and its assembly
+ * (eq_dw_pairs_s1/s2 and the _n variants for short rows). Included after eq_dw_channel (the
+ * reference code for channels without a fast stage). Only with EQ_FAST; the assembly with
+ * EQ_ASM.
+ */
+#ifndef EQ_DEPTHWISE_PAIRS_H
+#define EQ_DEPTHWISE_PAIRS_H
+
+#include "eq_internal.h"
+#include "eq_depthwise_asm.h"
+
+/* ---- DEPTHWISE_CONV_2D 3x3, strides 1 and 2 across: output pairs from int16 planes ----------
+ * Channel quad by channel quad and band of output rows by band: the band's padded input rows
+ * of the four channels become int16 planes with the input offset added (0 in the padding),
+ * plane row r of channel k at (4r + k) * rs bytes, so that every word holds a channel's values
+ * at two neighbouring columns, word aligned at even columns. Then channel by channel, with
+ * the nine weights as (w0 w1) (w1 w2) pairs per filter row, two neighbouring outputs at a time
+ * from two or three aligned words per filter row:
+ *   stride 1, outputs x, x + 1 (x even), words a = (v[x] v[x+1]), b = (v[x+2] v[x+3]):
+ *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLATB(a, (w0 w1)) + SMLAD(b, (w1 w2))
+ *   stride 2, a = (v[2x] v[2x+1]), b, c the next words:
+ *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLAD(b, (w0 w1)) + SMLABT(c, (w1 w2))
+ * six multiply instructions for nine MACs. Channels with the folded output stage, the whole
+ * int8 range and a bias below 2^29 (mode 2) take doubled weights and bias: with the
+ * accumulator doubled, SMMLAR(2 acc, M, c) = c + ((acc * M + 2^30) >> 31) is the rounding
+ * doubling high multiply itself (for M in [2^30, 2^31)), so the stage is
+ *   v = SSAT8(SMMLAR(2 acc, M, add + (acc >> 31)) >> r)
+ * with add = 2^(r-1) + offset * 2^r (eq_rqc_make's EQ_RQ_FOLDED proof; |2 acc| < 2^31). Other
+ * fast stages use eq_rqu_apply; channels without one go through the reference code. */
+#define EQ_DW_BAND_BYTES 4096 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
+#define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
+#define EQ_DW_PRN 32 /* the same for rows of at most 16 values (less scratch) */
+
+typedef struct {
+    int32_t count; /* values per plane row: the pairs read up to the last pair's third word */
+    int32_t rs;    /* bytes per plane row: EQ_DW_PRN, EQ_DW_PR, or 2 * count */
+    int32_t band;  /* output rows per band */
+    int32_t rows;  /* plane rows per band */
+} eq_dw_band_t;
+
+static eq_dw_band_t eq_dw_band(const eq_depthwise_t *p)
+{
+    const int32_t even = (p->out_w + 1) & ~1;
+    eq_dw_band_t g;
+    g.count = ((even - 1) * p->stride_w + 5) & ~1;
+    g.rs = 2 * g.count <= EQ_DW_PRN ? EQ_DW_PRN : 2 * g.count <= EQ_DW_PR ? EQ_DW_PR
+                                                                        : 2 * g.count;
+    g.band = (EQ_DW_BAND_BYTES / (4 * g.rs) - 3) / p->stride_h + 1;
+    g.band = EQ_MAX(1, EQ_MIN(p->out_h, g.band));
+    g.rows = (g.band - 1) * p->stride_h + 3;
+    return g;
+}
+
+EQ_HELPER void eq_store32(void *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v); /* one STR: Cortex-M7 allows unaligned words */
+}
+
+#if EQ_ASM
+EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
+EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
+#endif
+
+/* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
+ * (plane row r of channel k at (4r + k) * rs bytes): value j is input column j - pad_w plus
+ * the input offset. A row outside the image is zeroed whole (once per call with one band);
+ * the padding columns of the others are zeroed once per call (eq_dw_plane_clear). Four
+ * channels come from one input word: SXTAB16 adds the offset to channels (0, 2) and (1, 3),
+ * and two neighbouring columns are paired into each channel's row with PKHBT/PKHTB. */
+EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
+                                          int32_t iy0, int32_t rows, int32_t c0, int32_t nch,
+                                          int16_t *planes, const eq_dw_band_t *g)
+{
+    const int32_t depth = p->in_c, count = g->count, plane = g->rs / 2;
+    const int32_t pad = EQ_MIN(p->pad_w, count), line = p->in_w * depth;
+    const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
+    const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
+    int32_t r, k, x;
+    for (r = 0; r < rows; ++r) {
+        const int32_t iy = iy0 + r;
+        int16_t *row = planes + r * 4 * plane;
+        const int8_t *src;
+        if (iy < 0 || iy >= p->in_h) {
+            if (g->band == p->out_h) {
+                continue; /* zeroed once (eq_dw_plane_clear) */
+            }
+            for (k = 0; k < nch; ++k) {
+                uint32_t *z = (uint32_t *)(void *)(row + k * plane);
+                for (x = 0; x < count / 2; ++x) {
+                    z[x] = 0;
+                }
+            }
+            continue;
+        }
+        src = image + iy * line + c0;
+        if (nch < 4) {
+            for (k = 0; k < nch; ++k) {
+                for (x = 0; x < cols; ++x) {
+                    row[k * plane + pad + x] = (int16_t)(src[x * depth + k] + p->in_offset);
+                }
+            }
+            continue;
+        }
+        row += pad;
+        x = 0;
+#if EQ_ASM
+        if ((plane * 2 == EQ_DW_PR || plane * 2 == EQ_DW_PRN) && cols >= 2) {
+            if (plane * 2 == EQ_DW_PR) { /* direct calls: the fills are inlined */
+                eq_dw_fill_pr((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
+            } else {
+                eq_dw_fill_prn((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
+            }
+            x = cols & ~1;
+            src += x * depth;
+        }
+#endif
+        for (; x + 1 < cols; x += 2, src += 2 * depth) {
+            const uint32_t va = eq_load32(src), vb = eq_load32(src + depth);
+            const uint32_t a02 = EQ_SXTAB16(off2, va), a13 = EQ_SXTAB16_ROR8(off2, va);
+            const uint32_t b02 = EQ_SXTAB16(off2, vb), b13 = EQ_SXTAB16_ROR8(off2, vb);
+            eq_store32(row + x, (a02 & 0xFFFFu) | (b02 << 16));
+            eq_store32(row + 2 * plane + x, (a02 >> 16) | (b02 & 0xFFFF0000u));
+            eq_store32(row + plane + x, (a13 & 0xFFFFu) | (b13 << 16));
+            eq_store32(row + 3 * plane + x, (a13 >> 16) | (b13 & 0xFFFF0000u));
+        }
+        if (x < cols) { /* an odd last column */
+            const uint32_t v = eq_load32(src);
+            const uint32_t a02 = EQ_SXTAB16(off2, v), a13 = EQ_SXTAB16_ROR8(off2, v);
+            row[x] = (int16_t)eq_lo16(a02);
+            row[plane + x] = (int16_t)eq_lo16(a13);
+            row[2 * plane + x] = (int16_t)eq_hi16(a02);
+            row[3 * plane + x] = (int16_t)eq_hi16(a13);
+        }
+    }
+}
+
+/* The padding columns (before the image's first column and after its last, up to count) of
+ * every plane row of the band to 0: the fills of rows inside the image never write them. With
+ * one band, the rows outside the image are the same for every quad: zeroed here whole. */
+EQ_NO_MEMSET static void eq_dw_plane_clear(const eq_depthwise_t *p, int16_t *planes,
+                                           const eq_dw_band_t *g)
+{
+    const int32_t pad = EQ_MIN(p->pad_w, g->count), plane = g->rs / 2;
+    const int32_t tail = pad + EQ_MAX(0, EQ_MIN(p->in_w, g->count - p->pad_w));
+    const int once = g->band == p->out_h;
+    int32_t j, x;
+    for (j = 0; j < 4 * g->rows; ++j) {
+        const int32_t iy = (j >> 2) - p->pad_h;
+        const int outside = once && (iy < 0 || iy >= p->in_h);
+        int16_t *row = planes + j * plane;
+        for (x = 0; x < (outside ? g->count : pad); ++x) {
+            row[x] = 0;
+        }
+        for (x = tail; x < g->count; ++x) {
+            row[x] = 0;
+        }
+    }
+}
+
+/* One channel's weights as pairs, its output stage and, for the assembly, where it works
+ * (the first 80 bytes: the assembly's frame, offsets in the comments). */
+typedef struct {
+    const uint32_t *p; /* 0: the band's first plane row of the channel */
+    int8_t *q;         /* 4: the band's first output of the channel */
+    uint32_t w[6];     /* 8: per filter row (w0 w1), (w1 w2); doubled in mode 2 */
+    int32_t bias[2];   /* 32: twice, for one LDRD; doubled in mode 2 */
+    int32_t m, add;    /* 40: mode 2: M and the folded rounding term */
+    int32_t r, depth;  /* 48: mode 2: the right shift; bytes between output pixels */
+    int32_t span;      /* 56: plane bytes of a row's pairs */
+    int32_t next_p;    /* 60: plane bytes from a row's end of pairs to the next row */
+    int32_t next_q;    /* 64: output bytes from a row's end of pairs to the next row */
+    const uint32_t *end; /* 68: the plane pointer after the band's last row */
+    int32_t odd;       /* 72: out_w is odd (the last output alone) */
+    int32_t mode;      /* 76: 2 the doubled short stage, 1 any fast stage (u), 0 none */
+    eq_rqu_t u;
+} eq_dw_pair_t;
+
+/* Channel c's output stage and its bias. */
+static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+{
+    const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
+    int32_t twice = 1;
+    /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29 */
+    if (m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
+        && bias > -(1 << 29) && p->act_min == -128 && p->act_max == 127) {
+        d->mode = 2;
+        d->m = m;
+        d->r = -shift;
+        d->add = (int32_t)(((uint32_t)2 * (uint32_t)p->out_offset + 1u) << (-shift - 1));
+        twice = 2;
+    } else {
+        const eq_rqc_t rq = eq_rqc_make(m, shift, bias, p->out_offset);
+        const int32_t kind = EQ_RQ_KIND(rq);
+        d->mode = kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
+        d->u = eq_rqu_make(rq, p->out_offset);
+    }
+    d->bias[0] = d->bias[1] = twice * bias;
+}
+
+/* Channel c's weight pairs, any weight width. */
+static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+{
+    const int32_t bits = p->weight_bits, depth = p->in_c;
+    int32_t fy;
+    for (fy = 0; fy < 3; ++fy) {
+        const int32_t i = 3 * fy * depth + c;
+        const int32_t w0 = eq_weight(p->weights, i, bits);
+        const int32_t w1 = eq_weight(p->weights, i + depth, bits);
+        const int32_t w2 = eq_weight(p->weights, i + 2 * depth, bits);
+        d->w[2 * fy] = eq_pair16(w0, w1);
+        d->w[2 * fy + 1] = eq_pair16(w1, w2);
+    }
+}
+
+/* A word of two int16 values doubled: each half shifted left, the carry out of the low half
+ * dropped. */
+EQ_INLINE uint32_t eq_dw_twice(uint32_t w)
+{
+    return (w << 1) & 0xFFFEFFFFu;
+}
+
+/* The weight pairs of channels c0 .. c0 + 3 (int8 weights, doubled if `twice`) from one word
+ * per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring
+ * taps. */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t *d,
+                               int twice)
+{
+    const int32_t depth = p->in_c;
+    const int8_t *w = p->weights + c0;
+    int32_t fy, k;
+    for (fy = 0; fy < 3; ++fy, w += 3 * depth) {
+        const uint32_t t0 = eq_load32(w), t1 = eq_load32(w + depth);
+        const uint32_t t2 = eq_load32(w + 2 * depth);
+        for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
+            uint32_t e0 = k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0);
+            uint32_t e1 = k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1);
+            uint32_t e2 = k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2);
+            if (twice) {
+                e0 = eq_dw_twice(e0);
+                e1 = eq_dw_twice(e1);
+                e2 = eq_dw_twice(e2);
+            }
+            d[k].w[2 * fy] = (e0 & 0xFFFFu) | (e1 << 16);
+            d[k].w[2 * fy + 1] = (e1 & 0xFFFFu) | (e2 << 16);
+            d[k + 2].w[2 * fy] = (e0 >> 16) | (e1 & 0xFFFF0000u);
+            d[k + 2].w[2 * fy + 1] = (e1 >> 16) | (e2 & 0xFFFF0000u);
+        }
+    }
+}
+
+/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled. */
+static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c0, int32_t nch,
+                               eq_dw_pair_t *d)
+{
+    const int quad8 = nch == 4 && p->weight_bits == 8;
+    int32_t k, i, all = 1;
+    for (k = 0; k < nch; ++k) {
+        eq_dw_pair_prepare(p, c0 + k, &d[k]);
+        all &= d[k].mode == 2;
+    }
+    if (quad8) {
+        eq_dw_quad_weights(p, c0, d, all);
+    }
+    for (k = 0; k < nch; ++k) {
+        if (!quad8) {
+            eq_dw_pair_weights(p, c0 + k, &d[k]);
+        }
+        if (d[k].mode == 2 && !(quad8 && all)) {
+            for (i = 0; i < 6; ++i) {
+                d[k].w[i] = eq_dw_twice(d[k].w[i]);
+            }
+        }
+    }
+}
+
+EQ_INLINE int8_t eq_dw_pair_out(const eq_depthwise_t *p, const eq_dw_pair_t *d, int32_t acc,
+                                int32_t mode)
+{
+    if (mode == 2) {
+        return (int8_t)eq_sat8(eq_smmlar(acc, d->m, d->add + (acc >> 31)) >> d->r);
+    }
+    return (int8_t)EQ_CLAMP(eq_rqu_apply(&d->u, acc), p->act_min, p->act_max);
+}
+
+/* Output rows 0 .. n - 1 of the band of one channel in C (plane: its first plane row; plane
+ * rows rw words apart). */
+EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
+                               const uint32_t *plane, int32_t rw, int8_t *o, int32_t n,
+                               int32_t unit, int32_t mode)
+{
+    const int32_t depth = p->in_c, out_w = p->out_w, pairs = out_w >> 1;
+    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias[0];
+    int32_t oy, x, j;
+    for (oy = 0; oy < n; ++oy, plane += down) {
+        const uint32_t *r = plane;
+        int8_t *q = o + oy * out_w * depth;
+        for (x = 0; x < pairs; ++x, r += step, q += 2 * depth) {
+            int32_t s0 = bias, s1 = bias;
+            for (j = 0; j < 3; ++j) {
+                const uint32_t *rr = r + j * rw, a = d->w[2 * j], b = d->w[2 * j + 1];
+                s0 = EQ_SMLAD(rr[0], a, s0);
+                s0 = EQ_SMLABT(rr[1], b, s0);
+                if (unit) {
+                    s1 = EQ_SMLATB(rr[0], a, s1);
+                    s1 = EQ_SMLAD(rr[1], b, s1);
+                } else {
+                    s1 = EQ_SMLAD(rr[1], a, s1);
+                    s1 = EQ_SMLABT(rr[2], b, s1);
+                }
+            }
+            q[0] = eq_dw_pair_out(p, d, s0, mode);
+            q[depth] = eq_dw_pair_out(p, d, s1, mode);
+        }
+        if (out_w & 1) { /* the last output alone */
+            int32_t s0 = bias;
+            for (j = 0; j < 3; ++j) {
+                const uint32_t *rr = r + j * rw;
+                s0 = EQ_SMLAD(rr[0], d->w[2 * j], s0);
+                s0 = EQ_SMLABT(rr[1], d->w[2 * j + 1], s0);
+            }
+            q[0] = eq_dw_pair_out(p, d, s0, mode);
+        }
+    }
+}
+
+#if EQ_ASM
+/* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
+ * apart; the _n functions 4 * EQ_DW_PRN): r0 the plane pointer, r1-r6 the weight pairs, r7
+ * and r8 the two outputs' accumulators, r9-r11 words and the stage's temporaries, r12 the
+ * output pointer, lr the end of the row's pairs. The frame is a copy of the eq_dw_pair_t's
+ * first 80 bytes. */
+
+#define EQ_DWA_X(s) EQ_DWS_X(s)
+#define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
+#define EQ_DWA_R2 EQ_DWA_X(8 * EQ_DW_PR)
+#define EQ_DWA_N1 EQ_DWA_X(4 * EQ_DW_PRN)
+#define EQ_DWA_N2 EQ_DWA_X(8 * EQ_DW_PRN)
+#define EQ_DWA_S1(OFF, A, B)                                      \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"                              \
+    "smlatb  r8, r9, " A ", r8\n\t"                               \
+    "smlad   r8, r10, " B ", r8\n\t"
+#define EQ_DWA_S2(OFF, A, B)                                      \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "ldr     r11, [r0, #" OFF "+8]\n\t"                           \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"                              \
+    "smlad   r8, r10, " A ", r8\n\t"                              \
+    "smlabt  r8, r11, " B ", r8\n\t"
+#define EQ_DWA_ONE(OFF, A, B)                                     \
+    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+    "smlad   r7, r9, " A ", r7\n\t"                               \
+    "smlabt  r7, r10, " B ", r7\n\t"
+/* the stage of accumulator A with M in r9, add in r10 (r11 a temporary) */
+#define EQ_DWA_STAGE(A)                                           \
+    "add     r11, r10, " A ", asr #31\n\t"                        \
+    "smmlar  " A ", " A ", r9, r11\n\t"
+#define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
+    __asm__(".syntax unified\n\t"                                                           \
+            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
+            ".balign 4\n\t"                                                                 \
+            ".global " #NAME "\n\t"                                                         \
+            ".hidden " #NAME "\n\t"                                                         \
+            ".thumb\n\t"                                                                    \
+            ".thumb_func\n\t"                                                               \
+            ".type " #NAME ", %function\n"                                                  \
+            #NAME ":\n\t"                                                                   \
+            "push    {r4-r11, lr}\n\t"                                                      \
+            "sub     sp, sp, #80\n\t"                                                       \
+            "ldmia   r0!, {r1-r10}\n\t"                                                     \
+            "stmia   sp, {r1-r10}\n\t"                                                      \
+            "ldmia   r0, {r1-r10}\n\t"                                                      \
+            "add     r11, sp, #40\n\t"                                                      \
+            "stmia   r11, {r1-r10}\n\t"                                                     \
+            "add     r1, sp, #8\n\t"                                                        \
+            "ldmia   r1, {r1-r6}\n\t"                                                       \
+            "ldrd    r0, r12, [sp]\n"                                                       \
+            "1:\n\t" /* a row: r0, r12 at its start */                                      \
+            "ldr     lr, [sp, #56]\n\t"                                                     \
+            "adds    lr, r0, lr\n\t"                                                        \
+            "cmp     r0, lr\n\t"                                                            \
+            "beq     3f\n"                                                                  \
+            "2:\n\t"                                                                        \
+            "ldrd    r7, r8, [sp, #32]\n\t"                                                 \
+            TAPS                                                                            \
+            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            EQ_DWA_STAGE("r7") EQ_DWA_STAGE("r8")                                           \
+            "ldrd    r9, r10, [sp, #48]\n\t"                                                \
+            "asr     r7, r7, r9\n\t"                                                        \
+            "asr     r8, r8, r9\n\t"                                                        \
+            "ssat    r7, #8, r7\n\t"                                                        \
+            "ssat    r8, #8, r8\n\t"                                                        \
+            "strb    r7, [r12]\n\t"                                                         \
+            "strb    r8, [r12, r10]\n\t"                                                    \
+            "add     r12, r12, r10, lsl #1\n\t"                                             \
+            "add     r0, r0, #" #STEP "\n\t"                                                \
+            "cmp     r0, lr\n\t"                                                            \
+            "bne     2b\n"                                                                  \
+            "3:\n\t"                                                                        \
+            "ldr     r7, [sp, #72]\n\t"                                                     \
+            "cbz     r7, 4f\n\t"                                                            \
+            "ldr     r7, [sp, #32]\n\t"                                                     \
+            ONE                                                                             \
+            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            EQ_DWA_STAGE("r7")                                                              \
+            "ldr     r9, [sp, #48]\n\t"                                                     \
+            "asr     r7, r7, r9\n\t"                                                        \
+            "ssat    r7, #8, r7\n\t"                                                        \
+            "strb    r7, [r12]\n"                                                           \
+            "4:\n\t"                                                                        \
+            "ldrd    r9, r10, [sp, #60]\n\t"                                                \
+            "add     r0, r0, r9\n\t"                                                        \
+            "add     r12, r12, r10\n\t"                                                     \
+            "ldr     r9, [sp, #68]\n\t"                                                     \
+            "cmp     r0, r9\n\t"                                                            \
+            "bne     1b\n\t"                                                                \
+            "add     sp, sp, #80\n\t"                                                       \
+            "pop     {r4-r11, pc}\n\t"                                                      \
+            ".size " #NAME ", .-" #NAME "\n\t"                                              \
+            ".text\n")
+#define EQ_DWA_ONES(R1, R2)                                                                 \
+    EQ_DWA_ONE("0", "r1", "r2") EQ_DWA_ONE(R1, "r3", "r4") EQ_DWA_ONE(R2, "r5", "r6")
+#define EQ_DWA_S1S(R1, R2)                                                                  \
+    EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(R1, "r3", "r4") EQ_DWA_S1(R2, "r5", "r6")
+#define EQ_DWA_S2S(R1, R2)                                                                  \
+    EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(R1, "r3", "r4") EQ_DWA_S2(R2, "r5", "r6")
+EQ_DWA_FUNC(eq_dw_pairs_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+            4);
+EQ_DWA_FUNC(eq_dw_pairs_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+            8);
+EQ_DWA_FUNC(eq_dw_pairs_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
+            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 4);
+EQ_DWA_FUNC(eq_dw_pairs_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
+            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 8);
+void eq_dw_pairs_s1(const eq_dw_pair_t *a);
+void eq_dw_pairs_s2(const eq_dw_pair_t *a);
+void eq_dw_pairs_s1_n(const eq_dw_pair_t *a);
+void eq_dw_pairs_s2_n(const eq_dw_pair_t *a);
+typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
+#endif
+
+/* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
+ * are EQ_DW_PR or EQ_DW_PRN bytes, else in C. */
+static void eq_dw_pair_channel(const eq_depthwise_t *p, eq_dw_pair_t *d,
+                               const uint32_t *plane, int32_t rw, int8_t *o, int32_t n)
+{
+#if EQ_ASM
+    if (d->mode == 2 && (rw == EQ_DW_PR || rw == EQ_DW_PRN)) {
+        d->p = plane;
+        d->q = o;
+        d->end = plane + n * p->stride_h * rw;
+        d->next_p = p->stride_h * 4 * rw - d->span;
+        if (rw == EQ_DW_PR) {
+            (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(d);
+        } else {
+            (p->stride_w == 1 ? eq_dw_pairs_s1_n : eq_dw_pairs_s2_n)(d);
+        }
+        return;
+    }
+#endif
+    if (p->stride_w == 1) {
+        if (d->mode == 2) {
+            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 2);
+        } else {
+            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 1);
+        }
+    } else if (d->mode == 2) {
+        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 2);
+    } else {
+        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 1);
+    }
+}
+
+static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                  int8_t *scratch)
+{
+    const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
+    const eq_dw_band_t g = eq_dw_band(p);
+    int16_t *planes = (int16_t *)(void *)scratch;
+    eq_dw_pair_t d[4];
+    int32_t b, c0, k, oy0;
+    for (k = 0; k < 4; ++k) { /* the geometry the assembly needs */
+        d[k].depth = depth;
+        d[k].span = (out_w >> 1) * 4 * p->stride_w;
+        d[k].next_q = (out_w & 1) * depth;
+        d[k].odd = out_w & 1;
+    }
+    eq_dw_plane_clear(p, planes, &g);
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = in + b * p->in_h * p->in_w * depth;
+        for (c0 = 0; c0 < depth; c0 += 4) {
+            const int32_t nch = EQ_MIN(4, depth - c0);
+            eq_dw_quad_prepare(p, c0, nch, d);
+            for (oy0 = 0; oy0 < out_h; oy0 += g.band) {
+                const int32_t n = EQ_MIN(g.band, out_h - oy0);
+                const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
+                int8_t *o = out + ((b * out_h + oy0) * out_w) * depth + c0;
+                eq_dw_plane_rows(p, image, iy0, (n - 1) * p->stride_h + 3, c0, nch, planes, &g);
+                for (k = 0; k < nch; ++k) {
+                    if (d[k].mode != 0) {
+                        eq_dw_pair_channel(p, &d[k],
+                                           (const uint32_t *)(const void *)(planes
+                                                                            + k * (g.rs / 2)),
+                                           g.rs, o + k, n);
+                    }
+                }
+            }
+            for (k = 0; k < nch; ++k) {
+                if (d[k].mode == 0) {
+                    eq_dw_channel(p, in, out, b, c0 + k);
+                }
+            }
+        }
+    }
+}
+
+#endif /* EQ_DEPTHWISE_PAIRS_H */
