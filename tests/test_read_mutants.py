@@ -334,3 +334,9 @@ def test_an_offset_of_2_is_outside_the_flatbuffer(vww_bytes):
     data = _pack(model_t)
     got = read_model(data).tensors[index].data
     np.testing.assert_array_equal(got.reshape(-1), np.frombuffer(data[2:2 + size], np.int8))
+
+
+def test_constants_keep_their_tflite_dtype(vww_bytes):
+    model = read_model(vww_bytes)
+    dtypes = {t.dtype: t.data.dtype for t in model.tensors if t.data is not None}
+    assert dtypes == {"int8": np.int8, "int32": np.int32}
