@@ -209,8 +209,9 @@ def test_int4_per_channel_fully_connected_rejected(vww_bytes):
     weights.quantization.scale = np.full(units, 0.01, np.float32)
     weights.quantization.zeroPoint = np.zeros(units, np.int64)
     weights.quantization.quantizedDimension = 0
-    with pytest.raises(UnsupportedOpError, match="FULLY_CONNECTED.*TFLM"):
+    with pytest.raises(UnsupportedOpError, match="FULLY_CONNECTED.*TFLM") as e:
         read_model(_pack(model_t))
+    assert e.value.hint == "quantize FULLY_CONNECTED INT4 weights per tensor, or use INT8 weights"
 
 
 def _clean_failure_or_model(data: bytes) -> bool:

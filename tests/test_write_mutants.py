@@ -5,11 +5,13 @@ from edgeq's code), and the tensor checks at their boundaries with their whole m
 from __future__ import annotations
 
 import numpy as np
+import opmodels
 import pytest
 
 from edgeq.errors import TFLiteFormatError, UnsupportedOpError
-from edgeq.tflite.model import Model, Op, Tensor
-from edgeq.tflite.write import _check_tensor, op_version
+from edgeq.tflite.model import SUPPORTED_OPS, Model, Op, Tensor
+from edgeq.tflite.read import read_model
+from edgeq.tflite.write import _check_tensor, op_version, write_model
 
 
 def _versioned(kind, dtypes, options=None, shapes=None, out_dtype="int8"):
@@ -272,3 +274,348 @@ def test_weights_and_bias_messages():
 
     e = _write_error("conv2d", one_bias_scale)
     assert e.message == "operator 0 (CONV_2D): bias 'bias' has 1 scales, the weights 4"
+
+
+# -- the second review (2026-12-02): the survivors of the run at 87.4% ----------------------------
+
+def _built(build, **options):
+    return getattr(opmodels, build)(np.random.default_rng(2), **options)
+
+
+def _raises(model, error=TFLiteFormatError):
+    with pytest.raises(error) as e:
+        write_model(model)
+    return e.value
+
+
+def test_graph_io_metadata_and_unsupported_ops_in_full():
+    for role in ("input", "output"):
+        model = _built("reshape")
+        setattr(model, role + "s", [])
+        e = _raises(model)
+        assert (e.message, e.hint) == (f"the model has no {role}s",
+                                       f"list the graph {role} tensor indices in Model.{role}s")
+    model = _built("reshape")
+    model.inputs = [len(model.tensors)]
+    assert _raises(model).message == "model input refers to tensor 3, but the model has 3 tensors"
+    for name, value in (("notes", "text"), (b"notes", b"text")):
+        model = _built("reshape")
+        model.metadata = {name: value}
+        e = _raises(model)
+        assert (e.message, e.hint) == (f"metadata entry {name!r} must map a str to bytes",
+                                       "encode metadata values (e.g. json) to bytes first")
+    model = _built("reshape")
+    model.ops[0].kind = "GELU"
+    e = _raises(model, UnsupportedOpError)
+    assert (e.message, e.hint) == ("operator 0 (GELU) is not supported by edgeq",
+                                   "supported operators: " + ", ".join(SUPPORTED_OPS))
+
+
+def test_the_bias_may_be_omitted_or_absent():
+    for build in ("conv2d", "depthwise", "fully_connected"):
+        for inputs in ([0, 1, -1], [0, 1]):
+            model = _built(build)
+            model.ops[0].inputs = inputs
+            assert read_model(write_model(model)).ops[0].inputs == inputs, build
+        model = _built(build)
+        model.ops[0].inputs = [0, 1, 2, 2]
+        assert _raises(model).message == (f"operator 0 ({model.ops[0].kind}): has 4 inputs, "
+                                          "expects 2 to 3")
+    model = _built("transpose_conv")
+    model.ops[0].inputs = [*model.ops[0].inputs, 3]
+    assert _raises(model).message == "operator 0 (TRANSPOSE_CONV): has 5 inputs, expects 3 to 4"
+
+
+def _per_tensor(tensor, qdim=0):
+    tensor.scale = np.asarray(tensor.scale[:1])
+    tensor.zero_point = np.asarray(tensor.zero_point[:1])
+    tensor.quantized_dimension = qdim
+
+
+def test_per_tensor_depthwise_weights_need_no_channel_dimension():
+    model = _built("depthwise", depth_multiplier=3)
+    _per_tensor(model.tensors[1], qdim=0)
+    _per_tensor(model.tensors[2])
+    write_model(model)
+
+
+def test_a_bias_that_is_tensor_0_is_checked():
+    """Tensor order is free: a bias stored first is checked like any other."""
+    model = _built("conv2d")
+    order = [2, 1, 0, 3]  # bias first, input third
+    model.tensors = [model.tensors[i] for i in order]
+    model.ops[0].inputs = [2, 1, 0]
+    model.inputs = [2]
+    write_model(model)
+    model.tensors[0].scale = model.tensors[0].scale * 2
+    assert _raises(model).message == ("operator 0 (CONV_2D): bias 'bias' scale is not input "
+                                      "scale * weight scale")
+
+
+def test_a_tiny_bias_scale_is_checked_relatively():
+    model = _built("conv2d")
+    x, w, b = model.tensors[:3]
+    x.scale = np.array([1e-4], np.float32)
+    w.scale = np.full(len(w.scale), 1e-5, np.float32)
+    b.scale = (np.float64(x.scale[0]) * w.scale.astype(np.float64)).astype(np.float32)
+    write_model(model)
+    b.scale = b.scale * 1.01  # 1e-11 apart: far below numpy's default absolute tolerance
+    assert "bias 'bias' scale is not input scale * weight scale" in _raises(model).message
+
+
+def test_options_after_a_missing_optional_one_are_still_checked_and_written():
+    model = _built("conv2d", activation="RELU")
+    for key in ("dilation_w_factor", "dilation_h_factor"):
+        del model.ops[0].options[key]
+    assert read_model(write_model(model)).ops[0].options["fused_activation_function"] == "RELU"
+    model.ops[0].options["fused_activation_function"] = "GELU"
+    assert _raises(model).message.startswith(
+        "operator 0 (CONV_2D): option fused_activation_function='GELU'")
+
+
+def test_an_activation_without_quantization_is_named():
+    model = _built("conv2d")
+    model.tensors[0].scale = model.tensors[0].zero_point = None
+    assert _raises(model).message == ("operator 0 (CONV_2D): input 'input' must be quantized "
+                                      "per tensor (one scale and zero point)")
+
+
+@pytest.mark.parametrize(("build", "output", "why"), [
+    ("avg_pool", 1, "TFLite pooling does not rescale"),
+    ("pad", 2, "TFLite PAD does not rescale"),
+    ("reshape", 2, "RESHAPE does not rescale"),
+    ("concatenation", 0, "int8 CONCATENATION does not rescale"),
+    ("resize_nearest", 1, "RESIZE_NEAREST_NEIGHBOR copies values"),
+    ("min_max", 0, "int8 MAXIMUM compares the stored values"),
+])
+def test_ops_that_do_not_rescale_say_why(build, output, why):
+    model = _built(build)
+    out = model.tensors[output]
+    out.scale = out.scale * 2
+    first = model.tensors[model.ops[0].inputs[0]]
+    e = _raises(model)
+    assert e.message == (f"operator 0 ({model.ops[0].kind}): '{first.name}' and '{out.name}' "
+                         f"must have the same scale and zero point ({why})")
+    assert e.hint == "insert a QUANTIZE (int8 -> int8) op to requantize"
+
+
+def test_maximum_checks_its_first_input_too():
+    model = _built("min_max")
+    model.tensors[1].zero_point = model.tensors[1].zero_point + 1
+    assert _raises(model).message == ("operator 0 (MAXIMUM): 'input_a' and 'output' must have "
+                                      "the same scale and zero point (int8 MAXIMUM compares the "
+                                      "stored values)")
+
+
+@pytest.mark.parametrize(("build", "index", "role"), [
+    ("mean", 1, "axes"), ("pad", 1, "paddings"), ("reshape", 1, "shape"),
+    ("resize_nearest", 2, "size"), ("transpose_conv", 2, "output_shape"),
+])
+def test_constant_int32_operands_are_named(build, index, role):
+    for change in ({"data": None}, {"dtype": "int16"}):
+        model = _built(build)
+        tensor = model.tensors[index]
+        for key, value in change.items():
+            setattr(tensor, key, value if key == "data" else value)
+        if "dtype" in change:
+            tensor.data = tensor.data.astype(np.int16)
+        assert _raises(model).message == (f"operator 0 ({model.ops[0].kind}): {role} "
+                                          f"'{tensor.name}' must be a constant INT32 tensor")
+
+
+def test_a_one_input_reshape_takes_its_shape_from_the_options():
+    model = _built("reshape")
+    model.ops[0].inputs = [0]
+    assert read_model(write_model(model)).ops[0].options["new_shape"] == [1, 10]
+
+
+def test_int32_data_and_quantization_of_other_dtypes_are_stored_as_tflite_types():
+    model = _built("mean")
+    model.tensors[1].data = np.array([1, 2], np.int64)  # int64 values of an int32 tensor
+    x = model.tensors[0]
+    x.scale = np.asarray(x.scale, np.float64)
+    x.zero_point = np.asarray(x.zero_point, np.int32)
+    read = read_model(write_model(model))
+    assert read.tensors[1].data.tolist() == [1, 2]
+    assert read.tensors[0].scale.tolist() == [float(np.float32(x.scale[0]))]
+    assert read.tensors[0].zero_point.tolist() == x.zero_point.tolist()
+
+
+def test_the_subgraph_is_named_main_as_the_converter_names_it():
+    from edgeq.tflite.schema import schema
+
+    data = write_model(_built("reshape"))
+    assert schema.Model.GetRootAs(data, 0).Subgraphs(0).Name() == b"main"
+
+
+def test_spatial_outputs_of_one_are_accepted_and_of_zero_refused():
+    model = _built("avg_pool")  # input (1, 10, 4, 1), 2x2 VALID, stride 2
+    model.ops[0].options.update(filter_height=10, filter_width=4)
+    model.tensors[1].shape = (1, 1, 1, 1)
+    write_model(model)
+    for kernel, out in (((11, 4), (1, 0, 1, 1)), ((10, 5), (1, 1, 0, 1))):
+        model = _built("avg_pool")
+        model.ops[0].options.update(filter_height=kernel[0], filter_width=kernel[1])
+        model.tensors[1].shape = out
+        assert _raises(model).message == (
+            f"operator 0 (AVERAGE_POOL_2D): output 'output' has shape {out}, but input "
+            f"(1, 10, 4, 1) with VALID padding gives [1, {out[1]}, {out[2]}, ...]")
+
+
+def test_weighted_ops_name_their_shape_mismatches():
+    model = _built("conv2d")  # input (1, 10, 6, 1), weights (4, 2, 3, 1), output (1, 10, 6, 4)
+    model.tensors[3].shape = (1, 10, 6, 5)
+    assert _raises(model).message == "operator 0 (CONV_2D): output has 5 channels, weights 4"
+    model = _built("conv2d")
+    model.tensors[0].shape = (1, 10, 6, 2)
+    assert _raises(model).message == ("operator 0 (CONV_2D): weights (4, 2, 3, 1) take 1 input "
+                                      "channels, the input has 2")
+    model = _built("depthwise", depth_multiplier=2)  # 1 input channel, 2 outputs
+    model.tensors[3].shape = (*model.tensors[3].shape[:3], 3)
+    assert _raises(model).message == "operator 0 (DEPTHWISE_CONV_2D): output has 3 channels, weights 2"
+    model = _built("depthwise", depth_multiplier=2)
+    model.ops[0].options["depth_multiplier"] = 1
+    assert _raises(model).message == (f"operator 0 (DEPTHWISE_CONV_2D): weights "
+                                      f"{model.tensors[1].shape} do not match input channels 1 x "
+                                      "depth_multiplier 1")
+    model = _built("fully_connected")  # input (1, 19), weights (27, 19), output (1, 27)
+    model.tensors[3].shape = (27, 1)
+    assert _raises(model).message == ("operator 0 (FULLY_CONNECTED): output (27, 1) does not "
+                                      "match 1 rows of 27 units")
+    model = _built("fully_connected")
+    model.tensors[0].shape = (1, 20)
+    assert _raises(model).message == ("operator 0 (FULLY_CONNECTED): input (1, 20) does not "
+                                      "split into rows of 19")
+    # keep_num_dims: a [1, 2, depth] input gives [1, 2, units]
+    model = _built("fully_connected")
+    model.tensors[0].shape = (1, 2, 19)
+    model.tensors[3].shape = (1, 2, 27)
+    model.ops[0].options["keep_num_dims"] = True
+    write_model(model)
+
+
+def test_concatenation_inputs_axis_and_fit():
+    model = _built("concatenation")  # inputs (1, 6, 2, 1), (1, 6, 2, 2) -> (1, 6, 2, 3) on axis 3
+    model.ops[0].inputs = []
+    assert _raises(model).message == "operator 0 (CONCATENATION): has no inputs"
+    model = _built("concatenation")
+    model.tensors[1].shape = model.tensors[2].shape = (1, 6, 2, 3)
+    model.tensors[0].shape = (2, 6, 2, 3)
+    model.ops[0].options["axis"] = -4  # the lowest valid axis, the batch
+    write_model(model)
+    model.ops[0].options["axis"] = 4
+    assert _raises(model).message == "operator 0 (CONCATENATION): axis 4 is not valid for rank 4"
+    model = _built("concatenation")
+    model.tensors[1].shape = (1, 5, 2, 1)
+    assert _raises(model).message == ("operator 0 (CONCATENATION): input 'input_0' (1, 5, 2, 1) "
+                                      "does not fit output (1, 6, 2, 3) along axis 3")
+
+
+def test_fixed_output_scales_and_zero_points():
+    model = _built("softmax")
+    model.tensors[1].scale = np.array([1 / 128], np.float32)
+    assert _raises(model).message == ("operator 0 (SOFTMAX): int8 output 'output' must have "
+                                      "scale 1/256 and zero point -128 (TFLM requires it), has "
+                                      "0.0078125, -128")
+    model.tensors[1].scale = np.array([1 / 256 * (1 + 0.9e-3)], np.float32)  # within 1e-3
+    write_model(model)
+    for build, scale, zero_point in (("logistic", 1 / 256, -128), ("tanh", 1 / 128, 0)):
+        model = _built(build)
+        model.tensors[1].scale = np.array([scale * 2], np.float32)
+        assert _raises(model).message == (
+            f"operator 0 ({build.upper()}): int8 output 'output' must have scale {scale} and "
+            f"zero point {zero_point} (TFLM and LiteRT require it), has {scale * 2}, "
+            f"{zero_point}")
+        model.tensors[1].scale = np.array([scale * (1 + 0.9e-3)], np.float32)
+        write_model(model)
+
+
+def test_hard_swish_output_scale_bound():
+    model = _built("hard_swish")
+    x, y = model.tensors
+    bound = np.float32(np.float32(1 / 128) * np.float32(x.scale[0]))
+    y.scale = np.array([bound], np.float32)
+    assert _raises(model).message == (
+        f"operator 0 (HARD_SWISH): output scale {float(bound)} must exceed the input scale / "
+        f"128 ({float(x.scale[0]) / 128}); TFLM refuses a smaller one")
+    y.scale = np.array([bound * 1.5], np.float32)
+    write_model(model)
+
+
+def test_leaky_relu_alpha_may_be_zero_but_not_negative():
+    model = _built("leaky_relu", alpha=0.0)
+    write_model(model)
+    model.ops[0].options["alpha"] = -0.25
+    assert _raises(model).message == "operator 0 (LEAKY_RELU): alpha -0.25 must be >= 0"
+
+
+def test_quantize_checks_an_int8_input_and_names_other_types():
+    model = _built("requantize")
+    x = model.tensors[0]
+    x.scale = np.full(x.shape[-1] + 1, float(x.scale[0]), np.float32)
+    x.zero_point = np.zeros(len(x.scale), np.int64)
+    x.shape = (*x.shape[:-1], len(x.scale))
+    model.tensors[1].shape = x.shape
+    x.quantized_dimension = 3
+    assert _raises(model).message == ("operator 0 (QUANTIZE): input 'input' must be quantized per "
+                                      "tensor (one scale and zero point)")
+    model = _built("requantize")
+    model.tensors[0].dtype = "int16"
+    assert _raises(model, UnsupportedOpError).message == (
+        "operator 0 (QUANTIZE): input 'input' is int16; QUANTIZE takes float32 or int8 "
+        "(requantize)")
+
+
+def _mean(axes, keep_dims=True, out=None):
+    model = _built("mean")  # input (1, 8, 3, 2)
+    axes = np.asarray(axes, np.int32)
+    model.tensors[1].data, model.tensors[1].shape = axes, axes.shape
+    if keep_dims is None:
+        del model.ops[0].options["keep_dims"]
+    else:
+        model.ops[0].options["keep_dims"] = keep_dims
+    if out is not None:
+        model.tensors[2].shape = out
+    return model
+
+
+def test_mean_axes_one_scalar_and_the_lowest():
+    write_model(_mean([2], out=(1, 8, 1, 2)))
+    write_model(_mean(2, out=(1, 8, 1, 2)))  # a 0-d axis tensor
+    write_model(_mean([-4], out=(1, 8, 3, 2)))
+    e = _raises(_mean([1, 2], keep_dims=None, out=(1, 1, 1, 2)))
+    assert e.message == "operator 0 (MEAN): output (1, 1, 1, 2), expected (1, 2) (keep_dims=False)"
+
+
+def test_resize_sizes_and_the_exclusive_flags():
+    model = _built("resize_nearest")  # input (1, 6, 2, 1) -> (1, 4, 5, 1)
+    model.tensors[2].data = np.array([0, 5], np.int32)
+    model.tensors[1].shape = (1, 0, 5, 1)
+    assert _raises(model).message == ("operator 0 (RESIZE_NEAREST_NEIGHBOR): size [0, 5] must be "
+                                      "two positive values [height, width]")
+    model.tensors[2].data = np.array([1, 1], np.int32)
+    model.tensors[1].shape = (1, 1, 1, 1)
+    write_model(model)
+    model.ops[0].options.update(align_corners=True, half_pixel_centers=True)
+    e = _raises(model)
+    assert (e.message, e.hint) == ("operator 0 (RESIZE_NEAREST_NEIGHBOR): align_corners and "
+                                   "half_pixel_centers are both set",
+                                   "TFLite allows at most one of them")
+
+
+def test_transpose_conv_weights_bias_and_channels():
+    model = _built("transpose_conv")  # weights (3, 2, 4, 1), input (1, 6, 3, 1)
+    w = model.tensors[1]
+    w.dtype, w.data = "int4", np.clip(w.data, -8, 7)
+    e = _raises(model, UnsupportedOpError)
+    assert (e.message, e.hint) == ("operator 0 (TRANSPOSE_CONV): INT4 weights 'weights'; TFLM's "
+                                   "TRANSPOSE_CONV takes INT8 filters only",
+                                   "keep Conv2DTranspose layers at 8 bits")
+    model = _built("transpose_conv")
+    model.tensors[3].scale = model.tensors[3].scale * 2
+    assert _raises(model).message == ("operator 0 (TRANSPOSE_CONV): bias 'bias' scale is not "
+                                      "input scale * weight scale")
+    model = _built("transpose_conv")
+    model.tensors[0].shape = (1, 6, 3, 2)
+    assert _raises(model).message == ("operator 0 (TRANSPOSE_CONV): weights (3, 2, 4, 1) do not "
+                                      "map 2 input channels to 3 output channels")
