@@ -51,7 +51,8 @@ def _plan_file(model, calib, budget: float) -> tuple[Path, dict]:
     info = {"seconds": round(time.perf_counter() - t, 1), "plan": report.plan,
             "weight_bytes": report.weight_bytes, "tflite_weight_bytes": report.stored_weight_bytes,
             "board_weight_bytes": report.board_weight_bytes,
-            "board_param_bytes": report.board_param_bytes}
+            "board_param_bytes": report.board_param_bytes,
+            "planned_bytes": report.mixed["weight_bytes"] if report.mixed else None}
     path.write_bytes(write_model(to_tflite_model(qgraph)))
     meta.write_text(json.dumps(info))
     return path, info
@@ -108,7 +109,7 @@ def packed_vww(shared: Path) -> dict:
                "flash_mps2_int4": container.sizes["flash"],
                "flash_stm32h743_int4": h7_container.sizes["flash"],
                "arena": dsp.sizes["arena"], "ipm": dsp.instructions_per_mac,
-               "quantize_seconds": info["seconds"]}
+               "quantize_seconds": info["seconds"], "planned_bytes": info.get("planned_bytes")}
         row["drop_val"] = float_val - row["val"]
         if budget in TARGETS:
             points, flash = TARGETS[budget]
@@ -125,7 +126,10 @@ def packed_vww(shared: Path) -> dict:
         "Plans: quantize(vww_96, train2017, 'brecq', 'mixed', budget_kb) with brecq's default "
         "iterations on 2 shared cores, widths 8/4/3/2, first and last layers at 8 bits; "
         "budget = stored model: weights as the engine packs them (2/3 bits as dense streams) + "
-        "int32 bias, int32 multiplier and int8 shift per output channel.",
+        "the packed per-channel parameters (edgeq.intmath.pack_channels: per layer a 12-byte "
+        "header and bias, Q31 multiplier and shift as value - base at the layer's widths); the "
+        "planner counts those widths as measured on min-max quantized copies at each width (bias "
+        "+1 bit of margin); 'stored' is what the engine generator wrote for the final plan.",
         "flash = text + data of the linked ELF (arm-none-eabi-size); 'INT4 containers' = the "
         "same .tflite with engine_options(packed_weights=False).",
         "instructions / MAC: QEMU -icount, mean over the photos, DSP build (not cycles).",

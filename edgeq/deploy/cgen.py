@@ -73,6 +73,7 @@ from edgeq.intmath import (
     nearest_indices,
     output_size,
     pack_bits,
+    pack_channels,
     pack_int4,
     quantize_multiplier,
     softmax_scaling,
@@ -86,7 +87,7 @@ PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_co
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
 # copying <name>_invoke). RESHAPE is an alias or an eq_copy.
 KERNEL_FILES = {
-    None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
+    None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c", "eq_channels.c"),
     "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h", "eq_conv_pw8.h",
                 "eq_conv.c"),
     "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise.c"),
@@ -172,6 +173,7 @@ class Step:
     call: str
     function: str = ""  # the kernel, e.g. eq_conv2d
     args: list[str] = field(default_factory=list)  # its arguments after the parameters
+    unpack: str = ""  # the eq_channels call that unpacks its per-channel parameters
 
 
 @dataclass
@@ -185,6 +187,7 @@ class Engine:
     steps: list[Step] = field(default_factory=list)
     macs: int = 0
     stage: Stage | None = None  # the first ops streamed band by band (edgeq.deploy.stream)
+    channel_slots: int = 0  # entries of the per-channel parameter scratch (eq_channels)
 
     @property
     def weight_bytes(self) -> int:
@@ -230,10 +233,14 @@ def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | No
 
 
 class _Lowering:
-    def __init__(self, model: Model, plan: MemoryPlan):
+    def __init__(self, model: Model, plan: MemoryPlan, stage_ops=()):
         self.model = model
         self.plan = plan
         self.arrays: list[Array] = []
+        self.stage_ops = set(stage_ops)
+        self.stage_channels = 0  # channel scratch slots the streamed stage's ops hold
+        self.channel_slots = 0  # channel scratch entries (int32 bias, multiplier; int8 shift)
+        self.unpacks: dict[int, str] = {}  # op index: its eq_channels call
         self.macs = 0
         self.wide_int8_weights = _OPTIONS["wide_int8_weights"]
         self.widths = declared_widths(model)
@@ -303,22 +310,34 @@ class _Lowering:
                           f"{tensor.name} {tensor.shape} int8 as int16 pairs")
         return f"(const int8_t *)(const void *){name}"
 
-    def bias(self, index: int, t: int) -> str:
-        if t < 0:
-            return "0"
-        tensor = self.model.tensors[t]
-        if tensor.dtype != "int32":
-            raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
-                                     "int8 models have int32 biases")
-        return self.array(f"op{index}_bias", "int32_t", np.asarray(tensor.data, np.int64),
-                          tensor.name)
-
-    def multipliers(self, index: int, reals: list[float]) -> tuple[str, str]:
+    def channel_params(self, index: int, t: int, reals: list[float]) -> list[tuple[str, str]]:
+        """The bias (tensor t, -1: none), multiplier and shift fields of a weighted op: its
+        packed per-channel array (intmath.pack_channels) is unpacked by eq_channels before the
+        kernel runs into the channel scratch; ops of a streamed stage each keep their own slice
+        of it (unpacked once, before the stage), the others share its start."""
+        bias = None
+        if t >= 0:
+            tensor = self.model.tensors[t]
+            if tensor.dtype != "int32":
+                raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
+                                         "int8 models have int32 biases")
+            bias = np.asarray(tensor.data, np.int64)
         pairs = [quantize_multiplier(r) for r in reals]
-        m = self.array(f"op{index}_multiplier", "int32_t", np.array([p[0] for p in pairs]))
-        # shifts fit int8 (QuantizeMultiplier gives [-31, 30]); 3 bytes less per channel
-        s = self.array(f"op{index}_shift", "int8_t", np.array([p[1] for p in pairs]))
-        return m, s
+        if bias is not None and len(pairs) == 1:  # per-tensor: one value, zero bits a channel
+            pairs *= bias.size
+        packed = pack_channels(bias, [p[0] for p in pairs], [p[1] for p in pairs])
+        name = self.array(f"op{index}_channels", "int8_t", packed.view(np.int8),
+                          f"op {index}: bias, multiplier, shift of {len(pairs)} channel(s), packed")
+        offset = 0
+        if index in self.stage_ops:
+            offset, self.stage_channels = self.stage_channels, self.stage_channels + len(pairs)
+        self.channel_slots = max(self.channel_slots, offset + len(pairs))
+        at = f" + {offset}" if offset else ""
+        self.unpacks[index] = (f"eq_channels({name}, {len(pairs)}, edgeq_channel_bias{at}, "
+                               f"edgeq_channel_multiplier{at}, edgeq_channel_shift{at});")
+        return [("bias", "0" if bias is None else f"edgeq_channel_bias{at}"),
+                ("multiplier", f"edgeq_channel_multiplier{at}"),
+                ("shift", f"edgeq_channel_shift{at}")]
 
     # per op ------------------------------------------------------------------------------------
     def lower(self, index: int, op: Op) -> Step:
@@ -339,6 +358,7 @@ class _Lowering:
                 "LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH, SUB, MAXIMUM, MINIMUM, "
                 "RESIZE_NEAREST_NEIGHBOR, TRANSPOSE_CONV")
         step = handler(index, op)
+        step.unpack = self.unpacks.get(index, "")
         name = self.model.tensors[op.outputs[0]].name
         step.comment = c_comment(f"{index}: {op.kind} -> {name}")
         return step
@@ -387,7 +407,8 @@ class _Lowering:
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16
         else:
             wname, bits = self.weights(index, op.inputs[1], stride, order)
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, self._opt_input(op, 2),
+                                       self._channel_reals(x, w, y, oc))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw * fic
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -396,8 +417,7 @@ class _Lowering:
                   *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
-                  ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift), ("row_words", words)]
+                  *channels, ("row_words", words)]
         scratch = self.plan.scratch.get(index)
         scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
         kind = "conv2d_wide" if bits == 16 else "conv2d"
@@ -414,7 +434,8 @@ class _Lowering:
         _, fh, fw, oc = w.shape
         _, oh, ow, _ = y.shape
         wname, bits = self.weights(index, op.inputs[1])
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, self._opt_input(op, 2),
+                                       self._channel_reals(x, w, y, oc))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -422,9 +443,7 @@ class _Lowering:
                   ("filter_h", fh), ("filter_w", fw),
                   *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
-                  ("act_max", hi), ("weight_bits", bits), ("weights", wname),
-                  ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("act_max", hi), ("weight_bits", bits), ("weights", wname), *channels]
         scratch = self.plan.scratch.get(index)
         scratch_ptr = "NULL" if scratch is None else f"(edgeq_arena + {scratch})"
         kind = "depthwise_conv2d_1x3" if (fh, fw) == (1, 3) else "depthwise_conv2d"
@@ -443,15 +462,14 @@ class _Lowering:
             reals = self._channel_reals(x, w, y, out_depth)
         else:  # GetQuantizedConvolutionMultipler
             reals = [float(x.scale[0]) * float(w.scale[0]) / float(y.scale[0])]
-        mult, shift = self.multipliers(index, reals)
+        channels = self.channel_params(index, self._opt_input(op, 2), reals)
         lo, hi = self._act(op, y)
         self.macs += batches * out_depth * accum
         fields = [("batches", batches), ("accum_depth", accum), ("out_depth", out_depth),
                   ("in_offset", -_zp(x)), ("weight_offset", -int(w.zero_point[0])),
                   ("out_offset", _zp(y)), ("act_min", lo), ("act_max", hi),
                   ("weight_bits", bits), ("per_channel", int(per_channel)),
-                  ("weights", wname), ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("weights", wname), *channels]
         return self._step(index, "fully_connected", "eq_fully_connected_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
 
@@ -504,16 +522,15 @@ class _Lowering:
         ph = leading_padding(oh, fh, sh, 1, output_size(padding, oh, fh, sh, 1))
         pw = leading_padding(ow, fw, sw, 1, output_size(padding, ow, fw, sw, 1))
         wname, _ = self.weights(index, op.inputs[1])
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op.inputs[3] if len(op.inputs) > 3 else -1,
+                                       self._channel_reals(x, w, y, oc))
         lo, hi = self._act(op, y)
         self.macs += b * ih * iw * ic * fh * fw * oc
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
                   ("out_w", ow), ("out_c", oc), ("filter_h", fh), ("filter_w", fw),
                   ("stride_h", sh), ("stride_w", sw), ("pad_h", ph), ("pad_w", pw),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
-                  ("act_max", hi), ("weights", wname),
-                  ("bias", self.bias(index, op.inputs[3] if len(op.inputs) > 3 else -1)),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("act_max", hi), ("weights", wname), *channels]
         return self._step(index, "transpose_conv", "eq_transpose_conv_t", fields,
                           [self.pointer(op.inputs[2]), self.pointer(op.outputs[0], True)])
 
@@ -896,10 +913,10 @@ def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = No
         plan = plan_memory(model, scratch, stage)
     elif arena_budget is not None and plan.arena_size > arena_budget:
         stage, plan = choose_stage(model, scratch, arena_budget) or (None, plan)
-    lowering = _Lowering(model, plan)
+    lowering = _Lowering(model, plan, stage.ops if stage else ())
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
     return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
-                  macs=lowering.macs, stage=stage)
+                  macs=lowering.macs, stage=stage, channel_slots=lowering.channel_slots)
 
 
 def _check_name(name: str) -> str:

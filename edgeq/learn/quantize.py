@@ -240,10 +240,24 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
                                            for n, b in plan.items()))
     board = [mixed.engine_bytes(graph.node(n), b) for n, b in plan.items()]
     report.board_weight_bytes = int(sum(w for w, _ in board))
-    report.board_param_bytes = int(sum(p for _, p in board))
+    report.board_param_bytes = _board_param_bytes(stored, int(sum(p for _, p in board)))
     report.bias_bytes = int(sum(4 * graph.node(n).weights["bias"].size for n in plan))
     report.seconds = round(time.perf_counter() - t0, 1)
     return stored, report
+
+
+def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
+    """The per-channel parameter bytes the engine stores for this graph (its packed arrays,
+    edgeq.intmath.pack_channels); `bound` (the widest fields) if the engine cannot lower it."""
+    from edgeq.deploy.cgen import lower_model
+    from edgeq.errors import EdgeqError
+    from edgeq.learn.export import to_tflite_model
+
+    try:
+        arrays = lower_model(to_tflite_model(stored)).arrays
+    except EdgeqError:
+        return bound
+    return int(sum(a.nbytes for a in arrays if a.name.endswith("_channels")))
 
 
 def storable(qgraph: QuantizedGraph) -> QuantizedGraph:
