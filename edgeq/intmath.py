@@ -211,12 +211,14 @@ def unpack_bits(packed: np.ndarray, count: int, bits: int) -> np.ndarray:
 # What the C engine (edgeq.deploy.cgen) stores in flash per weighted layer. The planner
 # (edgeq.learn.quant.mixed), the report and cgen all count with engine_layer_bytes.
 FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filter rows take the portable path
-# Per-channel parameters (bias, Q31 multiplier, shift) as one array per layer: a 12-byte
-# header (int32 bias base, int32 multiplier base, int8 shift base, then the three field widths,
-# the shift width's bit 7 set when shift code 0 marks a dead channel), then per channel the
-# three fields (value - base) at their widths, least significant bit first (eq_channels.c
-# unpacks it). A dead channel (multiplier 0: TFLM outputs the zero point whatever the bias and
-# shift) stores code 0 and its bias is not stored (base), so it widens no field.
+# Per-channel parameters (bias, Q31 multiplier, shift) as one array per layer: the biases,
+# then the multipliers, then the shifts, each as value - base at the layer's width for it,
+# least significant bit first, in one bit stream; then a 12-byte header (int32 bias base,
+# int32 multiplier base, int8 shift base, the three widths, the shift width's bit 7 set when
+# shift code 0 marks a dead channel; after the stream, it lets eq_channels.c read each field
+# with one 4-byte load without leaving the array). A dead channel (multiplier 0: TFLM outputs
+# the zero point whatever the bias and shift) stores code 0 and no bias (the base), so it
+# widens no field.
 CHANNEL_HEADER_BYTES = 12
 # Field widths when the values are unknown: they hold any int32 bias, Q31 multiplier in
 # [2^30, 2^31) and shift in [-31, 30] (or dead): an upper bound of channel_param_bytes.
@@ -298,12 +300,10 @@ def pack_channels(bias, multipliers, shifts) -> np.ndarray:
     codes = [np.where(live, b - bb, 0), np.where(live, m - bm, 0), np.where(live, s - bs, 0)]
     header = np.concatenate([np.array([bb & 0xFFFFFFFF, bm], "<u4").view(np.uint8),
                              np.array([bs & 0xFF, wb, wm, ws | (0x80 if dead else 0)], np.uint8)])
-    bits = []
-    for c in range(m.size):
-        for code, width in zip(codes, (wb, wm, ws), strict=True):
-            bits.extend((int(code[c]) >> k) & 1 for k in range(width))
-    stream = np.packbits(np.array(bits, np.uint8), bitorder="little")
-    packed = np.concatenate([header, stream]).astype(np.uint8)
+    bits = [((code.astype(np.uint64)[:, None] >> np.arange(width, dtype=np.uint64)) & 1)
+            .reshape(-1) for code, width in zip(codes, (wb, wm, ws), strict=True)]
+    stream = np.packbits(np.concatenate(bits).astype(np.uint8), bitorder="little")
+    packed = np.concatenate([stream, header]).astype(np.uint8)
     assert packed.size == channel_param_bytes(m.size, (wb, wm, ws)), packed.size
     return packed
 

@@ -13,7 +13,9 @@ are bit-exact with TFLM's reference kernels.
         int <name>_invoke_in_place(void), const int8_t *<name>_output(void), and for several
         inputs (outputs) <name>_input_at(i) / <name>_output_at(i) with <name>_input_bytes(i) /
         <name>_output_bytes(i); the graph inputs and outputs live in the arena (edgeq.deploy.plan
-        rule 3), so static RAM is the arena and the stack;
+        rule 3), so static RAM is the arena, the per-channel parameter scratch (9 bytes per
+        channel of the widest weighted layer, or of a streamed stage's layers together) and
+        the stack;
         copying: int <name>_invoke(const int8_t *in, int8_t *out), which copies `in` into the
         arena's inputs, runs in place and copies the outputs to `out` (several inputs or
         outputs back to back);
@@ -29,8 +31,11 @@ INT8 filters whose lines (filter_w * in_c values) are not whole words store each
 words first, then the lines' leftovers (row_words: im2col from whole input words, e.g. the 3x3
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
 per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
-prepared weights and stages of each channel quad (scratch_bytes); requantization shifts are
-stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
+prepared weights and stages of each channel quad (scratch_bytes). Each weighted layer's
+biases, multipliers and shifts are one packed array (edgeq.intmath.pack_channels: value - base
+at the widths the layer's values need) that eq_channels unpacks into the static channel
+scratch before the layer's kernel runs (before the stage for streamed ops, each in its own
+slice), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
 (inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
 (eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
@@ -193,6 +198,12 @@ class Engine:
     def weight_bytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
 
+    @property
+    def channel_scratch_bytes(self) -> int:
+        """Static RAM of the unpacked per-channel parameters: int32 bias, int32 multiplier,
+        int8 shift per slot."""
+        return 9 * self.channel_slots
+
 
 def _scale(t: Tensor) -> float:
     return float(np.float32(t.scale[0]))
@@ -333,7 +344,8 @@ class _Lowering:
             offset, self.stage_channels = self.stage_channels, self.stage_channels + len(pairs)
         self.channel_slots = max(self.channel_slots, offset + len(pairs))
         at = f" + {offset}" if offset else ""
-        self.unpacks[index] = (f"eq_channels({name}, {len(pairs)}, edgeq_channel_bias{at}, "
+        self.unpacks[index] = (f"eq_channels({name}, {packed.size}, {len(pairs)}, "
+                               f"edgeq_channel_bias{at}, "
                                f"edgeq_channel_multiplier{at}, edgeq_channel_shift{at});")
         return [("bias", "0" if bias is None else f"edgeq_channel_bias{at}"),
                 ("multiplier", f"edgeq_channel_multiplier{at}"),

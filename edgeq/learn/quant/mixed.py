@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeq import intmath
 from edgeq.errors import DataError
 from edgeq.intmath import engine_layer_bytes
 from edgeq.learn.graph import Graph, Node, apply_node
@@ -100,7 +101,7 @@ def param_fields(graph: Graph, calib_x: np.ndarray, allowed: dict[str, tuple],
                 continue
             op = model.ops[int(a.name.split("_")[0][2:])]
             name = model.tensors[op.inputs[1]].name.rsplit("/", 1)[0]
-            header = a.values.view(np.uint8)
+            header = a.values.view(np.uint8)[-intmath.CHANNEL_HEADER_BYTES:]
             if name in allowed and plan[name] == bits:
                 result[name, bits] = (min(int(header[9]) + margin, 32), int(header[10]),
                                       int(header[11]) & 0x3F)
