@@ -211,14 +211,14 @@ def unpack_bits(packed: np.ndarray, count: int, bits: int) -> np.ndarray:
 # What the C engine (edgeq.deploy.cgen) stores in flash per weighted layer. The planner
 # (edgeq.learn.quant.mixed), the report and cgen all count with engine_layer_bytes.
 FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filter rows take the portable path
-# Per-channel parameters (bias, Q31 multiplier, shift) as one array per layer: the biases,
-# then the multipliers, then the shifts, each as value - base at the layer's width for it,
-# least significant bit first, in one bit stream; then a 12-byte header (int32 bias base,
-# int32 multiplier base, int8 shift base, the three widths, the shift width's bit 7 set when
-# shift code 0 marks a dead channel; after the stream, it lets eq_channels.c read each field
-# with one 4-byte load without leaving the array). A dead channel (multiplier 0: TFLM outputs
-# the zero point whatever the bias and shift) stores code 0 and no bias (the base), so it
-# widens no field.
+# Per-channel parameters (bias, Q31 multiplier, shift) as one array per layer: each field
+# stored as value - base at the layer's width for it, least significant bit first, in one bit
+# stream: per channel its (bias, shift) pair, then per channel its multiplier; then a 12-byte
+# header (int32 bias base, int32 multiplier base, int8 shift base, the bias, multiplier and
+# shift widths, the shift width's bit 7 set when shift code 0 marks a dead channel; after the
+# stream, it lets eq_channels.c read each field with one 4-byte load without leaving the
+# array). A dead channel (multiplier 0: TFLM outputs the zero point whatever the bias and
+# shift) stores code 0 and no bias (the base), so it widens no field.
 CHANNEL_HEADER_BYTES = 12
 # Field widths when the values are unknown: they hold any int32 bias, Q31 multiplier in
 # [2^30, 2^31) and shift in [-31, 30] (or dead): an upper bound of channel_param_bytes.
@@ -300,9 +300,12 @@ def pack_channels(bias, multipliers, shifts) -> np.ndarray:
     codes = [np.where(live, b - bb, 0), np.where(live, m - bm, 0), np.where(live, s - bs, 0)]
     header = np.concatenate([np.array([bb & 0xFFFFFFFF, bm], "<u4").view(np.uint8),
                              np.array([bs & 0xFF, wb, wm, ws | (0x80 if dead else 0)], np.uint8)])
-    bits = [((code.astype(np.uint64)[:, None] >> np.arange(width, dtype=np.uint64)) & 1)
-            .reshape(-1) for code, width in zip(codes, (wb, wm, ws), strict=True)]
-    stream = np.packbits(np.concatenate(bits).astype(np.uint8), bitorder="little")
+    def fields(code, width):  # [channels, width] bits, least significant first
+        return (code.astype(np.uint64)[:, None] >> np.arange(width, dtype=np.uint64)) & 1
+
+    pairs = np.concatenate([fields(codes[0], wb), fields(codes[2], ws)], axis=1).reshape(-1)
+    stream = np.packbits(np.concatenate([pairs, fields(codes[1], wm).reshape(-1)])
+                         .astype(np.uint8), bitorder="little")
     packed = np.concatenate([stream, header]).astype(np.uint8)
     assert packed.size == channel_param_bytes(m.size, (wb, wm, ws)), packed.size
     return packed
