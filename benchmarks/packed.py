@@ -58,6 +58,25 @@ def _plan_file(model, calib, budget: float) -> tuple[Path, dict]:
     return path, info
 
 
+def _smallest(model, calib) -> dict:
+    """The smallest stored model the planner can choose (every layer at its narrowest allowed
+    width), split into weights, per-channel parameters and the multipliers among them, with
+    the parameter field widths the planner measures (edgeq.learn.quant.mixed.param_fields)."""
+    from edgeq.learn.graph import capture
+    from edgeq.learn.quant import mixed
+
+    graph = capture(model)
+    allowed = mixed.allowed_widths(graph)
+    fields = mixed.param_fields(graph, calib.x, allowed)
+    sizes = [mixed.engine_bytes(graph.node(n), min(ws), fields) for n, ws in allowed.items()]
+    kernels = {n: graph.node(n).weights["kernel"] for n in allowed}
+    channels = {n: k.shape[2] * k.shape[3] if graph.node(n).kind == "depthwise_conv2d"
+                else k.shape[-1] for n, k in kernels.items()}
+    mult_bits = sum(channels[n] * fields[n, min(ws)][1] for n, ws in allowed.items())
+    return {"weights": int(sum(w for w, _ in sizes)), "params": int(sum(p for _, p in sizes)),
+            "multiplier_bytes": -(-mult_bits // 8), "channels": int(sum(channels.values()))}
+
+
 def packed_vww(shared: Path) -> dict:
     import tf_keras
 
@@ -77,12 +96,14 @@ def packed_vww(shared: Path) -> dict:
     x = np.concatenate([val.x, calib.x])  # val first: its accuracy is that of the first rows
     y = np.concatenate([val.y, calib.y])
     out = CACHE / "packed_vww"
+    smallest = None
     for budget in BUDGETS_KB:
         try:
             path, info = _plan_file(model, calib, budget)
         except DataError as e:  # below the smallest stored model: say so, with its size
+            smallest = smallest or _smallest(model, calib)
             rows.append({"model": f"brecq mixed <= {budget:g} KiB stored", "budget_kb": budget,
-                         "infeasible": e.message})
+                         "infeasible": e.message, "smallest": smallest})
             print(f"  {budget} KiB: {e.message}", flush=True)
             continue
         q = quantize_inputs(x, model_input_spec(path))
@@ -135,10 +156,69 @@ def packed_vww(shared: Path) -> dict:
         "instructions / MAC: QEMU -icount, mean over the photos, DSP build (not cycles).",
         f"Anchor: {ANCHOR} (its own evaluation set, not these photos).",
         "The quantize seconds of each plan are in the JSON (brecq mixed, 2 loaded cores).",
-        "Not measured here: QGT W2 on Fashion-MNIST (model object vs W4)."]}
+        "QGT W2 on Fashion-MNIST (model object vs W4): the packed_fmnist section."]}
+
+
+FMNIST_QGT_EPOCHS = 1  # the sizes depend on the stored widths, not on how long QGT trained
+FMNIST_TARGET = 0.55  # the W2 model object at most this fraction of the W4 one
+
+
+def packed_fmnist(shared: Path) -> dict:
+    """Fashion-MNIST QGT + STE at W4 and W2 (benchmarks.qgt's settings, FMNIST_QGT_EPOCHS
+    epochs): the firmware's model object (edgeq_model.o: weights, per-channel parameters and
+    the invoke code) with the 2-bit layers packed and as INT4 containers, and its ratio."""
+    from benchmarks.qgt import CALIB, STE_LR, STE_STRENGTH, VAL_SAMPLES
+    from benchmarks.sections import _evaluate_tflite, trained_fmnist
+    from edgeq.deploy import cgen
+    from edgeq.deploy.firmware import build_firmware
+    from edgeq.learn.graph import capture
+    from edgeq.learn.qgt.training import finish, train_qgt
+    from edgeq.learn.train import evaluate_float
+
+    model, tr, te, _, _ = trained_fmnist()
+    _, float_out = evaluate_float(model, te)
+    graph = capture(model)
+    calib = tr.x[np.random.default_rng(0).permutation(len(tr))[:CALIB]]
+    rows = []
+    for bits in (4, 2):
+        t = time.perf_counter()
+        result = train_qgt(graph, tr, te.take(VAL_SAMPLES), bits=bits, epochs=FMNIST_QGT_EPOCHS,
+                           regularizer="l2grid", ste_start=0.0, strength=STE_STRENGTH,
+                           learning_rate=STE_LR)
+        tflite, _ = finish(result, calib)
+        seconds = time.perf_counter() - t
+        path = CACHE / f"packed_fmnist_w{bits}.tflite"
+        CACHE.mkdir(exist_ok=True)
+        path.write_bytes(tflite)
+        row = _evaluate_tflite(f"QGT + STE W{bits} ({FMNIST_QGT_EPOCHS} epoch)", tflite, te.x,
+                               te.y, seconds, float_out)
+        out = CACHE / "packed_fmnist" / f"w{bits}"
+        row["model_object"] = build_firmware(path, "mps2-an500", out, force=True).sizes[
+            "model_flash"]
+        with cgen.engine_options(packed_weights=False):
+            row["model_object_int4"] = build_firmware(path, "mps2-an500", out.with_name(
+                f"w{bits}_int4"), force=True).sizes["model_flash"]
+        rows.append(row)
+    ratio = rows[1]["model_object"] / rows[0]["model_object"]
+    return {"rows": rows, "ratio": ratio, "ratio_int4": rows[1]["model_object_int4"] /
+            rows[0]["model_object_int4"],
+            "target": f"W2 / W4 model object <= {FMNIST_TARGET}: "
+                      + ("met" if ratio <= FMNIST_TARGET else "NOT met"),
+            "notes": [
+                "fmnist float model of benchmarks.sections.trained_fmnist; QGT + STE as in "
+                f"benchmarks.qgt (l2grid pull, straight-through from the start, λ "
+                f"{STE_STRENGTH:g}, Adam {STE_LR:g}) for {FMNIST_QGT_EPOCHS} epoch(s) (not "
+                "qgt_fmnist's 4: the stored sizes depend on the widths, the accuracy is this "
+                "run's), first and last layers at 8 bits; top-1 on all 10,000 test images.",
+                "model object = text + data of edgeq_model.o in the mps2-an500 firmware "
+                "(arm-none-eabi-size): weights as the engine packs them, the packed per-channel "
+                "parameters and the generated invoke code; 'as INT4 containers' = "
+                "engine_options(packed_weights=False)."]}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
+    if name == "packed_fmnist":
+        return _render_fmnist(result, cmd)
     head = ("| model | val2017 top-1 | drop | all 256 | = TFLM | stored KiB (weights + params) "
             "| widths (layers) | flash mps2-an500 | as INT4 containers | flash stm32h743 "
             "| as INT4 containers | arena B | instr / MAC | target |")
@@ -152,7 +232,16 @@ def render(name: str, result: dict, cmd: str) -> str:
             continue
         if "infeasible" in r:
             target = TARGETS.get(r["budget_kb"])
-            lines.append(f"| {r['model']} | no plan: {r['infeasible']} | — | — | — | — | — | — "
+            why = r["infeasible"]
+            if "smallest" in r:
+                s = r["smallest"]
+                why += (f"; of it {s['weights']:,} B of weights (every inner layer at 2 bits) and "
+                        f"{s['params']:,} B of per-channel parameters for {s['channels']:,} "
+                        f"channels, {s['multiplier_bytes']:,} B of them Q31 multipliers "
+                        "(30 bits each, lossless)")
+                if s["weights"] > r["budget_kb"] * 1024:
+                    why += f"; the weights alone exceed {r['budget_kb']:g} KiB"
+            lines.append(f"| {r['model']} | no plan: {why} | — | — | — | — | — | — "
                          f"| — | — | — | — | — | {'NOT met' if target else '—'} |")
             continue
         stored = (f"{r['stored_bytes'] / 1024:.1f} ({r['board_weight_bytes'] / 1024:.1f} + "
@@ -168,6 +257,22 @@ def render(name: str, result: dict, cmd: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-REGISTRY = {"packed_vww": packed_vww}
+def _render_fmnist(result: dict, cmd: str) -> str:
+    lines = [f"## {TITLES['packed_fmnist']}", "", f"Command: `{cmd}` (section wall time "
+             f"{result.get('wall_seconds')} s; {result.get('machine')})", "",
+             "| model | top-1 TFLM | top-1 LiteRT | model object B | as INT4 containers B |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['model']} | {r['top1_tflm']:.2%} | {r['top1_litert']:.2%} | "
+                     f"{r['model_object']:,} | {r['model_object_int4']:,} |")
+    lines += ["", f"W2 / W4 model object: {result['ratio']:.3f} ({result['target']}); as INT4 "
+              f"containers {result['ratio_int4']:.3f}.", ""]
+    lines += [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+REGISTRY = {"packed_vww": packed_vww, "packed_fmnist": packed_fmnist}
 TITLES = {"packed_vww": "2- and 3-bit weights packed on the board (issue #16): person "
-                        "detection mixed plans by stored bytes"}
+                        "detection mixed plans by stored bytes",
+          "packed_fmnist": "2-bit weights packed on the board (issue #16): Fashion-MNIST QGT W2 "
+                           "against W4, firmware model object"}

@@ -207,3 +207,30 @@ def test_compiled_arrays_are_engine_layer_bytes(tmp_path, vww_int8_path):
     channels = sum(int(s) for s in re.findall(r"bias, multiplier, shift of (\d+) channel",
                                               files.source.read_text()))
     assert channels == 2738 and params < 9 * channels
+
+
+def test_weights_hint_counts_what_the_board_stores():
+    """fit.weights_hint sizes the current and the 4-bit model with the stored-bytes formula
+    it is given (the build passes edgeq.learn.quant.mixed.layer_bytes: packed weights +
+    per-channel parameters), so the budget it suggests is one of stored model."""
+    from edgeq.boards import load_board
+    from edgeq.errors import BoardFitError
+    from edgeq.fit import fit_board, sizes_from_plan, weights_hint
+
+    kernels, plan = {"first": 1000, "middle": 2**20, "last": 1000}, {"middle": 8}
+    params = {"first": 300, "middle": 9000, "last": 40}  # per-channel parameter bytes
+
+    def layer_bytes(name, bits):
+        return intmath.stored_weight_bytes(kernels[name], bits) + params[name]
+
+    now = sum(layer_bytes(n, plan.get(n, 8)) for n in kernels)
+    sizes = sizes_from_plan(1024, now, 2048)
+    with pytest.raises(BoardFitError) as e:
+        fit_board(load_board("nrf52840"), sizes,
+                  weights_hint(sizes["flash_bytes"], kernels, plan, ("first", "last"),
+                               layer_bytes=layer_bytes))
+    over = sizes["flash_bytes"] - 2**20
+    four = 1000 + 2**19 + 1000 + sum(params.values())
+    assert f"`--bits 4`) store {four:,} bytes of weights and parameters instead of {now:,}" \
+        in e.value.hint
+    assert f"--bits mixed --budget-kb {(now - over) // 1024}" in e.value.hint
