@@ -58,6 +58,78 @@ def _plan_file(model, calib, budget: float) -> tuple[Path, dict]:
     return path, info
 
 
+LAYOUTS = {
+    "int32 bias + int32 multiplier + int8 shift (before)": "before",
+    "fixed fields: 32-bit bias, 30-bit multiplier, 6-bit shift": "fixed",
+    "per-layer widths, whole bytes (bias 1-4 B, multiplier 4 B, shift 1 B)": "bytes",
+    "per-layer widths in bits (value - base)": "bits",
+    "per-layer widths in bits + dead channels coded in the shift (the engine's)": "engine",
+    "the engine's + constant-output channels coded dead (not implemented)": "constant",
+}
+
+
+def _param_layouts(model) -> dict[str, int]:
+    """Bytes of every weighted layer's per-channel parameters of a .tflite Model under the
+    LAYOUTS (12-byte header per layer where there are per-layer widths)."""
+    from edgeq import intmath
+    from edgeq.deploy import cgen
+
+    steps = cgen.lower_model(model).steps
+    total = dict.fromkeys(LAYOUTS.values(), 0)
+    for i, op in enumerate(model.ops):
+        if op.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        x, w, y = (model.tensors[t] for t in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
+        b = np.asarray(model.tensors[op.inputs[2]].data, np.int64) if has_bias else None
+        pairs = [intmath.quantize_multiplier(float(x.scale[0]) * float(s) / float(y.scale[0]))
+                 for s in np.asarray(w.scale, np.float32)]
+        if len(pairs) == 1 and b is not None:
+            pairs *= b.size
+        mu, sh = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        n = mu.size
+        total["before"] += n * 4 * has_bias + (n if len(w.scale) > 1 else 1) * 5
+        total["fixed"] += -(-n * (32 * has_bias + 36) // 8)
+        bits_fields, _, _ = intmath.channel_fields(b, np.where(mu == 0, 1 << 30, mu), sh)
+        total["bits"] += intmath.channel_param_bytes(n, bits_fields)
+        total["bytes"] += intmath.CHANNEL_HEADER_BYTES + n * sum(-(-f // 8) for f in bits_fields)
+        fields, _, _ = intmath.channel_fields(b, mu, sh)
+        total["engine"] += intmath.channel_param_bytes(n, fields)
+        # constant output over every possible accumulator (the ends of its range suffice: the
+        # requantization is monotone) equal to the clamped zero point: codable as dead
+        const = np.zeros(n, bool)
+        if op.kind != "FULLY_CONNECTED" and b is not None:
+            q = np.asarray(w.data, np.int64)
+            q = np.moveaxis(q, -1, 0) if op.kind == "DEPTHWISE_CONV_2D" else q
+            q = q.reshape(n, -1)
+            lo_in, hi_in = -128 - int(x.zero_point[0]), 127 - int(x.zero_point[0])
+            ends = [np.minimum(q * lo_in, q * hi_in).sum(1) + b,
+                    np.maximum(q * lo_in, q * hi_in).sum(1) + b]
+            f = dict(steps[i].fields)
+            lo, hi, zp = int(f["act_min"]), int(f["act_max"]), int(y.zero_point[0])
+            out = [np.clip(zp + intmath.multiply_by_quantized_multiplier(e, mu, sh), lo, hi)
+                   for e in ends]
+            const = ((ends[0] >= -(1 << 31)) & (ends[1] < 1 << 31) & (out[0] == out[1])
+                     & (out[0] == np.clip(zp, lo, hi)))
+        fields, _, _ = intmath.channel_fields(b, np.where(const, 0, mu), np.where(const, 0, sh))
+        total["constant"] += intmath.channel_param_bytes(n, fields)
+    return total
+
+
+def _w4_file(model, calib) -> Path:
+    """The W4 person detector (brecq, first and last layers at 8 bits), cached."""
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quantize import quantize
+    from edgeq.tflite.write import write_model
+
+    path = CACHE / "packed_vww_w4.tflite"
+    if not path.is_file():
+        CACHE.mkdir(exist_ok=True)
+        qgraph, _ = quantize(model, calib.x, "brecq", 4, progress=False)
+        path.write_bytes(write_model(to_tflite_model(qgraph)))
+    return path
+
+
 def _smallest(model, calib) -> dict:
     """The smallest stored model the planner can choose (every layer at its narrowest allowed
     width), split into weights, per-channel parameters and the multipliers among them, with
@@ -140,7 +212,16 @@ def packed_vww(shared: Path) -> dict:
                              + ("met" if row["flash_mps2"] <= flash else "NOT met"))
         rows.append(row)
         print(f"  {row['model']}: val {row['val']:.4f}, flash {row['flash_mps2']:,}", flush=True)
-    return {"rows": rows, "notes": [
+    from edgeq.tflite.read import read_model
+
+    layouts = {"vww_96_int8.tflite": _param_layouts(read_model(shared / "models" /
+                                                              "vww_96_int8.tflite")),
+               "W4 brecq": _param_layouts(read_model(_w4_file(model, calib)))}
+    for budget in BUDGETS_KB:
+        if (CACHE / f"packed_vww_{budget:g}kb.tflite").is_file():
+            layouts[f"mixed <= {budget:g} KiB"] = _param_layouts(
+                read_model(CACHE / f"packed_vww_{budget:g}kb.tflite"))
+    return {"rows": rows, "layouts": layouts, "notes": [
         f"coco-vww-256: calibrate on the {len(calib)} train2017_* photos; accuracy on the "
         f"{len(val)} val2017_* photos and on all {len(x)} (the calibration photos included), "
         "measured on the firmware under QEMU (mps2-an500, DSP build); float with tf_keras.",
@@ -253,6 +334,15 @@ def render(name: str, result: dict, cmd: str) -> str:
             f"{r['flash_mps2']:,} | {r['flash_mps2_int4']:,} | {r['flash_stm32h743']:,} | "
             f"{r['flash_stm32h743_int4']:,} | {r['arena']:,} | {r['ipm']:.2f} | "
             f"{r.get('target', '—')} |")
+    if "layouts" in result:
+        models = list(result["layouts"])
+        lines += ["", "Per-channel parameter bytes of the person detectors under each layout "
+                  "(all weighted layers; the firmware is identical to TFLM with any of them):",
+                  "", "| layout | " + " | ".join(models) + " |",
+                  "|---|" + "---|" * len(models)]
+        for label, key in LAYOUTS.items():
+            lines.append(f"| {label} | " + " | ".join(f"{result['layouts'][m][key]:,}"
+                                                     for m in models) + " |")
     lines += [""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
 
