@@ -289,6 +289,34 @@ def channel_fields(bias, multipliers, shifts) -> tuple[tuple[int, int, int], tup
     return widths, bases, dead
 
 
+CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def op_channel_values(model, op) -> tuple[np.ndarray | None, list[int], list[int]]:
+    """(int32 biases or None, Q31 multipliers, shifts) of a weighted op of a TFLite Model, as
+    TFLM's Prepare computes them (quantize_multiplier of input scale * weight scale / output
+    scale in double precision), one per output channel; a per-tensor layer with a bias
+    repeats its one multiplier and shift per bias (zero bits a channel when packed)."""
+    if op.kind not in CHANNEL_OPS:
+        raise DataError(f"{op.kind} has no per-channel parameters",
+                        f"one of {', '.join(CHANNEL_OPS)}")
+    x_at, b_at = (2, 3) if op.kind == "TRANSPOSE_CONV" else (0, 2)
+    x, w = model.tensors[op.inputs[x_at]], model.tensors[op.inputs[1]]
+    y = model.tensors[op.outputs[0]]
+    bias = None
+    if len(op.inputs) > b_at and op.inputs[b_at] >= 0:
+        bias = np.asarray(model.tensors[op.inputs[b_at]].data, np.int64).reshape(-1)
+    scales = np.asarray(w.scale, dtype=np.float32)
+    channels = w.shape[3] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]
+    if op.kind == "FULLY_CONNECTED" and len(scales) == 1:
+        channels = 1  # GetQuantizedConvolutionMultipler: one multiplier for the tensor
+    pairs = [quantize_multiplier(float(x.scale[0]) * float(scales[c if len(scales) > 1 else 0])
+                                 / float(y.scale[0])) for c in range(channels)]
+    if bias is not None and len(pairs) == 1:
+        pairs *= bias.size
+    return bias, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 def pack_channels(bias, multipliers, shifts) -> np.ndarray:
     """One layer's per-channel parameters as the engine stores them (uint8: header + stream);
     `bias` None when the layer has none."""

@@ -653,8 +653,10 @@ ALWAYS = {"eq_multiply_by_quantized_multiplier", "eq_requantize", "eq_copy"}
 
 
 @pytest.mark.parametrize("build, kernels", [
-    (lambda rng: opmodels.conv2d(rng, weight_bits=4), {"eq_conv2d", "eq_conv2d_wide"}),
-    (lambda rng: opmodels.depthwise(rng), {"eq_depthwise_conv2d", "eq_depthwise_conv2d_1x3"}),
+    (lambda rng: opmodels.conv2d(rng, weight_bits=4), {"eq_conv2d", "eq_conv2d_wide",
+                                                       "eq_channels"}),
+    (lambda rng: opmodels.depthwise(rng), {"eq_depthwise_conv2d", "eq_depthwise_conv2d_1x3",
+                                           "eq_channels"}),
     (lambda rng: opmodels.softmax(rng), {"eq_softmax"}),
 ])
 def test_engine_compiles_only_the_kernels_its_ops_use(tmp_path, build, kernels):

@@ -35,8 +35,8 @@ prepared weights and stages of each channel quad (scratch_bytes). Each weighted 
 biases, multipliers and shifts are one packed array (edgeq.intmath.pack_channels: value - base
 at the widths the layer's values need) that eq_channels unpacks into the static channel
 scratch before the layer's kernel runs (before the stage for streamed ops, each in its own
-slice), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
-(inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
+slice), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite
+metadata declares 2 or 3 bits wide (inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
 (eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
 as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to force the portable
@@ -76,6 +76,7 @@ from edgeq.intmath import (
     leaky_relu_table,
     logistic_table,
     nearest_indices,
+    op_channel_values,
     output_size,
     pack_bits,
     pack_channels,
@@ -90,13 +91,15 @@ from edgeq.tflite.model import Model, Op, Tensor
 PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_conv2d_packed
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
-# copying <name>_invoke). RESHAPE is an alias or an eq_copy.
+# copying <name>_invoke). RESHAPE is an alias or an eq_copy; the weighted ops' per-channel
+# parameters are unpacked by eq_channels.
 KERNEL_FILES = {
-    None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c", "eq_channels.c"),
-    "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h", "eq_conv_pw8.h",
-                "eq_conv.c"),
-    "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise.c"),
-    "FULLY_CONNECTED": ("eq_fully_connected.c",),
+    None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
+    "CONV_2D": ("eq_channels.c", "eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h",
+                "eq_conv_pw8.h", "eq_conv.c"),
+    "DEPTHWISE_CONV_2D": ("eq_channels.c", "eq_depthwise_asm.h", "eq_depthwise_strips.h",
+                          "eq_depthwise.c"),
+    "FULLY_CONNECTED": ("eq_channels.c", "eq_fully_connected.c"),
     "ADD": ("eq_add.c",),
     "AVERAGE_POOL_2D": ("eq_pool.c",),
     "MAX_POOL_2D": ("eq_pool.c",),
@@ -115,7 +118,7 @@ KERNEL_FILES = {
     "MAXIMUM": ("eq_minmax.c",),
     "MINIMUM": ("eq_minmax.c",),
     "RESIZE_NEAREST_NEIGHBOR": ("eq_resize.c",),
-    "TRANSPOSE_CONV": ("eq_transpose_conv.c",),
+    "TRANSPOSE_CONV": ("eq_channels.c", "eq_transpose_conv.c"),
     # engines with 2- or 3-bit CONV_2D weights on the fast path (after eq_conv.c: it calls
     # eq_conv2d and the 1x1 record path)
     PACKED_CONV: ("eq_unpack.c",),
@@ -321,30 +324,26 @@ class _Lowering:
                           f"{tensor.name} {tensor.shape} int8 as int16 pairs")
         return f"(const int8_t *)(const void *){name}"
 
-    def channel_params(self, index: int, t: int, reals: list[float]) -> list[tuple[str, str]]:
+    def channel_params(self, index: int, op: Op, t: int) -> list[tuple[str, str]]:
         """The bias (tensor t, -1: none), multiplier and shift fields of a weighted op: its
-        packed per-channel array (intmath.pack_channels) is unpacked by eq_channels before the
-        kernel runs into the channel scratch; ops of a streamed stage each keep their own slice
-        of it (unpacked once, before the stage), the others share its start."""
-        bias = None
-        if t >= 0:
-            tensor = self.model.tensors[t]
-            if tensor.dtype != "int32":
-                raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
-                                         "int8 models have int32 biases")
-            bias = np.asarray(tensor.data, np.int64)
-        pairs = [quantize_multiplier(r) for r in reals]
-        if bias is not None and len(pairs) == 1:  # per-tensor: one value, zero bits a channel
-            pairs *= bias.size
-        packed = pack_channels(bias, [p[0] for p in pairs], [p[1] for p in pairs])
+        packed per-channel array (intmath.op_channel_values, intmath.pack_channels) is
+        unpacked by eq_channels before the kernel runs into the channel scratch; ops of a
+        streamed stage each keep their own slice of it (unpacked once, before the stage), the
+        others share its start."""
+        if t >= 0 and (tensor := self.model.tensors[t]).dtype != "int32":
+            raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
+                                     "int8 models have int32 biases")
+        bias, multipliers, shifts = op_channel_values(self.model, op)
+        packed = pack_channels(bias, multipliers, shifts)
+        n = len(multipliers)
         name = self.array(f"op{index}_channels", "int8_t", packed.view(np.int8),
-                          f"op {index}: bias, multiplier, shift of {len(pairs)} channel(s), packed")
+                          f"op {index}: bias, multiplier, shift of {n} channel(s), packed")
         offset = 0
         if index in self.stage_ops:
-            offset, self.stage_channels = self.stage_channels, self.stage_channels + len(pairs)
-        self.channel_slots = max(self.channel_slots, offset + len(pairs))
+            offset, self.stage_channels = self.stage_channels, self.stage_channels + n
+        self.channel_slots = max(self.channel_slots, offset + n)
         at = f" + {offset}" if offset else ""
-        self.unpacks[index] = (f"eq_channels({name}, {packed.size}, {len(pairs)}, "
+        self.unpacks[index] = (f"eq_channels({name}, {packed.size}, {n}, "
                                f"edgeq_channel_bias{at}, "
                                f"edgeq_channel_multiplier{at}, edgeq_channel_shift{at});")
         return [("bias", "0" if bias is None else f"edgeq_channel_bias{at}"),
@@ -396,11 +395,6 @@ class _Lowering:
         return [("stride_h", sh), ("stride_w", sw), ("dilation_h", dh), ("dilation_w", dw),
                 ("pad_h", ph), ("pad_w", pw)]
 
-    def _channel_reals(self, x: Tensor, w: Tensor, y: Tensor, channels: int) -> list[float]:
-        scales = np.asarray(w.scale, dtype=np.float32)
-        return [float(x.scale[0]) * float(scales[c if len(scales) > 1 else 0])
-                / float(y.scale[0]) for c in range(channels)]
-
     def _conv_2d(self, index, op):
         m = self.model
         x, w, y = m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]]
@@ -419,8 +413,7 @@ class _Lowering:
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16
         else:
             wname, bits = self.weights(index, op.inputs[1], stride, order)
-        channels = self.channel_params(index, self._opt_input(op, 2),
-                                       self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw * fic
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -446,8 +439,7 @@ class _Lowering:
         _, fh, fw, oc = w.shape
         _, oh, ow, _ = y.shape
         wname, bits = self.weights(index, op.inputs[1])
-        channels = self.channel_params(index, self._opt_input(op, 2),
-                                       self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -470,11 +462,7 @@ class _Lowering:
         batches = x.num_elements // accum
         per_channel = len(w.scale) > 1
         wname, bits = self.weights(index, op.inputs[1])
-        if per_channel:
-            reals = self._channel_reals(x, w, y, out_depth)
-        else:  # GetQuantizedConvolutionMultipler
-            reals = [float(x.scale[0]) * float(w.scale[0]) / float(y.scale[0])]
-        channels = self.channel_params(index, self._opt_input(op, 2), reals)
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += batches * out_depth * accum
         fields = [("batches", batches), ("accum_depth", accum), ("out_depth", out_depth),
@@ -534,8 +522,7 @@ class _Lowering:
         ph = leading_padding(oh, fh, sh, 1, output_size(padding, oh, fh, sh, 1))
         pw = leading_padding(ow, fw, sw, 1, output_size(padding, ow, fw, sw, 1))
         wname, _ = self.weights(index, op.inputs[1])
-        channels = self.channel_params(index, op.inputs[3] if len(op.inputs) > 3 else -1,
-                                       self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, op.inputs[3] if len(op.inputs) > 3 else -1)
         lo, hi = self._act(op, y)
         self.macs += b * ih * iw * ic * fh * fw * oc
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -1035,7 +1022,8 @@ def _write_kernels(out: Path, kinds: set[str]) -> list[Path]:
     unit = out / KERNEL_UNIT
     if unit.is_file() and "generated by edgeq" in (old := unit.read_text()):
         kept = set(_UNIT_INCLUDE.findall(old))
-        kinds = kinds | {k for k, files in KERNEL_FILES.items() if kept & set(files)}
+        # a kind's own file is its last (eq_channels.c is every weighted kind's)
+        kinds = kinds | {k for k, files in KERNEL_FILES.items() if files[-1] in kept}
     names = kernel_files(kinds)
     for name in names:
         _write_atomic(out / name, (kernel_dir() / name).read_text())

@@ -247,17 +247,24 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
 
 
 def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
-    """The per-channel parameter bytes the engine stores for this graph (its packed arrays,
-    edgeq.intmath.pack_channels); `bound` (the widest fields) if the engine cannot lower it."""
-    from edgeq.deploy.cgen import lower_model
+    """The per-channel parameter bytes the engine stores for this graph's .tflite (its packed
+    arrays: edgeq.intmath.op_channel_values, channel_fields); `bound` (the widest fields) if
+    it cannot be exported."""
+    from edgeq import intmath
     from edgeq.errors import EdgeqError
     from edgeq.learn.export import to_tflite_model
 
     try:
-        arrays = lower_model(to_tflite_model(stored)).arrays
+        model = to_tflite_model(stored)
     except EdgeqError:
         return bound
-    return int(sum(a.nbytes for a in arrays if a.name.endswith("_channels")))
+    total = 0
+    for op in model.ops:
+        if op.kind in intmath.CHANNEL_OPS:
+            values = intmath.op_channel_values(model, op)
+            fields, _, _ = intmath.channel_fields(*values)
+            total += intmath.channel_param_bytes(len(values[1]), fields)
+    return total
 
 
 def storable(qgraph: QuantizedGraph) -> QuantizedGraph:

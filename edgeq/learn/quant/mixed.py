@@ -85,8 +85,8 @@ def param_fields(graph: Graph, calib_x: np.ndarray, allowed: dict[str, tuple],
     """{(layer, bits): (bias, multiplier, shift) field widths} of the engine's packed
     per-channel parameters (edgeq.intmath.channel_fields), measured per width on a min-max
     quantized copy of the graph with every layer at that width (its allowed widest otherwise)
-    through the exporter and the engine generator; bias widths get `margin` bits more."""
-    from edgeq.deploy.cgen import lower_model
+    through the exporter (intmath.op_channel_values: what the engine packs); bias widths get
+    `margin` bits more."""
     from edgeq.learn.export import to_tflite_model
     from edgeq.learn.quant.ranges import quantize_ranges
     from edgeq.learn.quantize import bit_plan, storable
@@ -96,15 +96,13 @@ def param_fields(graph: Graph, calib_x: np.ndarray, allowed: dict[str, tuple],
         plan = {n: bits if bits in ws else max(ws) for n, ws in allowed.items()}
         model = to_tflite_model(storable(quantize_ranges(graph, calib_x, bit_plan(graph, plan),
                                                          "minmax", "minmax")))
-        for a in lower_model(model).arrays:
-            if not a.name.endswith("_channels"):
+        for op in model.ops:
+            if op.kind not in intmath.CHANNEL_OPS:
                 continue
-            op = model.ops[int(a.name.split("_")[0][2:])]
             name = model.tensors[op.inputs[1]].name.rsplit("/", 1)[0]
-            header = a.values.view(np.uint8)[-intmath.CHANNEL_HEADER_BYTES:]
             if name in allowed and plan[name] == bits:
-                result[name, bits] = (min(int(header[9]) + margin, 32), int(header[10]),
-                                      int(header[11]) & 0x3F)
+                (b, m, s), _, _ = intmath.channel_fields(*intmath.op_channel_values(model, op))
+                result[name, bits] = (min(b + margin, 32), m, s)
     return result
 
 
