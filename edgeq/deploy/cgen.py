@@ -13,9 +13,8 @@ are bit-exact with TFLM's reference kernels.
         int <name>_invoke_in_place(void), const int8_t *<name>_output(void), and for several
         inputs (outputs) <name>_input_at(i) / <name>_output_at(i) with <name>_input_bytes(i) /
         <name>_output_bytes(i); the graph inputs and outputs live in the arena (edgeq.deploy.plan
-        rule 3), so static RAM is the arena, the per-channel parameter scratch (9 bytes per
-        channel of the widest weighted layer, or of a streamed stage's layers together) and
-        the stack;
+        rule 3), so static RAM is the arena, the stack and, with a streamed stage, its weighted
+        ops' unpacked per-channel parameters (9 bytes a channel);
         copying: int <name>_invoke(const int8_t *in, int8_t *out), which copies `in` into the
         arena's inputs, runs in place and copies the outputs to `out` (several inputs or
         outputs back to back);
@@ -33,9 +32,9 @@ RGB first layer); convolutions get an arena scratch for their im2col columns and
 per-channel output stages, 3x3 depthwise convolutions one for three padded input rows and the
 prepared weights and stages of each channel quad (scratch_bytes). Each weighted layer's
 biases, multipliers and shifts are one packed array (edgeq.intmath.pack_channels: value - base
-at the widths the layer's values need) that eq_channels unpacks into the static channel
-scratch before the layer's kernel runs (before the stage for streamed ops, each in its own
-slice), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite
+at the widths the layer's values need) that eq_channels unpacks before the layer's kernel runs
+into the arena after the op's scratch (channel_scratch; a streamed stage's ops into static
+slices, once before the stage), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite
 metadata declares 2 or 3 bits wide (inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
 (eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
@@ -67,6 +66,7 @@ from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
 from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage, stage_table
 from edgeq.errors import OutputError, TFLiteFormatError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
+    CHANNEL_OPS,
     FAST_MAX_FILTER,
     WEIGHT_RANGES,
     activation_range,
@@ -195,7 +195,7 @@ class Engine:
     steps: list[Step] = field(default_factory=list)
     macs: int = 0
     stage: Stage | None = None  # the first ops streamed band by band (edgeq.deploy.stream)
-    channel_slots: int = 0  # entries of the per-channel parameter scratch (eq_channels)
+    channel_slots: int = 0  # static per-channel parameter entries (a streamed stage's ops)
 
     @property
     def weight_bytes(self) -> int:
@@ -203,8 +203,8 @@ class Engine:
 
     @property
     def channel_scratch_bytes(self) -> int:
-        """Static RAM of the unpacked per-channel parameters: int32 bias, int32 multiplier,
-        int8 shift per slot."""
+        """Static RAM of a streamed stage's unpacked per-channel parameters: int32 bias, int32
+        multiplier, int8 shift per slot (the other ops' are in the arena)."""
         return 9 * self.channel_slots
 
 
@@ -247,13 +247,13 @@ def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | No
 
 
 class _Lowering:
-    def __init__(self, model: Model, plan: MemoryPlan, stage_ops=()):
+    def __init__(self, model: Model, plan: MemoryPlan, kernel_scratch=None, stage_ops=()):
         self.model = model
         self.plan = plan
         self.arrays: list[Array] = []
+        self.kernel_scratch = kernel_scratch or {}  # op index: bytes its kernel's scratch takes
         self.stage_ops = set(stage_ops)
-        self.stage_channels = 0  # channel scratch slots the streamed stage's ops hold
-        self.channel_slots = 0  # channel scratch entries (int32 bias, multiplier; int8 shift)
+        self.channel_slots = 0  # static channel scratch entries, the streamed stage's ops
         self.unpacks: dict[int, str] = {}  # op index: its eq_channels call
         self.macs = 0
         self.wide_int8_weights = _OPTIONS["wide_int8_weights"]
@@ -338,17 +338,20 @@ class _Lowering:
         n = len(multipliers)
         name = self.array(f"op{index}_channels", "int8_t", packed.view(np.int8),
                           f"op {index}: bias, multiplier, shift of {n} channel(s), packed")
-        offset = 0
-        if index in self.stage_ops:
-            offset, self.stage_channels = self.stage_channels, self.stage_channels + n
-        self.channel_slots = max(self.channel_slots, offset + n)
-        at = f" + {offset}" if offset else ""
-        self.unpacks[index] = (f"eq_channels({name}, {packed.size}, {n}, "
-                               f"edgeq_channel_bias{at}, "
-                               f"edgeq_channel_multiplier{at}, edgeq_channel_shift{at});")
-        return [("bias", "0" if bias is None else f"edgeq_channel_bias{at}"),
-                ("multiplier", f"edgeq_channel_multiplier{at}"),
-                ("shift", f"edgeq_channel_shift{at}")]
+        if index in self.stage_ops:  # its slice of the static scratch
+            at = f" + {self.channel_slots}" if self.channel_slots else ""
+            self.channel_slots += n
+            b, m, s = (f"edgeq_channel_{k}{at}" for k in ("bias", "multiplier", "shift"))
+            pointers = (b, m, s)
+        else:  # the arena after its kernel's scratch (channel_scratch)
+            at = self.plan.scratch[index] + _align4(self.kernel_scratch.get(index, 0))
+            pointers = (f"(int32_t *)(void *)(edgeq_arena + {at})",
+                        f"(int32_t *)(void *)(edgeq_arena + {at + 4 * n})",
+                        f"(edgeq_arena + {at + 8 * n})")
+            b, m, s = (p.replace("(int32_t *)(void *)", "(const int32_t *)(const void *)")
+                       for p in pointers)
+        self.unpacks[index] = f"eq_channels({name}, {packed.size}, {n}, {', '.join(pointers)});"
+        return [("bias", "0" if bias is None else b), ("multiplier", m), ("shift", s)]
 
     # per op ------------------------------------------------------------------------------------
     def lower(self, index: int, op: Op) -> Step:
@@ -423,7 +426,7 @@ class _Lowering:
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
                   *channels, ("row_words", words)]
-        scratch = self.plan.scratch.get(index)
+        scratch = self.plan.scratch.get(index) if self.kernel_scratch.get(index) else None
         scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
         kind = "conv2d_wide" if bits == 16 else "conv2d"
         if bits < 4 and scratch is not None:
@@ -448,7 +451,7 @@ class _Lowering:
                   *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname), *channels]
-        scratch = self.plan.scratch.get(index)
+        scratch = self.plan.scratch.get(index) if self.kernel_scratch.get(index) else None
         scratch_ptr = "NULL" if scratch is None else f"(edgeq_arena + {scratch})"
         kind = "depthwise_conv2d_1x3" if (fh, fw) == (1, 3) else "depthwise_conv2d"
         return self._step(index, kind, "eq_depthwise_t", fields,
@@ -804,6 +807,22 @@ DW_PLANE_ROWS = 32  # EQ_DWP_MAX_ROWS: at most this many padded input rows in pl
 DW_PLANE_STRIP_BYTES = 4 * 8 * 4  # 4 channels x 8 words of prepared strips
 
 
+def _align4(n: int) -> int:
+    return -(-int(n) // 4) * 4
+
+
+def channel_scratch(model: Model, kernel: dict[int, int], skip=()) -> dict[int, int]:
+    """The arena scratch per op: its kernel's (`kernel`, scratch_bytes) and, after it, for each
+    weighted op not in `skip`, its unpacked per-channel parameters (eq_channels: int32 biases,
+    int32 multipliers, int8 shifts), live only while the op runs."""
+    scratch = dict(kernel)
+    for index, op in enumerate(model.ops):
+        if op.kind in CHANNEL_OPS and index not in skip:
+            n = len(op_channel_values(model, op)[1])
+            scratch[index] = _align4(kernel.get(index, 0)) + 9 * n
+    return scratch
+
+
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
@@ -901,7 +920,8 @@ def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = No
     `stream` = (n, band) streams ops[0:n] by `band` output rows whatever the budget."""
     if not model.inputs or not model.outputs:
         raise UnsupportedOpError("the model has no input or no output tensor")
-    scratch = scratch_bytes(model)
+    kernel = scratch_bytes(model)
+    scratch = channel_scratch(model, kernel)
     plan, stage = plan_memory(model, scratch), None
     if stream is not None:
         if stream[0] not in candidate_ends(model):
@@ -912,7 +932,10 @@ def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = No
         plan = plan_memory(model, scratch, stage)
     elif arena_budget is not None and plan.arena_size > arena_budget:
         stage, plan = choose_stage(model, scratch, arena_budget) or (None, plan)
-    lowering = _Lowering(model, plan, stage.ops if stage else ())
+    if stage is not None:  # the stage's ops unpack their parameters into static RAM instead
+        lean = plan_memory(model, channel_scratch(model, kernel, stage.ops), stage)
+        plan = lean if lean.arena_size <= plan.arena_size else plan
+    lowering = _Lowering(model, plan, kernel, stage.ops if stage else ())
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
     return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
                   macs=lowering.macs, stage=stage, channel_slots=lowering.channel_slots)
