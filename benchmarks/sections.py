@@ -159,6 +159,7 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             **firmware.REGISTRY, "vs_tflm": _lazy("vs_tflm", "vs_tflm"),
             "stream_ram": _lazy("stream", "stream_ram"),
             "packed_vww": _lazy("packed", "packed_vww"),
+            "packed_fmnist": _lazy("packed", "packed_fmnist"),
             "mobilenet_v2": _lazy("mobilenet_v2", "mobilenet_v2")}
 ORDER = list(REGISTRY)
 
@@ -173,7 +174,9 @@ TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines,
           "qgt_vww": "QGT on person detection: vww_96 distilled on Genie-D + train2017, val2017",
           **firmware.TITLES,
           "packed_vww": "2- and 3-bit weights packed on the board (issue #16): person detection "
-                        "mixed plans by stored bytes"}
+                        "mixed plans by stored bytes",
+          "packed_fmnist": "2-bit weights packed on the board (issue #16): Fashion-MNIST QGT W2 "
+                           "against W4, firmware model object"}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
@@ -191,7 +194,7 @@ def render(name: str, result: dict, cmd: str) -> str:
         return stream.render(name, result, cmd)
     if name in firmware.REGISTRY:
         return firmware.render_firmware(name, result, cmd)
-    if name == "packed_vww":
+    if name in ("packed_vww", "packed_fmnist"):
         from benchmarks import packed
 
         return packed.render(name, result, cmd)

@@ -450,19 +450,30 @@ def _fit(board: Board, tflite: bytes, firmware, graph, qreport, tflm_arena: int,
     else:
         try:
             engine = lower_model(read_model(tflite), arena_budget=budget or board.arena_bytes)
-            sizes = sizes_from_plan(engine.plan.arena_size, engine.weight_bytes, STACK_BYTES)
+            sizes = sizes_from_plan(engine.plan.arena_size, engine.weight_bytes, STACK_BYTES,
+                                    engine.channel_scratch_bytes)
         except UnsupportedOpError:  # --no-firmware on a model only TFLM runs
             sizes = sizes_from_tflm(len(tflite), tflm_arena, STACK_BYTES)
     nodes = graph.weighted_nodes
     kernels = {n.name: int(n.weights["kernel"].size) for n in nodes}
     edges = (nodes[0].name, nodes[-1].name) if nodes else ()
     plan = {k: int(b) for k, b in (qreport.plan or {}).items() if k in kernels}
-    def solve(weight_bytes: int) -> dict[str, int]:  # only when the flash is over
+    def solve(stored_bytes: int) -> dict[str, int]:  # only when the flash is over
         from edgeq.learn.quant.mixed import plan_mixed
 
-        return plan_mixed(graph, calib_x, weight_bytes, widths=(8, 4)).plan
+        return plan_mixed(graph, calib_x, stored_bytes, widths=(8, 4)).plan
 
-    hint = weights_hint(sizes["flash_bytes"], kernels, plan, edges, solve) if plan else None
+    def layer_bytes(name: str, bits: int) -> int:  # what the board stores, as the planner counts
+        from edgeq.learn.quant import mixed
+
+        if not fields:  # measured once, only when a hint is computed
+            allowed = {n: (8,) if n in edges else (8, 4) for n in kernels}
+            fields.update(mixed.param_fields(graph, calib_x, allowed))
+        return mixed.layer_bytes(graph.node(name), bits, fields)
+
+    fields: dict = {}
+    hint = (weights_hint(sizes["flash_bytes"], kernels, plan, edges, solve, layer_bytes)
+            if plan else None)
     fit = fit_board(board, sizes, hint)
     if budget is not None and fit["arena_bytes"] > budget:
         raise BoardFitError(f"the tensor arena needs {fit['arena_bytes']:,} bytes, "

@@ -30,11 +30,13 @@ def sizes_from_elf(sizes: dict, stack_bytes: int, vector_bytes: int = 0) -> dict
             "test_vector_bytes": vector_bytes}
 
 
-def sizes_from_plan(arena_bytes: int, weight_bytes: int, stack_bytes: int) -> dict:
-    """Fit numbers from the memory plan when the firmware could not be linked."""
+def sizes_from_plan(arena_bytes: int, weight_bytes: int, stack_bytes: int,
+                    channel_scratch: int = 0) -> dict:
+    """Fit numbers from the memory plan when the firmware could not be linked (RAM: the arena,
+    the engine's per-channel parameter scratch and the stack)."""
     return {"source": "memory plan (no arm-none-eabi-gcc: the engine's code is an estimate)",
             "flash_bytes": weight_bytes + ENGINE_CODE_ESTIMATE,
-            "ram_bytes": arena_bytes + stack_bytes, "arena_bytes": arena_bytes,
+            "ram_bytes": arena_bytes + channel_scratch + stack_bytes, "arena_bytes": arena_bytes,
             "stack_bytes": stack_bytes, "test_vector_bytes": 0}
 
 
@@ -92,30 +94,42 @@ def fit_board(board: Board, sizes: dict, weights_hint=None) -> dict:
     return fit
 
 
-def stored_weight_bytes(kernel_sizes: dict[str, int], plan: dict[str, int]) -> int:
-    """Bytes of the kernels as the .tflite and the engine store them: 8-bit layers one byte
-    per weight, 2- to 4-bit layers half a byte (INT4)."""
-    return sum((size + 1) // 2 if plan.get(name, 8) <= 4 else size
-               for name, size in kernel_sizes.items())
+def stored_bytes(layer_bytes, names, plan: dict[str, int]) -> int:
+    """Bytes the board stores for these layers at `plan`'s widths (8 if absent), by
+    `layer_bytes(name, bits)`."""
+    return sum(layer_bytes(name, plan.get(name, 8)) for name in names)
+
+
+def engine_weight_bytes(kernel_sizes: dict[str, int]):
+    """layer_bytes for weight counts alone: each layer's weights packed at its width
+    (edgeq.intmath.stored_weight_bytes), no per-channel parameters."""
+    from edgeq.intmath import stored_weight_bytes
+
+    return lambda name, bits: stored_weight_bytes(kernel_sizes[name], bits)
 
 
 def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str, int],
-                 edges: tuple[str, ...], solve=None) -> callable:
-    """What makes the weights fit: computed from the layers' weight counts (`kernel_sizes`,
-    name -> weights) and the current `plan` (name -> bits); `edges` keep 8 bits. `solve`
-    (weight bytes -> {name: bits}), when given, computes the mixed 8/4-bit plan under them."""
-    now = stored_weight_bytes(kernel_sizes, plan)
-    four = {name: 8 if name in edges else 4 for name in kernel_sizes}
-    smallest = stored_weight_bytes(kernel_sizes, four)
+                 edges: tuple[str, ...], solve=None, layer_bytes=None) -> callable:
+    """What makes the model fit: computed from the bytes the board stores per layer and width
+    (`layer_bytes(name, bits)`: edgeq.learn.quant.mixed.layer_bytes, weights as the engine
+    packs them + per-channel parameters, what the mixed planner's budgets count; default: the
+    `kernel_sizes` weights packed, engine_weight_bytes) and the current `plan` (name -> bits);
+    `edges` keep 8 bits. `solve` (stored bytes -> {name: bits}), when given, computes the
+    mixed 8/4-bit plan under them."""
+    layer_bytes = layer_bytes or engine_weight_bytes(kernel_sizes)
 
-    def hint(flash_over: int) -> str:
-        need = now - flash_over  # weight bytes that would fit
+    def hint(flash_over: int) -> str:  # computed only when the flash is over
+        now = stored_bytes(layer_bytes, kernel_sizes, plan)
+        four = {name: 8 if name in edges else 4 for name in kernel_sizes}
+        smallest = stored_bytes(layer_bytes, kernel_sizes, four)
+        need = now - flash_over  # stored bytes that would fit
         if smallest > need:
-            return (f"even 4-bit inner layers take {smallest:,} bytes of weights, "
-                    f"{smallest - need:,} more than fit: use a board with more flash "
+            return (f"even 4-bit inner layers store {smallest:,} bytes of weights and "
+                    f"parameters, {smallest - need:,} more than fit: use a board with more flash "
                     "(`edgeq boards`) or a smaller model (fewer channels)")
-        text = (f"4-bit inner layers (`--bits 4`) take {smallest:,} bytes of weights instead of "
-                f"{now:,}: flash about {flash_bytes - now + smallest:,} bytes")
+        text = (f"4-bit inner layers (`--bits 4`) store {smallest:,} bytes of weights and "
+                f"parameters instead of {now:,}: flash about {flash_bytes - now + smallest:,} "
+                "bytes")
         if not any(b > 4 for n, b in plan.items() if n not in edges):
             return text
         if solve is not None:
@@ -123,11 +137,11 @@ def weights_hint(flash_bytes: int, kernel_sizes: dict[str, int], plan: dict[str,
             fours = [n for n, b in mixed.items() if b <= 4]
             names = ", ".join(fours[:6]) + (", …" if len(fours) > 6 else "")
             text += (f"; or a mixed plan, computed by the integer program on the calibration "
-                     f"data for at most {need:,} bytes of weights: {len(fours)} of "
+                     f"data for at most {need:,} bytes stored: {len(fours)} of "
                      f"{len(mixed)} layers at 4 bits ({names}), the rest at 8, "
-                     f"{stored_weight_bytes(kernel_sizes, mixed):,} bytes")
-        return text + (f" (`--bits mixed --budget-kb {need // 1024}` plans that budget among "
-                       "8, 4, 3 and 2 bits)")
+                     f"{stored_bytes(layer_bytes, kernel_sizes, mixed):,} bytes")
+        return text + (f" (`--bits mixed --budget-kb {need // 1024}` plans that budget of stored "
+                       "model among 8, 4, 3 and 2 bits)")
 
     return hint
 

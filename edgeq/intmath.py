@@ -211,7 +211,18 @@ def unpack_bits(packed: np.ndarray, count: int, bits: int) -> np.ndarray:
 # What the C engine (edgeq.deploy.cgen) stores in flash per weighted layer. The planner
 # (edgeq.learn.quant.mixed), the report and cgen all count with engine_layer_bytes.
 FAST_MAX_FILTER = 1152  # EQ_GATHER_MAX in the kernels: longer filter rows take the portable path
-CHANNEL_PARAM_BYTES = 4 + 4 + 1  # per output channel: int32 bias, int32 multiplier, int8 shift
+# Per-channel parameters (bias, Q31 multiplier, shift) as one array per layer: each field
+# stored as value - base at the layer's width for it, least significant bit first, in one bit
+# stream: per channel its (bias, shift) pair, then per channel its multiplier; then a 12-byte
+# header (int32 bias base, int32 multiplier base, int8 shift base, the bias, multiplier and
+# shift widths, the shift width's bit 7 set when shift code 0 marks a dead channel; after the
+# stream, it lets eq_channels.c read each field with one 4-byte load without leaving the
+# array). A dead channel (multiplier 0: TFLM outputs the zero point whatever the bias and
+# shift) stores code 0 and no bias (the base), so it widens no field.
+CHANNEL_HEADER_BYTES = 12
+# Field widths when the values are unknown: they hold any int32 bias, Q31 multiplier in
+# [2^30, 2^31) and shift in [-31, 30] (or dead): an upper bound of channel_param_bytes.
+WIDEST_CHANNEL_FIELDS = (32, 30, 6)
 
 
 def stored_weight_bytes(count: int, bits: int) -> int:
@@ -230,17 +241,102 @@ def conv_row_values(values: int, bits: int, grouped: bool = False) -> int:
 
 def engine_layer_bytes(kind: str, channels: int, values_per_channel: int, bits: int,
                        grouped: bool = False, bias: bool = True,
-                       per_channel: bool = True) -> tuple[int, int]:
+                       per_channel: bool = True,
+                       fields: tuple[int, int, int] | None = None) -> tuple[int, int]:
     """(weight bytes, per-channel parameter bytes) the engine stores for one layer: `kind`
     "conv" (rows padded as conv_row_values), "depthwise" or "dense"; `channels` output
-    channels of `values_per_channel` weights each, at `bits`."""
+    channels of `values_per_channel` weights each, at `bits`; `fields`: the parameters' field
+    widths (channel_fields; None: the widest, an upper bound)."""
     if kind == "conv":
         values_per_channel = conv_row_values(values_per_channel, bits, grouped)
     elif kind not in ("depthwise", "dense"):
         raise DataError(f"unknown layer kind {kind!r}", hint="use conv, depthwise or dense")
     weights = stored_weight_bytes(channels * values_per_channel, bits)
-    params = channels * (4 if bias else 0) + (channels if per_channel else 1) * 5
+    if fields is None and not per_channel:  # one multiplier and shift: zero bits a channel
+        fields = (WIDEST_CHANNEL_FIELDS[0], 0, 0)
+    params = channel_param_bytes(channels if per_channel or bias else 1, fields, bias)
     return weights, params
+
+
+def channel_param_bytes(channels: int, fields: tuple[int, int, int] | None = None,
+                        bias: bool = True) -> int:
+    """Bytes of one layer's packed per-channel parameters (see CHANNEL_HEADER_BYTES) with field
+    widths `fields` (bias, multiplier, shift; channel_fields gives them for known values, None
+    the widest)."""
+    b, m, s = WIDEST_CHANNEL_FIELDS if fields is None else fields
+    return CHANNEL_HEADER_BYTES + -(-int(channels) * ((b if bias else 0) + m + s) // 8)
+
+
+def _width(span: int) -> int:
+    return int(span).bit_length()
+
+
+def channel_fields(bias, multipliers, shifts) -> tuple[tuple[int, int, int], tuple, bool]:
+    """((bias, multiplier, shift) widths, (bias, multiplier, shift) bases, dead) of one layer's
+    packed parameters: each field stores value - base, the base the smallest live value; with
+    dead channels (multiplier 0) shift code 0 marks them and the shift base is one lower."""
+    m = np.asarray(multipliers, np.int64).reshape(-1)
+    s = np.asarray(shifts, np.int64).reshape(-1)
+    b = np.zeros_like(m) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    live = m != 0
+    dead = not live.all()
+    if not live.any():
+        return (0, 0, 1), (0, 0, 0), True
+    bl, ml, sl = b[live], m[live], s[live]
+    bases = (int(bl.min()), int(ml.min()), int(sl.min()) - int(dead))
+    widths = (_width(bl.max() - bl.min()), _width(ml.max() - ml.min()),
+              _width(sl.max() - bases[2]))
+    return widths, bases, dead
+
+
+CHANNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def op_channel_values(model, op) -> tuple[np.ndarray | None, list[int], list[int]]:
+    """(int32 biases or None, Q31 multipliers, shifts) of a weighted op of a TFLite Model, as
+    TFLM's Prepare computes them (quantize_multiplier of input scale * weight scale / output
+    scale in double precision), one per output channel; a per-tensor layer with a bias
+    repeats its one multiplier and shift per bias (zero bits a channel when packed)."""
+    if op.kind not in CHANNEL_OPS:
+        raise DataError(f"{op.kind} has no per-channel parameters",
+                        f"one of {', '.join(CHANNEL_OPS)}")
+    x_at, b_at = (2, 3) if op.kind == "TRANSPOSE_CONV" else (0, 2)
+    x, w = model.tensors[op.inputs[x_at]], model.tensors[op.inputs[1]]
+    y = model.tensors[op.outputs[0]]
+    bias = None
+    if len(op.inputs) > b_at and op.inputs[b_at] >= 0:
+        bias = np.asarray(model.tensors[op.inputs[b_at]].data, np.int64).reshape(-1)
+    scales = np.asarray(w.scale, dtype=np.float32)
+    channels = w.shape[3] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]
+    if op.kind == "FULLY_CONNECTED" and len(scales) == 1:
+        channels = 1  # GetQuantizedConvolutionMultipler: one multiplier for the tensor
+    pairs = [quantize_multiplier(float(x.scale[0]) * float(scales[c if len(scales) > 1 else 0])
+                                 / float(y.scale[0])) for c in range(channels)]
+    if bias is not None and len(pairs) == 1:
+        pairs *= bias.size
+    return bias, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def pack_channels(bias, multipliers, shifts) -> np.ndarray:
+    """One layer's per-channel parameters as the engine stores them (uint8: header + stream);
+    `bias` None when the layer has none."""
+    (wb, wm, ws), (bb, bm, bs), dead = channel_fields(bias, multipliers, shifts)
+    m = np.asarray(multipliers, np.int64).reshape(-1)
+    s = np.asarray(shifts, np.int64).reshape(-1)
+    b = np.full_like(m, bb) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    live = m != 0
+    codes = [np.where(live, b - bb, 0), np.where(live, m - bm, 0), np.where(live, s - bs, 0)]
+    header = np.concatenate([np.array([bb & 0xFFFFFFFF, bm], "<u4").view(np.uint8),
+                             np.array([bs & 0xFF, wb, wm, ws | (0x80 if dead else 0)], np.uint8)])
+    def fields(code, width):  # [channels, width] bits, least significant first
+        return (code.astype(np.uint64)[:, None] >> np.arange(width, dtype=np.uint64)) & 1
+
+    pairs = np.concatenate([fields(codes[0], wb), fields(codes[2], ws)], axis=1).reshape(-1)
+    stream = np.packbits(np.concatenate([pairs, fields(codes[1], wm).reshape(-1)])
+                         .astype(np.uint8), bitorder="little")
+    packed = np.concatenate([stream, header]).astype(np.uint8)
+    assert packed.size == channel_param_bytes(m.size, (wb, wm, ws)), packed.size
+    return packed
 
 
 # ---------------------------------------------------------------------------------------------

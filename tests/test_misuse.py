@@ -276,7 +276,7 @@ def test_fit_error_names_what_exists():
     assert f"{over:,} more than the 1,048,576 of nrf52840" in e.value.message
     assert "once available" not in e.value.hint
     four = 1000 + 2**19 + 1000
-    assert f"`--bits 4`) take {four:,} bytes of weights" in e.value.hint
+    assert f"`--bits 4`) store {four:,} bytes of weights and parameters" in e.value.hint
     assert f"--bits mixed --budget-kb {(sum(kernels.values()) - over) // 1024}" in e.value.hint
 
 

@@ -39,14 +39,19 @@ def _brute_force(graph, sens, budget, bops=None):
     return best
 
 
-PARAMS = 3 * (4 + 5)  # three one-unit dense layers: an int32 bias, one multiplier and shift
+# three one-unit dense layers, parameters packed with the widest fields (values unknown): a
+# 12-byte header (bases: the multiplier and shift) and a 32-bit bias each
+PARAMS = 3 * (12 + 4)
 
 
 def test_board_bytes_are_the_engines():
     """Budgets count what the engine stores: weights at their width (3 bits: a dense stream,
-    rounded up to whole bytes), bias and requantization parameters."""
+    rounded up to whole bytes), bias and requantization parameters (packed: measured field
+    widths when given, else the widest)."""
     graph = _dense_graph([64, 128, 256])
-    assert [mixed.layer_bytes(graph.node("d0"), b) for b in (8, 4, 3, 2)] == [73, 41, 33, 25]
+    assert [mixed.layer_bytes(graph.node("d0"), b) for b in (8, 4, 3, 2)] == [80, 48, 40, 32]
+    # a 12-bit bias: 2 bytes after the header
+    assert mixed.layer_bytes(graph.node("d0"), 4, {("d0", 4): (12, 0, 0)}) == 32 + 12 + 2
     assert mixed.logical_bytes(graph.node("d0"), 3) == 24.0
 
 
@@ -76,7 +81,7 @@ def test_integer_program_matches_brute_force(seed):
         s2 = rng.uniform(0.5, 5)  # fewer bits never hurt less
         sens[f"d{i}"] = {8: 0.0, 4: s2 * rng.uniform(0.05, 0.6), 2: s2}
     full = sum(sizes)
-    budget = float(rng.uniform(0.3, 0.8) * full)
+    budget = float(rng.uniform(0.3, 0.8) * full) + 5 * PARAMS / 3  # + the parameters
     bops = None if seed % 2 else float(rng.uniform(0.4, 0.9) * full * 8 * 8)
     result = mixed.solve(graph, sens, budget, bops)
     best_cost, best_plan = _brute_force(graph, sens, budget, bops)
@@ -91,8 +96,8 @@ def test_impossible_budget_names_the_smallest_possible():
     sens = {n: {8: 0.0, 4: 1.0, 2: 2.0} for n in ("d0", "d1", "d2")}
     with pytest.raises(DataError) as info:
         mixed.solve(graph, sens, budget_bytes=100)
-    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes, + 27 of parameters
-    assert "smallest possible" in str(info.value) and "139 bytes" in str(info.value)
+    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes, + 48 of parameters
+    assert "smallest possible" in str(info.value) and "160 bytes" in str(info.value)
 
 
 def test_edge_layers_stay_at_8_bits_by_default():

@@ -157,11 +157,16 @@ def test_stored_bytes_are_engine_layer_bytes():
             engine = cgen.lower_model(model)
             w = model.tensors[model.ops[0].inputs[1]]
             channels = w.shape[3] if kind == "depthwise" else w.shape[0]
+            fields, _, _ = intmath.channel_fields(*intmath.op_channel_values(model, model.ops[0]))
             weights, params = intmath.engine_layer_bytes(
-                kind, channels, w.data.size // channels, bits, per_channel=len(w.scale) > 1)
+                kind, channels, w.data.size // channels, bits, per_channel=len(w.scale) > 1,
+                fields=fields)
             arrays = {a.name.split("_", 1)[1]: a.nbytes for a in engine.arrays}
             assert arrays["weights"] == weights, (kind, bits)
-            assert arrays["bias"] + arrays["multiplier"] + arrays["shift"] == params
+            assert arrays["channels"] == params
+            # the widest fields bound them
+            assert params <= intmath.engine_layer_bytes(
+                kind, channels, w.data.size // channels, bits, per_channel=len(w.scale) > 1)[1]
             if bits < 4:
                 container = intmath.engine_layer_bytes(kind, channels,
                                                        w.data.size // channels, 4)[0]

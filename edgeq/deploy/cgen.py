@@ -13,7 +13,8 @@ are bit-exact with TFLM's reference kernels.
         int <name>_invoke_in_place(void), const int8_t *<name>_output(void), and for several
         inputs (outputs) <name>_input_at(i) / <name>_output_at(i) with <name>_input_bytes(i) /
         <name>_output_bytes(i); the graph inputs and outputs live in the arena (edgeq.deploy.plan
-        rule 3), so static RAM is the arena and the stack;
+        rule 3), so static RAM is the arena, the stack and, with a streamed stage, its weighted
+        ops' unpacked per-channel parameters (9 bytes a channel);
         copying: int <name>_invoke(const int8_t *in, int8_t *out), which copies `in` into the
         arena's inputs, runs in place and copies the outputs to `out` (several inputs or
         outputs back to back);
@@ -29,9 +30,13 @@ INT8 filters whose lines (filter_w * in_c values) are not whole words store each
 words first, then the lines' leftovers (row_words: im2col from whole input words, e.g. the 3x3
 RGB first layer); convolutions get an arena scratch for their im2col columns and prepared
 per-channel output stages, 3x3 depthwise convolutions one for int16 planes of a band of input
-rows of a channel quad (scratch_bytes); requantization shifts are
-stored as int8. Weights that edgeq's plan in the .tflite metadata declares 2 or 3 bits wide
-(inside INT4 tensors) are stored at that width as dense bit streams (declared_widths,
+rows of a channel quad (scratch_bytes). Each weighted layer's biases, multipliers and shifts
+are one packed array (edgeq.intmath.pack_channels: value - base at the widths the layer's
+values need) that eq_channels unpacks before the layer's kernel runs into the arena after the
+op's scratch (channel_scratch; a streamed stage's ops into static slices, once before the
+stage), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite
+metadata declares 2 or 3 bits wide (inside INT4 tensors) are stored at that width as dense bit
+streams (declared_widths,
 edgeq.intmath.pack_bits); a fast-path CONV_2D expands them to int4 in its scratch first
 (eq_conv2d_packed). Sizes: edgeq.intmath.engine_layer_bytes. Opt-in (engine_options(wide_int8_weights=True)): INT8 CONV_2D weights stored
 as int16 pairs for SMLAD, twice their flash. Build with -DEDGEQ_PORTABLE to force the portable
@@ -62,6 +67,7 @@ from edgeq.deploy.plan import ARENA, CONSTANT, MemoryPlan, plan_memory
 from edgeq.deploy.stream import Stage, candidate_ends, choose_stage, plan_stage, stage_table
 from edgeq.errors import OutputError, TFLiteFormatError, ToolchainError, UnsupportedOpError
 from edgeq.intmath import (
+    CHANNEL_OPS,
     FAST_MAX_FILTER,
     WEIGHT_RANGES,
     activation_range,
@@ -72,8 +78,10 @@ from edgeq.intmath import (
     logistic_table,
     multiply_by_quantized_multiplier,
     nearest_indices,
+    op_channel_values,
     output_size,
     pack_bits,
+    pack_channels,
     pack_int4,
     quantize_multiplier,
     softmax_scaling,
@@ -85,14 +93,15 @@ from edgeq.tflite.model import Model, Op, Tensor
 PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_conv2d_packed
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
-# copying <name>_invoke). RESHAPE is an alias or an eq_copy.
+# copying <name>_invoke). RESHAPE is an alias or an eq_copy; the weighted ops' per-channel
+# parameters are unpacked by eq_channels.
 KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
-    "CONV_2D": ("eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h", "eq_conv_pw8.h",
-                "eq_conv.c"),
-    "DEPTHWISE_CONV_2D": ("eq_depthwise_asm.h", "eq_depthwise_strips.h", "eq_depthwise_pairs.h",
-                          "eq_depthwise.c"),
-    "FULLY_CONNECTED": ("eq_fully_connected.c",),
+    "CONV_2D": ("eq_channels.c", "eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h",
+                "eq_conv_pw8.h", "eq_conv.c"),
+    "DEPTHWISE_CONV_2D": ("eq_channels.c", "eq_depthwise_asm.h", "eq_depthwise_strips.h",
+                          "eq_depthwise_pairs.h", "eq_depthwise.c"),
+    "FULLY_CONNECTED": ("eq_channels.c", "eq_fully_connected.c"),
     "ADD": ("eq_add.c",),
     "AVERAGE_POOL_2D": ("eq_pool.c",),
     "MAX_POOL_2D": ("eq_pool.c",),
@@ -111,7 +120,7 @@ KERNEL_FILES = {
     "MAXIMUM": ("eq_minmax.c",),
     "MINIMUM": ("eq_minmax.c",),
     "RESIZE_NEAREST_NEIGHBOR": ("eq_resize.c",),
-    "TRANSPOSE_CONV": ("eq_transpose_conv.c",),
+    "TRANSPOSE_CONV": ("eq_channels.c", "eq_transpose_conv.c"),
     # engines with 2- or 3-bit CONV_2D weights on the fast path (after eq_conv.c: it calls
     # eq_conv2d and the 1x1 record path)
     PACKED_CONV: ("eq_unpack.c",),
@@ -174,6 +183,7 @@ class Step:
     call: str
     function: str = ""  # the kernel, e.g. eq_conv2d
     args: list[str] = field(default_factory=list)  # its arguments after the parameters
+    unpack: str = ""  # the eq_channels call that unpacks its per-channel parameters
 
 
 @dataclass
@@ -187,10 +197,17 @@ class Engine:
     steps: list[Step] = field(default_factory=list)
     macs: int = 0
     stage: Stage | None = None  # the first ops streamed band by band (edgeq.deploy.stream)
+    channel_slots: int = 0  # static per-channel parameter entries (a streamed stage's ops)
 
     @property
     def weight_bytes(self) -> int:
         return sum(a.nbytes for a in self.arrays)
+
+    @property
+    def channel_scratch_bytes(self) -> int:
+        """Static RAM of a streamed stage's unpacked per-channel parameters: int32 bias, int32
+        multiplier, int8 shift per slot (the other ops' are in the arena)."""
+        return 9 * self.channel_slots
 
 
 def _scale(t: Tensor) -> float:
@@ -244,10 +261,14 @@ def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | No
 
 
 class _Lowering:
-    def __init__(self, model: Model, plan: MemoryPlan):
+    def __init__(self, model: Model, plan: MemoryPlan, kernel_scratch=None, stage_ops=()):
         self.model = model
         self.plan = plan
         self.arrays: list[Array] = []
+        self.kernel_scratch = kernel_scratch or {}  # op index: bytes its kernel's scratch takes
+        self.stage_ops = set(stage_ops)
+        self.channel_slots = 0  # static channel scratch entries, the streamed stage's ops
+        self.unpacks: dict[int, str] = {}  # op index: its eq_channels call
         self.macs = 0
         self.wide_int8_weights = _OPTIONS["wide_int8_weights"]
         self.widths = declared_widths(model)
@@ -317,22 +338,34 @@ class _Lowering:
                           f"{tensor.name} {tensor.shape} int8 as int16 pairs")
         return f"(const int8_t *)(const void *){name}"
 
-    def bias(self, index: int, t: int) -> str:
-        if t < 0:
-            return "0"
-        tensor = self.model.tensors[t]
-        if tensor.dtype != "int32":
+    def channel_params(self, index: int, op: Op, t: int) -> list[tuple[str, str]]:
+        """The bias (tensor t, -1: none), multiplier and shift fields of a weighted op: its
+        packed per-channel array (intmath.op_channel_values, intmath.pack_channels) is
+        unpacked by eq_channels before the kernel runs into the channel scratch; ops of a
+        streamed stage each keep their own slice of it (unpacked once, before the stage), the
+        others share its start."""
+        if t >= 0 and (tensor := self.model.tensors[t]).dtype != "int32":
             raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
                                      "int8 models have int32 biases")
-        return self.array(f"op{index}_bias", "int32_t", np.asarray(tensor.data, np.int64),
-                          tensor.name)
-
-    def multipliers(self, index: int, reals: list[float]) -> tuple[str, str]:
-        pairs = [quantize_multiplier(r) for r in reals]
-        m = self.array(f"op{index}_multiplier", "int32_t", np.array([p[0] for p in pairs]))
-        # shifts fit int8 (QuantizeMultiplier gives [-31, 30]); 3 bytes less per channel
-        s = self.array(f"op{index}_shift", "int8_t", np.array([p[1] for p in pairs]))
-        return m, s
+        bias, multipliers, shifts = op_channel_values(self.model, op)
+        packed = pack_channels(bias, multipliers, shifts)
+        n = len(multipliers)
+        name = self.array(f"op{index}_channels", "int8_t", packed.view(np.int8),
+                          f"op {index}: bias, multiplier, shift of {n} channel(s), packed")
+        if index in self.stage_ops:  # its slice of the static scratch
+            at = f" + {self.channel_slots}" if self.channel_slots else ""
+            self.channel_slots += n
+            b, m, s = (f"edgeq_channel_{k}{at}" for k in ("bias", "multiplier", "shift"))
+            pointers = (b, m, s)
+        else:  # the arena after its kernel's scratch (channel_scratch)
+            at = self.plan.scratch[index] + _align4(self.kernel_scratch.get(index, 0))
+            pointers = (f"(int32_t *)(void *)(edgeq_arena + {at})",
+                        f"(int32_t *)(void *)(edgeq_arena + {at + 4 * n})",
+                        f"(edgeq_arena + {at + 8 * n})")
+            b, m, s = (p.replace("(int32_t *)(void *)", "(const int32_t *)(const void *)")
+                       for p in pointers)
+        self.unpacks[index] = f"eq_channels({name}, {packed.size}, {n}, {', '.join(pointers)});"
+        return [("bias", "0" if bias is None else b), ("multiplier", m), ("shift", s)]
 
     # per op ------------------------------------------------------------------------------------
     def lower(self, index: int, op: Op) -> Step:
@@ -353,6 +386,7 @@ class _Lowering:
                 "LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH, SUB, MAXIMUM, MINIMUM, "
                 "RESIZE_NEAREST_NEIGHBOR, TRANSPOSE_CONV")
         step = handler(index, op)
+        step.unpack = self.unpacks.get(index, "")
         name = self.model.tensors[op.outputs[0]].name
         step.comment = c_comment(f"{index}: {op.kind} -> {name}")
         return step
@@ -378,11 +412,6 @@ class _Lowering:
         return [("stride_h", sh), ("stride_w", sw), ("dilation_h", dh), ("dilation_w", dw),
                 ("pad_h", ph), ("pad_w", pw)]
 
-    def _channel_reals(self, x: Tensor, w: Tensor, y: Tensor, channels: int) -> list[float]:
-        scales = np.asarray(w.scale, dtype=np.float32)
-        return [float(x.scale[0]) * float(scales[c if len(scales) > 1 else 0])
-                / float(y.scale[0]) for c in range(channels)]
-
     def _conv_2d(self, index, op):
         m = self.model
         x, w, y = m.tensors[op.inputs[0]], m.tensors[op.inputs[1]], m.tensors[op.outputs[0]]
@@ -401,7 +430,7 @@ class _Lowering:
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16
         else:
             wname, bits = self.weights(index, op.inputs[1], stride, order)
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw * fic
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -410,9 +439,8 @@ class _Lowering:
                   *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
                   ("act_max", hi), ("weight_bits", bits), ("weights", wname),
-                  ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift), ("row_words", words)]
-        scratch = self.plan.scratch.get(index)
+                  *channels, ("row_words", words)]
+        scratch = self.plan.scratch.get(index) if self.kernel_scratch.get(index) else None
         scratch_ptr = "NULL" if scratch is None else f"(int16_t *)(void *)(edgeq_arena + {scratch})"
         kind = "conv2d_wide" if bits == 16 else "conv2d"
         if bits < 4 and scratch is not None:
@@ -428,7 +456,7 @@ class _Lowering:
         _, fh, fw, oc = w.shape
         _, oh, ow, _ = y.shape
         wname, bits = self.weights(index, op.inputs[1])
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += b * oh * ow * oc * fh * fw
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
@@ -436,10 +464,8 @@ class _Lowering:
                   ("filter_h", fh), ("filter_w", fw),
                   *self._spatial(op, (ih, iw), (fh, fw), (oh, ow)),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
-                  ("act_max", hi), ("weight_bits", bits), ("weights", wname),
-                  ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift)]
-        scratch = self.plan.scratch.get(index)
+                  ("act_max", hi), ("weight_bits", bits), ("weights", wname), *channels]
+        scratch = self.plan.scratch.get(index) if self.kernel_scratch.get(index) else None
         scratch_ptr = "NULL" if scratch is None else f"(edgeq_arena + {scratch})"
         kind = "depthwise_conv2d_1x3" if (fh, fw) == (1, 3) else "depthwise_conv2d"
         return self._step(index, kind, "eq_depthwise_t", fields,
@@ -453,19 +479,14 @@ class _Lowering:
         batches = x.num_elements // accum
         per_channel = len(w.scale) > 1
         wname, bits = self.weights(index, op.inputs[1])
-        if per_channel:
-            reals = self._channel_reals(x, w, y, out_depth)
-        else:  # GetQuantizedConvolutionMultipler
-            reals = [float(x.scale[0]) * float(w.scale[0]) / float(y.scale[0])]
-        mult, shift = self.multipliers(index, reals)
+        channels = self.channel_params(index, op, self._opt_input(op, 2))
         lo, hi = self._act(op, y)
         self.macs += batches * out_depth * accum
         fields = [("batches", batches), ("accum_depth", accum), ("out_depth", out_depth),
                   ("in_offset", -_zp(x)), ("weight_offset", -int(w.zero_point[0])),
                   ("out_offset", _zp(y)), ("act_min", lo), ("act_max", hi),
                   ("weight_bits", bits), ("per_channel", int(per_channel)),
-                  ("weights", wname), ("bias", self.bias(index, self._opt_input(op, 2))),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("weights", wname), *channels]
         return self._step(index, "fully_connected", "eq_fully_connected_t", fields,
                           [self.pointer(op.inputs[0]), self.pointer(op.outputs[0], True)])
 
@@ -518,16 +539,14 @@ class _Lowering:
         ph = leading_padding(oh, fh, sh, 1, output_size(padding, oh, fh, sh, 1))
         pw = leading_padding(ow, fw, sw, 1, output_size(padding, ow, fw, sw, 1))
         wname, _ = self.weights(index, op.inputs[1])
-        mult, shift = self.multipliers(index, self._channel_reals(x, w, y, oc))
+        channels = self.channel_params(index, op, op.inputs[3] if len(op.inputs) > 3 else -1)
         lo, hi = self._act(op, y)
         self.macs += b * ih * iw * ic * fh * fw * oc
         fields = [("batches", b), ("in_h", ih), ("in_w", iw), ("in_c", ic), ("out_h", oh),
                   ("out_w", ow), ("out_c", oc), ("filter_h", fh), ("filter_w", fw),
                   ("stride_h", sh), ("stride_w", sw), ("pad_h", ph), ("pad_w", pw),
                   ("in_offset", -_zp(x)), ("out_offset", _zp(y)), ("act_min", lo),
-                  ("act_max", hi), ("weights", wname),
-                  ("bias", self.bias(index, op.inputs[3] if len(op.inputs) > 3 else -1)),
-                  ("multiplier", mult), ("shift", shift)]
+                  ("act_max", hi), ("weights", wname), *channels]
         return self._step(index, "transpose_conv", "eq_transpose_conv_t", fields,
                           [self.pointer(op.inputs[2]), self.pointer(op.outputs[0], True)])
 
@@ -821,6 +840,22 @@ def dw_band_bytes(out_h: int, out_w: int, stride_h: int, stride_w: int) -> int:
     return 4 * row * ((band - 1) * stride_h + 3)
 
 
+def _align4(n: int) -> int:
+    return -(-int(n) // 4) * 4
+
+
+def channel_scratch(model: Model, kernel: dict[int, int], skip=()) -> dict[int, int]:
+    """The arena scratch per op: its kernel's (`kernel`, scratch_bytes) and, after it, for each
+    weighted op not in `skip`, its unpacked per-channel parameters (eq_channels: int32 biases,
+    int32 multipliers, int8 shifts), live only while the op runs."""
+    scratch = dict(kernel)
+    for index, op in enumerate(model.ops):
+        if op.kind in CHANNEL_OPS and index not in skip:
+            n = len(op_channel_values(model, op)[1])
+            scratch[index] = _align4(kernel.get(index, 0)) + 9 * n
+    return scratch
+
+
 def scratch_bytes(model: Model) -> dict[int, int]:
     """Arena scratch per op for the fast paths: CONV_2D with one group and a padded filter row
     of at most FAST_MAX_FILTER values gets IM2COL_COLUMNS int16 im2col columns and
@@ -917,7 +952,8 @@ def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = No
     `stream` = (n, band) streams ops[0:n] by `band` output rows whatever the budget."""
     if not model.inputs or not model.outputs:
         raise UnsupportedOpError("the model has no input or no output tensor")
-    scratch = scratch_bytes(model)
+    kernel = scratch_bytes(model)
+    scratch = channel_scratch(model, kernel)
     plan, stage = plan_memory(model, scratch), None
     if stream is not None:
         if stream[0] not in candidate_ends(model):
@@ -928,10 +964,13 @@ def lower_model(model: Model, name: str = "edgeq", arena_budget: int | None = No
         plan = plan_memory(model, scratch, stage)
     elif arena_budget is not None and plan.arena_size > arena_budget:
         stage, plan = choose_stage(model, scratch, arena_budget) or (None, plan)
-    lowering = _Lowering(model, plan)
+    if stage is not None:  # the stage's ops unpack their parameters into static RAM instead
+        lean = plan_memory(model, channel_scratch(model, kernel, stage.ops), stage)
+        plan = lean if lean.arena_size <= plan.arena_size else plan
+    lowering = _Lowering(model, plan, kernel, stage.ops if stage else ())
     steps = [lowering.lower(i, op) for i, op in enumerate(model.ops)]
     return Engine(name=name, model=model, plan=plan, arrays=lowering.arrays, steps=steps,
-                  macs=lowering.macs, stage=stage)
+                  macs=lowering.macs, stage=stage, channel_slots=lowering.channel_slots)
 
 
 def _check_name(name: str) -> str:
@@ -1038,7 +1077,8 @@ def _write_kernels(out: Path, kinds: set[str]) -> list[Path]:
     unit = out / KERNEL_UNIT
     if unit.is_file() and "generated by edgeq" in (old := unit.read_text()):
         kept = set(_UNIT_INCLUDE.findall(old))
-        kinds = kinds | {k for k, files in KERNEL_FILES.items() if kept & set(files)}
+        # a kind's own file is its last (eq_channels.c is every weighted kind's)
+        kinds = kinds | {k for k, files in KERNEL_FILES.items() if files[-1] in kept}
     names = kernel_files(kinds)
     for name in names:
         _write_atomic(out / name, (kernel_dir() / name).read_text())

@@ -9,7 +9,8 @@ Rules, in order:
    live from the start (the caller writes it before the first op) until its last reader; a
    graph output from the op that writes it to the end of the inference (the caller reads it
    afterwards). A buffer that is both (an output that is an alias of an input) is live
-   throughout. So static RAM is the arena plus the stack; the copying `edgeq_invoke(in, out)`
+   throughout. So static RAM is the arena plus the stack (and a streamed stage's unpacked
+   per-channel parameters, edgeq.deploy.cgen); the copying `edgeq_invoke(in, out)`
    copies into and out of these buffers.
 4. In place: an element-wise op (ADD of equal shapes, int8 QUANTIZE) may write over an input
    whose life ends at that op, because each element is read before the same element is written

@@ -185,6 +185,11 @@ void eq_conv2d_wide(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *
  * with the rest of scratch (eq_conv2d's for weight_bits 4). eq_conv2d itself takes 2- and
  * 3-bit weights on its reference loops and its 1x1 record path (no copy). */
 void eq_conv2d_packed(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *scratch);
+/* One layer's packed per-channel parameters (edgeq.intmath.pack_channels, `bytes` long)
+ * unpacked into bias, multiplier and shift [channels]: the engine calls it before the layer's
+ * kernel. */
+void eq_channels(const int8_t *packed, int32_t bytes, int32_t channels, int32_t *bias,
+                 int32_t *multiplier, int8_t *shift);
 /* `count` 2- or 3-bit weights (bits) from their stream to int4 nibbles (first value low). */
 void eq_unpack_int4(const int8_t *packed, int32_t bits, int32_t count, int8_t *out);
 /* DEPTHWISE_CONV_2D (reference_integer_ops::DepthwiseConvPerChannel): out_c = in_c *

@@ -240,10 +240,31 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
                                            for n, b in plan.items()))
     board = [mixed.engine_bytes(graph.node(n), b) for n, b in plan.items()]
     report.board_weight_bytes = int(sum(w for w, _ in board))
-    report.board_param_bytes = int(sum(p for _, p in board))
+    report.board_param_bytes = _board_param_bytes(stored, int(sum(p for _, p in board)))
     report.bias_bytes = int(sum(4 * graph.node(n).weights["bias"].size for n in plan))
     report.seconds = round(time.perf_counter() - t0, 1)
     return stored, report
+
+
+def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
+    """The per-channel parameter bytes the engine stores for this graph's .tflite (its packed
+    arrays: edgeq.intmath.op_channel_values, channel_fields); `bound` (the widest fields) if
+    it cannot be exported."""
+    from edgeq import intmath
+    from edgeq.errors import EdgeqError
+    from edgeq.learn.export import to_tflite_model
+
+    try:
+        model = to_tflite_model(stored)
+    except EdgeqError:
+        return bound
+    total = 0
+    for op in model.ops:
+        if op.kind in intmath.CHANNEL_OPS:
+            values = intmath.op_channel_values(model, op)
+            fields, _, _ = intmath.channel_fields(*values)
+            total += intmath.channel_param_bytes(len(values[1]), fields)
+    return total
 
 
 def storable(qgraph: QuantizedGraph) -> QuantizedGraph:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeq import intmath
 from edgeq.errors import DataError
 from edgeq.intmath import engine_layer_bytes
 from edgeq.learn.graph import Graph, Node, apply_node
@@ -50,25 +51,59 @@ class MixedPlan:
                                 for k, s in self.sensitivity.items()}}
 
 
-def engine_bytes(node: Node, bits: int) -> tuple[int, int]:
+def engine_bytes(node: Node, bits: int, fields: dict | None = None) -> tuple[int, int]:
     """(weight bytes, per-channel parameter bytes) the C engine stores for this layer at `bits`
-    (dense layers are per tensor, as the exporter writes them)."""
+    (dense layers are per tensor, as the exporter writes them); `fields`: {(layer, bits):
+    per-channel field widths} (param_fields), else the widest (an upper bound)."""
     kernel = node.weights["kernel"]
     bias = node.weights.get("bias") is not None
+    f = (fields or {}).get((node.name, bits))
     if node.kind == "dense":
         return engine_layer_bytes("dense", kernel.shape[-1], kernel.size // kernel.shape[-1],
-                                  bits, bias=bias, per_channel=False)
+                                  bits, bias=bias, per_channel=False, fields=f)
     if node.kind == "depthwise_conv2d":  # (kh, kw, in, multiplier)
         channels = kernel.shape[2] * kernel.shape[3]
-        return engine_layer_bytes("depthwise", channels, kernel.size // channels, bits, bias=bias)
+        return engine_layer_bytes("depthwise", channels, kernel.size // channels, bits, bias=bias,
+                                  fields=f)
     return engine_layer_bytes("conv", kernel.shape[-1], kernel.size // kernel.shape[-1], bits,
-                              bias=bias)
+                              bias=bias, fields=f)
 
 
-def layer_bytes(node: Node, bits: int) -> int:
+def layer_bytes(node: Node, bits: int, fields: dict | None = None) -> int:
     """Flash bytes the board stores for this layer at `bits`: weights + per-channel parameters
     (what budgets count)."""
-    return sum(engine_bytes(node, bits))
+    return sum(engine_bytes(node, bits, fields))
+
+
+# Bits added to each measured bias width: the final quantizer's activation ranges differ a
+# little from the min-max ones the widths are measured on.
+BIAS_MARGIN_BITS = 1
+
+
+def param_fields(graph: Graph, calib_x: np.ndarray, allowed: dict[str, tuple],
+                 margin: int = BIAS_MARGIN_BITS) -> dict[tuple[str, int], tuple[int, int, int]]:
+    """{(layer, bits): (bias, multiplier, shift) field widths} of the engine's packed
+    per-channel parameters (edgeq.intmath.channel_fields), measured per width on a min-max
+    quantized copy of the graph with every layer at that width (its allowed widest otherwise)
+    through the exporter (intmath.op_channel_values: what the engine packs); bias widths get
+    `margin` bits more."""
+    from edgeq.learn.export import to_tflite_model
+    from edgeq.learn.quant.ranges import quantize_ranges
+    from edgeq.learn.quantize import bit_plan, storable
+
+    result = {}
+    for bits in sorted({b for ws in allowed.values() for b in ws}):
+        plan = {n: bits if bits in ws else max(ws) for n, ws in allowed.items()}
+        model = to_tflite_model(storable(quantize_ranges(graph, calib_x, bit_plan(graph, plan),
+                                                         "minmax", "minmax")))
+        for op in model.ops:
+            if op.kind not in intmath.CHANNEL_OPS:
+                continue
+            name = model.tensors[op.inputs[1]].name.rsplit("/", 1)[0]
+            if name in allowed and plan[name] == bits:
+                (b, m, s), _, _ = intmath.channel_fields(*intmath.op_channel_values(model, op))
+                result[name, bits] = (min(b + margin, 32), m, s)
+    return result
 
 
 def logical_bytes(node: Node, bits: int) -> float:
@@ -153,18 +188,18 @@ def _run_with(graph: Graph, x: np.ndarray, kernels: dict[str, np.ndarray], batch
     return np.concatenate(outs)
 
 
-def smallest_bytes(graph: Graph, allowed: dict[str, tuple]) -> float:
-    return sum(layer_bytes(graph.node(n), min(b)) for n, b in allowed.items())
+def smallest_bytes(graph: Graph, allowed: dict[str, tuple], fields: dict | None = None) -> float:
+    return sum(layer_bytes(graph.node(n), min(b), fields) for n, b in allowed.items())
 
 
 def solve(graph: Graph, sens: dict[str, dict[int, float]], budget_bytes: float,
-          bops_budget: float | None = None) -> MixedPlan:
+          bops_budget: float | None = None, fields: dict | None = None) -> MixedPlan:
     """The integer program: the width per layer that minimizes total sensitivity within the
     weight-memory budget (and the BOPs budget when given)."""
     import pulp
 
     allowed = {n: tuple(s) for n, s in sens.items()}
-    least = smallest_bytes(graph, allowed)
+    least = smallest_bytes(graph, allowed, fields)
     if least > budget_bytes + 1e-6:
         raise DataError(
             f"no bit plan fits a budget of {budget_bytes / 1024:.2f} KiB of stored model (weights "
@@ -179,7 +214,7 @@ def solve(graph: Graph, sens: dict[str, dict[int, float]], budget_bytes: float,
     prob += pulp.lpSum(sens[n][b] * v for (n, b), v in x.items())
     for n, ws in allowed.items():
         prob += pulp.lpSum(x[n, b] for b in ws) == 1
-    prob += pulp.lpSum(layer_bytes(graph.node(n), b) * v for (n, b), v in x.items()) \
+    prob += pulp.lpSum(layer_bytes(graph.node(n), b, fields) * v for (n, b), v in x.items()) \
         <= budget_bytes
     if bops_budget is not None:
         prob += pulp.lpSum(layer_macs(graph.node(n)) * b * ACT_BITS * v
@@ -190,7 +225,7 @@ def solve(graph: Graph, sens: dict[str, dict[int, float]], budget_bytes: float,
                         f"(budget {budget_bytes / 1024:.2f} KiB, BOPs budget {bops_budget})",
                         "raise the budget(s)")
     plan = {n: next(b for b in ws if x[n, b].value() > 0.5) for n, ws in allowed.items()}
-    used = sum(layer_bytes(graph.node(n), b) for n, b in plan.items())
+    used = sum(layer_bytes(graph.node(n), b, fields) for n, b in plan.items())
     bops = float(sum(layer_macs(graph.node(n)) * b * ACT_BITS for n, b in plan.items()))
     return MixedPlan(plan, used, budget_bytes, least,
                      float(sum(sens[n][b] for n, b in plan.items())), sens, bops)
@@ -201,8 +236,10 @@ def plan_mixed(graph: Graph, calib_x: np.ndarray, budget_bytes: float, widths=WI
                progress=None) -> MixedPlan:
     """Sensitivity on (up to) `samples` calibration inputs, then the integer program."""
     allowed = allowed_widths(graph, widths, edge_bits)
-    least = smallest_bytes(graph, allowed)
-    if least > budget_bytes + 1e-6:  # fail before measuring anything
-        solve(graph, {n: dict.fromkeys(ws, 0.0) for n, ws in allowed.items()}, budget_bytes)
+    fields = param_fields(graph, calib_x, allowed)
+    least = smallest_bytes(graph, allowed, fields)
+    if least > budget_bytes + 1e-6:  # fail before measuring sensitivities
+        solve(graph, {n: dict.fromkeys(ws, 0.0) for n, ws in allowed.items()}, budget_bytes,
+              fields=fields)
     sens = sensitivity(graph, calib_x[:samples], allowed, progress=progress)
-    return solve(graph, sens, budget_bytes, bops_budget)
+    return solve(graph, sens, budget_bytes, bops_budget, fields)

@@ -1,0 +1,86 @@
+/* edgeq kernels: a layer's packed per-channel parameters (eq_channels).
+ *
+ * The engine stores each weighted layer's biases, Q31 multipliers and shifts as value - base
+ * at the narrowest width the layer's values need (edgeq.intmath.pack_channels writes them; the
+ * layout is described there): a stream of (bias, shift) pairs, a stream of multipliers, then a
+ * 12-byte header. The engine calls eq_channels before the layer's kernel to unpack them into
+ * the small scratch its parameters point to, so the kernels read plain int32/int8 arrays as
+ * before: the integers are the .tflite's (identical to TFLM). A pair of up to 25 bits is one
+ * read, and one stream at a time keeps each loop in registers.
+ */
+#include <string.h>
+
+#include "eq_internal.h"
+
+/* the 4 bytes from bit `pos` on, shifted to it (a field of up to 25 bits): one unaligned LDR
+ * on Cortex-M7 (the stream is little endian), which the header after the streams keeps inside
+ * the array */
+static uint32_t eq_bits(const uint8_t *stream, uint32_t pos)
+{
+    uint32_t v;
+    memcpy(&v, stream + (pos >> 3), 4);
+    return v >> (pos & 7u);
+}
+
+/* up to 32 bits at bit `pos`, not masked: the four bytes and the fifth (no branch: its bits
+ * shifted past bit 31 when the field does not reach it; the header keeps it in the array) */
+static uint32_t eq_wide_bits(const uint8_t *stream, uint32_t pos)
+{
+    const uint8_t *p = stream + (pos >> 3);
+    const uint32_t o = pos & 7u;
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v >> o | ((uint32_t)p[4] << 1) << (31 - o);
+}
+
+static uint32_t eq_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint32_t eq_mask(uint32_t width)
+{
+    return width >= 32 ? 0xFFFFFFFFu : (1u << width) - 1;
+}
+
+void eq_channels(const int8_t *packed, int32_t bytes, int32_t channels, int32_t *bias,
+                 int32_t *multiplier, int8_t *shift)
+{
+    const uint8_t *s = (const uint8_t *)packed, *h = s + bytes - 12;
+    const uint32_t bias_base = eq_le32(h), mult_base = eq_le32(h + 4);
+    const int32_t shift_base = (int8_t)h[8];
+    const uint32_t wb = h[9], wm = h[10], ws = h[11] & 0x3Fu; /* ws <= 6 */
+    const uint32_t mb = eq_mask(wb), mm = eq_mask(wm), ms = (1u << ws) - 1, pair = wb + ws;
+    uint32_t pos = 0, v;
+    int32_t c;
+    if (pair <= 25) { /* each pair one read */
+        for (c = 0; c < channels; ++c, pos += pair) {
+            v = eq_bits(s, pos);
+            bias[c] = (int32_t)(bias_base + (v & mb));
+            shift[c] = (int8_t)(shift_base + (int32_t)((v >> wb) & ms));
+        }
+    } else {
+        for (c = 0; c < channels; ++c, pos += pair) {
+            bias[c] = (int32_t)(bias_base + (eq_wide_bits(s, pos) & mb));
+            shift[c] = (int8_t)(shift_base + (int32_t)(eq_bits(s, pos + wb) & ms));
+        }
+    }
+    if (wm <= 25) {
+        for (c = 0; c < channels; ++c, pos += wm) {
+            multiplier[c] = (int32_t)(mult_base + (eq_bits(s, pos) & mm));
+        }
+    } else {
+        for (c = 0; c < channels; ++c, pos += wm) {
+            multiplier[c] = (int32_t)(mult_base + (eq_wide_bits(s, pos) & mm));
+        }
+    }
+    if (h[11] & 0x80u) { /* dead channels: shift code 0, multiplier 0 (TFLM outputs the zero
+                          * point whatever the bias and shift) */
+        for (c = 0; c < channels; ++c) {
+            if (shift[c] == shift_base) {
+                multiplier[c] = 0;
+                shift[c] = 0;
+            }
+        }
+    }
+}
