@@ -190,6 +190,14 @@ OP_CASES = [
                                   "w": 17, "activation": "NONE"}),
     ("conv", _conv, {"cin": 32, "cout": 6, "kernel": 1, "bits": 4, "stride": 2, "h": 33,
                      "w": 32, "activation": "NONE"}),
+    # the 1x1 records' loops entered at the top (an even number of turns): 8 -> 16, 16 -> 8,
+    # 32 -> 10 (the odd counts above enter halfway)
+    ("conv", _conv_right_stages, {"cin": 8, "cout": 16, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 16, "cout": 8, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 32, "cout": 10, "kernel": 1, "bits": 8, "h": 16,
+                                  "w": 16, "activation": "NONE"}),
     ("add", _add_same_scales, {}),
     ("add", opmodels.add, {}),  # whole int8 clamp: the halved-input assembly loop
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),
