@@ -177,11 +177,13 @@ OP_CASES = [
     ("conv", _conv, {"cin": 8, "cout": 4, "kernel": 1, "bits": 4, "stride": 2, "h": 7, "w": 6,
                      "activation": "NONE"}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
-    # eq_conv6_hot's and eq_conv3_hot's run counts (1: no loop turn; 5: one run, then the
-    # four-run loop) and tails of 3, 2 and 1 pixels
+    # eq_conv6_hot's and eq_conv3_hot's run counts (1: no loop turn; 5: eq_conv6_hot enters
+    # its eight-run loop at its fifth run, eq_conv3_hot does one run, then its four-run loop;
+    # 17: one whole eight-run turn after the entry) and tails of 3, 2 and 1 pixels
     ("conv", _conv_stress, {"cin": 4, "cout": 7, "h": 3, "w": 3}),
     ("conv", _conv_stress, {"cin": 20, "cout": 6, "h": 2, "w": 4}),
     ("conv", _conv_stress, {"cin": 12, "cout": 9, "h": 1, "w": 7}),
+    ("conv", _conv_stress, {"cin": 68, "cout": 5, "h": 2, "w": 6}),
     ("conv", _conv_right_stages, {"cin": 16, "cout": 7, "kernel": 1, "bits": 8,
                                   "activation": "NONE"}),
     ("conv", _conv, {"cin": 16, "cout": 5, "kernel": 1, "bits": 4, "stride": 2, "h": 7,
