@@ -249,6 +249,8 @@ EXTRA_CASES = [
                                   "activation": "NONE"}),
     ("conv", _conv, {"cin": 16, "cout": 5, "kernel": 1, "bits": 4, "stride": 2, "h": 7,
                      "w": 5, "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 16, "cout": 8, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
     # and over 32 (two passes, the first pass's sums in the records)
     ("conv", _conv_right_stages, {"cin": 32, "cout": 9, "kernel": 1, "bits": 8, "h": 16,
                                   "w": 17, "activation": "NONE"}),

@@ -177,11 +177,13 @@ OP_CASES = [
     ("conv", _conv, {"cin": 8, "cout": 4, "kernel": 1, "bits": 4, "stride": 2, "h": 7, "w": 6,
                      "activation": "NONE"}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 64, "cout": 5, "h": 4, "w": 5}),
-    # eq_conv6_hot's and eq_conv3_hot's run counts (1: no loop turn; 5: one run, then the
-    # four-run loop) and tails of 3, 2 and 1 pixels
+    # eq_conv6_hot's and eq_conv3_hot's run counts (1: no loop turn; 5: eq_conv6_hot enters
+    # its eight-run loop at its fifth run, eq_conv3_hot does one run, then its four-run loop;
+    # 17: one whole eight-run turn after the entry) and tails of 3, 2 and 1 pixels
     ("conv", _conv_stress, {"cin": 4, "cout": 7, "h": 3, "w": 3}),
     ("conv", _conv_stress, {"cin": 20, "cout": 6, "h": 2, "w": 4}),
     ("conv", _conv_stress, {"cin": 12, "cout": 9, "h": 1, "w": 7}),
+    ("conv", _conv_stress, {"cin": 68, "cout": 5, "h": 2, "w": 6}),
     ("conv", _conv_right_stages, {"cin": 16, "cout": 7, "kernel": 1, "bits": 8,
                                   "activation": "NONE"}),
     ("conv", _conv, {"cin": 16, "cout": 5, "kernel": 1, "bits": 4, "stride": 2, "h": 7,
@@ -190,6 +192,14 @@ OP_CASES = [
                                   "w": 17, "activation": "NONE"}),
     ("conv", _conv, {"cin": 32, "cout": 6, "kernel": 1, "bits": 4, "stride": 2, "h": 33,
                      "w": 32, "activation": "NONE"}),
+    # the 1x1 records' loops entered at the top (an even number of turns): 8 -> 16, 16 -> 8,
+    # 32 -> 10 (the odd counts above enter halfway)
+    ("conv", _conv_right_stages, {"cin": 8, "cout": 16, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 16, "cout": 8, "kernel": 1, "bits": 8,
+                                  "activation": "NONE"}),
+    ("conv", _conv_right_stages, {"cin": 32, "cout": 10, "kernel": 1, "bits": 8, "h": 16,
+                                  "w": 16, "activation": "NONE"}),
     ("add", _add_same_scales, {}),
     ("add", opmodels.add, {}),  # whole int8 clamp: the halved-input assembly loop
     ("conv_pool_fc", opmodels.conv_pool_fc, {"weight_bits": 8}),

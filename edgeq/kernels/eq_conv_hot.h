@@ -91,9 +91,15 @@ typedef struct {
     "add     r11, r11, r10, lsl #1\n\t"                                         \
     EQ_C6_OUT("r4", OFF, "strb    r9, [r11]")                                   \
     EQ_C6_OUT("r5", OFF, "strb    r9, [r11, r10]")
+/* the eight-run loop's entry for (runs - 1) mod 8 == K: label 6K into r8 */
+#define EQ_C6_ENTRY(K)                              \
+    "cmp     r6, #" K "\n\t"                        \
+    "bne     7" K "f\n\t"                           \
+    "adr     r8, 6" K "f\n"                          \
+    "7" K ":\n\t"
 /* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the channel's weight end,
- * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the four-run loop is entered (runs - 1
- * mod 4 runs before its first test), [sp, #28] s, [sp, #32] end */
+ * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the eight-run loop is
+ * entered (runs - 1 mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
 #define EQ_C6_FUNC(NAME, W, WSHIFT)                                                             \
     __asm__(".syntax unified\n\t"                                                               \
         ".section .text." #NAME ",\"ax\",%progbits\n\t"                                         \
@@ -116,20 +122,10 @@ typedef struct {
         "lsl     r8, r6, #" #WSHIFT "\n\t"                                                      \
         "str     r8, [sp, #20]\n\t"                                                             \
         "sub     r6, r6, #1\n\t"                                                                \
-        "and     r6, r6, #3\n\t"                                                                \
+        "and     r6, r6, #7\n\t"                                                                \
         "adr     r8, 60f\n\t"                                                                   \
-        "cmp     r6, #1\n\t"                                                                    \
-        "bne     5f\n\t"                                                                        \
-        "adr     r8, 61f\n"                                                                     \
-        "5:\n\t"                                                                                \
-        "cmp     r6, #2\n\t"                                                                    \
-        "bne     6f\n\t"                                                                        \
-        "adr     r8, 62f\n"                                                                     \
-        "6:\n\t"                                                                                \
-        "cmp     r6, #3\n\t"                                                                    \
-        "bne     7f\n\t"                                                                        \
-        "adr     r8, 63f\n"                                                                     \
-        "7:\n\t"                                                                                \
+        EQ_C6_ENTRY("1") EQ_C6_ENTRY("2") EQ_C6_ENTRY("3") EQ_C6_ENTRY("4")                     \
+        EQ_C6_ENTRY("5") EQ_C6_ENTRY("6") EQ_C6_ENTRY("7")                                      \
         "orr     r8, r8, #1\n\t" /* Thumb */                                                    \
         "str     r8, [sp, #24]\n\t"                                                             \
         "mov     lr, r4\n"                                                                      \
@@ -152,6 +148,14 @@ typedef struct {
         "ldr     pc, [sp, #24]\n"                                                               \
         ".balign 4\n"                                                                           \
         "1:\n\t"                                                                                \
+        EQ_C6_RUN(W)                                                                            \
+        "67:\n\t"                                                                               \
+        EQ_C6_RUN(W)                                                                            \
+        "66:\n\t"                                                                               \
+        EQ_C6_RUN(W)                                                                            \
+        "65:\n\t"                                                                               \
+        EQ_C6_RUN(W)                                                                            \
+        "64:\n\t"                                                                               \
         EQ_C6_RUN(W)                                                                            \
         "63:\n\t"                                                                               \
         EQ_C6_RUN(W)                                                                            \

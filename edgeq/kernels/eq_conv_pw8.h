@@ -28,13 +28,25 @@ typedef struct {
     int32_t step;       /* bytes between input pixels */
     int32_t pixels;     /* in the row */
     uint32_t off2;      /* the input offset, twice */
+    int32_t odd;        /* an odd number of channel turns: enter the unrolled loop halfway */
 } eq_pw8_t;
 
 #if EQ_ASM
+/* where a pixel's channel loop is entered (r8 odd): FULL, or HALF for an odd number of
+ * turns (the loops are unrolled twice, so that their end test comes every other turn) */
+#define EQ_PW_ENTRY(SLOT, FULL, HALF)                               \
+    "adr.w   r9, " FULL "\n\t"                                      \
+    "cmp     r8, #0\n\t"                                             \
+    "beq     8f\n\t"                                                 \
+    "adr.w   r9, " HALF "\n"                                         \
+    "8:\n\t"                                                         \
+    "orr     r9, r9, #1\n\t" /* Thumb */                             \
+    "str     r9, [sp, #" SLOT "]\n\t"
 /* r0 records, r1 output, r2-r5 the pixel's (x0 x2) (x1 x3) (x4 x6) (x5 x7), r6-r9 weights, r10
  * bias then the accumulator, r11 m2, r12 the rounding term, lr r | offset << 16; frame: [sp]
  * input pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] pixels left,
- * [sp, #20] off2. Two channels a turn (the channel count is even). */
+ * [sp, #20] off2, [sp, #24] where the channel loop is entered. Two channels a turn (the
+ * channel count is even), two turns per end test. */
 #define EQ_PW8_ONE                                                  \
     "ldmia   r0!, {r6-r12, lr}\n\t"                                 \
     "smlad   r10, r2, r6, r10\n\t"                                  \
@@ -59,11 +71,12 @@ __asm__(".syntax unified\n\t"
         "eq_pw8_row:\n\t"
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #28\n\t"
-        "ldmia   r0, {r1-r7}\n\t" /* in out rec rec_end step pixels off2 */
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */
         "str     r1, [sp]\n\t"
         "strd    r3, r4, [sp, #4]\n\t"
         "strd    r5, r6, [sp, #12]\n\t"
         "str     r7, [sp, #20]\n\t"
+        EQ_PW_ENTRY("24", "2f", "3f")
         "mov     r1, r2\n"
         "1:\n\t" /* a pixel */
         "ldr     r0, [sp]\n\t"
@@ -77,8 +90,13 @@ __asm__(".syntax unified\n\t"
         "sxtab16 r5, r7, r3, ror #8\n\t"
         "sxtab16 r3, r7, r2, ror #8\n\t"
         "sxtab16 r2, r7, r2\n\t"
-        "ldr     r0, [sp, #4]\n"
-        "2:\n\t" /* two channels */
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #24]\n"
+        ".balign 4\n"
+        "2:\n\t" /* four channels */
+        EQ_PW8_ONE
+        EQ_PW8_ONE
+        "3:\n\t"
         EQ_PW8_ONE
         EQ_PW8_ONE
         "ldr     r6, [sp, #8]\n\t"
@@ -95,7 +113,28 @@ __asm__(".syntax unified\n\t"
 void eq_pw8_row(const eq_pw8_t *a);
 
 /* 16 input channels: r2-r9 the pixel's eight pairs, the record [bias, w0 .. w7, m2, add, r]
- * in four LDMs into r10 (bias, then the accumulator), r11, r12, lr; one channel a turn. */
+ * in four LDMs into r10 (bias, then the accumulator), r11, r12, lr; one channel a turn, two
+ * per end test; frame as eq_pw8_row. */
+#define EQ_PW16_ONE \
+    "ldmia   r0!, {r10, r11, r12, lr}\n\t" \
+    "smlad   r10, r2, r11, r10\n\t" \
+    "smlad   r10, r3, r12, r10\n\t" \
+    "smlad   r10, r4, lr, r10\n\t" \
+    "ldmia   r0!, {r11, r12, lr}\n\t" \
+    "smlad   r10, r5, r11, r10\n\t" \
+    "smlad   r10, r6, r12, r10\n\t" \
+    "smlad   r10, r7, lr, r10\n\t" \
+    "ldmia   r0!, {r11, r12, lr}\n\t" \
+    "smlad   r10, r8, r11, r10\n\t" \
+    "smlad   r10, r9, r12, r10\n\t" \
+    "ldmia   r0!, {r11, r12}\n\t" \
+    "add     r11, r10, r11\n\t" \
+    "add     r11, r11, r10, asr #31\n\t" \
+    "smmlar  r11, r10, lr, r11\n\t" \
+    "asr     r11, r11, r12\n\t" \
+    "add     r11, r11, r12, asr #16\n\t" \
+    "ssat    r11, #8, r11\n\t" \
+    "strb    r11, [r1], #1\n\t"
 __asm__(".syntax unified\n\t"
         ".section .text.eq_pw16_row,\"ax\",%progbits\n\t"
         ".balign 4\n\t"
@@ -107,11 +146,12 @@ __asm__(".syntax unified\n\t"
         "eq_pw16_row:\n\t"
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #28\n\t"
-        "ldmia   r0, {r1-r7}\n\t" /* in out rec rec_end step pixels off2 */
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */
         "str     r1, [sp]\n\t"
         "strd    r3, r4, [sp, #4]\n\t"
         "strd    r5, r6, [sp, #12]\n\t"
         "str     r7, [sp, #20]\n\t"
+        EQ_PW_ENTRY("24", "2f", "3f")
         "mov     r1, r2\n"
         "1:\n\t" /* a pixel: four input words, extended with the offset into r2-r9 */
         "ldr     r0, [sp]\n\t"
@@ -131,27 +171,13 @@ __asm__(".syntax unified\n\t"
         "sxtab16 r7, r10, r8, ror #8\n\t"
         "sxtab16 r8, r10, r9\n\t"
         "sxtab16 r9, r10, r9, ror #8\n\t"
-        "ldr     r0, [sp, #4]\n"
-        "2:\n\t" /* a channel */
-        "ldmia   r0!, {r10, r11, r12, lr}\n\t"
-        "smlad   r10, r2, r11, r10\n\t"
-        "smlad   r10, r3, r12, r10\n\t"
-        "smlad   r10, r4, lr, r10\n\t"
-        "ldmia   r0!, {r11, r12, lr}\n\t"
-        "smlad   r10, r5, r11, r10\n\t"
-        "smlad   r10, r6, r12, r10\n\t"
-        "smlad   r10, r7, lr, r10\n\t"
-        "ldmia   r0!, {r11, r12, lr}\n\t"
-        "smlad   r10, r8, r11, r10\n\t"
-        "smlad   r10, r9, r12, r10\n\t"
-        "ldmia   r0!, {r11, r12}\n\t"
-        "add     r11, r10, r11\n\t"
-        "add     r11, r11, r10, asr #31\n\t"
-        "smmlar  r11, r10, lr, r11\n\t"
-        "asr     r11, r11, r12\n\t"
-        "add     r11, r11, r12, asr #16\n\t"
-        "ssat    r11, #8, r11\n\t"
-        "strb    r11, [r1], #1\n\t"
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #24]\n"
+        ".balign 4\n"
+        "2:\n\t" /* two channels */
+        EQ_PW16_ONE
+        "3:\n\t"
+        EQ_PW16_ONE
         "ldr     r10, [sp, #8]\n\t"
         "cmp     r0, r10\n\t"
         "bne     2b\n\t"
@@ -168,7 +194,7 @@ void eq_pw16_row(const eq_pw8_t *a);
 /* 32 input channels: records [bias, w0 .. w7, partial sum, w8 .. w15, m2, add, r] (21 words);
  * pass A: inputs 0-15 against w0 .. w7 of every channel, the sum into the record; pass B:
  * inputs 16-31 from that sum on, then the output stage. Frame as eq_pw8_row, [sp, #24] the
- * end of pass B (rec_end + 36). */
+ * end of pass B (rec_end + 36), [sp, #28] and [sp, #32] where passes A and B are entered. */
 #define EQ_PW32_X(OFF)                                              \
     "ldr     r0, [sp]\n\t"                                           \
     "ldr     r10, [sp, #20]\n\t"                                     \
@@ -193,6 +219,28 @@ void eq_pw16_row(const eq_pw8_t *a);
     "smlad   r10, r5, r11, r10\n\t"                                  \
     "smlad   r10, r6, r12, r10\n\t"                                  \
     "smlad   r10, r7, lr, r10\n\t"
+/* pass A's channel: the partial sum into the record, on to the next record */
+#define EQ_PW32_A                                                   \
+    EQ_PW32_DOT8                                                    \
+    "ldmia   r0!, {r11, r12}\n\t"                                    \
+    "smlad   r10, r8, r11, r10\n\t"                                  \
+    "smlad   r10, r9, r12, r10\n\t"                                  \
+    "str     r10, [r0], #48\n\t"
+/* pass B's channel: from the partial sum on, the output stage */
+#define EQ_PW32_B                                                   \
+    EQ_PW32_DOT8                                                    \
+    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
+    "smlad   r10, r8, r11, r10\n\t"                                  \
+    "smlad   r10, r9, r12, r10\n\t"                                  \
+    "ldmia   r0!, {r11, r12}\n\t"                                    \
+    "add     r11, r10, r11\n\t"                                      \
+    "add     r11, r11, r10, asr #31\n\t"                             \
+    "smmlar  r11, r10, lr, r11\n\t"                                  \
+    "asr     r11, r11, r12\n\t"                                      \
+    "add     r11, r11, r12, asr #16\n\t"                             \
+    "ssat    r11, #8, r11\n\t"                                       \
+    "strb    r11, [r1], #1\n\t"                                      \
+    "add     r0, r0, #36\n\t"
 __asm__(".syntax unified\n\t"
         ".section .text.eq_pw32_row,\"ax\",%progbits\n\t"
         ".balign 4\n\t"
@@ -203,24 +251,26 @@ __asm__(".syntax unified\n\t"
         ".type eq_pw32_row, %function\n"
         "eq_pw32_row:\n\t"
         "push    {r4-r11, lr}\n\t"
-        "sub     sp, sp, #28\n\t"
-        "ldmia   r0, {r1-r7}\n\t" /* in out rec rec_end step pixels off2 */
+        "sub     sp, sp, #36\n\t"
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */
         "str     r1, [sp]\n\t"
         "strd    r3, r4, [sp, #4]\n\t"
         "strd    r5, r6, [sp, #12]\n\t"
         "str     r7, [sp, #20]\n\t"
         "add     r4, r4, #36\n\t"
         "str     r4, [sp, #24]\n\t"
+        EQ_PW_ENTRY("28", "2f", "4f")
+        EQ_PW_ENTRY("32", "3f", "5f")
         "mov     r1, r2\n"
         "1:\n\t" /* a pixel: pass A over inputs 0-15 */
         EQ_PW32_X("0")
-        "ldr     r0, [sp, #4]\n"
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #28]\n"
+        ".balign 4\n"
         "2:\n\t"
-        EQ_PW32_DOT8
-        "ldmia   r0!, {r11, r12}\n\t"
-        "smlad   r10, r8, r11, r10\n\t"
-        "smlad   r10, r9, r12, r10\n\t"
-        "str     r10, [r0], #48\n\t" /* the partial sum; on to the next record */
+        EQ_PW32_A
+        "4:\n\t"
+        EQ_PW32_A
         "ldr     r11, [sp, #8]\n\t"
         "cmp     r0, r11\n\t"
         "bne     2b\n\t"
@@ -230,21 +280,13 @@ __asm__(".syntax unified\n\t"
         "add     r0, r0, r11\n\t"
         "str     r0, [sp]\n\t"
         "ldr     r0, [sp, #4]\n\t"
-        "add     r0, r0, #36\n"
-        "3:\n\t"
-        EQ_PW32_DOT8
-        "ldmia   r0!, {r11, r12, lr}\n\t"
-        "smlad   r10, r8, r11, r10\n\t"
-        "smlad   r10, r9, r12, r10\n\t"
-        "ldmia   r0!, {r11, r12}\n\t"
-        "add     r11, r10, r11\n\t"
-        "add     r11, r11, r10, asr #31\n\t"
-        "smmlar  r11, r10, lr, r11\n\t"
-        "asr     r11, r11, r12\n\t"
-        "add     r11, r11, r12, asr #16\n\t"
-        "ssat    r11, #8, r11\n\t"
-        "strb    r11, [r1], #1\n\t"
         "add     r0, r0, #36\n\t"
+        "ldr     pc, [sp, #32]\n"
+        ".balign 4\n"
+        "3:\n\t"
+        EQ_PW32_B
+        "5:\n\t"
+        EQ_PW32_B
         "ldr     r10, [sp, #24]\n\t"
         "cmp     r0, r10\n\t"
         "bne     3b\n\t"
@@ -252,12 +294,12 @@ __asm__(".syntax unified\n\t"
         "subs    r6, r6, #1\n\t"
         "str     r6, [sp, #16]\n\t"
         "bne     1b\n\t"
-        "add     sp, sp, #28\n\t"
+        "add     sp, sp, #36\n\t"
         "pop     {r4-r11, pc}\n\t"
         ".size eq_pw32_row, .-eq_pw32_row\n\t"
         ".text\n");
 void eq_pw32_row(const eq_pw8_t *a);
-typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 28) ? 1 : -1];
+typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 32) ? 1 : -1];
 #else
 /* The same in C: the records' arithmetic exactly as the assembly does it. */
 static void eq_pw16_row(const eq_pw8_t *a)
@@ -390,6 +432,7 @@ static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uin
     a.step = p->stride_w * k;
     a.pixels = p->out_w;
     a.off2 = eq_pair16(p->in_offset, p->in_offset);
+    a.odd = (k == 8 ? p->out_c / 2 : p->out_c) % 2;
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
             a.in = in + ((b * p->in_h + oy * p->stride_h) * p->in_w) * k;
