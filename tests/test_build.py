@@ -513,11 +513,11 @@ def test_ram_budget_streams_the_first_layers_on_the_board_and_under_qemu(small, 
     result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"),
                                        "--data", str(small / "data.npz"), "--out", str(out),
                                        "--no-baseline", "--firmware-eval-limit", "8",
-                                       "--ram-budget-kb", "1.65"])
+                                       "--ram-budget-kb", "2.25"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     streamed = report["firmware"]["streamed"]
-    assert streamed["arena_bytes"] <= 1.65 * 1024 < streamed["layer_by_layer_bytes"]
+    assert streamed["arena_bytes"] <= 2.25 * 1024 < streamed["layer_by_layer_bytes"]
     assert report["fit"]["arena_bytes"] == streamed["arena_bytes"]
     timeline = streamed["timeline"]
     assert max(timeline["streamed"]) < max(timeline["layer by layer"])

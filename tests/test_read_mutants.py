@@ -340,3 +340,12 @@ def test_constants_keep_their_tflite_dtype(vww_bytes):
     model = read_model(vww_bytes)
     dtypes = {t.dtype: t.data.dtype for t in model.tensors if t.data is not None}
     assert dtypes == {"int8": np.int8, "int32": np.int32}
+
+
+def test_errors_of_a_file_name_the_file(tmp_path):
+    """A model read from a path names that path in its errors (not "None")."""
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(b"\x10\x00\x00\x00TFL3" + bytes(8))
+    with pytest.raises(TFLiteFormatError) as e:
+        read_model(path)
+    assert str(e.value).startswith(f"{path}: "), str(e.value)

@@ -560,7 +560,8 @@ class _Lowering:
         m2, s2 = quantize_multiplier(float(c.scale[0]) / twice_max)
         mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * float(y.scale[0])))
         lo, hi = self._act(op, y)
-        if (c.is_constant and tuple(a.shape) == tuple(y.shape)
+        # (not inside a streamed stage: its row-band calls need the ADD's own parameters)
+        if (c.is_constant and tuple(a.shape) == tuple(y.shape) and index not in self.stage_ops
                 and _add_is_identity(a, c, y, (m1, s1, m2, s2, mo, so), (lo, hi), left_shift)):
             # a tie-safe restore ADD (edgeq.learn.tiesafe) changes only the declared zero
             # point: every int8 value comes out as it went in, so the engine copies it
@@ -819,7 +820,7 @@ PW16_RECORD_BYTES = 48  # eq_conv1x1_in8 over 16 input channels
 PW32_RECORD_BYTES = 84  # eq_conv1x1_in8 over 32 input channels
 PW32_MIN_PIXELS = 256  # EQ_PW32_MIN_PIXELS: from this many output pixels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
-DW_BAND_BYTES = 4096  # EQ_DW_BAND_BYTES: a band of a 3x3 depthwise channel quad's planes
+DW_BAND_BYTES = 3584  # EQ_DW_BAND_BYTES: a band of a 3x3 depthwise channel quad's planes
 DW_PAIR_ROW = 124  # EQ_DW_PR: bytes per channel and plane row of eq_depthwise3x3_pairs (at least)
 DW_PAIR_ROW_NARROW = 32  # EQ_DW_PRN: the same for rows of at most 16 values
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips

@@ -28,7 +28,7 @@
  *   v = SSAT8(SMMLAR(2 acc, M, add + (acc >> 31)) >> r)
  * with add = 2^(r-1) + offset * 2^r (eq_rqc_make's EQ_RQ_FOLDED proof; |2 acc| < 2^31). Other
  * fast stages use eq_rqu_apply; channels without one go through the reference code. */
-#define EQ_DW_BAND_BYTES 4096 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
+#define EQ_DW_BAND_BYTES 3584 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
 #define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
 #define EQ_DW_PRN 32 /* the same for rows of at most 16 values (less scratch) */
 
