@@ -101,15 +101,7 @@ typedef struct {
  * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the eight-run loop is
  * entered (runs - 1 mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
 #define EQ_C6_FUNC(NAME, W, WSHIFT)                                                             \
-    __asm__(".syntax unified\n\t"                                                               \
-        ".section .text." #NAME ",\"ax\",%progbits\n\t"                                         \
-        ".balign 4\n\t"                                                                         \
-        ".global " #NAME "\n\t"                                                                 \
-        ".hidden " #NAME "\n\t"                                                                 \
-        ".thumb\n\t"                                                                            \
-        ".thumb_func\n\t"                                                                       \
-        ".type " #NAME ", %function\n"                                                          \
-        #NAME ":\n\t"                                                                           \
+    __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
         "sub     sp, sp, #36\n\t"                                                               \
         "str     r0, [sp, #28]\n\t"                                                             \
@@ -232,15 +224,7 @@ void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
     EQ_C6_OUT("r2", OFF, "strb    r9, [r10]")
 /* frame: [sp] q, [sp, #4] dst, [sp, #8] end, [sp, #12] cols, [sp, #16] 4 * runs, [sp, #20]
  * where the four-run loop is entered (runs mod 4 runs before its first test), [sp, #24] s */
-__asm__(".syntax unified\n\t"
-        ".section .text.eq_conv3_hot,\"ax\",%progbits\n\t"
-        ".balign 4\n\t"
-        ".global eq_conv3_hot\n\t"
-        ".hidden eq_conv3_hot\n\t"
-        ".thumb\n\t"
-        ".thumb_func\n\t"
-        ".type eq_conv3_hot, %function\n"
-        "eq_conv3_hot:\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_conv3_hot)
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #28\n\t"
         "str     r0, [sp, #24]\n\t"

@@ -60,15 +60,7 @@ typedef struct {
     "add     r6, r6, lr, asr #16\n\t"                               \
     "ssat    r6, #8, r6\n\t"                                        \
     "strb    r6, [r1], #1\n\t"
-__asm__(".syntax unified\n\t"
-        ".section .text.eq_pw8_row,\"ax\",%progbits\n\t"
-        ".balign 4\n\t"
-        ".global eq_pw8_row\n\t"
-        ".hidden eq_pw8_row\n\t"
-        ".thumb\n\t"
-        ".thumb_func\n\t"
-        ".type eq_pw8_row, %function\n"
-        "eq_pw8_row:\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw8_row)
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #28\n\t"
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */
@@ -135,15 +127,7 @@ void eq_pw8_row(const eq_pw8_t *a);
     "add     r11, r11, r12, asr #16\n\t" \
     "ssat    r11, #8, r11\n\t" \
     "strb    r11, [r1], #1\n\t"
-__asm__(".syntax unified\n\t"
-        ".section .text.eq_pw16_row,\"ax\",%progbits\n\t"
-        ".balign 4\n\t"
-        ".global eq_pw16_row\n\t"
-        ".hidden eq_pw16_row\n\t"
-        ".thumb\n\t"
-        ".thumb_func\n\t"
-        ".type eq_pw16_row, %function\n"
-        "eq_pw16_row:\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw16_row)
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #28\n\t"
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */
@@ -241,15 +225,7 @@ void eq_pw16_row(const eq_pw8_t *a);
     "ssat    r11, #8, r11\n\t"                                       \
     "strb    r11, [r1], #1\n\t"                                      \
     "add     r0, r0, #36\n\t"
-__asm__(".syntax unified\n\t"
-        ".section .text.eq_pw32_row,\"ax\",%progbits\n\t"
-        ".balign 4\n\t"
-        ".global eq_pw32_row\n\t"
-        ".hidden eq_pw32_row\n\t"
-        ".thumb\n\t"
-        ".thumb_func\n\t"
-        ".type eq_pw32_row, %function\n"
-        "eq_pw32_row:\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw32_row)
         "push    {r4-r11, lr}\n\t"
         "sub     sp, sp, #36\n\t"
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */

@@ -110,15 +110,7 @@ enum { EQ_DWS_C = 0, EQ_DWS_FOLDED = 1, EQ_DWS_RIGHT = 2, EQ_DWS_SKIP = 3 };
     START("r10")                                                                            \
     "b       " L "2b\n"
 #define EQ_DWP_FUNC(NAME, TAPS, START)                                                      \
-    __asm__(".syntax unified\n\t"                                                           \
-            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
-            ".balign 4\n\t"                                                                 \
-            ".global " #NAME "\n\t"                                                         \
-            ".hidden " #NAME "\n\t"                                                         \
-            ".thumb\n\t"                                                                    \
-            ".thumb_func\n\t"                                                               \
-            ".type " #NAME ", %function\n"                                                  \
-            #NAME ":\n\t"                                                                   \
+    __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
             "sub     sp, sp, #60\n\t"                                                       \
             "ldmia   r0, {r1-r11}\n\t"                                                      \

@@ -358,15 +358,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
     "add     r11, r10, " A ", asr #31\n\t"                        \
     "smmlar  " A ", " A ", r9, r11\n\t"
 #define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
-    __asm__(".syntax unified\n\t"                                                           \
-            ".section .text." #NAME ",\"ax\",%progbits\n\t"                                 \
-            ".balign 4\n\t"                                                                 \
-            ".global " #NAME "\n\t"                                                         \
-            ".hidden " #NAME "\n\t"                                                         \
-            ".thumb\n\t"                                                                    \
-            ".thumb_func\n\t"                                                               \
-            ".type " #NAME ", %function\n"                                                  \
-            #NAME ":\n\t"                                                                   \
+    __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
             "sub     sp, sp, #80\n\t"                                                       \
             "ldmia   r0!, {r1-r10}\n\t"                                                     \

@@ -492,4 +492,18 @@ EQ_INLINE void eq_rq6_folded_strided(const int32_t a[6], const eq_rqc_t *q, int8
 #endif
 #endif /* EQ_FAST */
 
+/* The opening of a hidden Thumb function written in assembly (the string that starts the
+ * kernels' __asm__ blocks): its own section (so --gc-sections drops it when unused), then the
+ * label. */
+#define EQ_ASM_FUNC_BEGIN(NAME)                                                              \
+    ".syntax unified\n\t"                                                                      \
+    ".section .text." #NAME ",\"ax\",%progbits\n\t"                                    \
+    ".balign 4\n\t"                                                                    \
+    ".global " #NAME "\n\t"                                                            \
+    ".hidden " #NAME "\n\t"                                                            \
+    ".thumb\n\t"                                                                       \
+    ".thumb_func\n\t"                                                                  \
+    ".type " #NAME ", %function\n"                                                      \
+    #NAME ":\n\t"
+
 #endif /* EQ_INTERNAL_H */
