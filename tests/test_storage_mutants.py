@@ -107,7 +107,8 @@ def _model(kind, weight_shape, weight_scales, bias=True, bias_index=None):
         inputs = [3, 1, 0]
     if bias:
         channels = 3 if kind != "FULLY_CONNECTED" else weight_shape[0]
-        tensors.append(Tensor("b", (channels,), "int32", data=np.arange(channels) * 7 - 5))
+        tensors.append(Tensor("b", (channels,), "int32",
+                              data=(np.arange(channels) * 7 - 5).astype(np.int32)))
         inputs.append(len(tensors) - 1)
     elif bias_index is not None:
         inputs.append(bias_index)
@@ -144,3 +145,23 @@ def test_op_channel_values_without_a_bias(bias_index):
     model = _model("CONV_2D", (3, 3, 3, 3), [0.1, 0.3, 0.02], bias=False, bias_index=bias_index)
     bias, mult, shift = intmath.op_channel_values(model, model.ops[0])
     assert bias is None and (mult, shift) == _expected([0.1, 0.3, 0.02])
+
+
+@pytest.mark.parametrize("kind, shape, channels", [("FULLY_CONNECTED", (4, 48), 1),
+                                                    ("CONV_2D", (3, 3, 3, 3), 3)])
+def test_op_channel_values_of_per_tensor_weights_without_a_bias(kind, shape, channels):
+    """FULLY_CONNECTED: TFLM's one multiplier for the tensor; a convolution: one per output
+    channel, all the same."""
+    model = _model(kind, shape, [0.3], bias=False)
+    bias, mult, shift = intmath.op_channel_values(model, model.ops[0])
+    m, s = _expected([0.3])
+    assert bias is None and mult == m * channels and shift == s * channels
+
+
+def test_op_channel_values_reads_a_bias_that_is_tensor_0():
+    model = _model("CONV_2D", (3, 3, 3, 3), [0.1, 0.3, 0.02])
+    order = [3, 0, 1, 2]  # the bias first
+    model.tensors = [model.tensors[i] for i in order]
+    model.ops[0].inputs, model.ops[0].outputs = [1, 2, 0], [3]
+    bias, mult, shift = intmath.op_channel_values(model, model.ops[0])
+    assert bias.tolist() == [-5, 2, 9] and (mult, shift) == _expected([0.1, 0.3, 0.02])

@@ -619,3 +619,113 @@ def test_transpose_conv_weights_bias_and_channels():
     model.tensors[0].shape = (1, 6, 3, 2)
     assert _raises(model).message == ("operator 0 (TRANSPOSE_CONV): weights (3, 2, 4, 1) do not "
                                       "map 2 input channels to 3 output channels")
+
+
+# -- the third review (2026-12-02, session 7): the survivors of the run at 94.4% ----------------
+
+@pytest.mark.parametrize(("kind", "dtypes", "options", "version"), [
+    ("TRANSPOSE_CONV", ["int32", "int8", "int8"], {}, 2),  # no activation option: NONE
+    ("TRANSPOSE_CONV", ["int32", "int8", "int8"], {"fused_activation_function": "NONE"}, 2),
+    ("TRANSPOSE_CONV", ["int32", "int8", "int8"], {"fused_activation_function": "RELU"}, 4),
+    ("TRANSPOSE_CONV", ["int32", "int8", "int8", "int32"], {}, 3),
+    ("TRANSPOSE_CONV", ["int32", "float32", "float32"], {}, 1),
+    ("RESIZE_NEAREST_NEIGHBOR", ["int8", "int32"], {}, 2),
+    ("RESIZE_NEAREST_NEIGHBOR", ["float32", "int32"], {}, 1),
+    ("RESIZE_NEAREST_NEIGHBOR", ["int8", "int32"], {"align_corners": True}, 3),
+    ("RESIZE_NEAREST_NEIGHBOR", ["float32", "int32"], {"half_pixel_centers": True}, 3),
+])
+def test_op_versions_of_transpose_conv_and_resize_follow_tflites_rules(kind, dtypes, options,
+                                                                        version):
+    op, model = _versioned(kind, dtypes, options)
+    assert op_version(op, model) == version
+
+
+def test_two_graph_outputs_are_written_as_int32_indices():
+    model = _built("conv_pool_fc")
+    model.outputs = [model.ops[0].outputs[0], model.ops[-1].outputs[0]]
+    assert read_model(write_model(model)).outputs == model.outputs
+
+
+def test_a_softmax_scale_just_inside_the_tolerance_is_accepted():
+    model = _built("softmax")
+    model.tensors[1].scale = np.array([1 / 256 * (1 + 0.998e-3)], np.float32)
+    write_model(model)
+
+
+def test_broadcast_elementwise_ops_are_accepted():
+    for build in ("add", "sub", "mul"):
+        write_model(_built(build, broadcast=True))
+
+
+def test_an_omitted_input_is_allowed_only_at_a_weighted_ops_bias():
+    model = _built("concatenation", count=3)
+    model.ops[0].inputs[2] = -1
+    e = _raises(model)
+    assert e.message == (f"operator 0 (CONCATENATION): input 2 refers to tensor -1, but the "
+                         f"model has {len(model.tensors)} tensors")
+
+
+def _rank3(model, index):
+    """Tensor `index` without one of its dimensions of size 1, the last if it is 1 (so that
+    its per-channel scales still match; its data reshaped to match)."""
+    tensor = model.tensors[index]
+    drop = len(tensor.shape) - 1 if tensor.shape[-1] == 1 else tensor.shape.index(1)
+    tensor.shape = tuple(d for i, d in enumerate(tensor.shape) if i != drop)
+    if tensor.data is not None:
+        tensor.data = tensor.data.reshape(tensor.shape)
+    return tensor
+
+
+@pytest.mark.parametrize(("build", "position"), [
+    ("conv2d", 0), ("conv2d", 1), ("conv2d", "out"),
+    ("depthwise", 0), ("depthwise", 1), ("depthwise", "out"),
+    ("transpose_conv", 2), ("transpose_conv", 1), ("transpose_conv", "out"),
+    ("avg_pool", 0), ("avg_pool", "out"), ("resize_nearest", 0), ("resize_nearest", "out"),
+])
+def test_spatial_ops_name_a_tensor_that_is_not_4d(build, position):
+    """Before any check that indexes its dimensions (depthwise weights of rank 3 raised an
+    IndexError before 2026-12-02, session 7)."""
+    model = _built(build)
+    op = model.ops[0]
+    tensor = _rank3(model, op.outputs[0] if position == "out" else op.inputs[position])
+    e = _raises(model)
+    assert (e.message, e.hint) == (f"operator 0 ({op.kind}): '{tensor.name}' must be 4-D "
+                                   f"(NHWC), has shape {tensor.shape}", "")
+
+
+def test_valid_padding_uses_the_filters_height_width_and_dilation():
+    """With VALID padding the output size depends on each filter dimension and dilation
+    (SAME's does not): non-square filters and a dilated conv are accepted as built, and
+    refused when the output is a row short."""
+    for build, options in (("conv2d", {}), ("conv2d", {"dilation": 2}), ("depthwise", {}),
+                           ("depthwise", {"dilation": 2}), ("transpose_conv", {})):
+        model = _built(build, padding="VALID", **options)
+        write_model(model)
+        out = model.tensors[model.ops[0].outputs[0]]
+        out.shape = (out.shape[0], out.shape[1] - 1, *out.shape[2:])
+        if build == "transpose_conv":
+            model.tensors[model.ops[0].inputs[0]].data = np.array(out.shape, np.int32)
+        with pytest.raises(TFLiteFormatError, match="padding"):
+            write_model(model)
+
+
+def test_transpose_conv_names_itself_in_the_weight_checks():
+    model = _built("transpose_conv")
+    w = model.tensors[1]
+    w.scale = np.full(w.shape[1], float(w.scale[0]), np.float32)  # weights (3, 2, 4, 1)
+    w.zero_point = np.zeros(w.shape[1], np.int64)
+    w.quantized_dimension = 1
+    assert _raises(model).message == ("operator 0 (TRANSPOSE_CONV): weights 'weights' are "
+                                      "per-channel along dimension 1; TRANSPOSE_CONV needs 0 "
+                                      "(the output channels)")
+
+
+def test_dequantize_and_quantize_name_the_activation_they_refuse():
+    model = _built("dequantize")
+    model.tensors[0].dtype = "int16"
+    assert _raises(model, UnsupportedOpError).message == (
+        "operator 0 (DEQUANTIZE): input 'input' is int16, expected int8")
+    model = _built("quantize")
+    model.tensors[1].dtype = "int16"
+    assert _raises(model, UnsupportedOpError).message == (
+        "operator 0 (QUANTIZE): output 'output' is int16, expected int8")

@@ -600,8 +600,8 @@ class _OpCheck:
         inp, out = self.t(0), self.out
         self.activation(inp, "input")
         self.activation(out, "output")
+        self.rank4(inp, self.t(1), out)  # before the weight checks, which index dimensions
         weights, _ = self.weights_and_bias(0)
-        self.rank4(inp, weights, out)
         if weights.shape[3] != inp.shape[3]:
             raise self.fail(f"weights {weights.shape} take {weights.shape[3]} input channels, "
                             f"the input has {inp.shape[3]}")
@@ -614,8 +614,8 @@ class _OpCheck:
         inp, out = self.t(0), self.out
         self.activation(inp, "input")
         self.activation(out, "output")
+        self.rank4(inp, self.t(1), out)  # before the weight checks, which index dimensions
         weights, _ = self.weights_and_bias(3)
-        self.rank4(inp, weights, out)
         multiplier = self.op.options["depth_multiplier"]
         if weights.shape[0] != 1 or weights.shape[3] != inp.shape[3] * multiplier:
             raise self.fail(f"weights {weights.shape} do not match input channels "
@@ -797,8 +797,9 @@ class _OpCheck:
         inp, out = self.t(2), self.out
         self.activation(inp, "input")
         self.activation(out, "output")
-        conv_order = _OpCheck(self.model, Op("CONV_2D", [self.op.inputs[2], *self.op.inputs[1:2],
-                                                          *self.op.inputs[3:]],
+        self.rank4(inp, self.t(1), out)  # before the weight checks, which index dimensions
+        conv_order = _OpCheck(self.model, Op(self.op.kind, [self.op.inputs[2], self.op.inputs[1],
+                                                             *self.op.inputs[3:]],
                                              self.op.outputs, {}), 0)
         conv_order.where = self.where
         weights, _ = conv_order.weights_and_bias(0)
@@ -806,7 +807,6 @@ class _OpCheck:
             raise UnsupportedOpError(f"{self.where}: INT4 weights '{weights.name}'; TFLM's "
                                      "TRANSPOSE_CONV takes INT8 filters only",
                                      hint="keep Conv2DTranspose layers at 8 bits")
-        self.rank4(inp, weights, out)
         if tuple(shape.tolist()) != tuple(out.shape):
             raise self.fail(f"output_shape {shape.tolist()} is not the output's {out.shape}")
         if weights.shape[3] != inp.shape[3] or weights.shape[0] != out.shape[3]:
