@@ -271,13 +271,19 @@ def _width(span: int) -> int:
     return int(span).bit_length()
 
 
+def _channel_arrays(bias, multipliers, shifts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bias, multipliers, shifts) as int64 vectors; no bias is zeros."""
+    m = np.asarray(multipliers, np.int64).reshape(-1)
+    s = np.asarray(shifts, np.int64).reshape(-1)
+    b = np.zeros_like(m) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    return b, m, s
+
+
 def channel_fields(bias, multipliers, shifts) -> tuple[tuple[int, int, int], tuple, bool]:
     """((bias, multiplier, shift) widths, (bias, multiplier, shift) bases, dead) of one layer's
     packed parameters: each field stores value - base, the base the smallest live value; with
     dead channels (multiplier 0) shift code 0 marks them and the shift base is one lower."""
-    m = np.asarray(multipliers, np.int64).reshape(-1)
-    s = np.asarray(shifts, np.int64).reshape(-1)
-    b = np.zeros_like(m) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    b, m, s = _channel_arrays(bias, multipliers, shifts)
     live = m != 0
     dead = not live.all()
     if not live.any():
@@ -321,9 +327,7 @@ def pack_channels(bias, multipliers, shifts) -> np.ndarray:
     """One layer's per-channel parameters as the engine stores them (uint8: header + stream);
     `bias` None when the layer has none."""
     (wb, wm, ws), (bb, bm, bs), dead = channel_fields(bias, multipliers, shifts)
-    m = np.asarray(multipliers, np.int64).reshape(-1)
-    s = np.asarray(shifts, np.int64).reshape(-1)
-    b = np.full_like(m, bb) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    b, m, s = _channel_arrays(bias, multipliers, shifts)  # no bias: zeros, base 0, width 0
     live = m != 0
     codes = [np.where(live, b - bb, 0), np.where(live, m - bm, 0), np.where(live, s - bs, 0)]
     header = np.concatenate([np.array([bb & 0xFFFFFFFF, bm], "<u4").view(np.uint8),

@@ -653,8 +653,12 @@ def test_a_softmax_scale_just_inside_the_tolerance_is_accepted():
 
 
 def test_broadcast_elementwise_ops_are_accepted():
+    """Either operand may be the one that broadcasts."""
     for build in ("add", "sub", "mul"):
-        write_model(_built(build, broadcast=True))
+        model = _built(build, broadcast=True)
+        write_model(model)
+        model.ops[0].inputs.reverse()
+        write_model(model)
 
 
 def test_an_omitted_input_is_allowed_only_at_a_weighted_ops_bias():

@@ -104,28 +104,32 @@ __asm__(EQ_ASM_FUNC_BEGIN(eq_pw8_row)
         ".text\n");
 void eq_pw8_row(const eq_pw8_t *a);
 
+/* r10 from a record's first word (the bias, or pass A's partial sum), plus its next six
+ * weight words against r2-r7 */
+#define EQ_PW_DOT6                                                  \
+    "ldmia   r0!, {r10, r11, r12, lr}\n\t"                           \
+    "smlad   r10, r2, r11, r10\n\t"                                  \
+    "smlad   r10, r3, r12, r10\n\t"                                  \
+    "smlad   r10, r4, lr, r10\n\t"                                   \
+    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
+    "smlad   r10, r5, r11, r10\n\t"                                  \
+    "smlad   r10, r6, r12, r10\n\t"                                  \
+    "smlad   r10, r7, lr, r10\n\t"
 /* 16 input channels: r2-r9 the pixel's eight pairs, the record [bias, w0 .. w7, m2, add, r]
  * in four LDMs into r10 (bias, then the accumulator), r11, r12, lr; one channel a turn, two
  * per end test; frame as eq_pw8_row. */
-#define EQ_PW16_ONE \
-    "ldmia   r0!, {r10, r11, r12, lr}\n\t" \
-    "smlad   r10, r2, r11, r10\n\t" \
-    "smlad   r10, r3, r12, r10\n\t" \
-    "smlad   r10, r4, lr, r10\n\t" \
-    "ldmia   r0!, {r11, r12, lr}\n\t" \
-    "smlad   r10, r5, r11, r10\n\t" \
-    "smlad   r10, r6, r12, r10\n\t" \
-    "smlad   r10, r7, lr, r10\n\t" \
-    "ldmia   r0!, {r11, r12, lr}\n\t" \
-    "smlad   r10, r8, r11, r10\n\t" \
-    "smlad   r10, r9, r12, r10\n\t" \
-    "ldmia   r0!, {r11, r12}\n\t" \
-    "add     r11, r10, r11\n\t" \
-    "add     r11, r11, r10, asr #31\n\t" \
-    "smmlar  r11, r10, lr, r11\n\t" \
-    "asr     r11, r11, r12\n\t" \
-    "add     r11, r11, r12, asr #16\n\t" \
-    "ssat    r11, #8, r11\n\t" \
+#define EQ_PW16_ONE                                                 \
+    EQ_PW_DOT6                                                      \
+    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
+    "smlad   r10, r8, r11, r10\n\t"                                  \
+    "smlad   r10, r9, r12, r10\n\t"                                  \
+    "ldmia   r0!, {r11, r12}\n\t"                                    \
+    "add     r11, r10, r11\n\t"                                      \
+    "add     r11, r11, r10, asr #31\n\t"                             \
+    "smmlar  r11, r10, lr, r11\n\t"                                  \
+    "asr     r11, r11, r12\n\t"                                      \
+    "add     r11, r11, r12, asr #16\n\t"                             \
+    "ssat    r11, #8, r11\n\t"                                       \
     "strb    r11, [r1], #1\n\t"
 __asm__(EQ_ASM_FUNC_BEGIN(eq_pw16_row)
         "push    {r4-r11, lr}\n\t"
@@ -194,36 +198,16 @@ void eq_pw16_row(const eq_pw8_t *a);
     "sxtab16 r7, r10, r8, ror #8\n\t"                                \
     "sxtab16 r8, r10, r9\n\t"                                        \
     "sxtab16 r9, r10, r9, ror #8\n\t"
-#define EQ_PW32_DOT8                                                \
-    "ldmia   r0!, {r10, r11, r12, lr}\n\t"                           \
-    "smlad   r10, r2, r11, r10\n\t"                                  \
-    "smlad   r10, r3, r12, r10\n\t"                                  \
-    "smlad   r10, r4, lr, r10\n\t"                                   \
-    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
-    "smlad   r10, r5, r11, r10\n\t"                                  \
-    "smlad   r10, r6, r12, r10\n\t"                                  \
-    "smlad   r10, r7, lr, r10\n\t"
 /* pass A's channel: the partial sum into the record, on to the next record */
 #define EQ_PW32_A                                                   \
-    EQ_PW32_DOT8                                                    \
+    EQ_PW_DOT6                                                      \
     "ldmia   r0!, {r11, r12}\n\t"                                    \
     "smlad   r10, r8, r11, r10\n\t"                                  \
     "smlad   r10, r9, r12, r10\n\t"                                  \
     "str     r10, [r0], #48\n\t"
-/* pass B's channel: from the partial sum on, the output stage */
+/* pass B's channel: the 16-channel turn from the partial sum on, then past the record's tail */
 #define EQ_PW32_B                                                   \
-    EQ_PW32_DOT8                                                    \
-    "ldmia   r0!, {r11, r12, lr}\n\t"                                \
-    "smlad   r10, r8, r11, r10\n\t"                                  \
-    "smlad   r10, r9, r12, r10\n\t"                                  \
-    "ldmia   r0!, {r11, r12}\n\t"                                    \
-    "add     r11, r10, r11\n\t"                                      \
-    "add     r11, r11, r10, asr #31\n\t"                             \
-    "smmlar  r11, r10, lr, r11\n\t"                                  \
-    "asr     r11, r11, r12\n\t"                                      \
-    "add     r11, r11, r12, asr #16\n\t"                             \
-    "ssat    r11, #8, r11\n\t"                                       \
-    "strb    r11, [r1], #1\n\t"                                      \
+    EQ_PW16_ONE                                                     \
     "add     r0, r0, #36\n\t"
 __asm__(EQ_ASM_FUNC_BEGIN(eq_pw32_row)
         "push    {r4-r11, lr}\n\t"

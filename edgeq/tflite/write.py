@@ -537,7 +537,10 @@ class _OpCheck:
             raise self.fail(f"{role} '{tensor.name}' must be a constant INT32 tensor")
         return np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
 
-    def weights_and_bias(self, channels_dim: int) -> tuple[Tensor, Tensor | None]:
+    def weights_and_bias(self, channels_dim: int, input_at: int = 0,
+                         bias_at: int = 2) -> tuple[Tensor, Tensor | None]:
+        """The weights (input 1) and the optional bias (input `bias_at`, its scale checked
+        against input `input_at`'s)."""
         weights = self.t(1)
         where = f"weights '{weights.name}'"
         if not weights.is_constant or weights.dtype not in ("int8", "int4"):
@@ -553,9 +556,9 @@ class _OpCheck:
             raise self.fail(f"{where} are per-channel along dimension "
                             f"{weights.quantized_dimension}; {self.op.kind} needs "
                             f"{channels_dim} (the output channels)")
-        if len(self.op.inputs) < 3 or self.op.inputs[2] < 0:
+        if len(self.op.inputs) <= bias_at or self.op.inputs[bias_at] < 0:
             return weights, None
-        bias = self.t(2)
+        bias = self.t(bias_at)
         where = f"bias '{bias.name}'"
         channels = weights.shape[channels_dim]
         if not bias.is_constant or bias.dtype != "int32":
@@ -569,7 +572,7 @@ class _OpCheck:
             raise self.fail(f"{where} must have zero point 0")
         w_scale = np.asarray(weights.scale, dtype=np.float64).reshape(-1)
         b_scale = np.asarray(bias.scale, dtype=np.float64).reshape(-1)
-        expected = float(self.t(0).scale[0]) * w_scale
+        expected = float(self.t(input_at).scale[0]) * w_scale
         if len(b_scale) != len(w_scale):
             raise self.fail(f"{where} has {len(b_scale)} scales, the weights {len(w_scale)}")
         if not np.allclose(b_scale, expected, rtol=1e-5, atol=0):
@@ -790,19 +793,15 @@ class _OpCheck:
         self.same_qparams(inp, out, "RESIZE_NEAREST_NEIGHBOR copies values")
 
     def check_transpose_conv(self) -> None:
-        """Inputs [output_shape, weights, input, bias?]: the weights/bias checks of a conv,
-        run on the inputs in CONV_2D's order."""
+        """Inputs [output_shape, weights, input, bias?]: the weights/bias checks of a conv
+        on those positions."""
         self.count_inputs(3, 4)
         shape = self.constant_int32(0, "output_shape").reshape(-1)
         inp, out = self.t(2), self.out
         self.activation(inp, "input")
         self.activation(out, "output")
         self.rank4(inp, self.t(1), out)  # before the weight checks, which index dimensions
-        conv_order = _OpCheck(self.model, Op(self.op.kind, [self.op.inputs[2], self.op.inputs[1],
-                                                             *self.op.inputs[3:]],
-                                             self.op.outputs, {}), 0)
-        conv_order.where = self.where
-        weights, _ = conv_order.weights_and_bias(0)
+        weights, _ = self.weights_and_bias(0, input_at=2, bias_at=3)
         if weights.dtype == "int4":
             raise UnsupportedOpError(f"{self.where}: INT4 weights '{weights.name}'; TFLM's "
                                      "TRANSPOSE_CONV takes INT8 filters only",
