@@ -229,6 +229,9 @@ EXTRA_CASES = [
     (_depthwise_stress, {"h": 4, "w": 50, "stride": 2, "channels": 6, "bits": 4}),
     (_depthwise3x3, {"channels": 4, "h": 3, "w": 14, "padding": "VALID", "activation": "NONE"}),
     (_depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
+    # the 64-byte plane rows (15 to 32 values) over several bands, odd widths, strides 1 and 2
+    (_depthwise3x3, {"channels": 12, "h": 26, "w": 17, "activation": "NONE"}),
+    (_depthwise_stress, {"h": 30, "w": 19, "stride": 2, "channels": 8}),
     # 1x3 (1-D) depthwise through the same strips: strides 1 and 2, INT4, images taller than one
     # row, every stage regime, VALID padding
     (_depthwise1x3, {}),

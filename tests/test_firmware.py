@@ -166,9 +166,12 @@ OP_CASES = [
     ("depthwise3x3", _depthwise3x3, {"channels": 4, "h": 3, "w": 14, "padding": "VALID",
                                      "activation": "NONE"}),
     ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 2, "w": 130}),
-    # eq_depthwise3x3_pairs in assembly over several bands (plane rows of 32 and 124 bytes)
+    # eq_depthwise3x3_pairs in assembly over several bands (plane rows of 32, 64 and 124
+    # bytes), odd input and output widths at strides 1 and 2 (the fill's last column)
     ("depthwise3x3", _depthwise3x3, {"channels": 8, "h": 70, "w": 6, "activation": "NONE"}),
     ("depthwise3x3", _depthwise_stress, {"h": 20, "w": 20, "channels": 8}),
+    ("depthwise3x3", _depthwise3x3, {"channels": 12, "h": 26, "w": 17, "activation": "NONE"}),
+    ("depthwise3x3", _depthwise_stress, {"h": 30, "w": 19, "stride": 2, "channels": 8}),
     ("depthwise1x3", _depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
     ("depthwise1x3", _depthwise1x3, {"channels": 9, "w": 21}),
     ("depthwise1x3", _depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True}),

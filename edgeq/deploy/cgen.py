@@ -822,6 +822,7 @@ PW32_MIN_PIXELS = 256  # EQ_PW32_MIN_PIXELS: from this many output pixels
 IM2COL_COLUMNS = 6  # EQ_COLS: output pixels per im2col block (int16 columns)
 DW_BAND_BYTES = 3584  # EQ_DW_BAND_BYTES: a band of a 3x3 depthwise channel quad's planes
 DW_PAIR_ROW = 124  # EQ_DW_PR: bytes per channel and plane row of eq_depthwise3x3_pairs (at least)
+DW_PAIR_ROW_MEDIUM = 64  # EQ_DW_PRM: the same for rows of at most 32 values
 DW_PAIR_ROW_NARROW = 32  # EQ_DW_PRN: the same for rows of at most 16 values
 DW_RING_ROW = 256  # EQ_DW_RS: bytes per int16 ring row of the 3x3 depthwise strips
 DW_STRIP_BYTES = 3 * 4 * 8 * 4  # 3 rotations x 4 channels x 8 words of prepared strips
@@ -835,7 +836,12 @@ def dw_band_bytes(out_h: int, out_w: int, stride_h: int, stride_w: int) -> int:
     input rows, as many output rows as DW_BAND_BYTES allows (at least one)."""
     even = (out_w + 1) & ~1
     row = 2 * (((even - 1) * stride_w + 5) & ~1)
-    row = DW_PAIR_ROW_NARROW if row <= DW_PAIR_ROW_NARROW else max(DW_PAIR_ROW, row)
+    for fixed in (DW_PAIR_ROW_NARROW, DW_PAIR_ROW_MEDIUM):
+        if row <= fixed:
+            row = fixed
+            break
+    else:
+        row = max(DW_PAIR_ROW, row)
     band = int((DW_BAND_BYTES // (4 * row) - 3) / stride_h) + 1  # C division: toward zero
     band = max(1, min(out_h, band))
     return 4 * row * ((band - 1) * stride_h + 3)

@@ -199,12 +199,12 @@ void eq_unpack_int4(const int8_t *packed, int32_t bits, int32_t count, int8_t *o
  * dilation (any stride_h and padding), channel quad by channel quad:
  * - 3x3: int16 planes of a band of input rows of four channels, two outputs at a time. With
  *   even = (out_w + 1) & ~1, count = ((even - 1) * stride_w + 5) & ~1, rs = 32 if
- *   2 * count <= 32, else max(124, 2 * count), and band = max(1, min(out_h,
- *   (4096 / (4 * rs) - 3) / stride_h + 1)) output rows (C division): scratch
- *   4 * rs * ((band - 1) * stride_h + 3) bytes. In assembly for channels whose stage is the
- *   folded right shift with the whole int8 clamp and |bias| < 2^29 and rows that fit 32 or 124
- *   bytes, in C otherwise (every fast stage, any clamp); channels whose stage has no fast form
- *   take the reference loops.
+ *   2 * count <= 32, else 64 if 2 * count <= 64, else max(124, 2 * count), and band =
+ *   max(1, min(out_h, (3584 / (4 * rs) - 3) / stride_h + 1)) output rows (C division):
+ *   scratch 4 * rs * ((band - 1) * stride_h + 3) bytes. In assembly for channels whose stage
+ *   is the folded right shift with the whole int8 clamp and |bias| < 2^29, rows that fit 32,
+ *   64 or 124 bytes and out_w >= 2, in C otherwise (every fast stage, any clamp); channels
+ *   whose stage has no fast form take the reference loops.
  * With width = (out_w - 1) * stride_w + 3, count = (width + 2) & ~1, lead = pad_w & 1 and
  * rows = (out_h - 1) * stride_h + 3:
  * - 1x3 with 2 * (count + lead) <= 32 and rows <= 32: int16 planes of all rows;

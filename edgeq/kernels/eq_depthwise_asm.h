@@ -1,8 +1,10 @@
 /* edgeq kernels, private to eq_depthwise.c: the types and assembly of the depthwise strips.
  *
  * eq_dwq_t (one output row of a channel quad from the ring) and eq_dwp_t (a whole quad from
- * planes), the assembly of 1x3 filters (eq_dwp1_s1/s2: one row, from planes or from the ring) and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The
- * C around them is in eq_depthwise_strips.h. Only with EQ_FAST; the assembly with EQ_ASM.
+ * planes), the assembly of 1x3 filters (eq_dwp1_s1/s2: one row, from planes or from the ring)
+ * and the four-channel fills (eq_dw_fill_asm, eq_dw_fill_asm_plane). The C around them is in
+ * eq_depthwise_strips.h. Also the weight-pair packing and the word copy of
+ * eq_depthwise_pairs.h. Only with EQ_FAST; the assembly with EQ_ASM.
  */
 #ifndef EQ_DEPTHWISE_ASM_H
 #define EQ_DEPTHWISE_ASM_H
@@ -197,6 +199,63 @@ typedef char eq_dwp_layout_ok[(sizeof(void *) == 4 && sizeof(eq_dwp_t) == 44) ? 
 EQ_DW_FILL_ASM(eq_dw_fill_asm, 3 * EQ_DW_RS, 6 * EQ_DW_RS, 9 * EQ_DW_RS)
 EQ_DW_FILL_ASM(eq_dw_fill_asm_plane, EQ_DWP_RS, 2 * EQ_DWP_RS, 3 * EQ_DWP_RS)
 #endif
+
+/* For eq_depthwise_pairs.h: */
+/* A word of two int16 values doubled (each half on its own: SADD16); the low halves of a and
+ * b as one word (PKHBT), and their high halves (PKHTB). */
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGEQ_FAST_EMULATED)
+EQ_INLINE uint32_t eq_dw_twice(uint32_t w)
+{
+    return (uint32_t)__sadd16((int32_t)w, (int32_t)w);
+}
+EQ_INLINE uint32_t eq_dw_pk_lo(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+EQ_INLINE uint32_t eq_dw_pk_hi(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    __asm("pkhtb %0, %2, %1, asr #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#else
+EQ_INLINE uint32_t eq_dw_twice(uint32_t w)
+{
+    return (w << 1) & 0xFFFEFFFFu;
+}
+EQ_INLINE uint32_t eq_dw_pk_lo(uint32_t a, uint32_t b)
+{
+    return (a & 0xFFFFu) | (b << 16);
+}
+EQ_INLINE uint32_t eq_dw_pk_hi(uint32_t a, uint32_t b)
+{
+    return (a >> 16) | (b & 0xFFFF0000u);
+}
+#endif
+
+/* words words (a multiple of 4) from src to dst upwards (dst may overlap src from below). */
+EQ_INLINE void eq_dw_copy(uint32_t *dst, const uint32_t *src, int32_t words)
+{
+#if EQ_ASM
+    const uint32_t *end = src + words;
+    __asm volatile("1:\n\t"
+                   "ldmia   %[src]!, {r3-r6}\n\t"
+                   "stmia   %[dst]!, {r3-r6}\n\t"
+                   "cmp     %[src], %[end]\n\t"
+                   "bne     1b\n\t"
+                   : [src] "+r"(src), [dst] "+r"(dst)
+                   : [end] "r"(end)
+                   : "r3", "r4", "r5", "r6", "cc", "memory");
+#else
+    int32_t i;
+    for (i = 0; i < words; ++i) {
+        dst[i] = src[i];
+    }
+#endif
+}
+
 #endif /* EQ_FAST */
 
 #endif /* EQ_DEPTHWISE_ASM_H */

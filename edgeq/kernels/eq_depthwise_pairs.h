@@ -1,8 +1,8 @@
 /* edgeq kernels, private to eq_depthwise.c: the 3x3 depthwise convolution two outputs at a
  * time (eq_depthwise3x3_pairs), its int16 planes, its prepared channels and its assembly
- * (eq_dw_pairs_s1/s2 and the _n variants for short rows). Included after eq_dw_channel (the
- * reference code for channels without a fast stage). Only with EQ_FAST; the assembly with
- * EQ_ASM.
+ * (eq_dw_pairs_s1/s2 and the _m and _n variants for shorter rows). Included after
+ * eq_dw_channel (the reference code for channels without a fast stage). Only with EQ_FAST;
+ * the assembly with EQ_ASM.
  */
 #ifndef EQ_DEPTHWISE_PAIRS_H
 #define EQ_DEPTHWISE_PAIRS_H
@@ -14,7 +14,9 @@
  * Channel quad by channel quad and band of output rows by band: the band's padded input rows
  * of the four channels become int16 planes with the input offset added (0 in the padding),
  * plane row r of channel k at (4r + k) * rs bytes, so that every word holds a channel's values
- * at two neighbouring columns, word aligned at even columns. Then channel by channel, with
+ * at two neighbouring columns, word aligned at even columns; the rows a band shares with the
+ * band before are copied, not converted again. Then channel by channel (the quad's channels
+ * in one call of the assembly when all take it), with
  * the nine weights as (w0 w1) (w1 w2) pairs per filter row, two neighbouring outputs at a time
  * from two or three aligned words per filter row:
  *   stride 1, outputs x, x + 1 (x even), words a = (v[x] v[x+1]), b = (v[x+2] v[x+3]):
@@ -30,11 +32,12 @@
  * fast stages use eq_rqu_apply; channels without one go through the reference code. */
 #define EQ_DW_BAND_BYTES 3584 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
 #define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
+#define EQ_DW_PRM 64 /* the same for rows of at most 32 values (longer bands) */
 #define EQ_DW_PRN 32 /* the same for rows of at most 16 values (less scratch) */
 
 typedef struct {
     int32_t count; /* values per plane row: the pairs read up to the last pair's third word */
-    int32_t rs;    /* bytes per plane row: EQ_DW_PRN, EQ_DW_PR, or 2 * count */
+    int32_t rs;    /* bytes per plane row: EQ_DW_PRN, EQ_DW_PRM, EQ_DW_PR, or 2 * count */
     int32_t band;  /* output rows per band */
     int32_t rows;  /* plane rows per band */
 } eq_dw_band_t;
@@ -44,8 +47,10 @@ static eq_dw_band_t eq_dw_band(const eq_depthwise_t *p)
     const int32_t even = (p->out_w + 1) & ~1;
     eq_dw_band_t g;
     g.count = ((even - 1) * p->stride_w + 5) & ~1;
-    g.rs = 2 * g.count <= EQ_DW_PRN ? EQ_DW_PRN : 2 * g.count <= EQ_DW_PR ? EQ_DW_PR
-                                                                        : 2 * g.count;
+    g.rs = 2 * g.count <= EQ_DW_PRN   ? EQ_DW_PRN
+           : 2 * g.count <= EQ_DW_PRM ? EQ_DW_PRM
+           : 2 * g.count <= EQ_DW_PR  ? EQ_DW_PR
+                                      : 2 * g.count;
     g.band = (EQ_DW_BAND_BYTES / (4 * g.rs) - 3) / p->stride_h + 1;
     g.band = EQ_MAX(1, EQ_MIN(p->out_h, g.band));
     g.rows = (g.band - 1) * p->stride_h + 3;
@@ -57,9 +62,39 @@ EQ_HELPER void eq_store32(void *p, uint32_t v)
     memcpy(p, &v, sizeof v); /* one STR: Cortex-M7 allows unaligned words */
 }
 
+/* The odd last column x of a four-channel row (channels `plane` values apart) from input
+ * word v. */
+EQ_INLINE void eq_dw_fill_last(int16_t *row, int32_t plane, uint32_t v, uint32_t off2)
+{
+    const uint32_t a02 = EQ_SXTAB16(off2, v), a13 = EQ_SXTAB16_ROR8(off2, v);
+    row[0] = (int16_t)eq_lo16(a02);
+    row[plane] = (int16_t)eq_lo16(a13);
+    row[2 * plane] = (int16_t)eq_hi16(a02);
+    row[3 * plane] = (int16_t)eq_hi16(a13);
+}
+
 #if EQ_ASM
 EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
+EQ_DW_FILL_ASM(eq_dw_fill_prm, EQ_DW_PRM, 2 * EQ_DW_PRM, 3 * EQ_DW_PRM)
 EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
+/* n image rows of four channels (input rows `line` bytes apart, plane rows 4 * RS bytes),
+ * cols >= 2 columns each: one loop with the fill inlined, no per-row tests but the odd
+ * column's. */
+#define EQ_DW_FILL_ROWS(NAME, FILL, RS)                                                     \
+    static void NAME(int16_t *row, const int8_t *src, int32_t n, int32_t line, int32_t depth, \
+                     int32_t cols, uint32_t off2)                                           \
+    {                                                                                       \
+        const int32_t pairs = cols >> 1, last = (cols - 1) * depth;                        \
+        for (; n > 0; --n, row += 2 * (RS), src += line) {                                  \
+            FILL((uint32_t *)(void *)row, src, depth, pairs, off2);                         \
+            if (cols & 1) {                                                                 \
+                eq_dw_fill_last(row + cols - 1, (RS) / 2, eq_load32(src + last), off2);      \
+            }                                                                               \
+        }                                                                                   \
+    }
+EQ_DW_FILL_ROWS(eq_dw_rows_pr, eq_dw_fill_pr, EQ_DW_PR)
+EQ_DW_FILL_ROWS(eq_dw_rows_prm, eq_dw_fill_prm, EQ_DW_PRM)
+EQ_DW_FILL_ROWS(eq_dw_rows_prn, eq_dw_fill_prn, EQ_DW_PRN)
 #endif
 
 /* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
@@ -68,54 +103,53 @@ EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
  * the padding columns of the others are zeroed once per call (eq_dw_plane_clear). Four
  * channels come from one input word: SXTAB16 adds the offset to channels (0, 2) and (1, 3),
  * and two neighbouring columns are paired into each channel's row with PKHBT/PKHTB. */
-EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
+EQ_NO_MEMSET EQ_INLINE void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t *image,
                                           int32_t iy0, int32_t rows, int32_t c0, int32_t nch,
                                           int16_t *planes, const eq_dw_band_t *g)
 {
     const int32_t depth = p->in_c, count = g->count, plane = g->rs / 2;
     const int32_t pad = EQ_MIN(p->pad_w, count), line = p->in_w * depth;
     const int32_t cols = EQ_MAX(0, EQ_MIN(p->in_w, count - p->pad_w));
+    const int32_t lo = EQ_MIN(rows, EQ_MAX(0, -iy0));
+    const int32_t hi = EQ_MAX(lo, EQ_MIN(rows, p->in_h - iy0)); /* the image's plane rows */
     const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
     int32_t r, k, x;
-    for (r = 0; r < rows; ++r) {
-        const int32_t iy = iy0 + r;
-        int16_t *row = planes + r * 4 * plane;
-        const int8_t *src;
-        if (iy < 0 || iy >= p->in_h) {
-            if (g->band == p->out_h) {
-                continue; /* zeroed once (eq_dw_plane_clear) */
+    if (g->band != p->out_h) { /* else zeroed once (eq_dw_plane_clear) */
+        for (r = 0; r < rows; r += r + 1 == lo ? hi - lo + 1 : 1) {
+            if (r >= lo && r < hi) {
+                continue;
             }
             for (k = 0; k < nch; ++k) {
-                uint32_t *z = (uint32_t *)(void *)(row + k * plane);
+                uint32_t *z = (uint32_t *)(void *)(planes + (4 * r + k) * plane);
                 for (x = 0; x < count / 2; ++x) {
                     z[x] = 0;
                 }
             }
-            continue;
         }
-        src = image + iy * line + c0;
+    }
+    image += (iy0 + lo) * line + c0;
+#if EQ_ASM
+    if (nch == 4 && cols >= 2
+        && (g->rs == EQ_DW_PR || g->rs == EQ_DW_PRM || g->rs == EQ_DW_PRN)) {
+        (g->rs == EQ_DW_PR    ? eq_dw_rows_pr
+         : g->rs == EQ_DW_PRM ? eq_dw_rows_prm
+                              : eq_dw_rows_prn)(planes + lo * 4 * plane + pad, image, hi - lo,
+                                                line, depth, cols, off2);
+        return;
+    }
+#endif
+    for (r = lo; r < hi; ++r, image += line) {
+        int16_t *row = planes + r * 4 * plane + pad;
+        const int8_t *src = image;
         if (nch < 4) {
             for (k = 0; k < nch; ++k) {
                 for (x = 0; x < cols; ++x) {
-                    row[k * plane + pad + x] = (int16_t)(src[x * depth + k] + p->in_offset);
+                    row[k * plane + x] = (int16_t)(src[x * depth + k] + p->in_offset);
                 }
             }
             continue;
         }
-        row += pad;
-        x = 0;
-#if EQ_ASM
-        if ((plane * 2 == EQ_DW_PR || plane * 2 == EQ_DW_PRN) && cols >= 2) {
-            if (plane * 2 == EQ_DW_PR) { /* direct calls: the fills are inlined */
-                eq_dw_fill_pr((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
-            } else {
-                eq_dw_fill_prn((uint32_t *)(void *)row, src, depth, cols >> 1, off2);
-            }
-            x = cols & ~1;
-            src += x * depth;
-        }
-#endif
-        for (; x + 1 < cols; x += 2, src += 2 * depth) {
+        for (x = 0; x + 1 < cols; x += 2, src += 2 * depth) {
             const uint32_t va = eq_load32(src), vb = eq_load32(src + depth);
             const uint32_t a02 = EQ_SXTAB16(off2, va), a13 = EQ_SXTAB16_ROR8(off2, va);
             const uint32_t b02 = EQ_SXTAB16(off2, vb), b13 = EQ_SXTAB16_ROR8(off2, vb);
@@ -125,12 +159,7 @@ EQ_NO_MEMSET static void eq_dw_plane_rows(const eq_depthwise_t *p, const int8_t 
             eq_store32(row + 3 * plane + x, (a13 >> 16) | (b13 & 0xFFFF0000u));
         }
         if (x < cols) { /* an odd last column */
-            const uint32_t v = eq_load32(src);
-            const uint32_t a02 = EQ_SXTAB16(off2, v), a13 = EQ_SXTAB16_ROR8(off2, v);
-            row[x] = (int16_t)eq_lo16(a02);
-            row[plane + x] = (int16_t)eq_lo16(a13);
-            row[2 * plane + x] = (int16_t)eq_hi16(a02);
-            row[3 * plane + x] = (int16_t)eq_hi16(a13);
+            eq_dw_fill_last(row + x, plane, eq_load32(src), off2);
         }
     }
 }
@@ -213,13 +242,6 @@ static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
     }
 }
 
-/* A word of two int16 values doubled: each half shifted left, the carry out of the low half
- * dropped. */
-EQ_INLINE uint32_t eq_dw_twice(uint32_t w)
-{
-    return (w << 1) & 0xFFFEFFFFu;
-}
-
 /* The weight pairs of channels c0 .. c0 + 3 (int8 weights, doubled if `twice`) from one word
  * per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring
  * taps. */
@@ -241,26 +263,43 @@ static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t
                 e1 = eq_dw_twice(e1);
                 e2 = eq_dw_twice(e2);
             }
-            d[k].w[2 * fy] = (e0 & 0xFFFFu) | (e1 << 16);
-            d[k].w[2 * fy + 1] = (e1 & 0xFFFFu) | (e2 << 16);
-            d[k + 2].w[2 * fy] = (e0 >> 16) | (e1 & 0xFFFF0000u);
-            d[k + 2].w[2 * fy + 1] = (e1 >> 16) | (e2 & 0xFFFF0000u);
+            d[k].w[2 * fy] = eq_dw_pk_lo(e0, e1);
+            d[k].w[2 * fy + 1] = eq_dw_pk_lo(e1, e2);
+            d[k + 2].w[2 * fy] = eq_dw_pk_hi(e0, e1);
+            d[k + 2].w[2 * fy + 1] = eq_dw_pk_hi(e1, e2);
         }
     }
 }
 
-/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled. */
+/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled. Mode 2's test
+ * (eq_dw_pair_prepare's) inline, the op's clamp tested once. */
 static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c0, int32_t nch,
                                eq_dw_pair_t *d)
 {
     const int quad8 = nch == 4 && p->weight_bits == 8;
+    const int full = p->act_min == -128 && p->act_max == 127;
+    const uint32_t add = (uint32_t)2 * (uint32_t)p->out_offset + 1u;
     int32_t k, i, all = 1;
     for (k = 0; k < nch; ++k) {
-        eq_dw_pair_prepare(p, c0 + k, &d[k]);
-        all &= d[k].mode == 2;
+        const int32_t bias = p->bias ? p->bias[c0 + k] : 0, m = p->multiplier[c0 + k];
+        const int32_t r = -p->shift[c0 + k];
+        if (full && m >= (1 << 30) && r >= 1 && r <= 22 && bias < (1 << 29)
+            && bias > -(1 << 29)) {
+            d[k].mode = 2;
+            d[k].m = m;
+            d[k].r = r;
+            d[k].add = (int32_t)(add << (r - 1));
+            d[k].bias[0] = d[k].bias[1] = 2 * bias;
+        } else {
+            eq_dw_pair_prepare(p, c0 + k, &d[k]);
+            all &= d[k].mode == 2;
+        }
     }
     if (quad8) {
         eq_dw_quad_weights(p, c0, d, all);
+        if (all) {
+            return; /* the common case: all four doubled already */
+        }
     }
     for (k = 0; k < nch; ++k) {
         if (!quad8) {
@@ -326,14 +365,16 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 
 #if EQ_ASM
 /* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
- * apart; the _n functions 4 * EQ_DW_PRN): r0 the plane pointer, r1-r6 the weight pairs, r7
- * and r8 the two outputs' accumulators, r9-r11 words and the stage's temporaries, r12 the
- * output pointer, lr the end of the row's pairs. The frame is a copy of the eq_dw_pair_t's
- * first 80 bytes. */
+ * apart; the _m and _n functions 4 * EQ_DW_PRM and 4 * EQ_DW_PRN): r0 the plane pointer,
+ * r1-r6 the weight pairs, r7 and r8 the two outputs' accumulators, r9-r11 words and the
+ * stage's temporaries, r12 the output pointer, lr the end of the row's pairs. The frame is a
+ * copy of the eq_dw_pair_t's first 80 bytes. */
 
 #define EQ_DWA_X(s) EQ_DWS_X(s)
 #define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
 #define EQ_DWA_R2 EQ_DWA_X(8 * EQ_DW_PR)
+#define EQ_DWA_M1 EQ_DWA_X(4 * EQ_DW_PRM)
+#define EQ_DWA_M2 EQ_DWA_X(8 * EQ_DW_PRM)
 #define EQ_DWA_N1 EQ_DWA_X(4 * EQ_DW_PRN)
 #define EQ_DWA_N2 EQ_DWA_X(8 * EQ_DW_PRN)
 #define EQ_DWA_S1(OFF, A, B)                                      \
@@ -353,6 +394,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
     "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
     "smlad   r7, r9, " A ", r7\n\t"                               \
     "smlabt  r7, r10, " B ", r7\n\t"
+#define EQ_DW_PAIR_BYTES 104 /* sizeof(eq_dw_pair_t): the assembly steps from channel to channel */
 /* the stage of accumulator A with M in r9, add in r10 (r11 a temporary) */
 #define EQ_DWA_STAGE(A)                                           \
     "add     r11, r10, " A ", asr #31\n\t"                        \
@@ -360,7 +402,11 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 #define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
-            "sub     sp, sp, #80\n\t"                                                       \
+            "sub     sp, sp, #88\n\t"                                                       \
+            "str     r1, [sp, #84]\n"                                                        \
+            "5:\n\t" /* a channel: r0 its eq_dw_pair_t */                                   \
+            "add     r1, r0, #" EQ_DWA_X(EQ_DW_PAIR_BYTES) "\n\t"                           \
+            "str     r1, [sp, #80]\n\t"                                                     \
             "ldmia   r0!, {r1-r10}\n\t"                                                     \
             "stmia   sp, {r1-r10}\n\t"                                                      \
             "ldmia   r0, {r1-r10}\n\t"                                                      \
@@ -369,11 +415,9 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "add     r1, sp, #8\n\t"                                                        \
             "ldmia   r1, {r1-r6}\n\t"                                                       \
             "ldrd    r0, r12, [sp]\n"                                                       \
-            "1:\n\t" /* a row: r0, r12 at its start */                                      \
+            "1:\n\t" /* a row: r0, r12 at its start; at least one pair */                   \
             "ldr     lr, [sp, #56]\n\t"                                                     \
-            "adds    lr, r0, lr\n\t"                                                        \
-            "cmp     r0, lr\n\t"                                                            \
-            "beq     3f\n"                                                                  \
+            "adds    lr, r0, lr\n"                                                          \
             "2:\n\t"                                                                        \
             "ldrd    r7, r8, [sp, #32]\n\t"                                                 \
             TAPS                                                                            \
@@ -389,8 +433,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "add     r12, r12, r10, lsl #1\n\t"                                             \
             "add     r0, r0, #" #STEP "\n\t"                                                \
             "cmp     r0, lr\n\t"                                                            \
-            "bne     2b\n"                                                                  \
-            "3:\n\t"                                                                        \
+            "bne     2b\n\t"                                                                \
             "ldr     r7, [sp, #72]\n\t"                                                     \
             "cbz     r7, 4f\n\t"                                                            \
             "ldr     r7, [sp, #32]\n\t"                                                     \
@@ -408,7 +451,11 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "ldr     r9, [sp, #68]\n\t"                                                     \
             "cmp     r0, r9\n\t"                                                            \
             "bne     1b\n\t"                                                                \
-            "add     sp, sp, #80\n\t"                                                       \
+            "ldrd    r0, r7, [sp, #80]\n\t"                                                 \
+            "subs    r7, r7, #1\n\t"                                                        \
+            "str     r7, [sp, #84]\n\t"                                                     \
+            "bne     5b\n\t"                                                                \
+            "add     sp, sp, #88\n\t"                                                       \
             "pop     {r4-r11, pc}\n\t"                                                      \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
@@ -422,51 +469,85 @@ EQ_DWA_FUNC(eq_dw_pairs_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA
             4);
 EQ_DWA_FUNC(eq_dw_pairs_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
             8);
+EQ_DWA_FUNC(eq_dw_pairs_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2),
+            EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 4);
+EQ_DWA_FUNC(eq_dw_pairs_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2),
+            EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 8);
 EQ_DWA_FUNC(eq_dw_pairs_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
             EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 4);
 EQ_DWA_FUNC(eq_dw_pairs_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
             EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 8);
-void eq_dw_pairs_s1(const eq_dw_pair_t *a);
-void eq_dw_pairs_s2(const eq_dw_pair_t *a);
-void eq_dw_pairs_s1_n(const eq_dw_pair_t *a);
-void eq_dw_pairs_s2_n(const eq_dw_pair_t *a);
+void eq_dw_pairs_s1(const eq_dw_pair_t *a, int32_t channels);
+void eq_dw_pairs_s2(const eq_dw_pair_t *a, int32_t channels);
+void eq_dw_pairs_s1_m(const eq_dw_pair_t *a, int32_t channels);
+void eq_dw_pairs_s2_m(const eq_dw_pair_t *a, int32_t channels);
+void eq_dw_pairs_s1_n(const eq_dw_pair_t *a, int32_t channels);
+void eq_dw_pairs_s2_n(const eq_dw_pair_t *a, int32_t channels);
 typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
+typedef char eq_dw_pair_size_ok[sizeof(eq_dw_pair_t) == EQ_DW_PAIR_BYTES ? 1 : -1];
 #endif
 
-/* Output rows 0 .. n - 1 of a band of one channel: mode 2 in assembly where the plane rows
- * are EQ_DW_PR or EQ_DW_PRN bytes, else in C. */
-static void eq_dw_pair_channel(const eq_depthwise_t *p, eq_dw_pair_t *d,
-                               const uint32_t *plane, int32_t rw, int8_t *o, int32_t n)
+/* Output rows 0 .. n - 1 of a band of channels 0 .. count - 1 of the quad d (plane: channel
+ * 0's first plane row; plane rows rw words apart, channels rw bytes): mode 2 in assembly where
+ * the plane rows are EQ_DW_PR, EQ_DW_PRM or EQ_DW_PRN bytes and a row has a pair (one call for
+ * the channels when all are mode 2), else in C; mode 0 channels are left out. */
+static void eq_dw_pair_channels(const eq_depthwise_t *p, eq_dw_pair_t *d,
+                                const uint32_t *plane, int32_t rw, int8_t *o, int32_t n,
+                                int32_t count)
 {
+    int32_t k;
 #if EQ_ASM
-    if (d->mode == 2 && (rw == EQ_DW_PR || rw == EQ_DW_PRN)) {
-        d->p = plane;
-        d->q = o;
-        d->end = plane + n * p->stride_h * rw;
-        d->next_p = p->stride_h * 4 * rw - d->span;
+    if ((rw == EQ_DW_PR || rw == EQ_DW_PRM || rw == EQ_DW_PRN) && p->out_w > 1) {
+        void (*f)(const eq_dw_pair_t *, int32_t);
+        int all = 1;
         if (rw == EQ_DW_PR) {
-            (p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2)(d);
+            f = p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2;
+        } else if (rw == EQ_DW_PRM) {
+            f = p->stride_w == 1 ? eq_dw_pairs_s1_m : eq_dw_pairs_s2_m;
         } else {
-            (p->stride_w == 1 ? eq_dw_pairs_s1_n : eq_dw_pairs_s2_n)(d);
+            f = p->stride_w == 1 ? eq_dw_pairs_s1_n : eq_dw_pairs_s2_n;
+        }
+        for (k = 0; k < count; ++k) {
+            d[k].p = plane + k * (rw / 4);
+            d[k].q = o + k;
+            d[k].end = d[k].p + n * p->stride_h * rw;
+            d[k].next_p = p->stride_h * 4 * rw - d[k].span;
+            all &= d[k].mode == 2;
+        }
+        if (all) {
+            f(d, count);
+            return;
+        }
+        for (k = 0; k < count; ++k) {
+            if (d[k].mode == 2) {
+                f(&d[k], 1);
+            } else if (d[k].mode == 1) {
+                eq_dw_pair_rows(p, &d[k], d[k].p, rw, o + k, n, p->stride_w == 1, 1);
+            }
         }
         return;
     }
 #endif
-    if (p->stride_w == 1) {
-        if (d->mode == 2) {
-            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 2);
-        } else {
-            eq_dw_pair_rows(p, d, plane, rw, o, n, 1, 1);
+    for (k = 0; k < count; ++k, plane += rw / 4) {
+        if (d[k].mode == 0) {
+            continue;
         }
-    } else if (d->mode == 2) {
-        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 2);
-    } else {
-        eq_dw_pair_rows(p, d, plane, rw, o, n, 0, 1);
+        if (p->stride_w == 1) {
+            if (d[k].mode == 2) {
+                eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 1, 2);
+            } else {
+                eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 1, 1);
+            }
+        } else if (d[k].mode == 2) {
+            eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 0, 2);
+        } else {
+            eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 0, 1);
+        }
     }
 }
 
-static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
-                                  int8_t *scratch)
+EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in,
+                                               int8_t *out, int8_t *scratch)
 {
     const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const eq_dw_band_t g = eq_dw_band(p);
@@ -489,15 +570,18 @@ static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in, int
                 const int32_t n = EQ_MIN(g.band, out_h - oy0);
                 const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
                 int8_t *o = out + ((b * out_h + oy0) * out_w) * depth + c0;
-                eq_dw_plane_rows(p, image, iy0, (n - 1) * p->stride_h + 3, c0, nch, planes, &g);
-                for (k = 0; k < nch; ++k) {
-                    if (d[k].mode != 0) {
-                        eq_dw_pair_channel(p, &d[k],
-                                           (const uint32_t *)(const void *)(planes
-                                                                            + k * (g.rs / 2)),
-                                           g.rs, o + k, n);
-                    }
+                /* the rows this band shares with the band before: copied, not converted */
+                const int32_t keep = oy0 > 0 ? EQ_MAX(0, 3 - p->stride_h) : 0;
+                if (keep > 0) {
+                    eq_dw_copy((uint32_t *)(void *)planes,
+                               (const uint32_t *)(const void *)(planes + 2 * g.rs * g.band
+                                                                * p->stride_h),
+                               keep * g.rs);
                 }
+                eq_dw_plane_rows(p, image, iy0 + keep, (n - 1) * p->stride_h + 3 - keep, c0,
+                                 nch, planes + 2 * g.rs * keep, &g);
+                eq_dw_pair_channels(p, d, (const uint32_t *)(const void *)planes, g.rs, o, n,
+                                    nch);
             }
             for (k = 0; k < nch; ++k) {
                 if (d[k].mode == 0) {
