@@ -120,7 +120,7 @@ def test_quantize_input_range_fisher_and_rex_sparsity(small, rex_model, tmp_path
     assert len(set(plan.values())) > 1 and stored <= 0.3 * 1024
     report = json.loads(mixed_report.read_text())
     assert report["board_weight_bytes"] + report["board_param_bytes"] == stored
-    written = {}
+    written, blocks = {}, {}
     for flag in ([], ["--fisher"]):
         out, report = tmp_path / f"brecq{len(flag)}.tflite", tmp_path / f"brecq{len(flag)}.json"
         result = _run("quantize", h5, "--data", data, "--method", "brecq", "--bits", 4, *flag,
@@ -128,7 +128,11 @@ def test_quantize_input_range_fisher_and_rex_sparsity(small, rex_model, tmp_path
         assert result.exit_code == 0, result.output
         assert json.loads(report.read_text())["fisher"] is bool(flag)
         written[bool(flag)] = out.read_bytes()
-    assert written[True] != written[False]  # the Fisher weights changed the rounding
+        blocks[bool(flag)] = json.loads(report.read_text())["blocks"]
+    # the Fisher weights reached every block and were not uniform (that they change the rounding
+    # is test_recon's: 40 iterations on this model do not always flip a rounding)
+    assert all(b["fisher_max"] is None for b in blocks[False])
+    assert all(b["fisher_max"] > 1.5 for b in blocks[True]), blocks[True]
     for sparsity in (1.0, 0.5):
         out = tmp_path / f"rex{sparsity}.tflite"
         result = _run("quantize", rex_model, "--data", data, "--method", "rex", "--bits", 4,

@@ -69,6 +69,8 @@ class BlockRecord:
     error_minmax: float = float("nan")
     error_start: float = float("nan")
     error_final: float = float("nan")
+    error_reconstructed: float = float("nan")  # of the learned rounding, kept or not
+    fisher_max: float | None = None  # largest Fisher weight (1: uniform); None without Fisher
     kept: str = "reconstructed"  # | "start" | "minmax"
     act_error_before: float | None = None
     act_error_after: float | None = None
@@ -287,6 +289,7 @@ def _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, lo
     fisher = None
     if cfg.fisher and logits is not None:
         fisher = _fisher_weights(qg, walker, nodes, out_start, logits, cfg.eval_batch)
+        record.fisher_max = float(fisher.max())
     label = f"block {record.index} ({record.kind}: {', '.join(n.name for n in nodes)})"
     learned = None
     iters = cfg.iters
@@ -310,6 +313,7 @@ def _reconstruct_block(qg, walker, nodes, minmax_layers, cfg, record, result, lo
         err["reconstructed"] = output_error(block_outputs(with_layers(qg, learned), nodes,
                                                           inputs, batch_size=cfg.eval_batch),
                                             target)
+        record.error_reconstructed = err["reconstructed"]
         choice = min(("reconstructed", "start", "minmax"), key=lambda k: err[k])
         record.kept = choice
         record.error_final = err[choice]
