@@ -265,7 +265,7 @@ def _progress():
               help="Where to save the result [default: NAME.h5; with --qgt: NAME_qgt.tflite].")
 @click.option("--qgt", is_flag=True, help="Quantization Guided Training toward --bits, exported as .tflite.")
 @click.option("--keras-model", type=EXISTING, help="--qgt: start from this trained Keras model.")
-@click.option("--bits", type=click.Choice(["2", "4", "mixed"]), default="4", show_default=True,
+@click.option("--bits", type=click.Choice(["2", "3", "4", "mixed"]), default="4", show_default=True,
               help="--qgt: weight bits of the inner layers (first and last stay at 8); mixed: 2 bits "
               "with the compression bottlenecks lifted to their suggested width.")
 @click.option("--regularizer", type=click.Choice(["l2grid", "sin2", "none"]), default="l2grid",

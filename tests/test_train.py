@@ -43,7 +43,7 @@ def test_train_saves_a_keras_model_that_learned(tmp_path):
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.parametrize("bits", ["4", "mixed"])
+@pytest.mark.parametrize("bits", ["4", "3", "mixed"])
 def test_train_qgt_writes_an_int4_tflite(tmp_path, bits):
     from edgeq.tflite.read import read_model
 
@@ -59,6 +59,12 @@ def test_train_qgt_writes_an_int4_tflite(tmp_path, bits):
     if bits == "mixed":  # 2-bit layers, the bottlenecks lifted, recorded in the .tflite
         plan = json.loads(model.metadata["edgeq"])["bits"]
         assert "mixed plan" in text and 2 in plan.values() and max(plan.values()) == 8
+    if bits == "3":  # inner layers on the 3-bit grid [-4, 3], and not only on the 2-bit one
+        plan = json.loads(model.metadata["edgeq"])["bits"]
+        assert sorted(set(plan.values())) == [3, 8]
+        inner = [t.data for t in model.tensors if t.dtype == "int4"]
+        assert inner and all(d.min() >= -4 and d.max() <= 3 for d in inner)
+        assert any(d.min() < -2 or d.max() > 1 for d in inner)
 
 
 def test_synth_writes_npz_that_data_options_accept(tmp_path):

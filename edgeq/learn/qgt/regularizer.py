@@ -111,7 +111,7 @@ REGULARIZERS = ("l2grid", "sin2", "none")
 PULLS = ("decoupled", "gradient")
 SCALE_MODES = ("mse", "minmax", "fixed")
 RAMPS = ("cosine", "linear")
-WIDTHS = (2, 4, 8)
+WIDTHS = (2, 3, 4, 8)  # the widths the engine stores (3 bits packed densely)
 
 
 def check_choice(kind: str, value: str, known: tuple[str, ...]) -> str:
