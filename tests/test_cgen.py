@@ -206,6 +206,15 @@ EXTRA_CASES = [
     ("conv", _conv_stress, {"kernel": 3, "cin": 5, "cout": 7, "h": 4, "w": 5}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 6, "cout": 6, "stride": 2, "h": 7, "w": 6}),
     ("conv", _conv_stress, {"kernel": 5, "cin": 1, "cout": 3, "h": 6, "w": 6}),
+    # the 3x3 RGB blocks of six pixels in one output row (eq_columns_lines): stride 2 with the
+    # padding at the bottom and right, stride 1 with it on every side, VALID, rows of 7, 13, 14
+    # output pixels (blocks that cross rows), every stage regime and a narrow clamp
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 9, "w": 27}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 6, "h": 5, "w": 13,
+                            "activation": "RELU6"}),
+    ("conv", _conv, {"kernel": 3, "cin": 3, "cout": 8, "bits": 8, "stride": 2, "h": 10,
+                     "w": 28, "padding": "VALID"}),
+    ("conv", _conv, {"kernel": 3, "cin": 3, "cout": 3, "bits": 8, "h": 6, "w": 7}),
     # the row-by-row depthwise over channel quads: widths 1 to 5, odd channel counts (quads
     # plus leftovers, fewer than four channels), strides 1 and 2, INT4, narrow clamps
     ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 3, "w": 1}),
@@ -509,9 +518,11 @@ def test_wide_int8_weights_are_exact_on_both_paths(tmp_path):
         narrow = cgen.generate_engine(model, tmp_path / f"narrow{k}")
         with cgen.engine_options(wide_int8_weights=True):
             files = cgen.generate_engine(model, tmp_path / f"wide{k}")
+        # a 3x3 filter over three channels is widened by default (cgen: rgb)
+        rgb = options.get("kernel") == 3 and options.get("cin") == 3
         assert "eq_conv2d_wide(" in files.source.read_text()
-        assert "eq_conv2d_wide(" not in narrow.source.read_text()
-        assert files.weight_bytes > narrow.weight_bytes
+        assert ("eq_conv2d_wide(" in narrow.source.read_text()) == rgb
+        assert (files.weight_bytes > narrow.weight_bytes) != rgb
         for name, flags in (("portable", ("-DEDGEQ_PORTABLE",)),
                             ("fast", ("-DEDGEQ_FAST_EMULATED",))):
             exe = cgen.build_host_runner(files, tmp_path / f"{name}{k}",
@@ -526,8 +537,11 @@ def test_wide_weights_leave_int4_weights_packed(vww_int8_path, tmp_path):
     packed = cgen.lower_model(model).weight_bytes
     with cgen.engine_options(wide_int8_weights=True):
         engine = cgen.lower_model(model)
-    # only the INT8 first convolution widens (8 x 28 weights, 224 bytes more)
-    assert engine.weight_bytes - packed == 8 * 28
+    # the INT8 first convolution (3x3 over RGB) is widened by default and the option widens no
+    # INT4 layer
+    assert engine.weight_bytes == packed
+    wide = [s.function for s in engine.steps if s.function == "eq_conv2d_wide"]
+    assert len(wide) == 1 and engine.steps[0].function == "eq_conv2d_wide"
 
 
 @pytest.mark.parametrize("target", sorted(ARM_TARGETS))

@@ -151,6 +151,10 @@ OP_CASES = [
     ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 5, "h": 3, "w": 4}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 5, "cout": 7, "h": 4, "w": 5, "stride": 2}),
     ("conv", _conv_stress, {"kernel": 5, "cin": 1, "cout": 3, "h": 6, "w": 6}),
+    # 3x3 RGB blocks of six pixels in one output row, borders on every side (test_cgen)
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 9, "w": 27}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 6, "h": 5, "w": 13,
+                            "activation": "RELU6"}),
     ("depthwise3x3", _depthwise_stress, {"h": 3, "w": 1, "channels": 9}),
     ("depthwise3x3", _depthwise_stress, {"h": 4, "w": 2, "stride": 2, "channels": 13}),
     ("depthwise3x3", _depthwise3x3, {"channels": 7, "h": 2, "w": 3}),

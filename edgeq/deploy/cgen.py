@@ -425,8 +425,11 @@ class _Lowering:
         # widening its weights would only cost flash and take it off that faster path
         records = fh == fw == 1 and fic == ic and (
             ic == 16 or (ic == 8 and oc % 2 == 0) or (ic == 32 and oh * ow >= PW32_MIN_PIXELS))
-        if (self.wide_int8_weights and w.dtype == "int8" and fic == ic and stride % 4 == 0
-                and not records):
+        # a 3x3 filter over three channels (an RGB first layer: a few hundred bytes of weights)
+        # is stored widened by default: 2 of the 18 instructions a run of its dot product saved
+        rgb = fh == fw == 3 and ic == 3
+        if ((self.wide_int8_weights or rgb) and w.dtype == "int8" and fic == ic
+                and stride % 4 == 0 and not records):
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16
         else:
             wname, bits = self.weights(index, op.inputs[1], stride, order)

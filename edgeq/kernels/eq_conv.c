@@ -221,7 +221,9 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
         s.stride = out_c;
         s.n = n;
         for (;;) {
-            if (wide) {
+            if (wide && s.runs == 7) {
+                eq_conv6_r7_wide(&s);
+            } else if (wide) {
                 eq_conv6_hot_wide(&s);
             } else if (n == EQ_COLS) {
                 eq_conv6_hot(&s);

@@ -154,6 +154,57 @@ EQ_INLINE void eq_column_rgb3x3(const int8_t *src, int32_t step, int16_t *cols, 
 #undef EQ_RUN_AT
 }
 
+/* The EQ_COLS columns of six pixels inside one output row and the image, their windows
+ * pixel_step bytes apart (eq_column_rgb3x3 six times; with EQ_ASM one loop whose stores are
+ * STRD pairs). */
+EQ_INLINE void eq_columns_rgb3x3(const int8_t *src, int32_t step, int32_t pixel_step,
+                                 int16_t *cols, uint32_t off2)
+{
+#if EQ_ASM
+    uint32_t *d = (uint32_t *)(void *)cols;
+    const int8_t *s1, *s2;
+    uint32_t a, b, t0, t1, n = EQ_COLS;
+#define EQ_RGB_WORDS(S, AT0, AT1)                                                           \
+    "ldr     %[a], [" S "]\n\t"                                                             \
+    "ldr     %[b], [" S ", #4]\n\t"                                                         \
+    "sxtab16 %[t0], %[off], %[a]\n\t"                                                       \
+    "sxtab16 %[t1], %[off], %[a], ror #8\n\t"                                               \
+    "strd    %[t0], %[t1], [%[d], #" AT0 "]\n\t"                                            \
+    "sxtab16 %[t0], %[off], %[b]\n\t"                                                       \
+    "sxtab16 %[t1], %[off], %[b], ror #8\n\t"                                               \
+    "strd    %[t0], %[t1], [%[d], #" AT1 "]\n\t"
+    __asm volatile(
+        "1:\n\t"
+        EQ_RGB_WORDS("%[s]", "0", "48")
+        "add     %[s1], %[s], %[step]\n\t"
+        EQ_RGB_WORDS("%[s1]", "96", "144")
+        "add     %[s2], %[s1], %[step]\n\t"
+        EQ_RGB_WORDS("%[s2]", "192", "240")
+        "ldrb    %[a], [%[s], #8]\n\t"
+        "ldrb    %[b], [%[s1], #8]\n\t"
+        "orr     %[a], %[a], %[b], lsl #8\n\t"
+        "ldrb    %[b], [%[s2], #8]\n\t"
+        "orr     %[a], %[a], %[b], lsl #16\n\t"
+        "sxtab16 %[t0], %[off], %[a]\n\t"
+        "sxtab16 %[t1], %[off], %[a], ror #8\n\t"
+        "strd    %[t0], %[t1], [%[d], #288]\n\t"
+        "add     %[s], %[s], %[ps]\n\t"
+        "add     %[d], %[d], #8\n\t"
+        "subs    %[n], %[n], #1\n\t"
+        "bne     1b\n\t"
+        : [s] "+r"(src), [d] "+r"(d), [n] "+r"(n), [s1] "=&r"(s1), [s2] "=&r"(s2),
+          [a] "=&r"(a), [b] "=&r"(b), [t0] "=&r"(t0), [t1] "=&r"(t1)
+        : [step] "r"(step), [ps] "r"(pixel_step), [off] "r"(off2)
+        : "cc", "memory");
+#undef EQ_RGB_WORDS
+#else
+    int32_t j;
+    for (j = 0; j < EQ_COLS; ++j, src += pixel_step) {
+        eq_column_rgb3x3(src, step, cols, j, off2);
+    }
+#endif
+}
+
 /* Column j for row_words > 0 (int8 runs): each filter line's whole words straight from the
  * input (line fy at src + fy * step), then the lines' remaining bytes gathered into one more
  * run or few. */
@@ -193,6 +244,31 @@ static void eq_column_lines(const eq_conv_t *p, const int8_t *src, int32_t step,
     }
 }
 
+/* Pixel (oy, ox)'s receptive field for eq_column_rgb3x3 (three lines of nine contiguous input
+ * bytes) at the border: bytes in the padding get the input zero point. */
+static const int8_t *eq_gather_rgb(const eq_conv_t *p, const int8_t *image, int32_t oy,
+                                   int32_t ox, int8_t *tmp)
+{
+    const int32_t depth = p->in_c, row = p->in_w * depth;
+    const int32_t in_y0 = oy * p->stride_h - p->pad_h, x0 = (ox * p->stride_w - p->pad_w) * depth;
+    /* the line's bytes inside the image: [lo, hi) */
+    const int32_t lo = x0 < 0 ? -x0 : 0, hi = row - x0 < 9 ? row - x0 : 9;
+    const int8_t zp = (int8_t)(-p->in_offset);
+    int32_t fy, k;
+    for (fy = 0; fy < 3; ++fy) {
+        const int32_t iy = in_y0 + p->dilation_h * fy;
+        int8_t *d = tmp + 9 * fy;
+        if (iy < 0 || iy >= p->in_h) {
+            memset(d, zp, 9);
+            continue;
+        }
+        for (k = 0; k < 9; ++k) {
+            d[k] = k >= lo && k < hi ? image[iy * row + x0 + k] : zp;
+        }
+    }
+    return tmp;
+}
+
 /* The EQ_COLS columns of the block of n pixels from pixel `pix`, for row_words > 0; missing
  * pixels repeat the last one. tmp: the gather buffer for pixels at the border. */
 static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pix, int32_t n,
@@ -202,19 +278,28 @@ static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pi
     const int32_t step = p->in_w * depth * p->dilation_h, line = p->filter_w * depth;
     const int32_t x_last = p->in_w - p->filter_w; /* last interior window start */
     const int32_t y_last = p->in_h - 1 - p->dilation_h * (fh - 1);
-    const int rgb = fh == 3 && p->row_words == 2 && line == 9 && p->filter_stride == 28;
+    /* three lines of nine contiguous bytes (a 3x3 filter over three channels, or 1x9, 9x1) */
+    const int rgb = fh == 3 && p->row_words == 2 && line == 9 && p->filter_stride == 28
+                    && (p->dilation_w == 1 || p->filter_w == 1);
     int32_t oy = pix / out_w, ox = pix - oy * out_w, j;
+    const int32_t in_y0 = oy * p->stride_h - p->pad_h, in_x0 = ox * p->stride_w - p->pad_w;
+    if (rgb && n == EQ_COLS && ox + EQ_COLS <= out_w && in_y0 >= 0 && in_y0 <= y_last
+        && in_x0 >= 0 && in_x0 + (EQ_COLS - 1) * p->stride_w <= x_last) {
+        /* a block inside one output row and the image: the windows step by stride_w pixels */
+        eq_columns_rgb3x3(image + (in_y0 * p->in_w + in_x0) * depth, step, p->stride_w * depth,
+                          cols, off2);
+        return;
+    }
     for (j = 0; j < EQ_COLS; ++j) {
-        const int32_t in_y0 = oy * p->stride_h - p->pad_h;
-        const int32_t in_x0 = ox * p->stride_w - p->pad_w;
-        if (p->dilation_w == 1 && in_y0 >= 0 && in_x0 >= 0 && in_y0 <= y_last
-            && in_x0 <= x_last) {
-            const int8_t *src = image + (in_y0 * p->in_w + in_x0) * depth;
-            if (rgb) {
-                eq_column_rgb3x3(src, step, cols, j, off2);
-            } else {
-                eq_column_lines(p, src, step, cols, j, off2);
-            }
+        const int32_t y0 = oy * p->stride_h - p->pad_h;
+        const int32_t x0 = ox * p->stride_w - p->pad_w;
+        const int inside = y0 >= 0 && x0 >= 0 && y0 <= y_last && x0 <= x_last;
+        if (rgb) {
+            eq_column_rgb3x3(inside ? image + (y0 * p->in_w + x0) * depth
+                                    : eq_gather_rgb(p, image, oy, ox, tmp),
+                             inside ? step : 9, cols, j, off2);
+        } else if (p->dilation_w == 1 && inside) {
+            eq_column_lines(p, image + (y0 * p->in_w + x0) * depth, step, cols, j, off2);
         } else {
             eq_column_lines(p, eq_gather(p, image, 0, oy, ox, tmp), line, cols, j, off2);
         }
