@@ -206,15 +206,21 @@ EXTRA_CASES = [
     ("conv", _conv_stress, {"kernel": 3, "cin": 5, "cout": 7, "h": 4, "w": 5}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 6, "cout": 6, "stride": 2, "h": 7, "w": 6}),
     ("conv", _conv_stress, {"kernel": 5, "cin": 1, "cout": 3, "h": 6, "w": 6}),
-    # the 3x3 RGB blocks of six pixels in one output row (eq_columns_lines): stride 2 with the
+    # the 3x3 RGB blocks of six pixels in one output row (eq_conv2d_rgb): stride 2 with the
     # padding at the bottom and right, stride 1 with it on every side, VALID, rows of 7, 13, 14
-    # output pixels (blocks that cross rows), every stage regime and a narrow clamp
+    # output pixels (blocks that cross rows) and of 12 and 18 (runs of whole blocks), every
+    # stage regime, stages all folded, and a narrow clamp
     ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "stride": 2, "h": 9, "w": 27}),
     ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 6, "h": 5, "w": 13,
                             "activation": "RELU6"}),
     ("conv", _conv, {"kernel": 3, "cin": 3, "cout": 8, "bits": 8, "stride": 2, "h": 10,
                      "w": 28, "padding": "VALID"}),
     ("conv", _conv, {"kernel": 3, "cin": 3, "cout": 3, "bits": 8, "h": 6, "w": 7}),
+    ("conv", _conv_stress, {"kernel": 3, "cin": 3, "cout": 8, "h": 4, "w": 18}),
+    ("conv", _conv_right_stages, {"kernel": 3, "cin": 3, "cout": 8, "bits": 8, "h": 5,
+                                  "w": 12, "activation": "NONE"}),
+    ("conv", _conv, {"kernel": 3, "cin": 3, "cout": 8, "bits": 8, "stride": 2, "h": 7,
+                     "w": 24, "activation": "NONE"}),
     # the row-by-row depthwise over channel quads: widths 1 to 5, odd channel counts (quads
     # plus leftovers, fewer than four channels), strides 1 and 2, INT4, narrow clamps
     ("depthwise3x3", _depthwise3x3, {"channels": 5, "h": 3, "w": 1}),

@@ -7,7 +7,8 @@
  * scratch): a matrix product, EQ_COLS output pixels at a time, their receptive fields as int16
  * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h; eq_conv_hot.h for a
  * block's channels with the fast stages in assembly), the output stages
- * prepared once per channel in the scratch. eq_conv2d_wide (int8 stored as int16 pairs) is a
+ * prepared once per channel in the scratch. A 3x3 filter over three channels (eq_conv2d_rgb)
+ * walks the output rows: runs of blocks inside the image go straight to the assembly. eq_conv2d_wide (int8 stored as int16 pairs) is a
  * separate function so that the linker drops its fast path from firmware without such weights.
  */
 #include "eq_internal.h"
@@ -303,6 +304,103 @@ static void eq_conv_block_wide(const eq_conv_t *p, const int16_t *cols, const eq
     eq_conv_block_any(p, cols, rq, dst, n, 1);
 }
 
+/* eq_conv2d_fast's blocks for eq_rgb_lines filters: a block of six pixels in one output row
+ * whose first window lies inside the image takes eq_columns_rgb3x3 (the windows over the right
+ * border gathered), the others eq_columns_lines; with int16 weights and every channel's stage
+ * hot a block of six goes to eq_conv6_r7_folded or eq_conv6_r7_wide straight away. */
+EQ_NOINLINE void eq_conv2d_rgb(const eq_conv_t *p, const int8_t *image, int8_t *out,
+                               int16_t *cols, const eq_rqc_t *rq, int8_t *tmp, uint32_t off2,
+                               eq_block_fn block)
+{
+    const int32_t out_w = p->out_w, pixels = p->out_h * out_w, depth = p->in_c;
+    const int32_t step = p->in_w * depth * p->dilation_h, pixel_step = p->stride_w * depth;
+    const int32_t y_last = p->in_h - 1 - 2 * p->dilation_h, x_last = p->in_w - p->filter_w;
+    /* the last window start with the block's six windows inside the image */
+    const int32_t x_full = x_last - (EQ_COLS - 1) * p->stride_w;
+    int32_t pix, oy = 0, ox = 0, in_y0 = -p->pad_h, in_x0 = -p->pad_w;
+    int row_in = in_y0 >= 0 && in_y0 <= y_last;
+#if EQ_ASM
+    void (*hot)(eq_conv6_t *) = NULL;
+    int32_t oc, folded = 0, right = 0;
+    eq_conv6_t s;
+    for (oc = 0; oc < p->out_c; ++oc) {
+        folded += EQ_RQ_KIND(rq[oc]) == EQ_RQ_FOLDED;
+        right += EQ_RQ_KIND(rq[oc]) == EQ_RQ_RIGHT;
+    }
+    if (p->weight_bits == 16 && p->act_min == -128 && p->act_max == 127) {
+        hot = folded == p->out_c ? eq_conv6_r7_folded
+              : folded + right == p->out_c ? eq_conv6_r7_wide : NULL;
+    }
+    s.end = rq + p->out_c;
+    s.cols = cols;
+    s.runs = 7;
+    s.stride = p->out_c;
+    s.n = EQ_COLS;
+#endif
+    for (pix = 0; pix < pixels;) {
+        const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
+        int8_t *dst = out + pix * p->out_c;
+        if (ox >= out_w) { /* the next output row */
+            for (; ox >= out_w; ox -= out_w) {
+                ++oy;
+            }
+            in_y0 = oy * p->stride_h - p->pad_h;
+            in_x0 = ox * p->stride_w - p->pad_w;
+            row_in = in_y0 >= 0 && in_y0 <= y_last;
+            continue;
+        }
+#if EQ_ASM
+        if (hot != NULL && row_in && in_x0 >= 0 && in_x0 <= x_full && n == EQ_COLS
+            && ox + EQ_COLS <= out_w) {
+            /* blocks of six windows inside the image one after another, few values live */
+            const int8_t *src = image + (in_y0 * p->in_w + in_x0) * depth;
+            const int32_t block_step = EQ_COLS * pixel_step, out_step = EQ_COLS * p->out_c;
+            do {
+                eq_columns_rgb3x3(src, step, pixel_step, cols, 0, EQ_COLS, off2);
+                s.q = rq;
+                s.dst = dst;
+                s.w = p->weights;
+                hot(&s);
+                src += block_step;
+                dst += out_step;
+                pix += EQ_COLS;
+                ox += EQ_COLS;
+                in_x0 += EQ_COLS * p->stride_w;
+            } while (pixels - pix >= EQ_COLS && ox + EQ_COLS <= out_w && in_x0 <= x_full);
+            continue;
+        }
+#endif
+        if (row_in && n == EQ_COLS && ox + EQ_COLS <= out_w && in_x0 >= 0 && in_x0 <= x_last) {
+            /* in one output row, the windows inside the image first (k), then those over the
+             * right border */
+            const int32_t k = in_x0 <= x_full ? EQ_COLS : (x_last - in_x0) / p->stride_w + 1;
+            int32_t j;
+            eq_columns_rgb3x3(image + (in_y0 * p->in_w + in_x0) * depth, step, pixel_step, cols,
+                              0, k, off2);
+            for (j = k; j < EQ_COLS; ++j) {
+                eq_columns_rgb3x3(eq_gather_rgb(p, image, oy, ox + j, tmp), 9, 0, cols, j, 1,
+                                  off2);
+            }
+        } else {
+            eq_columns_lines(p, image, pix, n, cols, tmp, off2);
+        }
+#if EQ_ASM
+        if (hot != NULL && n == EQ_COLS) {
+            s.q = rq;
+            s.dst = dst;
+            s.w = p->weights;
+            hot(&s);
+        } else
+#endif
+        {
+            block(p, cols, rq, dst, n);
+        }
+        pix += EQ_COLS;
+        ox += EQ_COLS;
+        in_x0 += EQ_COLS * p->stride_w;
+    }
+}
+
 /* CONV_2D, one group, filter rows of at most EQ_GATHER_MAX values padded to a whole number of
  * runs (filter_stride); scratch as described above. */
 static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, int16_t *cols,
@@ -330,6 +428,10 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * p->in_c;
         int8_t *dst = out + b * pixels * out_c;
+        if (p->row_words > 0 && eq_rgb_lines(p)) {
+            eq_conv2d_rgb(p, image, dst, cols, rq, tmp, off2, block);
+            continue;
+        }
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
             const int32_t n = EQ_MIN(EQ_COLS, pixels - pix);
             if (p->row_words > 0) {

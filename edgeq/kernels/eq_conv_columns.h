@@ -154,16 +154,23 @@ EQ_INLINE void eq_column_rgb3x3(const int8_t *src, int32_t step, int16_t *cols, 
 #undef EQ_RUN_AT
 }
 
-/* The EQ_COLS columns of six pixels inside one output row and the image, their windows
- * pixel_step bytes apart (eq_column_rgb3x3 six times; with EQ_ASM one loop whose stores are
- * STRD pairs). */
+/* Filters of three lines of nine contiguous input bytes (3x3 over three channels; 3x1 over
+ * nine), whose columns eq_column_rgb3x3 and eq_columns_rgb3x3 build. */
+static int eq_rgb_lines(const eq_conv_t *p)
+{
+    return p->filter_h == 3 && p->row_words == 2 && p->filter_w * p->in_c == 9
+           && p->filter_stride == 28 && (p->dilation_w == 1 || p->filter_w == 1);
+}
+
+/* Columns j to j + n - 1 (n >= 1) of pixels whose windows lie pixel_step bytes apart
+ * (eq_column_rgb3x3 n times; with EQ_ASM one loop whose stores are STRD pairs). */
 EQ_INLINE void eq_columns_rgb3x3(const int8_t *src, int32_t step, int32_t pixel_step,
-                                 int16_t *cols, uint32_t off2)
+                                 int16_t *cols, int32_t j, int32_t count, uint32_t off2)
 {
 #if EQ_ASM
-    uint32_t *d = (uint32_t *)(void *)cols;
+    uint32_t *d = (uint32_t *)(void *)cols + 2 * j;
     const int8_t *s1, *s2;
-    uint32_t a, b, t0, t1, n = EQ_COLS;
+    uint32_t a, b, t0, t1, n = (uint32_t)count;
 #define EQ_RGB_WORDS(S, AT0, AT1)                                                           \
     "ldr     %[a], [" S "]\n\t"                                                             \
     "ldr     %[b], [" S ", #4]\n\t"                                                         \
@@ -198,8 +205,8 @@ EQ_INLINE void eq_columns_rgb3x3(const int8_t *src, int32_t step, int32_t pixel_
         : "cc", "memory");
 #undef EQ_RGB_WORDS
 #else
-    int32_t j;
-    for (j = 0; j < EQ_COLS; ++j, src += pixel_step) {
+    const int32_t end = j + count;
+    for (; j < end; ++j, src += pixel_step) {
         eq_column_rgb3x3(src, step, cols, j, off2);
     }
 #endif
@@ -254,16 +261,23 @@ static const int8_t *eq_gather_rgb(const eq_conv_t *p, const int8_t *image, int3
     /* the line's bytes inside the image: [lo, hi) */
     const int32_t lo = x0 < 0 ? -x0 : 0, hi = row - x0 < 9 ? row - x0 : 9;
     const int8_t zp = (int8_t)(-p->in_offset);
+    const uint32_t zp4 = (uint32_t)(uint8_t)zp * 0x01010101u;
     int32_t fy, k;
     for (fy = 0; fy < 3; ++fy) {
         const int32_t iy = in_y0 + p->dilation_h * fy;
         int8_t *d = tmp + 9 * fy;
-        if (iy < 0 || iy >= p->in_h) {
-            memset(d, zp, 9);
+        if (lo == 0 && hi == 9 && iy >= 0 && iy < p->in_h) {
+            memcpy(d, image + iy * row + x0, 9);
             continue;
         }
-        for (k = 0; k < 9; ++k) {
-            d[k] = k >= lo && k < hi ? image[iy * row + x0 + k] : zp;
+        memcpy(d, &zp4, 4); /* whole words: a call to memset costs more */
+        memcpy(d + 4, &zp4, 4);
+        d[8] = zp;
+        if (iy < 0 || iy >= p->in_h) {
+            continue;
+        }
+        for (k = lo; k < hi; ++k) {
+            d[k] = image[iy * row + x0 + k];
         }
     }
     return tmp;
@@ -278,26 +292,16 @@ static void eq_columns_lines(const eq_conv_t *p, const int8_t *image, int32_t pi
     const int32_t step = p->in_w * depth * p->dilation_h, line = p->filter_w * depth;
     const int32_t x_last = p->in_w - p->filter_w; /* last interior window start */
     const int32_t y_last = p->in_h - 1 - p->dilation_h * (fh - 1);
-    /* three lines of nine contiguous bytes (a 3x3 filter over three channels, or 1x9, 9x1) */
-    const int rgb = fh == 3 && p->row_words == 2 && line == 9 && p->filter_stride == 28
-                    && (p->dilation_w == 1 || p->filter_w == 1);
+    const int rgb = eq_rgb_lines(p);
     int32_t oy = pix / out_w, ox = pix - oy * out_w, j;
-    const int32_t in_y0 = oy * p->stride_h - p->pad_h, in_x0 = ox * p->stride_w - p->pad_w;
-    if (rgb && n == EQ_COLS && ox + EQ_COLS <= out_w && in_y0 >= 0 && in_y0 <= y_last
-        && in_x0 >= 0 && in_x0 + (EQ_COLS - 1) * p->stride_w <= x_last) {
-        /* a block inside one output row and the image: the windows step by stride_w pixels */
-        eq_columns_rgb3x3(image + (in_y0 * p->in_w + in_x0) * depth, step, p->stride_w * depth,
-                          cols, off2);
-        return;
-    }
     for (j = 0; j < EQ_COLS; ++j) {
         const int32_t y0 = oy * p->stride_h - p->pad_h;
         const int32_t x0 = ox * p->stride_w - p->pad_w;
         const int inside = y0 >= 0 && x0 >= 0 && y0 <= y_last && x0 <= x_last;
         if (rgb) {
-            eq_column_rgb3x3(inside ? image + (y0 * p->in_w + x0) * depth
-                                    : eq_gather_rgb(p, image, oy, ox, tmp),
-                             inside ? step : 9, cols, j, off2);
+            eq_columns_rgb3x3(inside ? image + (y0 * p->in_w + x0) * depth
+                                     : eq_gather_rgb(p, image, oy, ox, tmp),
+                              inside ? step : 9, 0, cols, j, 1, off2);
         } else if (p->dilation_w == 1 && inside) {
             eq_column_lines(p, image + (y0 * p->in_w + x0) * depth, step, cols, j, off2);
         } else {

@@ -196,8 +196,9 @@ void eq_conv6_hot(eq_conv6_t *s);
 void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
 
 /* eq_conv6_r7_wide: eq_conv6_hot_wide for filter rows of seven runs (a 3x3 filter over three
- * channels), the runs unrolled and each stage kind's channel code of its own, so that a
- * channel costs 15 instructions besides its dot product and stage (35 in eq_conv6_hot_wide).
+ * channels), the runs unrolled and each stage kind's channel code of its own: an EQ_RQ_FOLDED
+ * channel costs 16 instructions besides its dot product and stage (12 in eq_conv6_r7_folded,
+ * about 30 in eq_conv6_hot_wide).
  * frame: [sp] stride, [sp, #4] dst, [sp, #8] q, [sp, #12] end (one LDM, one LDRD), [sp, #16]
  * cols, [sp, #20] s, [sp, #24] the weights while lr holds the offset. */
 #define EQ_R7_DOT                                                               \
@@ -213,20 +214,36 @@ void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
     "str     r9, [sp, #8]\n\t"                                                  \
     "ldrd    r6, r7, [r12, #4]\n\t"                                             \
     "ldrb    r8, [r12, #13]\n\t"
-__asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_wide)
-        "push    {r4-r11, lr}\n\t"
-        "sub     sp, sp, #28\n\t"
-        "str     r0, [sp, #20]\n\t"
-        "ldmia   r0, {r1-r7}\n\t" /* q end dst w cols runs stride */
-        "str     r7, [sp]\n\t"
-        "str     r3, [sp, #4]\n\t"
-        "str     r1, [sp, #8]\n\t"
-        "str     r2, [sp, #12]\n\t"
-        "str     r5, [sp, #16]\n\t"
-        "mov     lr, r4\n\t"
-        "mov     r12, r1\n\t"
-        "cmp     r12, r2\n\t"
+#define EQ_R7_ENTER                                                             \
+        "push    {r4-r11, lr}\n\t"                                              \
+        "sub     sp, sp, #28\n\t"                                               \
+        "str     r0, [sp, #20]\n\t"                                             \
+        "ldmia   r0, {r1-r7}\n\t" /* q end dst w cols runs stride */            \
+        "str     r7, [sp]\n\t"                                                  \
+        "str     r3, [sp, #4]\n\t"                                              \
+        "str     r1, [sp, #8]\n\t"                                              \
+        "str     r2, [sp, #12]\n\t"                                             \
+        "str     r5, [sp, #16]\n\t"                                             \
+        "mov     lr, r4\n\t"                                                    \
+        "mov     r12, r1\n\t"                                                   \
+        "cmp     r12, r2\n\t"                                                   \
         "beq     90f\n"
+/* the next channel (r12 q, r2 end), else q, dst, w of the first channel not done into s */
+#define EQ_R7_LEAVE                                                             \
+        "50:\n\t"                                                               \
+        "ldrd    r12, r2, [sp, #8]\n\t" /* q end */                             \
+        "cmp     r12, r2\n\t"                                                   \
+        "bne     10b\n"                                                         \
+        "90:\n\t"                                                               \
+        "ldr     r0, [sp, #20]\n\t"                                             \
+        "ldr     r3, [sp, #4]\n\t"                                              \
+        "str     r12, [r0]\n\t"                                                 \
+        "str     r3, [r0, #8]\n\t"                                              \
+        "str     lr, [r0, #12]\n\t"                                             \
+        "add     sp, sp, #28\n\t"                                               \
+        "pop     {r4-r11, pc}\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_wide)
+        EQ_R7_ENTER
         "10:\n\t" /* a channel: r12 q (not the end), lr its weights */
         "ldrb    r3, [r12, #12]\n\t"
         "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */
@@ -241,21 +258,20 @@ __asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_wide)
         "str     lr, [sp, #24]\n\t"
         "ldrsh   lr, [r12, #14]\n\t"
         EQ_C6_STAGE("add     r9, r9, lr\n\t")
-        "ldr     lr, [sp, #24]\n"
-        "50:\n\t"
-        "ldrd    r12, r2, [sp, #8]\n\t" /* q end */
-        "cmp     r12, r2\n\t"
-        "bne     10b\n"
-        "90:\n\t" /* q, dst, w of the first channel not done back into s */
-        "ldr     r0, [sp, #20]\n\t"
-        "ldr     r3, [sp, #4]\n\t"
-        "str     r12, [r0]\n\t"
-        "str     r3, [r0, #8]\n\t"
-        "str     lr, [r0, #12]\n\t"
-        "add     sp, sp, #28\n\t"
-        "pop     {r4-r11, pc}\n\t"
+        "ldr     lr, [sp, #24]\n\t"
+        EQ_R7_LEAVE
         ".size eq_conv6_r7_wide, .-eq_conv6_r7_wide\n\t"
         ".text\n");
+/* eq_conv6_r7_folded: the same when every channel's stage is EQ_RQ_FOLDED (no kind tests) */
+__asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_folded)
+        EQ_R7_ENTER
+        "10:\n\t"
+        EQ_R7_DOT
+        EQ_C6_STAGE("")
+        EQ_R7_LEAVE
+        ".size eq_conv6_r7_folded, .-eq_conv6_r7_folded\n\t"
+        ".text\n");
+void eq_conv6_r7_folded(eq_conv6_t *s);
 void eq_conv6_r7_wide(eq_conv6_t *s);
 
 /* eq_conv3_hot: the same for a block of n <= 3 pixels (columns 0-2 of each run; the missing
