@@ -239,19 +239,30 @@ def conv_row_values(values: int, bits: int, grouped: bool = False) -> int:
     return padded if not grouped and padded <= FAST_MAX_FILTER else int(values)
 
 
+def widened_rgb_filter(filter_h: int, filter_w: int, filter_channels: int,
+                       in_channels: int) -> bool:
+    """A 3x3 CONV_2D filter over three input channels (an RGB first layer): the engine stores
+    its INT8 weights as int16 by default, a few hundred bytes for a faster dot product."""
+    return filter_h == filter_w == 3 and filter_channels == in_channels == 3
+
+
 def engine_layer_bytes(kind: str, channels: int, values_per_channel: int, bits: int,
                        grouped: bool = False, bias: bool = True,
                        per_channel: bool = True,
-                       fields: tuple[int, int, int] | None = None) -> tuple[int, int]:
+                       fields: tuple[int, int, int] | None = None,
+                       widened: bool = False) -> tuple[int, int]:
     """(weight bytes, per-channel parameter bytes) the engine stores for one layer: `kind`
     "conv" (rows padded as conv_row_values), "depthwise" or "dense"; `channels` output
     channels of `values_per_channel` weights each, at `bits`; `fields`: the parameters' field
-    widths (channel_fields; None: the widest, an upper bound)."""
+    widths (channel_fields; None: the widest, an upper bound); `widened`: INT8 conv weights
+    stored as int16 (widened_rgb_filter)."""
     if kind == "conv":
         values_per_channel = conv_row_values(values_per_channel, bits, grouped)
     elif kind not in ("depthwise", "dense"):
         raise DataError(f"unknown layer kind {kind!r}", hint="use conv, depthwise or dense")
     weights = stored_weight_bytes(channels * values_per_channel, bits)
+    if widened and kind == "conv" and bits == 8:
+        weights *= 2
     if fields is None and not per_channel:  # one multiplier and shift: zero bits a channel
         fields = (WIDEST_CHANNEL_FIELDS[0], 0, 0)
     params = channel_param_bytes(channels if per_channel or bias else 1, fields, bias)

@@ -178,7 +178,8 @@ def _formula_bytes(model) -> int:
         grouped = op.kind == "CONV_2D" and w.shape[3] != x.shape[3]
         weights, params = intmath.engine_layer_bytes(
             kind, channels, w.num_elements // channels, 4 if w.dtype == "int4" else 8,
-            grouped=grouped, bias=bias is not None, per_channel=len(scales) > 1, fields=fields)
+            grouped=grouped, bias=bias is not None, per_channel=len(scales) > 1, fields=fields,
+            widened=op.kind == "CONV_2D" and intmath.widened_rgb_filter(*w.shape[1:], x.shape[3]))
         total += weights + params
     return total
 

@@ -54,6 +54,12 @@ def test_engine_layer_bytes_of_each_option():
     assert intmath.engine_layer_bytes("conv", 4, 27, 8, grouped=True)[0] == 4 * 27
     assert intmath.engine_layer_bytes("conv", 4, 27, 8)[0] == 4 * 28
     assert intmath.engine_layer_bytes("conv", 4, 27, 4)[0] == 4 * 32 // 2
+    # an RGB 3x3 first layer's INT8 weights are int16 on the board (INT4 ones are not widened)
+    assert intmath.engine_layer_bytes("conv", 4, 27, 8, widened=True)[0] == 4 * 28 * 2
+    assert intmath.engine_layer_bytes("conv", 4, 27, 4, widened=True)[0] == 4 * 32 // 2
+    assert intmath.widened_rgb_filter(3, 3, 3, 3)
+    assert not any(intmath.widened_rgb_filter(*s) for s in
+                   [(1, 3, 3, 3), (3, 1, 3, 3), (3, 3, 4, 4), (3, 3, 1, 3), (3, 3, 3, 6)])
     # per channel by default: the widest fields (32 + 30 + 6 bits a channel)
     assert intmath.engine_layer_bytes("dense", 10, 5, 8) == (50, 12 + 85)
     # one multiplier and shift: 32 bias bits a channel

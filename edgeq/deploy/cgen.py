@@ -86,6 +86,7 @@ from edgeq.intmath import (
     quantize_multiplier,
     softmax_scaling,
     tanh_table,
+    widened_rgb_filter,
 )
 from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
@@ -427,7 +428,7 @@ class _Lowering:
             ic == 16 or (ic == 8 and oc % 2 == 0) or (ic == 32 and oh * ow >= PW32_MIN_PIXELS))
         # a 3x3 filter over three channels (an RGB first layer: a few hundred bytes of weights)
         # is stored widened by default: 2 of the 18 instructions a run of its dot product saved
-        rgb = fh == fw == 3 and ic == 3
+        rgb = widened_rgb_filter(fh, fw, fic, ic)
         if ((self.wide_int8_weights or rgb) and w.dtype == "int8" and fic == ic
                 and stride % 4 == 0 and not records):
             wname, bits = self.wide_weights(index, op.inputs[1], stride, order), 16

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgeq import intmath
 from edgeq.errors import DataError
-from edgeq.intmath import engine_layer_bytes
+from edgeq.intmath import engine_layer_bytes, widened_rgb_filter
 from edgeq.learn.graph import Graph, Node, apply_node
 from edgeq.learn.quant.ranges import quantize_layer_range
 
@@ -65,8 +65,9 @@ def engine_bytes(node: Node, bits: int, fields: dict | None = None) -> tuple[int
         channels = kernel.shape[2] * kernel.shape[3]
         return engine_layer_bytes("depthwise", channels, kernel.size // channels, bits, bias=bias,
                                   fields=f)
-    return engine_layer_bytes("conv", kernel.shape[-1], kernel.size // kernel.shape[-1], bits,
-                              bias=bias, fields=f)
+    kh, kw, cin, cout = kernel.shape
+    return engine_layer_bytes("conv", cout, kernel.size // cout, bits, bias=bias, fields=f,
+                              widened=node.kind == "conv2d" and widened_rgb_filter(kh, kw, cin, cin))
 
 
 def layer_bytes(node: Node, bits: int, fields: dict | None = None) -> int:
