@@ -101,6 +101,17 @@ typedef struct {
 /* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the channel's weight end,
  * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the eight-run loop is
  * entered (runs - 1 mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
+/* a channel done: the next channel's dst and q into the frame, the stage's multiplier, bias
+ * and kind loaded */
+#define EQ_C6_NEXT                                                              \
+    "ldmia   sp, {r10-r12}\n\t" /* stride dst q */                              \
+    "add     r9, r11, #1\n\t" /* the next channel's dst and q */                \
+    "str     r9, [sp, #4]\n\t"                                                  \
+    "add     r9, r12, #16\n\t"                                                  \
+    "str     r9, [sp, #8]\n\t"                                                  \
+    "ldrd    r6, r7, [r12, #4]\n\t"                                             \
+    "ldrb    r8, [r12, #13]\n\t"
+
 #define EQ_C6_FUNC(NAME, W, WSHIFT)                                                             \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
@@ -160,13 +171,7 @@ typedef struct {
         "ldr     r8, [sp, #12]\n\t"                                                             \
         "cmp     lr, r8\n\t"                                                                    \
         "bne     1b\n\t"                                                                        \
-        "ldmia   sp, {r10-r12}\n\t" /* stride dst q */                                          \
-        "add     r9, r11, #1\n\t" /* the next channel's dst and q */                            \
-        "str     r9, [sp, #4]\n\t"                                                              \
-        "add     r9, r12, #16\n\t"                                                              \
-        "str     r9, [sp, #8]\n\t"                                                              \
-        "ldrd    r6, r7, [r12, #4]\n\t"                                                         \
-        "ldrb    r8, [r12, #13]\n\t"                                                            \
+        EQ_C6_NEXT                                                                              \
         "ldrb    r9, [r12, #12]\n\t"                                                            \
         "cmp     r9, #4\n\t"                                                                    \
         "bne     30f\n\t"                                                                       \
@@ -207,13 +212,7 @@ void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
     EQ_C6_FIRST(EQ_C6_W16)                                                      \
     EQ_C6_RUN(EQ_C6_W16) EQ_C6_RUN(EQ_C6_W16) EQ_C6_RUN(EQ_C6_W16)              \
     EQ_C6_RUN(EQ_C6_W16) EQ_C6_RUN(EQ_C6_W16) EQ_C6_RUN(EQ_C6_W16)              \
-    "ldmia   sp, {r10-r12}\n\t" /* stride dst q */                              \
-    "add     r9, r11, #1\n\t" /* the next channel's dst and q */                \
-    "str     r9, [sp, #4]\n\t"                                                  \
-    "add     r9, r12, #16\n\t"                                                  \
-    "str     r9, [sp, #8]\n\t"                                                  \
-    "ldrd    r6, r7, [r12, #4]\n\t"                                             \
-    "ldrb    r8, [r12, #13]\n\t"
+    EQ_C6_NEXT
 #define EQ_R7_ENTER                                                             \
         "push    {r4-r11, lr}\n\t"                                              \
         "sub     sp, sp, #28\n\t"                                               \
