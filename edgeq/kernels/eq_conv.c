@@ -8,8 +8,9 @@
  * columns (eq_conv_columns.h) times every filter row (eq_conv_dot.h; eq_conv_hot.h for a
  * block's channels with the fast stages in assembly), the output stages
  * prepared once per channel in the scratch. A 3x3 filter over three channels (eq_conv2d_rgb)
- * walks the output rows: runs of blocks inside the image go straight to the assembly. eq_conv2d_wide (int8 stored as int16 pairs) is a
- * separate function so that the linker drops its fast path from firmware without such weights.
+ * walks the output rows: runs of blocks inside the image go straight to the assembly.
+ * eq_conv2d_wide (int8 stored as int16 pairs) is a separate function so that the linker drops
+ * its fast path from firmware without such weights.
  */
 #include "eq_internal.h"
 #include "eq_conv_columns.h"
