@@ -187,29 +187,28 @@ EQ_NO_MEMSET static void eq_dw_plane_clear(const eq_depthwise_t *p, int16_t *pla
     }
 }
 
-/* One channel's weights as pairs, its output stage and, for the assembly, where it works
- * (the first 80 bytes: the assembly's frame, offsets in the comments). */
+/* One channel's output stage for the C rows (the assembly prepares its own). */
 typedef struct {
-    const uint32_t *p; /* 0: the band's first plane row of the channel */
-    int8_t *q;         /* 4: the band's first output of the channel */
-    uint32_t w[6];     /* 8: per filter row (w0 w1), (w1 w2); doubled in mode 2 */
-    int32_t bias[2];   /* 32: twice, for one LDRD; doubled in mode 2 */
-    int32_t m, add;    /* 40: mode 2: M and the folded rounding term */
-    int32_t r, depth;  /* 48: mode 2: the right shift; bytes between output pixels */
-    int32_t span;      /* 56: plane bytes of a row's pairs */
-    int32_t next_p;    /* 60: plane bytes from a row's end of pairs to the next row */
-    int32_t next_q;    /* 64: output bytes from a row's end of pairs to the next row */
-    const uint32_t *end; /* 68: the plane pointer after the band's last row */
-    int32_t odd;       /* 72: out_w is odd (the last output alone) */
-    int32_t mode;      /* 76: 2 the doubled short stage, 1 any fast stage (u), 0 none */
+    uint32_t w[6];     /* per filter row (w0 w1), (w1 w2); doubled in mode 2 */
+    int32_t bias;      /* doubled in mode 2 */
+    int32_t m, add, r; /* mode 2: M, the folded rounding term, the right shift */
+    int32_t mode;      /* 2 the doubled short stage, 1 any fast stage (u), 0 none */
     eq_rqu_t u;
 } eq_dw_pair_t;
 
-/* Channel c's output stage and its bias. */
-static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+/* A word of two even int16 values halved (each half on its own). */
+EQ_INLINE uint32_t eq_dw_half(uint32_t w)
+{
+    return eq_pair16(eq_lo16(w) / 2, eq_hi16(w) / 2);
+}
+
+/* Channel c's output stage, its bias and its weight pairs from w (doubled: halved but in
+ * mode 2). */
+static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, const uint32_t *w,
+                               eq_dw_pair_t *d)
 {
     const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
-    int32_t twice = 1;
+    int32_t i, twice = 1;
     /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29 */
     if (m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
         && bias > -(1 << 29) && p->act_min == -128 && p->act_max == 127) {
@@ -224,11 +223,14 @@ static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
         d->mode = kind == EQ_RQ_FOLDED || kind == EQ_RQ_RIGHT || kind == EQ_RQ_LEFT;
         d->u = eq_rqu_make(rq, p->out_offset);
     }
-    d->bias[0] = d->bias[1] = twice * bias;
+    d->bias = twice * bias;
+    for (i = 0; i < 6; ++i) {
+        d->w[i] = twice == 2 ? w[i] : eq_dw_half(w[i]);
+    }
 }
 
-/* Channel c's weight pairs, any weight width. */
-static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t *d)
+/* Channel c's weight pairs (six words, doubled), any weight width. */
+static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, uint32_t *w)
 {
     const int32_t bits = p->weight_bits, depth = p->in_c;
     int32_t fy;
@@ -237,78 +239,30 @@ static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, eq_dw_pair_t 
         const int32_t w0 = eq_weight(p->weights, i, bits);
         const int32_t w1 = eq_weight(p->weights, i + depth, bits);
         const int32_t w2 = eq_weight(p->weights, i + 2 * depth, bits);
-        d->w[2 * fy] = eq_pair16(w0, w1);
-        d->w[2 * fy + 1] = eq_pair16(w1, w2);
+        w[2 * fy] = eq_pair16(2 * w0, 2 * w1);
+        w[2 * fy + 1] = eq_pair16(2 * w1, 2 * w2);
     }
 }
 
-/* The weight pairs of channels c0 .. c0 + 3 (int8 weights, doubled if `twice`) from one word
- * per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), PKHBT/PKHTB pair neighbouring
- * taps. */
-static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, eq_dw_pair_t *d,
-                               int twice)
+/* The weight pairs of channels c0 .. c0 + 3 (int8 weights; six words a channel, doubled)
+ * from one word per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), SADD16 doubles,
+ * PKHBT/PKHTB pair neighbouring taps. */
+static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, uint32_t *w)
 {
     const int32_t depth = p->in_c;
-    const int8_t *w = p->weights + c0;
+    const int8_t *t = p->weights + c0;
     int32_t fy, k;
-    for (fy = 0; fy < 3; ++fy, w += 3 * depth) {
-        const uint32_t t0 = eq_load32(w), t1 = eq_load32(w + depth);
-        const uint32_t t2 = eq_load32(w + 2 * depth);
+    for (fy = 0; fy < 3; ++fy, t += 3 * depth) {
+        const uint32_t t0 = eq_load32(t), t1 = eq_load32(t + depth);
+        const uint32_t t2 = eq_load32(t + 2 * depth);
         for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
-            uint32_t e0 = k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0);
-            uint32_t e1 = k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1);
-            uint32_t e2 = k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2);
-            if (twice) {
-                e0 = eq_dw_twice(e0);
-                e1 = eq_dw_twice(e1);
-                e2 = eq_dw_twice(e2);
-            }
-            d[k].w[2 * fy] = eq_dw_pk_lo(e0, e1);
-            d[k].w[2 * fy + 1] = eq_dw_pk_lo(e1, e2);
-            d[k + 2].w[2 * fy] = eq_dw_pk_hi(e0, e1);
-            d[k + 2].w[2 * fy + 1] = eq_dw_pk_hi(e1, e2);
-        }
-    }
-}
-
-/* Channels c0 .. c0 + nch - 1 prepared; mode 2 with its weight pairs doubled. Mode 2's test
- * (eq_dw_pair_prepare's) inline, the op's clamp tested once. */
-static void eq_dw_quad_prepare(const eq_depthwise_t *p, int32_t c0, int32_t nch,
-                               eq_dw_pair_t *d)
-{
-    const int quad8 = nch == 4 && p->weight_bits == 8;
-    const int full = p->act_min == -128 && p->act_max == 127;
-    const uint32_t add = (uint32_t)2 * (uint32_t)p->out_offset + 1u;
-    int32_t k, i, all = 1;
-    for (k = 0; k < nch; ++k) {
-        const int32_t bias = p->bias ? p->bias[c0 + k] : 0, m = p->multiplier[c0 + k];
-        const int32_t r = -p->shift[c0 + k];
-        if (full && m >= (1 << 30) && r >= 1 && r <= 22 && bias < (1 << 29)
-            && bias > -(1 << 29)) {
-            d[k].mode = 2;
-            d[k].m = m;
-            d[k].r = r;
-            d[k].add = (int32_t)(add << (r - 1));
-            d[k].bias[0] = d[k].bias[1] = 2 * bias;
-        } else {
-            eq_dw_pair_prepare(p, c0 + k, &d[k]);
-            all &= d[k].mode == 2;
-        }
-    }
-    if (quad8) {
-        eq_dw_quad_weights(p, c0, d, all);
-        if (all) {
-            return; /* the common case: all four doubled already */
-        }
-    }
-    for (k = 0; k < nch; ++k) {
-        if (!quad8) {
-            eq_dw_pair_weights(p, c0 + k, &d[k]);
-        }
-        if (d[k].mode == 2 && !(quad8 && all)) {
-            for (i = 0; i < 6; ++i) {
-                d[k].w[i] = eq_dw_twice(d[k].w[i]);
-            }
+            const uint32_t e0 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0));
+            const uint32_t e1 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1));
+            const uint32_t e2 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2));
+            w[6 * k + 2 * fy] = eq_dw_pk_lo(e0, e1);
+            w[6 * k + 2 * fy + 1] = eq_dw_pk_lo(e1, e2);
+            w[6 * (k + 2) + 2 * fy] = eq_dw_pk_hi(e0, e1);
+            w[6 * (k + 2) + 2 * fy + 1] = eq_dw_pk_hi(e1, e2);
         }
     }
 }
@@ -329,7 +283,7 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
                                int32_t unit, int32_t mode)
 {
     const int32_t depth = p->in_c, out_w = p->out_w, pairs = out_w >> 1;
-    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias[0];
+    const int32_t step = unit ? 1 : 2, down = p->stride_h * rw, bias = d->bias;
     int32_t oy, x, j;
     for (oy = 0; oy < n; ++oy, plane += down) {
         const uint32_t *r = plane;
@@ -364,11 +318,35 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 }
 
 #if EQ_ASM
-/* The mode 2 rows of one channel in assembly (eq_dw_pair_rows, plane rows 4 * EQ_DW_PR bytes
- * apart; the _m and _n functions 4 * EQ_DW_PRM and 4 * EQ_DW_PRN): r0 the plane pointer,
- * r1-r6 the weight pairs, r7 and r8 the two outputs' accumulators, r9-r11 words and the
- * stage's temporaries, r12 the output pointer, lr the end of the row's pairs. The frame is a
- * copy of the eq_dw_pair_t's first 80 bytes. */
+/* A band of the quad's channels in assembly (eq_dw_run_s1/s2; plane rows 4 * EQ_DW_PR bytes
+ * apart, the _m and _n functions 4 * EQ_DW_PRM and 4 * EQ_DW_PRN). Channel by channel, the
+ * assembly reads the channel's bias, M and shift from the unpacked arrays and takes it when
+ * mode 2's test holds (eq_dw_pair_prepare's, the clamp tested by the caller): the bias doubled
+ * (the weights come doubled), the stage's add = (2 offset + 1) << (r - 1); else it sets the channel's bit in the
+ * mask it returns and leaves it to C. Rows: r0 the plane pointer, r1-r6 the weight pairs, r7
+ * and r8 the two outputs' accumulators, r9-r11 words and the stage's temporaries, r12 the
+ * output pointer, lr the end of the row's pairs. Frame: [sp] the doubled bias twice, [sp, #8]
+ * M and add, [sp, #16] r, then from [sp, #20] a copy of the eq_dw_run_t. */
+typedef struct {
+    int32_t depth;        /* 20: bytes between output pixels */
+    int32_t span;         /* 24: plane bytes of a row's pairs */
+    int32_t next_p;       /* 28: plane bytes from a row's end of pairs to the next row */
+    int32_t next_q;       /* 32: output bytes from a row's end of pairs to the next row */
+    const uint32_t *end;  /* 36: the channel's plane pointer after the band (the assembly's) */
+    int32_t odd;          /* 40: out_w is odd (the last output alone) */
+    const uint32_t *p;    /* 44: channel 0's first plane row of the band */
+    int8_t *q;            /* 48: channel 0's first output of the band */
+    const uint32_t *w;    /* 52: the weight pairs, six words a channel, doubled */
+    const int32_t *bias;  /* 56: channel 0's bias, M and shift */
+    const int32_t *mult;  /* 60 */
+    const int8_t *shift;  /* 64 */
+    int32_t k;            /* 68: 0 (the channel at work) */
+    uint32_t add1;        /* 72: 2 * out_offset + 1 */
+    int32_t chan;         /* 76: plane bytes from channel to channel */
+    int32_t rows;         /* 80: plane bytes of the band's output rows */
+    int32_t count;        /* 84: channels */
+    uint32_t mask;        /* 88: 0 (the channels left to C) */
+} eq_dw_run_t;
 
 #define EQ_DWA_X(s) EQ_DWS_X(s)
 #define EQ_DWA_R1 EQ_DWA_X(4 * EQ_DW_PR)
@@ -394,7 +372,6 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
     "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
     "smlad   r7, r9, " A ", r7\n\t"                               \
     "smlabt  r7, r10, " B ", r7\n\t"
-#define EQ_DW_PAIR_BYTES 104 /* sizeof(eq_dw_pair_t): the assembly steps from channel to channel */
 /* the stage of accumulator A with M in r9, add in r10 (r11 a temporary) */
 #define EQ_DWA_STAGE(A)                                           \
     "add     r11, r10, " A ", asr #31\n\t"                        \
@@ -402,28 +379,56 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
 #define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
-            "sub     sp, sp, #88\n\t"                                                       \
-            "str     r1, [sp, #84]\n"                                                        \
-            "5:\n\t" /* a channel: r0 its eq_dw_pair_t */                                   \
-            "add     r1, r0, #" EQ_DWA_X(EQ_DW_PAIR_BYTES) "\n\t"                           \
-            "str     r1, [sp, #80]\n\t"                                                     \
-            "ldmia   r0!, {r1-r10}\n\t"                                                     \
-            "stmia   sp, {r1-r10}\n\t"                                                      \
-            "ldmia   r0, {r1-r10}\n\t"                                                      \
-            "add     r11, sp, #40\n\t"                                                      \
-            "stmia   r11, {r1-r10}\n\t"                                                     \
-            "add     r1, sp, #8\n\t"                                                        \
-            "ldmia   r1, {r1-r6}\n\t"                                                       \
-            "ldrd    r0, r12, [sp]\n"                                                       \
+            "sub     sp, sp, #92\n\t"                                                       \
+            "ldmia   r0!, {r1-r9}\n\t"                                                      \
+            "add     r10, sp, #20\n\t"                                                      \
+            "stmia   r10!, {r1-r9}\n\t"                                                     \
+            "ldmia   r0, {r1-r9}\n\t"                                                       \
+            "stmia   r10, {r1-r9}\n"                                                        \
+            "5:\n\t" /* channel k: its stage, or left to C */                               \
+            "ldr     r12, [sp, #68]\n\t"                                                    \
+            "ldrd    r10, r11, [sp, #56]\n\t"                                               \
+            "ldr     r7, [r10, r12, lsl #2]\n\t"                                            \
+            "ldr     r9, [r11, r12, lsl #2]\n\t"                                            \
+            "ldr     r11, [sp, #64]\n\t"                                                    \
+            "ldrsb   r10, [r11, r12]\n\t"                                                   \
+            "cmp     r9, #0x40000000\n\t" /* M >= 2^30 */                                   \
+            "blt     8f\n\t"                                                                \
+            "rsb     r10, r10, #0\n\t"                                                      \
+            "sub     r8, r10, #1\n\t"                                                       \
+            "cmp     r8, #21\n\t" /* 1 <= r <= 22 */                                        \
+            "bhi     8f\n\t"                                                                \
+            "adds    r11, r7, #0x20000000\n\t" /* -2^29 < bias < 2^29 */                    \
+            "beq     8f\n\t"                                                                \
+            "cmp     r11, #0x40000000\n\t"                                                  \
+            "bhs     8f\n\t"                                                                \
+            "lsl     r7, r7, #1\n\t"                                                        \
+            "str     r7, [sp]\n\t"                                                          \
+            "str     r7, [sp, #4]\n\t"                                                      \
+            "ldr     r11, [sp, #72]\n\t"                                                    \
+            "lsl     r11, r11, r8\n\t"                                                      \
+            "strd    r9, r11, [sp, #8]\n\t"                                                 \
+            "str     r10, [sp, #16]\n\t"                                                    \
+            "ldr     r11, [sp, #52]\n\t"                                                    \
+            "add     r0, r12, r12, lsl #1\n\t"                                              \
+            "add     r0, r11, r0, lsl #3\n\t"                                               \
+            "ldmia   r0, {r1-r6}\n\t"                                                       \
+            "ldr     r10, [sp, #76]\n\t"                                                    \
+            "ldrd    r0, r11, [sp, #44]\n\t"                                                \
+            "mla     r0, r10, r12, r0\n\t"                                                  \
+            "add     r12, r11, r12\n\t"                                                     \
+            "ldr     r11, [sp, #80]\n\t"                                                    \
+            "add     r11, r0, r11\n\t"                                                      \
+            "str     r11, [sp, #36]\n"                                                      \
             "1:\n\t" /* a row: r0, r12 at its start; at least one pair */                   \
-            "ldr     lr, [sp, #56]\n\t"                                                     \
+            "ldr     lr, [sp, #24]\n\t"                                                     \
             "adds    lr, r0, lr\n"                                                          \
             "2:\n\t"                                                                        \
-            "ldrd    r7, r8, [sp, #32]\n\t"                                                 \
+            "ldrd    r7, r8, [sp]\n\t"                                                      \
             TAPS                                                                            \
-            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            "ldrd    r9, r10, [sp, #8]\n\t"                                                 \
             EQ_DWA_STAGE("r7") EQ_DWA_STAGE("r8")                                           \
-            "ldrd    r9, r10, [sp, #48]\n\t"                                                \
+            "ldrd    r9, r10, [sp, #16]\n\t"                                                \
             "asr     r7, r7, r9\n\t"                                                        \
             "asr     r8, r8, r9\n\t"                                                        \
             "ssat    r7, #8, r7\n\t"                                                        \
@@ -434,29 +439,40 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
             "add     r0, r0, #" #STEP "\n\t"                                                \
             "cmp     r0, lr\n\t"                                                            \
             "bne     2b\n\t"                                                                \
-            "ldr     r7, [sp, #72]\n\t"                                                     \
+            "ldr     r7, [sp, #40]\n\t"                                                     \
             "cbz     r7, 4f\n\t"                                                            \
-            "ldr     r7, [sp, #32]\n\t"                                                     \
+            "ldr     r7, [sp]\n\t"                                                          \
             ONE                                                                             \
-            "ldrd    r9, r10, [sp, #40]\n\t"                                                \
+            "ldrd    r9, r10, [sp, #8]\n\t"                                                 \
             EQ_DWA_STAGE("r7")                                                              \
-            "ldr     r9, [sp, #48]\n\t"                                                     \
+            "ldr     r9, [sp, #16]\n\t"                                                     \
             "asr     r7, r7, r9\n\t"                                                        \
             "ssat    r7, #8, r7\n\t"                                                        \
             "strb    r7, [r12]\n"                                                           \
             "4:\n\t"                                                                        \
-            "ldrd    r9, r10, [sp, #60]\n\t"                                                \
+            "ldrd    r9, r10, [sp, #28]\n\t"                                                \
             "add     r0, r0, r9\n\t"                                                        \
             "add     r12, r12, r10\n\t"                                                     \
-            "ldr     r9, [sp, #68]\n\t"                                                     \
+            "ldr     r9, [sp, #36]\n\t"                                                     \
             "cmp     r0, r9\n\t"                                                            \
-            "bne     1b\n\t"                                                                \
-            "ldrd    r0, r7, [sp, #80]\n\t"                                                 \
-            "subs    r7, r7, #1\n\t"                                                        \
-            "str     r7, [sp, #84]\n\t"                                                     \
+            "bne     1b\n"                                                                  \
+            "6:\n\t" /* the next channel */                                                 \
+            "ldr     r12, [sp, #68]\n\t"                                                    \
+            "ldr     r11, [sp, #84]\n\t"                                                    \
+            "adds    r12, r12, #1\n\t"                                                      \
+            "str     r12, [sp, #68]\n\t"                                                    \
+            "cmp     r12, r11\n\t"                                                          \
             "bne     5b\n\t"                                                                \
-            "add     sp, sp, #88\n\t"                                                       \
-            "pop     {r4-r11, pc}\n\t"                                                      \
+            "ldr     r0, [sp, #88]\n\t"                                                     \
+            "add     sp, sp, #92\n\t"                                                       \
+            "pop     {r4-r11, pc}\n"                                                        \
+            "8:\n\t" /* channel k left to C */                                              \
+            "ldr     r11, [sp, #88]\n\t"                                                    \
+            "movs    r10, #1\n\t"                                                           \
+            "lsl     r10, r10, r12\n\t"                                                     \
+            "orr     r11, r11, r10\n\t"                                                     \
+            "str     r11, [sp, #88]\n\t"                                                    \
+            "b       6b\n\t"                                                                \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
 #define EQ_DWA_ONES(R1, R2)                                                                 \
@@ -465,107 +481,162 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
     EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(R1, "r3", "r4") EQ_DWA_S1(R2, "r5", "r6")
 #define EQ_DWA_S2S(R1, R2)                                                                  \
     EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(R1, "r3", "r4") EQ_DWA_S2(R2, "r5", "r6")
-EQ_DWA_FUNC(eq_dw_pairs_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+EQ_DWA_FUNC(eq_dw_run_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
             4);
-EQ_DWA_FUNC(eq_dw_pairs_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+EQ_DWA_FUNC(eq_dw_run_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
             8);
-EQ_DWA_FUNC(eq_dw_pairs_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2),
+EQ_DWA_FUNC(eq_dw_run_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2),
             EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 4);
-EQ_DWA_FUNC(eq_dw_pairs_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2),
+EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2),
             EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 8);
-EQ_DWA_FUNC(eq_dw_pairs_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
+EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
             EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 4);
-EQ_DWA_FUNC(eq_dw_pairs_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
+EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
             EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 8);
-void eq_dw_pairs_s1(const eq_dw_pair_t *a, int32_t channels);
-void eq_dw_pairs_s2(const eq_dw_pair_t *a, int32_t channels);
-void eq_dw_pairs_s1_m(const eq_dw_pair_t *a, int32_t channels);
-void eq_dw_pairs_s2_m(const eq_dw_pair_t *a, int32_t channels);
-void eq_dw_pairs_s1_n(const eq_dw_pair_t *a, int32_t channels);
-void eq_dw_pairs_s2_n(const eq_dw_pair_t *a, int32_t channels);
-typedef char eq_dw_pair_frame_ok[__builtin_offsetof(eq_dw_pair_t, u) == 80 ? 1 : -1];
-typedef char eq_dw_pair_size_ok[sizeof(eq_dw_pair_t) == EQ_DW_PAIR_BYTES ? 1 : -1];
+uint32_t eq_dw_run_s1(const eq_dw_run_t *a);
+uint32_t eq_dw_run_s2(const eq_dw_run_t *a);
+uint32_t eq_dw_run_s1_m(const eq_dw_run_t *a);
+uint32_t eq_dw_run_s2_m(const eq_dw_run_t *a);
+uint32_t eq_dw_run_s1_n(const eq_dw_run_t *a);
+uint32_t eq_dw_run_s2_n(const eq_dw_run_t *a);
+typedef char eq_dw_run_ok[(sizeof(void *) == 4 && sizeof(eq_dw_run_t) == 72) ? 1 : -1];
+static const int32_t eq_dw_no_bias[4]; /* the assembly's biases when the op has none */
 #endif
 
-/* Output rows 0 .. n - 1 of a band of channels 0 .. count - 1 of the quad d (plane: channel
- * 0's first plane row; plane rows rw words apart, channels rw bytes): mode 2 in assembly where
- * the plane rows are EQ_DW_PR, EQ_DW_PRM or EQ_DW_PRN bytes and a row has a pair (one call for
- * the channels when all are mode 2), else in C; mode 0 channels are left out. */
-static void eq_dw_pair_channels(const eq_depthwise_t *p, eq_dw_pair_t *d,
-                                const uint32_t *plane, int32_t rw, int8_t *o, int32_t n,
-                                int32_t count)
+/* Output rows 0 .. n - 1 of a band of the channels c0 + k with bit k of `left` in C (plane:
+ * channel c0's first plane row; plane rows 4 * rw bytes apart, channels rw bytes; w: their
+ * weight pairs): their stages prepared in d on the first band, mode 0 left out. */
+static void eq_dw_pair_channels(const eq_depthwise_t *p, eq_dw_pair_t *d, const uint32_t *w,
+                                int32_t c0, const uint32_t *plane, int32_t rw, int8_t *o,
+                                int32_t n, int32_t count, uint32_t left, int first)
 {
     int32_t k;
-#if EQ_ASM
-    if ((rw == EQ_DW_PR || rw == EQ_DW_PRM || rw == EQ_DW_PRN) && p->out_w > 1) {
-        void (*f)(const eq_dw_pair_t *, int32_t);
-        int all = 1;
-        if (rw == EQ_DW_PR) {
-            f = p->stride_w == 1 ? eq_dw_pairs_s1 : eq_dw_pairs_s2;
-        } else if (rw == EQ_DW_PRM) {
-            f = p->stride_w == 1 ? eq_dw_pairs_s1_m : eq_dw_pairs_s2_m;
-        } else {
-            f = p->stride_w == 1 ? eq_dw_pairs_s1_n : eq_dw_pairs_s2_n;
+    for (k = 0; k < count; ++k) {
+        const uint32_t *pk = plane + k * (rw / 4);
+        if (!(left >> k & 1)) {
+            continue;
         }
-        for (k = 0; k < count; ++k) {
-            d[k].p = plane + k * (rw / 4);
-            d[k].q = o + k;
-            d[k].end = d[k].p + n * p->stride_h * rw;
-            d[k].next_p = p->stride_h * 4 * rw - d[k].span;
-            all &= d[k].mode == 2;
+        if (first) {
+            eq_dw_pair_prepare(p, c0 + k, w + 6 * k, &d[k]);
         }
-        if (all) {
-            f(d, count);
-            return;
-        }
-        for (k = 0; k < count; ++k) {
-            if (d[k].mode == 2) {
-                f(&d[k], 1);
-            } else if (d[k].mode == 1) {
-                eq_dw_pair_rows(p, &d[k], d[k].p, rw, o + k, n, p->stride_w == 1, 1);
-            }
-        }
-        return;
-    }
-#endif
-    for (k = 0; k < count; ++k, plane += rw / 4) {
         if (d[k].mode == 0) {
             continue;
         }
         if (p->stride_w == 1) {
             if (d[k].mode == 2) {
-                eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 1, 2);
+                eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 1, 2);
             } else {
-                eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 1, 1);
+                eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 1, 1);
             }
         } else if (d[k].mode == 2) {
-            eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 0, 2);
+            eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 0, 2);
         } else {
-            eq_dw_pair_rows(p, &d[k], plane, rw, o + k, n, 0, 1);
+            eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 0, 1);
         }
     }
 }
 
+#if EQ_ASM
+typedef void (*eq_dw_fill_fn)(int16_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t,
+                              uint32_t);
+
+/* The whole image in one band, int8 weights, the fill and the run in assembly: quad by quad
+ * the weights, one call of each (the same but for c0), the channels the run leaves in C.
+ * Returns the first channel left (fewer than four). */
+EQ_NOINLINE int32_t eq_dw_one_band(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
+                                   const eq_dw_band_t *g, eq_dw_run_t *a, uint32_t *w,
+                                   uint32_t (*run)(const eq_dw_run_t *), eq_dw_fill_fn fill)
+{
+    const int32_t depth = p->in_c, line = p->in_w * depth;
+    const int32_t cols = EQ_MIN(p->in_w, g->count - p->pad_w);
+    const int32_t lo = EQ_MIN(g->rows, p->pad_h);
+    const int32_t rows = EQ_MAX(lo, EQ_MIN(g->rows, p->in_h + p->pad_h)) - lo;
+    const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
+    int16_t *dst = (int16_t *)(void *)a->p + lo * 2 * g->rs + EQ_MIN(p->pad_w, g->count);
+    const int8_t *src = in + (lo - p->pad_h) * line;
+    eq_dw_pair_t d[4];
+    int32_t c0, k;
+    a->rows = p->out_h * p->stride_h * 4 * g->rs;
+    a->count = 4;
+    for (c0 = 0; c0 + 4 <= depth; c0 += 4) {
+        uint32_t left;
+        eq_dw_quad_weights(p, c0, w);
+        fill(dst, src + c0, rows, line, depth, cols, off2);
+        a->q = out + c0;
+        a->bias = p->bias ? p->bias + c0 : eq_dw_no_bias;
+        a->mult = p->multiplier + c0;
+        a->shift = p->shift + c0;
+        left = run(a);
+        if (left != 0) {
+            eq_dw_pair_channels(p, d, w, c0, a->p, g->rs, out + c0, p->out_h, 4, left, 1);
+            for (k = 0; k < 4; ++k) {
+                if ((left >> k & 1) && d[k].mode == 0) {
+                    eq_dw_channel(p, in, out, 0, c0 + k);
+                }
+            }
+        }
+    }
+    return c0;
+}
+#endif
+
+/* Band by band, channel quad by channel quad: mode 2 in assembly (eq_dw_run_*) where the
+ * plane rows are EQ_DW_PR, EQ_DW_PRM or EQ_DW_PRN bytes, the clamp the whole int8 range and a
+ * row has a pair; the channels it leaves (all without it: bit k of `left` for channel
+ * c0 + k, the same for every band of the quad) in C. */
 EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const int8_t *in,
                                                int8_t *out, int8_t *scratch)
 {
     const int32_t depth = p->in_c, out_h = p->out_h, out_w = p->out_w;
     const eq_dw_band_t g = eq_dw_band(p);
+    const uint32_t *plane = (const uint32_t *)(const void *)scratch;
     int16_t *planes = (int16_t *)(void *)scratch;
     eq_dw_pair_t d[4];
-    int32_t b, c0, k, oy0;
-    for (k = 0; k < 4; ++k) { /* the geometry the assembly needs */
-        d[k].depth = depth;
-        d[k].span = (out_w >> 1) * 4 * p->stride_w;
-        d[k].next_q = (out_w & 1) * depth;
-        d[k].odd = out_w & 1;
+    uint32_t w[24], left = 0;
+    int32_t b, c0, k, oy0, first = 0;
+#if EQ_ASM
+    uint32_t (*run)(const eq_dw_run_t *) = NULL;
+    eq_dw_run_t a;
+    if ((g.rs == EQ_DW_PR || g.rs == EQ_DW_PRM || g.rs == EQ_DW_PRN) && out_w > 1
+        && p->act_min == -128 && p->act_max == 127) {
+        const int32_t s = p->stride_w;
+        a.depth = depth;
+        a.span = (out_w >> 1) * 4 * s;
+        a.next_p = p->stride_h * 4 * g.rs - a.span;
+        a.next_q = (out_w & 1) * depth;
+        a.odd = out_w & 1;
+        a.p = plane;
+        a.w = w;
+        a.k = 0;
+        a.add1 = (uint32_t)2 * (uint32_t)p->out_offset + 1u;
+        a.chan = g.rs;
+        a.mask = 0;
+        run = g.rs == EQ_DW_PR    ? (s == 1 ? eq_dw_run_s1 : eq_dw_run_s2)
+              : g.rs == EQ_DW_PRM ? (s == 1 ? eq_dw_run_s1_m : eq_dw_run_s2_m)
+                                  : (s == 1 ? eq_dw_run_s1_n : eq_dw_run_s2_n);
     }
+#endif
     eq_dw_plane_clear(p, planes, &g);
+#if EQ_ASM
+    if (run != NULL && g.band == out_h && p->batches == 1 && p->weight_bits == 8
+        && EQ_MIN(p->in_w, g.count - p->pad_w) >= 2) {
+        first = eq_dw_one_band(p, in, out, &g, &a, w, run,
+                               g.rs == EQ_DW_PR    ? eq_dw_rows_pr
+                               : g.rs == EQ_DW_PRM ? eq_dw_rows_prm
+                                                   : eq_dw_rows_prn);
+    }
+#endif
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * depth;
-        for (c0 = 0; c0 < depth; c0 += 4) {
+        for (c0 = first; c0 < depth; c0 += 4) {
             const int32_t nch = EQ_MIN(4, depth - c0);
-            eq_dw_quad_prepare(p, c0, nch, d);
+            if (nch == 4 && p->weight_bits == 8) {
+                eq_dw_quad_weights(p, c0, w);
+            } else {
+                for (k = 0; k < nch; ++k) {
+                    eq_dw_pair_weights(p, c0 + k, w + 6 * k);
+                }
+            }
             for (oy0 = 0; oy0 < out_h; oy0 += g.band) {
                 const int32_t n = EQ_MIN(g.band, out_h - oy0);
                 const int32_t iy0 = oy0 * p->stride_h - p->pad_h;
@@ -580,11 +651,24 @@ EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const in
                 }
                 eq_dw_plane_rows(p, image, iy0 + keep, (n - 1) * p->stride_h + 3 - keep, c0,
                                  nch, planes + 2 * g.rs * keep, &g);
-                eq_dw_pair_channels(p, d, (const uint32_t *)(const void *)planes, g.rs, o, n,
-                                    nch);
+                left = (1u << nch) - 1;
+#if EQ_ASM
+                if (run != NULL) {
+                    a.q = o;
+                    a.bias = p->bias ? p->bias + c0 : eq_dw_no_bias;
+                    a.mult = p->multiplier + c0;
+                    a.shift = p->shift + c0;
+                    a.rows = n * p->stride_h * 4 * g.rs;
+                    a.count = nch;
+                    left = run(&a);
+                }
+#endif
+                if (left != 0) {
+                    eq_dw_pair_channels(p, d, w, c0, plane, g.rs, o, n, nch, left, oy0 == 0);
+                }
             }
-            for (k = 0; k < nch; ++k) {
-                if (d[k].mode == 0) {
+            for (k = 0; left != 0 && k < nch; ++k) {
+                if ((left >> k & 1) && d[k].mode == 0) {
                     eq_dw_channel(p, in, out, b, c0 + k);
                 }
             }
