@@ -77,14 +77,58 @@ EQ_INLINE void eq_dw_fill_last(int16_t *row, int32_t plane, uint32_t v, uint32_t
 EQ_DW_FILL_ASM(eq_dw_fill_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
 EQ_DW_FILL_ASM(eq_dw_fill_prm, EQ_DW_PRM, 2 * EQ_DW_PRM, 3 * EQ_DW_PRM)
 EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
+/* n >= 1 image rows of four channels whose every column (an even number, line bytes a row)
+ * is filled: the rows' column pairs in one loop, the plane pointer moved by `skip` bytes
+ * from row to row (the interior of eq_dw_fill_asm). */
+#define EQ_DW_FILL_ALL_ASM(NAME, C1, C2, C3)                                                \
+    EQ_INLINE void NAME(uint32_t *r0, const int8_t *src, int32_t n, int32_t line,           \
+                        int32_t depth, int32_t skip, uint32_t off2)                         \
+    {                                                                                       \
+        uint32_t va, vb, a02, a13, t;                                                       \
+        const int8_t *end = src + line;                                                     \
+        __asm volatile(                                                                     \
+            "1:\n\t"                                                                        \
+            "ldr     %[va], [%[src]]\n\t"                                                   \
+            "ldr     %[vb], [%[src], %[depth]]\n\t"                                         \
+            "add     %[src], %[src], %[depth], lsl #1\n\t"                                  \
+            "sxtab16 %[a02], %[off2], %[va]\n\t"                                            \
+            "sxtab16 %[a13], %[off2], %[va], ror #8\n\t"                                    \
+            "sxtab16 %[va], %[off2], %[vb]\n\t"                                             \
+            "sxtab16 %[vb], %[off2], %[vb], ror #8\n\t"                                     \
+            "pkhbt   %[t], %[a02], %[va], lsl #16\n\t"                                      \
+            "pkhtb   %[va], %[va], %[a02], asr #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C2) "]\n\t"                                 \
+            "pkhbt   %[va], %[a13], %[vb], lsl #16\n\t"                                     \
+            "str     %[va], [%[r0], #" EQ_DWS_X(C1) "]\n\t"                                 \
+            "pkhtb   %[vb], %[vb], %[a13], asr #16\n\t"                                     \
+            "str     %[vb], [%[r0], #" EQ_DWS_X(C3) "]\n\t"                                 \
+            "str     %[t], [%[r0]], #4\n\t"                                                 \
+            "cmp     %[src], %[end]\n\t"                                                    \
+            "bne     1b\n\t"                                                                \
+            "add     %[r0], %[r0], %[skip]\n\t"                                             \
+            "add     %[end], %[end], %[line]\n\t"                                           \
+            "subs    %[n], %[n], #1\n\t"                                                    \
+            "bne     1b\n\t"                                                                \
+            : [va] "=&r"(va), [vb] "=&r"(vb), [a02] "=&r"(a02), [a13] "=&r"(a13),           \
+              [t] "=&r"(t), [src] "+r"(src), [r0] "+r"(r0), [end] "+r"(end), [n] "+r"(n)    \
+            : [depth] "r"(depth), [off2] "r"(off2), [skip] "r"(skip), [line] "r"(line)      \
+            : "cc", "memory");                                                              \
+    }
+EQ_DW_FILL_ALL_ASM(eq_dw_fill_all_pr, EQ_DW_PR, 2 * EQ_DW_PR, 3 * EQ_DW_PR)
+EQ_DW_FILL_ALL_ASM(eq_dw_fill_all_prm, EQ_DW_PRM, 2 * EQ_DW_PRM, 3 * EQ_DW_PRM)
+EQ_DW_FILL_ALL_ASM(eq_dw_fill_all_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
 /* n image rows of four channels (input rows `line` bytes apart, plane rows 4 * RS bytes),
  * cols >= 2 columns each: one loop with the fill inlined, no per-row tests but the odd
- * column's. */
-#define EQ_DW_FILL_ROWS(NAME, FILL, RS)                                                     \
+ * column's; rows filled whole (cols even, line = cols * depth) in one loop (ALL). */
+#define EQ_DW_FILL_ROWS(NAME, FILL, ALL, RS)                                                \
     static void NAME(int16_t *row, const int8_t *src, int32_t n, int32_t line, int32_t depth, \
                      int32_t cols, uint32_t off2)                                           \
     {                                                                                       \
         const int32_t pairs = cols >> 1, last = (cols - 1) * depth;                        \
+        if (!(cols & 1) && cols * depth == line && n > 0) {                                 \
+            ALL((uint32_t *)(void *)row, src, n, line, depth, 4 * (RS) - 2 * cols, off2);   \
+            return;                                                                         \
+        }                                                                                   \
         for (; n > 0; --n, row += 2 * (RS), src += line) {                                  \
             FILL((uint32_t *)(void *)row, src, depth, pairs, off2);                         \
             if (cols & 1) {                                                                 \
@@ -92,9 +136,9 @@ EQ_DW_FILL_ASM(eq_dw_fill_prn, EQ_DW_PRN, 2 * EQ_DW_PRN, 3 * EQ_DW_PRN)
             }                                                                               \
         }                                                                                   \
     }
-EQ_DW_FILL_ROWS(eq_dw_rows_pr, eq_dw_fill_pr, EQ_DW_PR)
-EQ_DW_FILL_ROWS(eq_dw_rows_prm, eq_dw_fill_prm, EQ_DW_PRM)
-EQ_DW_FILL_ROWS(eq_dw_rows_prn, eq_dw_fill_prn, EQ_DW_PRN)
+EQ_DW_FILL_ROWS(eq_dw_rows_pr, eq_dw_fill_pr, eq_dw_fill_all_pr, EQ_DW_PR)
+EQ_DW_FILL_ROWS(eq_dw_rows_prm, eq_dw_fill_prm, eq_dw_fill_all_prm, EQ_DW_PRM)
+EQ_DW_FILL_ROWS(eq_dw_rows_prn, eq_dw_fill_prn, eq_dw_fill_all_prn, EQ_DW_PRN)
 #endif
 
 /* Input rows iy0 .. iy0 + rows - 1 of channels c0 .. c0 + nch - 1 into plane rows 0 .. rows - 1
@@ -115,7 +159,7 @@ EQ_NO_MEMSET EQ_INLINE void eq_dw_plane_rows(const eq_depthwise_t *p, const int8
     const uint32_t off2 = eq_pair16(p->in_offset, p->in_offset);
     int32_t r, k, x;
     if (g->band != p->out_h) { /* else zeroed once (eq_dw_plane_clear) */
-        for (r = 0; r < rows; r += r + 1 == lo ? hi - lo + 1 : 1) {
+        for (r = 0; r < rows; r = r + 1 == lo ? hi : r + 1) { /* rows < lo, >= hi */
             if (r >= lo && r < hi) {
                 continue;
             }
@@ -325,13 +369,13 @@ EQ_INLINE void eq_dw_pair_rows(const eq_depthwise_t *p, const eq_dw_pair_t *d,
  * (the weights come doubled), the stage's add = (2 offset + 1) << (r - 1); else it sets the channel's bit in the
  * mask it returns and leaves it to C. Rows: r0 the plane pointer, r1-r6 the weight pairs, r7
  * and r8 the two outputs' accumulators, r9-r11 words and the stage's temporaries, r12 the
- * output pointer, lr the end of the row's pairs. Frame: [sp] the doubled bias twice, [sp, #8]
+ * output pointer, lr the end of the row's pairs (the next row's: plus the pitch). Frame: [sp] the doubled bias twice, [sp, #8]
  * M and add, [sp, #16] r, then from [sp, #20] a copy of the eq_dw_run_t. */
 typedef struct {
     int32_t depth;        /* 20: bytes between output pixels */
     int32_t span;         /* 24: plane bytes of a row's pairs */
     int32_t next_p;       /* 28: plane bytes from a row's end of pairs to the next row */
-    int32_t next_q;       /* 32: output bytes from a row's end of pairs to the next row */
+    int32_t pitch;        /* 32: plane bytes from one output row's plane rows to the next's */
     const uint32_t *end;  /* 36: the channel's plane pointer after the band (the assembly's) */
     int32_t odd;          /* 40: out_w is odd (the last output alone) */
     const uint32_t *p;    /* 44: channel 0's first plane row of the band */
@@ -403,8 +447,7 @@ typedef struct {
             "cmp     r11, #0x40000000\n\t"                                                  \
             "bhs     8f\n\t"                                                                \
             "lsl     r7, r7, #1\n\t"                                                        \
-            "str     r7, [sp]\n\t"                                                          \
-            "str     r7, [sp, #4]\n\t"                                                      \
+            "strd    r7, r7, [sp]\n\t"                                                      \
             "ldr     r11, [sp, #72]\n\t"                                                    \
             "lsl     r11, r11, r8\n\t"                                                      \
             "strd    r9, r11, [sp, #8]\n\t"                                                 \
@@ -419,11 +462,10 @@ typedef struct {
             "add     r12, r11, r12\n\t"                                                     \
             "ldr     r11, [sp, #80]\n\t"                                                    \
             "add     r11, r0, r11\n\t"                                                      \
-            "str     r11, [sp, #36]\n"                                                      \
-            "1:\n\t" /* a row: r0, r12 at its start; at least one pair */                   \
+            "str     r11, [sp, #36]\n\t"                                                    \
             "ldr     lr, [sp, #24]\n\t"                                                     \
-            "adds    lr, r0, lr\n"                                                          \
-            "2:\n\t"                                                                        \
+            "add     lr, r0, lr\n"                                                          \
+            "2:\n\t" /* a pair; the row's first: r0, r12 at its start, lr its pairs' end */  \
             "ldrd    r7, r8, [sp]\n\t"                                                      \
             TAPS                                                                            \
             "ldrd    r9, r10, [sp, #8]\n\t"                                                 \
@@ -445,17 +487,18 @@ typedef struct {
             ONE                                                                             \
             "ldrd    r9, r10, [sp, #8]\n\t"                                                 \
             EQ_DWA_STAGE("r7")                                                              \
-            "ldr     r9, [sp, #16]\n\t"                                                     \
+            "ldrd    r9, r10, [sp, #16]\n\t"                                                \
             "asr     r7, r7, r9\n\t"                                                        \
             "ssat    r7, #8, r7\n\t"                                                        \
-            "strb    r7, [r12]\n"                                                           \
-            "4:\n\t"                                                                        \
+            "strb    r7, [r12]\n\t"                                                         \
+            "add     r12, r12, r10\n"                                                       \
+            "4:\n\t" /* the next row */                                                     \
             "ldrd    r9, r10, [sp, #28]\n\t"                                                \
             "add     r0, r0, r9\n\t"                                                        \
-            "add     r12, r12, r10\n\t"                                                     \
+            "add     lr, lr, r10\n\t"                                                       \
             "ldr     r9, [sp, #36]\n\t"                                                     \
             "cmp     r0, r9\n\t"                                                            \
-            "bne     1b\n"                                                                  \
+            "bne     2b\n"                                                                  \
             "6:\n\t" /* the next channel */                                                 \
             "ldr     r12, [sp, #68]\n\t"                                                    \
             "ldr     r11, [sp, #84]\n\t"                                                    \
@@ -603,7 +646,7 @@ EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const in
         a.depth = depth;
         a.span = (out_w >> 1) * 4 * s;
         a.next_p = p->stride_h * 4 * g.rs - a.span;
-        a.next_q = (out_w & 1) * depth;
+        a.pitch = p->stride_h * 4 * g.rs;
         a.odd = out_w & 1;
         a.p = plane;
         a.w = w;
