@@ -181,6 +181,14 @@ OP_CASES = [
     ("depthwise3x3", _depthwise_stress, {"h": 20, "w": 20, "channels": 8}),
     ("depthwise3x3", _depthwise3x3, {"channels": 12, "h": 26, "w": 17, "activation": "NONE"}),
     ("depthwise3x3", _depthwise_stress, {"h": 30, "w": 19, "stride": 2, "channels": 8}),
+    # eq_dw_one_band (the image in one band, the stage prepared by eq_dw_run_*, channels it
+    # leaves to C, a last quad of two channels), odd widths, whole-width fills
+    # (eq_dw_fill_all_*) and fills with an odd last column, VALID
+    ("depthwise3x3", _depthwise_stress, {"h": 12, "w": 12, "stride": 2, "channels": 22}),
+    ("depthwise3x3", _depthwise_stress, {"h": 3, "w": 3, "channels": 16}),
+    ("depthwise3x3", _depthwise_stress, {"h": 7, "w": 7, "stride": 2, "channels": 8}),
+    ("depthwise", opmodels.depthwise, {"kernel": 3, "cin": 8, "size": (8, 10),
+                                       "padding": "VALID"}),
     ("depthwise1x3", _depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
     ("depthwise1x3", _depthwise1x3, {"channels": 9, "w": 21}),
     ("depthwise1x3", _depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True}),
