@@ -228,7 +228,7 @@ def loop_floor(path: Path) -> int:
     one weight word, two SXTB16, three LDMs of the int16 columns, twelve SMLADs) plus the
     6-instruction output stage per output; 3x3 DEPTHWISE_CONV_2D 32 per two outputs (the bias,
     per filter row one LDRD and four SMLAxy, the stages with their constants, the output and
-    loop steps: eq_dw_pairs_s1), 1x3 strips 10 per output. A floor for
+    loop steps: eq_dw_run_s1), 1x3 strips 10 per output. A floor for
     these kernels' design on this ISA, to weigh the instructions/MAC target against (other
     depthwise filter shapes, not on a fast path, are counted at one instruction per MAC plus
     the stage)."""

@@ -1,6 +1,6 @@
 /* edgeq kernels, private to eq_depthwise.c: the 3x3 depthwise convolution two outputs at a
- * time (eq_depthwise3x3_pairs), its int16 planes, its prepared channels and its assembly
- * (eq_dw_pairs_s1/s2 and the _m and _n variants for shorter rows). Included after
+ * time (eq_depthwise3x3_pairs), its int16 planes, its weight pairs and its assembly
+ * (eq_dw_run_s1/s2 and the _m and _n variants for shorter rows). Included after
  * eq_dw_channel (the reference code for channels without a fast stage). Only with EQ_FAST;
  * the assembly with EQ_ASM.
  */
@@ -15,21 +15,23 @@
  * of the four channels become int16 planes with the input offset added (0 in the padding),
  * plane row r of channel k at (4r + k) * rs bytes, so that every word holds a channel's values
  * at two neighbouring columns, word aligned at even columns; the rows a band shares with the
- * band before are copied, not converted again. Then channel by channel (the quad's channels
- * in one call of the assembly when all take it), with
- * the nine weights as (w0 w1) (w1 w2) pairs per filter row, two neighbouring outputs at a time
+ * band before are copied, not converted again (an image in one band: quad by quad in
+ * eq_dw_one_band). Then channel by channel (the quad's in one call of the assembly, which
+ * prepares each channel's stage and leaves to C those it cannot take), with the nine
+ * weights as (w0 w1) (w1 w2) pairs per filter row, doubled, two neighbouring outputs at a time
  * from two or three aligned words per filter row:
  *   stride 1, outputs x, x + 1 (x even), words a = (v[x] v[x+1]), b = (v[x+2] v[x+3]):
  *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLATB(a, (w0 w1)) + SMLAD(b, (w1 w2))
  *   stride 2, a = (v[2x] v[2x+1]), b, c the next words:
  *     x: SMLAD(a, (w0 w1)) + SMLABT(b, (w1 w2));  x + 1: SMLAD(b, (w0 w1)) + SMLABT(c, (w1 w2))
  * six multiply instructions for nine MACs. Channels with the folded output stage, the whole
- * int8 range and a bias below 2^29 (mode 2) take doubled weights and bias: with the
+ * int8 range and a bias below 2^29 (mode 2) take the doubled weights and bias: with the
  * accumulator doubled, SMMLAR(2 acc, M, c) = c + ((acc * M + 2^30) >> 31) is the rounding
  * doubling high multiply itself (for M in [2^30, 2^31)), so the stage is
  *   v = SSAT8(SMMLAR(2 acc, M, add + (acc >> 31)) >> r)
  * with add = 2^(r-1) + offset * 2^r (eq_rqc_make's EQ_RQ_FOLDED proof; |2 acc| < 2^31). Other
- * fast stages use eq_rqu_apply; channels without one go through the reference code. */
+ * fast stages use eq_rqu_apply (the weights halved again); channels without one go through
+ * the reference code. */
 #define EQ_DW_BAND_BYTES 3584 /* scratch for a band of planes; edgeq.deploy.cgen mirrors it */
 #define EQ_DW_PR 124 /* bytes per plane row when the row fits: 2 * 496 fits LDRD's offset */
 #define EQ_DW_PRM 64 /* the same for rows of at most 32 values (longer bands) */
@@ -288,26 +290,65 @@ static void eq_dw_pair_weights(const eq_depthwise_t *p, int32_t c, uint32_t *w)
     }
 }
 
-/* The weight pairs of channels c0 .. c0 + 3 (int8 weights; six words a channel, doubled)
- * from one word per tap: SXTB16 gives the tap of channels (0, 2) and (1, 3), SADD16 doubles,
- * PKHBT/PKHTB pair neighbouring taps. */
-static void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, uint32_t *w)
+/* Weights i .. i + 3 (int4, i even: two bytes) as four int8 bytes: each nibble in its byte,
+ * its sign bit copied into the byte's top four bits. */
+EQ_INLINE uint32_t eq_dw_int4_quad(const int8_t *w, int32_t i)
 {
-    const int32_t depth = p->in_c;
-    const int8_t *t = p->weights + c0;
-    int32_t fy, k;
+    const uint32_t v = (uint32_t)(uint8_t)w[i >> 1] | (uint32_t)(uint8_t)w[(i >> 1) + 1] << 8;
+    const uint32_t b = (v & 0xFu) | (v & 0xF0u) << 4 | (v & 0xF00u) << 8 | (v & 0xF000u) << 12;
+    return b | (b & 0x08080808u) * 0x1Eu;
+}
+
+/* Whether eq_dw_quad_weights takes the op's weights: int8, or int4 with every quad's first
+ * weight at an even index. */
+EQ_INLINE int eq_dw_quad_bits(const eq_depthwise_t *p)
+{
+    return p->weight_bits == 8 || (p->weight_bits == 4 && p->in_c % 2 == 0);
+}
+
+/* Filter row fy's weight pairs of four channels (w: channel 0's six words) from its taps t0,
+ * t1, t2 (four int8 weights each): SXTB16 gives a tap of channels (0, 2) and (1, 3), SADD16
+ * doubles, PKHBT/PKHTB pair neighbouring taps. */
+EQ_INLINE void eq_dw_quad_row(uint32_t t0, uint32_t t1, uint32_t t2, uint32_t *w, int32_t fy)
+{
+    int32_t k;
+    for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
+        const uint32_t e0 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0));
+        const uint32_t e1 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1));
+        const uint32_t e2 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2));
+        w[6 * k + 2 * fy] = eq_dw_pk_lo(e0, e1);
+        w[6 * k + 2 * fy + 1] = eq_dw_pk_lo(e1, e2);
+        w[6 * (k + 2) + 2 * fy] = eq_dw_pk_hi(e0, e1);
+        w[6 * (k + 2) + 2 * fy + 1] = eq_dw_pk_hi(e1, e2);
+    }
+}
+
+/* The weight pairs of four channels, six words a channel, doubled: int8 weights from t (the
+ * first channel's first tap), int4 from weight i on (even); one word of four weights a tap. */
+static void eq_dw_quad8(const int8_t *t, int32_t depth, uint32_t *w)
+{
+    int32_t fy;
     for (fy = 0; fy < 3; ++fy, t += 3 * depth) {
-        const uint32_t t0 = eq_load32(t), t1 = eq_load32(t + depth);
-        const uint32_t t2 = eq_load32(t + 2 * depth);
-        for (k = 0; k < 2; ++k) { /* channels k and k + 2 */
-            const uint32_t e0 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t0) : EQ_SXTB16(t0));
-            const uint32_t e1 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t1) : EQ_SXTB16(t1));
-            const uint32_t e2 = eq_dw_twice(k ? EQ_SXTB16_ROR8(t2) : EQ_SXTB16(t2));
-            w[6 * k + 2 * fy] = eq_dw_pk_lo(e0, e1);
-            w[6 * k + 2 * fy + 1] = eq_dw_pk_lo(e1, e2);
-            w[6 * (k + 2) + 2 * fy] = eq_dw_pk_hi(e0, e1);
-            w[6 * (k + 2) + 2 * fy + 1] = eq_dw_pk_hi(e1, e2);
-        }
+        eq_dw_quad_row(eq_load32(t), eq_load32(t + depth), eq_load32(t + 2 * depth), w, fy);
+    }
+}
+
+static void eq_dw_quad4(const int8_t *weights, int32_t i, int32_t depth, uint32_t *w)
+{
+    int32_t fy;
+    for (fy = 0; fy < 3; ++fy, i += 3 * depth) {
+        eq_dw_quad_row(eq_dw_int4_quad(weights, i), eq_dw_int4_quad(weights, i + depth),
+                       eq_dw_int4_quad(weights, i + 2 * depth), w, fy);
+    }
+}
+
+/* Those of channels c0 .. c0 + 3 (weights as eq_dw_quad_bits). */
+EQ_INLINE void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, uint32_t *w)
+{
+    if (p->weight_bits == 4) {
+        eq_dw_quad4(p->weights, c0, p->in_c, w);
+    } else {
+        eq_dw_quad8(p->weights + c0, p->in_c, w);
     }
 }
 
@@ -583,9 +624,9 @@ static void eq_dw_pair_channels(const eq_depthwise_t *p, eq_dw_pair_t *d, const 
 typedef void (*eq_dw_fill_fn)(int16_t *, const int8_t *, int32_t, int32_t, int32_t, int32_t,
                               uint32_t);
 
-/* The whole image in one band, int8 weights, the fill and the run in assembly: quad by quad
- * the weights, one call of each (the same but for c0), the channels the run leaves in C.
- * Returns the first channel left (fewer than four). */
+/* The whole image in one band, weights as eq_dw_quad_bits, the fill and the run in assembly:
+ * quad by quad the weights, one call of each (the same but for c0), the channels the run
+ * leaves in C. Returns the first channel left (fewer than four). */
 EQ_NOINLINE int32_t eq_dw_one_band(const eq_depthwise_t *p, const int8_t *in, int8_t *out,
                                    const eq_dw_band_t *g, eq_dw_run_t *a, uint32_t *w,
                                    uint32_t (*run)(const eq_dw_run_t *), eq_dw_fill_fn fill)
@@ -661,7 +702,7 @@ EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const in
 #endif
     eq_dw_plane_clear(p, planes, &g);
 #if EQ_ASM
-    if (run != NULL && g.band == out_h && p->batches == 1 && p->weight_bits == 8
+    if (run != NULL && g.band == out_h && p->batches == 1 && eq_dw_quad_bits(p)
         && EQ_MIN(p->in_w, g.count - p->pad_w) >= 2) {
         first = eq_dw_one_band(p, in, out, &g, &a, w, run,
                                g.rs == EQ_DW_PR    ? eq_dw_rows_pr
@@ -673,7 +714,7 @@ EQ_NO_MEMSET static void eq_depthwise3x3_pairs(const eq_depthwise_t *p, const in
         const int8_t *image = in + b * p->in_h * p->in_w * depth;
         for (c0 = first; c0 < depth; c0 += 4) {
             const int32_t nch = EQ_MIN(4, depth - c0);
-            if (nch == 4 && p->weight_bits == 8) {
+            if (nch == 4 && eq_dw_quad_bits(p)) {
                 eq_dw_quad_weights(p, c0, w);
             } else {
                 for (k = 0; k < nch; ++k) {
