@@ -101,7 +101,7 @@ KERNEL_FILES = {
     "CONV_2D": ("eq_channels.c", "eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h",
                 "eq_conv_pw8.h", "eq_conv.c"),
     "DEPTHWISE_CONV_2D": ("eq_channels.c", "eq_depthwise_asm.h", "eq_depthwise_strips.h",
-                          "eq_depthwise_pairs.h", "eq_depthwise.c"),
+                          "eq_depthwise_run.h", "eq_depthwise_pairs.h", "eq_depthwise.c"),
     "FULLY_CONNECTED": ("eq_channels.c", "eq_fully_connected.c"),
     "ADD": ("eq_add.c",),
     "AVERAGE_POOL_2D": ("eq_pool.c",),

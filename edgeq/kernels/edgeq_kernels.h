@@ -202,9 +202,10 @@ void eq_unpack_int4(const int8_t *packed, int32_t bits, int32_t count, int8_t *o
  *   2 * count <= 32, else 64 if 2 * count <= 64, else max(124, 2 * count), and band =
  *   max(1, min(out_h, (3584 / (4 * rs) - 3) / stride_h + 1)) output rows (C division):
  *   scratch 4 * rs * ((band - 1) * stride_h + 3) bytes. In assembly for channels whose stage
- *   is the folded right shift with the whole int8 clamp and |bias| < 2^29, rows that fit 32,
- *   64 or 124 bytes and out_w >= 2, in C otherwise (every fast stage, any clamp); channels
- *   whose stage has no fast form take the reference loops.
+ *   is the folded right shift with |bias| < 2^29 or a left shift of 0 to 7 with
+ *   |bias| < 2^22, with the whole int8 clamp, rows that fit 32, 64 or 124 bytes and
+ *   out_w >= 2, in C otherwise (every fast stage, any clamp); channels whose stage has no
+ *   fast form take the reference loops.
  * With width = (out_w - 1) * stride_w + 3, count = (width + 2) & ~1, lead = pad_w & 1 and
  * rows = (out_h - 1) * stride_h + 3:
  * - 1x3 with 2 * (count + lead) <= 32 and rows <= 32: int16 planes of all rows;

@@ -6,7 +6,8 @@
  * quad, from int16 rows of one channel with the input offset added (the padding 0), so that
  * one word holds a channel's values at two neighbouring columns:
  * - 3x3 filters, strides 1 and 2 across: eq_depthwise3x3_pairs (below), two outputs at a time
- *   from planes of a band of rows, in assembly for the folded output stage;
+ *   from planes of a band of rows, in assembly for the folded output stage and small left
+ *   shifts (eq_depthwise_run.h);
  * - 1x3 filters: the strips (eq_depthwise_strips.h, eq_depthwise_asm.h): each channel's output
  *   row is one strip with its weights, bias and output stage in registers, per output pixel
  *   one load, one SMLAD (taps 0 and 1) and one SMLAxy (tap 2 of the pixel before).
