@@ -95,15 +95,15 @@ typedef struct {
 #define EQ_DWA_M2 EQ_DWA_X(8 * EQ_DW_PRM)
 #define EQ_DWA_N1 EQ_DWA_X(4 * EQ_DW_PRN)
 #define EQ_DWA_N2 EQ_DWA_X(8 * EQ_DW_PRN)
-#define EQ_DWA_S1(OFF, A, B)                                      \
-    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
+#define EQ_DWA_S1(AT, A, B)                                       \
+    "ldrd    r9, r10, " AT "\n\t"                                 \
     "smlad   r7, r9, " A ", r7\n\t"                               \
     "smlabt  r7, r10, " B ", r7\n\t"                              \
     "smlatb  r8, r9, " A ", r8\n\t"                               \
     "smlad   r8, r10, " B ", r8\n\t"
-#define EQ_DWA_S2(OFF, A, B)                                      \
-    "ldrd    r9, r10, [r0, #" OFF "]\n\t"                         \
-    "ldr     r11, [r0, #" OFF "+8]\n\t"                           \
+#define EQ_DWA_S2(AT, AT8, A, B)                                   \
+    "ldrd    r9, r10, " AT "\n\t"                                 \
+    "ldr     r11, " AT8 "\n\t"                                    \
     "smlad   r7, r9, " A ", r7\n\t"                               \
     "smlabt  r7, r10, " B ", r7\n\t"                              \
     "smlad   r8, r10, " A ", r8\n\t"                              \
@@ -165,7 +165,7 @@ typedef struct {
     "add     lr, r0, lr\n"
 /* A channel's rows (r0, r12 at its start, lr the end of its first row's pairs; at least one
  * pair a row). */
-#define EQ_DWA_ROWS(TAPS, ONE, STEP, PAIR, LAST)                                            \
+#define EQ_DWA_ROWS(TAPS, ONE, PAIR, LAST)                                                  \
     "2:\n\t"                                                                                \
     "ldrd    r7, r8, [sp]\n\t"                                                              \
     TAPS                                                                                    \
@@ -175,7 +175,6 @@ typedef struct {
     "strb    r7, [r12]\n\t"                                                                 \
     "strb    r8, [r12, r10]\n\t"                                                            \
     "add     r12, r12, r10, lsl #1\n\t"                                                     \
-    "add     r0, r0, #" #STEP "\n\t"                                                        \
     "cmp     r0, lr\n\t"                                                                    \
     "bne     2b\n\t"                                                                        \
     "ldr     r7, [sp, #40]\n\t"                                                             \
@@ -193,7 +192,7 @@ typedef struct {
     "ldr     r9, [sp, #36]\n\t"                                                             \
     "cmp     r0, r9\n\t"                                                                    \
     "bne     2b\n"
-#define EQ_DWA_FUNC(NAME, TAPS, ONE, STEP)                                                     \
+#define EQ_DWA_FUNC(NAME, TAPS, ONE)                                                           \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
             "sub     sp, sp, #92\n\t"                                                       \
@@ -224,7 +223,7 @@ typedef struct {
             "strd    r9, r11, [sp, #8]\n\t"                                                 \
             "str     r10, [sp, #16]\n\t"                                                    \
             EQ_DWA_CHANNEL                                                                  \
-            EQ_DWA_ROWS(TAPS, ONE, STEP, EQ_DWA_PAIR_R, EQ_DWA_ONE_R)                       \
+            EQ_DWA_ROWS(TAPS, ONE, EQ_DWA_PAIR_R, EQ_DWA_ONE_R)                             \
             "6:\n\t" /* the next channel */                                                 \
             "ldr     r12, [sp, #68]\n\t"                                                    \
             "ldr     r11, [sp, #84]\n\t"                                                    \
@@ -255,28 +254,27 @@ typedef struct {
             "strd    r9, r11, [sp, #8]\n\t"                                                 \
             "str     r8, [sp, #16]\n\t"                                                     \
             EQ_DWA_CHANNEL                                                                  \
-            EQ_DWA_ROWS(TAPS, ONE, STEP, EQ_DWA_PAIR_L, EQ_DWA_ONE_L)                       \
+            EQ_DWA_ROWS(TAPS, ONE, EQ_DWA_PAIR_L, EQ_DWA_ONE_L)                             \
             "b       6b\n\t"                                                                \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
 #define EQ_DWA_ONES(R1, R2)                                                                 \
     EQ_DWA_ONE("0", "r1", "r2") EQ_DWA_ONE(R1, "r3", "r4") EQ_DWA_ONE(R2, "r5", "r6")
+/* a pair's taps; the first load steps r0 on to the next pair (the others' offsets less the
+ * step) */
 #define EQ_DWA_S1S(R1, R2)                                                                  \
-    EQ_DWA_S1("0", "r1", "r2") EQ_DWA_S1(R1, "r3", "r4") EQ_DWA_S1(R2, "r5", "r6")
+    EQ_DWA_S1("[r0], #4", "r1", "r2") EQ_DWA_S1("[r0, #" R1 "-4]", "r3", "r4")              \
+    EQ_DWA_S1("[r0, #" R2 "-4]", "r5", "r6")
 #define EQ_DWA_S2S(R1, R2)                                                                  \
-    EQ_DWA_S2("0", "r1", "r2") EQ_DWA_S2(R1, "r3", "r4") EQ_DWA_S2(R2, "r5", "r6")
-EQ_DWA_FUNC(eq_dw_run_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
-            4);
-EQ_DWA_FUNC(eq_dw_run_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
-            8);
-EQ_DWA_FUNC(eq_dw_run_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2),
-            EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 4);
-EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2),
-            EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2), 8);
-EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2),
-            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 4);
-EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2),
-            EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2), 8);
+    EQ_DWA_S2("[r0], #8", "[r0]", "r1", "r2")                                               \
+    EQ_DWA_S2("[r0, #" R1 "-8]", "[r0, #" R1 "]", "r3", "r4")                               \
+    EQ_DWA_S2("[r0, #" R2 "-8]", "[r0, #" R2 "]", "r5", "r6")
+EQ_DWA_FUNC(eq_dw_run_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2));
+EQ_DWA_FUNC(eq_dw_run_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2));
+EQ_DWA_FUNC(eq_dw_run_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2));
+EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2));
+EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2));
+EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2));
 uint32_t eq_dw_run_s1(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s2(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s1_m(const eq_dw_run_t *a);
