@@ -192,7 +192,25 @@ typedef struct {
     "ldr     r9, [sp, #36]\n\t"                                                             \
     "cmp     r0, r9\n\t"                                                                    \
     "bne     2b\n"
-#define EQ_DWA_FUNC(NAME, TAPS, ONE)                                                           \
+/* The left shifts' set-up and rows (9: from the test of r; in the _n functions only, whose
+ * small images are where such stages are found; the others leave those channels to C). */
+#define EQ_DWA_LEFT(TAPS, ONE)                                                              \
+    "9:\n\t" /* r outside 1 .. 22: a left shift l = -r of 0 .. 7? */                        \
+    "rsb     r8, r10, #0\n\t"                                                               \
+    "cmp     r8, #7\n\t"                                                                    \
+    "bhi     8b\n\t"                                                                        \
+    "adds    r11, r7, #0x400000\n\t" /* -2^22 < bias < 2^22 */                              \
+    "beq     8b\n\t"                                                                        \
+    "cmp     r11, #0x800000\n\t"                                                            \
+    "bhs     8b\n\t"                                                                        \
+    "ldr     r11, [sp, #72]\n\t"                                                            \
+    "asr     r11, r11, #1\n\t"                                                              \
+    "strd    r9, r11, [sp, #8]\n\t"                                                         \
+    "str     r8, [sp, #16]\n\t"                                                             \
+    EQ_DWA_CHANNEL                                                                          \
+    EQ_DWA_ROWS(TAPS, ONE, EQ_DWA_PAIR_L, EQ_DWA_ONE_L)                                     \
+    "b       6b\n\t"
+#define EQ_DWA_FUNC(NAME, TAPS, ONE, NOLEFT, LEFT)                                             \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                         \
             "push    {r4-r11, lr}\n\t"                                                      \
             "sub     sp, sp, #92\n\t"                                                       \
@@ -234,6 +252,7 @@ typedef struct {
             "ldr     r0, [sp, #88]\n\t"                                                     \
             "add     sp, sp, #92\n\t"                                                       \
             "pop     {r4-r11, pc}\n"                                                        \
+            NOLEFT                                                                          \
             "8:\n\t" /* channel k left to C */                                              \
             "ldr     r11, [sp, #88]\n\t"                                                    \
             "movs    r10, #1\n\t"                                                           \
@@ -241,21 +260,7 @@ typedef struct {
             "orr     r11, r11, r10\n\t"                                                     \
             "str     r11, [sp, #88]\n\t"                                                    \
             "b       6b\n\t"                                                                \
-            "9:\n\t" /* r outside 1 .. 22: a left shift l = -r of 0 .. 7? */                \
-            "rsb     r8, r10, #0\n\t"                                                       \
-            "cmp     r8, #7\n\t"                                                            \
-            "bhi     8b\n\t"                                                                \
-            "adds    r11, r7, #0x400000\n\t" /* -2^22 < bias < 2^22 */                      \
-            "beq     8b\n\t"                                                                \
-            "cmp     r11, #0x800000\n\t"                                                    \
-            "bhs     8b\n\t"                                                                \
-            "ldr     r11, [sp, #72]\n\t"                                                    \
-            "asr     r11, r11, #1\n\t"                                                      \
-            "strd    r9, r11, [sp, #8]\n\t"                                                 \
-            "str     r8, [sp, #16]\n\t"                                                     \
-            EQ_DWA_CHANNEL                                                                  \
-            EQ_DWA_ROWS(TAPS, ONE, EQ_DWA_PAIR_L, EQ_DWA_ONE_L)                             \
-            "b       6b\n\t"                                                                \
+            LEFT                                                                            \
             ".size " #NAME ", .-" #NAME "\n\t"                                              \
             ".text\n")
 #define EQ_DWA_ONES(R1, R2)                                                                 \
@@ -269,12 +274,19 @@ typedef struct {
     EQ_DWA_S2("[r0], #8", "[r0]", "r1", "r2")                                               \
     EQ_DWA_S2("[r0, #" R1 "-8]", "[r0, #" R1 "]", "r3", "r4")                               \
     EQ_DWA_S2("[r0, #" R2 "-8]", "[r0, #" R2 "]", "r5", "r6")
-EQ_DWA_FUNC(eq_dw_run_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2));
-EQ_DWA_FUNC(eq_dw_run_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2));
-EQ_DWA_FUNC(eq_dw_run_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2));
-EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2));
-EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2));
-EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2));
+#define EQ_DWA_NO "9:\n\t" /* no left shifts: to C */
+EQ_DWA_FUNC(eq_dw_run_s1, EQ_DWA_S1S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+            EQ_DWA_NO, "");
+EQ_DWA_FUNC(eq_dw_run_s2, EQ_DWA_S2S(EQ_DWA_R1, EQ_DWA_R2), EQ_DWA_ONES(EQ_DWA_R1, EQ_DWA_R2),
+            EQ_DWA_NO, "");
+EQ_DWA_FUNC(eq_dw_run_s1_m, EQ_DWA_S1S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2),
+            EQ_DWA_NO, "");
+EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA_M1, EQ_DWA_M2),
+            EQ_DWA_NO, "");
+EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2),
+            "", EQ_DWA_LEFT(EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2)));
+EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2),
+            "", EQ_DWA_LEFT(EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2)));
 uint32_t eq_dw_run_s1(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s2(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s1_m(const eq_dw_run_t *a);
