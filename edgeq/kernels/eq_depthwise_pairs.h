@@ -146,7 +146,7 @@ EQ_NO_MEMSET EQ_INLINE void eq_dw_plane_rows(const eq_depthwise_t *p, const int8
     for (r = lo; r < hi; ++r, image += line) {
         int16_t *row = planes + r * 4 * plane + pad;
         const int8_t *src = image;
-        if (nch < 4) {
+        if (nch < 4 || EQ_ASM) { /* (with the assembly: rows it cannot fill, rare) */
             for (k = 0; k < nch; ++k) {
                 for (x = 0; x < cols; ++x) {
                     row[k * plane + x] = (int16_t)(src[x * depth + k] + p->in_offset);
@@ -214,8 +214,10 @@ static void eq_dw_pair_prepare(const eq_depthwise_t *p, int32_t c, const uint32_
 {
     const int32_t bias = p->bias ? p->bias[c] : 0, m = p->multiplier[c], shift = p->shift[c];
     int32_t i, twice = 1;
-    /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29 */
-    if (m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
+    /* mode 2: EQ_RQ_FOLDED's conditions (eq_rqc_make) with the bias below 2^29; in C only
+     * without the assembly (which takes those channels where it can; else eq_rqu_apply's
+     * folded form: less code) */
+    if (!EQ_ASM && m >= (1 << 30) && shift <= -1 && shift >= -22 && bias < (1 << 29)
         && bias > -(1 << 29) && p->act_min == -128 && p->act_max == 127) {
         d->mode = 2;
         d->m = m;
@@ -294,10 +296,13 @@ static void eq_dw_quad8(const int8_t *t, int32_t depth, uint32_t *w)
 
 static void eq_dw_quad4(const int8_t *weights, int32_t i, int32_t depth, uint32_t *w)
 {
-    int32_t fy;
-    for (fy = 0; fy < 3; ++fy, i += 3 * depth) {
-        eq_dw_quad_row(eq_dw_int4_quad(weights, i), eq_dw_int4_quad(weights, i + depth),
-                       eq_dw_int4_quad(weights, i + 2 * depth), w, fy);
+    uint32_t t[9]; /* the taps as int8 first: one loop of each (less code) */
+    int32_t j;
+    for (j = 0; j < 9; ++j, i += depth) {
+        t[j] = eq_dw_int4_quad(weights, i);
+    }
+    for (j = 0; j < 3; ++j) {
+        eq_dw_quad_row(t[3 * j], t[3 * j + 1], t[3 * j + 2], w, j);
     }
 }
 
@@ -381,14 +386,14 @@ static void eq_dw_pair_channels(const eq_depthwise_t *p, eq_dw_pair_t *d, const 
         if (d[k].mode == 0) {
             continue;
         }
-        if (p->stride_w == 1) {
-            if (d[k].mode == 2) {
+        if (!EQ_ASM && d[k].mode == 2) {
+            if (p->stride_w == 1) {
                 eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 1, 2);
             } else {
-                eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 1, 1);
+                eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 0, 2);
             }
-        } else if (d[k].mode == 2) {
-            eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 0, 2);
+        } else if (p->stride_w == 1) {
+            eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 1, 1);
         } else {
             eq_dw_pair_rows(p, &d[k], pk, rw, o + k, n, 0, 1);
         }

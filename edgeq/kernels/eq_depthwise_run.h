@@ -192,8 +192,9 @@ typedef struct {
     "ldr     r9, [sp, #36]\n\t"                                                             \
     "cmp     r0, r9\n\t"                                                                    \
     "bne     2b\n"
-/* The left shifts' set-up and rows (9: from the test of r; in the _n functions only, whose
- * small images are where such stages are found; the others leave those channels to C). */
+/* The left shifts' set-up and rows (9: from the test of r; in eq_dw_run_s1_n only, whose
+ * small images are where such stages are found; the others leave those channels to C: less
+ * code). */
 #define EQ_DWA_LEFT(TAPS, ONE)                                                              \
     "9:\n\t" /* r outside 1 .. 22: a left shift l = -r of 0 .. 7? */                        \
     "rsb     r8, r10, #0\n\t"                                                               \
@@ -286,7 +287,7 @@ EQ_DWA_FUNC(eq_dw_run_s2_m, EQ_DWA_S2S(EQ_DWA_M1, EQ_DWA_M2), EQ_DWA_ONES(EQ_DWA
 EQ_DWA_FUNC(eq_dw_run_s1_n, EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2),
             "", EQ_DWA_LEFT(EQ_DWA_S1S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2)));
 EQ_DWA_FUNC(eq_dw_run_s2_n, EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2),
-            "", EQ_DWA_LEFT(EQ_DWA_S2S(EQ_DWA_N1, EQ_DWA_N2), EQ_DWA_ONES(EQ_DWA_N1, EQ_DWA_N2)));
+            EQ_DWA_NO, "");
 uint32_t eq_dw_run_s1(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s2(const eq_dw_run_t *a);
 uint32_t eq_dw_run_s1_m(const eq_dw_run_t *a);
