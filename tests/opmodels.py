@@ -194,20 +194,22 @@ def add(rng, activation="NONE", broadcast=False) -> Model:
     return b.model([x1, x2], [y], f"add {activation}{' broadcast' if broadcast else ''}")
 
 
-def _pool(rng, kind, padding="VALID", stride=2, size=2) -> Model:
+def _pool(rng, kind, padding="VALID", stride=2, size=2, channels=None, hw=None,
+          activation="NONE") -> Model:
     b = _Builder(rng)
-    h, w = (int(v) for v in rng.integers(size, 12, size=2))
-    c = int(rng.integers(1, 9))
+    h, w = hw or (int(v) for v in rng.integers(size, 12, size=2))
+    c = channels or int(rng.integers(1, 9))
     x = b.activation("input", (1, h, w, c))
     oh, ow = _spatial(h, size, stride, 1, padding), _spatial(w, size, stride, 1, padding)
     y = b.like("output", (1, oh, ow, c), x)
     b.op(kind, [x], y, padding=padding, stride_w=stride, stride_h=stride, filter_width=size,
-         filter_height=size, fused_activation_function="NONE")
-    return b.model([x], [y], f"{kind.lower()} {padding} s{stride} k{size}")
+         filter_height=size, fused_activation_function=activation)
+    return b.model([x], [y], f"{kind.lower()} {padding} s{stride} k{size} c{c} {h}x{w} "
+                             f"{activation}")
 
 
-def avg_pool(rng, padding="VALID", stride=2, size=2) -> Model:
-    return _pool(rng, "AVERAGE_POOL_2D", padding, stride, size)
+def avg_pool(rng, padding="VALID", stride=2, size=2, **options) -> Model:
+    return _pool(rng, "AVERAGE_POOL_2D", padding, stride, size, **options)
 
 
 def max_pool(rng, padding="VALID", stride=2, size=2) -> Model:
