@@ -159,15 +159,16 @@ def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, 
 
 
 def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
-                    with_bias=True, input_4d=False, out_scale_factor=1.0) -> Model:
-    """input_4d feeds a [1, h, w, c] tensor, which FULLY_CONNECTED flattens itself."""
+                    with_bias=True, input_4d=False, out_scale_factor=1.0, depth=None) -> Model:
+    """input_4d feeds a [1, h, w, c] tensor, which FULLY_CONNECTED flattens itself; `depth`
+    fixes the input length of a 2-D input."""
     b = _Builder(rng)
     units = int(rng.integers(2, 33))
     if input_4d:
         in_shape = (1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 9)))
         depth = int(np.prod(in_shape))
     else:
-        depth = int(rng.integers(4, 65))
+        depth = depth or int(rng.integers(4, 65))
         in_shape = (1, depth)
     x = b.activation("input", in_shape)
     wt = b.weights("weights", (units, depth), weight_bits, 0 if per_channel else None)

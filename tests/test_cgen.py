@@ -314,6 +314,11 @@ EXTRA_CASES = [
     ("avg_pool", opmodels.avg_pool, {"size": 5, "stride": 3, "channels": 7, "hw": (11, 5)}),
     ("avg_pool", opmodels.avg_pool, {"size": 16, "channels": 8, "hw": (16, 16)}),
     ("avg_pool", opmodels.avg_pool, {"size": 17, "channels": 6, "hw": (17, 17)}),
+    # FULLY_CONNECTED four int8 values a step: 256 (vww's classifier), a tail of 3, only a tail
+    ("fully_connected", opmodels.fully_connected, {"depth": 256}),
+    ("fully_connected", opmodels.fully_connected, {"depth": 39, "per_channel": False,
+                                                   "activation": "RELU"}),
+    ("fully_connected", opmodels.fully_connected, {"depth": 3}),
 ]
 
 

@@ -250,6 +250,9 @@ OP_CASES = [
     ("concatenation", opmodels.concatenation, {"same_scales": False, "count": 3}),
     ("pad", opmodels.pad, {}),
     ("avg_pool", opmodels.avg_pool, {"padding": "SAME", "stride": 1, "size": 3}),
+    # FULLY_CONNECTED four int8 values a step, and a tail of 3
+    ("fully_connected", opmodels.fully_connected, {"depth": 256}),
+    ("fully_connected", opmodels.fully_connected, {"depth": 39, "per_channel": False}),
     # AVERAGE_POOL_2D four channels a word (see test_cgen's cases)
     ("avg_pool", opmodels.avg_pool, {"padding": "SAME", "size": 3, "channels": 13,
                                      "activation": "RELU"}),

@@ -98,9 +98,10 @@ typedef struct {
     "bne     7" K "f\n\t"                           \
     "adr     r8, 6" K "f\n"                          \
     "7" K ":\n\t"
-/* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the channel's weight end,
- * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the eight-run loop is
- * entered (runs - 1 mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
+/* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the columns' end (a run
+ * reads 48 bytes of them: the runs' end test for every channel), [sp, #16] cols, [sp, #20] the
+ * weights while lr holds the offset, [sp, #24] where the eight-run loop is entered (runs - 1
+ * mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
 /* a channel done: the next channel's dst and q into the frame, the stage's multiplier, bias
  * and kind loaded */
 #define EQ_C6_NEXT                                                              \
@@ -112,7 +113,7 @@ typedef struct {
     "ldrd    r6, r7, [r12, #4]\n\t"                                             \
     "ldrb    r8, [r12, #13]\n\t"
 
-#define EQ_C6_FUNC(NAME, W, WSHIFT)                                                             \
+#define EQ_C6_FUNC(NAME, W)                                                             \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
         "sub     sp, sp, #36\n\t"                                                               \
@@ -123,8 +124,9 @@ typedef struct {
         "str     r1, [sp, #8]\n\t"                                                              \
         "str     r5, [sp, #16]\n\t"                                                             \
         "str     r2, [sp, #32]\n\t"                                                             \
-        "lsl     r8, r6, #" #WSHIFT "\n\t"                                                      \
-        "str     r8, [sp, #20]\n\t"                                                             \
+        "add     r8, r6, r6, lsl #1\n\t"                                                        \
+        "add     r8, r5, r8, lsl #4\n\t" /* cols + 48 runs: where the runs end */              \
+        "str     r8, [sp, #12]\n\t"                                                             \
         "sub     r6, r6, #1\n\t"                                                                \
         "and     r6, r6, #7\n\t"                                                                \
         "adr     r8, 60f\n\t"                                                                   \
@@ -145,9 +147,6 @@ typedef struct {
         "11:\n\t"                                                                               \
         "ldr     r0, [r1]\n\t"                                                                  \
         "ldr     r12, [sp, #16]\n\t"                                                            \
-        "ldr     r3, [sp, #20]\n\t"                                                             \
-        "add     r3, lr, r3\n\t"                                                                \
-        "str     r3, [sp, #12]\n\t"                                                             \
         EQ_C6_FIRST(W)                                                                          \
         "ldr     pc, [sp, #24]\n"                                                               \
         ".balign 4\n"                                                                           \
@@ -169,21 +168,21 @@ typedef struct {
         EQ_C6_RUN(W)                                                                            \
         "60:\n\t"                                                                               \
         "ldr     r8, [sp, #12]\n\t"                                                             \
-        "cmp     lr, r8\n\t"                                                                    \
+        "cmp     r12, r8\n\t"                                                                   \
         "bne     1b\n\t"                                                                        \
         EQ_C6_NEXT                                                                              \
         "ldrb    r9, [r12, #12]\n\t"                                                            \
         "cmp     r9, #4\n\t"                                                                    \
         "bne     30f\n\t"                                                                       \
-        EQ_C6_STAGE("")                                                                         \
+        EQ_C6_STAGE("") /* lr, the next channel's weights, kept */                              \
         "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #12]\n\t"                                                             \
         "b       10b\n"                                                                         \
         "30:\n\t"                                                                               \
+        "str     lr, [sp, #20]\n\t"                                                             \
         "ldrsh   lr, [r12, #14]\n\t"                                                            \
         EQ_C6_STAGE("add     r9, r9, lr\n\t")                                                   \
         "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #12]\n\t"                                                             \
+        "ldr     lr, [sp, #20]\n\t"                                                             \
         "b       10b\n"                                                                         \
         "90:\n\t" /* q, dst, w of the first channel not done back into s */                     \
         "ldr     r0, [sp, #28]\n\t"                                                             \
@@ -195,8 +194,8 @@ typedef struct {
         "pop     {r4-r11, pc}\n\t"                                                              \
         ".size " #NAME ", .-" #NAME "\n\t"                                                      \
         ".text\n")
-EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8, 2);
-EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16, 3);
+EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8);
+EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16);
 void eq_conv6_hot(eq_conv6_t *s);
 void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
 

@@ -30,7 +30,12 @@ typedef struct {
     int32_t pixels;     /* in the row */
     uint32_t off2;      /* the input offset, twice */
     int32_t odd;        /* an odd number of channel turns: enter the unrolled loop halfway */
+    int8_t *out_end;    /* the end of the row's outputs */
 } eq_pw8_t;
+
+/* set in the last record's r word (bit 8: the shift reads its low byte, EQ_PW_ANY's offset its
+ * high half), which ends the channel loops without a comparison with rec_end */
+#define EQ_PW_LAST 0x100u
 
 #if EQ_ASM
 /* where a pixel's channel loop is entered (r8 odd): FULL, or HALF for an odd number of
@@ -62,7 +67,7 @@ typedef struct {
     "strb    " T ", [r1], #1\n\t"
 /* r0 records, r1 output, r2-r5 the pixel's (x0 x2) (x1 x3) (x4 x6) (x5 x7), r6-r9 weights, r10
  * bias then the accumulator, r11 m, r12 add, lr r (eq_pw8_records); frame: [sp] input
- * pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] pixels left, [sp,
+ * pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] the row's output end, [sp,
  * #20] off2, [sp, #24] where the channel loop is entered. Two channels a turn (the channel
  * count is even), two turns per end test. */
 #define EQ_PW8_ONE(STAGE)                                             \
@@ -79,7 +84,9 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
         "str     r1, [sp]\n\t"                                      \
         "strd    r3, r4, [sp, #4]\n\t"                              \
-        "strd    r5, r6, [sp, #12]\n\t"                             \
+        "str     r5, [sp, #12]\n\t"                                 \
+        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
+        "str     r6, [sp, #16]\n\t"                                 \
         "str     r7, [sp, #20]\n\t"                                 \
         EQ_PW_ENTRY("24", "2f", "3f")                               \
         "mov     r1, r2\n"                                          \
@@ -104,12 +111,10 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         "3:\n\t"                                                    \
         EQ_PW8_ONE(STAGE)                                             \
         EQ_PW8_ONE(STAGE)                                             \
-        "ldr     r6, [sp, #8]\n\t"                                  \
-        "cmp     r0, r6\n\t"                                        \
-        "bne     2b\n\t"                                            \
+        "tst     lr, #0x100\n\t" /* EQ_PW_LAST: the last record */     \
+        "beq     2b\n\t"                                            \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "subs    r6, r6, #1\n\t"                                    \
-        "str     r6, [sp, #16]\n\t"                                 \
+        "cmp     r1, r6\n\t" /* the row's output end */              \
         "bne     1b\n\t"                                            \
         "add     sp, sp, #28\n\t"                                   \
         "pop     {r4-r11, pc}\n\t"                                  \
@@ -147,7 +152,9 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
         "str     r1, [sp]\n\t"                                      \
         "strd    r3, r4, [sp, #4]\n\t"                              \
-        "strd    r5, r6, [sp, #12]\n\t"                             \
+        "str     r5, [sp, #12]\n\t"                                 \
+        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
+        "str     r6, [sp, #16]\n\t"                                 \
         "str     r7, [sp, #20]\n\t"                                 \
         EQ_PW_ENTRY("24", "2f", "3f")                               \
         "mov     r1, r2\n"                                          \
@@ -176,12 +183,10 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         EQ_PW16_ONE(STAGE)                                            \
         "3:\n\t"                                                    \
         EQ_PW16_ONE(STAGE)                                            \
-        "ldr     r10, [sp, #8]\n\t"                                 \
-        "cmp     r0, r10\n\t"                                       \
-        "bne     2b\n\t"                                            \
+        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */    \
+        "beq     2b\n\t"                                            \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "subs    r6, r6, #1\n\t"                                    \
-        "str     r6, [sp, #16]\n\t"                                 \
+        "cmp     r1, r6\n\t" /* the row's output end */              \
         "bne     1b\n\t"                                            \
         "add     sp, sp, #28\n\t"                                   \
         "pop     {r4-r11, pc}\n\t"                                  \
@@ -228,7 +233,9 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
         "str     r1, [sp]\n\t"                                      \
         "strd    r3, r4, [sp, #4]\n\t"                              \
-        "strd    r5, r6, [sp, #12]\n\t"                             \
+        "str     r5, [sp, #12]\n\t"                                 \
+        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
+        "str     r6, [sp, #16]\n\t"                                 \
         "str     r7, [sp, #20]\n\t"                                 \
         "add     r4, r4, #36\n\t"                                   \
         "str     r4, [sp, #24]\n\t"                                 \
@@ -260,12 +267,10 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
         EQ_PW32_B(STAGE)                                              \
         "5:\n\t"                                                    \
         EQ_PW32_B(STAGE)                                              \
-        "ldr     r10, [sp, #24]\n\t"                                \
-        "cmp     r0, r10\n\t"                                       \
-        "bne     3b\n\t"                                            \
+        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */    \
+        "beq     3b\n\t"                                            \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "subs    r6, r6, #1\n\t"                                    \
-        "str     r6, [sp, #16]\n\t"                                 \
+        "cmp     r1, r6\n\t" /* the row's output end */              \
         "bne     1b\n\t"                                            \
         "add     sp, sp, #36\n\t"                                   \
         "pop     {r4-r11, pc}\n\t"                                  \
@@ -274,7 +279,7 @@ __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
 void NAME(const eq_pw8_t *a)
 EQ_PW32_FUNC(eq_pw32_row, EQ_PW_ANY);
 EQ_PW32_FUNC(eq_pw32_row_folded, EQ_PW_FOLDED);
-typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 32) ? 1 : -1];
+typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 36) ? 1 : -1];
 #else
 /* The same in C: the records' arithmetic exactly as the assembly does it. */
 static int8_t eq_pw_stage(int32_t acc, const uint32_t *t, int folded)
@@ -408,6 +413,9 @@ static int eq_pw8_records(const eq_conv_t *p, uint32_t *records)
         tail[1] = (uint32_t)u.add;
         tail[2] = (uint32_t)u.right | (uint32_t)u.after << 16;
     }
+    if (p->out_c > 0) {
+        records[p->out_c * words - 1] |= EQ_PW_LAST;
+    }
     return folded ? 2 : 1;
 }
 
@@ -439,6 +447,7 @@ static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uin
         for (oy = 0; oy < p->out_h; ++oy) {
             a.in = in + ((b * p->in_h + oy * p->stride_h) * p->in_w) * k;
             a.out = out + ((b * p->out_h + oy) * p->out_w) * p->out_c;
+            a.out_end = a.out + p->out_w * p->out_c;
             row(&a);
         }
     }
