@@ -305,8 +305,9 @@ EXTRA_CASES = [
     ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21), "cin": 32, "cout": 6, "kernel": 1,
                                  "bits": 4, "h": 16, "w": 16, "activation": "NONE"}),
     # AVERAGE_POOL_2D four channels a word: channel counts not a multiple of 4 (the rest one
-    # by one), windows clipped by SAME padding, a narrow clamp, a window as wide as the image
-    # (one run of taps), 256 taps (the most the int16 sums hold) and 289 (one by one)
+    # by one), windows clipped by SAME padding, a narrow clamp (one by one), a window as wide
+    # as the image (one run of taps), 256 taps (the most the int16 sums hold) and 289 (one by
+    # one)
     ("avg_pool", opmodels.avg_pool, {"size": 3, "stride": 1, "channels": 13}),
     ("avg_pool", opmodels.avg_pool, {"padding": "SAME", "size": 3, "channels": 12,
                                      "activation": "RELU"}),
@@ -314,6 +315,10 @@ EXTRA_CASES = [
     ("avg_pool", opmodels.avg_pool, {"size": 5, "stride": 3, "channels": 7, "hw": (11, 5)}),
     ("avg_pool", opmodels.avg_pool, {"size": 16, "channels": 8, "hw": (16, 16)}),
     ("avg_pool", opmodels.avg_pool, {"size": 17, "channels": 6, "hw": (17, 17)}),
+    # CONV_2D with every channel's offset folded (eq_conv6_hot_folded under QEMU)
+    ("conv", _conv, {"cin": 12, "cout": 9, "kernel": 3, "bits": 8, "h": 7, "w": 8,
+                     "activation": "NONE"}),
+    ("conv", _conv, {"cin": 20, "cout": 7, "kernel": 1, "bits": 8, "activation": "NONE"}),
     # FULLY_CONNECTED four int8 values a step: 256 (vww's classifier), a tail of 3, only a tail
     ("fully_connected", opmodels.fully_connected, {"depth": 256}),
     ("fully_connected", opmodels.fully_connected, {"depth": 39, "per_channel": False,

@@ -225,6 +225,12 @@ OP_CASES = [
     ("leaky_relu", opmodels.leaky_relu, {}),
     ("logistic", opmodels.logistic, {}),
     ("tanh", opmodels.tanh, {}),
+    # eq_conv6_hot_folded (every channel's offset folded: no kind tests): 3x3 over 12 channels
+    # (27 runs), 1x1 over 20 (5 runs, tails of 1 and 5 pixels)
+    ("conv", _conv, {"cin": 12, "cout": 9, "kernel": 3, "bits": 8, "h": 7, "w": 8,
+                     "activation": "NONE"}),
+    ("conv", _conv, {"cin": 20, "cout": 7, "kernel": 1, "bits": 8, "h": 5, "w": 7,
+                     "activation": "NONE"}),
     # the 1x1 records with every offset folded (doubled sums, the five-instruction stage)
     # over 8, 16 and 32 channels, and folded biases at the doubling bound
     ("conv", _conv, {"cin": 8, "cout": 6, "kernel": 1, "bits": 8, "activation": "NONE"}),

@@ -238,7 +238,8 @@ void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out
 /* AVERAGE_POOL_2D / MAX_POOL_2D (reference_integer_ops::AveragePool / MaxPool): in and out
  * share their scale and zero point (nothing is rescaled); windows clipped to the image, the
  * average rounded half away from zero, then the act_min/act_max clamp. Fast path (DSP):
- * average windows of at most 256 taps, four channels a word (int16 sums). No scratch. */
+ * average windows of at most 256 taps with the whole int8 clamp, four channels a word (int16
+ * sums). No scratch. */
 void eq_average_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
 void eq_max_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
 /* MEAN (reference_ops::QuantizedMeanOrSum) over the axes marked in `reduce` of a 4-D input;

@@ -113,7 +113,35 @@ typedef struct {
     "ldrd    r6, r7, [r12, #4]\n\t"                                             \
     "ldrb    r8, [r12, #13]\n\t"
 
-#define EQ_C6_FUNC(NAME, W)                                                             \
+/* a channel's kind: on to its dot product when EQ_RQ_FOLDED or EQ_RQ_RIGHT, else out */
+#define EQ_C6_KIND                                                                              \
+        "ldrb    r3, [r1, #12]\n\t"                                                             \
+        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */                                                 \
+        "beq     11f\n\t"                                                                       \
+        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */                                                  \
+        "bne     90f\n"                                                                         \
+        "11:\n\t"
+/* the stage of the channel's kind (r12 its q), then the next channel */
+#define EQ_C6_STAGES                                                                            \
+        "ldrb    r9, [r12, #12]\n\t"                                                            \
+        "cmp     r9, #4\n\t"                                                                    \
+        "bne     30f\n\t"                                                                       \
+        EQ_C6_STAGE("") /* lr, the next channel's weights, kept */                              \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "b       10b\n"                                                                         \
+        "30:\n\t"                                                                               \
+        "str     lr, [sp, #20]\n\t"                                                             \
+        "ldrsh   lr, [r12, #14]\n\t"                                                            \
+        EQ_C6_STAGE("add     r9, r9, lr\n\t")                                                   \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "ldr     lr, [sp, #20]\n\t"                                                             \
+        "b       10b\n"
+/* every channel EQ_RQ_FOLDED (eq_conv6_hot_folded): no kind tests */
+#define EQ_C6_STAGE_FOLDED                                                                      \
+        EQ_C6_STAGE("")                                                                         \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "b       10b\n"
+#define EQ_C6_FUNC(NAME, W, KIND, STAGES)                                                             \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
         "sub     sp, sp, #36\n\t"                                                               \
@@ -139,12 +167,7 @@ typedef struct {
         "ldr     r2, [sp, #32]\n\t"                                                             \
         "cmp     r1, r2\n\t"                                                                    \
         "beq     90f\n\t"                                                                       \
-        "ldrb    r3, [r1, #12]\n\t"                                                             \
-        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */                                                 \
-        "beq     11f\n\t"                                                                       \
-        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */                                                  \
-        "bne     90f\n"                                                                         \
-        "11:\n\t"                                                                               \
+        KIND                                                                                    \
         "ldr     r0, [r1]\n\t"                                                                  \
         "ldr     r12, [sp, #16]\n\t"                                                            \
         EQ_C6_FIRST(W)                                                                          \
@@ -171,19 +194,7 @@ typedef struct {
         "cmp     r12, r8\n\t"                                                                   \
         "bne     1b\n\t"                                                                        \
         EQ_C6_NEXT                                                                              \
-        "ldrb    r9, [r12, #12]\n\t"                                                            \
-        "cmp     r9, #4\n\t"                                                                    \
-        "bne     30f\n\t"                                                                       \
-        EQ_C6_STAGE("") /* lr, the next channel's weights, kept */                              \
-        "ldr     r1, [sp, #8]\n\t"                                                              \
-        "b       10b\n"                                                                         \
-        "30:\n\t"                                                                               \
-        "str     lr, [sp, #20]\n\t"                                                             \
-        "ldrsh   lr, [r12, #14]\n\t"                                                            \
-        EQ_C6_STAGE("add     r9, r9, lr\n\t")                                                   \
-        "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #20]\n\t"                                                             \
-        "b       10b\n"                                                                         \
+        STAGES                                                                                  \
         "90:\n\t" /* q, dst, w of the first channel not done back into s */                     \
         "ldr     r0, [sp, #28]\n\t"                                                             \
         "ldr     r3, [sp, #4]\n\t"                                                              \
@@ -194,9 +205,11 @@ typedef struct {
         "pop     {r4-r11, pc}\n\t"                                                              \
         ".size " #NAME ", .-" #NAME "\n\t"                                                      \
         ".text\n")
-EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8);
-EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16);
+EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8, EQ_C6_KIND, EQ_C6_STAGES);
+EQ_C6_FUNC(eq_conv6_hot_folded, EQ_C6_W8, "", EQ_C6_STAGE_FOLDED);
+EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16, EQ_C6_KIND, EQ_C6_STAGES);
 void eq_conv6_hot(eq_conv6_t *s);
+void eq_conv6_hot_folded(eq_conv6_t *s); /* every channel EQ_RQ_FOLDED */
 void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
 
 /* eq_conv6_r7_wide: eq_conv6_hot_wide for filter rows of seven runs (a 3x3 filter over three

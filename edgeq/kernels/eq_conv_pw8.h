@@ -29,7 +29,8 @@ typedef struct {
     int32_t step;       /* bytes between input pixels */
     int32_t pixels;     /* in the row */
     uint32_t off2;      /* the input offset, twice */
-    int32_t odd;        /* an odd number of channel turns: enter the unrolled loop halfway */
+    int32_t mode;       /* bit 0: an odd number of channel turns (enter the unrolled loop
+                         * halfway); bit 1: every offset folded (the EQ_PW_FOLDED loop) */
     int8_t *out_end;    /* the end of the row's outputs */
 } eq_pw8_t;
 
@@ -38,16 +39,25 @@ typedef struct {
 #define EQ_PW_LAST 0x100u
 
 #if EQ_ASM
-/* where a pixel's channel loop is entered (r8 odd): FULL, or HALF for an odd number of
+/* where a pixel's channel loop is entered (r8 the mode): FULL, or HALF for an odd number of
  * turns (the loops are unrolled twice, so that their end test comes every other turn) */
 #define EQ_PW_ENTRY(SLOT, FULL, HALF)                               \
     "adr.w   r9, " FULL "\n\t"                                      \
-    "cmp     r8, #0\n\t"                                             \
+    "tst     r8, #1\n\t"                                             \
     "beq     8f\n\t"                                                 \
     "adr.w   r9, " HALF "\n"                                         \
     "8:\n\t"                                                         \
     "orr     r9, r9, #1\n\t" /* Thumb */                             \
     "str     r9, [sp, #" SLOT "]\n\t"
+/* the same between the EQ_PW_ANY loop (FULL, HALF) and the EQ_PW_FOLDED one (F_FULL, F_HALF) */
+#define EQ_PW_ENTRY2(SLOT, FULL, HALF, F_FULL, F_HALF)              \
+    "tst     r8, #2\n\t"                                             \
+    "bne     6f\n\t"                                                 \
+    EQ_PW_ENTRY(SLOT, FULL, HALF)                                   \
+    "b       7f\n"                                                    \
+    "6:\n\t"                                                         \
+    EQ_PW_ENTRY(SLOT, F_FULL, F_HALF)                               \
+    "7:\n\t"
 /* The output stage of ACC into T, stored with post-increment (the records' two kinds, see
  * eq_pw8_records). EQ_PW_FOLDED: the doubled sum, M, add and r; EQ_PW_ANY: the sum, 2M, add and
  * r | the offset after the shift << 16, as eq_rq_right. */
@@ -77,52 +87,55 @@ typedef struct {
     "smlad   r10, r4, r8, r10\n\t"                                  \
     "smlad   r10, r5, r9, r10\n\t"                                  \
     STAGE("r6", "r10", "r11", "r12", "lr")
-#define EQ_PW8_FUNC(NAME, STAGE)                                      \
-__asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
-        "push    {r4-r11, lr}\n\t"                                  \
-        "sub     sp, sp, #28\n\t"                                   \
-        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
-        "str     r1, [sp]\n\t"                                      \
-        "strd    r3, r4, [sp, #4]\n\t"                              \
-        "str     r5, [sp, #12]\n\t"                                 \
-        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
-        "str     r6, [sp, #16]\n\t"                                 \
-        "str     r7, [sp, #20]\n\t"                                 \
-        EQ_PW_ENTRY("24", "2f", "3f")                               \
-        "mov     r1, r2\n"                                          \
-        "1:\n\t" /* a pixel */                                      \
-        "ldr     r0, [sp]\n\t"                                      \
-        "ldr     r6, [sp, #12]\n\t"                                 \
-        "ldr     r7, [sp, #20]\n\t"                                 \
-        "ldr     r3, [r0, #4]\n\t"                                  \
-        "ldr     r2, [r0]\n\t"                                      \
-        "add     r0, r0, r6\n\t"                                    \
-        "str     r0, [sp]\n\t"                                      \
-        "sxtab16 r4, r7, r3\n\t"                                    \
-        "sxtab16 r5, r7, r3, ror #8\n\t"                            \
-        "sxtab16 r3, r7, r2, ror #8\n\t"                            \
-        "sxtab16 r2, r7, r2\n\t"                                    \
-        "ldr     r0, [sp, #4]\n\t"                                  \
-        "ldr     pc, [sp, #24]\n"                                   \
+/* four channels a turn (two per EQ_PW8_ONE pair), then the next pixel */
+#define EQ_PW8_LOOP(FULL, HALF, STAGE)                              \
         ".balign 4\n"                                               \
-        "2:\n\t" /* four channels */                                \
-        EQ_PW8_ONE(STAGE)                                             \
-        EQ_PW8_ONE(STAGE)                                             \
-        "3:\n\t"                                                    \
-        EQ_PW8_ONE(STAGE)                                             \
-        EQ_PW8_ONE(STAGE)                                             \
-        "tst     lr, #0x100\n\t" /* EQ_PW_LAST: the last record */     \
-        "beq     2b\n\t"                                            \
+        FULL ":\n\t"                                                \
+        EQ_PW8_ONE(STAGE)                                           \
+        EQ_PW8_ONE(STAGE)                                           \
+        HALF ":\n\t"                                                \
+        EQ_PW8_ONE(STAGE)                                           \
+        EQ_PW8_ONE(STAGE)                                           \
+        "tst     lr, #0x100\n\t" /* EQ_PW_LAST: the last record */   \
+        "beq     " FULL "b\n\t"                                     \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "cmp     r1, r6\n\t" /* the row's output end */              \
+        "cmp     r1, r6\n\t" /* the row's output end */            \
         "bne     1b\n\t"                                            \
-        "add     sp, sp, #28\n\t"                                   \
-        "pop     {r4-r11, pc}\n\t"                                  \
-        ".size " #NAME ", .-" #NAME "\n\t"                          \
-        ".text\n");                                                 \
-void NAME(const eq_pw8_t *a)
-EQ_PW8_FUNC(eq_pw8_row, EQ_PW_ANY);
-EQ_PW8_FUNC(eq_pw8_row_folded, EQ_PW_FOLDED);
+        "b       9f\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw8_row)
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #28\n\t"
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 mode */
+        "str     r1, [sp]\n\t"
+        "strd    r3, r4, [sp, #4]\n\t"
+        "str     r5, [sp, #12]\n\t"
+        "ldr     r6, [r0, #32]\n\t" /* out_end */
+        "str     r6, [sp, #16]\n\t"
+        "str     r7, [sp, #20]\n\t"
+        EQ_PW_ENTRY2("24", "2f", "3f", "4f", "5f")
+        "mov     r1, r2\n"
+        "1:\n\t" /* a pixel */
+        "ldr     r0, [sp]\n\t"
+        "ldr     r6, [sp, #12]\n\t"
+        "ldr     r7, [sp, #20]\n\t"
+        "ldr     r3, [r0, #4]\n\t"
+        "ldr     r2, [r0]\n\t"
+        "add     r0, r0, r6\n\t"
+        "str     r0, [sp]\n\t"
+        "sxtab16 r4, r7, r3\n\t"
+        "sxtab16 r5, r7, r3, ror #8\n\t"
+        "sxtab16 r3, r7, r2, ror #8\n\t"
+        "sxtab16 r2, r7, r2\n\t"
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #24]\n\t"
+        EQ_PW8_LOOP("2", "3", EQ_PW_ANY)
+        EQ_PW8_LOOP("4", "5", EQ_PW_FOLDED)
+        "9:\n\t"
+        "add     sp, sp, #28\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_pw8_row, .-eq_pw8_row\n\t"
+        ".text\n");
+void eq_pw8_row(const eq_pw8_t *a);
 
 /* r10 from a record's first word (the bias, or pass A's partial sum), plus its next
  * six weight words against r2-r7 */
@@ -145,56 +158,59 @@ EQ_PW8_FUNC(eq_pw8_row_folded, EQ_PW_FOLDED);
     "smlad   r10, r9, r12, r10\n\t"                                  \
     "ldmia   r0!, {r11, r12}\n\t"                                    \
     STAGE("r11", "r10", "lr", "r11", "r12")
-#define EQ_PW16_FUNC(NAME, STAGE)                                     \
-__asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
-        "push    {r4-r11, lr}\n\t"                                  \
-        "sub     sp, sp, #28\n\t"                                   \
-        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
-        "str     r1, [sp]\n\t"                                      \
-        "strd    r3, r4, [sp, #4]\n\t"                              \
-        "str     r5, [sp, #12]\n\t"                                 \
-        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
-        "str     r6, [sp, #16]\n\t"                                 \
-        "str     r7, [sp, #20]\n\t"                                 \
-        EQ_PW_ENTRY("24", "2f", "3f")                               \
-        "mov     r1, r2\n"                                          \
-        "1:\n\t" /* a pixel: four input words, extended with the offset into r2-r9 */ \
-        "ldr     r0, [sp]\n\t"                                      \
-        "ldr     r10, [sp, #20]\n\t"                                \
-        "ldr     r6, [r0]\n\t"                                      \
-        "ldr     r7, [r0, #4]\n\t"                                  \
-        "ldr     r8, [r0, #8]\n\t"                                  \
-        "ldr     r9, [r0, #12]\n\t"                                 \
-        "ldr     r11, [sp, #12]\n\t"                                \
-        "add     r0, r0, r11\n\t"                                   \
-        "str     r0, [sp]\n\t"                                      \
-        "sxtab16 r2, r10, r6\n\t"                                   \
-        "sxtab16 r3, r10, r6, ror #8\n\t"                           \
-        "sxtab16 r4, r10, r7\n\t"                                   \
-        "sxtab16 r5, r10, r7, ror #8\n\t"                           \
-        "sxtab16 r6, r10, r8\n\t"                                   \
-        "sxtab16 r7, r10, r8, ror #8\n\t"                           \
-        "sxtab16 r8, r10, r9\n\t"                                   \
-        "sxtab16 r9, r10, r9, ror #8\n\t"                           \
-        "ldr     r0, [sp, #4]\n\t"                                  \
-        "ldr     pc, [sp, #24]\n"                                   \
+/* two channels a turn, then the next pixel */
+#define EQ_PW16_LOOP(FULL, HALF, STAGE)                             \
         ".balign 4\n"                                               \
-        "2:\n\t" /* two channels */                                 \
-        EQ_PW16_ONE(STAGE)                                            \
-        "3:\n\t"                                                    \
-        EQ_PW16_ONE(STAGE)                                            \
-        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */    \
-        "beq     2b\n\t"                                            \
+        FULL ":\n\t"                                                \
+        EQ_PW16_ONE(STAGE)                                          \
+        HALF ":\n\t"                                                \
+        EQ_PW16_ONE(STAGE)                                          \
+        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */  \
+        "beq     " FULL "b\n\t"                                     \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "cmp     r1, r6\n\t" /* the row's output end */              \
+        "cmp     r1, r6\n\t" /* the row's output end */            \
         "bne     1b\n\t"                                            \
-        "add     sp, sp, #28\n\t"                                   \
-        "pop     {r4-r11, pc}\n\t"                                  \
-        ".size " #NAME ", .-" #NAME "\n\t"                          \
-        ".text\n");                                                 \
-void NAME(const eq_pw8_t *a)
-EQ_PW16_FUNC(eq_pw16_row, EQ_PW_ANY);
-EQ_PW16_FUNC(eq_pw16_row_folded, EQ_PW_FOLDED);
+        "b       9f\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw16_row)
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #28\n\t"
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 mode */
+        "str     r1, [sp]\n\t"
+        "strd    r3, r4, [sp, #4]\n\t"
+        "str     r5, [sp, #12]\n\t"
+        "ldr     r6, [r0, #32]\n\t" /* out_end */
+        "str     r6, [sp, #16]\n\t"
+        "str     r7, [sp, #20]\n\t"
+        EQ_PW_ENTRY2("24", "2f", "3f", "4f", "5f")
+        "mov     r1, r2\n"
+        "1:\n\t" /* a pixel: four input words, extended with the offset into r2-r9 */
+        "ldr     r0, [sp]\n\t"
+        "ldr     r10, [sp, #20]\n\t"
+        "ldr     r6, [r0]\n\t"
+        "ldr     r7, [r0, #4]\n\t"
+        "ldr     r8, [r0, #8]\n\t"
+        "ldr     r9, [r0, #12]\n\t"
+        "ldr     r11, [sp, #12]\n\t"
+        "add     r0, r0, r11\n\t"
+        "str     r0, [sp]\n\t"
+        "sxtab16 r2, r10, r6\n\t"
+        "sxtab16 r3, r10, r6, ror #8\n\t"
+        "sxtab16 r4, r10, r7\n\t"
+        "sxtab16 r5, r10, r7, ror #8\n\t"
+        "sxtab16 r6, r10, r8\n\t"
+        "sxtab16 r7, r10, r8, ror #8\n\t"
+        "sxtab16 r8, r10, r9\n\t"
+        "sxtab16 r9, r10, r9, ror #8\n\t"
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #24]\n\t"
+        EQ_PW16_LOOP("2", "3", EQ_PW_ANY)
+        EQ_PW16_LOOP("4", "5", EQ_PW_FOLDED)
+        "9:\n\t"
+        "add     sp, sp, #28\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_pw16_row, .-eq_pw16_row\n\t"
+        ".text\n");
+void eq_pw16_row(const eq_pw8_t *a);
 
 /* 32 input channels: records [bias, w0 .. w7, partial sum, w8 .. w15, m, add, r] (21 words);
  * pass A: inputs 0-15 against w0 .. w7 of every channel, the sum into the record; pass B:
@@ -226,59 +242,60 @@ EQ_PW16_FUNC(eq_pw16_row_folded, EQ_PW_FOLDED);
 #define EQ_PW32_B(STAGE)                                              \
     EQ_PW16_ONE(STAGE)                                                \
     "add     r0, r0, #36\n\t"
-#define EQ_PW32_FUNC(NAME, STAGE)                                     \
-__asm__(EQ_ASM_FUNC_BEGIN(NAME)                                     \
-        "push    {r4-r11, lr}\n\t"                                  \
-        "sub     sp, sp, #36\n\t"                                   \
-        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 odd */ \
-        "str     r1, [sp]\n\t"                                      \
-        "strd    r3, r4, [sp, #4]\n\t"                              \
-        "str     r5, [sp, #12]\n\t"                                 \
-        "ldr     r6, [r0, #32]\n\t" /* out_end */                    \
-        "str     r6, [sp, #16]\n\t"                                 \
-        "str     r7, [sp, #20]\n\t"                                 \
-        "add     r4, r4, #36\n\t"                                   \
-        "str     r4, [sp, #24]\n\t"                                 \
-        EQ_PW_ENTRY("28", "2f", "4f")                               \
-        EQ_PW_ENTRY("32", "3f", "5f")                               \
-        "mov     r1, r2\n"                                          \
-        "1:\n\t" /* a pixel: pass A over inputs 0-15 */             \
-        EQ_PW32_X("0")                                              \
-        "ldr     r0, [sp, #4]\n\t"                                  \
-        "ldr     pc, [sp, #28]\n"                                   \
+/* pass B, two channels a turn, then the next pixel */
+#define EQ_PW32_LOOP(FULL, HALF, STAGE)                             \
         ".balign 4\n"                                               \
-        "2:\n\t"                                                    \
-        EQ_PW32_A                                                   \
-        "4:\n\t"                                                    \
-        EQ_PW32_A                                                   \
-        "ldr     r11, [sp, #8]\n\t"                                 \
-        "cmp     r0, r11\n\t"                                       \
-        "bne     2b\n\t"                                            \
-        /* pass B over inputs 16-31, the input pointer on to the next pixel */ \
-        EQ_PW32_X("16")                                             \
-        "ldr     r11, [sp, #12]\n\t"                                \
-        "add     r0, r0, r11\n\t"                                   \
-        "str     r0, [sp]\n\t"                                      \
-        "ldr     r0, [sp, #4]\n\t"                                  \
-        "add     r0, r0, #36\n\t"                                   \
-        "ldr     pc, [sp, #32]\n"                                   \
-        ".balign 4\n"                                               \
-        "3:\n\t"                                                    \
-        EQ_PW32_B(STAGE)                                              \
-        "5:\n\t"                                                    \
-        EQ_PW32_B(STAGE)                                              \
-        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */    \
-        "beq     3b\n\t"                                            \
+        FULL ":\n\t"                                                \
+        EQ_PW32_B(STAGE)                                            \
+        HALF ":\n\t"                                                \
+        EQ_PW32_B(STAGE)                                            \
+        "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */  \
+        "beq     " FULL "b\n\t"                                     \
         "ldr     r6, [sp, #16]\n\t"                                 \
-        "cmp     r1, r6\n\t" /* the row's output end */              \
+        "cmp     r1, r6\n\t" /* the row's output end */            \
         "bne     1b\n\t"                                            \
-        "add     sp, sp, #36\n\t"                                   \
-        "pop     {r4-r11, pc}\n\t"                                  \
-        ".size " #NAME ", .-" #NAME "\n\t"                          \
-        ".text\n");                                                 \
-void NAME(const eq_pw8_t *a)
-EQ_PW32_FUNC(eq_pw32_row, EQ_PW_ANY);
-EQ_PW32_FUNC(eq_pw32_row_folded, EQ_PW_FOLDED);
+        "b       9f\n\t"
+__asm__(EQ_ASM_FUNC_BEGIN(eq_pw32_row)
+        "push    {r4-r11, lr}\n\t"
+        "sub     sp, sp, #36\n\t"
+        "ldmia   r0, {r1-r8}\n\t" /* in out rec rec_end step pixels off2 mode */
+        "str     r1, [sp]\n\t"
+        "strd    r3, r4, [sp, #4]\n\t"
+        "str     r5, [sp, #12]\n\t"
+        "ldr     r6, [r0, #32]\n\t" /* out_end */
+        "str     r6, [sp, #16]\n\t"
+        "str     r7, [sp, #20]\n\t"
+        EQ_PW_ENTRY("28", "2f", "4f")
+        EQ_PW_ENTRY2("32", "3f", "5f", "10f", "11f")
+        "mov     r1, r2\n"
+        "1:\n\t" /* a pixel: pass A over inputs 0-15 */
+        EQ_PW32_X("0")
+        "ldr     r0, [sp, #4]\n\t"
+        "ldr     pc, [sp, #28]\n"
+        ".balign 4\n"
+        "2:\n\t"
+        EQ_PW32_A
+        "4:\n\t"
+        EQ_PW32_A
+        "ldr     r11, [sp, #8]\n\t"
+        "cmp     r0, r11\n\t"
+        "bne     2b\n\t"
+        /* pass B over inputs 16-31, the input pointer on to the next pixel */
+        EQ_PW32_X("16")
+        "ldr     r11, [sp, #12]\n\t"
+        "add     r0, r0, r11\n\t"
+        "str     r0, [sp]\n\t"
+        "ldr     r0, [sp, #4]\n\t"
+        "add     r0, r0, #36\n\t"
+        "ldr     pc, [sp, #32]\n\t"
+        EQ_PW32_LOOP("3", "5", EQ_PW_ANY)
+        EQ_PW32_LOOP("10", "11", EQ_PW_FOLDED)
+        "9:\n\t"
+        "add     sp, sp, #36\n\t"
+        "pop     {r4-r11, pc}\n\t"
+        ".size eq_pw32_row, .-eq_pw32_row\n\t"
+        ".text\n");
+void eq_pw32_row(const eq_pw8_t *a);
 typedef char eq_pw8_layout_ok[(sizeof(void *) == 4 && sizeof(eq_pw8_t) == 36) ? 1 : -1];
 #else
 /* The same in C: the records' arithmetic exactly as the assembly does it. */
@@ -357,12 +374,9 @@ static void eq_pw8_rows(const eq_pw8_t *a, int folded)
         }
     }
 }
-static void eq_pw8_row(const eq_pw8_t *a) { eq_pw8_rows(a, 0); }
-static void eq_pw8_row_folded(const eq_pw8_t *a) { eq_pw8_rows(a, 1); }
-static void eq_pw16_row(const eq_pw8_t *a) { eq_pw16_rows(a, 0); }
-static void eq_pw16_row_folded(const eq_pw8_t *a) { eq_pw16_rows(a, 1); }
-static void eq_pw32_row(const eq_pw8_t *a) { eq_pw32_rows(a, 0); }
-static void eq_pw32_row_folded(const eq_pw8_t *a) { eq_pw32_rows(a, 1); }
+static void eq_pw8_row(const eq_pw8_t *a) { eq_pw8_rows(a, a->mode & 2); }
+static void eq_pw16_row(const eq_pw8_t *a) { eq_pw16_rows(a, a->mode & 2); }
+static void eq_pw32_row(const eq_pw8_t *a) { eq_pw32_rows(a, a->mode & 2); }
 #endif
 
 /* The records of every channel (k = in_c, 8, 16 or 32 values: 8 words [w0 .. w3, bias, m,
@@ -420,29 +434,24 @@ static int eq_pw8_records(const eq_conv_t *p, uint32_t *records)
 }
 
 /* 1x1 over 8, 16 or 32 input channels, no padding (an even number of output channels for 8),
- * whole int8 clamp: eq_pw8_row / eq_pw16_row / eq_pw32_row (their _folded variants when every
+ * whole int8 clamp: eq_pw8_row / eq_pw16_row / eq_pw32_row (their EQ_PW_FOLDED loops when every
  * channel has the offset folded) output row by output row. 0 if a channel's stage does not
  * allow it. */
 static int eq_conv1x1_in8(const eq_conv_t *p, const int8_t *in, int8_t *out, uint32_t *rec)
 {
     const int32_t k = p->in_c, kind = eq_pw8_records(p, rec);
-    void (*row)(const eq_pw8_t *);
+    void (*row)(const eq_pw8_t *) = k == 8 ? eq_pw8_row : k == 16 ? eq_pw16_row : eq_pw32_row;
     eq_pw8_t a;
     int32_t b, oy;
     if (kind == 0) {
         return 0;
-    }
-    if (kind == 2) {
-        row = k == 8 ? eq_pw8_row_folded : k == 16 ? eq_pw16_row_folded : eq_pw32_row_folded;
-    } else {
-        row = k == 8 ? eq_pw8_row : k == 16 ? eq_pw16_row : eq_pw32_row;
     }
     a.rec = rec;
     a.rec_end = rec + (k == 8 ? 8 : k == 16 ? 12 : 21) * p->out_c;
     a.step = p->stride_w * k;
     a.pixels = p->out_w;
     a.off2 = eq_pair16(p->in_offset, p->in_offset);
-    a.odd = (k == 8 ? p->out_c / 2 : p->out_c) % 2;
+    a.mode = (k == 8 ? p->out_c / 2 : p->out_c) % 2 | (kind == 2 ? 2 : 0);
     for (b = 0; b < p->batches; ++b) {
         for (oy = 0; oy < p->out_h; ++oy) {
             a.in = in + ((b * p->in_h + oy * p->stride_h) * p->in_w) * k;

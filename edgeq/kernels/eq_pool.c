@@ -2,9 +2,9 @@
  *
  * reference_integer_ops::AveragePool / MaxPool: each window clipped to the image (the
  * padding takes no part), the average rounded half away from zero over the taps inside.
- * Fast path (EQ_FAST, average, windows of at most 256 taps): four channels a word, their sums
- * in the halves of two words (SXTAB16 of the even and of the odd bytes), which int16 holds
- * (256 * -128 at the least); the other channels one by one.
+ * Fast path (EQ_FAST, average, windows of at most 256 taps, the whole int8 clamp): four
+ * channels a word, their sums in the halves of two words (SXTAB16 of the even and of the odd
+ * bytes), which int16 holds (256 * -128 at the least); the other channels one by one.
  */
 #include "eq_internal.h"
 
@@ -22,10 +22,9 @@ EQ_INLINE int32_t eq_pool_average(int32_t acc, int32_t count)
 static void eq_average_quads(const eq_pool_t *p, const int8_t *in, int8_t *out, int32_t rows,
                              int32_t cols, int32_t count)
 {
-    const int32_t depth = p->channels, c4 = depth & ~3, lo = p->act_min, hi = p->act_max;
+    const int32_t depth = p->channels, c4 = depth & ~3;
     const int32_t runs = cols == p->in_w ? 1 : rows, taps = cols == p->in_w ? count : cols;
     const int32_t run_step = p->in_w * depth;
-    const int full = lo <= -128 && hi >= 127;
     int32_t c, r, t;
     for (c = 0; c < c4; c += 4) {
         uint32_t even = 0, odd = 0; /* channels c, c + 2 and c + 1, c + 3 */
@@ -43,17 +42,10 @@ static void eq_average_quads(const eq_pool_t *p, const int8_t *in, int8_t *out, 
         v1 = eq_pool_average(eq_lo16(odd), count);
         v2 = eq_pool_average(eq_hi16(even), count);
         v3 = eq_pool_average(eq_hi16(odd), count);
-        if (full) { /* an average of int8 values is one */
-            out[c] = (int8_t)v0;
-            out[c + 1] = (int8_t)v1;
-            out[c + 2] = (int8_t)v2;
-            out[c + 3] = (int8_t)v3;
-        } else {
-            out[c] = (int8_t)EQ_CLAMP(v0, lo, hi);
-            out[c + 1] = (int8_t)EQ_CLAMP(v1, lo, hi);
-            out[c + 2] = (int8_t)EQ_CLAMP(v2, lo, hi);
-            out[c + 3] = (int8_t)EQ_CLAMP(v3, lo, hi);
-        }
+        out[c] = (int8_t)v0; /* an average of int8 values is one: the whole clamp is a no-op */
+        out[c + 1] = (int8_t)v1;
+        out[c + 2] = (int8_t)v2;
+        out[c + 3] = (int8_t)v3;
     }
 }
 #endif
@@ -76,7 +68,8 @@ static void eq_pool(const eq_pool_t *p, const int8_t *in, int8_t *out, int avera
                 int8_t *o = out + ((b * p->out_h + oy) * p->out_w + ox) * p->channels;
                 c = 0;
 #if EQ_FAST
-                if (average && count > 0 && count <= 256) {
+                if (average && count > 0 && count <= 256 && p->act_min <= -128
+                    && p->act_max >= 127) {
                     eq_average_quads(p, in + ((b * p->in_h + in_y0 + fy0) * p->in_w + in_x0
                                               + fx0) * p->channels,
                                      o, fy1 - fy0, fx1 - fx0, count);
