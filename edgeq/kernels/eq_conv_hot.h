@@ -99,9 +99,9 @@ typedef struct {
     "adr     r8, 6" K "f\n"                          \
     "7" K ":\n\t"
 /* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the columns' end (a run
- * reads 48 bytes of them: the runs' end test for every channel), [sp, #16] cols, [sp, #20] the
- * weights while lr holds the offset, [sp, #24] where the eight-run loop is entered (runs - 1
- * mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
+ * reads 48 bytes of them: the runs' end test for every channel), [sp, #16] cols, [sp, #24]
+ * where the eight-run loop is entered (runs - 1 mod 8 runs before its first test), [sp, #28]
+ * s, [sp, #32] end */
 /* a channel done: the next channel's dst and q into the frame, the stage's multiplier, bias
  * and kind loaded */
 #define EQ_C6_NEXT                                                              \
@@ -129,12 +129,10 @@ typedef struct {
         EQ_C6_STAGE("") /* lr, the next channel's weights, kept */                              \
         "ldr     r1, [sp, #8]\n\t"                                                              \
         "b       10b\n"                                                                         \
-        "30:\n\t"                                                                               \
-        "str     lr, [sp, #20]\n\t"                                                             \
-        "ldrsh   lr, [r12, #14]\n\t"                                                            \
-        EQ_C6_STAGE("add     r9, r9, lr\n\t")                                                   \
+        "30:\n\t" /* the offset into r12 (q no longer needed), lr kept */                       \
+        "ldrsh   r12, [r12, #14]\n\t"                                                           \
+        EQ_C6_STAGE("add     r9, r9, r12\n\t")                                                  \
         "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #20]\n\t"                                                             \
         "b       10b\n"
 /* every channel EQ_RQ_FOLDED (eq_conv6_hot_folded): no kind tests */
 #define EQ_C6_STAGE_FOLDED                                                                      \
@@ -217,7 +215,7 @@ void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
  * channel costs 16 instructions besides its dot product and stage (12 in eq_conv6_r7_folded,
  * about 30 in eq_conv6_hot_wide).
  * frame: [sp] stride, [sp, #4] dst, [sp, #8] q, [sp, #12] end (one LDM, one LDRD), [sp, #16]
- * cols, [sp, #20] s, [sp, #24] the weights while lr holds the offset. */
+ * cols, [sp, #20] s. */
 #define EQ_R7_DOT                                                               \
     "ldr     r0, [r12]\n\t"                                                     \
     "ldr     r12, [sp, #16]\n\t"                                                \
@@ -266,10 +264,8 @@ __asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_wide)
         "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */
         "bne     90f\n\t"
         EQ_R7_DOT
-        "str     lr, [sp, #24]\n\t"
-        "ldrsh   lr, [r12, #14]\n\t"
-        EQ_C6_STAGE("add     r9, r9, lr\n\t")
-        "ldr     lr, [sp, #24]\n\t"
+        "ldrsh   r12, [r12, #14]\n\t" /* the offset (q reloaded by EQ_R7_LEAVE), lr kept */
+        EQ_C6_STAGE("add     r9, r9, r12\n\t")
         EQ_R7_LEAVE
         ".size eq_conv6_r7_wide, .-eq_conv6_r7_wide\n\t"
         ".text\n");
