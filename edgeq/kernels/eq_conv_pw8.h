@@ -215,7 +215,8 @@ void eq_pw16_row(const eq_pw8_t *a);
 /* 32 input channels: records [bias, w0 .. w7, partial sum, w8 .. w15, m, add, r] (21 words);
  * pass A: inputs 0-15 against w0 .. w7 of every channel, the sum into the record; pass B:
  * inputs 16-31 from that sum on, then the output stage. Frame as eq_pw8_row, [sp, #24] the
- * end of pass B (rec_end + 36), [sp, #28] and [sp, #32] where passes A and B are entered. */
+ * output pointer during pass A (r1 then holds rec_end), [sp, #28] and [sp, #32] where passes
+ * A and B are entered. */
 #define EQ_PW32_X(OFF)                                              \
     "ldr     r0, [sp]\n\t"                                           \
     "ldr     r10, [sp, #20]\n\t"                                     \
@@ -268,18 +269,21 @@ __asm__(EQ_ASM_FUNC_BEGIN(eq_pw32_row)
         EQ_PW_ENTRY("28", "2f", "4f")
         EQ_PW_ENTRY2("32", "3f", "5f", "10f", "11f")
         "mov     r1, r2\n"
-        "1:\n\t" /* a pixel: pass A over inputs 0-15 */
+        "1:\n\t" /* a pixel: pass A over inputs 0-15, the output pointer parked for the
+                    * records' end in r1 */
         EQ_PW32_X("0")
         "ldr     r0, [sp, #4]\n\t"
+        "str     r1, [sp, #24]\n\t"
+        "ldr     r1, [sp, #8]\n\t"
         "ldr     pc, [sp, #28]\n"
         ".balign 4\n"
         "2:\n\t"
         EQ_PW32_A
         "4:\n\t"
         EQ_PW32_A
-        "ldr     r11, [sp, #8]\n\t"
-        "cmp     r0, r11\n\t"
+        "cmp     r0, r1\n\t"
         "bne     2b\n\t"
+        "ldr     r1, [sp, #24]\n\t"
         /* pass B over inputs 16-31, the input pointer on to the next pixel */
         EQ_PW32_X("16")
         "ldr     r11, [sp, #12]\n\t"
