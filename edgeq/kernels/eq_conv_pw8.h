@@ -151,20 +151,20 @@ void eq_pw8_row(const eq_pw8_t *a);
 /* 16 input channels: r2-r9 the pixel's eight pairs, the record [bias, w0 .. w7, m, add, r] in
  * four LDMs into r10 (bias, then the accumulator), r11, r12, lr; one channel a
  * turn, two per end test; frame as eq_pw8_row. */
-#define EQ_PW16_ONE(STAGE)                                            \
+#define EQ_PW16_ONE(STAGE, NEXT)                                    \
     EQ_PW_DOT6                                                      \
     "ldmia   r0!, {r11, r12, lr}\n\t"                                \
     "smlad   r10, r8, r11, r10\n\t"                                  \
     "smlad   r10, r9, r12, r10\n\t"                                  \
-    "ldmia   r0!, {r11, r12}\n\t"                                    \
+    "ldrd    r11, r12, [r0], #" NEXT "\n\t" /* add, r; on NEXT bytes */ \
     STAGE("r11", "r10", "lr", "r11", "r12")
 /* two channels a turn, then the next pixel */
 #define EQ_PW16_LOOP(FULL, HALF, STAGE)                             \
         ".balign 4\n"                                               \
         FULL ":\n\t"                                                \
-        EQ_PW16_ONE(STAGE)                                          \
+        EQ_PW16_ONE(STAGE, "8")                                     \
         HALF ":\n\t"                                                \
-        EQ_PW16_ONE(STAGE)                                          \
+        EQ_PW16_ONE(STAGE, "8")                                     \
         "tst     r12, #0x100\n\t" /* EQ_PW_LAST: the last record */  \
         "beq     " FULL "b\n\t"                                     \
         "ldr     r6, [sp, #16]\n\t"                                 \
@@ -240,9 +240,7 @@ void eq_pw16_row(const eq_pw8_t *a);
     "smlad   r10, r9, r12, r10\n\t"                                  \
     "str     r10, [r0], #48\n\t"
 /* pass B's channel: the 16-channel turn from the partial sum on, then past the record's tail */
-#define EQ_PW32_B(STAGE)                                              \
-    EQ_PW16_ONE(STAGE)                                                \
-    "add     r0, r0, #36\n\t"
+#define EQ_PW32_B(STAGE) EQ_PW16_ONE(STAGE, "44") /* past the next record's first 9 words */
 /* pass B, two channels a turn, then the next pixel */
 #define EQ_PW32_LOOP(FULL, HALF, STAGE)                             \
         ".balign 4\n"                                               \
