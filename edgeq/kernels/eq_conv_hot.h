@@ -139,7 +139,7 @@ typedef struct {
         EQ_C6_STAGE("")                                                                         \
         "ldr     r1, [sp, #8]\n\t"                                                              \
         "b       10b\n"
-#define EQ_C6_FUNC(NAME, W, KIND, STAGES)                                                             \
+#define EQ_C6_FUNC(NAME, W, KIND, STAGES)                                                       \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
         "sub     sp, sp, #36\n\t"                                                               \
@@ -283,18 +283,17 @@ void eq_conv6_r7_wide(eq_conv6_t *s);
 
 /* eq_conv3_hot: the same for a block of n <= 3 pixels (columns 0-2 of each run; the missing
  * ones repeat the last pixel, so computing three and storing n is exact): per run one weight
- * word, two SXTB16, an LDM and an LDRD of the columns, six SMLADs (12 instructions per 12
- * MACs). Registers: r0-r2 the accumulators, r3 the channel's weight end, r4 stride, r5 n,
- * r6/r7 the weight pairs, r8-r11 columns, r12 the columns, lr the weights. */
+ * word, two SXTB16, an LDM and a post-indexed LDRD of the columns, six SMLADs (11
+ * instructions per 12 MACs). Registers: r0-r2 the accumulators, r3 the channel's weight end,
+ * r4 stride, r5 n, r6/r7 the weight pairs, r8-r11 columns, r12 the columns, lr the weights. */
 #define EQ_C3_RUN                                   \
     "ldr     r7, [lr], #4\n\t"                      \
-    "ldmia   r12, {r8-r11}\n\t"                     \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
     "sxtb16  r6, r7\n\t"                            \
     "sxtb16  r7, r7, ror #8\n\t"                    \
     "smlad   r0, r8, r6, r0\n\t"                    \
     "smlad   r0, r9, r7, r0\n\t"                    \
-    "ldrd    r8, r9, [r12, #16]\n\t"                \
-    "add     r12, r12, #48\n\t"                     \
+    "ldrd    r8, r9, [r12], #32\n\t" /* on to the next run */ \
     "smlad   r1, r10, r6, r1\n\t"                   \
     "smlad   r1, r11, r7, r1\n\t"                   \
     "smlad   r2, r8, r6, r2\n\t"                    \

@@ -5,8 +5,8 @@
  * registers, each output channel one record of 8, 12 or 21 words (one LDM, or four), then four
  * or eight SMLADs and the SMMLAR output stage per output (five instructions with the store when
  * every channel has the offset folded: doubled sums, see eq_pw8_records; seven otherwise), in
- * assembly with EQ_ASM, else the same arithmetic in C; 32 channels in two passes of 16 over all output channels, the first pass's
- * sums kept in the records. Only with EQ_FAST.
+ * assembly with EQ_ASM, else the same arithmetic in C; 32 channels in two passes of 16 over
+ * all output channels, the first pass's sums kept in the records. Only with EQ_FAST.
  */
 #ifndef EQ_CONV_PW8_H
 #define EQ_CONV_PW8_H
@@ -77,9 +77,9 @@ typedef struct {
     "strb    " T ", [r1], #1\n\t"
 /* r0 records, r1 output, r2-r5 the pixel's (x0 x2) (x1 x3) (x4 x6) (x5 x7), r6-r9 weights, r10
  * bias then the accumulator, r11 m, r12 add, lr r (eq_pw8_records); frame: [sp] input
- * pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] the row's output end, [sp,
- * #20] off2, [sp, #24] where the channel loop is entered. Two channels a turn (the channel
- * count is even), two turns per end test. */
+ * pointer, [sp, #4] records, [sp, #8] their end, [sp, #12] step, [sp, #16] the row's output
+ * end, [sp, #20] off2, [sp, #24] where the channel loop is entered. Two channels a turn (the
+ * channel count is even), two turns per end test. */
 #define EQ_PW8_ONE(STAGE)                                             \
     "ldmia   r0!, {r6-r12, lr}\n\t"                                 \
     "smlad   r10, r2, r6, r10\n\t"                                  \
