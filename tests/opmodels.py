@@ -159,15 +159,16 @@ def depthwise(rng, weight_bits=8, depth_multiplier=1, padding="SAME", stride=1, 
 
 
 def fully_connected(rng, weight_bits=8, per_channel=True, activation="NONE",
-                    with_bias=True, input_4d=False, out_scale_factor=1.0) -> Model:
-    """input_4d feeds a [1, h, w, c] tensor, which FULLY_CONNECTED flattens itself."""
+                    with_bias=True, input_4d=False, out_scale_factor=1.0, depth=None) -> Model:
+    """input_4d feeds a [1, h, w, c] tensor, which FULLY_CONNECTED flattens itself; `depth`
+    fixes the input length of a 2-D input."""
     b = _Builder(rng)
     units = int(rng.integers(2, 33))
     if input_4d:
         in_shape = (1, int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 9)))
         depth = int(np.prod(in_shape))
     else:
-        depth = int(rng.integers(4, 65))
+        depth = depth or int(rng.integers(4, 65))
         in_shape = (1, depth)
     x = b.activation("input", in_shape)
     wt = b.weights("weights", (units, depth), weight_bits, 0 if per_channel else None)
@@ -194,20 +195,22 @@ def add(rng, activation="NONE", broadcast=False) -> Model:
     return b.model([x1, x2], [y], f"add {activation}{' broadcast' if broadcast else ''}")
 
 
-def _pool(rng, kind, padding="VALID", stride=2, size=2) -> Model:
+def _pool(rng, kind, padding="VALID", stride=2, size=2, channels=None, hw=None,
+          activation="NONE") -> Model:
     b = _Builder(rng)
-    h, w = (int(v) for v in rng.integers(size, 12, size=2))
-    c = int(rng.integers(1, 9))
+    h, w = hw or (int(v) for v in rng.integers(size, 12, size=2))
+    c = channels or int(rng.integers(1, 9))
     x = b.activation("input", (1, h, w, c))
     oh, ow = _spatial(h, size, stride, 1, padding), _spatial(w, size, stride, 1, padding)
     y = b.like("output", (1, oh, ow, c), x)
     b.op(kind, [x], y, padding=padding, stride_w=stride, stride_h=stride, filter_width=size,
-         filter_height=size, fused_activation_function="NONE")
-    return b.model([x], [y], f"{kind.lower()} {padding} s{stride} k{size}")
+         filter_height=size, fused_activation_function=activation)
+    return b.model([x], [y], f"{kind.lower()} {padding} s{stride} k{size} c{c} {h}x{w} "
+                             f"{activation}")
 
 
-def avg_pool(rng, padding="VALID", stride=2, size=2) -> Model:
-    return _pool(rng, "AVERAGE_POOL_2D", padding, stride, size)
+def avg_pool(rng, padding="VALID", stride=2, size=2, **options) -> Model:
+    return _pool(rng, "AVERAGE_POOL_2D", padding, stride, size, **options)
 
 
 def max_pool(rng, padding="VALID", stride=2, size=2) -> Model:

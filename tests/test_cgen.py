@@ -153,6 +153,19 @@ def _conv_right_stages(rng, **options) -> Model:
     return _stress_output_stage(_conv(rng, **options), rng, STAGE_REGIMES[:2])
 
 
+def _conv_folded_bias(rng, bias, **options) -> Model:
+    """A convolution whose channels all fold the offset into the rounding term, channel 1 with
+    `bias`: the 1x1 records double the sums (the five-instruction stage) while |bias| < 2^30 -
+    2^21, and keep them as they are (the stage with the offset after) from there."""
+    m = _stress_output_stage(_conv(rng, **options), rng, STAGE_REGIMES[:1])
+    b = m.tensors[m.ops[0].inputs[2]]
+    data = np.asarray(b.data, dtype=np.int32).copy()
+    data[1] = bias
+    b.data = data
+    m.description += f" bias {bias}"
+    return m
+
+
 def _add_same_scales(rng) -> Model:
     """ADD of two inputs with the same scale: input multipliers of exactly 1/2 (shift 0)."""
     b = opmodels._Builder(rng)
@@ -279,6 +292,38 @@ EXTRA_CASES = [
     ("conv", _conv, {"kernel": 3, "cin": 72, "cout": 3, "bits": 4, "h": 3, "w": 4}),
     # ADD's fast path with input multipliers of exactly 1/2
     ("add", _add_same_scales, {}),
+    # the 1x1 records with every offset folded (doubled sums, eq_pw*_row_folded) over 8, 16
+    # and 32 channels, and a folded bias at the doubling bound: the most negative still doubled,
+    # the first that keeps the sums as they are
+    ("conv", _conv, {"cin": 16, "cout": 12, "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv, {"cin": 32, "cout": 9, "kernel": 1, "bits": 8, "h": 16, "w": 17,
+                     "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21) + 1, "cin": 8, "cout": 6,
+                                 "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": 2**30 - 2**21, "cin": 16, "cout": 5, "kernel": 1,
+                                 "bits": 8, "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21), "cin": 32, "cout": 6, "kernel": 1,
+                                 "bits": 4, "h": 16, "w": 16, "activation": "NONE"}),
+    # AVERAGE_POOL_2D four channels a word: channel counts not a multiple of 4 (the rest one
+    # by one), windows clipped by SAME padding, a narrow clamp (one by one), a window as wide
+    # as the image (one run of taps), 256 taps (the most the int16 sums hold) and 289 (one by
+    # one)
+    ("avg_pool", opmodels.avg_pool, {"size": 3, "stride": 1, "channels": 13}),
+    ("avg_pool", opmodels.avg_pool, {"padding": "SAME", "size": 3, "channels": 12,
+                                     "activation": "RELU"}),
+    ("avg_pool", opmodels.avg_pool, {"size": 3, "channels": 22, "hw": (3, 3)}),
+    ("avg_pool", opmodels.avg_pool, {"size": 5, "stride": 3, "channels": 7, "hw": (11, 5)}),
+    ("avg_pool", opmodels.avg_pool, {"size": 16, "channels": 8, "hw": (16, 16)}),
+    ("avg_pool", opmodels.avg_pool, {"size": 17, "channels": 6, "hw": (17, 17)}),
+    # CONV_2D with every channel's offset folded (eq_conv6_hot_folded under QEMU)
+    ("conv", _conv, {"cin": 12, "cout": 9, "kernel": 3, "bits": 8, "h": 7, "w": 8,
+                     "activation": "NONE"}),
+    ("conv", _conv, {"cin": 20, "cout": 7, "kernel": 1, "bits": 8, "activation": "NONE"}),
+    # FULLY_CONNECTED four int8 values a step: 256 (vww's classifier), a tail of 3, only a tail
+    ("fully_connected", opmodels.fully_connected, {"depth": 256}),
+    ("fully_connected", opmodels.fully_connected, {"depth": 39, "per_channel": False,
+                                                   "activation": "RELU"}),
+    ("fully_connected", opmodels.fully_connected, {"depth": 3}),
 ]
 
 

@@ -226,7 +226,8 @@ void eq_depthwise_conv2d_1x3(const eq_depthwise_t *p, const int8_t *in, int8_t *
 /* FULLY_CONNECTED (reference_integer_ops::FullyConnected / FullyConnectedPerChannel):
  * in [batches][accum_depth], out [batches][out_depth], weights [out_depth][accum_depth] int8 or
  * int4 (weight_offset = -weight zero point, 0 for symmetric weights), one multiplier/shift or
- * one per output. No fast path. */
+ * one per output. Fast path (DSP): int8 weights without an offset, four values a step in two
+ * SMLADs. No scratch. */
 void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t *out);
 /* ADD (reference_integer_ops::Add / BroadcastAdd4DSlow): out has out_dims (4-D), each input
  * is read through its strides (0 where it broadcasts); both rescaled to a common scale after
@@ -237,7 +238,9 @@ void eq_fully_connected(const eq_fully_connected_t *p, const int8_t *in, int8_t 
 void eq_add(const eq_add_t *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 /* AVERAGE_POOL_2D / MAX_POOL_2D (reference_integer_ops::AveragePool / MaxPool): in and out
  * share their scale and zero point (nothing is rescaled); windows clipped to the image, the
- * average rounded half away from zero, then the act_min/act_max clamp. No fast path. */
+ * average rounded half away from zero, then the act_min/act_max clamp. Fast path (DSP):
+ * average windows of at most 256 taps with the whole int8 clamp, four channels a word (int16
+ * sums). No scratch. */
 void eq_average_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
 void eq_max_pool(const eq_pool_t *p, const int8_t *in, int8_t *out);
 /* MEAN (reference_ops::QuantizedMeanOrSum) over the axes marked in `reduce` of a 4-D input;

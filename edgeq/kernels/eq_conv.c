@@ -187,15 +187,16 @@ typedef struct {
 #endif
 
 /* Every output channel for the block's n pixels (columns in `cols`), written to dst[0..) with
- * out_c between pixels. The hot loop (EQ_COLS pixels, whole int8 clamp) keeps few values live
- * so that the compiler holds them in registers around the inline assembly. */
+ * out_c between pixels; `folded` when every channel's stage is EQ_RQ_FOLDED. The hot loop
+ * (EQ_COLS pixels, whole int8 clamp) keeps few values live so that the compiler holds them in
+ * registers around the inline assembly. */
 typedef void (*eq_block_fn)(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
-                            int8_t *dst, int32_t n);
+                            int8_t *dst, int32_t n, int folded);
 
 /* wide (a constant where inlined): weight_bits 16, in eq_conv_block_wide only, so that the
  * linker drops that code from firmware without such weights. */
 EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
-                                 int8_t *dst, int32_t n, const int wide)
+                                 int8_t *dst, int32_t n, int folded, const int wide)
 {
     const int32_t out_c = p->out_c, k_pad = p->filter_stride;
     const int int4 = p->weight_bits == 4;
@@ -208,6 +209,7 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
     blk.cols = cols;
     blk.runs = int4 ? k_pad / 8 : k_pad / 4;
     blk.stride = out_c;
+    (void)folded; /* only the assembly has a loop for it */
 #if EQ_ASM
     if ((n == EQ_COLS || (n <= 3 && !wide)) && p->act_min == -128 && p->act_max == 127
         && !int4) {
@@ -222,6 +224,10 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
         s.runs = blk.runs;
         s.stride = out_c;
         s.n = n;
+        if (folded && !wide && n == EQ_COLS) {
+            eq_conv6_hot_folded(&s); /* every channel, no kind tests */
+            return;
+        }
         for (;;) {
             if (wide && s.runs == 7) {
                 eq_conv6_r7_wide(&s);
@@ -294,15 +300,15 @@ EQ_INLINE void eq_conv_block_any(const eq_conv_t *p, const int16_t *cols, const 
 }
 
 static void eq_conv_block(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
-                          int8_t *dst, int32_t n)
+                          int8_t *dst, int32_t n, int folded)
 {
-    eq_conv_block_any(p, cols, rq, dst, n, 0);
+    eq_conv_block_any(p, cols, rq, dst, n, folded, 0);
 }
 
 static void eq_conv_block_wide(const eq_conv_t *p, const int16_t *cols, const eq_rqc_t *rq,
-                               int8_t *dst, int32_t n)
+                               int8_t *dst, int32_t n, int folded)
 {
-    eq_conv_block_any(p, cols, rq, dst, n, 1);
+    eq_conv_block_any(p, cols, rq, dst, n, folded, 1);
 }
 
 /* eq_conv2d_fast's blocks for eq_rgb_lines filters: a block of six pixels in one output row
@@ -311,7 +317,7 @@ static void eq_conv_block_wide(const eq_conv_t *p, const int16_t *cols, const eq
  * hot a block of six goes to eq_conv6_r7_folded or eq_conv6_r7_wide straight away. */
 EQ_NOINLINE void eq_conv2d_rgb(const eq_conv_t *p, const int8_t *image, int8_t *out,
                                int16_t *cols, const eq_rqc_t *rq, int8_t *tmp, uint32_t off2,
-                               eq_block_fn block)
+                               eq_block_fn block, int all_folded)
 {
     const int32_t out_w = p->out_w, pixels = p->out_h * out_w, depth = p->in_c;
     const int32_t step = p->in_w * depth * p->dilation_h, pixel_step = p->stride_w * depth;
@@ -394,7 +400,7 @@ EQ_NOINLINE void eq_conv2d_rgb(const eq_conv_t *p, const int8_t *image, int8_t *
         } else
 #endif
         {
-            block(p, cols, rq, dst, n);
+            block(p, cols, rq, dst, n, all_folded);
         }
         pix += EQ_COLS;
         ox += EQ_COLS;
@@ -417,20 +423,23 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
     /* 1x1 without padding: a pixel's receptive field is the input pixel itself */
     const int direct = p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0
                        && k_total == k_pad;
+    const int dense = direct && p->stride_h == 1 && p->stride_w == 1; /* and stride 1 */
     eq_rqc_t *rq = (eq_rqc_t *)(void *)(cols + EQ_COLS * k_pad);
     uint32_t tmp_words[EQ_GATHER_MAX / 4 + 1]; /* + 1: the gather's last word may run over */
     int8_t *tmp = (int8_t *)tmp_words;
     int32_t b, pix, oc, j;
+    int folded = 1;
     for (oc = 0; oc < out_c; ++oc) {
         rq[oc] = eq_rqc_make(p->multiplier[oc], p->shift[oc], p->bias ? p->bias[oc] : 0,
                              p->out_offset);
+        folded = folded && EQ_RQ_KIND(rq[oc]) == EQ_RQ_FOLDED;
     }
     memset(tmp + k_total, -p->in_offset, (size_t)(k_pad - k_total)); /* times zero weights */
     for (b = 0; b < p->batches; ++b) {
         const int8_t *image = in + b * p->in_h * p->in_w * p->in_c;
         int8_t *dst = out + b * pixels * out_c;
         if (p->row_words > 0 && eq_rgb_lines(p)) {
-            eq_conv2d_rgb(p, image, dst, cols, rq, tmp, off2, block);
+            eq_conv2d_rgb(p, image, dst, cols, rq, tmp, off2, block, folded);
             continue;
         }
         for (pix = 0; pix < pixels; pix += EQ_COLS) {
@@ -441,13 +450,14 @@ static void eq_conv2d_fast(const eq_conv_t *p, const int8_t *in, int8_t *out, in
             for (j = 0; j < EQ_COLS && p->row_words == 0; ++j) {
                 /* missing pixels repeat the last one */
                 const int32_t q = pix + EQ_MIN(j, n - 1);
-                const int8_t *src = direct
+                const int8_t *src = dense ? image + q * k_pad /* input pixel q */
+                    : direct
                     ? image + (q / p->out_w * p->stride_h * p->in_w + q % p->out_w * p->stride_w)
                               * p->in_c
                     : eq_gather(p, image, 0, q / p->out_w, q % p->out_w, tmp);
                 eq_column(src, cols, j, run, k_pad, off2);
             }
-            block(p, cols, rq, dst + pix * out_c, n);
+            block(p, cols, rq, dst + pix * out_c, n, folded);
         }
     }
 }

@@ -103,7 +103,19 @@ static void eq_column(const int8_t *src, int16_t *cols, int32_t j, int32_t run, 
     int32_t k;
     if (run == 4) {
         uint32_t *d = dst + j * 2;
-        for (k = 0; k + 8 <= k_pad; k += 8, d += 4 * EQ_COLS) { /* two runs per turn */
+        for (k = 0; k + 16 <= k_pad; k += 16, d += 8 * EQ_COLS) { /* four runs per turn */
+            const uint32_t a = eq_load32(src + k), b = eq_load32(src + k + 4);
+            const uint32_t c = eq_load32(src + k + 8), e = eq_load32(src + k + 12);
+            d[0] = EQ_SXTAB16(off2, a);
+            d[1] = EQ_SXTAB16_ROR8(off2, a);
+            d[2 * EQ_COLS] = EQ_SXTAB16(off2, b);
+            d[2 * EQ_COLS + 1] = EQ_SXTAB16_ROR8(off2, b);
+            d[4 * EQ_COLS] = EQ_SXTAB16(off2, c);
+            d[4 * EQ_COLS + 1] = EQ_SXTAB16_ROR8(off2, c);
+            d[6 * EQ_COLS] = EQ_SXTAB16(off2, e);
+            d[6 * EQ_COLS + 1] = EQ_SXTAB16_ROR8(off2, e);
+        }
+        for (; k + 8 <= k_pad; k += 8, d += 4 * EQ_COLS) { /* two runs per turn */
             const uint32_t a = eq_load32(src + k), b = eq_load32(src + k + 4);
             d[0] = EQ_SXTAB16(off2, a);
             d[1] = EQ_SXTAB16_ROR8(off2, a);

@@ -98,9 +98,10 @@ typedef struct {
     "bne     7" K "f\n\t"                           \
     "adr     r8, 6" K "f\n"                          \
     "7" K ":\n\t"
-/* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the channel's weight end,
- * [sp, #16] cols, [sp, #20] a channel's weight bytes, [sp, #24] where the eight-run loop is
- * entered (runs - 1 mod 8 runs before its first test), [sp, #28] s, [sp, #32] end */
+/* frame: [sp] stride, [sp, #4] dst, [sp, #8] q (one LDM), [sp, #12] the columns' end (a run
+ * reads 48 bytes of them: the runs' end test for every channel), [sp, #16] cols, [sp, #24]
+ * where the eight-run loop is entered (runs - 1 mod 8 runs before its first test), [sp, #28]
+ * s, [sp, #32] end */
 /* a channel done: the next channel's dst and q into the frame, the stage's multiplier, bias
  * and kind loaded */
 #define EQ_C6_NEXT                                                              \
@@ -112,7 +113,33 @@ typedef struct {
     "ldrd    r6, r7, [r12, #4]\n\t"                                             \
     "ldrb    r8, [r12, #13]\n\t"
 
-#define EQ_C6_FUNC(NAME, W, WSHIFT)                                                             \
+/* a channel's kind: on to its dot product when EQ_RQ_FOLDED or EQ_RQ_RIGHT, else out */
+#define EQ_C6_KIND                                                                              \
+        "ldrb    r3, [r1, #12]\n\t"                                                             \
+        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */                                                 \
+        "beq     11f\n\t"                                                                       \
+        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */                                                  \
+        "bne     90f\n"                                                                         \
+        "11:\n\t"
+/* the stage of the channel's kind (r12 its q), then the next channel */
+#define EQ_C6_STAGES                                                                            \
+        "ldrb    r9, [r12, #12]\n\t"                                                            \
+        "cmp     r9, #4\n\t"                                                                    \
+        "bne     30f\n\t"                                                                       \
+        EQ_C6_STAGE("") /* lr, the next channel's weights, kept */                              \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "b       10b\n"                                                                         \
+        "30:\n\t" /* the offset into r12 (q no longer needed), lr kept */                       \
+        "ldrsh   r12, [r12, #14]\n\t"                                                           \
+        EQ_C6_STAGE("add     r9, r9, r12\n\t")                                                  \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "b       10b\n"
+/* every channel EQ_RQ_FOLDED (eq_conv6_hot_folded): no kind tests */
+#define EQ_C6_STAGE_FOLDED                                                                      \
+        EQ_C6_STAGE("")                                                                         \
+        "ldr     r1, [sp, #8]\n\t"                                                              \
+        "b       10b\n"
+#define EQ_C6_FUNC(NAME, W, KIND, STAGES)                                                       \
     __asm__(EQ_ASM_FUNC_BEGIN(NAME)                                                             \
         "push    {r4-r11, lr}\n\t"                                                              \
         "sub     sp, sp, #36\n\t"                                                               \
@@ -123,8 +150,9 @@ typedef struct {
         "str     r1, [sp, #8]\n\t"                                                              \
         "str     r5, [sp, #16]\n\t"                                                             \
         "str     r2, [sp, #32]\n\t"                                                             \
-        "lsl     r8, r6, #" #WSHIFT "\n\t"                                                      \
-        "str     r8, [sp, #20]\n\t"                                                             \
+        "add     r8, r6, r6, lsl #1\n\t"                                                        \
+        "add     r8, r5, r8, lsl #4\n\t" /* cols + 48 runs: where the runs end */              \
+        "str     r8, [sp, #12]\n\t"                                                             \
         "sub     r6, r6, #1\n\t"                                                                \
         "and     r6, r6, #7\n\t"                                                                \
         "adr     r8, 60f\n\t"                                                                   \
@@ -137,17 +165,9 @@ typedef struct {
         "ldr     r2, [sp, #32]\n\t"                                                             \
         "cmp     r1, r2\n\t"                                                                    \
         "beq     90f\n\t"                                                                       \
-        "ldrb    r3, [r1, #12]\n\t"                                                             \
-        "cmp     r3, #4\n\t" /* EQ_RQ_FOLDED */                                                 \
-        "beq     11f\n\t"                                                                       \
-        "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */                                                  \
-        "bne     90f\n"                                                                         \
-        "11:\n\t"                                                                               \
+        KIND                                                                                    \
         "ldr     r0, [r1]\n\t"                                                                  \
         "ldr     r12, [sp, #16]\n\t"                                                            \
-        "ldr     r3, [sp, #20]\n\t"                                                             \
-        "add     r3, lr, r3\n\t"                                                                \
-        "str     r3, [sp, #12]\n\t"                                                             \
         EQ_C6_FIRST(W)                                                                          \
         "ldr     pc, [sp, #24]\n"                                                               \
         ".balign 4\n"                                                                           \
@@ -169,22 +189,10 @@ typedef struct {
         EQ_C6_RUN(W)                                                                            \
         "60:\n\t"                                                                               \
         "ldr     r8, [sp, #12]\n\t"                                                             \
-        "cmp     lr, r8\n\t"                                                                    \
+        "cmp     r12, r8\n\t"                                                                   \
         "bne     1b\n\t"                                                                        \
         EQ_C6_NEXT                                                                              \
-        "ldrb    r9, [r12, #12]\n\t"                                                            \
-        "cmp     r9, #4\n\t"                                                                    \
-        "bne     30f\n\t"                                                                       \
-        EQ_C6_STAGE("")                                                                         \
-        "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #12]\n\t"                                                             \
-        "b       10b\n"                                                                         \
-        "30:\n\t"                                                                               \
-        "ldrsh   lr, [r12, #14]\n\t"                                                            \
-        EQ_C6_STAGE("add     r9, r9, lr\n\t")                                                   \
-        "ldr     r1, [sp, #8]\n\t"                                                              \
-        "ldr     lr, [sp, #12]\n\t"                                                             \
-        "b       10b\n"                                                                         \
+        STAGES                                                                                  \
         "90:\n\t" /* q, dst, w of the first channel not done back into s */                     \
         "ldr     r0, [sp, #28]\n\t"                                                             \
         "ldr     r3, [sp, #4]\n\t"                                                              \
@@ -195,9 +203,11 @@ typedef struct {
         "pop     {r4-r11, pc}\n\t"                                                              \
         ".size " #NAME ", .-" #NAME "\n\t"                                                      \
         ".text\n")
-EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8, 2);
-EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16, 3);
+EQ_C6_FUNC(eq_conv6_hot, EQ_C6_W8, EQ_C6_KIND, EQ_C6_STAGES);
+EQ_C6_FUNC(eq_conv6_hot_folded, EQ_C6_W8, "", EQ_C6_STAGE_FOLDED);
+EQ_C6_FUNC(eq_conv6_hot_wide, EQ_C6_W16, EQ_C6_KIND, EQ_C6_STAGES);
 void eq_conv6_hot(eq_conv6_t *s);
+void eq_conv6_hot_folded(eq_conv6_t *s); /* every channel EQ_RQ_FOLDED */
 void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
 
 /* eq_conv6_r7_wide: eq_conv6_hot_wide for filter rows of seven runs (a 3x3 filter over three
@@ -205,7 +215,7 @@ void eq_conv6_hot_wide(eq_conv6_t *s); /* weights stored as int16 pairs */
  * channel costs 16 instructions besides its dot product and stage (12 in eq_conv6_r7_folded,
  * about 30 in eq_conv6_hot_wide).
  * frame: [sp] stride, [sp, #4] dst, [sp, #8] q, [sp, #12] end (one LDM, one LDRD), [sp, #16]
- * cols, [sp, #20] s, [sp, #24] the weights while lr holds the offset. */
+ * cols, [sp, #20] s. */
 #define EQ_R7_DOT                                                               \
     "ldr     r0, [r12]\n\t"                                                     \
     "ldr     r12, [sp, #16]\n\t"                                                \
@@ -254,10 +264,8 @@ __asm__(EQ_ASM_FUNC_BEGIN(eq_conv6_r7_wide)
         "cmp     r3, #2\n\t" /* EQ_RQ_RIGHT */
         "bne     90f\n\t"
         EQ_R7_DOT
-        "str     lr, [sp, #24]\n\t"
-        "ldrsh   lr, [r12, #14]\n\t"
-        EQ_C6_STAGE("add     r9, r9, lr\n\t")
-        "ldr     lr, [sp, #24]\n\t"
+        "ldrsh   r12, [r12, #14]\n\t" /* the offset (q reloaded by EQ_R7_LEAVE), lr kept */
+        EQ_C6_STAGE("add     r9, r9, r12\n\t")
         EQ_R7_LEAVE
         ".size eq_conv6_r7_wide, .-eq_conv6_r7_wide\n\t"
         ".text\n");
@@ -275,18 +283,17 @@ void eq_conv6_r7_wide(eq_conv6_t *s);
 
 /* eq_conv3_hot: the same for a block of n <= 3 pixels (columns 0-2 of each run; the missing
  * ones repeat the last pixel, so computing three and storing n is exact): per run one weight
- * word, two SXTB16, an LDM and an LDRD of the columns, six SMLADs (12 instructions per 12
- * MACs). Registers: r0-r2 the accumulators, r3 the channel's weight end, r4 stride, r5 n,
- * r6/r7 the weight pairs, r8-r11 columns, r12 the columns, lr the weights. */
+ * word, two SXTB16, an LDM and a post-indexed LDRD of the columns, six SMLADs (11
+ * instructions per 12 MACs). Registers: r0-r2 the accumulators, r3 the channel's weight end,
+ * r4 stride, r5 n, r6/r7 the weight pairs, r8-r11 columns, r12 the columns, lr the weights. */
 #define EQ_C3_RUN                                   \
     "ldr     r7, [lr], #4\n\t"                      \
-    "ldmia   r12, {r8-r11}\n\t"                     \
+    "ldmia   r12!, {r8-r11}\n\t"                    \
     "sxtb16  r6, r7\n\t"                            \
     "sxtb16  r7, r7, ror #8\n\t"                    \
     "smlad   r0, r8, r6, r0\n\t"                    \
     "smlad   r0, r9, r7, r0\n\t"                    \
-    "ldrd    r8, r9, [r12, #16]\n\t"                \
-    "add     r12, r12, #48\n\t"                     \
+    "ldrd    r8, r9, [r12], #32\n\t" /* on to the next run */ \
     "smlad   r1, r10, r6, r1\n\t"                   \
     "smlad   r1, r11, r7, r1\n\t"                   \
     "smlad   r2, r8, r6, r2\n\t"                    \
