@@ -65,7 +65,7 @@ LAYOUTS = {
     "per-layer widths in bits (value - base)": "bits",
     "per-layer widths in bits + dead channels coded in the shift (before the mantissa codes)":
         "dead",
-    "+ multipliers as the weight scale's mantissa code + residual, 16-byte header (the "
+    "+ multipliers as the weight scale's mantissa code + residual, 18-byte header (the "
     "engine's)": "engine",
     "the engine's + constant-output channels coded dead (not implemented)": "constant",
 }
@@ -238,7 +238,7 @@ def packed_vww(shared: Path) -> dict:
         "Plans: quantize(vww_96, train2017, 'brecq', 'mixed', budget_kb) with brecq's default "
         "iterations on 2 shared cores, widths 8/4/3/2, first and last layers at 8 bits; "
         "budget = stored model: weights as the engine packs them (2/3 bits as dense streams) + "
-        "the packed per-channel parameters (edgeq.intmath.pack_channels: per layer a 16-byte "
+        "the packed per-channel parameters (edgeq.intmath.pack_channels: per layer a 18-byte "
         "header and bias, shift and the Q31 multiplier's mantissa code and residual as value - "
         "base at the layer's widths; the quantizer snaps each weight scale to "
         "intmath.SNAP_SCALE_BITS significant bits of its width); the "

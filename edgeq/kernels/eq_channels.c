@@ -3,13 +3,13 @@
  * The engine stores each weighted layer's biases, Q31 multipliers and shifts as value - base
  * at the narrowest width the layer's values need (edgeq.intmath.pack_channels writes them; the
  * layout is described there): a stream of (bias, shift) pairs, a stream of (multiplier code,
- * residual) pairs, then a 16-byte header:
+ * residual) pairs, then an 18-byte header:
  *   bytes 0-3   int32 bias base          bytes 4-7  uint32 multiplier base
- *   bytes 8-11  uint32 K: 0, or the Q31 mantissa of input scale / output scale
- *   byte 12     int8 shift base          byte 13 bias width      byte 14 multiplier code width
- *   byte 15     shift width (bits 0-2), residual width (bits 3-6), dead channels (bit 7)
+ *   bytes 8-13  uint48 K: 0, or the mantissa of input scale / output scale (31 bits or more)
+ *   byte 14     int8 shift base          byte 15 bias width      byte 16 multiplier code width
+ *   byte 17     shift width (bits 0-2), residual width (bits 3-6), dead channels (bit 7)
  * With K 0 a multiplier is base + code; otherwise eq_predict(base + code, K) + residual (the
- * code is the weight scale's mantissa, the residual a few units of rounding).
+ * code is the weight scale's mantissa, the residual almost always 0).
  * The engine calls eq_channels before the layer's kernel to unpack them into
  * the small scratch its parameters point to, so the kernels read plain int32/int8 arrays as
  * before: the integers are the .tflite's (identical to TFLM). A pair of up to 25 bits is one
@@ -51,10 +51,11 @@ static uint32_t eq_mask(uint32_t width)
 }
 
 /* a * k normalized to [2^30, 2^31), rounded half up, the 2^31 carry halved
- * (edgeq.intmath.predict_multiplier); k >= 2^30, a >= 1: the product has at least 31 bits */
-static uint32_t eq_predict(uint32_t a, uint32_t k)
+ * (edgeq.intmath.predict_multiplier); k >= 2^30, a >= 1: the product has at least 31 bits
+ * (and fewer than 63: the packer keeps a * k < 2^62) */
+static uint32_t eq_predict(uint32_t a, uint64_t k)
 {
-    const uint64_t p = (uint64_t)a * k;
+    const uint64_t p = a * k;
     const uint32_t drop = 33u - (uint32_t)__builtin_clzll(p); /* bit length - 31 */
     const uint64_t m = drop ? (p + (1ull << (drop - 1))) >> drop : p;
     return m == 1ull << 31 ? 1u << 30 : (uint32_t)m;
@@ -70,10 +71,11 @@ static int32_t eq_residual(uint32_t code, uint32_t width)
 void eq_channels(const int8_t *packed, int32_t bytes, int32_t channels, int32_t *bias,
                  int32_t *multiplier, int8_t *shift)
 {
-    const uint8_t *s = (const uint8_t *)packed, *h = s + bytes - 16;
-    const uint32_t bias_base = eq_le32(h), mult_base = eq_le32(h + 4), k = eq_le32(h + 8);
-    const int32_t shift_base = (int8_t)h[12];
-    const uint32_t wb = h[13], wm = h[14], ws = h[15] & 7u, wr = (h[15] >> 3) & 15u;
+    const uint8_t *s = (const uint8_t *)packed, *h = s + bytes - 18;
+    const uint32_t bias_base = eq_le32(h), mult_base = eq_le32(h + 4);
+    const uint64_t k = eq_le32(h + 8) | (uint64_t)(h[12] | (uint32_t)h[13] << 8) << 32;
+    const int32_t shift_base = (int8_t)h[14];
+    const uint32_t wb = h[15], wm = h[16], ws = h[17] & 7u, wr = (h[17] >> 3) & 15u;
     const uint32_t mb = eq_mask(wb), mm = eq_mask(wm), ms = (1u << ws) - 1, pair = wb + ws;
     const uint32_t mr = (1u << wr) - 1, code = wm + wr;
     uint32_t pos = 0, v;
@@ -107,7 +109,7 @@ void eq_channels(const int8_t *packed, int32_t bytes, int32_t channels, int32_t 
                             + eq_residual(eq_bits(s, pos + wm) & mr, wr);
         }
     }
-    if (h[15] & 0x80u) { /* dead channels: shift code 0, multiplier 0 (TFLM outputs the zero
+    if (h[17] & 0x80u) { /* dead channels: shift code 0, multiplier 0 (TFLM outputs the zero
                           * point whatever the bias and shift) */
         for (c = 0; c < channels; ++c) {
             if (shift[c] == shift_base) {
