@@ -274,8 +274,8 @@ def test_build_mixed_budget_on_idx_data(small, tmp_path):  # noqa: F811
     model = read_model((out / "model.tflite").read_bytes())
     plan = json.loads(model.metadata["edgeq"])["bits"]
     assert len(set(plan.values())) > 1, plan  # a mixed plan, not one width
-    # what the engine stores: weights at their widths and per-channel parameters (not all at 8
-    # bits would not fit)
+    # what the engine stores: weights at their widths and per-channel parameters (every layer
+    # at 8 bits would not fit)
     assert cgen.lower_model(model).weight_bytes <= 0.25 * 1024
     assert {row["samples"] for row in report["accuracy"]} == {32}  # the t10k files evaluate
 
