@@ -311,7 +311,12 @@ def packed_fmnist(shared: Path) -> dict:
                 "model object = text + data of edgeq_model.o in the mps2-an500 firmware "
                 "(arm-none-eabi-size): weights as the engine packs them, the packed per-channel "
                 "parameters and the generated invoke code; 'as INT4 containers' = "
-                "engine_options(packed_weights=False)."]}
+                "engine_options(packed_weights=False).",
+                "Weight scales snapped by edgeq.learn.quantize.storable to "
+                "intmath.SNAP_SCALE_BITS significant bits (5 for the 2-bit layers, 10 for 4-bit, "
+                "12 for 8-bit): per channel the engine stores a bias, a shift and a multiplier "
+                "mantissa code of 4 (W2), 9 (W4) or 11 (8-bit layers) bits "
+                "(edgeq.intmath.pack_channels)."]}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
