@@ -63,14 +63,19 @@ LAYOUTS = {
     "fixed fields: 32-bit bias, 30-bit multiplier, 6-bit shift": "fixed",
     "per-layer widths, whole bytes (bias 1-4 B, multiplier 4 B, shift 1 B)": "bytes",
     "per-layer widths in bits (value - base)": "bits",
-    "per-layer widths in bits + dead channels coded in the shift (the engine's)": "engine",
+    "per-layer widths in bits + dead channels coded in the shift (before the mantissa codes)":
+        "dead",
+    "+ multipliers as the weight scale's mantissa code + residual, 18-byte header (the "
+    "engine's)": "engine",
     "the engine's + constant-output channels coded dead (not implemented)": "constant",
 }
+OLD_HEADER_BYTES = 12  # the header of the layouts before the mantissa codes
 
 
 def _param_layouts(model) -> dict[str, int]:
     """Bytes of every weighted layer's per-channel parameters of a .tflite Model under the
-    LAYOUTS (12-byte header per layer where there are per-layer widths)."""
+    LAYOUTS (a header per layer where there are per-layer widths: 12 bytes before the mantissa
+    codes, intmath.CHANNEL_HEADER_BYTES with them)."""
     from edgeq import intmath
     from edgeq.deploy import cgen
 
@@ -90,10 +95,14 @@ def _param_layouts(model) -> dict[str, int]:
         n = mu.size
         total["before"] += n * 4 * has_bias + (n if len(w.scale) > 1 else 1) * 5
         total["fixed"] += -(-n * (32 * has_bias + 36) // 8)
+        old = OLD_HEADER_BYTES - intmath.CHANNEL_HEADER_BYTES
         bits_fields, _, _ = intmath.channel_fields(b, np.where(mu == 0, 1 << 30, mu), sh)
-        total["bits"] += intmath.channel_param_bytes(n, bits_fields)
-        total["bytes"] += intmath.CHANNEL_HEADER_BYTES + n * sum(-(-f // 8) for f in bits_fields)
+        total["bits"] += intmath.channel_param_bytes(n, bits_fields) + old
+        total["bytes"] += OLD_HEADER_BYTES + n * sum(-(-f // 8) for f in bits_fields)
         fields, _, _ = intmath.channel_fields(b, mu, sh)
+        total["dead"] += intmath.channel_param_bytes(n, fields) + old
+        ratio = intmath.op_channel_ratio(model, op)
+        fields, _, _ = intmath.channel_fields(b, mu, sh, ratio)
         total["engine"] += intmath.channel_param_bytes(n, fields)
         # constant output over every possible accumulator (the ends of its range suffice: the
         # requantization is monotone) equal to the clamped zero point: codable as dead
@@ -111,7 +120,8 @@ def _param_layouts(model) -> dict[str, int]:
                    for e in ends]
             const = ((ends[0] >= -(1 << 31)) & (ends[1] < 1 << 31) & (out[0] == out[1])
                      & (out[0] == np.clip(zp, lo, hi)))
-        fields, _, _ = intmath.channel_fields(b, np.where(const, 0, mu), np.where(const, 0, sh))
+        fields, _, _ = intmath.channel_fields(b, np.where(const, 0, mu), np.where(const, 0, sh),
+                                              ratio)
         total["constant"] += intmath.channel_param_bytes(n, fields)
     return total
 
@@ -228,8 +238,10 @@ def packed_vww(shared: Path) -> dict:
         "Plans: quantize(vww_96, train2017, 'brecq', 'mixed', budget_kb) with brecq's default "
         "iterations on 2 shared cores, widths 8/4/3/2, first and last layers at 8 bits; "
         "budget = stored model: weights as the engine packs them (2/3 bits as dense streams) + "
-        "the packed per-channel parameters (edgeq.intmath.pack_channels: per layer a 12-byte "
-        "header and bias, Q31 multiplier and shift as value - base at the layer's widths); the "
+        "the packed per-channel parameters (edgeq.intmath.pack_channels: per layer a 18-byte "
+        "header and bias, shift and the Q31 multiplier's mantissa code and residual as value - "
+        "base at the layer's widths; the quantizer snaps each weight scale to "
+        "intmath.SNAP_SCALE_BITS significant bits of its width); the "
         "planner counts those widths as measured on min-max quantized copies at each width (bias "
         "+1 bit of margin); 'stored' is what the engine generator wrote for the final plan.",
         "flash = text + data of the linked ELF (arm-none-eabi-size); 'INT4 containers' = the "
@@ -299,7 +311,12 @@ def packed_fmnist(shared: Path) -> dict:
                 "model object = text + data of edgeq_model.o in the mps2-an500 firmware "
                 "(arm-none-eabi-size): weights as the engine packs them, the packed per-channel "
                 "parameters and the generated invoke code; 'as INT4 containers' = "
-                "engine_options(packed_weights=False)."]}
+                "engine_options(packed_weights=False).",
+                "Weight scales snapped by edgeq.learn.quantize.storable to "
+                "intmath.SNAP_SCALE_BITS significant bits (5 for the 2-bit layers, 10 for 4-bit, "
+                "12 for 8-bit): per channel the engine stores a bias, a shift and a multiplier "
+                "mantissa code of 4 (W2), 9 (W4) or 11 (8-bit layers) bits "
+                "(edgeq.intmath.pack_channels)."]}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
@@ -324,7 +341,7 @@ def render(name: str, result: dict, cmd: str) -> str:
                 why += (f"; of it {s['weights']:,} B of weights (every inner layer at 2 bits) and "
                         f"{s['params']:,} B of per-channel parameters for {s['channels']:,} "
                         f"channels, {s['multiplier_bytes']:,} B of them Q31 multipliers "
-                        "(30 bits each, lossless)")
+                        "(mantissa code + residual of the snapped scales)")
                 if s["weights"] > r["budget_kb"] * 1024:
                     why += f"; the weights alone exceed {r['budget_kb']:g} KiB"
             lines.append(f"| {r['model']} | no plan: {why} | — | — | — | — | — | — "

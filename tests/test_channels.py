@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 import test_cgen as tc
+from test_litert_identity import every_layer  # noqa: F401  (a fixture)
 
 from edgeq import intmath
 from edgeq.deploy import cgen
@@ -67,8 +68,15 @@ def unpacker(tmp_path_factory):
     return run
 
 
+def _snapped(rng, n: int, ratio: float, bits: int = 2):
+    """Multipliers and shifts of snapped float32 weight scales at `ratio` (TFLM's Prepare)."""
+    scales = intmath.snap_weight_scales(rng.uniform(1e-3, 1e-1, n).astype(np.float32), bits)
+    pairs = [intmath.quantize_multiplier(ratio * float(s)) for s in scales]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
 def _layers():
-    """(bias or None, multipliers, shifts) covering the widths' corners."""
+    """(bias or None, multipliers, shifts, ratio) covering the widths' corners."""
     rng = np.random.default_rng(3)
     n = 37
     mult = rng.integers(1 << 30, 1 << 31, n)
@@ -78,23 +86,32 @@ def _layers():
     dead_mult, dead_shift = mult.copy(), shift.copy()
     dead_mult[[0, 5, 36]] = 0
     dead_shift[[0, 5, 36]] = 0
+    snap_mult, snap_shift = _snapped(rng, n, 0.37)
+    snap_dead, snap_dead_shift = snap_mult.copy(), snap_shift.copy()
+    snap_dead[[1, 7]], snap_dead_shift[[1, 7]] = 0, 0
+    wide_mult, wide_shift = _snapped(rng, n, 3.1, bits=0)  # not snapped: 24-bit mantissas
     return [
-        (full_bias, mult, shift),                                   # every field at its widest
-        (rng.integers(-300, 300, n), np.full(n, 1 << 30), np.full(n, 3)),  # zero-bit fields
-        (None, mult, shift),                                        # no bias
-        (full_bias, dead_mult, dead_shift),                         # dead channels, coded 0
-        (rng.integers(-5, 5, 1), np.array([1518500250]), np.array([-31])),  # one channel
-        (rng.integers(-5, 5, 4), np.zeros(4, np.int64), np.zeros(4, np.int64)),  # all dead
-        (rng.integers(0, 1 << 20, n), mult, np.full(n, 30)),
+        (full_bias, mult, shift, None),                             # every field at its widest
+        (full_bias, mult, shift, 0.77),  # random multipliers: K does not help, stored as is
+        (rng.integers(-300, 300, n), np.full(n, 1 << 30), np.full(n, 3), None),  # zero bits
+        (None, mult, shift, None),                                  # no bias
+        (full_bias, dead_mult, dead_shift, None),                   # dead channels, coded 0
+        (rng.integers(-5, 5, 1), np.array([1518500250]), np.array([-31]), None),  # one channel
+        (rng.integers(-5, 5, 4), np.zeros(4, np.int64), np.zeros(4, np.int64), 0.5),  # all dead
+        (rng.integers(0, 1 << 20, n), mult, np.full(n, 30), None),
+        (rng.integers(-900, 900, n), snap_mult, snap_shift, 0.37),  # mantissa codes + residuals
+        (full_bias, snap_dead, snap_dead_shift, 0.37),              # ... with dead channels
+        (None, wide_mult, wide_shift, 3.1),  # 23-bit codes + 2-bit residuals: one read
+        (None, wide_mult + rng.integers(-6, 6, n), wide_shift, 3.1),  # 23 + 5 bits: two reads
     ]
 
 
 def test_eq_channels_unpacks_what_pack_channels_stores(unpacker):
     """Live channels come back exactly; dead ones as multiplier 0 (TFLM's output is then the
     zero point whatever the bias and shift); the array is channel_param_bytes long."""
-    for bias, mult, shift in _layers():
-        packed = intmath.pack_channels(bias, mult, shift)
-        fields, _, _ = intmath.channel_fields(bias, mult, shift)
+    for bias, mult, shift, ratio in _layers():
+        packed = intmath.pack_channels(bias, mult, shift, ratio)
+        fields, _, _ = intmath.channel_fields(bias, mult, shift, ratio)
         assert packed.size == intmath.channel_param_bytes(mult.size, fields)
         got = unpacker(packed, mult.size)
         live = mult != 0
@@ -103,6 +120,22 @@ def test_eq_channels_unpacks_what_pack_channels_stores(unpacker):
         np.testing.assert_array_equal(got[:, 1], mult)
         np.testing.assert_array_equal(got[live, 2], shift[live])
         assert (got[~live, 2] == 0).all()
+
+
+def test_snapped_scales_give_short_multiplier_codes():
+    """Scales snapped to n significant bits: each multiplier is an (n-1)-bit mantissa code
+    and no residual (K has 16 bits more than Q31: TFLM's rounding is reproduced), 23 bits
+    and at most a 1-bit residual for float32 mantissas; the header keeps K."""
+    rng = np.random.default_rng(5)
+    for bits, n in intmath.SNAP_SCALE_BITS.items():
+        mult, shift = _snapped(rng, 200, 0.37, bits)
+        (_, wm, _), _, _ = intmath.channel_fields(None, mult, shift, 0.37)
+        assert wm == n - 1, (bits, wm)
+        header = intmath.pack_channels(None, mult, shift, 0.37)[-18:]
+        k = int(np.concatenate([header[8:14], np.zeros(2, np.uint8)]).view("<u8")[0])
+        assert (k + (1 << 15)) >> 16 == intmath.quantize_multiplier(0.37)[0]
+    mult, shift = _snapped(rng, 200, 0.37, 0)
+    assert intmath.channel_fields(None, mult, shift, 0.37)[0][1] <= 24
 
 
 def test_fields_are_the_narrowest_for_the_values():
@@ -174,7 +207,8 @@ def _formula_bytes(model) -> int:
             kind, channels = ("conv" if op.kind == "CONV_2D" else "dense"), w.shape[0]
         if len(pairs) == 1 and bias is not None:
             pairs *= bias.size
-        fields, _, _ = intmath.channel_fields(bias, [p[0] for p in pairs], [p[1] for p in pairs])
+        fields, _, _ = intmath.channel_fields(bias, [p[0] for p in pairs], [p[1] for p in pairs],
+                                              float(x.scale[0]) / float(y.scale[0]))
         grouped = op.kind == "CONV_2D" and w.shape[3] != x.shape[3]
         weights, params = intmath.engine_layer_bytes(
             kind, channels, w.num_elements // channels, 4 if w.dtype == "int4" else 8,
@@ -235,3 +269,45 @@ def test_weights_hint_counts_what_the_board_stores():
     assert f"`--bits 4`) store {four:,} bytes of weights and parameters instead of {now:,}" \
         in e.value.hint
     assert f"--bits mixed --budget-kb {(now - over) // 1024}" in e.value.hint
+
+
+def test_snapped_file_multipliers_are_tflms_and_short(unpacker, every_layer):  # noqa: F811
+    """A mixed 8/4/3/2 model through storable (scales snapped) and edgeq's writer: every weight
+    scale in the file has at most SNAP_SCALE_BITS significant bits and moved by at most
+    2^-that from the unsnapped one; what eq_channels decodes from the engine's array is
+    TFLM's Prepare on that file (op_channel_values); each per-channel multiplier costs about
+    SNAP_SCALE_BITS bits instead of 30 (a code of one bit fewer, the residual rarely 1 bit)."""
+    from test_litert_identity import _mixed_plan
+
+    from edgeq.learn.export import quantize_minmax, to_tflite_model
+    from edgeq.learn.quantize import storable
+    from edgeq.tflite.write import write_model
+
+    graph, calib, _ = every_layer
+    plain = quantize_minmax(graph, calib, _mixed_plan(graph))
+    qgraph = storable(plain)
+    model = read_model(write_model(to_tflite_model(qgraph)))
+    arrays = {a.name: a.values for a in cgen.lower_model(model).arrays}
+    checked = 0
+    for index, op in enumerate(model.ops):
+        if op.kind not in intmath.CHANNEL_OPS:
+            continue
+        w = model.tensors[op.inputs[1]]
+        name = w.name.rsplit("/", 1)[0]
+        bits, n = qgraph.plan[name], intmath.SNAP_SCALE_BITS[qgraph.plan[name]]
+        scales = np.asarray(w.scale, np.float64)
+        mant = np.frexp(scales)[0] * (1 << n)
+        assert (mant == np.round(mant)).all(), name
+        before = np.asarray(plain.layers[name].scales, np.float64)
+        assert (np.abs(scales / before - 1) <= 2.0 ** -n).all(), name
+        bias, mult, shift = intmath.op_channel_values(model, op)
+        got = unpacker(arrays[f"op{index}_channels"].view(np.uint8), len(mult))
+        np.testing.assert_array_equal(got[:, 1], mult)
+        np.testing.assert_array_equal(got[:, 2], shift)
+        if bias is not None:
+            np.testing.assert_array_equal(got[:, 0], bias)
+        if scales.size > 1:
+            (_, wm, _), _, _ = intmath.op_channel_fields(model, op)
+            assert wm <= n, (name, bits, wm)
+            checked += 1
+    assert checked >= 4

@@ -40,8 +40,8 @@ def _brute_force(graph, sens, budget, bops=None):
 
 
 # three one-unit dense layers, parameters packed with the widest fields (values unknown): a
-# 12-byte header (bases: the multiplier and shift) and a 32-bit bias each
-PARAMS = 3 * (12 + 4)
+# 18-byte header (bases: the multiplier and shift) and a 32-bit bias each
+PARAMS = 3 * (18 + 4)
 
 
 def test_board_bytes_are_the_engines():
@@ -49,9 +49,9 @@ def test_board_bytes_are_the_engines():
     rounded up to whole bytes), bias and requantization parameters (packed: measured field
     widths when given, else the widest)."""
     graph = _dense_graph([64, 128, 256])
-    assert [mixed.layer_bytes(graph.node("d0"), b) for b in (8, 4, 3, 2)] == [80, 48, 40, 32]
+    assert [mixed.layer_bytes(graph.node("d0"), b) for b in (8, 4, 3, 2)] == [86, 54, 46, 38]
     # a 12-bit bias: 2 bytes after the header
-    assert mixed.layer_bytes(graph.node("d0"), 4, {("d0", 4): (12, 0, 0)}) == 32 + 12 + 2
+    assert mixed.layer_bytes(graph.node("d0"), 4, {("d0", 4): (12, 0, 0)}) == 32 + 18 + 2
     assert mixed.logical_bytes(graph.node("d0"), 3) == 24.0
 
 
@@ -96,8 +96,8 @@ def test_impossible_budget_names_the_smallest_possible():
     sens = {n: {8: 0.0, 4: 1.0, 2: 2.0} for n in ("d0", "d1", "d2")}
     with pytest.raises(DataError) as info:
         mixed.solve(graph, sens, budget_bytes=100)
-    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes, + 48 of parameters
-    assert "smallest possible" in str(info.value) and "160 bytes" in str(info.value)
+    # smallest: every layer at 2 bits = 448 / 4 = 112 bytes, + 66 of parameters
+    assert "smallest possible" in str(info.value) and "178 bytes" in str(info.value)
 
 
 def test_edge_layers_stay_at_8_bits_by_default():

@@ -157,7 +157,7 @@ def test_stored_bytes_are_engine_layer_bytes():
             engine = cgen.lower_model(model)
             w = model.tensors[model.ops[0].inputs[1]]
             channels = w.shape[3] if kind == "depthwise" else w.shape[0]
-            fields, _, _ = intmath.channel_fields(*intmath.op_channel_values(model, model.ops[0]))
+            fields, _, _ = intmath.op_channel_fields(model, model.ops[0])
             weights, params = intmath.engine_layer_bytes(
                 kind, channels, w.data.size // channels, bits, per_channel=len(w.scale) > 1,
                 fields=fields)

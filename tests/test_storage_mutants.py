@@ -27,8 +27,8 @@ def test_channel_fields_of_an_int32_bias_of_the_full_span():
 
 
 def test_channel_param_bytes_without_a_bias():
-    assert intmath.channel_param_bytes(8, (5, 3, 2), bias=False) == 12 + 8 * 5 // 8
-    assert intmath.channel_param_bytes(8, (5, 3, 2)) == 12 + 8 * 10 // 8
+    assert intmath.channel_param_bytes(8, (5, 3, 2), bias=False) == 18 + 8 * 5 // 8
+    assert intmath.channel_param_bytes(8, (5, 3, 2)) == 18 + 8 * 10 // 8
 
 
 def test_pack_channels_writes_code_zero_for_a_dead_channel():
@@ -38,7 +38,21 @@ def test_pack_channels_writes_code_zero_for_a_dead_channel():
     header."""
     packed = intmath.pack_channels([10, 13, 99], [1 << 30, (1 << 30) + 5, 0], [-2, 1, 7])
     assert packed.dtype == np.uint8
-    assert packed.tolist() == [100, 2, 20, 10, 0, 0, 0, 0, 0, 0, 64, 253, 2, 3, 3 | 0x80]
+    assert packed.tolist() == [100, 2, 20, 10, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 253, 2,
+                               3, 3 | 0x80]
+
+
+def test_pack_channels_header_of_mantissa_codes():
+    """Scales 0.75 and 0.625 (3 significant bits) at ratio 0.5: TFLM's multipliers 3 * 2^29
+    and 5 * 2^28 (shift -1) are mantissa codes 6 and 5 with residual 0 (fewer bits would need
+    a residual of 2^28): codes 1 and 0 above base 5 in one bit. Header: bias base 0,
+    multiplier base 5, K = 0.5 * 2^(31 + 16) (16 more bits: 6 * K < 2^62), shift base -1,
+    widths 0 and 1, then shift width 0 and residual width 0."""
+    mult, shift = zip(*(intmath.quantize_multiplier(0.5 * s) for s in (0.75, 0.625)),
+                      strict=True)
+    assert mult == (3 << 29, 5 << 28) and shift == (-1, -1)
+    packed = intmath.pack_channels(None, mult, shift, 0.5)
+    assert packed.tolist() == [1, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 64, 255, 0, 1, 0]
 
 
 def test_conv_row_values_pads_to_the_run_of_the_width():
@@ -61,11 +75,11 @@ def test_engine_layer_bytes_of_each_option():
     assert not any(intmath.widened_rgb_filter(*s) for s in
                    [(1, 3, 3, 3), (3, 1, 3, 3), (3, 3, 4, 4), (3, 3, 1, 3), (3, 3, 3, 6)])
     # per channel by default: the widest fields (32 + 30 + 6 bits a channel)
-    assert intmath.engine_layer_bytes("dense", 10, 5, 8) == (50, 12 + 85)
+    assert intmath.engine_layer_bytes("dense", 10, 5, 8) == (50, 18 + 85)
     # one multiplier and shift: 32 bias bits a channel
-    assert intmath.engine_layer_bytes("dense", 10, 5, 8, per_channel=False) == (50, 12 + 40)
+    assert intmath.engine_layer_bytes("dense", 10, 5, 8, per_channel=False) == (50, 18 + 40)
     # no bias: multiplier and shift bits only
-    assert intmath.engine_layer_bytes("dense", 10, 5, 8, bias=False) == (50, 12 + 45)
+    assert intmath.engine_layer_bytes("dense", 10, 5, 8, bias=False) == (50, 18 + 45)
 
 
 def test_unpack_bits_refuses_a_short_buffer_and_returns_int8():

@@ -32,7 +32,7 @@ RGB first layer); convolutions get an arena scratch for their im2col columns and
 per-channel output stages, 3x3 depthwise convolutions one for int16 planes of a band of input
 rows of a channel quad (scratch_bytes). Each weighted layer's biases, multipliers and shifts
 are one packed array (edgeq.intmath.pack_channels: value - base at the widths the layer's
-values need) that eq_channels unpacks before the layer's kernel runs into the arena after the
+values need, multipliers as the weight scale's mantissa and a residual) that eq_channels unpacks before the layer's kernel runs into the arena after the
 op's scratch (channel_scratch; a streamed stage's ops into static slices, once before the
 stage), so the kernels read plain int32/int8 arrays. Weights that edgeq's plan in the .tflite
 metadata declares 2 or 3 bits wide (inside INT4 tensors) are stored at that width as dense bit
@@ -78,6 +78,7 @@ from edgeq.intmath import (
     logistic_table,
     multiply_by_quantized_multiplier,
     nearest_indices,
+    op_channel_ratio,
     op_channel_values,
     output_size,
     pack_bits,
@@ -349,7 +350,7 @@ class _Lowering:
             raise UnsupportedOpError(f"op {index}: bias {tensor.name!r} is {tensor.dtype}",
                                      "int8 models have int32 biases")
         bias, multipliers, shifts = op_channel_values(self.model, op)
-        packed = pack_channels(bias, multipliers, shifts)
+        packed = pack_channels(bias, multipliers, shifts, op_channel_ratio(self.model, op))
         n = len(multipliers)
         name = self.array(f"op{index}_channels", "int8_t", packed.view(np.int8),
                           f"op {index}: bias, multiplier, shift of {n} channel(s), packed")

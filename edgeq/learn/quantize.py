@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeq import intmath
 from edgeq.errors import DataError, EdgeqError
 from edgeq.learn.export import bit_plan
 from edgeq.learn.graph import Graph, check_input, run_tf
@@ -250,7 +251,6 @@ def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
     """The per-channel parameter bytes the engine stores for this graph's .tflite (its packed
     arrays: edgeq.intmath.op_channel_values, channel_fields); `bound` (the widest fields) if
     it cannot be exported."""
-    from edgeq import intmath
     from edgeq.errors import EdgeqError
     from edgeq.learn.export import to_tflite_model
 
@@ -261,16 +261,21 @@ def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
     total = 0
     for op in model.ops:
         if op.kind in intmath.CHANNEL_OPS:
-            values = intmath.op_channel_values(model, op)
-            fields, _, _ = intmath.channel_fields(*values)
-            total += intmath.channel_param_bytes(len(values[1]), fields)
+            fields, _, _ = intmath.op_channel_fields(model, op)
+            total += intmath.channel_param_bytes(len(intmath.op_channel_values(model, op)[1]),
+                                                 fields)
     return total
 
 
-def storable(qgraph: QuantizedGraph) -> QuantizedGraph:
+def storable(qgraph: QuantizedGraph, snap: bool = True) -> QuantizedGraph:
     """Layers below 4 bits stored as INT4 (their integers already fit); the plan keeps the
-    logical widths."""
-    layers = {name: QuantLayer(STORED_BITS[layer.bits], layer.scales, layer.qweight, layer.bias)
+    logical widths. `snap`: weight scales rounded to intmath.SNAP_SCALE_BITS of their logical
+    width (the integers stay), so that the engine stores each Q31 multiplier TFLM computes
+    from them in a few bits (intmath.pack_channels)."""
+    def scales(layer):
+        return intmath.snap_weight_scales(layer.scales, layer.bits) if snap else layer.scales
+
+    layers = {name: QuantLayer(STORED_BITS[layer.bits], scales(layer), layer.qweight, layer.bias)
               for name, layer in qgraph.layers.items()}
     return QuantizedGraph(qgraph.graph, layers, dict(qgraph.act), dict(qgraph.plan))
 

@@ -102,7 +102,7 @@ def param_fields(graph: Graph, calib_x: np.ndarray, allowed: dict[str, tuple],
                 continue
             name = model.tensors[op.inputs[1]].name.rsplit("/", 1)[0]
             if name in allowed and plan[name] == bits:
-                (b, m, s), _, _ = intmath.channel_fields(*intmath.op_channel_values(model, op))
+                (b, m, s), _, _ = intmath.op_channel_fields(model, op)
                 result[name, bits] = (min(b + margin, 32), m, s)
     return result
 
