@@ -189,6 +189,22 @@ def _add_constant(rng) -> Model:
     b.op("ADD", [x, c], y, fused_activation_function="NONE")
     return b.model([x], [y], "add of a constant")
 
+# The 1x1 records with every offset folded (doubled sums, eq_pw*_row_folded: the
+# five-instruction stage) over 8, 16 and 32 channels, and a folded bias at the doubling bound:
+# the most negative still doubled, the first that keeps the sums as they are. Host and QEMU.
+FOLDED_1X1_CASES = [
+    ("conv", _conv, {"cin": 8, "cout": 6, "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv, {"cin": 16, "cout": 12, "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv, {"cin": 32, "cout": 9, "kernel": 1, "bits": 8, "h": 16, "w": 17,
+                     "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21) + 1, "cin": 8, "cout": 6,
+                                 "kernel": 1, "bits": 8, "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": 2**30 - 2**21, "cin": 16, "cout": 5, "kernel": 1,
+                                 "bits": 8, "activation": "NONE"}),
+    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21), "cin": 32, "cout": 6, "kernel": 1,
+                                 "bits": 4, "h": 16, "w": 16, "activation": "NONE"}),
+]
+
 
 EXTRA_CASES = [
     ("add_constant", _add_constant, {}),
@@ -292,18 +308,7 @@ EXTRA_CASES = [
     ("conv", _conv, {"kernel": 3, "cin": 72, "cout": 3, "bits": 4, "h": 3, "w": 4}),
     # ADD's fast path with input multipliers of exactly 1/2
     ("add", _add_same_scales, {}),
-    # the 1x1 records with every offset folded (doubled sums, eq_pw*_row_folded) over 8, 16
-    # and 32 channels, and a folded bias at the doubling bound: the most negative still doubled,
-    # the first that keeps the sums as they are
-    ("conv", _conv, {"cin": 16, "cout": 12, "kernel": 1, "bits": 8, "activation": "NONE"}),
-    ("conv", _conv, {"cin": 32, "cout": 9, "kernel": 1, "bits": 8, "h": 16, "w": 17,
-                     "activation": "NONE"}),
-    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21) + 1, "cin": 8, "cout": 6,
-                                 "kernel": 1, "bits": 8, "activation": "NONE"}),
-    ("conv", _conv_folded_bias, {"bias": 2**30 - 2**21, "cin": 16, "cout": 5, "kernel": 1,
-                                 "bits": 8, "activation": "NONE"}),
-    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21), "cin": 32, "cout": 6, "kernel": 1,
-                                 "bits": 4, "h": 16, "w": 16, "activation": "NONE"}),
+    *FOLDED_1X1_CASES,
     # AVERAGE_POOL_2D four channels a word: channel counts not a multiple of 4 (the rest one
     # by one), windows clipped by SAME padding, a narrow clamp (one by one), a window as wide
     # as the image (one run of taps), 256 taps (the most the int16 sums hold) and 289 (one by

@@ -13,9 +13,9 @@ import numpy as np
 import opmodels
 import pytest
 from test_cgen import (
+    FOLDED_1X1_CASES,
     _add_same_scales,
     _conv,
-    _conv_folded_bias,
     _conv_right_stages,
     _conv_stress,
     _depthwise1x3,
@@ -239,16 +239,7 @@ OP_CASES = [
                      "activation": "NONE"}),
     ("conv", _conv, {"cin": 20, "cout": 7, "kernel": 1, "bits": 8, "h": 5, "w": 7,
                      "activation": "NONE"}),
-    # the 1x1 records with every offset folded (doubled sums, the five-instruction stage)
-    # over 8, 16 and 32 channels, and folded biases at the doubling bound
-    ("conv", _conv, {"cin": 8, "cout": 6, "kernel": 1, "bits": 8, "activation": "NONE"}),
-    ("conv", _conv, {"cin": 16, "cout": 12, "kernel": 1, "bits": 8, "activation": "NONE"}),
-    ("conv", _conv, {"cin": 32, "cout": 9, "kernel": 1, "bits": 8, "h": 16, "w": 17,
-                     "activation": "NONE"}),
-    ("conv", _conv_folded_bias, {"bias": -(2**30 - 2**21) + 1, "cin": 8, "cout": 6,
-                                 "kernel": 1, "bits": 8, "activation": "NONE"}),
-    ("conv", _conv_folded_bias, {"bias": 2**30 - 2**21, "cin": 16, "cout": 5, "kernel": 1,
-                                 "bits": 8, "activation": "NONE"}),
+    *FOLDED_1X1_CASES,
     ("hard_swish", opmodels.hard_swish, {}),
     ("sub", opmodels.sub, {"broadcast": True}),
     ("maximum", opmodels.min_max, {"kind": "MAXIMUM", "broadcast": True}),
