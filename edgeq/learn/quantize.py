@@ -261,9 +261,10 @@ def _board_param_bytes(stored: QuantizedGraph, bound: int) -> int:
     total = 0
     for op in model.ops:
         if op.kind in intmath.CHANNEL_OPS:
-            fields, _, _ = intmath.op_channel_fields(model, op)
-            total += intmath.channel_param_bytes(len(intmath.op_channel_values(model, op)[1]),
-                                                 fields)
+            values = intmath.op_channel_values(model, op)
+            fields, _, _ = intmath.channel_fields(*values,
+                                                  ratio=intmath.op_channel_ratio(model, op))
+            total += intmath.channel_param_bytes(len(values[1]), fields)
     return total
 
 
