@@ -214,6 +214,30 @@ def test_other_files_and_the_off_switch_keep_int4(tmp_path):
     assert dict(cgen.lower_model(plain).steps[0].fields)["weight_bits"] == 4
 
 
+def test_packed_widths_keeps_the_other_width_in_int4():
+    """engine_options(packed_widths=(2,)) packs the 2-bit layer and leaves the 3-bit one an
+    INT4 container (the benchmark that measures what packing 3 bits costs); the option ends
+    with its block and refuses widths the engine does not pack."""
+    model = packed_variant(opmodels.conv_pool_fc(np.random.default_rng(2), weight_bits=4),
+                           {0: 2, 3: 3})
+    kinds = [op.kind for op in model.ops]
+    assert kinds[0] == "CONV_2D" and kinds[3] == "FULLY_CONNECTED"
+
+    def widths():
+        return [int(dict(s.fields)["weight_bits"]) for s in cgen.lower_model(model).steps
+                if "weight_bits" in dict(s.fields)]
+
+    assert widths() == [2, 3]
+    with cgen.engine_options(packed_widths=(2,)):
+        assert widths() == [2, 4]
+        with cgen.engine_options(packed_widths=(3,)):
+            assert widths() == [4, 3]
+    assert widths() == [2, 3]
+    with pytest.raises(ValueError, match="only 2 and 3"):
+        with cgen.engine_options(packed_widths=(4,)):
+            pass
+
+
 # ---- under QEMU (mps2-an500, Cortex-M7 with the real DSP instructions) ---------------------------
 
 QEMU_CASES = [

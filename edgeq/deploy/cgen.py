@@ -240,21 +240,29 @@ def _dims4(shape: tuple[int, ...], what: str) -> list[int]:
 
 
 # Engine options that build_firmware cannot pass yet: set them with engine_options().
-_OPTIONS = {"wide_int8_weights": False, "packed_weights": True}
+_OPTIONS = {"wide_int8_weights": False, "packed_weights": True, "packed_widths": (2, 3)}
 
 
 @contextlib.contextmanager
-def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | None = None):
+def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | None = None,
+                   packed_widths=None):
     """Options for every engine lowered inside the block (also through build_firmware).
     wide_int8_weights: INT8 CONV_2D weights of the DSP fast path stored as int16 pairs, ready
     for SMLAD (twice their flash; 2 instructions less per 24 MACs). INT4 weights never.
     packed_weights: weights the plan in the .tflite metadata declares 2 or 3 bits wide stored
     at that width (declared_widths; the default); False stores them as their INT4 container
-    (comparisons); None keeps the enclosing block's choice."""
+    (comparisons); None keeps the enclosing block's choice.
+    packed_widths: which of the declared widths (2, 3) are stored packed, the others as INT4
+    containers (e.g. (2,): measuring what packing the 3-bit layers costs); None keeps the
+    enclosing block's choice."""
     saved = dict(_OPTIONS)
     _OPTIONS["wide_int8_weights"] = bool(wide_int8_weights)
     if packed_weights is not None:
         _OPTIONS["packed_weights"] = bool(packed_weights)
+    if packed_widths is not None:
+        if not set(packed_widths) <= {2, 3}:
+            raise ValueError(f"packed_widths {tuple(packed_widths)}: only 2 and 3 are packed")
+        _OPTIONS["packed_widths"] = tuple(sorted(set(packed_widths)))
     try:
         yield
     finally:
@@ -774,7 +782,8 @@ def declared_widths(model: Model) -> dict[int, int]:
         return {}
     try:
         plan = json.loads(bytes(raw).decode())["bits"]
-        low = {f"{layer}/kernel": int(b) for layer, b in plan.items() if int(b) in (2, 3)}
+        low = {f"{layer}/kernel": int(b) for layer, b in plan.items()
+               if int(b) in _OPTIONS["packed_widths"]}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}  # not edgeq's plan: every tensor keeps its own type
     widths = {}
