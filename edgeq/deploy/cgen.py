@@ -93,6 +93,8 @@ from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
 PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_conv2d_packed
+# another: 2/3-bit 3x3 depthwise weights on the quad path (before eq_depthwise.c)
+PACKED_DEPTHWISE = "DEPTHWISE_CONV_2D 2/3-bit"
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
 # copying <name>_invoke). RESHAPE is an alias or an eq_copy; the weighted ops' per-channel
@@ -101,6 +103,7 @@ KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
     "CONV_2D": ("eq_channels.c", "eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h",
                 "eq_conv_pw8.h", "eq_conv.c"),
+    PACKED_DEPTHWISE: ("eq_depthwise_low.c",),
     "DEPTHWISE_CONV_2D": ("eq_channels.c", "eq_depthwise_asm.h", "eq_depthwise_strips.h",
                           "eq_depthwise_run.h", "eq_depthwise_pairs.h", "eq_depthwise.c"),
     "FULLY_CONNECTED": ("eq_channels.c", "eq_fully_connected.c"),
@@ -1076,6 +1079,9 @@ def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = ""
     kinds = {op.kind for op in model.ops}
     if any(s.function == "eq_conv2d_packed" for s in engine.steps):
         kinds.add(PACKED_CONV)
+    if any(s.function == "eq_depthwise_conv2d" and int(dict(s.fields)["weight_bits"]) < 4
+           for s in engine.steps):
+        kinds.add(PACKED_DEPTHWISE)
     kernels = _write_kernels(out, kinds)
     header, src = (out / n for n in files)
     return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,
