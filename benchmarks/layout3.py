@@ -209,9 +209,17 @@ def whole_model(shared: Path, out: Path) -> dict:
         runs[name] = {"flash": fw.sizes["flash"], "model_flash": fw.sizes["model_flash"],
                       "instructions": result.instructions,
                       "op_instructions": per_op, "macs": fw.engine.macs}
+    # the packed engine without the 2/3-bit depthwise quads (eq_depthwise_low.c switched off)
+    off = build_firmware(path, "mps2-an500", out / "packed_no_dw_quads_profile", force=True,
+                         extra_cflags=["-DEDGEQ_PROFILE", "-DEQ_DW_LOW_QUADS=0"])
+    no_quads = run_qemu(off.elf, x[:1], timeout=QEMU_TIMEOUT_S).op_instructions
+    runs["packed"]["flash_no_dw_quads"] = build_firmware(
+        path, "mps2-an500", out / "packed_no_dw_quads", force=True,
+        extra_cflags=["-DEQ_DW_LOW_QUADS=0"]).sizes["flash"]
     for index, op in ops.items():
         op["instructions_packed"] = runs["packed"]["op_instructions"][index]
         op["instructions_int4"] = runs["int4"]["op_instructions"][index]
+        op["instructions_packed_no_dw_quads"] = no_quads[index]
     return {"plan": info["plan"], "photos": PHOTOS, "ops": {str(k): v for k, v in ops.items()},
             "runs": runs}
 
@@ -288,8 +296,9 @@ def render(name: str, result: dict, cmd: str) -> str:
                      f"{med[key] / r['macs']:.3f} |")
     lines += ["", "Per 3-bit op (-DEDGEQ_PROFILE builds, first photo):", "",
               "| op | kind | kernel | weights | values stored | dense B | bit planes B | "
-              "int4 B | instructions packed | as INT4 | packing costs | per value |",
-              "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "int4 B | instructions packed | as INT4 | packing costs | per value "
+              "| packed without the depthwise quads |",
+              "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     cost = 0
     for index, o in model["ops"].items():
         extra = o["instructions_packed"] - o["instructions_int4"]
@@ -297,18 +306,27 @@ def render(name: str, result: dict, cmd: str) -> str:
         lines.append(f"| {index} | {o['kind']} | {o['function']} | {'x'.join(map(str, o['shape']))} "
                      f"| {o['values']:,} | {o['dense_bytes']:,} | {o['planes_bytes']:,} | "
                      f"{o['int4_bytes']:,} | {o['instructions_packed']:,} | "
-                     f"{o['instructions_int4']:,} | {extra:,} | {extra / o['values']:.2f} |")
+                     f"{o['instructions_int4']:,} | {extra:,} | {extra / o['values']:.2f} | "
+                     f"{o['instructions_packed_no_dw_quads']:,} |")
     verdict = ("adopt the bit planes" if d["adopt"] else "keep the dense stream")
+    quads = sum(o["instructions_packed_no_dw_quads"] - o["instructions_packed"]
+                for o in model["ops"].values() if o["kind"] == "DEPTHWISE_CONV_2D")
+    lines += ["", f"The 2/3-bit depthwise quads (eq_depthwise_low.c) save {quads:,} "
+              "instructions on the plan's 3-bit depthwise op(s) (profiled, first photo) for "
+              f"{runs['packed']['flash'] - runs['packed']['flash_no_dw_quads']:+,} B of flash."]
     lines += [
         "", f"Packing the 3-bit layers saves {runs['int4']['flash'] - runs['packed']['flash']:,} B "
         f"of flash and costs {med['packed'] - med['int4']:,} instructions per photo "
         f"({(med['packed'] - med['int4']) / med['packed']:.1%} of the model; the 3-bit ops' "
-        f"profiled differences add up to {cost:,}).", "",
+        f"profiled differences add up to {cost:,}, the rest is the other ops': the 8- and 4-bit "
+        "depthwise ops compile a little differently in a kernel unit with eq_depthwise_low.c).",
+        "",
         f"Decision: {verdict}. Bit planes (1 KiB table) would save "
         f"{d['per_value_expand_saved']:.2f} instructions per value expanded "
         f"({d['values_expanded']:,} values in the eq_conv2d_packed layers) and "
         f"{d['per_value_read_saved']:.2f} per value read ({d['values_read']:,} values in the "
-        f"other 3-bit layers, read once): {d['instructions_saved']:,.0f} instructions, "
+        "other 3-bit layers, read once; counted at eq_weight's difference, though the depthwise "
+        f"quads read four at a time): {d['instructions_saved']:,.0f} instructions, "
         f"{d['share']:.2%} of the model's {med['packed']:,} (computed from the measured per-value "
         f"costs, not run), for {d['flash_added']:+,} B of flash (weights + unpack code and "
         f"table). The criterion, fixed before measuring: no added flash and at least "
@@ -345,9 +363,11 @@ NOTES = [
     "(c) plan: benchmarks.packed._plan_file (quantize(vww_96, train2017, 'brecq', 'mixed', "
     f"{BUDGET_KB}), cached in bench_out/); flash = text + data of the ELF (arm-none-eabi-size); "
     "instructions / photo: median over the photos of the non-profile build; per op: the "
-    "-DEDGEQ_PROFILE builds. The 3-bit depthwise op costs far more per value than the "
-    "unpack, for a reason no layout changes: its weights fail eq_dw_quad_bits (int8, or int4 "
-    "over an even channel count), which takes the op off the whole-image assembly band "
-    "(eq_dw_one_band) and reads its weights channel by channel through eq_weight "
-    "(eq_dw_pair_weights).",
+    "-DEDGEQ_PROFILE builds. 'Without the depthwise quads': the packed engine built with "
+    "-DEQ_DW_LOW_QUADS=0, as before eq_depthwise_low.c: 2/3-bit weights then fail "
+    "eq_dw_quad_bits (int8, or int4 over an even channel count), which takes a 3x3 depthwise "
+    "op off the whole-image assembly band (eq_dw_one_band) and reads its weights channel by "
+    "channel through eq_weight (eq_dw_pair_weights). eq_depthwise_low.c (only in the units of "
+    "engines with 2/3-bit 3x3 depthwise weights) reads four at a time; the other engines' "
+    "code is unchanged.",
 ]
