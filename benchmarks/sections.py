@@ -160,6 +160,7 @@ REGISTRY = {"foundation_fmnist": foundation_fmnist, "foundation_vww": foundation
             "stream_ram": _lazy("stream", "stream_ram"),
             "packed_vww": _lazy("packed", "packed_vww"),
             "packed_fmnist": _lazy("packed", "packed_fmnist"),
+            "layout3": _lazy("layout3", "layout3"),
             "mobilenet_v2": _lazy("mobilenet_v2", "mobilenet_v2")}
 ORDER = list(REGISTRY)
 
@@ -176,7 +177,8 @@ TITLES = {"foundation_fmnist": "Fashion-MNIST (`fmnist`): float, INT8 baselines,
           "packed_vww": "2- and 3-bit weights packed on the board (issue #16): person detection "
                         "mixed plans by stored bytes",
           "packed_fmnist": "2-bit weights packed on the board (issue #16): Fashion-MNIST QGT W2 "
-                           "against W4, firmware model object"}
+                           "against W4, firmware model object",
+          "layout3": "3-bit weight layout on the board, chosen by measurement (issue #16)"}
 
 
 def render(name: str, result: dict, cmd: str) -> str:
@@ -188,6 +190,10 @@ def render(name: str, result: dict, cmd: str) -> str:
         from benchmarks import mobilenet_v2
 
         return mobilenet_v2.render(name, result, cmd)
+    if name == "layout3":
+        from benchmarks import layout3
+
+        return layout3.render(name, result, cmd)
     if name == "stream_ram":
         from benchmarks import stream
 

@@ -81,6 +81,8 @@ CASES = [
     (tc._depthwise_stress, {"h": 4, "w": 12, "channels": 23, "activation": "RELU6", "bits": 4}),
     (tc._depthwise3x3, {"channels": 8, "h": 5, "w": 49, "stride": 2, "activation": "NONE",
                         "bits": 4}),
+    # channel counts a multiple of 4: 2/3-bit quads read four weights at once (eq_dw_low_quad)
+    (tc._depthwise_stress, {"h": 4, "w": 12, "channels": 24, "bits": 4}),
     (tc._depthwise1x3, {"channels": 6, "stride": 2, "w": 33, "bits": 4}),
     (tc._depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True, "bits": 4}),
     (opmodels.depthwise, {"weight_bits": 4, "depth_multiplier": 2}),
@@ -214,6 +216,47 @@ def test_other_files_and_the_off_switch_keep_int4(tmp_path):
     assert dict(cgen.lower_model(plain).steps[0].fields)["weight_bits"] == 4
 
 
+def test_low_bit_depthwise_units_include_the_quad_reader(tmp_path):
+    """An engine with 2/3-bit 3x3 depthwise weights gets eq_depthwise_low.c (their quads on the
+    fast path) in its kernel unit, before eq_depthwise.c; at 4 bits it is left out, so that
+    int8 and int4 engines compile as before."""
+    def unit(model, name):
+        cgen.generate_engine(model, tmp_path / name)
+        return (tmp_path / name / cgen.KERNEL_UNIT).read_text()
+
+    base = tc._depthwise3x3(np.random.default_rng(3), channels=8, h=5, w=6, bits=4)
+    low = unit(packed_variant(base, 3), "low")
+    assert '#include "eq_depthwise_low.c"' in low
+    assert low.index("eq_depthwise_low.c") < low.index('"eq_depthwise.c"')
+    assert "eq_depthwise_low.c" not in unit(base, "int4")
+    with cgen.engine_options(packed_widths=(2,)):
+        assert "eq_depthwise_low.c" not in unit(packed_variant(base, 3), "as_int4")
+
+
+def test_packed_widths_keeps_the_other_width_in_int4():
+    """engine_options(packed_widths=(2,)) packs the 2-bit layer and leaves the 3-bit one an
+    INT4 container (the benchmark that measures what packing 3 bits costs); the option ends
+    with its block and refuses widths the engine does not pack."""
+    model = packed_variant(opmodels.conv_pool_fc(np.random.default_rng(2), weight_bits=4),
+                           {0: 2, 3: 3})
+    kinds = [op.kind for op in model.ops]
+    assert kinds[0] == "CONV_2D" and kinds[3] == "FULLY_CONNECTED"
+
+    def widths():
+        return [int(dict(s.fields)["weight_bits"]) for s in cgen.lower_model(model).steps
+                if "weight_bits" in dict(s.fields)]
+
+    assert widths() == [2, 3]
+    with cgen.engine_options(packed_widths=(2,)):
+        assert widths() == [2, 4]
+        with cgen.engine_options(packed_widths=(3,)):
+            assert widths() == [4, 3]
+    assert widths() == [2, 3]
+    with pytest.raises(ValueError, match="only 2 and 3"):
+        with cgen.engine_options(packed_widths=(4,)):
+            pass
+
+
 # ---- under QEMU (mps2-an500, Cortex-M7 with the real DSP instructions) ---------------------------
 
 QEMU_CASES = [
@@ -224,6 +267,9 @@ QEMU_CASES = [
     (tc._conv, {"cin": 8, "cout": 6, "kernel": 1, "bits": 4, "activation": "RELU6"}),
     (tc._depthwise_stress, {"h": 4, "w": 12, "channels": 23, "activation": "RELU6", "bits": 4}),
     (tc._depthwise_stress, {"h": 4, "w": 5, "stride": 2, "channels": 23, "bits": 4}),
+    # quads of 2/3-bit weights (eq_dw_low_quad) into the whole-image assembly band
+    (tc._depthwise_stress, {"h": 6, "w": 10, "channels": 24, "bits": 4}),
+    (tc._depthwise_stress, {"h": 5, "w": 9, "stride": 2, "channels": 16, "bits": 4}),
     (tc._depthwise1x3, {"channels": 13, "h": 3, "w": 7, "stress": True, "bits": 4}),
     (opmodels.conv_pool_fc, {"weight_bits": 4}),  # FULLY_CONNECTED too
 ]

@@ -93,6 +93,8 @@ from edgeq.outputs import write_file
 from edgeq.tflite.model import Model, Op, Tensor
 
 PACKED_CONV = "CONV_2D 2/3-bit"  # a KERNEL_FILES key beside the op kinds: eq_conv2d_packed
+# another: 2/3-bit 3x3 depthwise weights on the quad path (before eq_depthwise.c)
+PACKED_DEPTHWISE = "DEPTHWISE_CONV_2D 2/3-bit"
 # The files of edgeq/kernels each op's kernel needs, in the order the engine's kernel unit
 # includes them; None: every engine (the headers, the shared requantization, eq_copy for the
 # copying <name>_invoke). RESHAPE is an alias or an eq_copy; the weighted ops' per-channel
@@ -101,6 +103,7 @@ KERNEL_FILES = {
     None: ("edgeq_kernels.h", "eq_internal.h", "eq_requantize.c", "eq_copy.c"),
     "CONV_2D": ("eq_channels.c", "eq_conv_columns.h", "eq_conv_dot.h", "eq_conv_hot.h",
                 "eq_conv_pw8.h", "eq_conv.c"),
+    PACKED_DEPTHWISE: ("eq_depthwise_low.c",),
     "DEPTHWISE_CONV_2D": ("eq_channels.c", "eq_depthwise_asm.h", "eq_depthwise_strips.h",
                           "eq_depthwise_run.h", "eq_depthwise_pairs.h", "eq_depthwise.c"),
     "FULLY_CONNECTED": ("eq_channels.c", "eq_fully_connected.c"),
@@ -240,21 +243,29 @@ def _dims4(shape: tuple[int, ...], what: str) -> list[int]:
 
 
 # Engine options that build_firmware cannot pass yet: set them with engine_options().
-_OPTIONS = {"wide_int8_weights": False, "packed_weights": True}
+_OPTIONS = {"wide_int8_weights": False, "packed_weights": True, "packed_widths": (2, 3)}
 
 
 @contextlib.contextmanager
-def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | None = None):
+def engine_options(*, wide_int8_weights: bool = False, packed_weights: bool | None = None,
+                   packed_widths=None):
     """Options for every engine lowered inside the block (also through build_firmware).
     wide_int8_weights: INT8 CONV_2D weights of the DSP fast path stored as int16 pairs, ready
     for SMLAD (twice their flash; 2 instructions less per 24 MACs). INT4 weights never.
     packed_weights: weights the plan in the .tflite metadata declares 2 or 3 bits wide stored
     at that width (declared_widths; the default); False stores them as their INT4 container
-    (comparisons); None keeps the enclosing block's choice."""
+    (comparisons); None keeps the enclosing block's choice.
+    packed_widths: which of the declared widths (2, 3) are stored packed, the others as INT4
+    containers (e.g. (2,): measuring what packing the 3-bit layers costs); None keeps the
+    enclosing block's choice."""
     saved = dict(_OPTIONS)
     _OPTIONS["wide_int8_weights"] = bool(wide_int8_weights)
     if packed_weights is not None:
         _OPTIONS["packed_weights"] = bool(packed_weights)
+    if packed_widths is not None:
+        if not set(packed_widths) <= {2, 3}:
+            raise ValueError(f"packed_widths {tuple(packed_widths)}: only 2 and 3 are packed")
+        _OPTIONS["packed_widths"] = tuple(sorted(set(packed_widths)))
     try:
         yield
     finally:
@@ -774,7 +785,8 @@ def declared_widths(model: Model) -> dict[int, int]:
         return {}
     try:
         plan = json.loads(bytes(raw).decode())["bits"]
-        low = {f"{layer}/kernel": int(b) for layer, b in plan.items() if int(b) in (2, 3)}
+        low = {f"{layer}/kernel": int(b) for layer, b in plan.items()
+               if int(b) in _OPTIONS["packed_widths"]}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}  # not edgeq's plan: every tensor keeps its own type
     widths = {}
@@ -1067,6 +1079,9 @@ def generate_engine(model: Model, out_dir, name: str = "edgeq", source: str = ""
     kinds = {op.kind for op in model.ops}
     if any(s.function == "eq_conv2d_packed" for s in engine.steps):
         kinds.add(PACKED_CONV)
+    if any(s.function == "eq_depthwise_conv2d" and int(dict(s.fields)["weight_bits"]) < 4
+           for s in engine.steps):
+        kinds.add(PACKED_DEPTHWISE)
     kernels = _write_kernels(out, kinds)
     header, src = (out / n for n in files)
     return EngineFiles(out, header, src, kernels, engine.plan.arena_size, engine.weight_bytes,

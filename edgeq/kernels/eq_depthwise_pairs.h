@@ -260,11 +260,38 @@ EQ_INLINE uint32_t eq_dw_int4_quad(const int8_t *w, int32_t i)
     return b | (b & 0x08080808u) * 0x1Eu;
 }
 
-/* Whether eq_dw_quad_weights takes the op's weights: int8, or int4 with every quad's first
- * weight at an even index. */
+#ifndef EQ_DW_LOW_QUADS
+/* 1 (eq_depthwise_low.c, in the units of engines with 2- or 3-bit 3x3 depthwise weights):
+ * their channel quads too take the quad path; 0 leaves the int8 and int4 code as it is */
+#define EQ_DW_LOW_QUADS 0
+#endif
+
+#if EQ_DW_LOW_QUADS
+/* Weights i .. i + 3 (2 or 3 bits, i a multiple of 4: whole bytes of the dense stream for 2
+ * bits, a byte or a nibble boundary for 3) as four int8 bytes: each value in its byte, its
+ * sign bit copied into the byte's top bits. */
+EQ_INLINE uint32_t eq_dw_low_quad(const int8_t *w, int32_t i, int32_t bits)
+{
+    const uint8_t *b = (const uint8_t *)w;
+    if (bits == 2) {
+        const uint32_t v = b[i >> 2];
+        const uint32_t q = (v & 3u) | (v & 0xCu) << 6 | (v & 0x30u) << 12 | (v & 0xC0u) << 18;
+        return q | (q & 0x02020202u) * 0x7Eu;
+    } else {
+        const uint32_t at = 3u * (uint32_t)i; /* the 12 bits in two bytes */
+        const uint32_t v = ((uint32_t)b[at >> 3] | (uint32_t)b[(at >> 3) + 1] << 8) >> (at & 7u);
+        const uint32_t q = (v & 7u) | (v & 0x38u) << 5 | (v & 0x1C0u) << 10 | (v & 0xE00u) << 15;
+        return q | (q & 0x04040404u) * 0x3Eu;
+    }
+}
+#endif
+
+/* Whether eq_dw_quad_weights takes the op's weights: int8, int4 with every quad's first
+ * weight at an even index, 2 or 3 bits with it at a multiple of 4. */
 EQ_INLINE int eq_dw_quad_bits(const eq_depthwise_t *p)
 {
-    return p->weight_bits == 8 || (p->weight_bits == 4 && p->in_c % 2 == 0);
+    return p->weight_bits == 8 || (p->weight_bits == 4 && p->in_c % 2 == 0)
+           || (EQ_DW_LOW_QUADS && p->weight_bits < 4 && p->in_c % 4 == 0);
 }
 
 /* Filter row fy's weight pairs of four channels (w: channel 0's six words) from its taps t0,
@@ -285,7 +312,8 @@ EQ_INLINE void eq_dw_quad_row(uint32_t t0, uint32_t t1, uint32_t t2, uint32_t *w
 }
 
 /* The weight pairs of four channels, six words a channel, doubled: int8 weights from t (the
- * first channel's first tap), int4 from weight i on (even); one word of four weights a tap. */
+ * first channel's first tap), int4 (or 2 or 3 bits) from weight i on (even, or a multiple of
+ * 4); one word of four weights a tap. */
 static void eq_dw_quad8(const int8_t *t, int32_t depth, uint32_t *w)
 {
     int32_t fy;
@@ -306,11 +334,32 @@ static void eq_dw_quad4(const int8_t *weights, int32_t i, int32_t depth, uint32_
     }
 }
 
+#if EQ_DW_LOW_QUADS
+/* The same from 2- or 3-bit weights (channel c0 a multiple of 4); not inlined: the int8 and
+ * int4 callers then compile almost as without it. */
+EQ_NOINLINE void eq_dw_quad_low(const eq_depthwise_t *p, int32_t c0, uint32_t *w)
+{
+    const int32_t depth = p->in_c, bits = p->weight_bits;
+    uint32_t t[9];
+    int32_t j;
+    for (j = 0; j < 9; ++j) {
+        t[j] = eq_dw_low_quad(p->weights, c0 + j * depth, bits);
+    }
+    for (j = 0; j < 3; ++j) {
+        eq_dw_quad_row(t[3 * j], t[3 * j + 1], t[3 * j + 2], w, j);
+    }
+}
+#endif
+
 /* Those of channels c0 .. c0 + 3 (weights as eq_dw_quad_bits). */
 EQ_INLINE void eq_dw_quad_weights(const eq_depthwise_t *p, int32_t c0, uint32_t *w)
 {
     if (p->weight_bits == 4) {
         eq_dw_quad4(p->weights, c0, p->in_c, w);
+#if EQ_DW_LOW_QUADS
+    } else if (p->weight_bits < 4) {
+        eq_dw_quad_low(p, c0, w);
+#endif
     } else {
         eq_dw_quad8(p->weights + c0, p->in_c, w);
     }
