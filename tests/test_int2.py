@@ -1,0 +1,176 @@
+"""What the runtimes do with an INT2 weight tensor (TensorType INT2 = 19), measured (issue #16).
+
+An INT2 tensor holds four signed 2-bit values [-2, 1] a byte, element k of the flat row-major
+order in bits 2k mod 8 .. 2k+1 (least significant first), the last byte padded: LiteRT's
+tensor_utils::UnpackPackedIntToInt8(bit_width 2) reads it so, which is edgeq.intmath.pack_bits
+at 2 bits. The models are edgeq's own small single-op models (tests/opmodels.py) with weights in
+[-2, 1], written by edgeq's writer as INT8 / INT4 containers; the INT2 file is the same file
+with the weight tensor retyped to INT2 and its buffer repacked, through the schema object API.
+
+Measured with ai-edge-litert 2.3.0 and tflite-micro 0.dev20261023182759:
+- LiteRT runs FULLY_CONNECTED with INT2 weights, int8 activations, per-tensor and per-channel
+  scales, with and without bias, 2-D and 4-D inputs, weight counts that are not a multiple of
+  4: outputs identical to the same weights in INT8 and INT4 containers (the builtin kernels and
+  the default XNNPACK delegate alike). It registers FULLY_CONNECTED up to version 14.
+- LiteRT refuses INT2 weights in CONV_2D and DEPTHWISE_CONV_2D when it prepares the node.
+- TFLM refuses INT2 FULLY_CONNECTED: its allocator cannot read the tensor ("Failed to populate
+  a temp TfLiteTensor struct from flatbuffer data!"), the op fails to prepare.
+If a runtime changes any of this, a test here fails.
+"""
+
+from __future__ import annotations
+
+import flatbuffers
+import numpy as np
+import opmodels
+import pytest
+
+from edgeq import intmath
+from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_interpreter
+from edgeq.deploy.tflm import captured_fd
+from edgeq.errors import TFLiteFormatError
+from edgeq.tflite.schema import schema
+from edgeq.tflite.write import write_model
+
+INPUTS = 8  # seeded inputs per model
+
+
+def _two_bit(model, bits=8):
+    """`model` with its weights clipped to [-2, 1] (edgeq's 2-bit range); the container stays
+    INT8 (bits=8) or becomes INT4 (bits=4)."""
+    weights = model.tensors[model.ops[0].inputs[1]]
+    weights.data = np.clip(weights.data, *intmath.WEIGHT_RANGES[2]).astype(np.int8)
+    weights.dtype = "int8" if bits == 8 else "int4"
+    return model
+
+
+def _retyped_int2(model_bytes: bytes, tensor: int, order=None, version=None) -> bytes:
+    """The file with tensor `tensor` (INT8 or INT4) stored as INT2: edgeq.intmath.pack_bits at
+    2 bits, or the four 2-bit fields of each byte in `order` (a permutation of 0..3; the
+    layout test). `version` overrides FULLY_CONNECTED's operator version."""
+    m = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
+    t = m.subgraphs[0].tensors[tensor]
+    count = int(np.prod(t.shape))
+    raw = np.frombuffer(bytes(m.buffers[t.buffer].data), np.uint8)
+    values = (intmath.unpack_int4(raw, count) if t.type == schema.TensorType.INT4
+              else raw.view(np.int8)[:count])
+    packed = intmath.pack_bits(values, 2)
+    if order is not None:
+        fields = (packed[:, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
+        packed = (fields[:, order] << (2 * np.arange(4, dtype=np.uint8))).sum(1).astype(np.uint8)
+    m.buffers[t.buffer].data = packed
+    t.type = schema.TensorType.INT2
+    for code in m.operatorCodes:
+        if version is not None and code.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED:
+            code.version = version
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _litert(model_bytes: bytes, x: np.ndarray, default_delegates: bool = False) -> np.ndarray:
+    """LiteRT's raw outputs for each row of `x` (the builtin kernels, or with LiteRT's default
+    delegates: XNNPACK on this CPU)."""
+    if default_delegates:
+        module, _ = litert_module()
+        interpreter = module.Interpreter(model_content=model_bytes)
+        interpreter.allocate_tensors()
+    else:
+        interpreter = litert_interpreter(model_bytes)
+    src = interpreter.get_input_details()[0]["index"]
+    dst = interpreter.get_output_details()[0]["index"]
+    out = []
+    for row in x:
+        interpreter.set_tensor(src, row)
+        interpreter.invoke()
+        out.append(interpreter.get_tensor(dst).copy())
+    return np.stack(out)
+
+
+def _inputs(model, rng) -> np.ndarray:
+    return np.stack([opmodels.random_input(model, rng) for _ in range(INPUTS)])
+
+
+FC_CASES = [
+    ("per-tensor, bias", dict(per_channel=False)),
+    ("per-channel, bias", dict(per_channel=True)),
+    ("per-tensor, no bias", dict(per_channel=False, with_bias=False)),
+    ("per-channel, no bias", dict(per_channel=True, with_bias=False)),
+    ("per-tensor, 4-D input, RELU", dict(per_channel=False, input_4d=True, activation="RELU")),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name, options", FC_CASES, ids=[c[0] for c in FC_CASES])
+def test_litert_runs_int2_fully_connected_like_int8_and_int4(name, options, seed):
+    rng = np.random.default_rng(seed)
+    model = _two_bit(opmodels.fully_connected(rng, **options))
+    weights = model.ops[0].inputs[1]
+    int8 = write_model(model)
+    x = _inputs(model, rng)
+    expected = _litert(int8, x)
+    assert len(np.unique(expected)) > 4  # a varied output, not a clamp everywhere
+    int2 = _retyped_int2(int8, weights)
+    np.testing.assert_array_equal(_litert(int2, x), expected)
+    np.testing.assert_array_equal(_litert(int2, x, default_delegates=True), expected)
+    if not options["per_channel"]:  # per-channel INT4 FULLY_CONNECTED is not written (TFLM)
+        int4 = write_model(_two_bit(model, bits=4))
+        np.testing.assert_array_equal(_litert(int4, x), expected)
+        np.testing.assert_array_equal(_litert(_retyped_int2(int4, weights), x), expected)
+    assert len(int2) < len(int8)
+
+
+def test_weight_counts_not_a_multiple_of_four_are_covered():
+    """The cases above include weight tensors whose last byte is partly padding."""
+    counts = {int(np.prod(model.tensors[model.ops[0].inputs[1]].shape))
+              for seed in range(3) for _, options in FC_CASES
+              for model in [opmodels.fully_connected(np.random.default_rng(seed), **options)]}
+    assert {c % 4 for c in counts} - {0}
+
+
+def test_litert_reads_the_low_bits_first():
+    """Any other order of the four fields in a byte gives other outputs: the layout matters and
+    pack_bits' is LiteRT's."""
+    rng = np.random.default_rng(7)
+    model = _two_bit(opmodels.fully_connected(rng, per_channel=False, depth=64))
+    int8 = write_model(model)
+    x = _inputs(model, rng)
+    expected = _litert(int8, x)
+    for order in ([3, 2, 1, 0], [1, 0, 3, 2], [2, 3, 0, 1]):
+        swapped = _retyped_int2(int8, model.ops[0].inputs[1], order=order)
+        assert not np.array_equal(_litert(swapped, x), expected), order
+
+
+def test_litert_registers_fully_connected_up_to_version_14():
+    rng = np.random.default_rng(3)
+    model = _two_bit(opmodels.fully_connected(rng, per_channel=False))
+    int8 = write_model(model)
+    x = _inputs(model, rng)
+    np.testing.assert_array_equal(
+        _litert(_retyped_int2(int8, model.ops[0].inputs[1], version=14), x), _litert(int8, x))
+    with pytest.raises(TFLiteFormatError, match="FULLY_CONNECTED' version '15'"):
+        litert_interpreter(_retyped_int2(int8, model.ops[0].inputs[1], version=15))
+
+
+@pytest.mark.parametrize("kind, build, refusal", [
+    ("CONV_2D", lambda rng: opmodels.conv2d(rng), "filter->type == kTfLiteInt8 || "
+                                                  "filter->type == kTfLiteInt4 was not true"),
+    ("DEPTHWISE_CONV_2D", lambda rng: opmodels.depthwise(rng), "depthwise_conv.cc"),
+])
+def test_litert_refuses_int2_convolution_weights(kind, build, refusal):
+    model = _two_bit(build(np.random.default_rng(0)))
+    int8 = write_model(model)
+    _litert(int8, _inputs(model, np.random.default_rng(1)))  # the INT8 container runs
+    with pytest.raises(TFLiteFormatError, match=f"(?s){refusal}.*{kind}"):
+        litert_interpreter(_retyped_int2(int8, model.ops[0].inputs[1]))
+
+
+def test_tflm_refuses_int2_fully_connected():
+    rng = np.random.default_rng(0)
+    model = _two_bit(opmodels.fully_connected(rng, per_channel=False))
+    int8 = write_model(model)
+    tflm_interpreter(int8, 1 << 20)  # the INT8 container allocates in the same arena
+    with captured_fd() as log, pytest.raises(RuntimeError, match="allocate"):
+        tflm_interpreter(_retyped_int2(int8, model.ops[0].inputs[1]), 1 << 20)
+    assert "Failed to populate a temp TfLiteTensor struct from flatbuffer data" in log[0]
+    assert "FULLY_CONNECTED (number 0) failed to prepare" in log[0]
