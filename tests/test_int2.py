@@ -24,13 +24,17 @@ import flatbuffers
 import numpy as np
 import opmodels
 import pytest
+from test_packed import packed_variant
 
 from edgeq import intmath
+from edgeq.deploy.check import TensorSpec, quantize_inputs
+from edgeq.deploy.int2fc import int2_fully_connected, int2fc_file, litert_outputs
 from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_interpreter
 from edgeq.deploy.tflm import captured_fd
-from edgeq.errors import TFLiteFormatError
+from edgeq.errors import TFLiteFormatError, UnsupportedOpError
+from edgeq.tflite.read import read_model
 from edgeq.tflite.schema import schema
-from edgeq.tflite.write import write_model
+from edgeq.tflite.write import BUFFER_ALIGNMENT, write_model
 
 INPUTS = 8  # seeded inputs per model
 
@@ -174,3 +178,88 @@ def test_tflm_refuses_int2_fully_connected():
         tflm_interpreter(_retyped_int2(int8, model.ops[0].inputs[1]), 1 << 20)
     assert "Failed to populate a temp TfLiteTensor struct from flatbuffer data" in log[0]
     assert "FULLY_CONNECTED (number 0) failed to prepare" in log[0]
+
+
+# --------------------------------------------------------------------------------------------
+# edgeq's INT2 writing (edgeq.tflite.write) and the --int2-fc file (edgeq.deploy.int2fc)
+
+
+def test_the_writer_writes_int2_fully_connected_weights_litert_runs():
+    for seed, options in enumerate(FC_CASES * 2):
+        rng = np.random.default_rng(seed)
+        model = _two_bit(opmodels.fully_connected(rng, **options[1]))
+        int8 = write_model(model)
+        weights = model.tensors[model.ops[0].inputs[1]]
+        weights.dtype = "int2"
+        int2 = write_model(model)
+        assert weights.nbytes == -(-weights.num_elements // 4)
+        saved = weights.num_elements - weights.nbytes  # up to the buffers' 16-byte alignment
+        assert abs(len(int8) - len(int2) - saved) < BUFFER_ALIGNMENT
+        x = _inputs(model, rng)
+        np.testing.assert_array_equal(_litert(int2, x), _litert(int8, x))
+
+
+def test_the_writer_refuses_int2_where_no_runtime_runs_it():
+    conv = _two_bit(opmodels.conv2d(np.random.default_rng(0)))
+    conv.tensors[conv.ops[0].inputs[1]].dtype = "int2"
+    with pytest.raises(UnsupportedOpError, match="only in FULLY_CONNECTED"):
+        write_model(conv)
+    fc = _two_bit(opmodels.fully_connected(np.random.default_rng(0)))
+    weights = fc.tensors[fc.ops[0].inputs[1]]
+    weights.dtype = "int2"
+    weights.data = weights.data.copy()
+    weights.data.reshape(-1)[0] = 2
+    with pytest.raises(TFLiteFormatError, match=r"INT2 but holds values outside \[-2, 1\]"):
+        write_model(fc)
+
+
+def test_the_reader_refuses_int2_and_points_to_the_standard_file():
+    model = _two_bit(opmodels.fully_connected(np.random.default_rng(0)))
+    model.tensors[model.ops[0].inputs[1]].dtype = "int2"
+    with pytest.raises(UnsupportedOpError, match="INT2, which TFLM cannot run") as e:
+        read_model(write_model(model))
+    assert "model_int2fc.tflite" in e.value.hint
+
+
+def _planned(seed: int):
+    """conv_pool_fc with both weighted layers declared 2 bits in edgeq's plan (test_packed)."""
+    return packed_variant(opmodels.conv_pool_fc(np.random.default_rng(seed), 4), 2)
+
+
+def test_int2fc_file_retypes_only_the_2_bit_fully_connected_weights():
+    for seed in range(3):
+        model = _planned(seed)
+        standard = write_model(model)
+        x = np.random.default_rng(seed).random((16, 8, 8, 3), np.float32) * 2 - 1
+        twin, names = int2fc_file(standard, x)
+        assert names == ["layer3/kernel"]  # the FULLY_CONNECTED op; CONV_2D stays INT4
+        retyped, _ = int2_fully_connected(read_model(standard))
+        assert [t.dtype for t in retyped.tensors if t.is_constant and "kernel" in t.name] == \
+            ["int4", "int2"]
+        fc = model.tensors[model.ops[3].inputs[1]]  # 640 values: 320 bytes as INT4, 160 INT2
+        assert len(standard) - len(twin) == fc.nbytes - -(-fc.num_elements // 4)  # 160
+        outputs = litert_outputs(standard, x)
+        assert len(np.unique(outputs)) > 10
+        np.testing.assert_array_equal(litert_outputs(twin, x), outputs)
+        np.testing.assert_array_equal(  # the standard file is untouched: TFLM still runs it
+            np.concatenate([_tflm(standard, row) for row in _quantized(standard, x)]), outputs)
+
+
+def _quantized(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    spec = TensorSpec.from_details(litert_interpreter(model_bytes).get_input_details()[0])
+    return quantize_inputs(x, spec)
+
+
+def _tflm(model_bytes: bytes, row: np.ndarray) -> np.ndarray:
+    interpreter = tflm_interpreter(model_bytes, 1 << 20)
+    interpreter.set_input(row[None], 0)
+    interpreter.invoke()
+    return interpreter.get_output(0).copy()
+
+
+def test_int2fc_file_is_none_without_a_2_bit_fully_connected_layer():
+    x = np.random.default_rng(0).random((4, 8, 8, 3), np.float32)
+    plain = opmodels.conv_pool_fc(np.random.default_rng(0), 4)
+    assert int2fc_file(write_model(plain), x) is None  # no plan
+    conv_only = packed_variant(plain, {0: 2})  # the plan gives only the CONV_2D 2 bits
+    assert int2fc_file(write_model(conv_only), x) is None
