@@ -20,6 +20,8 @@ If a runtime changes any of this, a test here fails.
 
 from __future__ import annotations
 
+import json
+
 import flatbuffers
 import numpy as np
 import opmodels
@@ -263,3 +265,57 @@ def test_int2fc_file_is_none_without_a_2_bit_fully_connected_layer():
     assert int2fc_file(write_model(plain), x) is None  # no plan
     conv_only = packed_variant(plain, {0: 2})  # the plan gives only the CONV_2D 2 bits
     assert int2fc_file(write_model(conv_only), x) is None
+
+
+@pytest.fixture(scope="module")
+def two_dense(tmp_path_factory):
+    """A small trained model whose inner Dense layer a W2 plan gives 2 bits (the first and last
+    layers stay at 8), and an .npz of inputs it separates (test_build's task)."""
+    import tf_keras as keras
+    from test_build import _two_halves
+
+    d = tmp_path_factory.mktemp("two_dense")
+    x, y = _two_halves(np.random.default_rng(0), 96)
+    x[y == 1] = 0.4 + 0.6 * x[y == 1]
+    x[y == 0] = 0.6 * x[y == 0]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(24, activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=20, batch_size=8, verbose=0)
+    model.save(d / "two_dense.h5")
+    np.savez(d / "data.npz", x=x, y=y)
+    return d
+
+
+def test_build_int2_fc_writes_the_litert_file_beside_the_standard_one(two_dense, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeq.cli import main
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [
+        "build", "--keras-model", str(two_dense / "two_dense.h5"), "--data",
+        str(two_dense / "data.npz"), "--bits", "2", "--method", "minmax", "--no-firmware",
+        "--no-baseline", "--int2-fc", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    section = report["int2_fc"]
+    assert section["file"] == "model_int2fc.tflite" and section["standard_file"] == "model.tflite"
+    standard, twin = (out / "model.tflite").read_bytes(), (out / section["file"]).read_bytes()
+    assert section["bytes"] == len(twin) and section["standard_bytes"] == len(standard)
+    inner = next(name for name, bits in report["model"]["bits"].items() if bits == 2)
+    assert section["int2_tensors"] == [f"{inner}/kernel"]
+    # The saving is the inner kernel's: 8 x 24 values in their container (INT4: 96 bytes) -> 48.
+    kernel = {t.name: t for t in read_model(standard).tensors}[f"{inner}/kernel"]
+    assert len(standard) - len(twin) == kernel.nbytes - 48
+    x = np.load(two_dense / "data.npz")["x"]
+    assert section["litert_identical_on"] == report["data"]["evaluation_samples"] > 0
+    np.testing.assert_array_equal(litert_outputs(twin, x), litert_outputs(standard, x))
+    tflm_interpreter(standard, 1 << 20)  # read_model above: the standard file has no INT2
+    console = " ".join(result.output.split())  # the console wraps long lines
+    assert f"model_int2fc.tflite: {len(twin):,} bytes (model.tflite {len(standard):,})" in console
+    assert "LiteRT only (TFLM refuses INT2 tensors)" in console
