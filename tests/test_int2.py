@@ -319,3 +319,21 @@ def test_build_int2_fc_writes_the_litert_file_beside_the_standard_one(two_dense,
     console = " ".join(result.output.split())  # the console wraps long lines
     assert f"model_int2fc.tflite: {len(twin):,} bytes (model.tflite {len(standard):,})" in console
     assert "LiteRT only (TFLM refuses INT2 tensors)" in console
+
+
+def test_build_says_when_the_plan_has_no_2_bit_fully_connected_layer():
+    """edgeq's plans keep the first and last weighted layers at 8 bits (edge_bits), so a model
+    whose only FULLY_CONNECTED is the last (the person detector's dense, 2 x 256) has none at
+    2 bits: --int2-fc then writes no file and says why."""
+    from types import SimpleNamespace
+
+    from edgeq.build import _int2fc_stage
+    from edgeq.report import int2fc_line
+
+    plain = write_model(packed_variant(opmodels.conv_pool_fc(np.random.default_rng(0), 4),
+                                       {0: 2}))
+    test = SimpleNamespace(x=np.random.default_rng(0).random((4, 8, 8, 3), np.float32))
+    twin, section = _int2fc_stage(plain, test, "model.tflite")
+    assert twin is None and section["file"] is None and section["standard_bytes"] == len(plain)
+    assert int2fc_line(section) == ("--int2-fc: the plan gives no FULLY_CONNECTED layer 2 bits: "
+                                    "no file written")
