@@ -12,7 +12,8 @@ Measured with ai-edge-litert 2.3.0 and tflite-micro 0.dev20261023182759:
   scales, with and without bias, 2-D and 4-D inputs, weight counts that are not a multiple of
   4: outputs identical to the same weights in INT8 and INT4 containers (the builtin kernels and
   the default XNNPACK delegate alike). It registers FULLY_CONNECTED up to version 14.
-- LiteRT refuses INT2 weights in CONV_2D and DEPTHWISE_CONV_2D when it prepares the node.
+- LiteRT refuses INT2 weights in CONV_2D, DEPTHWISE_CONV_2D and TRANSPOSE_CONV when it
+  prepares the node.
 - TFLM refuses INT2 FULLY_CONNECTED: its allocator cannot read the tensor ("Failed to populate
   a temp TfLiteTensor struct from flatbuffer data!"), the op fails to prepare.
 If a runtime changes any of this, a test here fails.
@@ -162,8 +163,10 @@ def test_litert_registers_fully_connected_up_to_version_14():
     ("CONV_2D", lambda rng: opmodels.conv2d(rng), "filter->type == kTfLiteInt8 || "
                                                   "filter->type == kTfLiteInt4 was not true"),
     ("DEPTHWISE_CONV_2D", lambda rng: opmodels.depthwise(rng), "depthwise_conv.cc"),
+    ("TRANSPOSE_CONV", lambda rng: opmodels.transpose_conv(rng), r"\(INT2 != INT8\)"),
 ])
 def test_litert_refuses_int2_convolution_weights(kind, build, refusal):
+    """Weights are input 1 in all three ops."""
     model = _two_bit(build(np.random.default_rng(0)))
     int8 = write_model(model)
     _litert(int8, _inputs(model, np.random.default_rng(1)))  # the INT8 container runs
@@ -202,10 +205,11 @@ def test_the_writer_writes_int2_fully_connected_weights_litert_runs():
 
 
 def test_the_writer_refuses_int2_where_no_runtime_runs_it():
-    conv = _two_bit(opmodels.conv2d(np.random.default_rng(0)))
-    conv.tensors[conv.ops[0].inputs[1]].dtype = "int2"
-    with pytest.raises(UnsupportedOpError, match="only in FULLY_CONNECTED"):
-        write_model(conv)
+    for build in (opmodels.conv2d, opmodels.depthwise, opmodels.transpose_conv):
+        conv = _two_bit(build(np.random.default_rng(0)))
+        conv.tensors[conv.ops[0].inputs[1]].dtype = "int2"
+        with pytest.raises(UnsupportedOpError, match="only in FULLY_CONNECTED"):
+            write_model(conv)
     fc = _two_bit(opmodels.fully_connected(np.random.default_rng(0)))
     weights = fc.tensors[fc.ops[0].inputs[1]]
     weights.dtype = "int2"
