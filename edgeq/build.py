@@ -67,6 +67,7 @@ class BuildConfig:
     firmware_eval_limit: int = 64  # inputs the firmware runs under QEMU (seeded, stratified)
     test_inputs: int = 4  # evaluation inputs embedded in the board firmware with TFLM's outputs
     ram_budget_kb: float | None = None  # the tensor arena's budget; default: the board's arena_kib
+    int2_fc: bool = False  # also model_int2fc.tflite: 2-bit FULLY_CONNECTED weights as INT2, for LiteRT
 
     @property
     def arena_budget(self) -> int | None:
@@ -367,8 +368,14 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         if qgt_section is not None:
             report["rex" if method == "rex" else "qgt"] = qgt_section
         stem = "model"
+        int2fc = None
+        if cfg.int2_fc:
+            with st.stage("INT2 FULLY_CONNECTED file for LiteRT (checked by LiteRT)"):
+                int2fc, report["int2_fc"] = _int2fc_stage(tflite, test, f"{stem}.tflite")
         with staged_folder(out, cfg.force, _inputs(cfg)) as tmp:
             (tmp / f"{stem}.tflite").write_bytes(tflite)
+            if int2fc is not None:
+                (tmp / report["int2_fc"]["file"]).write_bytes(int2fc)
             if firmware is not None:
                 shutil.move(str(firmware.out_dir), tmp / "firmware")
             write_c_arrays(tflite, tmp, name="model_data", source=f"{stem}.tflite")
@@ -387,6 +394,25 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
                     model.save(tmp / "model_float.h5")
             write_report(report, tmp)
         return BuildResult(out, report, out / f"{stem}.tflite", st.records)
+
+
+def _int2fc_stage(tflite: bytes, test, standard_name: str) -> tuple[bytes | None, dict]:
+    """(the INT2 FULLY_CONNECTED twin or None, its report section): LiteRT-only, the firmware
+    and TFLM keep the standard file (edgeq.deploy.int2fc)."""
+    from edgeq.deploy.int2fc import SUFFIX, int2fc_file
+
+    made = int2fc_file(tflite, test.x)
+    section = {"file": None, "bytes": None, "standard_file": standard_name,
+               "standard_bytes": len(tflite), "int2_tensors": [], "litert_identical_on": 0,
+               "runs_on": "LiteRT only (TFLM refuses INT2 tensors); the firmware and TFLM "
+                          f"use {standard_name}"}
+    if made is None:
+        section["note"] = "the plan gives no FULLY_CONNECTED layer 2 bits: no file written"
+        return None, section
+    twin, names = made
+    section.update(file=standard_name.replace(".tflite", f"{SUFFIX}.tflite"), bytes=len(twin),
+                   int2_tensors=names, litert_identical_on=len(test.x))
+    return twin, section
 
 
 TOOLCHAIN_WARNING = ("arm-none-eabi-gcc is not installed: the firmware sources are written "

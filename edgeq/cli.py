@@ -411,6 +411,10 @@ def _save_model(model, path: str) -> None:
 @click.option("--test-inputs", type=click.IntRange(min=0), default=4, show_default=True,
               help="Evaluation inputs embedded in the board firmware with TFLM's outputs, "
                    "checked on the board at boot.")
+@click.option("--int2-fc", is_flag=True,
+              help="Also write model_int2fc.tflite for LiteRT: FULLY_CONNECTED layers the plan "
+                   "gives 2 bits stored as INT2 (four a byte), checked by LiteRT to give "
+                   "model.tflite's outputs. TFLM cannot run it; the firmware uses model.tflite.")
 @click.option("--json", "json_out", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--force", is_flag=True, help="Replace an --out folder that edgeq did not make "
               "(and everything in it); ship a model that fails a build check.")
@@ -418,7 +422,7 @@ def _save_model(model, path: str) -> None:
 def build(board, model_name, keras_model, weights, data, out, epochs, calib_samples, eval_limit,
           bits, method, budget_kb, iters, seed, unsafe, no_baseline, zero_shot, expansion, sparsity,
           train_qgt, train_epochs, synth_iterations, no_firmware, firmware_eval_limit,
-          ram_budget_kb, test_inputs, json_out, force):
+          ram_budget_kb, test_inputs, int2_fc, json_out, force):
     """Quantize a model for a board: .tflite, C arrays, fit check, on-device checks, report.
 
     With no model it runs the embedded demo: train `fmnist` briefly and build it.
@@ -441,7 +445,8 @@ def build(board, model_name, keras_model, weights, data, out, epochs, calib_samp
                       zero_shot=zero_shot, synth_iterations=synth_iterations, train=train_qgt,
                       train_epochs=train_epochs, expansion=expansion, sparsity=sparsity,
                       firmware=not no_firmware, firmware_eval_limit=firmware_eval_limit,
-                      test_inputs=test_inputs, ram_budget_kb=ram_budget_kb, force=force)
+                      test_inputs=test_inputs, ram_budget_kb=ram_budget_kb, int2_fc=int2_fc,
+                      force=force)
     _check_data(data)
     preflight(cfg)
     _import_tensorflow()
@@ -468,7 +473,7 @@ def _print_build_summary(result) -> None:
                       "" if agree is None else (row.get("agreement_with") or ""))
     out_console.print(table)
     _print_per_class(r["accuracy"], data.get("classes") or [])
-    from edgeq.report import firmware_lines
+    from edgeq.report import firmware_lines, int2fc_line
 
     for line in firmware_lines(r["fit"], r.get("firmware") or {}):
         out_console.print(line)
@@ -477,7 +482,12 @@ def _print_build_summary(result) -> None:
         files += ", firmware/ (fw.elf; `edgeq flash " + str(result.out_dir) + "`)"
     elif r.get("firmware", {}).get("reason", "").startswith("arm-none-eabi-gcc"):
         files += ", firmware/ (sources only)"
+    int2fc = r.get("int2_fc")
+    if int2fc and int2fc["file"]:
+        files += f", {int2fc['file']}"
     out_console.print(f"outputs in {result.out_dir}/: {files}")
+    if int2fc:
+        out_console.print(int2fc_line(int2fc))
 
 
 def _print_per_class(rows: list[dict], classes: list[str]) -> None:

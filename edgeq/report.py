@@ -183,6 +183,18 @@ def firmware_lines(fit: dict, firmware: dict) -> list[str]:
     return lines
 
 
+def int2fc_line(section: dict) -> str:
+    """The --int2-fc file in words (the report's "int2_fc" section, edgeq.build)."""
+    if not section.get("file"):
+        return f"--int2-fc: {section.get('note', 'no file written')}"
+    tensors = len(section["int2_tensors"])
+    return (f"{section['file']}: {section['bytes']:,} bytes ({section['standard_file']} "
+            f"{section['standard_bytes']:,}), {tensors} FULLY_CONNECTED weight tensor"
+            f"{'s' if tensors != 1 else ''} as INT2, LiteRT outputs identical to "
+            f"{section['standard_file']}'s on {section['litert_identical_on']:,} inputs; "
+            f"{section['runs_on']}")
+
+
 def _class_name(classes: list, label: int) -> str:
     return str(classes[label]) if label < len(classes) else str(label)
 

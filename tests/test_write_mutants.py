@@ -100,7 +100,7 @@ def test_unknown_type_lists_the_types_and_says_what_to_do():
     e = _error(_tensor("float16"))
     assert isinstance(e, UnsupportedOpError)
     assert e.message == (f"{WHERE} has type 'float16'; edgeq writes "
-                         "float32, int32, int16, int8, uint8, int4, int64")
+                         "float32, int32, int16, int8, uint8, int4, int2, int64")
     assert e.hint == "quantize the model to int8 activations, int8/int4 weights"
 
 

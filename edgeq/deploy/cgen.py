@@ -780,16 +780,23 @@ def declared_widths(model: Model) -> dict[int, int]:
     below 4 bits, to be stored at that width. Checked against the values: a tensor whose values
     do not fit its declared width is an error naming it. Empty without such a plan (any other
     .tflite) or under engine_options(packed_weights=False)."""
+    if not _OPTIONS["packed_weights"]:
+        return {}
+    return plan_widths(model, _OPTIONS["packed_widths"])
+
+
+def plan_widths(model: Model, widths) -> dict[int, int]:
+    """declared_widths without the engine options: weight tensor -> bits for the weights the
+    plan declares at one of `widths` (bit counts below 4), checked against the values."""
     raw = model.metadata.get("edgeq")
-    if not raw or not _OPTIONS["packed_weights"]:
+    if not raw:
         return {}
     try:
         plan = json.loads(bytes(raw).decode())["bits"]
-        low = {f"{layer}/kernel": int(b) for layer, b in plan.items()
-               if int(b) in _OPTIONS["packed_widths"]}
+        low = {f"{layer}/kernel": int(b) for layer, b in plan.items() if int(b) in widths}
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}  # not edgeq's plan: every tensor keeps its own type
-    widths = {}
+    found = {}
     for op in model.ops:
         if op.kind not in WEIGHTED or len(op.inputs) < 2:
             continue
@@ -809,8 +816,8 @@ def declared_widths(model: Model) -> dict[int, int]:
                 f"[{qmin}, {qmax}], zero point 0)",
                 "re-export the model with edgeq, or drop the metadata entry 'edgeq' to store "
                 "the tensor as its own type")
-        widths[t] = bits
-    return widths
+        found[t] = bits
+    return found
 
 
 def line_words(x: Tensor, w: Tensor) -> int:

@@ -5,7 +5,10 @@ It is deliberately small and plain (numpy arrays, strings, dicts) so that the de
 neither TensorFlow nor the flatbuffer object API. Conventions:
 
 - `Tensor.dtype` is one of DTYPES. INT4 constants are held *unpacked*, one int8 value per
-  element in [-8, 7]; the writer packs two per byte (first value in the low nibble).
+  element in [-8, 7]; the writer packs two per byte (first value in the low nibble). INT2
+  constants likewise, in [-2, 1], packed four per byte (least significant bits first); only
+  LiteRT runs them, and only as FULLY_CONNECTED weights (tests/test_int2.py), so the writer
+  writes them there alone and the reader refuses them (edgeq.deploy.int2fc).
 - `Tensor.scale` / `Tensor.zero_point` are 1-D arrays (length 1 = per tensor, length C = per
   channel along `quantized_dimension`), or None for a tensor without quantization.
 - `Op.kind` is the TFLite BuiltinOperator name ("CONV_2D", ...). `Op.inputs` holds tensor indices,
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DTYPES = ("float32", "int32", "int16", "int8", "uint8", "int4", "int64")
+DTYPES = ("float32", "int32", "int16", "int8", "uint8", "int4", "int2", "int64")
 
 # Operators edgeq reads, writes, interprets and generates C for.
 SUPPORTED_OPS = (
@@ -100,9 +103,12 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the tensor takes in the flatbuffer or the arena (INT4 packs two per byte)."""
+        """Bytes the tensor takes in the flatbuffer or the arena (INT4 packs two per byte,
+        INT2 four)."""
         if self.dtype == "int4":
             return (self.num_elements + 1) // 2
+        if self.dtype == "int2":
+            return (self.num_elements + 3) // 4
         return self.num_elements * np.dtype(self.dtype).itemsize
 
 

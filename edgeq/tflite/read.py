@@ -248,6 +248,12 @@ class _Reader:
         name = _text(fb_tensor.Name())
         where = f"tensor {index} '{name}'"
         type_name = _TYPE_NAMES.get(fb_tensor.Type(), f"type code {fb_tensor.Type()}")
+        if type_name == "INT2":
+            raise UnsupportedOpError(
+                f"{self.origin}: {where} has type INT2, which TFLM cannot run (only LiteRT "
+                "does, in FULLY_CONNECTED)",
+                hint="use the standard .tflite; edgeq build --int2-fc writes the INT2 one "
+                     "(model_int2fc.tflite) beside it for LiteRT alone")
         if type_name not in _TENSOR_TYPES:
             raise UnsupportedOpError(
                 f"{self.origin}: {where} has type {type_name}; edgeq supports "

@@ -10,7 +10,10 @@ Layout choices (all standard TFLite):
 - operator codes are deduplicated in first-use order, with builtin_code and the deprecated int8
   field set as the converter does, and the op version TFLite's versioning rules give for the
   tensor types (INT4 weights need newer kernels);
-- INT4 constants are packed two per byte, first value in the low nibble;
+- INT4 constants are packed two per byte, first value in the low nibble; INT2 constants four
+  per byte, least significant bits first (LiteRT's order, edgeq.intmath.pack_bits). INT2 is
+  written only as FULLY_CONNECTED weights, the one place LiteRT runs it, and TFLM runs it
+  nowhere (tests/test_int2.py): such a file is for LiteRT alone (edgeq.deploy.int2fc);
 - quantization parameters are shared: every distinct scale vector, zero-point vector and
   whole QuantizationParameters table is stored once and referenced by all tensors that have
   it (a FlatBuffer may reference one object from many tables). Per-channel zero points are
@@ -45,7 +48,7 @@ import flatbuffers
 import numpy as np
 
 from edgeq.errors import TFLiteFormatError, UnsupportedOpError
-from edgeq.intmath import pack_int4
+from edgeq.intmath import WEIGHT_RANGES, pack_bits, pack_int4
 from edgeq.tflite.model import ACTIVATIONS, SUPPORTED_OPS, Model, Op, Tensor
 from edgeq.tflite.schema import schema
 
@@ -60,6 +63,7 @@ _TENSOR_TYPES = {
     "int8": schema.TensorType.INT8,
     "uint8": schema.TensorType.UINT8,
     "int4": schema.TensorType.INT4,
+    "int2": schema.TensorType.INT2,
     "int64": schema.TensorType.INT64,
 }
 
@@ -209,6 +213,8 @@ def _shared_vector(builder, shared: dict, values: np.ndarray) -> int:
 def _tensor_bytes(tensor: Tensor) -> bytes:
     if tensor.dtype == "int4":
         return pack_int4(tensor.data).tobytes()
+    if tensor.dtype == "int2":
+        return pack_bits(np.asarray(tensor.data).reshape(-1), 2).tobytes()
     little_endian = np.dtype(tensor.dtype).newbyteorder("<")
     return np.ascontiguousarray(tensor.data, dtype=little_endian).tobytes()
 
@@ -332,6 +338,10 @@ def op_version(op: Op, model: Model) -> int:
             return 3
         return 2 if kind == "DEPTHWISE_CONV_2D" and _dilated(op) else 1
     if kind == "FULLY_CONNECTED":
+        if types[1] == "int2":
+            # The highest version LiteRT 2.3.0 registers (it refuses 15; tests/test_int2.py);
+            # the INT2 rule of tools/versioning/op_version.cc was not in the sources read.
+            return 14
         if len(op.inputs) == 2:
             return 6
         if op.options.get("keep_num_dims"):
@@ -409,12 +419,16 @@ def _check_tensor(tensor: Tensor, index: int) -> None:
         if data.shape != tuple(tensor.shape) and data.size != math.prod(tensor.shape):
             raise TFLiteFormatError(f"{where} has shape {tensor.shape} but its data has shape "
                                     f"{data.shape}")
-        if tensor.dtype == "int4" and data.size and (data.min() < -8 or data.max() > 7):
-            raise TFLiteFormatError(f"{where} is INT4 but holds values outside [-8, 7]",
-                                    hint="quantize the weights with bits=4 (edgeq.intmath)")
-    elif tensor.dtype == "int4":
-        raise UnsupportedOpError(f"{where} is an INT4 activation; only constant weights can be "
-                                 "INT4", hint="keep activations int8")
+        for packed, bits in (("int4", 4), ("int2", 2)):
+            lo, hi = WEIGHT_RANGES[bits]
+            if tensor.dtype == packed and data.size and (data.min() < lo or data.max() > hi):
+                raise TFLiteFormatError(
+                    f"{where} is {packed.upper()} but holds values outside [{lo}, {hi}]",
+                    hint=f"quantize the weights with bits={bits} (edgeq.intmath)")
+    elif tensor.dtype in ("int4", "int2"):
+        raise UnsupportedOpError(f"{where} is an {tensor.dtype.upper()} activation; only "
+                                 f"constant weights can be {tensor.dtype.upper()}",
+                                 hint="keep activations int8")
     if (tensor.scale is None) != (tensor.zero_point is None):
         raise TFLiteFormatError(f"{where} has a scale without a zero point or vice versa",
                                 hint="set both Tensor.scale and Tensor.zero_point")
@@ -435,7 +449,7 @@ def _check_tensor(tensor: Tensor, index: int) -> None:
                 f"{where} of shape {tensor.shape} has {len(scale)} per-channel scales, which "
                 f"does not match its quantized dimension {qdim}",
                 hint="quantized_dimension must index the channel axis, one scale per channel")
-    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7),
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7), "int2": (-2, 1),
               "int16": (-32768, 32767)}.get(tensor.dtype, (-(2**31), 2**31 - 1))
     if np.any(zero_point < lo) or np.any(zero_point > hi):
         raise TFLiteFormatError(f"{where} has zero points outside the {tensor.dtype} range")
@@ -543,7 +557,11 @@ class _OpCheck:
         against input `input_at`'s)."""
         weights = self.t(1)
         where = f"weights '{weights.name}'"
-        if not weights.is_constant or weights.dtype not in ("int8", "int4"):
+        if weights.dtype == "int2" and self.op.kind != "FULLY_CONNECTED":
+            raise UnsupportedOpError(f"{self.where}: {where} are INT2; LiteRT runs INT2 weights "
+                                     "only in FULLY_CONNECTED, TFLM nowhere",
+                                     hint="store them in an INT4 container")
+        if not weights.is_constant or weights.dtype not in ("int8", "int4", "int2"):
             raise UnsupportedOpError(f"{self.where}: {where} must be constant int8 or int4, "
                                      f"not {'variable ' if not weights.is_constant else ''}"
                                      f"{weights.dtype}",
