@@ -371,7 +371,8 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         int2fc = None
         if cfg.int2_fc:
             with st.stage("INT2 FULLY_CONNECTED file for LiteRT (checked by LiteRT)"):
-                int2fc, report["int2_fc"] = _int2fc_stage(tflite, test, f"{stem}.tflite")
+                int2fc, report["int2_fc"] = _int2fc_stage(tflite, test, f"{stem}.tflite",
+                                                          checked.runtime("litert"))
         with staged_folder(out, cfg.force, _inputs(cfg)) as tmp:
             (tmp / f"{stem}.tflite").write_bytes(tflite)
             if int2fc is not None:
@@ -396,12 +397,14 @@ def run_build(cfg: BuildConfig, console=None, progress_factory=None) -> BuildRes
         return BuildResult(out, report, out / f"{stem}.tflite", st.records)
 
 
-def _int2fc_stage(tflite: bytes, test, standard_name: str) -> tuple[bytes | None, dict]:
+def _int2fc_stage(tflite: bytes, test, standard_name: str,
+                  litert=None) -> tuple[bytes | None, dict]:
     """(the INT2 FULLY_CONNECTED twin or None, its report section): LiteRT-only, the firmware
-    and TFLM keep the standard file (edgeq.deploy.int2fc)."""
+    and TFLM keep the standard file (edgeq.deploy.int2fc). `litert`: the check's LiteRT run
+    of the standard file on the same inputs, whose outputs the twin must give."""
     from edgeq.deploy.int2fc import SUFFIX, int2fc_file
 
-    made = int2fc_file(tflite, test.x)
+    made = int2fc_file(tflite, test.x, litert.outputs if litert is not None else None)
     section = {"file": None, "bytes": None, "standard_file": standard_name,
                "standard_bytes": len(tflite), "int2_tensors": [], "litert_identical_on": 0,
                "runs_on": "LiteRT only (TFLM refuses INT2 tensors); the firmware and TFLM "

@@ -25,21 +25,28 @@ def small(tmp_path_factory):
     import tf_keras as keras
 
     d = tmp_path_factory.mktemp("small")
-    x, y = _two_halves(np.random.default_rng(0), 96)
-    x[y == 1] = 0.4 + 0.6 * x[y == 1]  # class 1 brighter: what global pooling can see (a
-    x[y == 0] = 0.6 * x[y == 0]  # model at chance stops the build)
     inp = keras.Input((16, 16, 1))
     h = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inp)
     h = keras.layers.BatchNormalization()(h)
     h = keras.layers.ReLU()(h)
     h = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
-    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
+    fit_two_halves(keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h)),
+                   d / "small.h5")
+    return d
+
+
+def fit_two_halves(model, path) -> None:
+    """Train `model` (16x16x1 in, 2 classes out) on 96 _two_halves images with class 1
+    brighter (what global pooling can see: a model at chance stops the build); save it to
+    `path` and the images and labels to data.npz beside it."""
+    x, y = _two_halves(np.random.default_rng(0), 96)
+    x[y == 1] = 0.4 + 0.6 * x[y == 1]
+    x[y == 0] = 0.6 * x[y == 0]
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=20, batch_size=8, verbose=0)  # 240 steps: BatchNorm statistics settle
-    model.save(d / "small.h5")
-    np.savez(d / "data.npz", x=x, y=y)
-    return d
+    model.save(path)
+    np.savez(path.parent / "data.npz", x=x, y=y)
 
 
 def test_build_writes_every_output(small, tmp_path):

@@ -30,11 +30,12 @@ import pytest
 from test_packed import packed_variant
 
 from edgeq import intmath
-from edgeq.deploy.check import TensorSpec, quantize_inputs
-from edgeq.deploy.int2fc import int2_fully_connected, int2fc_file, litert_outputs
+from edgeq.deploy import int2fc
+from edgeq.deploy.check import TensorSpec, litert_outputs, quantize_inputs
+from edgeq.deploy.int2fc import int2_fully_connected, int2fc_file
 from edgeq.deploy.runtimes import litert_interpreter, litert_module, tflm_interpreter
 from edgeq.deploy.tflm import captured_fd
-from edgeq.errors import TFLiteFormatError, UnsupportedOpError
+from edgeq.errors import EdgeqError, TFLiteFormatError, UnsupportedOpError
 from edgeq.tflite.read import read_model
 from edgeq.tflite.schema import schema
 from edgeq.tflite.write import BUFFER_ALIGNMENT, write_model
@@ -251,6 +252,29 @@ def test_int2fc_file_retypes_only_the_2_bit_fully_connected_weights():
             np.concatenate([_tflm(standard, row) for row in _quantized(standard, x)]), outputs)
 
 
+def test_int2fc_file_refuses_a_twin_litert_runs_differently(monkeypatch):
+    """The guard the build relies on: a twin whose INT2 weights LiteRT reads otherwise (here one
+    weight changed, as a wrong packing would) is an error, not a shipped file."""
+    retype = int2fc.int2_fully_connected
+
+    def one_weight_off(model):
+        twin, names = retype(model)
+        weights = next(t for t in twin.tensors if t.name == names[0])
+        weights.data = weights.data.copy()
+        flat = weights.data.reshape(-1)
+        flat[0] = 1 if flat[0] != 1 else -2
+        return twin, names
+
+    monkeypatch.setattr(int2fc, "int2_fully_connected", one_weight_off)
+    standard = write_model(_planned(0))
+    x = np.random.default_rng(0).random((16, 8, 8, 3), np.float32) * 2 - 1
+    with pytest.raises(EdgeqError, match=r"differ from the standard file's on [1-9]\d* of 16"):
+        int2fc_file(standard, x)
+    expected = litert_outputs(standard, x)  # the build passes its check's LiteRT outputs
+    with pytest.raises(EdgeqError, match="differ from the standard file's"):
+        int2fc_file(standard, x, expected)
+
+
 def _quantized(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     spec = TensorSpec.from_details(litert_interpreter(model_bytes).get_input_details()[0])
     return quantize_inputs(x, spec)
@@ -276,22 +300,16 @@ def two_dense(tmp_path_factory):
     """A small trained model whose inner Dense layer a W2 plan gives 2 bits (the first and last
     layers stay at 8), and an .npz of inputs it separates (test_build's task)."""
     import tf_keras as keras
-    from test_build import _two_halves
+    from test_build import fit_two_halves
 
     d = tmp_path_factory.mktemp("two_dense")
-    x, y = _two_halves(np.random.default_rng(0), 96)
-    x[y == 1] = 0.4 + 0.6 * x[y == 1]
-    x[y == 0] = 0.6 * x[y == 0]
     keras.utils.set_random_seed(0)
     inp = keras.Input((16, 16, 1))
     h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
     h = keras.layers.GlobalAveragePooling2D()(h)
     h = keras.layers.Dense(24, activation="relu")(h)
-    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h))
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=20, batch_size=8, verbose=0)
-    model.save(d / "two_dense.h5")
-    np.savez(d / "data.npz", x=x, y=y)
+    fit_two_halves(keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h)),
+                   d / "two_dense.h5")
     return d
 
 

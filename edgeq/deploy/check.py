@@ -404,6 +404,13 @@ def _run_litert(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
     return np.stack(outputs)
 
 
+def litert_outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    """LiteRT's raw outputs (builtin kernels) for inputs `x` (floats in the model's input
+    domain, or already of the input tensor's integer type), one row per input."""
+    interpreter, _, spec_in, _ = _open_litert(model_bytes)
+    return _run_litert(interpreter, quantize_inputs(x, spec_in))
+
+
 def _run_tflm(interpreter, q: np.ndarray, advance=None) -> np.ndarray:
     outputs = []
     for sample in q:

@@ -16,8 +16,7 @@ import dataclasses
 import numpy as np
 
 from edgeq.deploy.cgen import plan_widths
-from edgeq.deploy.check import TensorSpec, _run_litert, quantize_inputs
-from edgeq.deploy.runtimes import litert_interpreter
+from edgeq.deploy.check import litert_outputs
 from edgeq.errors import EdgeqError
 from edgeq.tflite.model import Model
 from edgeq.tflite.read import read_model
@@ -41,24 +40,20 @@ def int2_fully_connected(model: Model) -> tuple[Model, list[str]]:
     return dataclasses.replace(model, tensors=tensors), names
 
 
-def litert_outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """LiteRT's raw outputs for inputs `x` (floats in the model's input domain, or already of
-    the input tensor's type), one row per input."""
-    interpreter = litert_interpreter(model_bytes)
-    spec = TensorSpec.from_details(interpreter.get_input_details()[0])
-    return _run_litert(interpreter, quantize_inputs(x, spec))
-
-
-def int2fc_file(standard: bytes, x: np.ndarray) -> tuple[bytes, list[str]] | None:
+def int2fc_file(standard: bytes, x: np.ndarray,
+                expected: np.ndarray | None = None) -> tuple[bytes, list[str]] | None:
     """(the INT2 twin of the `standard` .tflite, its INT2 tensor names), checked: LiteRT gives
-    identical outputs on both files for every input in `x`. None when the plan gives no
-    FULLY_CONNECTED layer 2 bits (the twin would be the same file). Raises EdgeqError when
-    LiteRT's outputs differ."""
+    identical outputs on both files for every input in `x`. `expected`: LiteRT's outputs of
+    the standard file for `x` when the caller has them (the build's check), else they are
+    computed. None when the plan gives no FULLY_CONNECTED layer 2 bits (the twin would be
+    the same file). Raises EdgeqError when LiteRT's outputs differ."""
     model, names = int2_fully_connected(read_model(standard))
     if not names:
         return None
     twin = write_model(model)
-    expected, got = litert_outputs(standard, x), litert_outputs(twin, x)
+    if expected is None:
+        expected = litert_outputs(standard, x)
+    got = litert_outputs(twin, x)
     if not np.array_equal(expected, got):
         rows = int(np.sum(np.any((expected != got).reshape(len(x), -1), axis=1)))
         raise EdgeqError(f"LiteRT's outputs on the INT2 FULLY_CONNECTED file differ from the "
