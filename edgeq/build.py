@@ -597,14 +597,22 @@ def _rex_stage(cfg: BuildConfig, graph, calib):
 
 
 def _qgt_stage(cfg: BuildConfig, graph, train_ds, calib, test, progress_factory):
-    """--train: QGT toward cfg.bits (mixed: 2 bits with the bottlenecks lifted), exported by
-    edgeq's writer. Returns (qgraph, QuantizeReport, tflite bytes, report section)."""
+    """--train: QGT toward cfg.bits (mixed: the integer program's plan under --budget-kb, which
+    counts what the board stores as for quantize; without a budget, 2 bits with the
+    bottlenecks lifted), exported by edgeq's writer. Returns (qgraph, QuantizeReport, tflite
+    bytes, report section)."""
     from edgeq.learn.qgt.bottlenecks import find_bottlenecks, mixed_plan
     from edgeq.learn.qgt.training import finish, recipe, train_qgt
+    from edgeq.learn.quant.mixed import plan_mixed
     from edgeq.learn.quantize import QuantizeReport
 
     t0 = time.perf_counter()
-    bits = mixed_plan(graph, calib) if cfg.bits == "mixed" else int(cfg.bits)
+    if cfg.bits != "mixed":
+        bits = int(cfg.bits)
+    elif cfg.budget_kb is not None:
+        bits = plan_mixed(graph, calib.x, cfg.budget_kb * 1024).plan
+    else:
+        bits = mixed_plan(graph, calib)
     settings = recipe(bits)
     with (progress_factory() if progress_factory else _null()) as progress:
         result = train_qgt(graph, train_ds, test, bits, cfg.train_epochs, seed=cfg.seed,

@@ -382,7 +382,7 @@ def _save_model(model, path: str) -> None:
               help="Weight bits of the inner layers (first and last stay at 8), or mixed precision.")
 @click.option("--method", type=click.Choice(METHOD_NAMES),
               help="Quantization method [default: brecq below 8 bits, minmax at 8, genie with --zero-shot].")
-@click.option("--budget-kb", type=float, help="Budget in KiB of stored model (packed weights + per-channel parameters) for --bits mixed [default: the board's flash].")
+@click.option("--budget-kb", type=float, help="Budget in KiB of stored model (packed weights + per-channel parameters) for --bits mixed [default: the board's flash; with --train, QGT's bottleneck plan].")
 @click.option("--iters", type=int, help="Reconstruction steps per block or layer [default: per method].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers and custom objects (runs code from the file).")

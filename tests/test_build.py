@@ -314,6 +314,29 @@ def test_build_train_runs_qgt_and_ranks_bottlenecks(small, tmp_path):
     assert both.exit_code == 2 and "exclude each other" in both.output
 
 
+def test_build_train_mixed_plans_under_the_budget(small, tmp_path):
+    """--train --bits mixed --budget-kb: QGT trains toward the integer program's plan, whose
+    budget counts what the engine stores: with room for every layer at 8 bits the plan is all
+    8 (QGT's own bottleneck plan, used without a budget, starts the inner layer at 2); at
+    0.25 KiB, where all-8 does not fit, it mixes widths and fits."""
+    from edgeq.deploy import cgen
+    from edgeq.tflite.read import read_model
+
+    plans = {}
+    for budget in ("100", "0.25"):
+        out = tmp_path / f"qgt_mixed_{budget}"
+        result = CliRunner().invoke(main, [
+            "build", "--keras-model", str(small / "small.h5"), "--data", str(small / "data.npz"),
+            "--train", "--bits", "mixed", "--budget-kb", budget, "--train-epochs", "1",
+            "--no-baseline", "--no-firmware", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        plans[budget] = json.loads((out / "report.json").read_text())["quantize"]["plan"]
+        stored = cgen.lower_model(read_model((out / "model.tflite").read_bytes())).weight_bytes
+        assert stored <= float(budget) * 1024
+    assert set(plans["100"].values()) == {8}
+    assert len(set(plans["0.25"].values())) > 1
+
+
 def test_rex_from_build_and_quantize(small, tmp_path):
     from edgeq.tflite.read import read_model
 
