@@ -621,6 +621,7 @@ def _qgt_stage(cfg: BuildConfig, graph, train_ds, calib, test, progress_factory)
     ranking = find_bottlenecks(result, test, bits=result.plan)
     report = QuantizeReport("qgt", cfg.bits, dict(result.plan), len(calib),
                             seconds=round(time.perf_counter() - t0, 1))
+    report.count_bytes(graph, qgraph)
     section = {"epochs": cfg.train_epochs, "train_samples": len(train_ds),
                "learning_rate": settings["learning_rate"],
                "straight_through": settings["ste_start"] is not None,

@@ -330,9 +330,13 @@ def test_build_train_mixed_plans_under_the_budget(small, tmp_path):
             "--train", "--bits", "mixed", "--budget-kb", budget, "--train-epochs", "1",
             "--no-baseline", "--no-firmware", "--out", str(out)])
         assert result.exit_code == 0, result.output
-        plans[budget] = json.loads((out / "report.json").read_text())["quantize"]["plan"]
+        quantized = json.loads((out / "report.json").read_text())["quantize"]
+        plans[budget] = quantized["plan"]
         stored = cgen.lower_model(read_model((out / "model.tflite").read_bytes())).weight_bytes
         assert stored <= float(budget) * 1024
+        # the report gives logical and stored bytes for the QGT file too
+        assert quantized["board_weight_bytes"] + quantized["board_param_bytes"] == stored
+        assert 0 < quantized["weight_bytes"] <= quantized["stored_weight_bytes"]
     assert set(plans["100"].values()) == {8}
     assert len(set(plans["0.25"].values())) > 1
 

@@ -92,6 +92,20 @@ class QuantizeReport:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def count_bytes(self, graph: Graph, stored: QuantizedGraph) -> None:
+        """The size fields for this report's plan over `graph`: logical, in the .tflite, and on
+        the board (the engine's packed weights and per-channel parameters of `stored`, the
+        storable() graph that is exported)."""
+        plan = self.plan
+        self.weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), b)
+                                      for n, b in plan.items()))
+        self.stored_weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), STORED_BITS[b])
+                                             for n, b in plan.items()))
+        board = [mixed.engine_bytes(graph.node(n), b) for n, b in plan.items()]
+        self.board_weight_bytes = int(sum(w for w, _ in board))
+        self.board_param_bytes = _board_param_bytes(stored, int(sum(p for _, p in board)))
+        self.bias_bytes = int(sum(4 * graph.node(n).weights["bias"].size for n in plan))
+
     def summary(self) -> str:
         before = [r["sqnr_minmax_db"] for r in self.layers if r["sqnr_minmax_db"] is not None]
         after = [r["sqnr_db"] for r in self.layers if r["sqnr_db"] is not None]
@@ -235,14 +249,7 @@ def quantize(model, calib_x, method: str | None = None, bits: int | str = 4,
                             mixed=mixed_plan.to_dict() if mixed_plan else None)
     report.blocks = [b.to_dict() for b in blocks]
     report.layers = _layer_rows(graph, plan, minmax_qg, qgraph, calib[:SQNR_SAMPLES], blocks)
-    report.weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), b)
-                                    for n, b in plan.items()))
-    report.stored_weight_bytes = float(sum(mixed.logical_bytes(graph.node(n), STORED_BITS[b])
-                                           for n, b in plan.items()))
-    board = [mixed.engine_bytes(graph.node(n), b) for n, b in plan.items()]
-    report.board_weight_bytes = int(sum(w for w, _ in board))
-    report.board_param_bytes = _board_param_bytes(stored, int(sum(p for _, p in board)))
-    report.bias_bytes = int(sum(4 * graph.node(n).weights["bias"].size for n in plan))
+    report.count_bytes(graph, stored)
     report.seconds = round(time.perf_counter() - t0, 1)
     return stored, report
 
