@@ -341,6 +341,21 @@ def test_build_train_mixed_plans_under_the_budget(small, tmp_path):
     assert len(set(plans["0.25"].values())) > 1
 
 
+def test_build_mixed_budget_defaults_to_the_boards_flash(small, tmp_path):
+    """--bits mixed without --budget-kb: the budget is the board's flash (stm32h743: 2 MiB)."""
+    from edgeq.boards import load_board
+
+    out = tmp_path / "mixed_default"
+    result = CliRunner().invoke(main, ["build", "--keras-model", str(small / "small.h5"),
+                                       "--data", str(small / "data.npz"), "--bits", "mixed",
+                                       "--method", "minmax", "--no-baseline", "--no-firmware",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    board = load_board(report["config"]["board"])
+    assert report["quantize"]["mixed"]["budget_bytes"] == board.flash_kib * 1024
+
+
 def test_rex_from_build_and_quantize(small, tmp_path):
     from edgeq.tflite.read import read_model
 
